@@ -1,0 +1,101 @@
+//! Command line.
+
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Trace what a process (or the whole machine) does with memory: which madvise advice releases
+/// pages and how much.
+#[derive(Debug, Parser)]
+#[command(name = "memtrace", version, about, long_about = None)]
+#[command(after_help = "\
+Examples:
+  sudo memtrace --pid 1234                  trace until Ctrl-C or until pid 1234 exits
+  sudo memtrace --pid 1234 --duration 30    trace for 30 seconds, then report
+  sudo memtrace --pid 1234 --json | jq .    JSON Lines: one object per event, then a summary")]
+pub struct Cli {
+    /// Process to trace (its threads included). Repeat for several processes.
+    #[arg(long, short = 'p', value_name = "PID", required = true,
+          value_parser = parse_pid, allow_negative_numbers = true)]
+    pub pid: Vec<u32>,
+
+    /// Stop after this many seconds (fractions allowed).
+    #[arg(long, short = 'd', value_name = "SECS", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Print JSON Lines on stdout: one object per event, then a summary object.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Size of the kernel-to-userspace events ring buffer, in KiB (a power of two, >= 4).
+    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ring_kib)]
+    pub ring_size: u32,
+}
+
+fn parse_pid(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<i64>() {
+        Ok(pid) if pid > 0 && pid <= i64::from(i32::MAX) => Ok(pid as u32),
+        Ok(pid) => Err(format!("{pid} is not a process id (pids are positive)")),
+        Err(_) => Err(format!("'{s}' is not a process id")),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s} is not a positive number of seconds"))
+}
+
+fn parse_ring_kib(s: &str) -> Result<u32, String> {
+    let kib: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size in KiB"))?;
+    if kib >= 4 && kib.is_power_of_two() && kib <= 1 << 20 {
+        Ok(kib)
+    } else {
+        Err(format!(
+            "{kib} KiB: the ring size must be a power of two from 4 to 1048576 KiB"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pids_must_be_positive() {
+        assert_eq!(parse_pid("42"), Ok(42));
+        assert!(parse_pid("0").is_err());
+        assert!(parse_pid("-3").is_err());
+        assert!(parse_pid("abc").is_err());
+        assert!(parse_pid("99999999999").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn ring_sizes() {
+        assert_eq!(parse_ring_kib("4096"), Ok(4096));
+        assert!(parse_ring_kib("1000").is_err());
+        assert!(parse_ring_kib("2").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,210 @@
+//! Decoding ring-buffer records into typed events.
+
+use memtrace_common::{EventKind, SyscallEvent};
+
+/// A `madvise` or `process_madvise` call, completed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Madvise {
+    /// The process whose memory was advised: the caller for `madvise`; for `process_madvise`
+    /// the target, once resolved (see [`Madvise::caller`]).
+    pub tgid: u32,
+    pub tid: u32,
+    /// Calling process; differs from `tgid` only for `process_madvise` on another process.
+    pub caller: u32,
+    pub thread_comm: String,
+    pub enter_ns: u64,
+    pub exit_ns: u64,
+    /// Start address (0 for `process_madvise`, which takes a vector of ranges).
+    pub start: u64,
+    /// Bytes the call covers: the length rounded up to whole pages, as the kernel does. For a
+    /// successful `process_madvise`, the byte count it returned.
+    pub len: u64,
+    pub advice: u32,
+    /// `None` on success, else the errno.
+    pub errno: Option<i32>,
+    /// `Some(pidfd)` for `process_madvise`.
+    pub pidfd: Option<i32>,
+    /// False for a `process_madvise` whose target process is not known (yet): `tgid` is then
+    /// the caller's.
+    pub target_known: bool,
+}
+
+/// Everything memtrace receives from the kernel, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Madvise(Madvise),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    Truncated { kind: u32, len: usize },
+    UnknownKind(u32),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Truncated { kind, len } => {
+                write!(f, "truncated record of kind {kind}: {len} bytes")
+            }
+            Self::UnknownKind(kind) => write!(f, "record of unknown kind {kind}"),
+        }
+    }
+}
+
+/// Decodes one ring-buffer record. `page_size` rounds madvise lengths as the kernel does.
+pub fn decode(bytes: &[u8], page_size: u64) -> Result<Event, DecodeError> {
+    let kind = bytes
+        .get(..4)
+        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or(DecodeError::Truncated {
+            kind: 0,
+            len: bytes.len(),
+        })?;
+    match EventKind::from_u32(kind) {
+        Some(EventKind::Madvise | EventKind::ProcessMadvise) => {
+            let raw = read_record::<SyscallEvent>(bytes).ok_or(DecodeError::Truncated {
+                kind,
+                len: bytes.len(),
+            })?;
+            Ok(Event::Madvise(madvise(&raw, page_size)))
+        }
+        None => Err(DecodeError::UnknownKind(kind)),
+    }
+}
+
+fn read_record<T: Copy>(bytes: &[u8]) -> Option<T> {
+    (bytes.len() >= size_of::<T>())
+        // SAFETY: the length is checked and T is plain old data written by the kernel side.
+        .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+fn madvise(raw: &SyscallEvent, page_size: u64) -> Madvise {
+    let errno = (raw.ret < 0).then(|| -raw.ret as i32);
+    let (start, len, advice, pidfd) = if raw.kind == EventKind::ProcessMadvise as u32 {
+        // process_madvise(pidfd, iovec, vlen, advice, flags) returns the bytes advised.
+        let len = if raw.ret > 0 { raw.ret as u64 } else { 0 };
+        (0, len, raw.args[3] as u32, Some(raw.args[0] as i32))
+    } else {
+        // madvise(start, len, advice): the kernel rounds len up to whole pages.
+        (
+            raw.args[0],
+            round_up(raw.args[1], page_size),
+            raw.args[2] as u32,
+            None,
+        )
+    };
+    Madvise {
+        tgid: raw.tgid,
+        tid: raw.tid,
+        caller: raw.tgid,
+        thread_comm: comm_string(&raw.comm),
+        enter_ns: raw.enter_ns,
+        exit_ns: raw.exit_ns,
+        start,
+        len,
+        advice,
+        errno,
+        pidfd,
+        target_known: pidfd.is_none(),
+    }
+}
+
+fn round_up(len: u64, page_size: u64) -> u64 {
+    len.div_ceil(page_size).saturating_mul(page_size)
+}
+
+/// A NUL-padded kernel `comm` as text.
+pub fn comm_string(comm: &[u8]) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use memtrace_common::advice;
+
+    use super::*;
+
+    fn raw(kind: EventKind, args: [u64; 6], ret: i64) -> Vec<u8> {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"work");
+        let event = SyscallEvent {
+            kind: kind as u32,
+            tgid: 10,
+            tid: 11,
+            _pad: 0,
+            enter_ns: 100,
+            exit_ns: 250,
+            args,
+            ret,
+            comm,
+        };
+        // SAFETY: SyscallEvent is repr(C) plain data without padding holes.
+        unsafe {
+            std::slice::from_raw_parts(
+                (&event as *const SyscallEvent).cast::<u8>(),
+                size_of::<SyscallEvent>(),
+            )
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn madvise_length_is_rounded_to_pages() {
+        let bytes = raw(
+            EventKind::Madvise,
+            [0x1000, 5000, advice::FREE as u64, 0, 0, 0],
+            0,
+        );
+        let Event::Madvise(m) = decode(&bytes, 4096).unwrap();
+        assert_eq!(
+            (m.start, m.len, m.advice, m.errno),
+            (0x1000, 8192, advice::FREE, None)
+        );
+        assert_eq!((m.tgid, m.tid, m.caller), (10, 11, 10));
+        assert_eq!(m.thread_comm, "work");
+        assert_eq!(m.pidfd, None);
+    }
+
+    #[test]
+    fn failed_call_keeps_errno() {
+        let bytes = raw(
+            EventKind::Madvise,
+            [0x1000, 4096, advice::FREE as u64, 0, 0, 0],
+            -22,
+        );
+        let Event::Madvise(m) = decode(&bytes, 4096).unwrap();
+        assert_eq!(m.errno, Some(libc::EINVAL));
+    }
+
+    #[test]
+    fn process_madvise_uses_returned_bytes() {
+        let bytes = raw(
+            EventKind::ProcessMadvise,
+            [7, 0xdead, 2, advice::PAGEOUT as u64, 0, 0],
+            65536,
+        );
+        let Event::Madvise(m) = decode(&bytes, 4096).unwrap();
+        assert_eq!(
+            (m.len, m.advice, m.pidfd),
+            (65536, advice::PAGEOUT, Some(7))
+        );
+    }
+
+    #[test]
+    fn bad_records_are_errors() {
+        assert_eq!(
+            decode(&[1, 0], 4096),
+            Err(DecodeError::Truncated { kind: 0, len: 2 })
+        );
+        assert_eq!(
+            decode(&[1, 0, 0, 0, 9], 4096),
+            Err(DecodeError::Truncated { kind: 1, len: 5 })
+        );
+        assert_eq!(
+            decode(&[99, 0, 0, 0], 4096),
+            Err(DecodeError::UnknownKind(99))
+        );
+    }
+}

@@ -1,0 +1,35 @@
+//! memtrace: trace what the kernel and a program really do with memory.
+
+mod attribution;
+mod cli;
+mod events;
+mod procfs;
+mod pump;
+mod report;
+mod tracer;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("memtrace: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(pump::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes.
+            eprintln!("memtrace: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

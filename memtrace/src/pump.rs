@@ -1,0 +1,272 @@
+//! The event pump: drains the ring buffer into attribution until a stop condition, then reports.
+
+use std::{
+    io::{self, Write as _},
+    os::fd::{FromRawFd as _, OwnedFd},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    attribution::Attribution,
+    cli::Cli,
+    events::{self, Event},
+    procfs,
+    report::{self, StartLine, StopReason, Summary},
+    tracer::{Options, Tracer},
+};
+
+/// How often the ring buffer is drained when the kernel has not woken us (it wakes us only once
+/// a batch has accumulated, to keep the traced workload fast).
+const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Open pidfds first: they pin the identity of each target, so a pid reused after an early
+    // exit cannot be mistaken for it, and they become readable when the process exits.
+    let exits = cli
+        .pid
+        .iter()
+        .map(|&pid| open_pidfd(pid))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let options = Options {
+        pids: Some(cli.pid.clone()),
+        ring_bytes: cli.ring_size * 1024,
+    };
+    let tracer = Tracer::attach(&options)?;
+    for warning in &tracer.warnings {
+        eprintln!("memtrace: warning: {warning}");
+    }
+
+    let mut pump = Pump::new(tracer, cli.json)?;
+    for &pid in &cli.pid {
+        if let Some(comm) = procfs::comm(pid) {
+            pump.attribution.name(pid, &comm);
+        }
+    }
+    eprintln!(
+        "memtrace: attached; tracing {}; Ctrl-C to stop",
+        describe_targets(&pump.attribution, &cli.pid)
+    );
+    if cli.json {
+        pump.write_line(&serde_json::to_string(&StartLine::new(&cli.pid))?);
+        pump.flush();
+    }
+
+    let reason = pump.run_until_stopped(cli.duration, &exits).await?;
+    pump.finish(reason)
+}
+
+struct Pump {
+    events: AsyncFd<RingBuf<MapData>>,
+    tracer: Tracer,
+    attribution: Attribution,
+    json: bool,
+    out: io::BufWriter<io::Stdout>,
+    /// Set once stdout is gone (e.g. `memtrace | head` exited): stop, and report to stderr.
+    output_closed: bool,
+    page_size: u64,
+    started: Instant,
+    undecodable: u64,
+}
+
+impl Pump {
+    fn new(mut tracer: Tracer, json: bool) -> anyhow::Result<Self> {
+        let events = tracer
+            .take_events()
+            .context("events ring buffer already taken")?;
+        let events = watch(events).context("cannot watch the events ring buffer")?;
+        Ok(Self {
+            events,
+            tracer,
+            attribution: Attribution::default(),
+            json,
+            out: io::BufWriter::new(io::stdout()),
+            output_closed: false,
+            page_size: procfs::page_size(),
+            started: Instant::now(),
+            undecodable: 0,
+        })
+    }
+
+    async fn run_until_stopped(
+        &mut self,
+        duration: Option<Duration>,
+        exits: &[AsyncFd<OwnedFd>],
+    ) -> anyhow::Result<StopReason> {
+        // Created once: re-creating signal streams per iteration can miss a signal.
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let deadline = tokio::time::sleep(duration.unwrap_or(Duration::MAX / 4));
+        tokio::pin!(deadline);
+        let all_exited = async {
+            for exit in exits {
+                // A pidfd turns readable when its process exits.
+                let _ = exit.readable().await;
+            }
+        };
+        tokio::pin!(all_exited);
+        let mut drain_timer = tokio::time::interval(DRAIN_INTERVAL);
+
+        loop {
+            let reason = tokio::select! {
+                guard = self.events.readable_mut() => {
+                    let mut guard = guard.context("waiting on the events ring buffer")?;
+                    guard.clear_ready();
+                    None
+                }
+                _ = drain_timer.tick() => None,
+                _ = interrupt.recv() => Some(StopReason::Interrupted),
+                _ = terminate.recv() => Some(StopReason::Interrupted),
+                () = &mut deadline, if duration.is_some() => Some(StopReason::Duration),
+                () = &mut all_exited => Some(StopReason::TargetExited),
+            };
+            self.drain();
+            if self.output_closed {
+                return Ok(StopReason::OutputClosed);
+            }
+            if let Some(reason) = reason {
+                return Ok(reason);
+            }
+        }
+    }
+
+    /// Decodes and attributes everything waiting in the ring buffer.
+    fn drain(&mut self) {
+        let mut lines = Vec::new();
+        let ring = self.events.get_mut();
+        while let Some(record) = ring.next() {
+            match events::decode(&record, self.page_size) {
+                Ok(event) => lines.push(event),
+                Err(_) => self.undecodable += 1,
+            }
+        }
+        for mut event in lines {
+            self.enrich(&mut event);
+            self.attribution.record(&event);
+            if self.json && !self.output_closed {
+                match report::event_json(&event) {
+                    Ok(line) => self.write_line(&line),
+                    Err(_) => self.undecodable += 1,
+                }
+            }
+        }
+        self.flush();
+    }
+
+    /// Adds what the kernel record lacks, from /proc.
+    fn enrich(&mut self, event: &mut Event) {
+        let Event::Madvise(m) = event;
+        // process_madvise advises another process's memory: charge the target.
+        if let Some(target) = m.pidfd.and_then(|fd| procfs::pidfd_target(m.caller, fd)) {
+            m.tgid = target;
+            m.target_known = true;
+        }
+        if !self.attribution.knows(m.tgid)
+            && let Some(comm) = procfs::comm(m.tgid)
+        {
+            self.attribution.name(m.tgid, &comm);
+        }
+    }
+
+    fn write_line(&mut self, line: &str) {
+        if self.output_closed {
+            return;
+        }
+        if let Err(e) = writeln!(self.out, "{line}") {
+            self.output_failed(&e);
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.output_closed
+            && let Err(e) = self.out.flush()
+        {
+            self.output_failed(&e);
+        }
+    }
+
+    fn output_failed(&mut self, error: &io::Error) {
+        self.output_closed = true;
+        if error.kind() == io::ErrorKind::BrokenPipe {
+            eprintln!("memtrace: stdout closed; stopping and writing the report to stderr");
+        } else {
+            eprintln!(
+                "memtrace: cannot write to stdout ({error}); stopping and writing the report to stderr"
+            );
+        }
+    }
+
+    fn finish(mut self, reason: StopReason) -> anyhow::Result<()> {
+        // Whatever arrived after the stop condition still counts.
+        self.drain();
+        let reason = if self.output_closed {
+            StopReason::OutputClosed
+        } else {
+            reason
+        };
+        let lost = self.tracer.lost();
+        let elapsed = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        if lost.total() > 0 {
+            eprintln!(
+                "memtrace: warning: {} events were lost in the kernel; totals are undercounts (try a larger --ring-size)",
+                lost.total()
+            );
+        }
+        if self.undecodable > 0 {
+            eprintln!(
+                "memtrace: warning: {} records could not be decoded",
+                self.undecodable
+            );
+        }
+        let report = if self.json {
+            serde_json::to_string(&Summary::new(&self.attribution, &lost, elapsed, reason))?
+        } else {
+            report::text(&self.attribution, &lost, elapsed, reason)
+        };
+        self.write_line(report.trim_end());
+        self.flush();
+        if self.output_closed {
+            // Nothing gathered is lost: the report goes where it can still be read.
+            eprintln!("{}", report.trim_end());
+        }
+        Ok(())
+    }
+}
+
+fn open_pidfd(pid: u32) -> anyhow::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: plain syscall; the returned fd is owned below.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::ESRCH) {
+            bail!("no process with pid {pid}: check the pid (ps -e) and retry");
+        }
+        bail!("cannot watch pid {pid}: {error}");
+    }
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    watch(fd).with_context(|| format!("cannot watch pid {pid}"))
+}
+
+/// Registers an owned fd with the runtime for readability.
+fn watch<T: std::os::fd::AsRawFd>(owner: T) -> io::Result<AsyncFd<T>> {
+    // SAFETY: `owner` owns its fd (a map fd or an OwnedFd) and keeps it open, unchanged, for as
+    // long as the AsyncFd that takes it lives.
+    unsafe { AsyncFd::register_with_interest(owner, Interest::READABLE) }.map_err(io::Error::from)
+}
+
+fn describe_targets(attribution: &Attribution, pids: &[u32]) -> String {
+    let names: Vec<String> = attribution
+        .processes()
+        .filter(|p| pids.contains(&p.pid))
+        .map(|p| format!("pid {} ({})", p.pid, p.comm))
+        .collect();
+    names.join(", ")
+}

@@ -1,0 +1,195 @@
+//! Failures a user can cause: each gives one clear line on stderr and a non-zero exit, never a
+//! panic; and an output that goes away loses none of what was gathered.
+
+mod support;
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Command, Output},
+};
+
+use support::{MEMTRACE, Memtrace, Workload, privileged};
+
+fn memtrace(args: &[&str]) -> Output {
+    Command::new(MEMTRACE)
+        .args(args)
+        .output()
+        .expect("run memtrace")
+}
+
+/// Exactly one line on stderr, containing `needle`, and a failing exit code.
+fn assert_one_line_error(output: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "expected failure, got {}",
+        output.status
+    );
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "one line expected:\n{stderr}"
+    );
+    assert!(stderr.contains(needle), "expected {needle:?} in:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// A pid that existed a moment ago and is gone now.
+fn dead_pid() -> String {
+    let mut child = Command::new("true").spawn().expect("spawn true");
+    child.wait().expect("wait true");
+    child.id().to_string()
+}
+
+#[test]
+fn pid_zero_or_negative_or_garbage_is_refused() {
+    for (pid, needle) in [
+        ("0", "0 is not a process id"),
+        ("-5", "-5 is not a process id"),
+        ("abc", "'abc' is not a process id"),
+    ] {
+        let output = memtrace(&["--pid", pid]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        // clap adds a hint line after the error; the error itself is the first line.
+        assert!(
+            stderr.lines().next().unwrap_or("").contains(needle),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn no_such_pid() {
+    // Checked before any privilege is needed, so this runs unprivileged too.
+    let pid = dead_pid();
+    let output = memtrace(&["--pid", &pid]);
+    assert_one_line_error(&output, &format!("no process with pid {pid}"));
+}
+
+#[test]
+fn not_root() {
+    if !privileged() {
+        return;
+    }
+    // Drop to nobody with no capabilities, as an unprivileged user would run it.
+    let output = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .args([MEMTRACE, "--pid", "1"])
+        .output()
+        .expect("run setpriv");
+    assert_one_line_error(&output, "needs root");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("sudo"));
+}
+
+#[test]
+fn tracefs_not_mounted() {
+    if !privileged() {
+        return;
+    }
+    // In a private mount namespace, unmount tracefs (the host keeps it) and run memtrace there.
+    let script = format!(
+        "umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug/tracing 2>/dev/null; \
+         umount /sys/kernel/debug 2>/dev/null; exec {MEMTRACE} --pid 1"
+    );
+    let output = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("run unshare");
+    assert_one_line_error(&output, "tracefs is not mounted");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("mount -t tracefs"));
+}
+
+#[test]
+fn duration_longer_than_the_workload_still_stops_at_exit() {
+    if !privileged() {
+        return;
+    }
+    let mut workload = Workload::spawn(&["madvise", "--op", "free:7:1"]);
+    let memtrace = Memtrace::attach(&["--pid", &workload.pid.to_string(), "--duration", "1.5"]);
+    workload.go();
+    let record = workload.record();
+    let output = memtrace.finish();
+    assert!(output.status.success(), "{}", output.stderr);
+    assert_eq!(output.summary()["stop_reason"], "target_exited");
+    let pid = record["pid"].as_u64().unwrap() as u32;
+    assert_eq!(
+        support::advice_totals(output.process(pid), 8),
+        Some((7, 0, 7 * 4096))
+    );
+}
+
+#[test]
+fn duration_stops_tracing_a_live_process() {
+    if !privileged() {
+        return;
+    }
+    // The workload waits for a go signal that never comes: only --duration can stop memtrace.
+    let workload = Workload::spawn(&["madvise", "--op", "free:1:1"]);
+    let memtrace = Memtrace::attach(&["--pid", &workload.pid.to_string(), "--duration", "0.5"]);
+    let output = memtrace.finish();
+    assert!(output.status.success(), "{}", output.stderr);
+    assert_eq!(output.summary()["stop_reason"], "duration");
+    assert_eq!(
+        output.process(workload.pid)["madvise"],
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn interrupt_prints_the_final_report() {
+    if !privileged() {
+        return;
+    }
+    let workload = Workload::spawn(&["madvise", "--op", "free:1:1"]);
+    let memtrace = Memtrace::attach(&["--pid", &workload.pid.to_string()]);
+    memtrace.interrupt();
+    let output = memtrace.finish();
+    assert!(output.status.success(), "{}", output.stderr);
+    assert_eq!(output.summary()["stop_reason"], "interrupted");
+}
+
+#[test]
+fn closed_stdout_moves_the_report_to_stderr() {
+    if !privileged() {
+        return;
+    }
+    let mut workload = Workload::spawn(&["madvise", "--op", "free:40:1"]);
+    let mut memtrace = Memtrace::attach(&["--pid", &workload.pid.to_string()]);
+    // Read the start line, then close our end, like `memtrace --json | head -1`.
+    let mut stdout = BufReader::new(memtrace.take_stdout());
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("start line");
+    assert!(first.contains("\"type\":\"start\""), "{first}");
+    drop(stdout);
+    workload.go();
+    let record = workload.record();
+    let output = memtrace.finish();
+    assert!(output.status.success(), "{}", output.stderr);
+    assert!(output.stderr.contains("stdout closed"), "{}", output.stderr);
+    // Nothing gathered is lost: the summary, with every call, is on stderr.
+    let summary: serde_json::Value = output
+        .stderr
+        .lines()
+        .find_map(|l| {
+            serde_json::from_str(l)
+                .ok()
+                .filter(|v: &serde_json::Value| v["type"] == "summary")
+        })
+        .unwrap_or_else(|| panic!("no summary on stderr:\n{}", output.stderr));
+    assert_eq!(summary["stop_reason"], "output_closed");
+    let pid = record["pid"].as_u64().unwrap();
+    let process = summary["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == pid)
+        .expect("traced pid");
+    assert_eq!(support::advice_totals(process, 8), Some((40, 0, 40 * 4096)));
+}

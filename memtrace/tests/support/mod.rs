@@ -1,0 +1,271 @@
+//! Shared harness for the privileged integration tests: spawns workloads and memtrace, and
+//! reads back both sides' records.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub const MEMTRACE: &str = env!("CARGO_BIN_EXE_memtrace");
+pub const WORKLOAD: &str = env!("CARGO_BIN_EXE_memtrace-workload");
+
+/// How long memtrace may take to load and attach (the first load also JITs every program).
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
+const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Whether the privileged tests can run. In CI (`CI` set) they must: not being root fails the
+/// test instead of skipping it, so a CI run never passes without loading real eBPF.
+pub fn privileged() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("integration tests need root to load eBPF, and CI is set: refusing to skip");
+    }
+    eprintln!(
+        "\n*** SKIPPED: this test loads eBPF programs and needs root (sudo -E cargo xtask test) ***\n"
+    );
+    false
+}
+
+/// A running memtrace-workload, set up and waiting for the go signal.
+pub struct Workload {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    pub pid: u32,
+}
+
+impl Workload {
+    pub fn spawn(args: &[&str]) -> Self {
+        let mut child = Command::new(WORKLOAD)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn memtrace-workload");
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().expect("workload stdout"));
+        let ready = read_json_line(&mut stdout).expect("workload ready line");
+        assert_eq!(ready["ready"], true, "unexpected first line {ready}");
+        let pid = ready["pid"].as_u64().expect("ready pid") as u32;
+        Self {
+            child,
+            stdin,
+            stdout,
+            pid,
+        }
+    }
+
+    /// Lets the workload do its measured work.
+    pub fn go(&mut self) {
+        let mut stdin = self.stdin.take().expect("go() called twice");
+        stdin.write_all(b"go\n").expect("send go signal");
+    }
+
+    /// Waits for the workload's record of what it did.
+    pub fn record(mut self) -> Value {
+        let record = read_json_line(&mut self.stdout).expect("workload record line");
+        let status = wait_with_timeout(&mut self.child, EXIT_TIMEOUT);
+        assert!(status.success(), "workload failed: {status}");
+        record
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_json_line(reader: &mut impl std::io::BufRead) -> Option<Value> {
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    serde_json::from_str(&line).ok()
+}
+
+/// A running memtrace, attached.
+pub struct Memtrace {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+    stderr_seen: Vec<String>,
+}
+
+/// What a finished memtrace printed.
+pub struct Output {
+    pub status: std::process::ExitStatus,
+    pub lines: Vec<Value>,
+    pub stderr: String,
+}
+
+impl Output {
+    /// The final summary object.
+    pub fn summary(&self) -> &Value {
+        let last = self
+            .lines
+            .last()
+            .unwrap_or_else(|| panic!("no JSON output; stderr:\n{}", self.stderr));
+        assert_eq!(
+            last["type"], "summary",
+            "last line is not the summary: {last}"
+        );
+        last
+    }
+
+    /// The summary's entry for `pid`.
+    pub fn process(&self, pid: u32) -> &Value {
+        self.summary()["processes"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["pid"] == pid))
+            .unwrap_or_else(|| panic!("pid {pid} missing from summary {}", self.summary()))
+    }
+
+    /// Pids in the summary.
+    pub fn pids(&self) -> Vec<u32> {
+        self.summary()["processes"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .filter_map(|p| p["pid"].as_u64())
+                    .map(|p| p as u32)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Memtrace {
+    /// Starts `memtrace --json ARGS` and waits until it says it is attached.
+    pub fn attach(args: &[&str]) -> Self {
+        let mut child = Command::new(MEMTRACE)
+            .arg("--json")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn memtrace");
+        let stderr = child.stderr.take().expect("memtrace stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut memtrace = Self {
+            child,
+            stderr: rx,
+            stderr_seen: Vec::new(),
+        };
+        memtrace.wait_attached();
+        memtrace
+    }
+
+    fn wait_attached(&mut self) {
+        let deadline = Instant::now() + ATTACH_TIMEOUT;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    let attached = line.starts_with("memtrace: attached");
+                    self.stderr_seen.push(line);
+                    if attached {
+                        return;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = self.child.kill();
+        panic!(
+            "memtrace did not attach (eBPF must load here); stderr:\n{}",
+            self.stderr_seen.join("\n")
+        );
+    }
+
+    /// Takes stdout to read live (for tests of output handling).
+    pub fn take_stdout(&mut self) -> ChildStdout {
+        self.child.stdout.take().expect("stdout already taken")
+    }
+
+    pub fn interrupt(&self) {
+        // SAFETY: plain kill(2) on our child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+    }
+
+    /// Waits for memtrace to stop by itself and collects what it printed.
+    pub fn finish(mut self) -> Output {
+        let mut stdout = String::new();
+        if let Some(mut out) = self.child.stdout.take() {
+            out.read_to_string(&mut stdout)
+                .expect("read memtrace stdout");
+        }
+        let status = wait_with_timeout(&mut self.child, EXIT_TIMEOUT);
+        self.stderr_seen.extend(self.stderr.try_iter());
+        // The reader thread may still be draining the last lines.
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(200)) {
+            self.stderr_seen.push(line);
+        }
+        let lines = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+            .collect();
+        Output {
+            status,
+            lines,
+            stderr: self.stderr_seen.join("\n"),
+        }
+    }
+}
+
+impl Drop for Memtrace {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process {} did not exit within {timeout:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `(calls, failed, bytes)` for one advice in a summary process entry.
+pub fn advice_totals(process: &Value, advice: u32) -> Option<(u64, u64, u64)> {
+    process["madvise"]
+        .as_array()?
+        .iter()
+        .find(|a| a["advice"] == advice)
+        .map(|a| {
+            (
+                a["calls"].as_u64().unwrap_or(0),
+                a["failed"].as_u64().unwrap_or(0),
+                a["bytes"].as_u64().unwrap_or(0),
+            )
+        })
+}
+
+/// Advice values in a summary process entry or a workload record.
+pub fn advice_values(list: &Value) -> Vec<u64> {
+    list.as_array()
+        .map(|a| a.iter().filter_map(|e| e["advice"].as_u64()).collect())
+        .unwrap_or_default()
+}

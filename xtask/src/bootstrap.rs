@@ -1,0 +1,139 @@
+//! Installs what building memtrace needs, idempotently.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::tasks::{capture, is_root, status};
+
+pub fn run() -> anyhow::Result<()> {
+    let llvm_major = rustc_llvm_major()?;
+    ensure_rust_src()?;
+    let llvm_prefix = ensure_llvm(llvm_major)?;
+    ensure_bpf_linker(llvm_major, &llvm_prefix)?;
+    ensure_tracefs();
+    Ok(())
+}
+
+/// The LLVM major version of the pinned rustc: bpf-linker must be built against the same one.
+fn rustc_llvm_major() -> anyhow::Result<u32> {
+    let info = capture(Command::new("rustc").arg("-vV"))?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("LLVM version:"))
+        .and_then(|v| v.trim().split('.').next()?.parse().ok())
+        .context("`rustc -vV` does not say which LLVM it uses")
+}
+
+fn ensure_rust_src() -> anyhow::Result<()> {
+    let installed = capture(Command::new("rustup").args(["component", "list", "--installed"]))?;
+    if installed.lines().any(|c| c.starts_with("rust-src")) {
+        return Ok(());
+    }
+    eprintln!("xtask: installing the rust-src component (the eBPF target builds core from source)");
+    status(Command::new("rustup").args(["component", "add", "rust-src"]))
+}
+
+fn ensure_llvm(major: u32) -> anyhow::Result<PathBuf> {
+    let prefix = PathBuf::from(format!("/usr/lib/llvm-{major}"));
+    if prefix.join("bin/llvm-config").exists() {
+        return Ok(prefix);
+    }
+    let packages = [format!("llvm-{major}-dev"), format!("libclang-{major}-dev")];
+    if !is_root() || which("apt-get").is_none() {
+        bail!(
+            "LLVM {major} development files are missing: install {} (e.g. `sudo apt-get install -y {}`) and retry",
+            packages.join(" and "),
+            packages.join(" ")
+        );
+    }
+    eprintln!("xtask: installing {} with apt-get", packages.join(" "));
+    status(Command::new("apt-get").args(["update", "-qq"]))?;
+    status(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    if !prefix.join("bin/llvm-config").exists() {
+        bail!(
+            "apt-get installed {} but {} has no llvm-config",
+            packages.join(" "),
+            prefix.display()
+        );
+    }
+    Ok(prefix)
+}
+
+/// bpf-linker links the eBPF object; it is usable only when linked against `major`.
+fn ensure_bpf_linker(major: u32, llvm_prefix: &Path) -> anyhow::Result<()> {
+    if let Some(linker) = which("bpf-linker")
+        && linked_llvm_major(&linker) == Some(major)
+    {
+        return Ok(());
+    }
+    eprintln!("xtask: building bpf-linker against LLVM {major} (about a minute)");
+    status(
+        Command::new("cargo")
+            .args([
+                "install",
+                "--locked",
+                "bpf-linker",
+                "--no-default-features",
+                "--features",
+            ])
+            .arg(format!("llvm-{major}"))
+            .arg("--force")
+            .env("LLVM_PREFIX", llvm_prefix),
+    )
+}
+
+/// The libLLVM major a binary links dynamically, per ldd (`libLLVM.so.22.1` → 22).
+fn linked_llvm_major(binary: &Path) -> Option<u32> {
+    let libs = capture(Command::new("ldd").arg(binary)).ok()?;
+    libs.lines()
+        .find_map(|line| line.trim().strip_prefix("libLLVM"))
+        .and_then(|rest| rest.split(".so.").nth(1))
+        .and_then(|version| version.split(['.', ' ']).next()?.parse().ok())
+        .or_else(|| {
+            libs.lines().find_map(|l| {
+                l.trim()
+                    .strip_prefix("libLLVM-")?
+                    .split('.')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+        })
+}
+
+/// tracefs must be mounted for tracepoints to attach; mount it when we may.
+fn ensure_tracefs() {
+    if Path::new("/sys/kernel/tracing/events").is_dir()
+        || Path::new("/sys/kernel/debug/tracing/events").is_dir()
+    {
+        return;
+    }
+    if !is_root() {
+        eprintln!(
+            "xtask: warning: tracefs is not mounted; run `sudo mount -t tracefs nodev /sys/kernel/tracing`"
+        );
+        return;
+    }
+    if let Err(e) =
+        status(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))
+    {
+        eprintln!("xtask: warning: could not mount tracefs: {e:#}");
+    }
+}
+
+pub fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    let cargo_bin = std::env::var_os("CARGO_HOME").map(|home| PathBuf::from(home).join("bin"));
+    std::env::split_paths(&path)
+        .chain(cargo_bin)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}

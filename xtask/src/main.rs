@@ -1,0 +1,56 @@
+//! Developer tasks: `cargo xtask bootstrap | run | test | lint`.
+//!
+//! Every task that builds calls `bootstrap` first, which installs what is missing (rust-src,
+//! LLVM matching rustc, bpf-linker built against it) and mounts tracefs; when everything is
+//! present it costs a few process spawns.
+
+mod bootstrap;
+mod tasks;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the eBPF toolchain (rust-src, LLVM, bpf-linker) if missing; mount tracefs.
+    Bootstrap,
+    /// Build memtrace in release mode and run it (through sudo when not root).
+    Run {
+        /// Arguments for memtrace, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run every test: unit tests and the privileged integration tests (real eBPF).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter), after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// `cargo fmt --check` and `cargo clippy -D warnings`, for userspace and the eBPF crate.
+    Lint,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Bootstrap => bootstrap::run(),
+        Task::Run { args } => bootstrap::run().and_then(|()| tasks::run(&args)),
+        Task::Test { args } => bootstrap::run().and_then(|()| tasks::test(&args)),
+        Task::Lint => bootstrap::run().and_then(|()| tasks::lint()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Build, run, test and lint.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, bail};
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn is_root() -> bool {
+    // Avoid a libc dependency: /proc/self/status has the effective uid second on its Uid: line.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(str::to_owned)
+        })
+        .and_then(|uids| uids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        .unwrap_or(false)
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    status(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "memtrace",
+        "--bin",
+        "memtrace",
+    ]))?;
+    let binary = workspace_root().join("target/release/memtrace");
+    let mut cmd = if is_root() {
+        Command::new(&binary)
+    } else {
+        eprintln!("xtask: memtrace needs root to load eBPF programs; running it through sudo");
+        let mut sudo = Command::new("sudo");
+        sudo.arg(&binary);
+        sudo
+    };
+    let exit = cmd.args(args).status().context("cannot start memtrace")?;
+    if !exit.success() {
+        std::process::exit(exit.code().unwrap_or(1));
+    }
+    Ok(())
+}
+
+pub fn test(args: &[String]) -> anyhow::Result<()> {
+    if !is_root() {
+        eprintln!(
+            "xtask: WARNING: not root: the integration tests (real eBPF) will be SKIPPED.\n\
+             xtask: run `sudo -E cargo xtask test` to run them."
+        );
+    }
+    status(cargo().args(["test", "--workspace"]).args(args))
+}
+
+pub fn lint() -> anyhow::Result<()> {
+    status(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    status(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The eBPF crate only builds for the BPF target, from its own target dir.
+    status(
+        cargo()
+            .args([
+                "clippy",
+                "--package",
+                "memtrace-ebpf",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+            ])
+            .args(["--target-dir", "target/ebpf-clippy", "--", "-D", "warnings"])
+            .env("RUSTC_BOOTSTRAP", "1"),
+    )
+}
+
+/// Runs a command, failing if it does.
+pub fn status(cmd: &mut Command) -> anyhow::Result<()> {
+    let exit = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !exit.success() {
+        bail!("{cmd:?} failed ({exit})");
+    }
+    Ok(())
+}
+
+/// Runs a command and returns its stdout.
+pub fn capture(cmd: &mut Command) -> anyhow::Result<String> {
+    let output = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !output.status.success() {
+        bail!("{cmd:?} failed ({})", output.status);
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
