@@ -63,7 +63,7 @@ pub fn test(args: &[String]) -> anyhow::Result<()> {
              xtask: run `sudo -E cargo xtask test` to run them."
         );
     }
-    status(cargo().args(["test", "--workspace"]).args(args))
+    status(cargo().arg("test").args(args))
 }
 
 pub fn lint() -> anyhow::Result<()> {
