@@ -68,14 +68,8 @@ pub fn test(args: &[String]) -> anyhow::Result<()> {
 
 pub fn lint() -> anyhow::Result<()> {
     status(cargo().args(["fmt", "--all", "--", "--check"]))?;
-    status(cargo().args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
+    // Default members only: the eBPF crate cannot build for the host.
+    status(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     // The eBPF crate only builds for the BPF target, from its own target dir.
     status(
         cargo()
