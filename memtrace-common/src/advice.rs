@@ -65,9 +65,12 @@ pub const fn name(advice: u32) -> Option<&'static str> {
 
 /// The advice value for a name, with or without the `MADV_` prefix, in any case.
 pub fn from_name(name: &str) -> Option<u32> {
-    let name = name.strip_prefix("MADV_").unwrap_or(name);
+    let name = match name.get(..5) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("MADV_") => &name[5..],
+        _ => name,
+    };
     (0..=GUARD_REMOVE)
-        .find(|&advice| matches!(self::name(advice), Some(n) if n.eq_ignore_ascii_case(name)))
+        .find(|&advice| self::name(advice).is_some_and(|n| n.eq_ignore_ascii_case(name)))
 }
 
 /// Whether a successful call with this advice gives pages back to the system.

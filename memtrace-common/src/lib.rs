@@ -9,4 +9,4 @@ pub mod advice;
 pub mod event;
 pub mod maps;
 
-pub use event::{EventKind, SyscallEvent};
+pub use event::{EventKind, FaultCounts, FaultEvent, RssState, SyscallEvent, ThreadExit};

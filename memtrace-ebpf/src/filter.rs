@@ -13,7 +13,14 @@ static SELF_TGID: u32 = 0;
 
 /// Traced tgids. Empty at load, so nothing is traced between attaching and userspace filling it.
 #[map]
-static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TARGETS, 0);
+pub static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+/// Whether userspace asked for only some processes.
+#[inline(always)]
+pub fn filtering() -> bool {
+    // SAFETY: see current_traced.
+    unsafe { core::ptr::read_volatile(&FILTER_BY_TGID) != 0 }
+}
 
 /// The current task as `(tgid, tid)` if it is traced.
 #[inline(always)]
@@ -23,12 +30,11 @@ pub fn current_traced() -> Option<(u32, u32)> {
     let tid = pid_tgid as u32;
     // SAFETY: volatile reads keep the compiler from folding the globals' default values; the
     // loader rewrites them before the program is loaded.
-    let filter = unsafe { core::ptr::read_volatile(&FILTER_BY_TGID) };
     let self_tgid = unsafe { core::ptr::read_volatile(&SELF_TGID) };
     if tgid == self_tgid {
         return None;
     }
-    if filter != 0 && TARGETS.get_ptr(tgid).is_none() {
+    if filtering() && TARGETS.get_ptr(tgid).is_none() {
         return None;
     }
     Some((tgid, tid))

@@ -6,8 +6,11 @@
 #![no_std]
 #![no_main]
 
+mod faults;
 mod filter;
+mod lifecycle;
 mod ring;
+mod rss;
 mod syscalls;
 
 #[cfg(not(test))]

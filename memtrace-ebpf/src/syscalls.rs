@@ -47,6 +47,46 @@ pub fn process_madvise_exit(ctx: TracePointContext) -> u32 {
     exit(&ctx)
 }
 
+#[tracepoint]
+pub fn mmap_enter(ctx: TracePointContext) -> u32 {
+    enter(&ctx, EventKind::Mmap, 6)
+}
+
+#[tracepoint]
+pub fn mmap_exit(ctx: TracePointContext) -> u32 {
+    exit(&ctx)
+}
+
+#[tracepoint]
+pub fn munmap_enter(ctx: TracePointContext) -> u32 {
+    enter(&ctx, EventKind::Munmap, 2)
+}
+
+#[tracepoint]
+pub fn munmap_exit(ctx: TracePointContext) -> u32 {
+    exit(&ctx)
+}
+
+#[tracepoint]
+pub fn mremap_enter(ctx: TracePointContext) -> u32 {
+    enter(&ctx, EventKind::Mremap, 5)
+}
+
+#[tracepoint]
+pub fn mremap_exit(ctx: TracePointContext) -> u32 {
+    exit(&ctx)
+}
+
+#[tracepoint]
+pub fn brk_enter(ctx: TracePointContext) -> u32 {
+    enter(&ctx, EventKind::Brk, 1)
+}
+
+#[tracepoint]
+pub fn brk_exit(ctx: TracePointContext) -> u32 {
+    exit(&ctx)
+}
+
 /// Parks the first `nargs` arguments of a traced thread's syscall.
 #[inline(always)]
 fn enter(ctx: &TracePointContext, kind: EventKind, nargs: usize) -> u32 {

@@ -5,7 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use memtrace_common::advice;
 
-use crate::events::{Event, Madvise};
+use memtrace_common::{FaultCounts, event::RSS_MEMBERS};
+
+use crate::{
+    events::{Event, Madvise, MapKind, MapOp, Mapping},
+    procfs::SmapsRollup,
+};
 
 /// Calls with one advice value.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -18,6 +23,172 @@ pub struct AdviceTotals {
     pub bytes: u64,
 }
 
+/// A count of calls and the bytes they covered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallBytes {
+    pub calls: u64,
+    pub bytes: u64,
+}
+
+impl CallBytes {
+    fn add(&mut self, bytes: u64) {
+        self.calls += 1;
+        self.bytes += bytes;
+    }
+}
+
+/// Address-space changes by mmap, munmap, mremap and brk.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MappingTotals {
+    /// Successful mmap calls by kind of memory.
+    pub mmap: BTreeMap<MapKind, CallBytes>,
+    pub munmap: CallBytes,
+    pub mremap_grow: CallBytes,
+    pub mremap_shrink: CallBytes,
+    pub brk_grow: CallBytes,
+    pub brk_shrink: CallBytes,
+    /// brk calls whose growth could not be known (the break before them was unknown).
+    pub brk_unknown: u64,
+    /// Failed calls per syscall (`mmap`, `munmap`, `mremap`, `brk`).
+    pub failed: BTreeMap<&'static str, u64>,
+    /// The break after the last brk call seen (or read from /proc at start).
+    pub last_brk: Option<u64>,
+}
+
+impl MappingTotals {
+    pub fn mapped_bytes(&self) -> u64 {
+        self.mmap.values().map(|c| c.bytes).sum()
+    }
+
+    /// Net change of the address space: mapped + grown − unmapped − shrunk, in bytes.
+    pub fn net_bytes(&self) -> i128 {
+        let added = self.mapped_bytes() + self.mremap_grow.bytes + self.brk_grow.bytes;
+        let removed = self.munmap.bytes + self.mremap_shrink.bytes + self.brk_shrink.bytes;
+        i128::from(added) - i128::from(removed)
+    }
+
+    fn record(&mut self, m: &Mapping) {
+        if m.errno.is_some() {
+            let name = match m.op {
+                MapOp::Mmap { .. } => "mmap",
+                MapOp::Munmap { .. } => "munmap",
+                MapOp::Mremap { .. } => "mremap",
+                MapOp::Brk { .. } => "brk",
+            };
+            *self.failed.entry(name).or_default() += 1;
+            return;
+        }
+        match m.op {
+            MapOp::Mmap { len, kind, .. } => self.mmap.entry(kind).or_default().add(len),
+            MapOp::Munmap { len, .. } => self.munmap.add(len),
+            MapOp::Mremap {
+                old_len, new_len, ..
+            } if new_len >= old_len => {
+                self.mremap_grow.add(new_len - old_len);
+            }
+            MapOp::Mremap {
+                old_len, new_len, ..
+            } => self.mremap_shrink.add(old_len - new_len),
+            MapOp::Brk { requested, result } => self.record_brk(requested, result),
+        }
+    }
+
+    fn record_brk(&mut self, requested: u64, result: u64) {
+        match self.last_brk {
+            _ if requested == 0 => {}
+            Some(previous) if result >= previous => self.brk_grow.add(result - previous),
+            Some(previous) => self.brk_shrink.add(previous - result),
+            None => self.brk_unknown += 1,
+        }
+        self.last_brk = Some(result);
+    }
+}
+
+/// Minor and major faults over the trace window, from the kernel's per-task counters (the
+/// numbers behind /proc/PID/stat): sampled from /proc for live threads, and reported by the
+/// kernel programs for threads as they exit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskFaults {
+    /// `(minflt, majflt)` of each live thread when first seen; zero for threads born after.
+    baseline: BTreeMap<u32, (u64, u64)>,
+    /// Latest `(minflt, majflt)` of each live thread.
+    latest: BTreeMap<u32, (u64, u64)>,
+    /// Faults of threads that exited while traced.
+    exited: (u64, u64),
+    /// Threads already reported exited (a zombie leader stays listed in /proc for a while).
+    gone: BTreeSet<u32>,
+    /// Set after the first look: threads that appear later were born while traced.
+    watching: bool,
+}
+
+impl TaskFaults {
+    pub fn minor(&self) -> u64 {
+        self.exited.0 + self.live_delta().0
+    }
+
+    pub fn major(&self) -> u64 {
+        self.exited.1 + self.live_delta().1
+    }
+
+    /// Whether anything is known yet.
+    pub fn known(&self) -> bool {
+        self.watching || !self.gone.is_empty()
+    }
+
+    fn live_delta(&self) -> (u64, u64) {
+        self.latest
+            .iter()
+            .fold((0, 0), |(min, maj), (tid, &(lmin, lmaj))| {
+                let (bmin, bmaj) = self.baseline.get(tid).copied().unwrap_or_default();
+                (
+                    min + lmin.saturating_sub(bmin),
+                    maj + lmaj.saturating_sub(bmaj),
+                )
+            })
+    }
+
+    /// The process was created while traced: every fault of it counts.
+    pub fn born_while_traced(&mut self) {
+        self.watching = true;
+    }
+
+    fn sample(&mut self, threads: &[(u32, u64, u64)]) {
+        for &(tid, minflt, majflt) in threads {
+            if self.gone.contains(&tid) {
+                continue;
+            }
+            let born = if self.watching {
+                (0, 0)
+            } else {
+                (minflt, majflt)
+            };
+            self.baseline.entry(tid).or_insert(born);
+            self.latest.insert(tid, (minflt, majflt));
+        }
+        self.watching = true;
+    }
+
+    fn exit(&mut self, tid: u32, minflt: u64, majflt: u64) {
+        // A thread never sampled was born (or first met) while traced: all its faults count.
+        let (bmin, bmaj) = self.baseline.remove(&tid).unwrap_or_default();
+        self.latest.remove(&tid);
+        self.gone.insert(tid);
+        self.exited.0 += minflt.saturating_sub(bmin);
+        self.exited.1 += majflt.saturating_sub(bmaj);
+    }
+}
+
+/// RSS of a process from the kernel's counters (`kmem/rss_stat`), in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rss {
+    /// file, anon, swap entries, shmem (the kernel's MM_* order); `None` until seen.
+    pub size: [Option<u64>; RSS_MEMBERS],
+    /// Bytes taken away by other tasks (reclaim, OOM reaper) per member.
+    pub external_drop: [u64; RSS_MEMBERS],
+}
+
+pub const RSS_MEMBER_NAMES: [&str; RSS_MEMBERS] = ["file", "anon", "swap", "shmem"];
+
 /// What memtrace knows about one process.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProcessStats {
@@ -28,6 +199,17 @@ pub struct ProcessStats {
     pub madvise: BTreeMap<u32, AdviceTotals>,
     /// Other processes that advised this one's memory through process_madvise.
     pub advised_by: BTreeSet<u32>,
+    pub mappings: MappingTotals,
+    /// User-mode faults counted in the kernel (page_fault_user).
+    pub faults: FaultCounts,
+    /// Minor and major faults from the task counters.
+    pub task_faults: TaskFaults,
+    /// Individual user-mode faults received (`--fault-events`).
+    pub fault_events: u64,
+    pub rss: Rss,
+    /// /proc/PID/smaps_rollup when first seen and at the latest sample.
+    pub smaps_first: Option<SmapsRollup>,
+    pub smaps_last: Option<SmapsRollup>,
 }
 
 impl ProcessStats {
@@ -55,7 +237,50 @@ impl Attribution {
     pub fn record(&mut self, event: &Event) {
         match event {
             Event::Madvise(m) => self.record_madvise(m),
+            Event::Mapping(m) => self.process(m.tgid, &m.thread_comm).mappings.record(m),
+            Event::Fault(f) => self.process(f.tgid, "").fault_events += 1,
+            Event::ThreadExit(t) => {
+                self.process(t.tgid, "")
+                    .task_faults
+                    .exit(t.tid, t.min_flt, t.maj_flt);
+            }
         }
+    }
+
+    /// Per-thread `(tid, minflt, majflt)` of a process, read from /proc.
+    pub fn sample_task_faults(&mut self, pid: u32, threads: &[(u32, u64, u64)]) {
+        self.process(pid, "").task_faults.sample(threads);
+    }
+
+    /// Marks a process as created while traced (a followed child).
+    pub fn born_while_traced(&mut self, pid: u32) {
+        self.process(pid, "").task_faults.born_while_traced();
+    }
+
+    /// Replaces a process's fault counts with the kernel's latest totals.
+    pub fn set_faults(&mut self, pid: u32, faults: FaultCounts) {
+        self.process(pid, "").faults = faults;
+    }
+
+    pub fn set_rss(&mut self, pid: u32, rss: Rss) {
+        self.process(pid, "").rss = rss;
+    }
+
+    /// Keeps the first and the latest smaps_rollup sample of a process.
+    pub fn sample_smaps(&mut self, pid: u32, sample: SmapsRollup) {
+        let process = self.process(pid, "");
+        process.smaps_first.get_or_insert(sample);
+        process.smaps_last = Some(sample);
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.processes.keys().copied().collect()
+    }
+
+    /// The program break before tracing started, so the first brk call has a known delta.
+    pub fn set_initial_brk(&mut self, pid: u32, brk: u64) {
+        let mappings = &mut self.process(pid, "").mappings;
+        mappings.last_brk.get_or_insert(brk);
     }
 
     fn record_madvise(&mut self, m: &Madvise) {
@@ -72,22 +297,29 @@ impl Attribution {
 
     /// The stats of `pid`, created on first sight with `fallback_comm` as its name.
     fn process(&mut self, pid: u32, fallback_comm: &str) -> &mut ProcessStats {
-        self.processes.entry(pid).or_insert_with(|| ProcessStats {
+        let process = self.processes.entry(pid).or_insert_with(|| ProcessStats {
             pid,
-            comm: fallback_comm.to_owned(),
             ..ProcessStats::default()
-        })
-    }
-
-    /// Whether `pid` has been seen.
-    pub fn knows(&self, pid: u32) -> bool {
-        self.processes.contains_key(&pid)
+        });
+        if process.comm.is_empty() {
+            fallback_comm.clone_into(&mut process.comm);
+        }
+        process
     }
 
     /// Registers a process before any event (so it is reported even if it does nothing) or
     /// replaces its name with a better one (from /proc).
     pub fn name(&mut self, pid: u32, comm: &str) {
         self.process(pid, comm).comm = comm.to_owned();
+    }
+
+    /// Whether a process still has no name.
+    pub fn unnamed(&self, pid: u32) -> bool {
+        self.processes.get(&pid).is_none_or(|p| p.comm.is_empty())
+    }
+
+    pub fn process_by_pid(&self, pid: u32) -> Option<&ProcessStats> {
+        self.processes.get(&pid)
     }
 
     pub fn processes(&self) -> impl Iterator<Item = &ProcessStats> {
@@ -180,10 +412,155 @@ mod tests {
         assert_eq!(a.processes().next().unwrap().comm, "server");
     }
 
+    fn mapping(op: MapOp, errno: Option<i32>) -> Event {
+        Event::Mapping(Mapping {
+            tgid: 7,
+            tid: 7,
+            thread_comm: "m".into(),
+            enter_ns: 0,
+            exit_ns: 0,
+            op,
+            errno,
+        })
+    }
+
+    #[test]
+    fn mappings_by_kind_and_net_change() {
+        let mut a = Attribution::default();
+        let mmap = |len, kind| MapOp::Mmap {
+            addr: 0x1000,
+            len,
+            kind,
+            prot: 3,
+            fd: -1,
+        };
+        a.record(&mapping(mmap(8192, MapKind::AnonPrivate), None));
+        a.record(&mapping(mmap(4096, MapKind::AnonPrivate), None));
+        a.record(&mapping(mmap(4096, MapKind::FileShared), None));
+        a.record(&mapping(
+            mmap(4096, MapKind::FileShared),
+            Some(libc::ENOMEM),
+        ));
+        a.record(&mapping(
+            MapOp::Munmap {
+                addr: 0x1000,
+                len: 8192,
+            },
+            None,
+        ));
+        a.record(&mapping(
+            MapOp::Mremap {
+                old_addr: 0,
+                old_len: 4096,
+                new_len: 16384,
+                new_addr: 0x9000,
+            },
+            None,
+        ));
+        let m = &a.processes().next().unwrap().mappings;
+        assert_eq!(
+            m.mmap[&MapKind::AnonPrivate],
+            CallBytes {
+                calls: 2,
+                bytes: 12288
+            }
+        );
+        assert_eq!(
+            m.mmap[&MapKind::FileShared],
+            CallBytes {
+                calls: 1,
+                bytes: 4096
+            }
+        );
+        assert_eq!(m.failed["mmap"], 1);
+        assert_eq!(
+            m.mremap_grow,
+            CallBytes {
+                calls: 1,
+                bytes: 12288
+            }
+        );
+        assert_eq!(m.net_bytes(), 12288 + 4096 - 8192 + 12288);
+    }
+
+    #[test]
+    fn brk_growth_needs_a_known_break() {
+        let mut a = Attribution::default();
+        let brk = |requested, result| mapping(MapOp::Brk { requested, result }, None);
+        a.record(&brk(0x5000, 0x5000)); // previous break unknown
+        a.record(&brk(0, 0x5000)); // query
+        a.record(&brk(0x9000, 0x9000));
+        a.record(&brk(0x7000, 0x7000));
+        let m = &a.processes().next().unwrap().mappings;
+        assert_eq!(
+            (m.brk_unknown, m.brk_grow, m.brk_shrink),
+            (
+                1,
+                CallBytes {
+                    calls: 1,
+                    bytes: 0x4000
+                },
+                CallBytes {
+                    calls: 1,
+                    bytes: 0x2000
+                }
+            )
+        );
+        assert_eq!(m.net_bytes(), 0x2000);
+
+        let mut a = Attribution::default();
+        a.set_initial_brk(7, 0x4000);
+        a.record(&brk(0x6000, 0x6000));
+        assert_eq!(
+            a.processes().next().unwrap().mappings.brk_grow.bytes,
+            0x2000
+        );
+    }
+
+    #[test]
+    fn task_faults_over_the_window() {
+        use crate::events::ThreadExit;
+        let mut a = Attribution::default();
+        // At attach: two threads with history; only what happens after counts.
+        a.sample_task_faults(7, &[(7, 100, 2), (8, 50, 0)]);
+        a.sample_task_faults(7, &[(7, 130, 3), (8, 50, 0), (9, 5, 0)]); // 9 born meanwhile
+        let f = &a.processes().next().unwrap().task_faults;
+        assert_eq!((f.minor(), f.major()), (30 + 5, 1));
+        // Thread 8 exits having faulted 10 more times; 9 exits too.
+        let exit = |tid, min_flt, maj_flt| {
+            Event::ThreadExit(ThreadExit {
+                kind: 8,
+                tgid: 7,
+                tid,
+                group_dead: 0,
+                min_flt,
+                maj_flt,
+            })
+        };
+        a.record(&exit(8, 60, 0));
+        a.record(&exit(9, 7, 0));
+        // The leader exits last; a late sample still listing the zombie leader changes nothing.
+        a.record(&exit(7, 140, 3));
+        a.sample_task_faults(7, &[(7, 140, 3)]);
+        let f = &a.processes().next().unwrap().task_faults;
+        assert_eq!((f.minor(), f.major()), (40 + 10 + 7, 1));
+    }
+
+    #[test]
+    fn child_born_while_traced_counts_from_zero() {
+        let mut a = Attribution::default();
+        a.born_while_traced(9);
+        a.sample_task_faults(9, &[(9, 12, 1)]);
+        let f = &a.processes().next().unwrap().task_faults;
+        assert_eq!((f.minor(), f.major()), (12, 1));
+    }
+
     #[test]
     fn process_madvise_is_charged_to_the_target() {
         let mut a = Attribution::default();
-        let Event::Madvise(mut m) = madvise(9, 3, advice::PAGEOUT, 65536, None);
+        let Event::Madvise(mut m) = madvise(9, 3, advice::PAGEOUT, 65536, None) else {
+            unreachable!()
+        };
         m.caller = 3;
         a.record(&Event::Madvise(m));
         let p = a.processes().next().unwrap();
@@ -194,7 +571,9 @@ mod tests {
     #[test]
     fn unresolved_process_madvise_is_charged_to_nobody() {
         let mut a = Attribution::default();
-        let Event::Madvise(mut m) = madvise(3, 3, advice::PAGEOUT, 65536, None);
+        let Event::Madvise(mut m) = madvise(3, 3, advice::PAGEOUT, 65536, None) else {
+            unreachable!()
+        };
         m.pidfd = Some(5);
         m.target_known = false;
         a.record(&Event::Madvise(m));

@@ -2,22 +2,58 @@
 
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SortKey {
+    /// Bytes released by madvise.
+    Released,
+    /// Minor + major page faults.
+    Faults,
+    /// Resident memory (RSS) at the end.
+    Rss,
+    /// Bytes mapped by mmap, mremap and brk.
+    Mapped,
+}
 
 /// Trace what a process (or the whole machine) does with memory: which madvise advice releases
-/// pages and how much.
+/// pages and how much, what it maps and unmaps, its page faults and its RSS.
 #[derive(Debug, Parser)]
 #[command(name = "memtrace", version, about, long_about = None)]
 #[command(after_help = "\
 Examples:
   sudo memtrace --pid 1234                  trace until Ctrl-C or until pid 1234 exits
   sudo memtrace --pid 1234 --duration 30    trace for 30 seconds, then report
+  sudo memtrace --pid 1234 --follow         include children it forks while traced
+  sudo memtrace --duration 10 --sort faults every process for 10 s; top 10 by faults
   sudo memtrace --pid 1234 --json | jq .    JSON Lines: one object per event, then a summary")]
 pub struct Cli {
-    /// Process to trace (its threads included). Repeat for several processes.
-    #[arg(long, short = 'p', value_name = "PID", required = true,
+    /// Process to trace (its threads included). Repeat for several processes. Without it,
+    /// every process is traced.
+    #[arg(long, short = 'p', value_name = "PID",
           value_parser = parse_pid, allow_negative_numbers = true)]
     pub pid: Vec<u32>,
+
+    /// Only report processes with this name (as in /proc/PID/comm). Repeatable.
+    #[arg(long, value_name = "NAME")]
+    pub comm: Vec<String>,
+
+    /// Also trace children forked by traced processes after memtrace started.
+    #[arg(long, requires = "pid")]
+    pub follow: bool,
+
+    /// Stream every user-mode page fault (address, ip, read/write) as an event. Costly on
+    /// fault-heavy workloads; counts are kept in the kernel either way.
+    #[arg(long)]
+    pub fault_events: bool,
+
+    /// Order of processes in the report.
+    #[arg(long, value_enum, default_value_t = SortKey::Released)]
+    pub sort: SortKey,
+
+    /// How many processes the text report shows when tracing every process.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
 
     /// Stop after this many seconds (fractions allowed).
     #[arg(long, short = 'd', value_name = "SECS", value_parser = parse_duration)]

@@ -1,6 +1,7 @@
 //! Decoding ring-buffer records into typed events.
 
-use memtrace_common::{EventKind, SyscallEvent};
+pub use memtrace_common::ThreadExit;
+use memtrace_common::{EventKind, FaultEvent, SyscallEvent};
 
 /// A `madvise` or `process_madvise` call, completed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +34,112 @@ pub struct Madvise {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Madvise(Madvise),
+    Mapping(Mapping),
+    Fault(Fault),
+    ThreadExit(ThreadExit),
+}
+
+impl Event {
+    /// The process the event is charged to.
+    pub fn tgid(&self) -> u32 {
+        match self {
+            Self::Madvise(m) => m.tgid,
+            Self::Mapping(m) => m.tgid,
+            Self::Fault(f) => f.tgid,
+            Self::ThreadExit(t) => t.tgid,
+        }
+    }
+}
+
+/// An mmap, munmap, mremap or brk call, completed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub tgid: u32,
+    pub tid: u32,
+    pub thread_comm: String,
+    pub enter_ns: u64,
+    pub exit_ns: u64,
+    pub op: MapOp,
+    /// `None` on success, else the errno (brk, which reports failure by returning the old
+    /// break, has `Some(ENOMEM)` when the break did not move to the requested address).
+    pub errno: Option<i32>,
+}
+
+/// What kind of memory an mmap call maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MapKind {
+    AnonPrivate,
+    AnonShared,
+    FilePrivate,
+    FileShared,
+}
+
+impl MapKind {
+    /// From mmap's flags: MAP_ANONYMOUS picks anonymous; MAP_SHARED or MAP_SHARED_VALIDATE
+    /// picks shared.
+    pub fn from_flags(flags: u64) -> Self {
+        let anonymous = flags & libc::MAP_ANONYMOUS as u64 != 0;
+        let sharing = flags & 0x3;
+        let shared =
+            sharing == libc::MAP_SHARED as u64 || sharing == libc::MAP_SHARED_VALIDATE as u64;
+        match (anonymous, shared) {
+            (true, false) => Self::AnonPrivate,
+            (true, true) => Self::AnonShared,
+            (false, false) => Self::FilePrivate,
+            (false, true) => Self::FileShared,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AnonPrivate => "anon_private",
+            Self::AnonShared => "anon_shared",
+            Self::FilePrivate => "file_private",
+            Self::FileShared => "file_shared",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MapOp {
+    /// `len` is page-rounded; `addr` is the mapped address (0 on failure).
+    Mmap {
+        addr: u64,
+        len: u64,
+        kind: MapKind,
+        prot: u64,
+        fd: i32,
+    },
+    Munmap {
+        addr: u64,
+        len: u64,
+    },
+    /// Lengths page-rounded; `new_addr` is where the mapping ended up (0 on failure).
+    Mremap {
+        old_addr: u64,
+        old_len: u64,
+        new_len: u64,
+        new_addr: u64,
+    },
+    /// `requested` 0 is a query; `result` is the break after the call.
+    Brk {
+        requested: u64,
+        result: u64,
+    },
+}
+
+/// One user-mode page fault (only with `--fault-events`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    pub tgid: u32,
+    pub tid: u32,
+    pub ts_ns: u64,
+    pub address: u64,
+    pub ip: u64,
+    /// x86 error code bits: write access, page was present (protection fault), instruction fetch.
+    pub write: bool,
+    pub protection: bool,
+    pub fetch: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -69,6 +176,26 @@ pub fn decode(bytes: &[u8], page_size: u64) -> Result<Event, DecodeError> {
             })?;
             Ok(Event::Madvise(madvise(&raw, page_size)))
         }
+        Some(EventKind::Mmap | EventKind::Munmap | EventKind::Mremap | EventKind::Brk) => {
+            let raw = read_record::<SyscallEvent>(bytes).ok_or(DecodeError::Truncated {
+                kind,
+                len: bytes.len(),
+            })?;
+            Ok(Event::Mapping(mapping(&raw, page_size)))
+        }
+        Some(EventKind::Fault) => {
+            let raw = read_record::<FaultEvent>(bytes).ok_or(DecodeError::Truncated {
+                kind,
+                len: bytes.len(),
+            })?;
+            Ok(Event::Fault(fault(&raw)))
+        }
+        Some(EventKind::ThreadExit) => read_record::<ThreadExit>(bytes)
+            .map(Event::ThreadExit)
+            .ok_or(DecodeError::Truncated {
+                kind,
+                len: bytes.len(),
+            }),
         None => Err(DecodeError::UnknownKind(kind)),
     }
 }
@@ -107,6 +234,64 @@ fn madvise(raw: &SyscallEvent, page_size: u64) -> Madvise {
         errno,
         pidfd,
         target_known: pidfd.is_none(),
+    }
+}
+
+fn mapping(raw: &SyscallEvent, page_size: u64) -> Mapping {
+    let mut errno = (raw.ret < 0).then(|| -raw.ret as i32);
+    let result = if raw.ret < 0 { 0 } else { raw.ret as u64 };
+    let a = raw.args;
+    let op = match EventKind::from_u32(raw.kind) {
+        Some(EventKind::Mmap) => MapOp::Mmap {
+            addr: result,
+            len: round_up(a[1], page_size),
+            kind: MapKind::from_flags(a[3]),
+            prot: a[2],
+            fd: a[4] as i32,
+        },
+        Some(EventKind::Munmap) => MapOp::Munmap {
+            addr: a[0],
+            len: round_up(a[1], page_size),
+        },
+        Some(EventKind::Mremap) => MapOp::Mremap {
+            old_addr: a[0],
+            old_len: round_up(a[1], page_size),
+            new_len: round_up(a[2], page_size),
+            new_addr: result,
+        },
+        _ => {
+            // brk never returns an error: it returns the unchanged break instead.
+            let requested = a[0];
+            if requested != 0 && result != requested {
+                errno = Some(libc::ENOMEM);
+            }
+            MapOp::Brk {
+                requested,
+                result: raw.ret as u64,
+            }
+        }
+    };
+    Mapping {
+        tgid: raw.tgid,
+        tid: raw.tid,
+        thread_comm: comm_string(&raw.comm),
+        enter_ns: raw.enter_ns,
+        exit_ns: raw.exit_ns,
+        op,
+        errno,
+    }
+}
+
+fn fault(raw: &FaultEvent) -> Fault {
+    Fault {
+        tgid: raw.tgid,
+        tid: raw.tid,
+        ts_ns: raw.ts_ns,
+        address: raw.address,
+        ip: raw.ip,
+        protection: raw.error_code & 0x1 != 0,
+        write: raw.error_code & 0x2 != 0,
+        fetch: raw.error_code & 0x10 != 0,
     }
 }
 
@@ -157,7 +342,9 @@ mod tests {
             [0x1000, 5000, advice::FREE as u64, 0, 0, 0],
             0,
         );
-        let Event::Madvise(m) = decode(&bytes, 4096).unwrap();
+        let Event::Madvise(m) = decode(&bytes, 4096).unwrap() else {
+            panic!()
+        };
         assert_eq!(
             (m.start, m.len, m.advice, m.errno),
             (0x1000, 8192, advice::FREE, None)
@@ -174,7 +361,9 @@ mod tests {
             [0x1000, 4096, advice::FREE as u64, 0, 0, 0],
             -22,
         );
-        let Event::Madvise(m) = decode(&bytes, 4096).unwrap();
+        let Event::Madvise(m) = decode(&bytes, 4096).unwrap() else {
+            panic!()
+        };
         assert_eq!(m.errno, Some(libc::EINVAL));
     }
 
@@ -185,11 +374,78 @@ mod tests {
             [7, 0xdead, 2, advice::PAGEOUT as u64, 0, 0],
             65536,
         );
-        let Event::Madvise(m) = decode(&bytes, 4096).unwrap();
+        let Event::Madvise(m) = decode(&bytes, 4096).unwrap() else {
+            panic!()
+        };
         assert_eq!(
             (m.len, m.advice, m.pidfd),
             (65536, advice::PAGEOUT, Some(7))
         );
+    }
+
+    #[test]
+    fn mmap_kinds_from_flags() {
+        let anon_private = (libc::MAP_ANONYMOUS | libc::MAP_PRIVATE) as u64;
+        let bytes = raw(
+            EventKind::Mmap,
+            [0, 5000, 3, anon_private, u64::MAX, 0],
+            0x7f00_0000_0000,
+        );
+        let Event::Mapping(m) = decode(&bytes, 4096).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            m.op,
+            MapOp::Mmap {
+                addr: 0x7f00_0000_0000,
+                len: 8192,
+                kind: MapKind::AnonPrivate,
+                prot: 3,
+                fd: -1
+            }
+        );
+        assert_eq!(
+            MapKind::from_flags((libc::MAP_ANONYMOUS | libc::MAP_SHARED) as u64),
+            MapKind::AnonShared
+        );
+        assert_eq!(
+            MapKind::from_flags(libc::MAP_SHARED_VALIDATE as u64),
+            MapKind::FileShared
+        );
+        assert_eq!(
+            MapKind::from_flags(libc::MAP_PRIVATE as u64),
+            MapKind::FilePrivate
+        );
+    }
+
+    #[test]
+    fn failed_mmap_and_brk() {
+        let bytes = raw(EventKind::Mmap, [0, 4096, 3, 0x22, u64::MAX, 0], -12);
+        let Event::Mapping(m) = decode(&bytes, 4096).unwrap() else {
+            panic!()
+        };
+        assert_eq!(m.errno, Some(libc::ENOMEM));
+        // brk reports failure by returning the old break.
+        let bytes = raw(EventKind::Brk, [0x60_0000, 0, 0, 0, 0, 0], 0x50_0000);
+        let Event::Mapping(m) = decode(&bytes, 4096).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (m.errno, m.op),
+            (
+                Some(libc::ENOMEM),
+                MapOp::Brk {
+                    requested: 0x60_0000,
+                    result: 0x50_0000
+                }
+            )
+        );
+        // A query (brk(0)) never fails.
+        let bytes = raw(EventKind::Brk, [0, 0, 0, 0, 0, 0], 0x50_0000);
+        let Event::Mapping(m) = decode(&bytes, 4096).unwrap() else {
+            panic!()
+        };
+        assert_eq!(m.errno, None);
     }
 
     #[test]

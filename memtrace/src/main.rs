@@ -1,11 +1,13 @@
 //! memtrace: trace what the kernel and a program really do with memory.
 
 mod attribution;
+mod btf;
 mod cli;
 mod events;
 mod procfs;
 mod pump;
 mod report;
+mod tracefs;
 mod tracer;
 
 use std::process::ExitCode;

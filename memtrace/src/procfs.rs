@@ -8,6 +8,115 @@ pub fn comm(pid: u32) -> Option<String> {
     Some(comm.trim_end_matches('\n').to_owned())
 }
 
+/// Memory totals from `/proc/PID/smaps_rollup`, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SmapsRollup {
+    pub rss: u64,
+    pub pss: u64,
+    pub anonymous: u64,
+    pub lazy_free: u64,
+    pub anon_huge_pages: u64,
+    pub swap: u64,
+}
+
+impl SmapsRollup {
+    /// `None` once the process is gone (or for kernel threads, which have no memory).
+    pub fn read(pid: u32) -> Option<Self> {
+        parse_smaps_rollup(&fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?)
+    }
+}
+
+fn parse_smaps_rollup(text: &str) -> Option<SmapsRollup> {
+    let mut rollup = SmapsRollup::default();
+    let mut seen = false;
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let Some(kb) = value
+            .trim()
+            .strip_suffix("kB")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let slot = match key {
+            "Rss" => &mut rollup.rss,
+            "Pss" => &mut rollup.pss,
+            "Anonymous" => &mut rollup.anonymous,
+            "LazyFree" => &mut rollup.lazy_free,
+            "AnonHugePages" => &mut rollup.anon_huge_pages,
+            "Swap" => &mut rollup.swap,
+            _ => continue,
+        };
+        *slot = kb * 1024;
+        seen = true;
+    }
+    seen.then_some(rollup)
+}
+
+/// The current program break of a process: the end of its `[heap]` mapping, or `start_brk`
+/// (field 47 of /proc/PID/stat) when the heap was never grown.
+pub fn program_break(pid: u32) -> Option<u64> {
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let heap_end = maps
+        .lines()
+        .filter(|l| l.ends_with("[heap]"))
+        .find_map(|l| {
+            let range = l.split_whitespace().next()?;
+            u64::from_str_radix(range.split_once('-')?.1, 16).ok()
+        });
+    heap_end.or_else(|| stat_field(pid, 47))
+}
+
+/// A numeric field of /proc/PID/stat, numbered from 1 as in proc(5).
+pub fn stat_field(pid: u32, field: usize) -> Option<u64> {
+    stat_value(
+        &fs::read_to_string(format!("/proc/{pid}/stat")).ok()?,
+        field,
+    )
+}
+
+/// A numeric field (from 3 on) of a stat line.
+fn stat_value(stat: &str, field: usize) -> Option<u64> {
+    // comm (field 2) may hold spaces and parentheses: fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace()
+        .nth(field.checked_sub(3)?)?
+        .parse()
+        .ok()
+}
+
+/// Per-thread fault counters of a process: `(tid, minflt, majflt)` from
+/// /proc/PID/task/TID/stat (fields 10 and 12). Empty once the process is gone.
+pub fn thread_faults(pid: u32) -> Vec<(u32, u64, u64)> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|tid| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+            let (minflt, majflt) = (stat_value(&stat, 10)?, stat_value(&stat, 12)?);
+            Some((tid, minflt, majflt))
+        })
+        .collect()
+}
+
+/// Whether `pid` is a live process (a thread group leader), not a thread or a zombie.
+pub fn is_live_process(pid: u32) -> bool {
+    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
+    field("Tgid:") == Some(&pid.to_string()) && !field("State:").is_some_and(|s| s.starts_with('Z'))
+}
+
 /// The pid a caller's pidfd refers to, from `/proc/CALLER/fdinfo/FD` (`Pid:` line). `None` once
 /// the caller closed the fd or exited, or if the fd is not a pidfd.
 pub fn pidfd_target(caller: u32, fd: i32) -> Option<u32> {
@@ -74,6 +183,45 @@ mod tests {
                 .map(|c| c.trim().to_owned())
         );
         assert_eq!(comm(0), None);
+    }
+
+    #[test]
+    fn parses_smaps_rollup() {
+        let text =
+            "55d0c1c9a000-7ffd4a5f8000 ---p 00000000 00:00 0                          [rollup]
+Rss:              272856 kB
+Pss:              270000 kB
+Anonymous:        271492 kB
+LazyFree:         262268 kB
+AnonHugePages:         0 kB
+Swap:                  0 kB
+";
+        let r = parse_smaps_rollup(text).unwrap();
+        assert_eq!(
+            (r.rss, r.pss, r.lazy_free),
+            (272_856 * 1024, 270_000 * 1024, 262_268 * 1024)
+        );
+        assert_eq!(parse_smaps_rollup("garbage"), None);
+        assert!(SmapsRollup::read(std::process::id()).unwrap().rss > 0);
+    }
+
+    #[test]
+    fn reads_own_stat_and_break() {
+        let me = std::process::id();
+        // SAFETY: no preconditions.
+        let parent = unsafe { libc::getppid() };
+        assert_eq!(stat_field(me, 4), u64::try_from(parent).ok());
+        assert_eq!(stat_field(me, 2), None); // comm is not numeric and precedes the fields
+        assert!(stat_field(me, 10).is_some()); // minflt
+        assert!(program_break(me).is_some());
+        assert!(is_live_process(me));
+        let threads = thread_faults(me);
+        assert!(
+            threads
+                .iter()
+                .any(|&(tid, minflt, _)| tid == me && minflt > 0)
+        );
+        assert!(!is_live_process(0));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The event pump: drains the ring buffer into attribution until a stop condition, then reports.
+//! The event pump: drains the ring buffer into attribution until a stop condition, refreshes
+//! the kernel-side counters and /proc samples once a second, then reports.
 
 use std::{
     io::{self, Write as _},
@@ -17,14 +18,16 @@ use crate::{
     attribution::Attribution,
     cli::Cli,
     events::{self, Event},
-    procfs,
-    report::{self, StartLine, StopReason, Summary},
+    procfs::{self, SmapsRollup},
+    report::{self, ReportOptions, StartLine, StopReason, Summary},
     tracer::{Options, Tracer},
 };
 
 /// How often the ring buffer is drained when the kernel has not woken us (it wakes us only once
 /// a batch has accumulated, to keep the traced workload fast).
 const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
+/// How often kernel counters (faults, RSS) and smaps_rollup are read.
+const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // Open pidfds first: they pin the identity of each target, so a pid reused after an early
@@ -34,40 +37,62 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         .iter()
         .map(|&pid| open_pidfd(pid))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let system_wide = cli.pid.is_empty();
 
     let options = Options {
-        pids: Some(cli.pid.clone()),
+        pids: (!system_wide).then(|| cli.pid.clone()),
         ring_bytes: cli.ring_size * 1024,
+        fault_events: cli.fault_events,
+        follow: cli.follow,
     };
     let tracer = Tracer::attach(&options)?;
     for warning in &tracer.warnings {
         eprintln!("memtrace: warning: {warning}");
     }
 
-    let mut pump = Pump::new(tracer, cli.json)?;
+    // Handle Ctrl-C/SIGTERM from before "attached" is printed: a signal sent right after it
+    // must stop tracing with a report, not kill memtrace. Created once: re-creating signal
+    // streams per loop iteration can miss a signal.
+    let signals = Signals {
+        interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+    };
+    let mut pump = Pump::new(tracer, &cli)?;
     for &pid in &cli.pid {
-        if let Some(comm) = procfs::comm(pid) {
-            pump.attribution.name(pid, &comm);
-        }
+        pump.first_sight(pid);
     }
-    eprintln!(
-        "memtrace: attached; tracing {}; Ctrl-C to stop",
+    let what = if system_wide {
+        "every process".to_owned()
+    } else {
         describe_targets(&pump.attribution, &cli.pid)
-    );
+    };
+    eprintln!("memtrace: attached; tracing {what}; Ctrl-C to stop");
     if cli.json {
         pump.write_line(&serde_json::to_string(&StartLine::new(&cli.pid))?);
         pump.flush();
     }
 
-    let reason = pump.run_until_stopped(cli.duration, &exits).await?;
+    let reason = pump
+        .run_until_stopped(signals, cli.duration, &exits)
+        .await?;
     pump.finish(reason)
+}
+
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
 }
 
 struct Pump {
     events: AsyncFd<RingBuf<MapData>>,
     tracer: Tracer,
     attribution: Attribution,
+    report: ReportOptions,
     json: bool,
+    follow: bool,
+    system_wide: bool,
+    /// Processes whose smaps_rollup is sampled: the named targets and, with --follow, children.
+    sampled: Vec<u32>,
     out: io::BufWriter<io::Stdout>,
     /// Set once stdout is gone (e.g. `memtrace | head` exited): stop, and report to stderr.
     output_closed: bool,
@@ -77,16 +102,25 @@ struct Pump {
 }
 
 impl Pump {
-    fn new(mut tracer: Tracer, json: bool) -> anyhow::Result<Self> {
+    fn new(mut tracer: Tracer, cli: &Cli) -> anyhow::Result<Self> {
         let events = tracer
             .take_events()
             .context("events ring buffer already taken")?;
         let events = watch(events).context("cannot watch the events ring buffer")?;
         Ok(Self {
             events,
+            report: ReportOptions {
+                comms: cli.comm.clone(),
+                sort: cli.sort,
+                top: (cli.pid.is_empty()).then_some(cli.top),
+                counts_faults: tracer.counts_faults,
+            },
             tracer,
             attribution: Attribution::default(),
-            json,
+            json: cli.json,
+            follow: cli.follow,
+            system_wide: cli.pid.is_empty(),
+            sampled: cli.pid.clone(),
             out: io::BufWriter::new(io::stdout()),
             output_closed: false,
             page_size: procfs::page_size(),
@@ -95,24 +129,43 @@ impl Pump {
         })
     }
 
+    /// What /proc says about a process when memtrace first meets it.
+    fn first_sight(&mut self, pid: u32) {
+        if let Some(comm) = procfs::comm(pid) {
+            self.attribution.name(pid, &comm);
+        }
+        if let Some(brk) = procfs::program_break(pid) {
+            self.attribution.set_initial_brk(pid, brk);
+        }
+        if let Some(sample) = SmapsRollup::read(pid) {
+            self.attribution.sample_smaps(pid, sample);
+        }
+        self.attribution
+            .sample_task_faults(pid, &procfs::thread_faults(pid));
+    }
+
     async fn run_until_stopped(
         &mut self,
+        signals: Signals,
         duration: Option<Duration>,
         exits: &[AsyncFd<OwnedFd>],
     ) -> anyhow::Result<StopReason> {
-        // Created once: re-creating signal streams per iteration can miss a signal.
-        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let Signals {
+            mut interrupt,
+            mut terminate,
+        } = signals;
         let deadline = tokio::time::sleep(duration.unwrap_or(Duration::MAX / 4));
         tokio::pin!(deadline);
-        let all_exited = async {
+        let targets_exited = async {
             for exit in exits {
                 // A pidfd turns readable when its process exits.
                 let _ = exit.readable().await;
             }
         };
-        tokio::pin!(all_exited);
+        tokio::pin!(targets_exited);
+        let mut targets_gone = exits.is_empty();
         let mut drain_timer = tokio::time::interval(DRAIN_INTERVAL);
+        let mut sample_timer = tokio::time::interval(SAMPLE_INTERVAL);
 
         loop {
             let reason = tokio::select! {
@@ -122,10 +175,18 @@ impl Pump {
                     None
                 }
                 _ = drain_timer.tick() => None,
+                _ = sample_timer.tick() => {
+                    self.sample();
+                    // With --follow, tracing goes on while any followed child lives.
+                    (targets_gone && self.follow && self.live_targets() == 0).then_some(StopReason::TargetExited)
+                }
                 _ = interrupt.recv() => Some(StopReason::Interrupted),
                 _ = terminate.recv() => Some(StopReason::Interrupted),
                 () = &mut deadline, if duration.is_some() => Some(StopReason::Duration),
-                () = &mut all_exited => Some(StopReason::TargetExited),
+                () = &mut targets_exited, if !targets_gone => {
+                    targets_gone = true;
+                    (!self.follow || self.live_targets() == 0).then_some(StopReason::TargetExited)
+                }
             };
             self.drain();
             if self.output_closed {
@@ -139,18 +200,21 @@ impl Pump {
 
     /// Decodes and attributes everything waiting in the ring buffer.
     fn drain(&mut self) {
-        let mut lines = Vec::new();
+        let mut batch = Vec::new();
         let ring = self.events.get_mut();
         while let Some(record) = ring.next() {
             match events::decode(&record, self.page_size) {
-                Ok(event) => lines.push(event),
+                Ok(event) => batch.push(event),
                 Err(_) => self.undecodable += 1,
             }
         }
-        for mut event in lines {
+        for mut event in batch {
             self.enrich(&mut event);
             self.attribution.record(&event);
-            if self.json && !self.output_closed {
+            if self.json
+                && !self.output_closed
+                && self.report.shows(&self.attribution, event.tgid())
+            {
                 match report::event_json(&event) {
                     Ok(line) => self.write_line(&line),
                     Err(_) => self.undecodable += 1,
@@ -162,17 +226,78 @@ impl Pump {
 
     /// Adds what the kernel record lacks, from /proc.
     fn enrich(&mut self, event: &mut Event) {
-        let Event::Madvise(m) = event;
         // process_madvise advises another process's memory: charge the target.
-        if let Some(target) = m.pidfd.and_then(|fd| procfs::pidfd_target(m.caller, fd)) {
+        if let Event::Madvise(m) = event
+            && let Some(target) = m.pidfd.and_then(|fd| procfs::pidfd_target(m.caller, fd))
+        {
             m.tgid = target;
             m.target_known = true;
         }
-        if !self.attribution.knows(m.tgid)
-            && let Some(comm) = procfs::comm(m.tgid)
+        let pid = event.tgid();
+        if self.attribution.unnamed(pid)
+            && let Some(comm) = procfs::comm(pid)
         {
-            self.attribution.name(m.tgid, &comm);
+            self.attribution.name(pid, &comm);
         }
+    }
+
+    /// Reads the kernel-side counters and samples smaps_rollup of the sampled processes.
+    fn sample(&mut self) {
+        for (pid, faults) in self.tracer.faults() {
+            self.attribution.set_faults(pid, faults);
+        }
+        for (pid, rss) in self.tracer.rss() {
+            self.attribution.set_rss(pid, rss);
+        }
+        for pid in self.attribution.pids() {
+            if self.attribution.unnamed(pid)
+                && let Some(comm) = procfs::comm(pid)
+            {
+                self.attribution.name(pid, &comm);
+            }
+        }
+        if self.follow {
+            for pid in self.tracer.targets() {
+                if !self.sampled.contains(&pid) && procfs::is_live_process(pid) {
+                    // Forked after memtrace started: all its faults are in the window.
+                    self.attribution.born_while_traced(pid);
+                    self.sampled.push(pid);
+                    self.first_sight(pid);
+                }
+            }
+        }
+        for &pid in &self.sampled {
+            if let Some(sample) = SmapsRollup::read(pid) {
+                self.attribution.sample_smaps(pid, sample);
+            }
+        }
+        // Task fault counters: the sampled targets, or every process seen when tracing all
+        // (those count from memtrace's first sight of them).
+        let pids = if self.system_wide {
+            self.attribution.pids()
+        } else {
+            self.sampled.clone()
+        };
+        for pid in pids {
+            let threads = procfs::thread_faults(pid);
+            if !threads.is_empty() {
+                self.attribution.sample_task_faults(pid, &threads);
+            }
+        }
+    }
+
+    /// Live processes in the kernel filter; drops entries that are gone or are threads (forks
+    /// of threads land there too).
+    fn live_targets(&mut self) -> usize {
+        let mut live = 0;
+        for pid in self.tracer.targets() {
+            if procfs::is_live_process(pid) {
+                live += 1;
+            } else {
+                self.tracer.remove_target(pid);
+            }
+        }
+        live
     }
 
     fn write_line(&mut self, line: &str) {
@@ -206,6 +331,7 @@ impl Pump {
     fn finish(mut self, reason: StopReason) -> anyhow::Result<()> {
         // Whatever arrived after the stop condition still counts.
         self.drain();
+        self.sample();
         let reason = if self.output_closed {
             StopReason::OutputClosed
         } else {
@@ -226,9 +352,15 @@ impl Pump {
             );
         }
         let report = if self.json {
-            serde_json::to_string(&Summary::new(&self.attribution, &lost, elapsed, reason))?
+            serde_json::to_string(&Summary::new(
+                &self.attribution,
+                &self.report,
+                &lost,
+                elapsed,
+                reason,
+            ))?
         } else {
-            report::text(&self.attribution, &lost, elapsed, reason)
+            report::text(&self.attribution, &self.report, &lost, elapsed, reason)
         };
         self.write_line(report.trim_end());
         self.flush();

@@ -1,58 +1,123 @@
 //! Loading and attaching the kernel programs, and the handles userspace keeps on them.
 
+use std::{collections::BTreeMap, path::Path};
+
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::TracePoint,
 };
-use memtrace_common::maps::{self, LOST_COUNTERS, Lost};
+use memtrace_common::{
+    FaultCounts, RssState,
+    event::RSS_MEMBERS,
+    maps::{self, LOST_COUNTERS, Lost},
+};
 
-use crate::procfs;
+use crate::{attribution::Rss, btf::Btf, procfs, tracefs};
 
 /// The kernel programs' object file, built by build.rs.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memtrace"));
 
-/// A kernel hook: which program runs on which tracepoint, and whether memtrace can do without it.
+/// A kernel hook: which program runs on which tracepoint, what it gives the user, whether
+/// memtrace can do without it.
+///
+/// Only tracepoints: fentry/fexit (BPF trampolines) and kprobes are refused on the machines
+/// memtrace is developed on, and tracepoints are the stable interface anyway.
 struct Hook {
     program: &'static str,
     category: &'static str,
     name: &'static str,
+    feature: &'static str,
     required: bool,
 }
 
+const fn tracepoint(
+    program: &'static str,
+    category: &'static str,
+    name: &'static str,
+    feature: &'static str,
+) -> Hook {
+    Hook {
+        program,
+        category,
+        name,
+        feature,
+        required: false,
+    }
+}
+
+const fn required(hook: Hook) -> Hook {
+    Hook {
+        required: true,
+        ..hook
+    }
+}
+
 const HOOKS: &[Hook] = &[
-    Hook {
-        program: "madvise_enter",
-        category: "syscalls",
-        name: "sys_enter_madvise",
-        required: true,
-    },
-    Hook {
-        program: "madvise_exit",
-        category: "syscalls",
-        name: "sys_exit_madvise",
-        required: true,
-    },
+    required(tracepoint(
+        "madvise_enter",
+        "syscalls",
+        "sys_enter_madvise",
+        "madvise",
+    )),
+    required(tracepoint(
+        "madvise_exit",
+        "syscalls",
+        "sys_exit_madvise",
+        "madvise",
+    )),
     // process_madvise appeared in Linux 5.10.
-    Hook {
-        program: "process_madvise_enter",
-        category: "syscalls",
-        name: "sys_enter_process_madvise",
-        required: false,
-    },
-    Hook {
-        program: "process_madvise_exit",
-        category: "syscalls",
-        name: "sys_exit_process_madvise",
-        required: false,
-    },
+    tracepoint(
+        "process_madvise_enter",
+        "syscalls",
+        "sys_enter_process_madvise",
+        "process_madvise",
+    ),
+    tracepoint(
+        "process_madvise_exit",
+        "syscalls",
+        "sys_exit_process_madvise",
+        "process_madvise",
+    ),
+    tracepoint("mmap_enter", "syscalls", "sys_enter_mmap", "mmap"),
+    tracepoint("mmap_exit", "syscalls", "sys_exit_mmap", "mmap"),
+    tracepoint("munmap_enter", "syscalls", "sys_enter_munmap", "munmap"),
+    tracepoint("munmap_exit", "syscalls", "sys_exit_munmap", "munmap"),
+    tracepoint("mremap_enter", "syscalls", "sys_enter_mremap", "mremap"),
+    tracepoint("mremap_exit", "syscalls", "sys_exit_mremap", "mremap"),
+    tracepoint("brk_enter", "syscalls", "sys_enter_brk", "brk"),
+    tracepoint("brk_exit", "syscalls", "sys_exit_brk", "brk"),
+    tracepoint(
+        "page_fault_user",
+        "exceptions",
+        "page_fault_user",
+        "user-mode page fault counts",
+    ),
+    tracepoint(
+        "sched_process_exit",
+        "sched",
+        "sched_process_exit",
+        "faults of exiting threads",
+    ),
+    tracepoint("rss_stat", "kmem", "rss_stat", "RSS from kernel counters"),
 ];
+
+const FOLLOW: Hook = tracepoint(
+    "sched_process_fork",
+    "sched",
+    "sched_process_fork",
+    "--follow",
+);
 
 pub struct Options {
     /// `None` traces every process; otherwise only these.
     pub pids: Option<Vec<u32>>,
     pub ring_bytes: u32,
+    /// Stream each user-mode fault.
+    pub fault_events: bool,
+    /// Trace children forked by traced processes.
+    pub follow: bool,
 }
 
 /// Attached programs and the maps userspace reads. Dropping it detaches everything.
@@ -61,14 +126,19 @@ pub struct Tracer {
     events: Option<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, u64>,
     targets: HashMap<MapData, u32, u8>,
+    faults: PerCpuHashMap<MapData, u32, FaultCounts>,
+    rss: HashMap<MapData, u32, RssState>,
     /// Warnings about parts that could not be attached.
     pub warnings: Vec<String>,
+    /// Whether user-mode faults are counted (page_fault_user attached).
+    pub counts_faults: bool,
 }
 
 impl Tracer {
     /// Checks privileges and tracefs, loads and attaches the programs, then starts tracing
     /// `options.pids`.
     pub fn attach(options: &Options) -> anyhow::Result<Self> {
+        let mut warnings = Vec::new();
         if !procfs::can_trace() {
             bail!(
                 "memtrace needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs: run it with sudo"
@@ -80,47 +150,65 @@ impl Tracer {
             );
         };
         raise_memlock_limit();
+        let offsets = Offsets::read(&events_dir);
+        let task_offsets = task_fault_offsets().unwrap_or_else(|e| {
+            warnings.push(format!(
+                "{e}; faults of threads that exit while traced are not counted"
+            ));
+            (0, 0)
+        });
+        let stream_faults = u8::from(options.fault_events);
 
         let filter = u8::from(options.pids.is_some());
+        let follow = u8::from(options.follow);
         let self_tgid = std::process::id();
         // Userspace is woken once a quarter of the ring is full; a timer drains the rest.
         let wakeup_bytes = u64::from(options.ring_bytes / 4);
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global(maps::FILTER_BY_TGID, &filter, true)
             .override_global(maps::SELF_TGID, &self_tgid, true)
             .override_global(maps::WAKEUP_BYTES, &wakeup_bytes, true)
-            .map_max_entries(maps::EVENTS, options.ring_bytes)
+            .override_global(maps::FOLLOW_FORKS, &follow, true)
+            .override_global(maps::STREAM_FAULTS, &stream_faults, true)
+            .override_global(maps::TASK_MIN_FLT_OFFSET, &task_offsets.0, true)
+            .override_global(maps::TASK_MAJ_FLT_OFFSET, &task_offsets.1, true)
+            .map_max_entries(maps::EVENTS, options.ring_bytes);
+        for (global, value) in &offsets.values {
+            loader.override_global(global, value, true);
+        }
+        let mut ebpf = loader
             .load(PROGRAMS)
             .map_err(|e| anyhow!("loading the eBPF programs failed: {}", error_chain(&e)))?;
 
-        let mut warnings = Vec::new();
-        for hook in HOOKS {
-            let path = events_dir.join(hook.category).join(hook.name);
-            let result = if path.is_dir() {
-                attach_one(&mut ebpf, hook)
-            } else {
-                Err(anyhow!(
-                    "tracepoint {}/{} does not exist on this kernel",
-                    hook.category,
-                    hook.name
-                ))
-            };
+        let mut hooks: Vec<&Hook> = HOOKS.iter().collect();
+        hooks.extend(options.follow.then_some(&FOLLOW));
+        let mut counts_faults = false;
+        for hook in hooks {
+            let result = offsets
+                .missing_for(hook)
+                .map_or_else(|| attach_one(&mut ebpf, hook, &events_dir), Err);
             match result {
-                Ok(()) => {}
+                Ok(()) => counts_faults |= hook.program == "page_fault_user",
                 Err(e) if hook.required => return Err(e),
-                Err(e) => warnings.push(format!("{e}; that part is not traced")),
+                Err(e) => warnings.push(format!("{e}; {} not traced", hook.feature)),
             }
         }
 
         let events = RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?)?;
         let lost = PerCpuArray::try_from(take_map(&mut ebpf, maps::LOST)?)?;
         let targets = HashMap::try_from(take_map(&mut ebpf, maps::TARGETS)?)?;
+        let faults = PerCpuHashMap::try_from(take_map(&mut ebpf, maps::FAULTS)?)?;
+        let rss = HashMap::try_from(take_map(&mut ebpf, maps::RSS)?)?;
         let mut tracer = Self {
             _ebpf: ebpf,
             events: Some(events),
             lost,
             targets,
+            faults,
+            rss,
             warnings,
+            counts_faults,
         };
         // Only now that everything is attached does the filter let the targets through: no
         // other process can slip in between attaching and choosing whom to trace.
@@ -141,22 +229,62 @@ impl Tracer {
             .with_context(|| format!("cannot add pid {pid} to the kernel filter"))
     }
 
-    /// Records dropped in the kernel so far, per reason, per CPU.
-    pub fn lost(&self) -> LostCounts {
-        let mut counts = LostCounts::default();
-        for index in 0..LOST_COUNTERS {
-            let per_cpu: Vec<u64> = self
-                .lost
-                .get(&index, 0)
-                .map(|values| values.iter().copied().collect())
-                .unwrap_or_default();
-            match index {
-                i if i == Lost::RingFull as u32 => counts.ring_full = per_cpu,
-                i if i == Lost::PendingFull as u32 => counts.pending_full = per_cpu,
-                _ => {}
+    /// Pids in the kernel filter (targets and, with --follow, their children and threads).
+    pub fn targets(&self) -> Vec<u32> {
+        self.targets.keys().filter_map(Result::ok).collect()
+    }
+
+    pub fn remove_target(&mut self, pid: u32) {
+        let _ = self.targets.remove(&pid);
+    }
+
+    /// Fault counts per process, summed over CPUs.
+    pub fn faults(&self) -> BTreeMap<u32, FaultCounts> {
+        self.faults
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(pid, per_cpu)| {
+                let total = per_cpu
+                    .iter()
+                    .fold(FaultCounts::default(), |sum, c| FaultCounts {
+                        user: sum.user + c.user,
+                        write: sum.write + c.write,
+                    });
+                (pid, total)
+            })
+            .collect()
+    }
+
+    /// RSS per process from the kernel's counters (all of a process's mms summed).
+    pub fn rss(&self) -> BTreeMap<u32, Rss> {
+        let mut by_pid: BTreeMap<u32, Rss> = BTreeMap::new();
+        for (_, state) in self.rss.iter().filter_map(Result::ok) {
+            let rss = by_pid.entry(state.tgid).or_default();
+            for member in 0..RSS_MEMBERS {
+                if let Ok(size) = u64::try_from(state.size[member]) {
+                    *rss.size[member].get_or_insert(0) += size;
+                }
+                rss.external_drop[member] += state.external_drop[member];
             }
         }
-        counts
+        by_pid
+    }
+
+    /// Records dropped in the kernel so far, per reason, per CPU.
+    pub fn lost(&self) -> LostCounts {
+        let per_cpu = |why: Lost| -> Vec<u64> {
+            self.lost
+                .get(&(why as u32), 0)
+                .map(|values| values.iter().copied().collect())
+                .unwrap_or_default()
+        };
+        debug_assert_eq!(LOST_COUNTERS, 4);
+        LostCounts {
+            ring_full: per_cpu(Lost::RingFull),
+            pending_full: per_cpu(Lost::PendingFull),
+            fault_table_full: per_cpu(Lost::FaultTableFull),
+            targets_full: per_cpu(Lost::TargetsFull),
+        }
     }
 }
 
@@ -167,27 +295,106 @@ pub struct LostCounts {
     pub ring_full: Vec<u64>,
     /// Syscalls missed because the entry/exit pairing table was full.
     pub pending_full: Vec<u64>,
+    /// Faults of processes that found the fault table full.
+    pub fault_table_full: Vec<u64>,
+    /// Children that could not be followed because the target table was full.
+    pub targets_full: Vec<u64>,
 }
 
 impl LostCounts {
     pub fn total(&self) -> u64 {
-        self.ring_full.iter().chain(&self.pending_full).sum()
+        [
+            &self.ring_full,
+            &self.pending_full,
+            &self.fault_table_full,
+            &self.targets_full,
+        ]
+        .into_iter()
+        .flatten()
+        .sum()
     }
 }
 
-fn attach_one(ebpf: &mut Ebpf, hook: &Hook) -> anyhow::Result<()> {
-    let what = || format!("attaching to tracepoint {}/{}", hook.category, hook.name);
+/// Field offsets of version-dependent tracepoint records, read from tracefs.
+struct Offsets {
+    values: Vec<(&'static str, u32)>,
+    missing: Vec<(&'static str, String)>,
+}
+
+impl Offsets {
+    const FIELDS: [(&'static str, &'static str, &'static str, &'static str); 6] = [
+        (
+            maps::FORK_CHILD_PID_OFFSET,
+            "sched",
+            "sched_process_fork",
+            "child_pid",
+        ),
+        (
+            maps::EXIT_GROUP_DEAD_OFFSET,
+            "sched",
+            "sched_process_exit",
+            "group_dead",
+        ),
+        (maps::RSS_MM_ID_OFFSET, "kmem", "rss_stat", "mm_id"),
+        (maps::RSS_CURR_OFFSET, "kmem", "rss_stat", "curr"),
+        (maps::RSS_MEMBER_OFFSET, "kmem", "rss_stat", "member"),
+        (maps::RSS_SIZE_OFFSET, "kmem", "rss_stat", "size"),
+    ];
+
+    fn read(events: &Path) -> Self {
+        let mut offsets = Self {
+            values: Vec::new(),
+            missing: Vec::new(),
+        };
+        for (global, category, name, field) in Self::FIELDS {
+            match tracefs::field_offset(events, category, name, field) {
+                Some(offset) => offsets.values.push((global, offset)),
+                None => offsets.missing.push((
+                    name,
+                    format!("tracepoint {category}/{name} has no field {field}"),
+                )),
+            }
+        }
+        offsets
+    }
+
+    /// Why a hook cannot work on this kernel, if a field it reads is missing.
+    fn missing_for(&self, hook: &Hook) -> Option<anyhow::Error> {
+        self.missing
+            .iter()
+            .find(|(tp, _)| *tp == hook.name)
+            .map(|(_, why)| anyhow!("{why}"))
+    }
+}
+
+fn attach_one(ebpf: &mut Ebpf, hook: &Hook, events: &Path) -> anyhow::Result<()> {
+    let (category, name) = (hook.category, hook.name);
+    if !events.join(category).join(name).is_dir() {
+        bail!("tracepoint {category}/{name} does not exist on this kernel");
+    }
     let program: &mut TracePoint = ebpf
         .program_mut(hook.program)
         .ok_or_else(|| anyhow!("program {} missing from the eBPF object", hook.program))?
         .try_into()?;
-    program
-        .load()
-        .map_err(|e| anyhow!("{}: {}", what(), error_chain(&e)))?;
-    program
-        .attach(hook.category, hook.name)
-        .map_err(|e| anyhow!("{}: {}", what(), error_chain(&e)))?;
+    let failed = |e: &dyn std::error::Error| {
+        anyhow!(
+            "attaching to tracepoint {category}/{name}: {}",
+            first_line(&error_chain(e))
+        )
+    };
+    program.load().map_err(|e| failed(&e))?;
+    program.attach(category, name).map_err(|e| failed(&e))?;
     Ok(())
+}
+
+/// Offsets of `min_flt` and `maj_flt` in `struct task_struct`, from the kernel's BTF.
+fn task_fault_offsets() -> anyhow::Result<(u32, u32)> {
+    let btf = Btf::from_sys_fs().map_err(|e| anyhow!("cannot read kernel BTF: {e}"))?;
+    let offset = |member| {
+        btf.member_offset("task_struct", member)
+            .map_err(|e| anyhow!("kernel BTF: task_struct.{member}: {e}"))
+    };
+    Ok((offset("min_flt")?, offset("maj_flt")?))
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<aya::maps::Map> {
@@ -204,6 +411,16 @@ fn raise_memlock_limit() {
     // SAFETY: plain syscall on a valid struct. Failure only matters on old kernels, where
     // loading then reports the real error.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+}
+
+/// A message up to its first line break, without the verifier's log (many lines): errors and
+/// warnings stay one line. `MEMTRACE_VERIFIER_LOG=1` keeps the log, for debugging.
+fn first_line(message: &str) -> &str {
+    if std::env::var_os("MEMTRACE_VERIFIER_LOG").is_some() {
+        return message;
+    }
+    let line = message.lines().next().unwrap_or_default();
+    line.split(". Verifier output").next().unwrap_or(line)
 }
 
 /// An error and its causes on one line.

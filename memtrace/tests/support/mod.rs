@@ -44,8 +44,36 @@ pub struct Workload {
 
 impl Workload {
     pub fn spawn(args: &[&str]) -> Self {
-        let mut child = Command::new(WORKLOAD)
-            .args(args)
+        Self::spawn_command(Command::new(WORKLOAD).args(args))
+    }
+
+    /// Spawns the workload inside a cgroup v1 memory cgroup (it joins before it allocates).
+    pub fn spawn_in_cgroup(cgroup: &std::path::Path, args: &[&str]) -> Self {
+        let script = format!(
+            "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
+            cgroup.display()
+        );
+        Self::spawn_command(
+            Command::new("sh")
+                .args(["-c", &script, WORKLOAD])
+                .args(args),
+        )
+    }
+
+    /// The next JSON line the workload prints (for workloads with intermediate lines).
+    pub fn next_line(&mut self) -> Value {
+        read_json_line(&mut self.stdout).expect("workload line")
+    }
+
+    /// Takes stdin to keep sending lines after go (for workloads that wait twice).
+    pub fn go_keeping_stdin(&mut self) -> ChildStdin {
+        let mut stdin = self.stdin.take().expect("go called twice");
+        stdin.write_all(b"go\n").expect("send go signal");
+        stdin
+    }
+
+    fn spawn_command(command: &mut Command) -> Self {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -70,6 +98,25 @@ impl Workload {
         stdin.write_all(b"go\n").expect("send go signal");
     }
 
+    /// Waits for the workload's record, then reads its final /proc/PID/stat `(minflt, majflt)`
+    /// while it is a zombie (exited, not yet reaped by us): the kernel's own totals.
+    pub fn record_and_final_faults(mut self) -> (Value, (u64, u64)) {
+        let record = read_json_line(&mut self.stdout).expect("workload record line");
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        loop {
+            let stat =
+                std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).expect("zombie stat");
+            if stat_field(&stat, 3) == Some("Z") {
+                let faults = proc_faults_from(&stat);
+                let status = wait_with_timeout(&mut self.child, EXIT_TIMEOUT);
+                assert!(status.success(), "workload failed: {status}");
+                return (record, faults);
+            }
+            assert!(Instant::now() < deadline, "workload did not exit");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Waits for the workload's record of what it did.
     pub fn record(mut self) -> Value {
         let record = read_json_line(&mut self.stdout).expect("workload record line");
@@ -84,6 +131,27 @@ impl Drop for Workload {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `(minflt, majflt)` of a live process from /proc/PID/stat.
+pub fn proc_faults(pid: u32) -> (u64, u64) {
+    proc_faults_from(&std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat"))
+}
+
+fn proc_faults_from(stat: &str) -> (u64, u64) {
+    let number = |field| {
+        stat_field(stat, field)
+            .and_then(|v| v.parse().ok())
+            .expect("fault field")
+    };
+    (number(10), number(12))
+}
+
+/// Field N (from 3, as numbered in proc(5)) of a stat line; comm may hold spaces.
+fn stat_field(stat: &str, field: usize) -> Option<&str> {
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(field - 3)
 }
 
 fn read_json_line(reader: &mut impl std::io::BufRead) -> Option<Value> {
@@ -128,17 +196,19 @@ impl Output {
             .unwrap_or_else(|| panic!("pid {pid} missing from summary {}", self.summary()))
     }
 
-    /// Pids in the summary.
+    /// Pids in the summary, in increasing order.
     pub fn pids(&self) -> Vec<u32> {
-        self.summary()["processes"]
+        let processes = self.summary()["processes"]
             .as_array()
-            .map(|ps| {
-                ps.iter()
-                    .filter_map(|p| p["pid"].as_u64())
-                    .map(|p| p as u32)
-                    .collect()
-            })
-            .unwrap_or_default()
+            .cloned()
+            .unwrap_or_default();
+        let mut pids: Vec<u32> = processes
+            .iter()
+            .filter_map(|p| p["pid"].as_u64())
+            .map(|p| p as u32)
+            .collect();
+        pids.sort_unstable();
+        pids
     }
 }
 

@@ -6,6 +6,7 @@
 //! lets the tracer attach first. It then prints one JSON record line and exits.
 
 mod madvise;
+mod memory;
 
 use std::io::{self, BufRead as _, Write as _};
 
@@ -31,18 +32,42 @@ enum Command {
     Madvise(madvise::MadviseArgs),
     /// process_madvise on a forked child's memory.
     ProcessMadvise(madvise::ProcessMadviseArgs),
+    /// mmap, touch and munmap anonymous and file memory, private and shared.
+    Mmap(memory::MmapArgs),
+    /// Grow and shrink the program break.
+    Brk(memory::BrkArgs),
+    /// mmap, then mremap to another size, then munmap.
+    Mremap(memory::MremapArgs),
+    /// Touch fresh anonymous pages and read an evicted file: known minor and major faults.
+    Faults(memory::FaultArgs),
+    /// madvise in the parent, fork, madvise and mmap in the child.
+    Fork(memory::ForkArgs),
+    /// MADV_FREE a region, wait while the driver creates pressure, count reclaimed pages.
+    Lazyfree(memory::LazyFreeArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
+    let go = || go_signal(cli.no_wait);
     let result = match cli.command {
-        Command::Madvise(args) => madvise::run(&args, || go_signal(cli.no_wait)),
-        Command::ProcessMadvise(args) => {
-            madvise::run_process_madvise(&args, || go_signal(cli.no_wait))
-        }
+        Command::Madvise(args) => madvise::run(&args, go),
+        Command::ProcessMadvise(args) => madvise::run_process_madvise(&args, go),
+        Command::Mmap(args) => memory::run_mmap(&args, go),
+        Command::Brk(args) => memory::run_brk(&args, go),
+        Command::Mremap(args) => memory::run_mremap(&args, go),
+        Command::Faults(args) => memory::run_faults(&args, go),
+        Command::Fork(args) => memory::run_fork(&args, go),
+        Command::Lazyfree(args) => memory::run_lazyfree(&args, go),
     };
     match result {
-        Ok(record) => println!("{record}"),
+        Ok(record) => {
+            println!("{record}");
+            let _ = io::stdout().flush();
+            // Leave at once: the runtime's own cleanup (e.g. unmapping the signal stack) would
+            // add memory calls that the record does not list.
+            // SAFETY: nothing is left to flush or drop that matters.
+            unsafe { libc::_exit(0) };
+        }
         Err(e) => {
             eprintln!("memtrace-workload: {e}");
             std::process::exit(1);

@@ -1,0 +1,435 @@
+//! Mapping, fault and fork workloads.
+
+use std::{io, os::fd::AsRawFd as _, ptr};
+
+use clap::Args;
+use serde_json::{Value, json};
+
+fn page_size() -> usize {
+    // SAFETY: no preconditions.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
+}
+
+fn last_error() -> io::Error {
+    io::Error::last_os_error()
+}
+
+/// Minor and major faults of this process so far (getrusage).
+fn rusage_faults() -> (u64, u64) {
+    // SAFETY: zeroed rusage is a valid out-parameter.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    (usage.ru_minflt as u64, usage.ru_majflt as u64)
+}
+
+/// A file of `pages` pages in /tmp, removed on drop.
+struct TempFile {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+}
+
+impl TempFile {
+    fn new(pages: usize) -> io::Result<Self> {
+        use std::io::Write as _;
+        let path =
+            std::env::temp_dir().join(format!("memtrace-workload-{}-{pages}", std::process::id()));
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        file.write_all(&vec![7u8; pages * page_size()])?;
+        file.sync_all()?;
+        Ok(Self { file, path })
+    }
+
+    /// Drops the file's pages from the page cache, so the next access reads from disk.
+    fn evict(&self) -> io::Result<()> {
+        // SAFETY: valid fd.
+        let rc =
+            unsafe { libc::posix_fadvise(self.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn map(len: usize, prot: i32, flags: i32, fd: i32) -> io::Result<*mut u8> {
+    // SAFETY: no address hint; the kernel validates the rest.
+    let addr = unsafe { libc::mmap(ptr::null_mut(), len, prot, flags, fd, 0) };
+    if addr == libc::MAP_FAILED {
+        Err(last_error())
+    } else {
+        Ok(addr.cast())
+    }
+}
+
+fn unmap(addr: *mut u8, len: usize) -> io::Result<()> {
+    // SAFETY: the caller mapped [addr, addr + len).
+    if unsafe { libc::munmap(addr.cast(), len) } != 0 {
+        Err(last_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Writes one byte per page (reads if `read_only`): one fault per page not yet present.
+fn touch(addr: *mut u8, len: usize, read_only: bool) -> u64 {
+    let mut sum = 0u64;
+    for offset in (0..len).step_by(page_size()) {
+        // SAFETY: within a mapping of `len` bytes with the needed protection.
+        unsafe {
+            if read_only {
+                sum += u64::from(addr.add(offset).read_volatile());
+            } else {
+                addr.add(offset).write_volatile(1);
+            }
+        }
+    }
+    sum
+}
+
+#[derive(Args)]
+pub struct MmapArgs {
+    /// Pages of private anonymous memory to map, touch and unmap.
+    #[arg(long, default_value_t = 0)]
+    anon_private: usize,
+    /// Pages of shared anonymous memory.
+    #[arg(long, default_value_t = 0)]
+    anon_shared: usize,
+    /// Pages of a private file mapping (read).
+    #[arg(long, default_value_t = 0)]
+    file_private: usize,
+    /// Pages of a shared file mapping (read).
+    #[arg(long, default_value_t = 0)]
+    file_shared: usize,
+    /// Leave the mappings in place instead of unmapping them.
+    #[arg(long)]
+    keep: bool,
+}
+
+pub fn run_mmap(args: &MmapArgs, go: impl FnOnce() -> io::Result<()>) -> io::Result<Value> {
+    let page = page_size();
+    let file_pages = args.file_private.max(args.file_shared);
+    let file = (file_pages > 0)
+        .then(|| TempFile::new(file_pages))
+        .transpose()?;
+    let fd = file.as_ref().map_or(-1, |f| f.file.as_raw_fd());
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    let plan = [
+        (
+            "anon_private",
+            args.anon_private,
+            rw,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            false,
+        ),
+        (
+            "anon_shared",
+            args.anon_shared,
+            rw,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            false,
+        ),
+        (
+            "file_private",
+            args.file_private,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            fd,
+            true,
+        ),
+        (
+            "file_shared",
+            args.file_shared,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            fd,
+            true,
+        ),
+    ];
+    go()?;
+    let before = rusage_faults();
+    let mut mapped = serde_json::Map::new();
+    let mut unmapped = 0;
+    let mut calls = 0;
+    for (kind, pages, prot, flags, fd, read_only) in plan {
+        if pages == 0 {
+            continue;
+        }
+        let len = pages * page;
+        let addr = map(len, prot, flags, fd)?;
+        touch(addr, len, read_only);
+        mapped.insert(kind.into(), json!({ "calls": 1, "bytes": len }));
+        if !args.keep {
+            unmap(addr, len)?;
+            unmapped += len;
+            calls += 1;
+        }
+    }
+    let after = rusage_faults();
+    Ok(json!({
+        "pid": std::process::id(),
+        "mmap": mapped,
+        "munmap": { "calls": calls, "bytes": unmapped },
+        "minflt": after.0 - before.0,
+        "majflt": after.1 - before.1,
+    }))
+}
+
+#[derive(Args)]
+pub struct BrkArgs {
+    /// Bytes to grow the break by (rounded up to pages).
+    #[arg(long)]
+    grow: usize,
+    /// Bytes to shrink it by afterwards (rounded up to pages; at most --grow).
+    #[arg(long, default_value_t = 0)]
+    shrink: usize,
+}
+
+fn brk(addr: usize) -> usize {
+    // SAFETY: raw brk: returns the new break, or the old one on failure.
+    unsafe { libc::syscall(libc::SYS_brk, addr) as usize }
+}
+
+pub fn run_brk(args: &BrkArgs, go: impl FnOnce() -> io::Result<()>) -> io::Result<Value> {
+    let page = page_size();
+    let grow = args.grow.div_ceil(page) * page;
+    let shrink = (args.shrink.div_ceil(page) * page).min(grow);
+    // Keep malloc off the break while measuring: no trimming, nothing new from the heap.
+    // SAFETY: mallopt has no memory-safety preconditions.
+    unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) };
+    go()?;
+    let start = brk(0);
+    let grown = brk(start + grow);
+    let shrunk = brk(grown - shrink);
+    // Give the memory back so malloc's view of the heap stays true.
+    let end = brk(start);
+    Ok(json!({
+        "pid": std::process::id(),
+        "start": start,
+        "grow": grown - start,
+        "shrink": (grown - shrunk) + (shrunk - end),
+        "calls": 4,
+    }))
+}
+
+#[derive(Args)]
+pub struct MremapArgs {
+    /// Pages mapped first.
+    #[arg(long)]
+    pages: usize,
+    /// Pages after mremap.
+    #[arg(long)]
+    to: usize,
+}
+
+pub fn run_mremap(args: &MremapArgs, go: impl FnOnce() -> io::Result<()>) -> io::Result<Value> {
+    let page = page_size();
+    let (old_len, new_len) = (args.pages * page, args.to * page);
+    go()?;
+    let addr = map(
+        old_len,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+        -1,
+    )?;
+    touch(addr, old_len, false);
+    // SAFETY: remapping our own mapping; may move.
+    let moved = unsafe { libc::mremap(addr.cast(), old_len, new_len, libc::MREMAP_MAYMOVE) };
+    if moved == libc::MAP_FAILED {
+        return Err(last_error());
+    }
+    unmap(moved.cast(), new_len)?;
+    Ok(json!({
+        "pid": std::process::id(),
+        "mmap": old_len,
+        "mremap_grow": new_len.saturating_sub(old_len),
+        "mremap_shrink": old_len.saturating_sub(new_len),
+        "munmap": new_len,
+    }))
+}
+
+#[derive(Args)]
+pub struct FaultArgs {
+    /// Fresh anonymous pages to touch.
+    #[arg(long, default_value_t = 0)]
+    pages: usize,
+    /// Pages of a file to read through a private mapping after evicting it from the page
+    /// cache (major faults).
+    #[arg(long, default_value_t = 0)]
+    file_pages: usize,
+}
+
+pub fn run_faults(args: &FaultArgs, go: impl FnOnce() -> io::Result<()>) -> io::Result<Value> {
+    let page = page_size();
+    let len = args.pages * page;
+    let anon = (len > 0)
+        .then(|| {
+            map(
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+            )
+        })
+        .transpose()?;
+    let file = (args.file_pages > 0)
+        .then(|| TempFile::new(args.file_pages))
+        .transpose()?;
+    if let Some(file) = &file {
+        file.evict()?;
+    }
+    go()?;
+    let before = rusage_faults();
+    if let Some(addr) = anon {
+        touch(addr, len, false);
+    }
+    let mut checksum = 0;
+    if let Some(file) = &file {
+        let file_len = args.file_pages * page;
+        let addr = map(
+            file_len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            file.file.as_raw_fd(),
+        )?;
+        checksum = touch(addr, file_len, true);
+    }
+    let after = rusage_faults();
+    Ok(json!({
+        "pid": std::process::id(),
+        "minflt": after.0 - before.0,
+        "majflt": after.1 - before.1,
+        "checksum": checksum,
+    }))
+}
+
+#[derive(Args)]
+pub struct ForkArgs {
+    /// madvise(MADV_DONTNEED) calls of one page the parent makes.
+    #[arg(long, default_value_t = 0)]
+    parent_calls: usize,
+    /// madvise(MADV_DONTNEED) calls of one page the child makes.
+    #[arg(long, default_value_t = 0)]
+    child_calls: usize,
+    /// Pages the child maps and touches.
+    #[arg(long, default_value_t = 0)]
+    child_pages: usize,
+}
+
+fn dontneed(addr: *mut u8, calls: usize) {
+    for call in 0..calls {
+        // SAFETY: within a mapping of `calls` pages.
+        unsafe {
+            libc::madvise(
+                addr.add(call * page_size()).cast(),
+                page_size(),
+                libc::MADV_DONTNEED,
+            )
+        };
+    }
+}
+
+pub fn run_fork(args: &ForkArgs, go: impl FnOnce() -> io::Result<()>) -> io::Result<Value> {
+    let page = page_size();
+    let region = args.parent_calls.max(args.child_calls).max(1) * page;
+    let addr = map(
+        region,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+        -1,
+    )?;
+    touch(addr, region, false);
+    go()?;
+    dontneed(addr, args.parent_calls);
+    // SAFETY: the child only makes raw syscalls and _exit.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(last_error());
+    }
+    if child == 0 {
+        dontneed(addr, args.child_calls);
+        let len = args.child_pages * page;
+        if len > 0 {
+            // SAFETY: raw syscalls only.
+            unsafe {
+                let mem = libc::mmap(
+                    ptr::null_mut(),
+                    len,
+                    3,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                if mem != libc::MAP_FAILED {
+                    touch(mem.cast(), len, false);
+                }
+            }
+        }
+        // SAFETY: leave without running the parent's atexit handlers or flushing its stdio.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: our child.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    Ok(json!({
+        "pid": std::process::id(),
+        "child": child,
+        "parent_calls": args.parent_calls,
+        "child_calls": args.child_calls,
+        "child_mmap_bytes": args.child_pages * page,
+    }))
+}
+
+#[derive(Args)]
+pub struct LazyFreeArgs {
+    /// MiB of anonymous memory to touch and release with MADV_FREE.
+    #[arg(long)]
+    mib: usize,
+}
+
+/// On the go signal touches memory and releases it with MADV_FREE, prints `{"freed": BYTES}`, then
+/// waits for a second line (the driver creates memory pressure meanwhile) and reports how many
+/// pages the kernel reclaimed: those read back as zero (MADV_FREE pages that are reclaimed
+/// lose their content; ones still present keep it).
+pub fn run_lazyfree(args: &LazyFreeArgs, go: impl FnOnce() -> io::Result<()>) -> io::Result<Value> {
+    use std::io::{BufRead as _, Write as _};
+    let page = page_size();
+    let len = args.mib << 20;
+    let addr = map(
+        len,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+        -1,
+    )?;
+    go()?;
+    // Allocate, then release, while traced (a tracer learns which address space is ours from
+    // our own RSS changes).
+    touch(addr, len, false);
+    // SAFETY: our mapping.
+    if unsafe { libc::madvise(addr.cast(), len, libc::MADV_FREE) } != 0 {
+        return Err(last_error());
+    }
+    println!("{}", json!({ "freed": len }));
+    io::stdout().flush()?;
+    let mut line = String::new();
+    io::stdin().lock().read_line(&mut line)?;
+    let pages = len / page;
+    let zero_pages = (0..pages)
+        // SAFETY: within the mapping; reading does not re-dirty a lazily freed page.
+        .filter(|i| unsafe { addr.add(i * page).read_volatile() } == 0)
+        .count();
+    Ok(json!({ "pid": std::process::id(), "pages": pages, "zero_pages": zero_pages }))
+}

@@ -1,0 +1,65 @@
+//! Page faults: memtrace's counts against the kernel's own (/proc/PID/stat of the exited
+//! workload) over the same window.
+
+mod support;
+
+use support::{Memtrace, Workload, privileged, proc_faults};
+
+/// Traces a workload from the go signal to its exit and returns memtrace's fault entry, the
+/// workload's record and the /proc delta over the traced window.
+fn trace(args: &[&str]) -> (serde_json::Value, serde_json::Value, (u64, u64)) {
+    let mut workload = Workload::spawn(args);
+    let pid = workload.pid;
+    let memtrace = Memtrace::attach(&["--pid", &pid.to_string()]);
+    // Window start: memtrace is attached and the workload is blocked waiting for "go".
+    let before = proc_faults(pid);
+    workload.go();
+    let (record, after) = workload.record_and_final_faults();
+    let output = memtrace.finish();
+    assert!(output.status.success(), "{}", output.stderr);
+    let delta = (after.0 - before.0, after.1 - before.1);
+    (output.process(pid)["faults"].clone(), record, delta)
+}
+
+#[test]
+fn minor_faults_equal_the_kernel_count() {
+    if !privileged() {
+        return;
+    }
+    let (faults, record, (minflt, majflt)) = trace(&["faults", "--pages", "5000"]);
+    // The workload touched 5000 fresh pages: at least that many faults in its own count.
+    assert!(record["minflt"].as_u64().unwrap() >= 5000, "{record}");
+    assert_eq!(faults["minor"], minflt, "{faults}");
+    assert_eq!(faults["major"], majflt, "{faults}");
+    // Those faults were taken in user mode, on write.
+    assert!(faults["user"].as_u64().unwrap() >= 5000, "{faults}");
+    assert!(faults["user_write"].as_u64().unwrap() >= 5000, "{faults}");
+}
+
+#[test]
+fn major_faults_from_an_evicted_file() {
+    if !privileged() {
+        return;
+    }
+    let (faults, record, (minflt, majflt)) = trace(&["faults", "--file-pages", "256"]);
+    assert!(
+        record["majflt"].as_u64().unwrap() > 0,
+        "reading an evicted file must do I/O: {record}"
+    );
+    assert_eq!(faults["major"], majflt, "{faults}");
+    assert_eq!(faults["minor"], minflt, "{faults}");
+}
+
+#[test]
+fn threads_faults_sum_to_the_process() {
+    if !privileged() {
+        return;
+    }
+    // Four threads each touching and releasing pages; they exit with the process.
+    let (faults, _, (minflt, majflt)) =
+        trace(&["madvise", "--threads", "4", "--op", "dontneed:200:1"]);
+    assert_eq!(
+        (faults["minor"].as_u64(), faults["major"].as_u64()),
+        (Some(minflt), Some(majflt))
+    );
+}

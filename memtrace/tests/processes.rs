@@ -1,0 +1,105 @@
+//! Which processes are traced: children with and without --follow, and every process.
+
+mod support;
+
+use serde_json::json;
+use support::{Memtrace, Workload, advice_totals, privileged};
+
+const DONTNEED: u32 = 4;
+
+fn trace_fork(extra: &[&str]) -> (serde_json::Value, support::Output) {
+    let mut workload = Workload::spawn(&[
+        "fork",
+        "--parent-calls",
+        "3",
+        "--child-calls",
+        "5",
+        "--child-pages",
+        "10",
+    ]);
+    let pid = workload.pid.to_string();
+    let mut args = vec!["--pid", pid.as_str()];
+    args.extend_from_slice(extra);
+    let memtrace = Memtrace::attach(&args);
+    workload.go();
+    let record = workload.record();
+    let output = memtrace.finish();
+    assert!(output.status.success(), "{}", output.stderr);
+    (record, output)
+}
+
+#[test]
+fn follow_adds_children_forked_while_traced() {
+    if !privileged() {
+        return;
+    }
+    let (record, output) = trace_fork(&["--follow"]);
+    let (parent, child) = (
+        record["pid"].as_u64().unwrap() as u32,
+        record["child"].as_u64().unwrap() as u32,
+    );
+    assert_eq!(output.pids(), vec![parent.min(child), parent.max(child)]);
+    assert_eq!(
+        advice_totals(output.process(parent), DONTNEED),
+        Some((3, 0, 3 * 4096))
+    );
+    let child_entry = output.process(child);
+    assert_eq!(advice_totals(child_entry, DONTNEED), Some((5, 0, 5 * 4096)));
+    assert_eq!(
+        child_entry["mappings"]["mmap"]["anon_private"],
+        json!({"calls": 1, "bytes": record["child_mmap_bytes"]})
+    );
+}
+
+#[test]
+fn children_are_not_traced_without_follow() {
+    if !privileged() {
+        return;
+    }
+    let (record, output) = trace_fork(&[]);
+    let parent = record["pid"].as_u64().unwrap() as u32;
+    assert_eq!(output.pids(), vec![parent]);
+    assert_eq!(
+        advice_totals(output.process(parent), DONTNEED),
+        Some((3, 0, 3 * 4096))
+    );
+}
+
+#[test]
+fn system_wide_sees_every_process() {
+    if !privileged() {
+        return;
+    }
+    let mut first = Workload::spawn(&["madvise", "--op", "free:11:1"]);
+    let mut second = Workload::spawn(&["madvise", "--op", "dontneed:13:2"]);
+    // No --pid: everything is traced; --comm keeps the report to the workloads.
+    let memtrace = Memtrace::attach(&["--comm", "memtrace-worklo"]);
+    first.go();
+    second.go();
+    let (first, second) = (first.record(), second.record());
+    // Give the 100 ms drain a chance, then stop as a user would.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    memtrace.interrupt();
+    let output = memtrace.finish();
+    assert!(output.status.success(), "{}", output.stderr);
+    let (a, b) = (
+        first["pid"].as_u64().unwrap() as u32,
+        second["pid"].as_u64().unwrap() as u32,
+    );
+    assert_eq!(
+        advice_totals(output.process(a), 8),
+        Some((11, 0, 11 * 4096))
+    );
+    assert_eq!(
+        advice_totals(output.process(b), DONTNEED),
+        Some((13, 0, 13 * 8192))
+    );
+    // --comm filtered the report down to workloads only.
+    let comms: Vec<_> = output.summary()["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["comm"].clone())
+        .collect();
+    assert!(comms.iter().all(|c| c == "memtrace-worklo"), "{comms:?}");
+}

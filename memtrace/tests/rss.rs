@@ -1,0 +1,112 @@
+//! RSS: pages a process released with MADV_FREE, taken from it by memory-cgroup reclaim that
+//! another process caused, are attributed to it as an external drop.
+
+mod support;
+
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use support::{Memtrace, Workload, privileged};
+
+/// A cgroup v1 memory cgroup with a limit, removed (with its processes killed) on drop.
+struct MemCgroup {
+    path: PathBuf,
+}
+
+impl MemCgroup {
+    fn new(limit_bytes: u64) -> Option<Self> {
+        let root = Path::new("/sys/fs/cgroup/memory");
+        if !root.join("memory.limit_in_bytes").exists() {
+            return None;
+        }
+        let path = root.join(format!("memtrace-test-{}", std::process::id()));
+        std::fs::create_dir(&path).expect("create memory cgroup");
+        let cgroup = Self { path };
+        std::fs::write(
+            cgroup.path.join("memory.limit_in_bytes"),
+            limit_bytes.to_string(),
+        )
+        .expect("set limit");
+        Some(cgroup)
+    }
+}
+
+impl Drop for MemCgroup {
+    fn drop(&mut self) {
+        if let Ok(procs) = std::fs::read_to_string(self.path.join("cgroup.procs")) {
+            for pid in procs.lines().filter_map(|p| p.parse::<i32>().ok()) {
+                // SAFETY: plain kill(2).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.path).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn lazyfree_pages_reclaimed_under_cgroup_pressure_are_an_external_drop() {
+    if !privileged() {
+        return;
+    }
+    let Some(cgroup) = MemCgroup::new(200 << 20) else {
+        // cgroup v1 memory is mounted on these machines; say so loudly if it is not.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no cgroup v1 memory controller"
+        );
+        eprintln!("*** SKIPPED: no cgroup v1 memory controller ***");
+        return;
+    };
+    let mut lazy = Workload::spawn_in_cgroup(&cgroup.path, &["lazyfree", "--mib", "150"]);
+    let memtrace = Memtrace::attach(&["--pid", &lazy.pid.to_string()]);
+    let mut stdin = lazy.go_keeping_stdin();
+    let freed = lazy.next_line();
+    assert_eq!(freed["freed"], 150 << 20);
+
+    // Another process in the same cgroup allocates past the limit: memcg reclaim takes the
+    // lazily freed pages (no swap here, and they need none).
+    let pressure =
+        Workload::spawn_in_cgroup(&cgroup.path, &["--no-wait", "faults", "--pages", "38400"]);
+    pressure.record();
+    // Let memtrace take a smaps_rollup sample after the reclaim.
+    std::thread::sleep(Duration::from_millis(1500));
+    stdin.write_all(b"count\n").expect("signal workload");
+    let record = lazy.record();
+    let output = memtrace.finish();
+    assert!(output.status.success(), "{}", output.stderr);
+
+    let reclaimed = record["zero_pages"].as_u64().unwrap() * 4096;
+    assert!(
+        reclaimed > 50 << 20,
+        "pressure should reclaim most of the lazily freed memory: {record}"
+    );
+    let process = output.process(record["pid"].as_u64().unwrap() as u32);
+    let external = process["rss"]["external_drop"]["anon"].as_u64().unwrap();
+    // The kernel's RSS counters are per-CPU batched (percpu_counter, batch 32 pages per CPU):
+    // rss_stat reports each value to within that batch, so the drop matches to within it.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let slack = 2 * 32 * cpus * 4096;
+    assert!(
+        external.abs_diff(reclaimed) <= slack,
+        "external anon drop {external} vs reclaimed {reclaimed} (±{slack})"
+    );
+    // smaps_rollup, a page-table walk, shows what stays lazily freed: all that was not
+    // reclaimed, but for pages still waiting in a per-CPU LRU batch (at most 31 per CPU), not
+    // yet marked lazy-free and so neither reclaimable nor counted.
+    let lazy_free = process["smaps_rollup"]["last"]["lazy_free"]
+        .as_u64()
+        .unwrap();
+    let not_reclaimed = (150 << 20) - reclaimed;
+    assert!(
+        lazy_free <= not_reclaimed && not_reclaimed - lazy_free <= 31 * cpus * 4096,
+        "LazyFree {lazy_free} vs not reclaimed {not_reclaimed}"
+    );
+}
