@@ -91,7 +91,8 @@ fn own_update(mm_id: u32, member: usize, size: i64) {
 }
 
 /// Someone else changed a known mm's RSS. The owner tearing down its own mm at exit also shows
-/// `curr` = 0 (its mm pointer is already cleared): that is not external.
+/// `curr` = 0 (its mm pointer is already cleared): that is skipped, so the sizes read as the RSS
+/// the process had when it last ran.
 #[inline(always)]
 fn other_update(mm_id: u32, member: usize, size: i64) {
     let Some(state) = RSS.get_ptr_mut(mm_id) else {
@@ -101,8 +102,11 @@ fn other_update(mm_id: u32, member: usize, size: i64) {
     // SAFETY: a map value. Two reclaimers updating one mm at the same instant could lose one
     // increment (no atomic add on this target from Rust); the size itself stays exact.
     unsafe {
+        if current_tgid == (*state).tgid {
+            return;
+        }
         let previous = (*state).size[member];
-        if current_tgid != (*state).tgid && previous > size && previous >= 0 {
+        if previous > size && previous >= 0 {
             (*state).external_drop[member] += (previous - size) as u64;
         }
         (*state).size[member] = size;

@@ -577,7 +577,7 @@ fn rss_text(out: &mut String, rss: &Rss) {
         .zip(rss.size)
         .filter_map(|(name, size)| Some(format!("{name} {}", human_bytes(size?))))
         .collect();
-    let _ = write!(out, "  rss (kernel counters): {}", sizes.join(", "));
+    let _ = write!(out, "  rss (kernel counters, latest): {}", sizes.join(", "));
     let taken: Vec<String> = RSS_MEMBER_NAMES
         .iter()
         .zip(rss.external_drop)
