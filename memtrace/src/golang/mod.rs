@@ -1,0 +1,4 @@
+//! Go binaries: which Go built them and with which settings (the runtime's madvise mode
+//! depends on both).
+
+pub mod buildinfo;
