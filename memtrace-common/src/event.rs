@@ -21,6 +21,12 @@ pub enum EventKind {
     Fault = 7,
     /// A traced thread exited ([`ThreadExit`]).
     ThreadExit = 8,
+    /// A thread finished a direct or memcg reclaim stall ([`crate::reclaim::ReclaimStall`]).
+    ReclaimStall = 9,
+    /// The OOM killer chose a victim ([`crate::reclaim::OomVictim`]); never filtered.
+    OomKill = 10,
+    /// kswapd woke or slept ([`crate::reclaim::KswapdEvent`]).
+    Kswapd = 11,
 }
 
 impl EventKind {
@@ -34,6 +40,9 @@ impl EventKind {
             6 => Some(Self::Brk),
             7 => Some(Self::Fault),
             8 => Some(Self::ThreadExit),
+            9 => Some(Self::ReclaimStall),
+            10 => Some(Self::OomKill),
+            11 => Some(Self::Kswapd),
             _ => None,
         }
     }

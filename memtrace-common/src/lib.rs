@@ -8,5 +8,6 @@
 pub mod advice;
 pub mod event;
 pub mod maps;
+pub mod reclaim;
 
 pub use event::{EventKind, FaultCounts, FaultEvent, RssState, SyscallEvent, ThreadExit};

@@ -38,6 +38,45 @@ pub const RSS_CURR_OFFSET: &str = "RSS_CURR_OFFSET";
 pub const RSS_MEMBER_OFFSET: &str = "RSS_MEMBER_OFFSET";
 pub const RSS_SIZE_OFFSET: &str = "RSS_SIZE_OFFSET";
 
+/// `StallKey -> StallHist`, per CPU (LRU): reclaim stalls per process and kind.
+pub const STALLS: &str = "STALLS";
+/// `ReclaimKind -> StallHist`, per CPU: every stall memtrace saw (of traced processes).
+pub const STALLS_ALL: &str = "STALLS_ALL";
+/// `u32 tgid -> KswapdWakeups`, per CPU (LRU): who asked kswapd to wake.
+pub const KSWAPD_WAKEUPS: &str = "KSWAPD_WAKEUPS";
+/// `SCAN_* -> ScanCounts`, per CPU: inactive-LRU pages scanned and reclaimed.
+pub const LRU_SCAN: &str = "LRU_SCAN";
+
+/// Globals `u32`: byte offsets of vmscan and oom tracepoint fields, read from tracefs at load
+/// time. 0 means the field does not exist on this kernel (offset 0 is always `common_type`).
+pub const DIRECT_BEGIN_ORDER_OFFSET: &str = "DIRECT_BEGIN_ORDER_OFFSET";
+pub const DIRECT_BEGIN_GFP_OFFSET: &str = "DIRECT_BEGIN_GFP_OFFSET";
+pub const DIRECT_END_RECLAIMED_OFFSET: &str = "DIRECT_END_RECLAIMED_OFFSET";
+pub const MEMCG_BEGIN_ORDER_OFFSET: &str = "MEMCG_BEGIN_ORDER_OFFSET";
+pub const MEMCG_BEGIN_GFP_OFFSET: &str = "MEMCG_BEGIN_GFP_OFFSET";
+pub const MEMCG_END_RECLAIMED_OFFSET: &str = "MEMCG_END_RECLAIMED_OFFSET";
+pub const KSWAPD_WAKE_NID_OFFSET: &str = "KSWAPD_WAKE_NID_OFFSET";
+pub const KSWAPD_WAKE_ORDER_OFFSET: &str = "KSWAPD_WAKE_ORDER_OFFSET";
+pub const KSWAPD_SLEEP_NID_OFFSET: &str = "KSWAPD_SLEEP_NID_OFFSET";
+pub const SHRINK_SCANNED_OFFSET: &str = "SHRINK_SCANNED_OFFSET";
+pub const SHRINK_RECLAIMED_OFFSET: &str = "SHRINK_RECLAIMED_OFFSET";
+pub const OOM_PID_OFFSET: &str = "OOM_PID_OFFSET";
+pub const OOM_COMM_OFFSET: &str = "OOM_COMM_OFFSET";
+pub const OOM_TOTAL_VM_OFFSET: &str = "OOM_TOTAL_VM_OFFSET";
+pub const OOM_ANON_RSS_OFFSET: &str = "OOM_ANON_RSS_OFFSET";
+pub const OOM_FILE_RSS_OFFSET: &str = "OOM_FILE_RSS_OFFSET";
+pub const OOM_SHMEM_RSS_OFFSET: &str = "OOM_SHMEM_RSS_OFFSET";
+pub const OOM_UID_OFFSET: &str = "OOM_UID_OFFSET";
+pub const OOM_PGTABLES_OFFSET: &str = "OOM_PGTABLES_OFFSET";
+pub const OOM_SCORE_ADJ_OFFSET: &str = "OOM_SCORE_ADJ_OFFSET";
+
+/// Capacity of [`STALLS`]: (process, kind) pairs with stalls counted at once.
+pub const MAX_STALL_PROCESSES: u32 = 8_192;
+/// Capacity of [`KSWAPD_WAKEUPS`].
+pub const MAX_WAKEUP_PROCESSES: u32 = 4_096;
+/// Capacity of the per-thread table that pairs reclaim begin with end.
+pub const MAX_PENDING_RECLAIM: u32 = 16_384;
+
 /// Capacity of [`FAULTS`]: processes with faults counted at once.
 pub const MAX_FAULT_PROCESSES: u32 = 16_384;
 /// Capacity of [`RSS`]: address spaces followed at once (least recently updated go first).
@@ -60,7 +99,9 @@ pub enum Lost {
     FaultTableFull = 2,
     /// [`TARGETS`] was full: a forked child could not be followed.
     TargetsFull = 3,
+    /// The reclaim pairing table was full: a stall's begin could not be parked.
+    ReclaimPendingFull = 4,
 }
 
 /// Number of [`Lost`] counters.
-pub const LOST_COUNTERS: u32 = 4;
+pub const LOST_COUNTERS: u32 = 5;

@@ -9,6 +9,7 @@
 mod faults;
 mod filter;
 mod lifecycle;
+mod reclaim;
 mod ring;
 mod rss;
 mod syscalls;

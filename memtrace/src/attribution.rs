@@ -10,6 +10,7 @@ use memtrace_common::{FaultCounts, event::RSS_MEMBERS};
 use crate::{
     events::{Event, Madvise, MapKind, MapOp, Mapping},
     procfs::SmapsRollup,
+    reclaim::Reclaim,
 };
 
 /// Calls with one advice value.
@@ -231,6 +232,9 @@ pub struct Attribution {
     /// exited before memtrace looked), by advice. Charged to nobody rather than to the wrong
     /// process.
     pub unattributed: BTreeMap<u32, AdviceTotals>,
+    /// Reclaim stalls (per process, from the kernel's histograms) and OOM kills (of any
+    /// process, traced or not).
+    pub reclaim: Reclaim,
 }
 
 impl Attribution {
@@ -244,6 +248,11 @@ impl Attribution {
                     .task_faults
                     .exit(t.tid, t.min_flt, t.maj_flt);
             }
+            Event::Stall(s) => {
+                self.process(s.tgid, &s.thread_comm);
+                self.reclaim.record(event);
+            }
+            Event::OomKill(_) | Event::Kswapd(_) => self.reclaim.record(event),
         }
     }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SortKey {
@@ -26,8 +26,12 @@ Examples:
   sudo memtrace --pid 1234 --duration 30    trace for 30 seconds, then report
   sudo memtrace --pid 1234 --follow         include children it forks while traced
   sudo memtrace --duration 10 --sort faults every process for 10 s; top 10 by faults
-  sudo memtrace --pid 1234 --json | jq .    JSON Lines: one object per event, then a summary")]
+  sudo memtrace --pid 1234 --json | jq .    JSON Lines: one object per event, then a summary
+  sudo memtrace reclaim --duration 60       who stalls in reclaim, for how long; kswapd; OOM")]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Process to trace (its threads included). Repeat for several processes. Without it,
     /// every process is traced.
     #[arg(long, short = 'p', value_name = "PID",
@@ -60,6 +64,45 @@ pub struct Cli {
     pub duration: Option<Duration>,
 
     /// Print JSON Lines on stdout: one object per event, then a summary object.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Size of the kernel-to-userspace events ring buffer, in KiB (a power of two, >= 4).
+    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ring_kib)]
+    pub ring_size: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Reclaim latency: direct and memory-cgroup reclaim stalls per process (histograms,
+    /// p50/p99), kswapd activity, pages scanned and reclaimed, OOM kills. System-wide unless
+    /// --pid is given.
+    Reclaim(ReclaimArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  sudo memtrace reclaim                       every process, a summary line per second
+  sudo memtrace reclaim --pid 1234 -d 30      one process's stalls for 30 s
+  sudo memtrace reclaim --interval 10 --json  JSON Lines: stalls, 10 s intervals, a summary")]
+pub struct ReclaimArgs {
+    /// Only stalls of this process (its threads included). Repeatable. OOM kills and kswapd
+    /// are always reported, whoever they concern.
+    #[arg(long, short = 'p', value_name = "PID",
+          value_parser = parse_pid, allow_negative_numbers = true)]
+    pub pid: Vec<u32>,
+
+    /// Print a summary of the stalls of each process every this many seconds.
+    #[arg(long, short = 'i', value_name = "SECS", value_parser = parse_duration,
+          default_value = "1")]
+    pub interval: Duration,
+
+    /// Stop after this many seconds (fractions allowed).
+    #[arg(long, short = 'd', value_name = "SECS", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Print JSON Lines on stdout: each stall, OOM kill and interval, then a summary.
     #[arg(long)]
     pub json: bool,
 
@@ -127,6 +170,17 @@ mod tests {
         assert_eq!(parse_ring_kib("4096"), Ok(4096));
         assert!(parse_ring_kib("1000").is_err());
         assert!(parse_ring_kib("2").is_err());
+    }
+
+    #[test]
+    fn reclaim_subcommand() {
+        let cli = Cli::try_parse_from(["memtrace", "reclaim", "--pid", "7", "-i", "2"]).unwrap();
+        let Some(Command::Reclaim(args)) = cli.command else {
+            panic!("no subcommand")
+        };
+        assert_eq!((args.pid, args.interval), (vec![7], Duration::from_secs(2)));
+        let cli = Cli::try_parse_from(["memtrace", "--pid", "7"]).unwrap();
+        assert!(cli.command.is_none());
     }
 
     #[test]

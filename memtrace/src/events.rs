@@ -1,7 +1,10 @@
 //! Decoding ring-buffer records into typed events.
 
 pub use memtrace_common::ThreadExit;
-use memtrace_common::{EventKind, FaultEvent, SyscallEvent};
+use memtrace_common::{
+    EventKind, FaultEvent, SyscallEvent,
+    reclaim::{KswapdEvent, OomVictim, ReclaimKind, ReclaimStall},
+};
 
 /// A `madvise` or `process_madvise` call, completed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,18 +40,87 @@ pub enum Event {
     Mapping(Mapping),
     Fault(Fault),
     ThreadExit(ThreadExit),
+    Stall(Stall),
+    OomKill(OomKill),
+    Kswapd(Kswapd),
 }
 
 impl Event {
-    /// The process the event is charged to.
+    /// The process the event is charged to; for an OOM kill the victim, for kswapd 0.
     pub fn tgid(&self) -> u32 {
+        self.process().unwrap_or(match self {
+            Self::OomKill(o) => o.pid,
+            _ => 0,
+        })
+    }
+
+    /// The traced process the event belongs to, if it belongs to one. OOM kills (which may hit
+    /// an untraced process) and kswapd state changes belong to the system.
+    pub fn process(&self) -> Option<u32> {
         match self {
-            Self::Madvise(m) => m.tgid,
-            Self::Mapping(m) => m.tgid,
-            Self::Fault(f) => f.tgid,
-            Self::ThreadExit(t) => t.tgid,
+            Self::Madvise(m) => Some(m.tgid),
+            Self::Mapping(m) => Some(m.tgid),
+            Self::Fault(f) => Some(f.tgid),
+            Self::ThreadExit(t) => Some(t.tgid),
+            Self::Stall(s) => Some(s.tgid),
+            Self::OomKill(_) | Self::Kswapd(_) => None,
         }
     }
+}
+
+/// One direct or memcg reclaim stall of a thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stall {
+    pub tgid: u32,
+    pub tid: u32,
+    pub thread_comm: String,
+    pub kind: ReclaimKind,
+    /// Allocation order (-1 when the tracepoint lacks it).
+    pub order: i32,
+    pub gfp_flags: u64,
+    pub start_ns: u64,
+    pub latency_ns: u64,
+    /// Pages freed by this reclaim.
+    pub nr_reclaimed: u64,
+    /// Inactive-LRU pages scanned during it.
+    pub nr_scanned: u64,
+}
+
+/// A victim chosen by the OOM killer. Sizes in kB; `None` where this kernel's tracepoint lacks
+/// the field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OomKill {
+    /// The victim's process id (its thread group, when /proc still shows it).
+    pub pid: u32,
+    /// The victim task the kernel named (a thread of `pid`).
+    pub tid: u32,
+    pub comm: String,
+    /// The task whose allocation invoked the OOM killer.
+    pub trigger_pid: u32,
+    pub trigger_tid: u32,
+    pub trigger_comm: String,
+    pub uid: Option<u32>,
+    pub oom_score_adj: Option<i32>,
+    pub total_vm_kb: Option<u64>,
+    pub anon_rss_kb: Option<u64>,
+    pub file_rss_kb: Option<u64>,
+    pub shmem_rss_kb: Option<u64>,
+    pub pgtables_kb: Option<u64>,
+    pub ts_ns: u64,
+    /// The victim's memory cgroup, read from /proc/PID/cgroup as soon as the record arrives;
+    /// if the victim is already reaped, the triggering task's (see `cgroup_of`).
+    pub cgroup: Option<String>,
+    /// Whose cgroup `cgroup` is: `"victim"` or `"trigger"`.
+    pub cgroup_of: Option<&'static str>,
+}
+
+/// kswapd of a NUMA node woke (started balancing) or went back to sleep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kswapd {
+    pub nid: u32,
+    pub awake: bool,
+    pub order: i32,
+    pub ts_ns: u64,
 }
 
 /// An mmap, munmap, mremap or brk call, completed.
@@ -196,7 +268,76 @@ pub fn decode(bytes: &[u8], page_size: u64) -> Result<Event, DecodeError> {
                 kind,
                 len: bytes.len(),
             }),
+        Some(EventKind::ReclaimStall) => {
+            let raw = read_record::<ReclaimStall>(bytes).ok_or(DecodeError::Truncated {
+                kind,
+                len: bytes.len(),
+            })?;
+            let reclaim_kind =
+                ReclaimKind::from_u32(raw.reclaim_kind).ok_or(DecodeError::UnknownKind(kind))?;
+            Ok(Event::Stall(stall(&raw, reclaim_kind)))
+        }
+        Some(EventKind::OomKill) => read_record::<OomVictim>(bytes)
+            .map(|raw| Event::OomKill(oom_kill(&raw)))
+            .ok_or(DecodeError::Truncated {
+                kind,
+                len: bytes.len(),
+            }),
+        Some(EventKind::Kswapd) => read_record::<KswapdEvent>(bytes)
+            .map(|raw| {
+                Event::Kswapd(Kswapd {
+                    nid: raw.nid,
+                    awake: raw.awake != 0,
+                    order: raw.order,
+                    ts_ns: raw.ts_ns,
+                })
+            })
+            .ok_or(DecodeError::Truncated {
+                kind,
+                len: bytes.len(),
+            }),
         None => Err(DecodeError::UnknownKind(kind)),
+    }
+}
+
+fn stall(raw: &ReclaimStall, kind: ReclaimKind) -> Stall {
+    Stall {
+        tgid: raw.tgid,
+        tid: raw.tid,
+        thread_comm: comm_string(&raw.comm),
+        kind,
+        order: raw.order,
+        gfp_flags: raw.gfp_flags,
+        start_ns: raw.start_ns,
+        latency_ns: raw.latency_ns,
+        nr_reclaimed: raw.nr_reclaimed,
+        nr_scanned: raw.nr_scanned,
+    }
+}
+
+/// The kernel side marks fields this kernel lacks with the type's extreme value.
+fn known(value: u64) -> Option<u64> {
+    (value != u64::MAX).then_some(value)
+}
+
+fn oom_kill(raw: &OomVictim) -> OomKill {
+    OomKill {
+        pid: raw.pid,
+        tid: raw.pid,
+        comm: comm_string(&raw.comm),
+        trigger_pid: raw.trigger_tgid,
+        trigger_tid: raw.trigger_tid,
+        trigger_comm: comm_string(&raw.trigger_comm),
+        uid: (raw.uid != u32::MAX).then_some(raw.uid),
+        oom_score_adj: (raw.oom_score_adj != i32::from(i16::MIN)).then_some(raw.oom_score_adj),
+        total_vm_kb: known(raw.total_vm_kb),
+        anon_rss_kb: known(raw.anon_rss_kb),
+        file_rss_kb: known(raw.file_rss_kb),
+        shmem_rss_kb: known(raw.shmem_rss_kb),
+        pgtables_kb: known(raw.pgtables_kb),
+        ts_ns: raw.ts_ns,
+        cgroup: None,
+        cgroup_of: None,
     }
 }
 
@@ -446,6 +587,75 @@ mod tests {
             panic!()
         };
         assert_eq!(m.errno, None);
+    }
+
+    fn bytes_of<T>(value: &T) -> Vec<u8> {
+        // SAFETY: repr(C) plain data without padding holes.
+        unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }
+            .to_vec()
+    }
+
+    #[test]
+    fn stall_and_oom_records() {
+        let mut comm = [0u8; 16];
+        comm[..3].copy_from_slice(b"cat");
+        let stall = ReclaimStall {
+            kind: EventKind::ReclaimStall as u32,
+            tgid: 7,
+            tid: 8,
+            reclaim_kind: ReclaimKind::Memcg as u32,
+            order: 0,
+            _pad: 0,
+            gfp_flags: 0xcc0,
+            start_ns: 5,
+            latency_ns: 12_345,
+            nr_reclaimed: 32,
+            nr_scanned: 40,
+            comm,
+        };
+        let Event::Stall(s) = decode(&bytes_of(&stall), 4096).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                s.tgid,
+                s.tid,
+                s.kind,
+                s.latency_ns,
+                s.nr_reclaimed,
+                s.nr_scanned
+            ),
+            (7, 8, ReclaimKind::Memcg, 12_345, 32, 40)
+        );
+        assert_eq!(s.thread_comm, "cat");
+        assert_eq!(Event::Stall(s).process(), Some(7));
+
+        let oom = OomVictim {
+            kind: EventKind::OomKill as u32,
+            pid: 99,
+            trigger_tgid: 98,
+            trigger_tid: 98,
+            uid: 0,
+            oom_score_adj: i32::from(i16::MIN),
+            ts_ns: 1,
+            total_vm_kb: 1000,
+            anon_rss_kb: 900,
+            file_rss_kb: 4,
+            shmem_rss_kb: u64::MAX,
+            pgtables_kb: 8,
+            comm,
+            trigger_comm: comm,
+        };
+        let Event::OomKill(o) = decode(&bytes_of(&oom), 4096).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (o.pid, o.anon_rss_kb, o.shmem_rss_kb),
+            (99, Some(900), None)
+        );
+        assert_eq!((o.uid, o.oom_score_adj), (Some(0), None));
+        let event = Event::OomKill(o);
+        assert_eq!((event.process(), event.tgid()), (None, 99));
     }
 
     #[test]

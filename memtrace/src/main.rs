@@ -4,8 +4,12 @@ mod attribution;
 mod btf;
 mod cli;
 mod events;
+mod gfp;
 mod procfs;
 mod pump;
+mod reclaim;
+mod reclaim_pump;
+mod reclaim_report;
 mod report;
 mod tracefs;
 mod tracer;
@@ -26,7 +30,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(pump::run(cli)) {
+    let result = match cli.command {
+        Some(cli::Command::Reclaim(args)) => runtime.block_on(reclaim_pump::run(args)),
+        None => runtime.block_on(pump::run(cli)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the error and its causes.

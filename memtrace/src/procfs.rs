@@ -162,6 +162,64 @@ pub fn tracefs_events() -> Option<PathBuf> {
     .find(|dir| dir.is_dir())
 }
 
+/// Reclaim-related counters from /proc/vmstat (see [`crate::reclaim::is_reclaim_counter`]).
+pub fn vmstat() -> std::collections::BTreeMap<String, u64> {
+    fs::read_to_string("/proc/vmstat")
+        .map(|text| parse_vmstat(&text))
+        .unwrap_or_default()
+}
+
+fn parse_vmstat(text: &str) -> std::collections::BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|line| {
+            let (name, value) = line.split_once(' ')?;
+            crate::reclaim::is_reclaim_counter(name)
+                .then(|| Some((name.to_owned(), value.trim().parse().ok()?)))?
+        })
+        .collect()
+}
+
+/// The memory cgroup of a task from `/proc/PID/cgroup`: the cgroup v1 `memory` hierarchy's path
+/// if mounted, else the v2 path. `None` once the task is reaped.
+pub fn memory_cgroup(pid: u32) -> Option<String> {
+    parse_memory_cgroup(&fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)
+}
+
+fn parse_memory_cgroup(text: &str) -> Option<String> {
+    let path_of = |line: &str| line.splitn(3, ':').nth(2).map(str::to_owned);
+    let v1 = text.lines().find(|line| {
+        line.splitn(3, ':')
+            .nth(1)
+            .is_some_and(|controllers| controllers.split(',').any(|c| c == "memory"))
+    });
+    v1.or_else(|| text.lines().find(|line| line.starts_with("0::")))
+        .and_then(path_of)
+}
+
+/// The process (thread group) a task belongs to, from `/proc/TID/status`.
+pub fn tgid_of(tid: u32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Completes an OOM kill record from /proc while the victim is (at best) a zombie: its process
+/// id and its memory cgroup, or the triggering task's cgroup once the victim is reaped.
+pub fn enrich_oom_kill(oom: &mut crate::events::OomKill) {
+    if let Some(tgid) = tgid_of(oom.tid) {
+        oom.pid = tgid;
+    }
+    if let Some(cgroup) = memory_cgroup(oom.tid) {
+        oom.cgroup = Some(cgroup);
+        oom.cgroup_of = Some("victim");
+    } else if let Some(cgroup) = memory_cgroup(oom.trigger_tid) {
+        oom.cgroup = Some(cgroup);
+        oom.cgroup_of = Some("trigger");
+    }
+}
+
 /// The system page size.
 pub fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
@@ -172,6 +230,21 @@ pub fn page_size() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_cgroups_and_vmstat() {
+        let v1 = "9:name=systemd:/\n4:memory:/jobs/a\n1:cpu:/\n0::/\n";
+        assert_eq!(parse_memory_cgroup(v1).as_deref(), Some("/jobs/a"));
+        let v2 = "0::/system.slice/x.service\n";
+        assert_eq!(
+            parse_memory_cgroup(v2).as_deref(),
+            Some("/system.slice/x.service")
+        );
+        let vmstat = parse_vmstat("nr_free_pages 5\npglazyfreed 7\npgscan_direct 9\n");
+        assert_eq!(vmstat.len(), 2);
+        assert_eq!(vmstat["pglazyfreed"], 7);
+        assert_eq!(tgid_of(std::process::id()), Some(std::process::id()));
+    }
 
     #[test]
     fn reads_own_comm() {

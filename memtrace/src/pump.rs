@@ -20,7 +20,7 @@ use crate::{
     events::{self, Event},
     procfs::{self, SmapsRollup},
     report::{self, ReportOptions, StartLine, StopReason, Summary},
-    tracer::{Options, Tracer},
+    tracer::{Focus, Options, Tracer},
 };
 
 /// How often the ring buffer is drained when the kernel has not woken us (it wakes us only once
@@ -40,6 +40,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let system_wide = cli.pid.is_empty();
 
     let options = Options {
+        focus: Focus::Memory,
         pids: (!system_wide).then(|| cli.pid.clone()),
         ring_bytes: cli.ring_size * 1024,
         fault_events: cli.fault_events,
@@ -211,11 +212,11 @@ impl Pump {
         for mut event in batch {
             self.enrich(&mut event);
             self.attribution.record(&event);
-            if self.json
-                && !self.output_closed
-                && self.report.shows(&self.attribution, event.tgid())
-            {
-                match report::event_json(&event) {
+            // An OOM kill is always shown, whoever it hit.
+            let shown = matches!(event, Event::OomKill(_))
+                || self.report.shows(&self.attribution, event.tgid());
+            if self.json && !self.output_closed && shown {
+                match report::event_json(&event, &self.tracer.gfp) {
                     Ok(line) => self.write_line(&line),
                     Err(_) => self.undecodable += 1,
                 }
@@ -233,7 +234,12 @@ impl Pump {
             m.tgid = target;
             m.target_known = true;
         }
-        let pid = event.tgid();
+        if let Event::OomKill(oom) = event {
+            procfs::enrich_oom_kill(oom);
+        }
+        let Some(pid) = event.process() else {
+            return;
+        };
         if self.attribution.unnamed(pid)
             && let Some(comm) = procfs::comm(pid)
         {
@@ -249,6 +255,8 @@ impl Pump {
         for (pid, rss) in self.tracer.rss() {
             self.attribution.set_rss(pid, rss);
         }
+        self.attribution.reclaim.stalls = self.tracer.stalls();
+        self.attribution.reclaim.system = self.tracer.stalls_all();
         for pid in self.attribution.pids() {
             if self.attribution.unnamed(pid)
                 && let Some(comm) = procfs::comm(pid)
@@ -372,7 +380,7 @@ impl Pump {
     }
 }
 
-fn open_pidfd(pid: u32) -> anyhow::Result<AsyncFd<OwnedFd>> {
+pub(crate) fn open_pidfd(pid: u32) -> anyhow::Result<AsyncFd<OwnedFd>> {
     // SAFETY: plain syscall; the returned fd is owned below.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     if fd < 0 {
@@ -388,7 +396,7 @@ fn open_pidfd(pid: u32) -> anyhow::Result<AsyncFd<OwnedFd>> {
 }
 
 /// Registers an owned fd with the runtime for readability.
-fn watch<T: std::os::fd::AsRawFd>(owner: T) -> io::Result<AsyncFd<T>> {
+pub(crate) fn watch<T: std::os::fd::AsRawFd>(owner: T) -> io::Result<AsyncFd<T>> {
     // SAFETY: `owner` owns its fd (a map fd or an OwnedFd) and keeps it open, unchanged, for as
     // long as the AsyncFd that takes it lives.
     unsafe { AsyncFd::register_with_interest(owner, Interest::READABLE) }.map_err(io::Error::from)

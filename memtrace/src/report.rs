@@ -14,7 +14,9 @@ use crate::{
     },
     cli::SortKey,
     events::{Event, Fault, Madvise, MapOp, Mapping},
+    gfp::GfpNames,
     procfs::SmapsRollup,
+    reclaim_report::{self, StallJson},
     tracer::LostCounts,
 };
 
@@ -109,8 +111,11 @@ impl<'a> StartLine<'a> {
 }
 
 /// One event as a JSON object.
-pub fn event_json(event: &Event) -> serde_json::Result<String> {
+pub fn event_json(event: &Event, gfp: &GfpNames) -> serde_json::Result<String> {
     serde_json::to_string(&match event {
+        Event::Stall(s) => reclaim_report::stall_json(s, gfp),
+        Event::OomKill(o) => reclaim_report::oom_json(o),
+        Event::Kswapd(k) => reclaim_report::kswapd_json(k),
         Event::Madvise(m) => madvise_json(m),
         Event::Mapping(m) => mapping_json(m),
         Event::Fault(f) => fault_json(f),
@@ -212,6 +217,8 @@ pub struct Summary {
     processes: Vec<ProcessJson>,
     /// process_madvise calls whose target could not be resolved.
     unattributed: Vec<AdviceJson>,
+    /// Every OOM kill during the window, traced process or not.
+    oom_kills: Vec<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -221,6 +228,7 @@ struct LostJson {
     pending_full: Vec<u64>,
     fault_table_full: Vec<u64>,
     targets_full: Vec<u64>,
+    reclaim_pending_full: Vec<u64>,
 }
 
 #[derive(Serialize)]
@@ -234,6 +242,8 @@ struct ProcessJson {
     faults: FaultsJson,
     rss: RssJson,
     smaps_rollup: SmapsJson,
+    /// Direct and memcg reclaim stalls (`null` per kind when none).
+    reclaim: BTreeMap<&'static str, Option<StallJson>>,
 }
 
 #[derive(Serialize)]
@@ -320,18 +330,24 @@ impl Summary {
                 pending_full: lost.pending_full.clone(),
                 fault_table_full: lost.fault_table_full.clone(),
                 targets_full: lost.targets_full.clone(),
+                reclaim_pending_full: lost.reclaim_pending_full.clone(),
             },
             processes: options
                 .select(attribution)
                 .into_iter()
-                .map(|p| process_json(p, options))
+                .map(|p| process_json(p, options, attribution))
                 .collect(),
             unattributed: advice_json(&attribution.unattributed),
+            oom_kills: reclaim_report::oom_kills_json(&attribution.reclaim),
         }
     }
 }
 
-fn process_json(p: &ProcessStats, options: &ReportOptions) -> ProcessJson {
+fn process_json(
+    p: &ProcessStats,
+    options: &ReportOptions,
+    attribution: &Attribution,
+) -> ProcessJson {
     ProcessJson {
         pid: p.pid,
         comm: p.comm.clone(),
@@ -361,6 +377,7 @@ fn process_json(p: &ProcessStats, options: &ReportOptions) -> ProcessJson {
             first: p.smaps_first,
             last: p.smaps_last,
         },
+        reclaim: reclaim_report::process_stalls_json(&attribution.reclaim, p.pid),
     }
 }
 
@@ -413,11 +430,13 @@ pub fn text(
         StopReason::OutputClosed => "output closed",
     };
     let _ = writeln!(out, "memtrace report: {secs:.1} s traced ({why})");
+    reclaim_report::oom_text(&mut out, &attribution.reclaim);
     let processes = options.select(attribution);
     let shown = options.top.unwrap_or(usize::MAX).min(processes.len());
     for p in &processes[..shown] {
         out.push('\n');
         process_text(&mut out, p, options);
+        reclaim_report::process_stalls_text(&mut out, &attribution.reclaim, p.pid);
     }
     if shown < processes.len() {
         let more = processes.len() - shown;
@@ -721,8 +740,10 @@ mod tests {
 
     #[test]
     fn event_line_has_decoded_advice() {
-        let line: serde_json::Value =
-            serde_json::from_str(&event_json(&free_call(4096, None)).unwrap()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(
+            &event_json(&free_call(4096, None), &GfpNames::default()).unwrap(),
+        )
+        .unwrap();
         assert_eq!(line["type"], "madvise");
         assert_eq!(line["advice_name"], "FREE");
         assert_eq!(line["release"], true);

@@ -12,9 +12,20 @@ use memtrace_common::{
     FaultCounts, RssState,
     event::RSS_MEMBERS,
     maps::{self, LOST_COUNTERS, Lost},
+    reclaim::{
+        KswapdWakeups, ReclaimKind, SCAN_BACKGROUND, SCAN_IN_STALL, ScanCounts, StallHist, StallKey,
+    },
 };
 
-use crate::{attribution::Rss, btf::Btf, procfs, tracefs};
+use crate::{
+    attribution::Rss,
+    btf::Btf,
+    events::comm_string,
+    gfp::GfpNames,
+    procfs,
+    reclaim::{StallStats, Wakeups},
+    tracefs,
+};
 
 /// The kernel programs' object file, built by build.rs.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memtrace"));
@@ -103,6 +114,63 @@ const HOOKS: &[Hook] = &[
     tracepoint("rss_stat", "kmem", "rss_stat", "RSS from kernel counters"),
 ];
 
+/// Reclaim stalls and OOM kills: traced in every mode.
+const RECLAIM_HOOKS: &[Hook] = &[
+    tracepoint(
+        "direct_reclaim_begin",
+        "vmscan",
+        "mm_vmscan_direct_reclaim_begin",
+        "direct reclaim stalls",
+    ),
+    tracepoint(
+        "direct_reclaim_end",
+        "vmscan",
+        "mm_vmscan_direct_reclaim_end",
+        "direct reclaim stalls",
+    ),
+    tracepoint(
+        "memcg_reclaim_begin",
+        "vmscan",
+        "mm_vmscan_memcg_reclaim_begin",
+        "memory cgroup reclaim stalls",
+    ),
+    tracepoint(
+        "memcg_reclaim_end",
+        "vmscan",
+        "mm_vmscan_memcg_reclaim_end",
+        "memory cgroup reclaim stalls",
+    ),
+    tracepoint("oom_mark_victim", "oom", "mark_victim", "OOM kills"),
+];
+
+/// Background reclaim: only for `memtrace reclaim`.
+const KSWAPD_HOOKS: &[Hook] = &[
+    tracepoint(
+        "kswapd_wake",
+        "vmscan",
+        "mm_vmscan_kswapd_wake",
+        "kswapd active periods",
+    ),
+    tracepoint(
+        "kswapd_sleep",
+        "vmscan",
+        "mm_vmscan_kswapd_sleep",
+        "kswapd active periods",
+    ),
+    tracepoint(
+        "wakeup_kswapd",
+        "vmscan",
+        "mm_vmscan_wakeup_kswapd",
+        "who wakes kswapd",
+    ),
+    tracepoint(
+        "lru_shrink_inactive",
+        "vmscan",
+        "mm_vmscan_lru_shrink_inactive",
+        "pages scanned and reclaimed",
+    ),
+];
+
 const FOLLOW: Hook = tracepoint(
     "sched_process_fork",
     "sched",
@@ -110,7 +178,17 @@ const FOLLOW: Hook = tracepoint(
     "--follow",
 );
 
+/// Which programs to attach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Focus {
+    /// The default: memory syscalls, faults, RSS, plus reclaim stalls and OOM kills.
+    Memory,
+    /// `memtrace reclaim`: reclaim stalls, OOM kills, kswapd and LRU scanning only.
+    Reclaim,
+}
+
 pub struct Options {
+    pub focus: Focus,
     /// `None` traces every process; otherwise only these.
     pub pids: Option<Vec<u32>>,
     pub ring_bytes: u32,
@@ -128,6 +206,12 @@ pub struct Tracer {
     targets: HashMap<MapData, u32, u8>,
     faults: PerCpuHashMap<MapData, u32, FaultCounts>,
     rss: HashMap<MapData, u32, RssState>,
+    stalls: PerCpuHashMap<MapData, StallKey, StallHist>,
+    stalls_all: PerCpuArray<MapData, StallHist>,
+    kswapd_wakeups: PerCpuHashMap<MapData, u32, KswapdWakeups>,
+    lru_scan: PerCpuArray<MapData, ScanCounts>,
+    /// Names of this kernel's GFP flags.
+    pub gfp: GfpNames,
     /// Warnings about parts that could not be attached.
     pub warnings: Vec<String>,
     /// Whether user-mode faults are counted (page_fault_user attached).
@@ -181,7 +265,11 @@ impl Tracer {
             .load(PROGRAMS)
             .map_err(|e| anyhow!("loading the eBPF programs failed: {}", error_chain(&e)))?;
 
-        let mut hooks: Vec<&Hook> = HOOKS.iter().collect();
+        let mut hooks: Vec<&Hook> = RECLAIM_HOOKS.iter().collect();
+        match options.focus {
+            Focus::Memory => hooks.extend(HOOKS),
+            Focus::Reclaim => hooks.extend(KSWAPD_HOOKS),
+        }
         hooks.extend(options.follow.then_some(&FOLLOW));
         let mut counts_faults = false;
         for hook in hooks {
@@ -200,6 +288,10 @@ impl Tracer {
         let targets = HashMap::try_from(take_map(&mut ebpf, maps::TARGETS)?)?;
         let faults = PerCpuHashMap::try_from(take_map(&mut ebpf, maps::FAULTS)?)?;
         let rss = HashMap::try_from(take_map(&mut ebpf, maps::RSS)?)?;
+        let stalls = PerCpuHashMap::try_from(take_map(&mut ebpf, maps::STALLS)?)?;
+        let stalls_all = PerCpuArray::try_from(take_map(&mut ebpf, maps::STALLS_ALL)?)?;
+        let kswapd_wakeups = PerCpuHashMap::try_from(take_map(&mut ebpf, maps::KSWAPD_WAKEUPS)?)?;
+        let lru_scan = PerCpuArray::try_from(take_map(&mut ebpf, maps::LRU_SCAN)?)?;
         let mut tracer = Self {
             _ebpf: ebpf,
             events: Some(events),
@@ -207,6 +299,11 @@ impl Tracer {
             targets,
             faults,
             rss,
+            stalls,
+            stalls_all,
+            kswapd_wakeups,
+            lru_scan,
+            gfp: GfpNames::from_format_file(&events_dir),
             warnings,
             counts_faults,
         };
@@ -270,6 +367,64 @@ impl Tracer {
         by_pid
     }
 
+    /// Reclaim stalls per process and kind, from the kernel's histograms.
+    pub fn stalls(&self) -> BTreeMap<(u32, ReclaimKind), StallStats> {
+        self.stalls
+            .iter()
+            .filter_map(Result::ok)
+            .filter_map(|(key, per_cpu)| {
+                let kind = ReclaimKind::from_u32(key.reclaim_kind)?;
+                Some(((key.tgid, kind), StallStats::from_per_cpu(per_cpu.iter())))
+            })
+            .collect()
+    }
+
+    /// Every stall of traced processes, per kind.
+    pub fn stalls_all(&self) -> BTreeMap<ReclaimKind, StallStats> {
+        [ReclaimKind::Direct, ReclaimKind::Memcg]
+            .into_iter()
+            .filter_map(|kind| {
+                let per_cpu = self.stalls_all.get(&(kind as u32), 0).ok()?;
+                Some((kind, StallStats::from_per_cpu(per_cpu.iter())))
+            })
+            .collect()
+    }
+
+    /// Who asked kswapd to wake, per process.
+    pub fn kswapd_wakeups(&self) -> BTreeMap<u32, Wakeups> {
+        self.kswapd_wakeups
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(pid, per_cpu)| {
+                let count = per_cpu.iter().map(|w| w.count).sum();
+                let comm = per_cpu
+                    .iter()
+                    .find(|w| w.count > 0)
+                    .map(|w| comm_string(&w.comm))
+                    .unwrap_or_default();
+                (pid, Wakeups { count, comm })
+            })
+            .collect()
+    }
+
+    /// Inactive-LRU pages scanned and reclaimed `(inside traced stalls, background)`.
+    pub fn lru_scan(&self) -> (ScanCounts, ScanCounts) {
+        let sum = |slot: u32| {
+            self.lru_scan
+                .get(&slot, 0)
+                .map(|per_cpu| {
+                    per_cpu
+                        .iter()
+                        .fold(ScanCounts::default(), |a, c| ScanCounts {
+                            nr_scanned: a.nr_scanned + c.nr_scanned,
+                            nr_reclaimed: a.nr_reclaimed + c.nr_reclaimed,
+                        })
+                })
+                .unwrap_or_default()
+        };
+        (sum(SCAN_IN_STALL), sum(SCAN_BACKGROUND))
+    }
+
     /// Records dropped in the kernel so far, per reason, per CPU.
     pub fn lost(&self) -> LostCounts {
         let per_cpu = |why: Lost| -> Vec<u64> {
@@ -278,12 +433,13 @@ impl Tracer {
                 .map(|values| values.iter().copied().collect())
                 .unwrap_or_default()
         };
-        debug_assert_eq!(LOST_COUNTERS, 4);
+        debug_assert_eq!(LOST_COUNTERS, 5);
         LostCounts {
             ring_full: per_cpu(Lost::RingFull),
             pending_full: per_cpu(Lost::PendingFull),
             fault_table_full: per_cpu(Lost::FaultTableFull),
             targets_full: per_cpu(Lost::TargetsFull),
+            reclaim_pending_full: per_cpu(Lost::ReclaimPendingFull),
         }
     }
 }
@@ -299,6 +455,8 @@ pub struct LostCounts {
     pub fault_table_full: Vec<u64>,
     /// Children that could not be followed because the target table was full.
     pub targets_full: Vec<u64>,
+    /// Reclaim stalls missed because the begin/end pairing table was full.
+    pub reclaim_pending_full: Vec<u64>,
 }
 
 impl LostCounts {
@@ -308,6 +466,7 @@ impl LostCounts {
             &self.pending_full,
             &self.fault_table_full,
             &self.targets_full,
+            &self.reclaim_pending_full,
         ]
         .into_iter()
         .flatten()
@@ -321,24 +480,153 @@ struct Offsets {
     missing: Vec<(&'static str, String)>,
 }
 
+/// A tracepoint field a program reads: `(global, category, tracepoint, field, required)`. A
+/// missing required field disables the hook; a missing optional one is passed as offset 0 and
+/// the program reports the value as unknown.
+type Field = (&'static str, &'static str, &'static str, &'static str, bool);
+
 impl Offsets {
-    const FIELDS: [(&'static str, &'static str, &'static str, &'static str); 6] = [
+    const FIELDS: &[Field] = &[
         (
             maps::FORK_CHILD_PID_OFFSET,
             "sched",
             "sched_process_fork",
             "child_pid",
+            true,
         ),
         (
             maps::EXIT_GROUP_DEAD_OFFSET,
             "sched",
             "sched_process_exit",
             "group_dead",
+            true,
         ),
-        (maps::RSS_MM_ID_OFFSET, "kmem", "rss_stat", "mm_id"),
-        (maps::RSS_CURR_OFFSET, "kmem", "rss_stat", "curr"),
-        (maps::RSS_MEMBER_OFFSET, "kmem", "rss_stat", "member"),
-        (maps::RSS_SIZE_OFFSET, "kmem", "rss_stat", "size"),
+        (maps::RSS_MM_ID_OFFSET, "kmem", "rss_stat", "mm_id", true),
+        (maps::RSS_CURR_OFFSET, "kmem", "rss_stat", "curr", true),
+        (maps::RSS_MEMBER_OFFSET, "kmem", "rss_stat", "member", true),
+        (maps::RSS_SIZE_OFFSET, "kmem", "rss_stat", "size", true),
+        (
+            maps::DIRECT_BEGIN_ORDER_OFFSET,
+            "vmscan",
+            "mm_vmscan_direct_reclaim_begin",
+            "order",
+            false,
+        ),
+        (
+            maps::DIRECT_BEGIN_GFP_OFFSET,
+            "vmscan",
+            "mm_vmscan_direct_reclaim_begin",
+            "gfp_flags",
+            false,
+        ),
+        (
+            maps::DIRECT_END_RECLAIMED_OFFSET,
+            "vmscan",
+            "mm_vmscan_direct_reclaim_end",
+            "nr_reclaimed",
+            false,
+        ),
+        (
+            maps::MEMCG_BEGIN_ORDER_OFFSET,
+            "vmscan",
+            "mm_vmscan_memcg_reclaim_begin",
+            "order",
+            false,
+        ),
+        (
+            maps::MEMCG_BEGIN_GFP_OFFSET,
+            "vmscan",
+            "mm_vmscan_memcg_reclaim_begin",
+            "gfp_flags",
+            false,
+        ),
+        (
+            maps::MEMCG_END_RECLAIMED_OFFSET,
+            "vmscan",
+            "mm_vmscan_memcg_reclaim_end",
+            "nr_reclaimed",
+            false,
+        ),
+        (
+            maps::KSWAPD_WAKE_NID_OFFSET,
+            "vmscan",
+            "mm_vmscan_kswapd_wake",
+            "nid",
+            false,
+        ),
+        (
+            maps::KSWAPD_WAKE_ORDER_OFFSET,
+            "vmscan",
+            "mm_vmscan_kswapd_wake",
+            "order",
+            false,
+        ),
+        (
+            maps::KSWAPD_SLEEP_NID_OFFSET,
+            "vmscan",
+            "mm_vmscan_kswapd_sleep",
+            "nid",
+            false,
+        ),
+        (
+            maps::SHRINK_SCANNED_OFFSET,
+            "vmscan",
+            "mm_vmscan_lru_shrink_inactive",
+            "nr_scanned",
+            true,
+        ),
+        (
+            maps::SHRINK_RECLAIMED_OFFSET,
+            "vmscan",
+            "mm_vmscan_lru_shrink_inactive",
+            "nr_reclaimed",
+            true,
+        ),
+        (maps::OOM_PID_OFFSET, "oom", "mark_victim", "pid", true),
+        (maps::OOM_COMM_OFFSET, "oom", "mark_victim", "comm", false),
+        (
+            maps::OOM_TOTAL_VM_OFFSET,
+            "oom",
+            "mark_victim",
+            "total_vm",
+            false,
+        ),
+        (
+            maps::OOM_ANON_RSS_OFFSET,
+            "oom",
+            "mark_victim",
+            "anon_rss",
+            false,
+        ),
+        (
+            maps::OOM_FILE_RSS_OFFSET,
+            "oom",
+            "mark_victim",
+            "file_rss",
+            false,
+        ),
+        (
+            maps::OOM_SHMEM_RSS_OFFSET,
+            "oom",
+            "mark_victim",
+            "shmem_rss",
+            false,
+        ),
+        (maps::OOM_UID_OFFSET, "oom", "mark_victim", "uid", false),
+        (
+            maps::OOM_PGTABLES_OFFSET,
+            "oom",
+            "mark_victim",
+            "pgtables",
+            false,
+        ),
+        (
+            maps::OOM_SCORE_ADJ_OFFSET,
+            "oom",
+            "mark_victim",
+            "oom_score_adj",
+            false,
+        ),
     ];
 
     fn read(events: &Path) -> Self {
@@ -346,13 +634,14 @@ impl Offsets {
             values: Vec::new(),
             missing: Vec::new(),
         };
-        for (global, category, name, field) in Self::FIELDS {
+        for &(global, category, name, field, required) in Self::FIELDS {
             match tracefs::field_offset(events, category, name, field) {
                 Some(offset) => offsets.values.push((global, offset)),
-                None => offsets.missing.push((
+                None if required => offsets.missing.push((
                     name,
                     format!("tracepoint {category}/{name} has no field {field}"),
                 )),
+                None => offsets.values.push((global, 0)),
             }
         }
         offsets

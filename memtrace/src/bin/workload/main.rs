@@ -7,6 +7,7 @@
 
 mod madvise;
 mod memory;
+mod reclaim;
 
 use std::io::{self, BufRead as _, Write as _};
 
@@ -44,6 +45,10 @@ enum Command {
     Fork(memory::ForkArgs),
     /// MADV_FREE a region, wait while the driver creates pressure, count reclaimed pages.
     Lazyfree(memory::LazyFreeArgs),
+    /// Read a fresh sparse file through the page cache (memcg reclaim inside a small cgroup).
+    PageCache(reclaim::PageCacheArgs),
+    /// Touch anonymous memory past a cgroup's limit (gets OOM-killed).
+    Hog(reclaim::HogArgs),
 }
 
 fn main() {
@@ -58,6 +63,8 @@ fn main() {
         Command::Faults(args) => memory::run_faults(&args, go),
         Command::Fork(args) => memory::run_fork(&args, go),
         Command::Lazyfree(args) => memory::run_lazyfree(&args, go),
+        Command::PageCache(args) => reclaim::run_page_cache(&args, go),
+        Command::Hog(args) => reclaim::run_hog(&args, go),
     };
     match result {
         Ok(record) => {

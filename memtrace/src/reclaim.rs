@@ -1,0 +1,453 @@
+//! Reclaim attribution: stall statistics and log2 latency histograms, kswapd active periods,
+//! OOM kills and /proc/vmstat deltas. Pure: fed decoded events and kernel map values, never
+//! touches the kernel or /proc, so every rule here is unit-tested.
+
+use std::collections::BTreeMap;
+
+use memtrace_common::reclaim::{ReclaimKind, STALL_BUCKETS, ScanCounts, StallHist};
+
+use crate::events::{Event, Kswapd, OomKill, Stall};
+
+/// The log2 bucket of a latency in microseconds, as the kernel programs compute it: the bit
+/// length of `usecs | 1`, so 0 and 1 µs share bucket 1 and bucket `b` holds
+/// `2^(b-1) ..= 2^b - 1` µs.
+pub fn bucket_of(usecs: u64) -> usize {
+    let bits = (u64::BITS - (usecs | 1).leading_zeros()) as usize;
+    bits.min(STALL_BUCKETS - 1)
+}
+
+/// The microseconds bucket `b` covers, as bcc prints them (`0 -> 1`, `2 -> 3`, `4 -> 7`, …).
+pub fn bucket_bounds(bucket: usize) -> (u64, u64) {
+    let high = (1u64 << bucket) - 1;
+    let low = if bucket <= 1 { 0 } else { 1u64 << (bucket - 1) };
+    (low, high)
+}
+
+/// Stalls of one process (or the whole system) in one kind of reclaim.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StallStats {
+    pub count: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+    pub nr_reclaimed: u64,
+    pub nr_scanned: u64,
+    pub buckets: [u64; STALL_BUCKETS],
+}
+
+impl StallStats {
+    /// Sums a per-CPU kernel map value (max of maxima).
+    pub fn from_per_cpu<'a>(values: impl IntoIterator<Item = &'a StallHist>) -> Self {
+        let mut stats = Self::default();
+        for v in values {
+            stats.count += v.count;
+            stats.total_ns += v.total_ns;
+            stats.max_ns = stats.max_ns.max(v.max_ns);
+            stats.nr_reclaimed += v.nr_reclaimed;
+            stats.nr_scanned += v.nr_scanned;
+            for (sum, n) in stats.buckets.iter_mut().zip(v.buckets) {
+                *sum += n;
+            }
+        }
+        stats
+    }
+
+    /// Adds one stall (userspace twin of the kernel programs' update).
+    pub fn add(&mut self, latency_ns: u64, nr_reclaimed: u64, nr_scanned: u64) {
+        self.count += 1;
+        self.total_ns += latency_ns;
+        self.max_ns = self.max_ns.max(latency_ns);
+        self.nr_reclaimed += nr_reclaimed;
+        self.nr_scanned += nr_scanned;
+        self.buckets[bucket_of(latency_ns / 1000)] += 1;
+    }
+
+    /// The `p`-th percentile (0 < p <= 100) in microseconds, from the log2 buckets: the upper
+    /// bound of the bucket holding the rank-`ceil(p% × count)` stall, capped at the maximum
+    /// seen. An upper bound, exact to within a factor of two; `None` without stalls.
+    pub fn percentile_us(&self, p: f64) -> Option<u64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((p / 100.0) * self.count as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (bucket, &n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(bucket_bounds(bucket).1.min(self.max_ns.div_ceil(1000)));
+            }
+        }
+        Some(self.max_ns.div_ceil(1000))
+    }
+
+    pub fn mean_ns(&self) -> u64 {
+        self.total_ns.checked_div(self.count).unwrap_or(0)
+    }
+
+    /// The histogram as bcc prints it: `usecs : count distribution` with `|****|` bars, from
+    /// the first to the last non-empty bucket.
+    pub fn histogram_text(&self, indent: &str) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let used: Vec<usize> = (0..STALL_BUCKETS)
+            .filter(|&b| self.buckets[b] > 0)
+            .collect();
+        let (Some(&first), Some(&last)) = (used.first(), used.last()) else {
+            return out;
+        };
+        let peak = self.buckets.iter().copied().max().unwrap_or(1).max(1);
+        let _ = writeln!(
+            out,
+            "{indent}{:>20} : {:<8} {}",
+            "usecs", "count", "distribution"
+        );
+        for bucket in first.max(1)..=last {
+            let (low, high) = bucket_bounds(bucket);
+            let n = self.buckets[bucket];
+            let stars = usize::try_from(n * 40 / peak).unwrap_or(40);
+            let _ = writeln!(
+                out,
+                "{indent}{:>10} -> {:<7} : {:<8} |{:<40}|",
+                low,
+                high,
+                n,
+                "*".repeat(stars)
+            );
+        }
+        out
+    }
+}
+
+/// kswapd of one node over the trace window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KswapdNode {
+    /// Active periods (wake … sleep); one still open at the end counts.
+    pub periods: u64,
+    /// `mm_vmscan_kswapd_wake` events: kswapd also re-fires wake when it loops to balance again
+    /// without sleeping, so wakes >= periods.
+    pub wakes: u64,
+    pub active_ns: u64,
+    pub longest_ns: u64,
+    /// Start of the open period, if kswapd is awake.
+    pub awake_since: Option<u64>,
+}
+
+/// Pairs kswapd wake/sleep events into active periods per node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KswapdPeriods {
+    /// When tracing started (CLOCK_MONOTONIC ns): a sleep with no wake seen means kswapd was
+    /// already awake then.
+    pub window_start_ns: u64,
+    pub nodes: BTreeMap<u32, KswapdNode>,
+}
+
+impl KswapdPeriods {
+    pub fn record(&mut self, k: &Kswapd) {
+        let start = self.window_start_ns;
+        let node = self.nodes.entry(k.nid).or_default();
+        if k.awake {
+            node.wakes += 1;
+            if node.awake_since.is_none() {
+                node.awake_since = Some(k.ts_ns);
+                node.periods += 1;
+            }
+            return;
+        }
+        let since = match node.awake_since.take() {
+            Some(since) => since,
+            // Awake since before tracing started: a period clipped to the window.
+            None => {
+                node.periods += 1;
+                start
+            }
+        };
+        close(node, since, k.ts_ns);
+    }
+
+    /// Per-node totals at `now_ns`, counting open periods up to now.
+    pub fn at(&self, now_ns: u64) -> BTreeMap<u32, KswapdNode> {
+        self.nodes
+            .iter()
+            .map(|(&nid, node)| {
+                let mut node = *node;
+                if let Some(since) = node.awake_since {
+                    close(&mut node, since, now_ns);
+                    node.awake_since = Some(since);
+                }
+                (nid, node)
+            })
+            .collect()
+    }
+}
+
+fn close(node: &mut KswapdNode, since: u64, until: u64) {
+    let length = until.saturating_sub(since);
+    node.active_ns += length;
+    node.longest_ns = node.longest_ns.max(length);
+}
+
+/// Processes that asked kswapd to wake.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Wakeups {
+    pub count: u64,
+    pub comm: String,
+}
+
+/// Everything memtrace knows about reclaim over the window.
+#[derive(Clone, Debug, Default)]
+pub struct Reclaim {
+    /// Per process and kind, from the kernel's histograms (lossless).
+    pub stalls: BTreeMap<(u32, ReclaimKind), StallStats>,
+    /// Every stall of traced processes, per kind, from the kernel.
+    pub system: BTreeMap<ReclaimKind, StallStats>,
+    /// Stalls received as events since the last interval line, per process and kind.
+    interval: BTreeMap<(u32, ReclaimKind), StallStats>,
+    /// Thread names seen in stall events, per process.
+    pub comms: BTreeMap<u32, String>,
+    pub ooms: Vec<OomKill>,
+    pub kswapd: KswapdPeriods,
+    pub wakeups: BTreeMap<u32, Wakeups>,
+    /// Inactive-LRU scans inside traced stalls and in the background (kswapd, others).
+    pub scan_in_stalls: ScanCounts,
+    pub scan_background: ScanCounts,
+    /// /proc/vmstat reclaim counters at the start and at the latest sample.
+    pub vmstat_first: Option<BTreeMap<String, u64>>,
+    pub vmstat_last: Option<BTreeMap<String, u64>>,
+}
+
+impl Reclaim {
+    pub fn record(&mut self, event: &Event) {
+        match event {
+            Event::Stall(s) => self.record_stall(s),
+            Event::OomKill(o) => self.ooms.push(o.clone()),
+            Event::Kswapd(k) => self.kswapd.record(k),
+            _ => {}
+        }
+    }
+
+    fn record_stall(&mut self, s: &Stall) {
+        self.interval.entry((s.tgid, s.kind)).or_default().add(
+            s.latency_ns,
+            s.nr_reclaimed,
+            s.nr_scanned,
+        );
+        self.comms
+            .entry(s.tgid)
+            .or_insert_with(|| s.thread_comm.clone());
+    }
+
+    /// Stalls received since the previous call, per process and kind; resets them.
+    pub fn take_interval(&mut self) -> BTreeMap<(u32, ReclaimKind), StallStats> {
+        std::mem::take(&mut self.interval)
+    }
+
+    /// A process's stalls of one kind (kernel totals).
+    pub fn of(&self, pid: u32, kind: ReclaimKind) -> Option<&StallStats> {
+        self.stalls.get(&(pid, kind)).filter(|s| s.count > 0)
+    }
+
+    pub fn sample_vmstat(&mut self, sample: BTreeMap<String, u64>) {
+        if self.vmstat_first.is_none() {
+            self.vmstat_first = Some(sample.clone());
+        }
+        self.vmstat_last = Some(sample);
+    }
+
+    /// Change of each /proc/vmstat counter over the window.
+    pub fn vmstat_delta(&self) -> BTreeMap<String, i64> {
+        let (Some(first), Some(last)) = (&self.vmstat_first, &self.vmstat_last) else {
+            return BTreeMap::new();
+        };
+        last.iter()
+            .map(|(name, &value)| {
+                let before = first.get(name).copied().unwrap_or(0);
+                let delta = i128::from(value) - i128::from(before);
+                (name.clone(), i64::try_from(delta).unwrap_or(i64::MAX))
+            })
+            .collect()
+    }
+}
+
+/// Which /proc/vmstat counters a reclaim report shows.
+pub fn is_reclaim_counter(name: &str) -> bool {
+    ["pgscan", "pgsteal", "allocstall", "pglazyfree", "oom_kill"]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+        || name == "pgrefill"
+        || name.starts_with("kswapd_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_match_the_kernel_rule() {
+        assert_eq!(bucket_of(0), 1);
+        assert_eq!(bucket_of(1), 1);
+        assert_eq!(bucket_of(2), 2);
+        assert_eq!(bucket_of(3), 2);
+        assert_eq!(bucket_of(4), 3);
+        assert_eq!(bucket_of(1023), 10);
+        assert_eq!(bucket_of(1024), 11);
+        assert_eq!(bucket_of(u64::MAX), STALL_BUCKETS - 1);
+        assert_eq!(bucket_bounds(1), (0, 1));
+        assert_eq!(bucket_bounds(2), (2, 3));
+        assert_eq!(bucket_bounds(11), (1024, 2047));
+        for usecs in [0, 1, 5, 100, 4096, 70_000] {
+            let (low, high) = bucket_bounds(bucket_of(usecs));
+            assert!(low <= usecs && usecs <= high, "{usecs}");
+        }
+    }
+
+    #[test]
+    fn stats_and_percentiles() {
+        let mut s = StallStats::default();
+        // 98 stalls of 10 µs, one of 100 µs, one of 5 ms.
+        for _ in 0..98 {
+            s.add(10_000, 32, 40);
+        }
+        s.add(100_000, 1, 2);
+        s.add(5_000_000, 0, 0);
+        assert_eq!(s.count, 100);
+        assert_eq!(s.total_ns, 98 * 10_000 + 100_000 + 5_000_000);
+        assert_eq!(s.max_ns, 5_000_000);
+        assert_eq!(s.nr_reclaimed, 98 * 32 + 1);
+        assert_eq!(s.buckets[bucket_of(10)], 98);
+        // p50 lies in the 8..=15 µs bucket; p99 is the 99th stall (100 µs: 64..=127).
+        assert_eq!(s.percentile_us(50.0), Some(15));
+        assert_eq!(s.percentile_us(99.0), Some(127));
+        // p100 is capped at the maximum (5000 µs, in the 4096..=8191 bucket).
+        assert_eq!(s.percentile_us(100.0), Some(5000));
+        assert_eq!(StallStats::default().percentile_us(50.0), None);
+        assert_eq!(s.mean_ns(), s.total_ns / 100);
+    }
+
+    #[test]
+    fn per_cpu_values_sum() {
+        let mut a = StallHist {
+            count: 2,
+            total_ns: 30,
+            max_ns: 20,
+            nr_reclaimed: 5,
+            nr_scanned: 6,
+            ..StallHist::default()
+        };
+        a.buckets[1] = 2;
+        let mut b = a;
+        b.max_ns = 50;
+        b.buckets[3] = 1;
+        let s = StallStats::from_per_cpu([&a, &b]);
+        assert_eq!((s.count, s.total_ns, s.max_ns), (4, 60, 50));
+        assert_eq!((s.nr_reclaimed, s.nr_scanned), (10, 12));
+        assert_eq!((s.buckets[1], s.buckets[3]), (4, 1));
+    }
+
+    #[test]
+    fn histogram_looks_like_bcc() {
+        let mut s = StallStats::default();
+        s.add(3_000, 0, 0);
+        s.add(3_000, 0, 0);
+        s.add(9_000, 0, 0);
+        let text = s.histogram_text("");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[0].trim_start().starts_with("usecs : count"));
+        assert!(lines[1].contains("2 -> 3") && lines[1].contains(&format!("|{}|", "*".repeat(40))));
+        assert!(lines[2].contains("4 -> 7") && lines[2].contains("|  "));
+        assert!(lines[3].contains("8 -> 15") && lines[3].contains(&format!("|{}", "*".repeat(20))));
+    }
+
+    fn k(nid: u32, awake: bool, ts_ns: u64) -> Kswapd {
+        Kswapd {
+            nid,
+            awake,
+            order: 0,
+            ts_ns,
+        }
+    }
+
+    #[test]
+    fn kswapd_periods_pair_per_node() {
+        let mut p = KswapdPeriods {
+            window_start_ns: 1_000,
+            ..KswapdPeriods::default()
+        };
+        // Node 0: awake before tracing, sleeps at 1500 (500 ns clipped period); wakes at 2000,
+        // re-fires wake at 2100 (same period), sleeps at 5000; wakes at 9000, still awake.
+        // Node 1: one period 3000..3200.
+        for e in [
+            k(0, false, 1_500),
+            k(0, true, 2_000),
+            k(1, true, 3_000),
+            k(0, true, 2_100),
+            k(1, false, 3_200),
+            k(0, false, 5_000),
+            k(0, true, 9_000),
+        ] {
+            p.record(&e);
+        }
+        let at = p.at(10_000);
+        let n0 = at[&0];
+        assert_eq!((n0.periods, n0.wakes), (3, 3));
+        assert_eq!(n0.active_ns, 500 + 3_000 + 1_000);
+        assert_eq!(n0.longest_ns, 3_000);
+        assert_eq!(n0.awake_since, Some(9_000));
+        let n1 = at[&1];
+        assert_eq!((n1.periods, n1.active_ns, n1.longest_ns), (1, 200, 200));
+        // Reading totals does not close the open period.
+        assert_eq!(p.nodes[&0].active_ns, 3_500);
+    }
+
+    fn stall(tgid: u32, kind: ReclaimKind, latency_ns: u64) -> Event {
+        Event::Stall(Stall {
+            tgid,
+            tid: tgid + 1,
+            thread_comm: format!("p{tgid}"),
+            kind,
+            order: 0,
+            gfp_flags: 0,
+            start_ns: 0,
+            latency_ns,
+            nr_reclaimed: 3,
+            nr_scanned: 4,
+        })
+    }
+
+    #[test]
+    fn interval_stalls_by_process_and_kind() {
+        let mut r = Reclaim::default();
+        r.record(&stall(5, ReclaimKind::Memcg, 10_000));
+        r.record(&stall(5, ReclaimKind::Memcg, 30_000));
+        r.record(&stall(5, ReclaimKind::Direct, 1_000));
+        r.record(&stall(6, ReclaimKind::Memcg, 2_000));
+        let interval = r.take_interval();
+        let m5 = interval[&(5, ReclaimKind::Memcg)];
+        assert_eq!(
+            (m5.count, m5.total_ns, m5.max_ns, m5.nr_reclaimed),
+            (2, 40_000, 30_000, 6)
+        );
+        assert_eq!(interval[&(5, ReclaimKind::Direct)].count, 1);
+        assert_eq!(interval[&(6, ReclaimKind::Memcg)].count, 1);
+        assert_eq!(r.comms[&5], "p5");
+        assert!(r.take_interval().is_empty());
+    }
+
+    #[test]
+    fn vmstat_deltas() {
+        let mut r = Reclaim::default();
+        let sample = |lazy: u64, scan: u64| {
+            BTreeMap::from([
+                ("pglazyfreed".to_owned(), lazy),
+                ("pgscan_direct".to_owned(), scan),
+            ])
+        };
+        r.sample_vmstat(sample(10, 100));
+        r.sample_vmstat(sample(15, 100));
+        r.sample_vmstat(sample(25, 130));
+        let d = r.vmstat_delta();
+        assert_eq!((d["pglazyfreed"], d["pgscan_direct"]), (15, 30));
+        assert!(is_reclaim_counter("pgsteal_kswapd"));
+        assert!(is_reclaim_counter("allocstall_normal"));
+        assert!(!is_reclaim_counter("nr_free_pages"));
+    }
+}
