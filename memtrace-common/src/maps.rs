@@ -70,6 +70,17 @@ pub const OOM_UID_OFFSET: &str = "OOM_UID_OFFSET";
 pub const OOM_PGTABLES_OFFSET: &str = "OOM_PGTABLES_OFFSET";
 pub const OOM_SCORE_ADJ_OFFSET: &str = "OOM_SCORE_ADJ_OFFSET";
 
+/// Globals `u32`: the path from a task to its memory cgroup's kernfs id, from the kernel's
+/// BTF (`task_struct.cgroups`, `css_set.subsys`, `cgroup_subsys_state.cgroup`, `cgroup.kn`,
+/// `kernfs_node.id`) and the memory controller's index in `css_set.subsys` (its row in
+/// /proc/cgroups). [`MEMCG_SUBSYS_INDEX`] = `u32::MAX` when unknown.
+pub const TASK_CGROUPS_OFFSET: &str = "TASK_CGROUPS_OFFSET";
+pub const CSS_SET_SUBSYS_OFFSET: &str = "CSS_SET_SUBSYS_OFFSET";
+pub const CSS_CGROUP_OFFSET: &str = "CSS_CGROUP_OFFSET";
+pub const CGROUP_KN_OFFSET: &str = "CGROUP_KN_OFFSET";
+pub const KERNFS_NODE_ID_OFFSET: &str = "KERNFS_NODE_ID_OFFSET";
+pub const MEMCG_SUBSYS_INDEX: &str = "MEMCG_SUBSYS_INDEX";
+
 /// Capacity of [`STALLS`]: (process, kind) pairs with stalls counted at once.
 pub const MAX_STALL_PROCESSES: u32 = 8_192;
 /// Capacity of [`KSWAPD_WAKEUPS`].

@@ -123,6 +123,10 @@ pub struct OomVictim {
     pub file_rss_kb: u64,
     pub shmem_rss_kb: u64,
     pub pgtables_kb: u64,
+    /// Kernfs id (the directory's inode number) of the triggering task's memory cgroup, read
+    /// through `task->cgroups->subsys[memory]->cgroup->kn->id` at offsets from the kernel's
+    /// BTF; 0 when unknown.
+    pub trigger_memcg_id: u64,
     pub comm: [u8; 16],
     pub trigger_comm: [u8; 16],
 }

@@ -6,7 +6,10 @@
 //! these tracepoints change across kernel versions; userspace reads them from tracefs.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+        bpf_probe_read_kernel,
+    },
     macros::{map, tracepoint},
     maps::{HashMap, LruPerCpuHashMap, PerCpuArray},
     programs::TracePointContext,
@@ -86,6 +89,20 @@ static OOM_UID_OFFSET: u32 = 48;
 static OOM_PGTABLES_OFFSET: u32 = 56;
 #[unsafe(no_mangle)]
 static OOM_SCORE_ADJ_OFFSET: u32 = 64;
+
+// The path to the current task's memory cgroup id, from BTF; index u32::MAX = unknown.
+#[unsafe(no_mangle)]
+static TASK_CGROUPS_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static CSS_SET_SUBSYS_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static CSS_CGROUP_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static CGROUP_KN_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static KERNFS_NODE_ID_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static MEMCG_SUBSYS_INDEX: u32 = u32::MAX;
 
 #[inline(always)]
 fn offset(global: &u32) -> usize {
@@ -337,6 +354,41 @@ fn kswapd_event(nid: i32, order: i32, awake: u32) -> u32 {
     0
 }
 
+/// The kernfs id of the current task's memory cgroup, or 0. Five dependent reads at offsets
+/// userspace took from BTF; each is checked by bpf_probe_read_kernel. Userspace maps the id to
+/// a path. Used only for OOM kills (rare), where /proc may no longer show the victim's cgroup.
+#[inline(always)]
+fn current_memcg_id() -> u64 {
+    // SAFETY: see filter::current_traced.
+    let index = unsafe { core::ptr::read_volatile(&MEMCG_SUBSYS_INDEX) };
+    if index >= 64 {
+        return 0;
+    }
+    // SAFETY: the current task pointer, then pointers read from kernel memory; every read goes
+    // through bpf_probe_read_kernel, which fails cleanly on a bad address.
+    unsafe {
+        let read = |address: u64| bpf_probe_read_kernel(address as *const u64).unwrap_or(0);
+        let task = bpf_get_current_task();
+        let cset = read(task + offset(&TASK_CGROUPS_OFFSET) as u64);
+        if cset == 0 {
+            return 0;
+        }
+        let css = read(cset + offset(&CSS_SET_SUBSYS_OFFSET) as u64 + 8 * u64::from(index));
+        if css == 0 {
+            return 0;
+        }
+        let cgroup = read(css + offset(&CSS_CGROUP_OFFSET) as u64);
+        if cgroup == 0 {
+            return 0;
+        }
+        let kn = read(cgroup + offset(&CGROUP_KN_OFFSET) as u64);
+        if kn == 0 {
+            return 0;
+        }
+        read(kn + offset(&KERNFS_NODE_ID_OFFSET) as u64)
+    }
+}
+
 /// The OOM killer marked a victim. Never filtered: an OOM kill matters whoever it hits. Wakes
 /// userspace at once so it can read the victim's cgroup from /proc before it is reaped.
 #[tracepoint]
@@ -369,6 +421,7 @@ pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
         file_rss_kb: field(&ctx, &OOM_FILE_RSS_OFFSET, u64::MAX),
         shmem_rss_kb: field(&ctx, &OOM_SHMEM_RSS_OFFSET, u64::MAX),
         pgtables_kb: field(&ctx, &OOM_PGTABLES_OFFSET, u64::MAX),
+        trigger_memcg_id: current_memcg_id(),
         comm,
         trigger_comm: bpf_get_current_comm().unwrap_or_default(),
     });

@@ -112,6 +112,8 @@ pub struct OomKill {
     pub cgroup: Option<String>,
     /// Whose cgroup `cgroup` is: `"victim"` or `"trigger"`.
     pub cgroup_of: Option<&'static str>,
+    /// Kernfs id of the triggering task's memory cgroup, from the kernel.
+    pub trigger_memcg_id: Option<u64>,
 }
 
 /// kswapd of a NUMA node woke (started balancing) or went back to sleep.
@@ -338,6 +340,7 @@ fn oom_kill(raw: &OomVictim) -> OomKill {
         ts_ns: raw.ts_ns,
         cgroup: None,
         cgroup_of: None,
+        trigger_memcg_id: (raw.trigger_memcg_id != 0).then_some(raw.trigger_memcg_id),
     }
 }
 
@@ -643,6 +646,7 @@ mod tests {
             file_rss_kb: 4,
             shmem_rss_kb: u64::MAX,
             pgtables_kb: 8,
+            trigger_memcg_id: 0,
             comm,
             trigger_comm: comm,
         };

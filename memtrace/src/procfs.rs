@@ -196,6 +196,58 @@ fn parse_memory_cgroup(text: &str) -> Option<String> {
         .and_then(path_of)
 }
 
+/// The memory controller's index among the kernel's cgroup subsystems: /proc/cgroups lists
+/// them in id order.
+pub fn memory_controller_index() -> Option<u32> {
+    let text = fs::read_to_string("/proc/cgroups").ok()?;
+    let index = text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .position(|line| line.split_whitespace().next() == Some("memory"))?;
+    u32::try_from(index).ok()
+}
+
+/// The path (as /proc/PID/cgroup shows it) of the memory cgroup whose directory has inode
+/// number `id` (a cgroup's kernfs id), found by walking the memory hierarchy (cgroup v1) or the
+/// unified one. Bounded: at most 64 levels and 100 000 directories.
+pub fn memory_cgroup_by_id(id: u64) -> Option<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let v1 = std::path::Path::new("/sys/fs/cgroup/memory");
+    let root = if v1.join("memory.limit_in_bytes").exists() {
+        v1.to_path_buf()
+    } else {
+        PathBuf::from("/sys/fs/cgroup")
+    };
+    let mut stack = vec![(root.clone(), 0usize)];
+    let mut visited = 0;
+    while let Some((dir, depth)) = stack.pop() {
+        visited += 1;
+        if visited > 100_000 {
+            return None;
+        }
+        if fs::metadata(&dir).is_ok_and(|m| m.ino() == id) {
+            let relative = dir.strip_prefix(&root).ok()?;
+            return Some(format!("/{}", relative.display()));
+        }
+        if depth >= 64 {
+            continue;
+        }
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push((entry.path(), depth + 1));
+            }
+        }
+    }
+    None
+}
+
+/// Whether a task has begun to exit (PF_EXITING in /proc/PID/stat's flags) or is gone: cgroup
+/// v1 then shows it in the root cgroup whatever its real one.
+fn exiting(pid: u32) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    stat_field(pid, 9).is_none_or(|flags| flags & PF_EXITING != 0)
+}
+
 /// The process (thread group) a task belongs to, from `/proc/TID/status`.
 pub fn tgid_of(tid: u32) -> Option<u32> {
     let status = fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
@@ -211,10 +263,15 @@ pub fn enrich_oom_kill(oom: &mut crate::events::OomKill) {
     if let Some(tgid) = tgid_of(oom.tid) {
         oom.pid = tgid;
     }
-    if let Some(cgroup) = memory_cgroup(oom.tid) {
+    // Read first, then check the task had not begun to exit: a path read before is right.
+    let victim = memory_cgroup(oom.tid).filter(|path| path != "/" || !exiting(oom.tid));
+    if let Some(cgroup) = victim {
         oom.cgroup = Some(cgroup);
         oom.cgroup_of = Some("victim");
-    } else if let Some(cgroup) = memory_cgroup(oom.trigger_tid) {
+        return;
+    }
+    // Too late for /proc: the triggering task's memory cgroup, as the kernel side read it.
+    if let Some(cgroup) = oom.trigger_memcg_id.and_then(memory_cgroup_by_id) {
         oom.cgroup = Some(cgroup);
         oom.cgroup_of = Some("trigger");
     }
@@ -244,6 +301,7 @@ mod tests {
         assert_eq!(vmstat.len(), 2);
         assert_eq!(vmstat["pglazyfreed"], 7);
         assert_eq!(tgid_of(std::process::id()), Some(std::process::id()));
+        assert!(!exiting(std::process::id()));
     }
 
     #[test]

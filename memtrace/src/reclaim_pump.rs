@@ -16,10 +16,11 @@ use tokio::{
 use crate::{
     cli::ReclaimArgs,
     events::{self, Event},
+    gfp::GfpNames,
     procfs::{self, SmapsRollup},
     pump::{open_pidfd, watch},
     reclaim::Reclaim,
-    reclaim_report::{self, ReclaimWindow},
+    reclaim_report::{self, LazyFree, ReclaimWindow},
     report::{StartLine, StopReason},
     tracer::{Focus, Options, Tracer},
 };
@@ -61,12 +62,17 @@ pub async fn run(args: ReclaimArgs) -> anyhow::Result<()> {
         undecodable: 0,
         interval_wakes: 0,
         started: Instant::now(),
+        gfp: tracer.gfp.clone(),
         targets: args
             .pid
             .iter()
-            .map(|&pid| (pid, SmapsRollup::read(pid), None))
+            .map(|&pid| LazyFree {
+                pid,
+                ..LazyFree::default()
+            })
             .collect(),
     };
+    session.sample_targets();
     session.reclaim.kswapd.window_start_ns = monotonic_ns();
     session.reclaim.sample_vmstat(procfs::vmstat());
     for &pid in &args.pid {
@@ -144,8 +150,9 @@ struct Session {
     /// kswapd wake events since the last interval line.
     interval_wakes: u64,
     started: Instant,
-    /// `--pid` targets with their smaps_rollup at start and end (LazyFree reclaimed).
-    targets: Vec<(u32, Option<SmapsRollup>, Option<SmapsRollup>)>,
+    gfp: GfpNames,
+    /// LazyFree of the `--pid` targets, sampled every interval.
+    targets: Vec<LazyFree>,
 }
 
 impl Session {
@@ -178,8 +185,7 @@ impl Session {
             self.reclaim.record(&event);
             if self.json && !matches!(event, Event::Kswapd(_)) {
                 // kswapd state changes are summed up, not streamed.
-                let gfp = crate::gfp::GfpNames::default();
-                match crate::report::event_json(&event, &gfp) {
+                match crate::report::event_json(&event, &self.gfp) {
                     Ok(line) => self.write_line(&line),
                     Err(_) => self.undecodable += 1,
                 }
@@ -188,7 +194,14 @@ impl Session {
         self.flush();
     }
 
+    fn sample_targets(&mut self) {
+        for target in &mut self.targets {
+            target.sample(SmapsRollup::read(target.pid).as_ref());
+        }
+    }
+
     fn interval_line(&mut self) {
+        self.sample_targets();
         let interval = self.reclaim.take_interval();
         let wakes = std::mem::take(&mut self.interval_wakes);
         let line = if self.json {
@@ -228,9 +241,8 @@ impl Session {
                 self.reclaim.comms.insert(pid, comm);
             }
         }
-        for target in &mut self.targets {
-            target.2 = SmapsRollup::read(target.0).or(target.2);
-        }
+        // A target that has exited keeps its last interval's sample.
+        self.sample_targets();
         let lost = tracer.lost();
         if lost.total() > 0 {
             eprintln!(

@@ -51,6 +51,7 @@ pub fn oom_json(o: &OomKill) -> serde_json::Value {
         "oom_score_adj": o.oom_score_adj,
         "cgroup": o.cgroup,
         "cgroup_of": o.cgroup_of,
+        "trigger_memcg_id": o.trigger_memcg_id,
         "trigger_pid": o.trigger_pid,
         "trigger_tid": o.trigger_tid,
         "trigger_comm": o.trigger_comm,
@@ -257,12 +258,34 @@ pub fn interval_json(
     })
 }
 
+/// LazyFree (MADV_FREE'd pages still resident) of a `--pid` target, from smaps_rollup sampled
+/// at the start, every interval and at the end: a drop means reclaim took them (or the
+/// process wrote to them again).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LazyFree {
+    pub pid: u32,
+    pub first: Option<u64>,
+    pub peak: Option<u64>,
+    pub last: Option<u64>,
+}
+
+impl LazyFree {
+    pub fn sample(&mut self, sample: Option<&SmapsRollup>) {
+        let Some(lazy) = sample.map(|s| s.lazy_free) else {
+            return;
+        };
+        self.first.get_or_insert(lazy);
+        self.peak = Some(self.peak.map_or(lazy, |p| p.max(lazy)));
+        self.last = Some(lazy);
+    }
+}
+
 /// What the final reclaim report covers.
 pub struct ReclaimWindow<'a> {
     pub reclaim: &'a Reclaim,
     pub kswapd: BTreeMap<u32, KswapdNode>,
-    /// `--pid` targets and their smaps_rollup at start and end.
-    pub targets: &'a [(u32, Option<SmapsRollup>, Option<SmapsRollup>)],
+    /// LazyFree of the `--pid` targets.
+    pub targets: &'a [LazyFree],
     pub system_wide: bool,
     pub lost: &'a LostCounts,
     pub duration_ns: u64,
@@ -319,16 +342,18 @@ pub fn text(w: &ReclaimWindow) -> String {
         let _ = writeln!(out, "\npid {pid} ({})", comm_of(w, pid));
         process_stalls_text(&mut out, w.reclaim, pid);
     }
-    for (pid, first, last) in w.targets {
-        if let (Some(first), Some(last)) = (first, last)
-            && (first.lazy_free > 0 || last.lazy_free > 0)
+    for t in w.targets {
+        if let (Some(first), Some(peak), Some(last)) = (t.first, t.peak, t.last)
+            && peak > 0
         {
             let _ = writeln!(
                 out,
-                "\npid {pid}: LazyFree {} -> {} ({} reclaimed or reused)",
-                human_bytes(first.lazy_free),
-                human_bytes(last.lazy_free),
-                human_bytes(first.lazy_free.saturating_sub(last.lazy_free))
+                "\npid {}: LazyFree {} at start, {} at peak, {} at end: {} dropped (reclaimed, or written again)",
+                t.pid,
+                human_bytes(first),
+                human_bytes(peak),
+                human_bytes(last),
+                human_bytes(peak.saturating_sub(last))
             );
         }
     }
@@ -407,18 +432,20 @@ pub fn summary_json(w: &ReclaimWindow) -> serde_json::Value {
         .chain(
             w.targets
                 .iter()
-                .map(|t| t.0)
+                .map(|t| t.pid)
                 .filter(|pid| !w.reclaim.stalls.keys().any(|(p, _)| p == pid)),
         )
         .map(|pid| {
-            let smaps = w.targets.iter().find(|t| t.0 == pid);
+            let lazy = w.targets.iter().find(|t| t.pid == pid);
             json!({
                 "pid": pid,
                 "comm": w.reclaim.comms.get(&pid),
                 "stalls": process_stalls_json(w.reclaim, pid),
-                "lazy_free": smaps.map(|(_, first, last)| json!({
-                    "first": first.map(|s| s.lazy_free),
-                    "last": last.map(|s| s.lazy_free),
+                "lazy_free": lazy.map(|t| json!({
+                    "first": t.first,
+                    "peak": t.peak,
+                    "last": t.last,
+                    "dropped": t.peak.zip(t.last).map(|(p, l)| p.saturating_sub(l)),
                 })),
             })
         })
@@ -504,6 +531,7 @@ mod tests {
             ts_ns: 1,
             cgroup: Some("/small".into()),
             cgroup_of: Some("victim"),
+            trigger_memcg_id: None,
         });
         reclaim
             .stalls

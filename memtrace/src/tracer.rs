@@ -241,6 +241,12 @@ impl Tracer {
             ));
             (0, 0)
         });
+        let memcg_path = memcg_path_offsets().unwrap_or_else(|e| {
+            warnings.push(format!(
+                "{e}; an OOM victim's memory cgroup is known only while /proc shows it"
+            ));
+            MemcgPath::UNKNOWN
+        });
         let stream_faults = u8::from(options.fault_events);
 
         let filter = u8::from(options.pids.is_some());
@@ -257,6 +263,16 @@ impl Tracer {
             .override_global(maps::STREAM_FAULTS, &stream_faults, true)
             .override_global(maps::TASK_MIN_FLT_OFFSET, &task_offsets.0, true)
             .override_global(maps::TASK_MAJ_FLT_OFFSET, &task_offsets.1, true)
+            .override_global(maps::TASK_CGROUPS_OFFSET, &memcg_path.task_cgroups, true)
+            .override_global(
+                maps::CSS_SET_SUBSYS_OFFSET,
+                &memcg_path.css_set_subsys,
+                true,
+            )
+            .override_global(maps::CSS_CGROUP_OFFSET, &memcg_path.css_cgroup, true)
+            .override_global(maps::CGROUP_KN_OFFSET, &memcg_path.cgroup_kn, true)
+            .override_global(maps::KERNFS_NODE_ID_OFFSET, &memcg_path.kernfs_id, true)
+            .override_global(maps::MEMCG_SUBSYS_INDEX, &memcg_path.subsys_index, true)
             .map_max_entries(maps::EVENTS, options.ring_bytes);
         for (global, value) in &offsets.values {
             loader.override_global(global, value, true);
@@ -674,6 +690,46 @@ fn attach_one(ebpf: &mut Ebpf, hook: &Hook, events: &Path) -> anyhow::Result<()>
     program.load().map_err(|e| failed(&e))?;
     program.attach(category, name).map_err(|e| failed(&e))?;
     Ok(())
+}
+
+/// Where the kernel programs find a task's memory cgroup id.
+struct MemcgPath {
+    task_cgroups: u32,
+    css_set_subsys: u32,
+    css_cgroup: u32,
+    cgroup_kn: u32,
+    kernfs_id: u32,
+    subsys_index: u32,
+}
+
+impl MemcgPath {
+    const UNKNOWN: Self = Self {
+        task_cgroups: 0,
+        css_set_subsys: 0,
+        css_cgroup: 0,
+        cgroup_kn: 0,
+        kernfs_id: 0,
+        subsys_index: u32::MAX,
+    };
+}
+
+/// Member offsets from the kernel's BTF and the memory controller's index from /proc/cgroups.
+fn memcg_path_offsets() -> anyhow::Result<MemcgPath> {
+    let btf = Btf::from_sys_fs().map_err(|e| anyhow!("cannot read kernel BTF: {e}"))?;
+    let offset = |ty, member| {
+        btf.member_offset(ty, member)
+            .map_err(|e| anyhow!("kernel BTF: {ty}.{member}: {e}"))
+    };
+    let subsys_index = procfs::memory_controller_index()
+        .ok_or_else(|| anyhow!("no memory controller in /proc/cgroups"))?;
+    Ok(MemcgPath {
+        task_cgroups: offset("task_struct", "cgroups")?,
+        css_set_subsys: offset("css_set", "subsys")?,
+        css_cgroup: offset("cgroup_subsys_state", "cgroup")?,
+        cgroup_kn: offset("cgroup", "kn")?,
+        kernfs_id: offset("kernfs_node", "id")?,
+        subsys_index,
+    })
 }
 
 /// Offsets of `min_flt` and `maj_flt` in `struct task_struct`, from the kernel's BTF.

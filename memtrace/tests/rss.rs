@@ -3,66 +3,16 @@
 
 mod support;
 
-use std::{
-    io::Write as _,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{io::Write as _, time::Duration};
 
-use support::{Memtrace, Workload, privileged};
-
-/// A cgroup v1 memory cgroup with a limit, removed (with its processes killed) on drop.
-struct MemCgroup {
-    path: PathBuf,
-}
-
-impl MemCgroup {
-    fn new(limit_bytes: u64) -> Option<Self> {
-        let root = Path::new("/sys/fs/cgroup/memory");
-        if !root.join("memory.limit_in_bytes").exists() {
-            return None;
-        }
-        let path = root.join(format!("memtrace-test-{}", std::process::id()));
-        std::fs::create_dir(&path).expect("create memory cgroup");
-        let cgroup = Self { path };
-        std::fs::write(
-            cgroup.path.join("memory.limit_in_bytes"),
-            limit_bytes.to_string(),
-        )
-        .expect("set limit");
-        Some(cgroup)
-    }
-}
-
-impl Drop for MemCgroup {
-    fn drop(&mut self) {
-        if let Ok(procs) = std::fs::read_to_string(self.path.join("cgroup.procs")) {
-            for pid in procs.lines().filter_map(|p| p.parse::<i32>().ok()) {
-                // SAFETY: plain kill(2).
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-        for _ in 0..100 {
-            if std::fs::remove_dir(&self.path).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
+use support::{MemCgroup, Memtrace, Workload, privileged};
 
 #[test]
 fn lazyfree_pages_reclaimed_under_cgroup_pressure_are_an_external_drop() {
     if !privileged() {
         return;
     }
-    let Some(cgroup) = MemCgroup::new(200 << 20) else {
-        // cgroup v1 memory is mounted on these machines; say so loudly if it is not.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "no cgroup v1 memory controller"
-        );
-        eprintln!("*** SKIPPED: no cgroup v1 memory controller ***");
+    let Some(cgroup) = MemCgroup::new("rss", 200 << 20) else {
         return;
     };
     let mut lazy = Workload::spawn_in_cgroup(&cgroup.path, &["lazyfree", "--mib", "150"]);

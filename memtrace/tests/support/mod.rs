@@ -4,6 +4,7 @@
 
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
+    path::{Path, PathBuf},
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
@@ -117,6 +118,11 @@ impl Workload {
         }
     }
 
+    /// Waits for the workload to end, however it ends (for workloads meant to be killed).
+    pub fn wait(mut self) -> std::process::ExitStatus {
+        wait_with_timeout(&mut self.child, EXIT_TIMEOUT)
+    }
+
     /// Waits for the workload's record of what it did.
     pub fn record(mut self) -> Value {
         let record = read_json_line(&mut self.stdout).expect("workload record line");
@@ -130,6 +136,71 @@ impl Drop for Workload {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A cgroup v1 memory cgroup with a limit, removed (with its processes killed) on drop, so
+/// no test path leaves it behind.
+pub struct MemCgroup {
+    pub path: PathBuf,
+}
+
+impl MemCgroup {
+    /// `None` when the cgroup v1 memory controller is not mounted (an error in CI).
+    pub fn new(tag: &str, limit_bytes: u64) -> Option<Self> {
+        let root = Path::new("/sys/fs/cgroup/memory");
+        if !root.join("memory.limit_in_bytes").exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "no cgroup v1 memory controller"
+            );
+            eprintln!("*** SKIPPED: no cgroup v1 memory controller ***");
+            return None;
+        }
+        let path = root.join(format!("memtrace-test-{tag}-{}", std::process::id()));
+        std::fs::create_dir(&path).expect("create memory cgroup");
+        let cgroup = Self { path };
+        std::fs::write(
+            cgroup.path.join("memory.limit_in_bytes"),
+            limit_bytes.to_string(),
+        )
+        .expect("set limit");
+        Some(cgroup)
+    }
+
+    /// The path as /proc/PID/cgroup shows it (relative to the hierarchy's root).
+    pub fn name(&self) -> String {
+        let root = Path::new("/sys/fs/cgroup/memory");
+        format!(
+            "/{}",
+            self.path.strip_prefix(root).unwrap_or(&self.path).display()
+        )
+    }
+
+    /// A line of a cgroup file such as `memory.oom_control` (`oom_kill 1`) as a number.
+    pub fn counter(&self, file: &str, key: &str) -> u64 {
+        let text = std::fs::read_to_string(self.path.join(file)).expect("cgroup file");
+        text.lines()
+            .find_map(|line| line.strip_prefix(key)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {file}: {text}"))
+    }
+}
+
+impl Drop for MemCgroup {
+    fn drop(&mut self) {
+        if let Ok(procs) = std::fs::read_to_string(self.path.join("cgroup.procs")) {
+            for pid in procs.lines().filter_map(|p| p.parse::<i32>().ok()) {
+                // SAFETY: plain kill(2).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        for _ in 0..250 {
+            if std::fs::remove_dir(&self.path).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("warning: could not remove {}", self.path.display());
     }
 }
 
@@ -215,8 +286,15 @@ impl Output {
 impl Memtrace {
     /// Starts `memtrace --json ARGS` and waits until it says it is attached.
     pub fn attach(args: &[&str]) -> Self {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        Self::attach_with(&all)
+    }
+
+    /// Starts `memtrace ARGS` exactly as given (for subcommands, which take their own
+    /// `--json`) and waits until it says it is attached.
+    pub fn attach_with(args: &[&str]) -> Self {
         let mut child = Command::new(MEMTRACE)
-            .arg("--json")
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
