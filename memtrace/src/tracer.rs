@@ -114,7 +114,7 @@ const HOOKS: &[Hook] = &[
     tracepoint("rss_stat", "kmem", "rss_stat", "RSS from kernel counters"),
 ];
 
-/// Reclaim stalls and OOM kills: traced in every mode.
+/// Reclaim stalls, pages scanned, OOM kills: traced in every mode.
 const RECLAIM_HOOKS: &[Hook] = &[
     tracepoint(
         "direct_reclaim_begin",
@@ -141,6 +141,13 @@ const RECLAIM_HOOKS: &[Hook] = &[
         "memory cgroup reclaim stalls",
     ),
     tracepoint("oom_mark_victim", "oom", "mark_victim", "OOM kills"),
+    // Fires only while reclaiming: pages scanned inside each stall, and in the background.
+    tracepoint(
+        "lru_shrink_inactive",
+        "vmscan",
+        "mm_vmscan_lru_shrink_inactive",
+        "pages scanned and reclaimed",
+    ),
 ];
 
 /// Background reclaim: only for `memtrace reclaim`.
@@ -162,12 +169,6 @@ const KSWAPD_HOOKS: &[Hook] = &[
         "vmscan",
         "mm_vmscan_wakeup_kswapd",
         "who wakes kswapd",
-    ),
-    tracepoint(
-        "lru_shrink_inactive",
-        "vmscan",
-        "mm_vmscan_lru_shrink_inactive",
-        "pages scanned and reclaimed",
     ),
 ];
 

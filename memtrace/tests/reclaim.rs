@@ -23,6 +23,7 @@ struct TraceInstance {
 
 const BEGIN: &str = "vmscan/mm_vmscan_memcg_reclaim_begin";
 const END: &str = "vmscan/mm_vmscan_memcg_reclaim_end";
+const SHRINK: &str = "vmscan/mm_vmscan_lru_shrink_inactive";
 
 impl TraceInstance {
     fn new(pid: u32) -> Self {
@@ -31,7 +32,7 @@ impl TraceInstance {
         std::fs::create_dir(&path).expect("create tracefs instance");
         let instance = Self { path };
         instance.write("buffer_size_kb", "8192");
-        for event in [BEGIN, END] {
+        for event in [BEGIN, END, SHRINK] {
             instance.write(
                 &format!("events/{event}/filter"),
                 &format!("common_pid == {pid}"),
@@ -46,8 +47,9 @@ impl TraceInstance {
             .unwrap_or_else(|e| panic!("write {value} to {file}: {e}"));
     }
 
-    /// `(begin events, end events, sum of nr_reclaimed)`, once tracing is off.
-    fn counts(&self) -> (u64, u64, u64) {
+    /// `(begin events, end events, sum of nr_reclaimed, sum of inactive pages scanned)`, once
+    /// tracing is off.
+    fn counts(&self) -> (u64, u64, u64, u64) {
         self.write("tracing_on", "0");
         let per_cpu = std::fs::read_dir(self.path.join("per_cpu")).expect("per_cpu");
         for cpu in per_cpu.filter_map(Result::ok) {
@@ -58,26 +60,29 @@ impl TraceInstance {
             );
         }
         let trace = std::fs::read_to_string(self.path.join("trace")).expect("trace");
-        let (mut begins, mut ends, mut reclaimed) = (0, 0, 0);
+        let (mut begins, mut ends, mut reclaimed, mut scanned) = (0, 0, 0, 0);
+        let number = |text: &str, key: &str| -> u64 {
+            text.split_whitespace()
+                .find_map(|word| word.strip_prefix(key)?.parse().ok())
+                .unwrap_or_else(|| panic!("no {key} in {text}"))
+        };
         for line in trace.lines().filter(|l| !l.starts_with('#')) {
             if line.contains("mm_vmscan_memcg_reclaim_begin:") {
                 begins += 1;
             } else if let Some((_, rest)) = line.split_once("mm_vmscan_memcg_reclaim_end:") {
                 ends += 1;
-                reclaimed += rest
-                    .trim()
-                    .strip_prefix("nr_reclaimed=")
-                    .and_then(|n| n.split_whitespace().next()?.parse::<u64>().ok())
-                    .unwrap_or_else(|| panic!("unexpected end line {line}"));
+                reclaimed += number(rest, "nr_reclaimed=");
+            } else if let Some((_, rest)) = line.split_once("mm_vmscan_lru_shrink_inactive:") {
+                scanned += number(rest, "nr_scanned=");
             }
         }
-        (begins, ends, reclaimed)
+        (begins, ends, reclaimed, scanned)
     }
 }
 
 impl Drop for TraceInstance {
     fn drop(&mut self) {
-        for event in [BEGIN, END] {
+        for event in [BEGIN, END, SHRINK] {
             let _ = std::fs::write(self.path.join(format!("events/{event}/enable")), "0");
         }
         for _ in 0..50 {
@@ -116,13 +121,19 @@ fn memcg_reclaim_stalls_match_an_independent_tracefs_count() {
     let pid = reader.pid;
     let oracle = TraceInstance::new(pid);
     let memtrace = Memtrace::attach_with(&["reclaim", "--pid", &pid.to_string(), "--json"]);
+    // The default report covers the traced process's stalls too.
+    let default = Memtrace::attach(&["--pid", &pid.to_string()]);
     reader.go();
     let record = reader.record();
     assert_eq!(record["bytes_read"], 768u64 << 20);
     let output = memtrace.finish();
     assert!(output.status.success(), "{}", output.stderr);
-    let (begins, ends, oracle_reclaimed) = oracle.counts();
-    eprintln!("tracefs: {begins} memcg stalls, {oracle_reclaimed} pages reclaimed");
+    let default = default.finish();
+    assert!(default.status.success(), "{}", default.stderr);
+    let (begins, ends, oracle_reclaimed, oracle_scanned) = oracle.counts();
+    eprintln!(
+        "tracefs: {begins} memcg stalls, {oracle_reclaimed} pages reclaimed, {oracle_scanned} scanned"
+    );
     assert!(
         begins > 50,
         "the cgroup should have forced reclaim: {begins}"
@@ -136,6 +147,8 @@ fn memcg_reclaim_stalls_match_an_independent_tracefs_count() {
         "memtrace {memcg} vs tracefs {begins}"
     );
     assert_eq!(memcg["nr_reclaimed"], oracle_reclaimed);
+    // The reader reclaims only inside its own stalls: every inactive-LRU scan it ran counts.
+    assert_eq!(memcg["nr_scanned"], oracle_scanned);
     assert!(memcg["total_ns"].as_u64().unwrap() > 0);
     assert!(memcg["max_ns"].as_u64().unwrap() > 0);
     assert!(memcg["p50_us"].as_u64().is_some() && memcg["p99_us"].as_u64().is_some());
@@ -152,6 +165,15 @@ fn memcg_reclaim_stalls_match_an_independent_tracefs_count() {
         Value::Null
     );
     assert_eq!(summary["stalls"]["memcg"]["count"], begins);
+    let in_default = &default.process(pid)["reclaim"]["memcg"];
+    assert_eq!(in_default["count"], begins, "{in_default}");
+    assert_eq!(in_default["nr_reclaimed"], oracle_reclaimed);
+    let streamed_default = default
+        .lines
+        .iter()
+        .filter(|l| l["type"] == "reclaim_stall")
+        .count();
+    assert_eq!(streamed_default as u64, begins);
 
     // The streamed records agree with the kernel's histogram, one per stall, each > 0 ns.
     let stalls: Vec<&Value> = output
