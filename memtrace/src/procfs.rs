@@ -188,7 +188,7 @@ pub fn memory_cgroup(pid: u32) -> Option<String> {
 fn parse_memory_cgroup(text: &str) -> Option<String> {
     let path_of = |line: &str| line.splitn(3, ':').nth(2).map(str::to_owned);
     let v1 = text.lines().find(|line| {
-        line.splitn(3, ':')
+        line.split(':')
             .nth(1)
             .is_some_and(|controllers| controllers.split(',').any(|c| c == "memory"))
     });

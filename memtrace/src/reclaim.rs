@@ -95,11 +95,7 @@ impl StallStats {
             return out;
         };
         let peak = self.buckets.iter().copied().max().unwrap_or(1).max(1);
-        let _ = writeln!(
-            out,
-            "{indent}{:>20} : {:<8} {}",
-            "usecs", "count", "distribution"
-        );
+        let _ = writeln!(out, "{indent}{:>20} : {:<8} distribution", "usecs", "count");
         for bucket in first.max(1)..=last {
             let (low, high) = bucket_bounds(bucket);
             let n = self.buckets[bucket];
