@@ -780,3 +780,51 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     }
     line
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake tracefs `events` directory: `mark_victim` as on kernels before 6.2 (pid only),
+    /// no `mm_vmscan_lru_shrink_inactive` at all.
+    fn old_kernel_events() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("memtrace-offsets-{}", std::process::id()));
+        let oom = dir.join("oom/mark_victim");
+        std::fs::create_dir_all(&oom).unwrap();
+        std::fs::write(
+            oom.join("format"),
+            "name: mark_victim\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+             \tfield:int pid;\toffset:8;\tsize:4;\tsigned:1;\n",
+        )
+        .unwrap();
+        dir
+    }
+
+    #[test]
+    fn optional_fields_read_as_absent_and_required_ones_disable_their_hook() {
+        let dir = old_kernel_events();
+        let offsets = Offsets::read(&dir);
+        let value = |global| {
+            offsets
+                .values
+                .iter()
+                .find(|(g, _)| *g == global)
+                .map(|&(_, v)| v)
+        };
+        assert_eq!(value(maps::OOM_PID_OFFSET), Some(8));
+        // Absent optional fields are passed as 0: the program reports them unknown.
+        assert_eq!(value(maps::OOM_COMM_OFFSET), Some(0));
+        assert_eq!(value(maps::OOM_ANON_RSS_OFFSET), Some(0));
+        assert_eq!(value(maps::MEMCG_END_RECLAIMED_OFFSET), Some(0));
+        let hook = |program| RECLAIM_HOOKS.iter().find(|h| h.program == program).unwrap();
+        assert!(offsets.missing_for(hook("oom_mark_victim")).is_none());
+        let shrink = offsets.missing_for(hook("lru_shrink_inactive")).unwrap();
+        assert!(
+            shrink.to_string().contains("has no field nr_scanned"),
+            "{shrink}"
+        );
+        // Stalls need no field to be timed.
+        assert!(offsets.missing_for(hook("memcg_reclaim_end")).is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

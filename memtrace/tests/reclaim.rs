@@ -327,3 +327,49 @@ fn oom_victim_is_reported_whoever_is_traced() {
             .any(|l| l["type"] == "oom_kill" && l["pid"] == victim)
     );
 }
+
+/// Every reclaim, kswapd and OOM program loads and attaches on this kernel (a hook that cannot
+/// would be a warning), and the system-wide report has every section.
+#[test]
+fn every_reclaim_hook_attaches_here() {
+    if !privileged() {
+        return;
+    }
+    let output = std::process::Command::new(support::MEMTRACE)
+        .args(["reclaim", "--duration", "0.5"])
+        .output()
+        .expect("run memtrace");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    for section in [
+        "memtrace reclaim report",
+        "Reclaim stalls (all processes)",
+        "kswapd:",
+        "/proc/vmstat",
+    ] {
+        assert!(stdout.contains(section), "{section} missing:\n{stdout}");
+    }
+}
+
+#[test]
+fn reclaim_of_a_dead_pid_is_one_clear_error() {
+    if !privileged() {
+        return;
+    }
+    let mut child = std::process::Command::new("true").spawn().expect("spawn");
+    let pid = child.id();
+    child.wait().expect("reap");
+    let output = std::process::Command::new(support::MEMTRACE)
+        .args(["reclaim", "--pid", &pid.to_string()])
+        .output()
+        .expect("run memtrace");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("no process with pid {pid}")),
+        "{stderr}"
+    );
+}
