@@ -20,6 +20,8 @@ pub enum SortKey {
 /// pages and how much, what it maps and unmaps, its page faults and its RSS.
 #[derive(Debug, Parser)]
 #[command(name = "memtrace", version, about, long_about = None)]
+// `memtrace --json reclaim` would silently drop --json: subcommands take their own flags.
+#[command(args_conflicts_with_subcommands = true)]
 #[command(after_help = "\
 Examples:
   sudo memtrace --pid 1234                  trace until Ctrl-C or until pid 1234 exits
@@ -181,6 +183,7 @@ mod tests {
         assert_eq!((args.pid, args.interval), (vec![7], Duration::from_secs(2)));
         let cli = Cli::try_parse_from(["memtrace", "--pid", "7"]).unwrap();
         assert!(cli.command.is_none());
+        assert!(Cli::try_parse_from(["memtrace", "--json", "reclaim"]).is_err());
     }
 
     #[test]
