@@ -27,6 +27,8 @@ pub enum EventKind {
     OomKill = 10,
     /// kswapd woke or slept ([`crate::reclaim::KswapdEvent`]).
     Kswapd = 11,
+    /// The OOM reaper acted on a victim ([`crate::reclaim::OomReaperEvent`]); never filtered.
+    OomReaper = 12,
 }
 
 impl EventKind {
@@ -43,6 +45,7 @@ impl EventKind {
             9 => Some(Self::ReclaimStall),
             10 => Some(Self::OomKill),
             11 => Some(Self::Kswapd),
+            12 => Some(Self::OomReaper),
             _ => None,
         }
     }

@@ -69,6 +69,10 @@ pub const OOM_SHMEM_RSS_OFFSET: &str = "OOM_SHMEM_RSS_OFFSET";
 pub const OOM_UID_OFFSET: &str = "OOM_UID_OFFSET";
 pub const OOM_PGTABLES_OFFSET: &str = "OOM_PGTABLES_OFFSET";
 pub const OOM_SCORE_ADJ_OFFSET: &str = "OOM_SCORE_ADJ_OFFSET";
+pub const REAPER_WAKE_PID_OFFSET: &str = "REAPER_WAKE_PID_OFFSET";
+pub const REAPER_START_PID_OFFSET: &str = "REAPER_START_PID_OFFSET";
+pub const REAPER_FINISH_PID_OFFSET: &str = "REAPER_FINISH_PID_OFFSET";
+pub const REAPER_SKIP_PID_OFFSET: &str = "REAPER_SKIP_PID_OFFSET";
 
 /// Globals `u32`: the path from a task to its memory cgroup's kernfs id, from the kernel's
 /// BTF (`task_struct.cgroups`, `css_set.subsys`, `cgroup_subsys_state.cgroup`, `cgroup.kn`,

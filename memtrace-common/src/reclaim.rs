@@ -151,6 +151,46 @@ pub struct KswapdEvent {
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for KswapdEvent {}
 
+/// What the OOM reaper did with a victim: `oom/wake_reaper`, `start_task_reaping`,
+/// `finish_task_reaping`, `skip_task_reaping`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReaperPhase {
+    Woken = 0,
+    Start = 1,
+    Finish = 2,
+    Skip = 3,
+}
+
+impl ReaperPhase {
+    pub const fn from_u32(value: u32) -> Option<Self> {
+        match value {
+            0 => Some(Self::Woken),
+            1 => Some(Self::Start),
+            2 => Some(Self::Finish),
+            3 => Some(Self::Skip),
+            _ => None,
+        }
+    }
+}
+
+/// One OOM reaper step for a victim task.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomReaperEvent {
+    /// [`crate::EventKind::OomReaper`] as `u32`.
+    pub kind: u32,
+    /// The victim task (as `oom/mark_victim` named it).
+    pub pid: u32,
+    /// A [`ReaperPhase`] as `u32`.
+    pub phase: u32,
+    pub _pad: u32,
+    pub ts_ns: u64,
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for OomReaperEvent {}
+
 /// Wakeups of kswapd one process requested (`mm_vmscan_wakeup_kswapd`), per CPU, keyed by tgid.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

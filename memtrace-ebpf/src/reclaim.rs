@@ -18,9 +18,9 @@ use memtrace_common::{
     EventKind,
     maps::{Lost, MAX_PENDING_RECLAIM, MAX_STALL_PROCESSES, MAX_WAKEUP_PROCESSES},
     reclaim::{
-        KswapdEvent, KswapdWakeups, OomVictim, PendingReclaim, RECLAIM_KINDS, ReclaimKind,
-        ReclaimStall, SCAN_BACKGROUND, SCAN_IN_STALL, SCAN_SLOTS, STALL_BUCKETS, ScanCounts,
-        StallHist, StallKey,
+        KswapdEvent, KswapdWakeups, OomReaperEvent, OomVictim, PendingReclaim, RECLAIM_KINDS,
+        ReaperPhase, ReclaimKind, ReclaimStall, SCAN_BACKGROUND, SCAN_IN_STALL, SCAN_SLOTS,
+        STALL_BUCKETS, ScanCounts, StallHist, StallKey,
     },
 };
 
@@ -89,6 +89,14 @@ static OOM_UID_OFFSET: u32 = 48;
 static OOM_PGTABLES_OFFSET: u32 = 56;
 #[unsafe(no_mangle)]
 static OOM_SCORE_ADJ_OFFSET: u32 = 64;
+#[unsafe(no_mangle)]
+static REAPER_WAKE_PID_OFFSET: u32 = 8;
+#[unsafe(no_mangle)]
+static REAPER_START_PID_OFFSET: u32 = 8;
+#[unsafe(no_mangle)]
+static REAPER_FINISH_PID_OFFSET: u32 = 8;
+#[unsafe(no_mangle)]
+static REAPER_SKIP_PID_OFFSET: u32 = 8;
 
 // The path to the current task's memory cgroup id, from BTF; index u32::MAX = unknown.
 #[unsafe(no_mangle)]
@@ -426,5 +434,45 @@ pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
         trigger_comm: bpf_get_current_comm().unwrap_or_default(),
     });
     entry.submit(submit_flags(true));
+    0
+}
+
+#[tracepoint]
+pub fn oom_wake_reaper(ctx: TracePointContext) -> u32 {
+    reaper_event(&ctx, &REAPER_WAKE_PID_OFFSET, ReaperPhase::Woken)
+}
+
+#[tracepoint]
+pub fn oom_start_reaping(ctx: TracePointContext) -> u32 {
+    reaper_event(&ctx, &REAPER_START_PID_OFFSET, ReaperPhase::Start)
+}
+
+#[tracepoint]
+pub fn oom_finish_reaping(ctx: TracePointContext) -> u32 {
+    reaper_event(&ctx, &REAPER_FINISH_PID_OFFSET, ReaperPhase::Finish)
+}
+
+#[tracepoint]
+pub fn oom_skip_reaping(ctx: TracePointContext) -> u32 {
+    reaper_event(&ctx, &REAPER_SKIP_PID_OFFSET, ReaperPhase::Skip)
+}
+
+/// The OOM reaper frees a victim's memory when the victim cannot exit promptly. Rare, never
+/// filtered (it follows an OOM kill).
+#[inline(always)]
+fn reaper_event(ctx: &TracePointContext, pid: &u32, phase: ReaperPhase) -> u32 {
+    let Some(mut entry) = EVENTS.reserve::<OomReaperEvent>(0) else {
+        count_lost(Lost::RingFull);
+        return 0;
+    };
+    entry.write(OomReaperEvent {
+        kind: EventKind::OomReaper as u32,
+        pid: field(ctx, pid, 0i32) as u32,
+        phase: phase as u32,
+        _pad: 0,
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    });
+    entry.submit(submit_flags(false));
     0
 }

@@ -252,7 +252,9 @@ impl Attribution {
                 self.process(s.tgid, &s.thread_comm);
                 self.reclaim.record(event);
             }
-            Event::OomKill(_) | Event::Kswapd(_) => self.reclaim.record(event),
+            Event::OomKill(_) | Event::OomReaper(_) | Event::Kswapd(_) => {
+                self.reclaim.record(event);
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 pub use memtrace_common::ThreadExit;
 use memtrace_common::{
     EventKind, FaultEvent, SyscallEvent,
-    reclaim::{KswapdEvent, OomVictim, ReclaimKind, ReclaimStall},
+    reclaim::{KswapdEvent, OomReaperEvent, OomVictim, ReaperPhase, ReclaimKind, ReclaimStall},
 };
 
 /// A `madvise` or `process_madvise` call, completed.
@@ -42,6 +42,7 @@ pub enum Event {
     ThreadExit(ThreadExit),
     Stall(Stall),
     OomKill(OomKill),
+    OomReaper(OomReaper),
     Kswapd(Kswapd),
 }
 
@@ -50,6 +51,7 @@ impl Event {
     pub fn tgid(&self) -> u32 {
         self.process().unwrap_or(match self {
             Self::OomKill(o) => o.pid,
+            Self::OomReaper(r) => r.pid,
             _ => 0,
         })
     }
@@ -63,7 +65,7 @@ impl Event {
             Self::Fault(f) => Some(f.tgid),
             Self::ThreadExit(t) => Some(t.tgid),
             Self::Stall(s) => Some(s.tgid),
-            Self::OomKill(_) | Self::Kswapd(_) => None,
+            Self::OomKill(_) | Self::OomReaper(_) | Self::Kswapd(_) => None,
         }
     }
 }
@@ -114,6 +116,45 @@ pub struct OomKill {
     pub cgroup_of: Option<&'static str>,
     /// Kernfs id of the triggering task's memory cgroup, from the kernel.
     pub trigger_memcg_id: Option<u64>,
+    /// What the OOM reaper did with the victim, as far as seen.
+    pub reaper: ReaperOutcome,
+}
+
+/// The OOM reaper's steps for one victim (CLOCK_MONOTONIC ns). It is queued at the kill and
+/// acts about two seconds later, only if the victim has not freed its memory by exiting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReaperOutcome {
+    pub woken_ns: Option<u64>,
+    pub start_ns: Option<u64>,
+    pub finish_ns: Option<u64>,
+    /// The reaper found nothing to do (the victim exited, or its memory cannot be reaped).
+    pub skipped_ns: Option<u64>,
+}
+
+impl ReaperOutcome {
+    pub fn record(&mut self, phase: ReaperPhase, ts_ns: u64) {
+        let slot = match phase {
+            ReaperPhase::Woken => &mut self.woken_ns,
+            ReaperPhase::Start => &mut self.start_ns,
+            ReaperPhase::Finish => &mut self.finish_ns,
+            ReaperPhase::Skip => &mut self.skipped_ns,
+        };
+        slot.get_or_insert(ts_ns);
+    }
+
+    /// How long reaping took, once finished.
+    pub fn reap_ns(&self) -> Option<u64> {
+        Some(self.finish_ns?.saturating_sub(self.start_ns?))
+    }
+}
+
+/// One step of the OOM reaper for a victim task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomReaper {
+    /// The victim task, as `oom/mark_victim` named it ([`OomKill::tid`]).
+    pub pid: u32,
+    pub phase: ReaperPhase,
+    pub ts_ns: u64,
 }
 
 /// kswapd of a NUMA node woke (started balancing) or went back to sleep.
@@ -285,6 +326,18 @@ pub fn decode(bytes: &[u8], page_size: u64) -> Result<Event, DecodeError> {
                 kind,
                 len: bytes.len(),
             }),
+        Some(EventKind::OomReaper) => {
+            let raw = read_record::<OomReaperEvent>(bytes).ok_or(DecodeError::Truncated {
+                kind,
+                len: bytes.len(),
+            })?;
+            let phase = ReaperPhase::from_u32(raw.phase).ok_or(DecodeError::UnknownKind(kind))?;
+            Ok(Event::OomReaper(OomReaper {
+                pid: raw.pid,
+                phase,
+                ts_ns: raw.ts_ns,
+            }))
+        }
         Some(EventKind::Kswapd) => read_record::<KswapdEvent>(bytes)
             .map(|raw| {
                 Event::Kswapd(Kswapd {
@@ -341,6 +394,7 @@ fn oom_kill(raw: &OomVictim) -> OomKill {
         cgroup: None,
         cgroup_of: None,
         trigger_memcg_id: (raw.trigger_memcg_id != 0).then_some(raw.trigger_memcg_id),
+        reaper: ReaperOutcome::default(),
     }
 }
 

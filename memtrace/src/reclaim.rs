@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use memtrace_common::reclaim::{ReclaimKind, STALL_BUCKETS, ScanCounts, StallHist};
 
 use crate::events::{Event, Kswapd, OomKill, Stall};
+#[cfg(test)]
+use crate::events::{OomReaper, ReaperOutcome};
 
 /// The log2 bucket of a latency in microseconds, as the kernel programs compute it: the bit
 /// length of `usecs | 1`, so 0 and 1 µs share bucket 1 and bucket `b` holds
@@ -215,6 +217,12 @@ impl Reclaim {
         match event {
             Event::Stall(s) => self.record_stall(s),
             Event::OomKill(o) => self.ooms.push(o.clone()),
+            Event::OomReaper(r) => {
+                // The latest kill of that task: the reaper follows it.
+                if let Some(kill) = self.ooms.iter_mut().rev().find(|k| k.tid == r.pid) {
+                    kill.reaper.record(r.phase, r.ts_ns);
+                }
+            }
             Event::Kswapd(k) => self.kswapd.record(k),
             _ => {}
         }
@@ -426,6 +434,48 @@ mod tests {
         assert_eq!(interval[&(6, ReclaimKind::Memcg)].count, 1);
         assert_eq!(r.comms[&5], "p5");
         assert!(r.take_interval().is_empty());
+    }
+
+    #[test]
+    fn reaper_steps_attach_to_their_kill() {
+        use memtrace_common::reclaim::ReaperPhase;
+        let kill = |tid: u32| {
+            Event::OomKill(OomKill {
+                pid: tid,
+                tid,
+                comm: String::new(),
+                trigger_pid: tid,
+                trigger_tid: tid,
+                trigger_comm: String::new(),
+                uid: None,
+                oom_score_adj: None,
+                total_vm_kb: None,
+                anon_rss_kb: None,
+                file_rss_kb: None,
+                shmem_rss_kb: None,
+                pgtables_kb: None,
+                ts_ns: 0,
+                cgroup: None,
+                cgroup_of: None,
+                trigger_memcg_id: None,
+                reaper: ReaperOutcome::default(),
+            })
+        };
+        let step = |pid, phase, ts_ns| Event::OomReaper(OomReaper { pid, phase, ts_ns });
+        let mut r = Reclaim::default();
+        r.record(&kill(10));
+        r.record(&kill(11));
+        r.record(&step(10, ReaperPhase::Woken, 100));
+        r.record(&step(11, ReaperPhase::Woken, 110));
+        r.record(&step(10, ReaperPhase::Start, 2_000));
+        r.record(&step(10, ReaperPhase::Finish, 2_500));
+        r.record(&step(11, ReaperPhase::Skip, 2_100));
+        // A step for a task memtrace saw no kill of is ignored.
+        r.record(&step(99, ReaperPhase::Skip, 1));
+        assert_eq!(r.ooms[0].reaper.reap_ns(), Some(500));
+        assert_eq!(r.ooms[0].reaper.woken_ns, Some(100));
+        assert_eq!(r.ooms[1].reaper.reap_ns(), None);
+        assert_eq!(r.ooms[1].reaper.skipped_ns, Some(2_100));
     }
 
     #[test]

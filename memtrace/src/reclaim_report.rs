@@ -3,12 +3,12 @@
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
-use memtrace_common::reclaim::{ReclaimKind, ScanCounts};
+use memtrace_common::reclaim::{ReaperPhase, ReclaimKind, ScanCounts};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::{
-    events::{Kswapd, OomKill, Stall},
+    events::{Kswapd, OomKill, OomReaper, Stall},
     gfp::GfpNames,
     procfs::SmapsRollup,
     reclaim::{KswapdNode, Reclaim, StallStats},
@@ -52,9 +52,29 @@ pub fn oom_json(o: &OomKill) -> serde_json::Value {
         "cgroup": o.cgroup,
         "cgroup_of": o.cgroup_of,
         "trigger_memcg_id": o.trigger_memcg_id,
+        "reaper": {
+            "woken": o.reaper.woken_ns.is_some(),
+            "skipped": o.reaper.skipped_ns.is_some(),
+            "reaped": o.reaper.finish_ns.is_some(),
+            "reap_ns": o.reaper.reap_ns(),
+        },
         "trigger_pid": o.trigger_pid,
         "trigger_tid": o.trigger_tid,
         "trigger_comm": o.trigger_comm,
+    })
+}
+
+pub fn reaper_json(r: &OomReaper) -> serde_json::Value {
+    json!({
+        "type": "oom_reaper",
+        "pid": r.pid,
+        "phase": match r.phase {
+            ReaperPhase::Woken => "woken",
+            ReaperPhase::Start => "start",
+            ReaperPhase::Finish => "finish",
+            ReaperPhase::Skip => "skip",
+        },
+        "ts_ns": r.ts_ns,
     })
 }
 
@@ -159,6 +179,15 @@ pub fn oom_text(out: &mut String, reclaim: &Reclaim) {
             "    memory cgroup {cgroup}; triggered by pid {} ({})",
             o.trigger_pid, o.trigger_comm
         );
+        if let Some(ns) = o.reaper.reap_ns() {
+            let _ = writeln!(
+                out,
+                "    the OOM reaper freed its memory in {:.3} ms",
+                ms(ns)
+            );
+        } else if o.reaper.skipped_ns.is_some() {
+            let _ = writeln!(out, "    the OOM reaper had nothing left to reap");
+        }
     }
 }
 
@@ -532,6 +561,11 @@ mod tests {
             cgroup: Some("/small".into()),
             cgroup_of: Some("victim"),
             trigger_memcg_id: None,
+            reaper: crate::events::ReaperOutcome {
+                start_ns: Some(10),
+                finish_ns: Some(2_000_010),
+                ..Default::default()
+            },
         });
         reclaim
             .stalls

@@ -115,6 +115,7 @@ pub fn event_json(event: &Event, gfp: &GfpNames) -> serde_json::Result<String> {
     serde_json::to_string(&match event {
         Event::Stall(s) => reclaim_report::stall_json(s, gfp),
         Event::OomKill(o) => reclaim_report::oom_json(o),
+        Event::OomReaper(r) => reclaim_report::reaper_json(r),
         Event::Kswapd(k) => reclaim_report::kswapd_json(k),
         Event::Madvise(m) => madvise_json(m),
         Event::Mapping(m) => mapping_json(m),

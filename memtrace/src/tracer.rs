@@ -141,6 +141,25 @@ const RECLAIM_HOOKS: &[Hook] = &[
         "memory cgroup reclaim stalls",
     ),
     tracepoint("oom_mark_victim", "oom", "mark_victim", "OOM kills"),
+    tracepoint("oom_wake_reaper", "oom", "wake_reaper", "the OOM reaper"),
+    tracepoint(
+        "oom_start_reaping",
+        "oom",
+        "start_task_reaping",
+        "the OOM reaper",
+    ),
+    tracepoint(
+        "oom_finish_reaping",
+        "oom",
+        "finish_task_reaping",
+        "the OOM reaper",
+    ),
+    tracepoint(
+        "oom_skip_reaping",
+        "oom",
+        "skip_task_reaping",
+        "the OOM reaper",
+    ),
     // Fires only while reclaiming: pages scanned inside each stall, and in the background.
     tracepoint(
         "lru_shrink_inactive",
@@ -643,6 +662,34 @@ impl Offsets {
             "mark_victim",
             "oom_score_adj",
             false,
+        ),
+        (
+            maps::REAPER_WAKE_PID_OFFSET,
+            "oom",
+            "wake_reaper",
+            "pid",
+            true,
+        ),
+        (
+            maps::REAPER_START_PID_OFFSET,
+            "oom",
+            "start_task_reaping",
+            "pid",
+            true,
+        ),
+        (
+            maps::REAPER_FINISH_PID_OFFSET,
+            "oom",
+            "finish_task_reaping",
+            "pid",
+            true,
+        ),
+        (
+            maps::REAPER_SKIP_PID_OFFSET,
+            "oom",
+            "skip_task_reaping",
+            "pid",
+            true,
         ),
     ];
 

@@ -14,32 +14,51 @@ use std::{
 use serde_json::Value;
 use support::{MemCgroup, Memtrace, Workload, privileged};
 
-/// An independent count of memcg reclaim for one task: a private tracefs instance with the
-/// begin and end events enabled and filtered on its pid (no hist triggers on this kernel, so
-/// the instance's own ring buffer is read back and checked for overruns). Removed on drop.
+/// An independent record of some tracepoints: a private tracefs instance with those events
+/// enabled, each with its own filter (no hist triggers on this kernel, so the instance's own
+/// ring buffer is read back, checked for overruns). Disabled and removed on drop.
 struct TraceInstance {
     path: PathBuf,
+    events: Vec<&'static str>,
 }
 
 const BEGIN: &str = "vmscan/mm_vmscan_memcg_reclaim_begin";
 const END: &str = "vmscan/mm_vmscan_memcg_reclaim_end";
 const SHRINK: &str = "vmscan/mm_vmscan_lru_shrink_inactive";
+const REAPER: [&str; 3] = [
+    "oom/wake_reaper",
+    "oom/skip_task_reaping",
+    "oom/finish_task_reaping",
+];
 
 impl TraceInstance {
-    fn new(pid: u32) -> Self {
+    fn new(tag: &str, events: &[(&'static str, String)]) -> Self {
         let path = Path::new("/sys/kernel/tracing/instances")
-            .join(format!("memtrace-test-{}-{pid}", std::process::id()));
+            .join(format!("memtrace-test-{tag}-{}", std::process::id()));
         std::fs::create_dir(&path).expect("create tracefs instance");
-        let instance = Self { path };
+        let instance = Self {
+            path,
+            events: events.iter().map(|(e, _)| *e).collect(),
+        };
         instance.write("buffer_size_kb", "8192");
-        for event in [BEGIN, END, SHRINK] {
-            instance.write(
-                &format!("events/{event}/filter"),
-                &format!("common_pid == {pid}"),
-            );
+        for (event, filter) in events {
+            instance.write(&format!("events/{event}/filter"), filter);
             instance.write(&format!("events/{event}/enable"), "1");
         }
         instance
+    }
+
+    /// memcg reclaim begin/end and inactive-LRU scans run by one task.
+    fn memcg_reclaim_of(pid: u32) -> Self {
+        let filter = format!("common_pid == {pid}");
+        Self::new(
+            "stalls",
+            &[
+                (BEGIN, filter.clone()),
+                (END, filter.clone()),
+                (SHRINK, filter),
+            ],
+        )
     }
 
     fn write(&self, file: &str, value: &str) {
@@ -47,9 +66,8 @@ impl TraceInstance {
             .unwrap_or_else(|e| panic!("write {value} to {file}: {e}"));
     }
 
-    /// `(begin events, end events, sum of nr_reclaimed, sum of inactive pages scanned)`, once
-    /// tracing is off.
-    fn counts(&self) -> (u64, u64, u64, u64) {
+    /// The recorded event lines, once tracing is off.
+    fn lines(&self) -> Vec<String> {
         self.write("tracing_on", "0");
         let per_cpu = std::fs::read_dir(self.path.join("per_cpu")).expect("per_cpu");
         for cpu in per_cpu.filter_map(Result::ok) {
@@ -60,13 +78,22 @@ impl TraceInstance {
             );
         }
         let trace = std::fs::read_to_string(self.path.join("trace")).expect("trace");
+        trace
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// `(begin events, end events, sum of nr_reclaimed, sum of inactive pages scanned)`.
+    fn memcg_counts(&self) -> (u64, u64, u64, u64) {
         let (mut begins, mut ends, mut reclaimed, mut scanned) = (0, 0, 0, 0);
         let number = |text: &str, key: &str| -> u64 {
             text.split_whitespace()
                 .find_map(|word| word.strip_prefix(key)?.parse().ok())
                 .unwrap_or_else(|| panic!("no {key} in {text}"))
         };
-        for line in trace.lines().filter(|l| !l.starts_with('#')) {
+        for line in self.lines() {
             if line.contains("mm_vmscan_memcg_reclaim_begin:") {
                 begins += 1;
             } else if let Some((_, rest)) = line.split_once("mm_vmscan_memcg_reclaim_end:") {
@@ -82,7 +109,7 @@ impl TraceInstance {
 
 impl Drop for TraceInstance {
     fn drop(&mut self) {
-        for event in [BEGIN, END, SHRINK] {
+        for event in &self.events {
             let _ = std::fs::write(self.path.join(format!("events/{event}/enable")), "0");
         }
         for _ in 0..50 {
@@ -119,7 +146,7 @@ fn memcg_reclaim_stalls_match_an_independent_tracefs_count() {
     };
     let mut reader = Workload::spawn_in_cgroup(&cgroup.path, &["page-cache", "--mib", "768"]);
     let pid = reader.pid;
-    let oracle = TraceInstance::new(pid);
+    let oracle = TraceInstance::memcg_reclaim_of(pid);
     let memtrace = Memtrace::attach_with(&["reclaim", "--pid", &pid.to_string(), "--json"]);
     // The default report covers the traced process's stalls too.
     let default = Memtrace::attach(&["--pid", &pid.to_string()]);
@@ -130,7 +157,7 @@ fn memcg_reclaim_stalls_match_an_independent_tracefs_count() {
     assert!(output.status.success(), "{}", output.stderr);
     let default = default.finish();
     assert!(default.status.success(), "{}", default.stderr);
-    let (begins, ends, oracle_reclaimed, oracle_scanned) = oracle.counts();
+    let (begins, ends, oracle_reclaimed, oracle_scanned) = oracle.memcg_counts();
     eprintln!(
         "tracefs: {begins} memcg stalls, {oracle_reclaimed} pages reclaimed, {oracle_scanned} scanned"
     );
@@ -268,6 +295,9 @@ fn oom_victim_is_reported_whoever_is_traced() {
     let wide = Memtrace::attach_with(&["reclaim", "--json", "--interval", "60"]);
     let mut hog = Workload::spawn_in_cgroup(&cgroup.path, &["hog", "--mib", "300"]);
     let victim = hog.pid;
+    // The OOM reaper's steps for the victim, recorded independently.
+    let filter = format!("pid == {victim}");
+    let reaper_oracle = TraceInstance::new("reaper", &REAPER.map(|event| (event, filter.clone())));
     let comm = std::fs::read_to_string(format!("/proc/{victim}/comm")).expect("comm");
     let comm = comm.trim_end();
     hog.go();
@@ -276,8 +306,8 @@ fn oom_victim_is_reported_whoever_is_traced() {
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
     let kills = cgroup.counter("memory.oom_control", "oom_kill ");
     assert_eq!(kills, 1, "the cgroup's own count of OOM kills");
-    // Give the tracers a moment to drain (the record wakes them at once).
-    std::thread::sleep(Duration::from_millis(300));
+    // The OOM reaper is queued at the kill and acts two seconds later (OOM_REAPER_DELAY).
+    std::thread::sleep(Duration::from_millis(2500));
     narrow.interrupt();
     wide.interrupt();
     let narrow = narrow.finish();
@@ -318,6 +348,24 @@ fn oom_victim_is_reported_whoever_is_traced() {
         // It died holding about the limit in anonymous memory.
         let anon_kb = kill["anon_rss_kb"].as_u64().unwrap();
         assert!(anon_kb > 80 << 10 && anon_kb <= 100 << 10, "{who}: {kill}");
+    }
+    // Whatever the reaper did, memtrace says the same as the oracle. Here the victim exits on
+    // its own within the reaper's two-second delay, so the kernel usually records no reaper
+    // step at all (wake_oom_reaper returns silently once the victim's mm is gone).
+    let reaper_lines = reaper_oracle.lines();
+    let saw = |name: &str| {
+        reaper_lines
+            .iter()
+            .any(|l| l.contains(&format!("{name}: pid={victim}")))
+    };
+    for kills in [
+        &narrow.summary()["oom_kills"],
+        &reclaim_summary(&wide.lines)["oom_kills"],
+    ] {
+        let reaper = &ours(kills)[0]["reaper"];
+        assert_eq!(reaper["woken"], saw("wake_reaper"), "{reaper}");
+        assert_eq!(reaper["skipped"], saw("skip_task_reaping"), "{reaper}");
+        assert_eq!(reaper["reaped"], saw("finish_task_reaping"), "{reaper}");
     }
     // The event line is streamed too.
     assert!(
