@@ -1,6 +1,9 @@
 //! Command line.
 
-use std::time::Duration;
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
 
 use clap::{Parser, ValueEnum};
 
@@ -66,6 +69,12 @@ pub struct Cli {
     /// Size of the kernel-to-userspace events ring buffer, in KiB (a power of two, >= 4).
     #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ring_kib)]
     pub ring_size: u32,
+
+    /// Serve the totals in the Prometheus text format at http://ADDR/metrics. ADDR is PORT
+    /// (bound to 127.0.0.1), or HOST:PORT to listen elsewhere (e.g. 0.0.0.0:9464 in a
+    /// DaemonSet).
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr)]
+    pub prometheus: Option<SocketAddr>,
 }
 
 fn parse_pid(s: &str) -> Result<u32, String> {
@@ -85,6 +94,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok()
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("{s} is not a positive number of seconds"))
+}
+
+fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(port) = s.trim_start_matches(':').parse::<u16>() {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    s.parse()
+        .map_err(|_| format!("'{s}' is not PORT or HOST:PORT (e.g. 9464 or 0.0.0.0:9464)"))
 }
 
 fn parse_ring_kib(s: &str) -> Result<u32, String> {
@@ -120,6 +138,28 @@ mod tests {
         assert!(parse_duration("0").is_err());
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn listen_addresses_default_to_loopback() {
+        assert_eq!(
+            parse_listen_addr("9464"),
+            Ok("127.0.0.1:9464".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listen_addr(":9464"),
+            Ok("127.0.0.1:9464".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listen_addr("0.0.0.0:1"),
+            Ok("0.0.0.0:1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listen_addr("[::1]:80"),
+            Ok("[::1]:80".parse().unwrap())
+        );
+        assert!(parse_listen_addr("localhost").is_err());
+        assert!(parse_listen_addr("70000").is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod btf;
 mod cli;
 mod events;
 mod procfs;
+mod prometheus;
 mod pump;
 mod report;
 mod tracefs;

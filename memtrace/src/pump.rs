@@ -12,6 +12,7 @@ use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
+    sync::watch,
 };
 
 use crate::{
@@ -19,6 +20,7 @@ use crate::{
     cli::Cli,
     events::{self, Event},
     procfs::{self, SmapsRollup},
+    prometheus::{self, Exporter},
     report::{self, ReportOptions, StartLine, StopReason, Summary},
     tracer::{Options, Tracer},
 };
@@ -38,6 +40,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         .map(|&pid| open_pidfd(pid))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let system_wide = cli.pid.is_empty();
+    // Bound before loading eBPF: a port in use fails cleanly with nothing attached.
+    let exporter = match cli.prometheus {
+        Some(addr) => Some(Exporter::bind(addr).await?),
+        None => None,
+    };
 
     let options = Options {
         pids: (!system_wide).then(|| cli.pid.clone()),
@@ -58,6 +65,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
     };
     let mut pump = Pump::new(tracer, &cli)?;
+    pump.metrics = exporter.map(Exporter::start);
     for &pid in &cli.pid {
         pump.first_sight(pid);
     }
@@ -99,6 +107,8 @@ struct Pump {
     page_size: u64,
     started: Instant,
     undecodable: u64,
+    /// Publishes each sample's metrics page to the `--prometheus` server.
+    metrics: Option<watch::Sender<String>>,
 }
 
 impl Pump {
@@ -126,6 +136,7 @@ impl Pump {
             page_size: procfs::page_size(),
             started: Instant::now(),
             undecodable: 0,
+            metrics: None,
         })
     }
 
@@ -283,6 +294,10 @@ impl Pump {
             if !threads.is_empty() {
                 self.attribution.sample_task_faults(pid, &threads);
             }
+        }
+        if let Some(metrics) = &self.metrics {
+            let page = prometheus::render(&self.attribution, &self.report, &self.tracer.lost());
+            metrics.send_replace(page);
         }
     }
 
