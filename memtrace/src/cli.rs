@@ -62,6 +62,11 @@ pub struct Cli {
     #[arg(long, short = 'd', value_name = "SECS", value_parser = parse_duration)]
     pub duration: Option<Duration>,
 
+    /// How often the live view refreshes: a top-style screen when stdout is a terminal, one
+    /// plain line per interval otherwise (not with --json).
+    #[arg(long, short = 'i', value_name = "SECS", default_value = "1", value_parser = parse_duration)]
+    pub interval: Duration,
+
     /// Print JSON Lines on stdout: one object per event, then a summary object.
     #[arg(long)]
     pub json: bool,

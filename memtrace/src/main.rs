@@ -4,6 +4,7 @@ mod attribution;
 mod btf;
 mod cli;
 mod events;
+mod live;
 mod procfs;
 mod prometheus;
 mod pump;

@@ -2,7 +2,7 @@
 //! the kernel-side counters and /proc samples once a second, then reports.
 
 use std::{
-    io::{self, Write as _},
+    io::{self, IsTerminal as _, Write as _},
     os::fd::{FromRawFd as _, OwnedFd},
     time::{Duration, Instant},
 };
@@ -19,6 +19,7 @@ use crate::{
     attribution::Attribution,
     cli::Cli,
     events::{self, Event},
+    live::Live,
     procfs::{self, SmapsRollup},
     prometheus::{self, Exporter},
     report::{self, ReportOptions, StartLine, StopReason, Summary},
@@ -107,6 +108,10 @@ struct Pump {
     page_size: u64,
     started: Instant,
     undecodable: u64,
+    /// The live view, unless --json: `Some(true)` draws a screen (stdout is a terminal),
+    /// `Some(false)` prints one line per interval.
+    live: Option<(Live, bool)>,
+    interval: Duration,
     /// Publishes each sample's metrics page to the `--prometheus` server.
     metrics: Option<watch::Sender<String>>,
 }
@@ -137,6 +142,8 @@ impl Pump {
             started: Instant::now(),
             undecodable: 0,
             metrics: None,
+            live: (!cli.json).then(|| (Live::default(), io::stdout().is_terminal())),
+            interval: cli.interval,
         })
     }
 
@@ -177,6 +184,8 @@ impl Pump {
         let mut targets_gone = exits.is_empty();
         let mut drain_timer = tokio::time::interval(DRAIN_INTERVAL);
         let mut sample_timer = tokio::time::interval(SAMPLE_INTERVAL);
+        let mut live_timer =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.interval, self.interval);
 
         loop {
             let reason = tokio::select! {
@@ -190,6 +199,12 @@ impl Pump {
                     self.sample();
                     // With --follow, tracing goes on while any followed child lives.
                     (targets_gone && self.follow && self.live_targets() == 0).then_some(StopReason::TargetExited)
+                }
+                _ = live_timer.tick(), if self.live.is_some() => {
+                    self.drain();
+                    self.sample();
+                    self.show_live();
+                    None
                 }
                 _ = interrupt.recv() => Some(StopReason::Interrupted),
                 _ = terminate.recv() => Some(StopReason::Interrupted),
@@ -299,6 +314,34 @@ impl Pump {
             let page = prometheus::render(&self.attribution, &self.report, &self.tracer.lost());
             metrics.send_replace(page);
         }
+    }
+
+    /// Draws the live screen or prints the interval line.
+    fn show_live(&mut self) {
+        let Some((live, terminal)) = &mut self.live else {
+            return;
+        };
+        let lost = self.tracer.lost().total();
+        let elapsed = self.started.elapsed();
+        let text = if *terminal {
+            live.screen(
+                &self.attribution,
+                &self.report,
+                lost,
+                elapsed,
+                self.interval,
+            )
+        } else {
+            live.line(
+                &self.attribution,
+                &self.report,
+                lost,
+                elapsed,
+                self.interval,
+            )
+        };
+        self.write_line(text.trim_end());
+        self.flush();
     }
 
     /// Live processes in the kernel filter; drops entries that are gone or are threads (forks

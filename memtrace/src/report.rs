@@ -63,7 +63,7 @@ impl ReportOptions {
     }
 
     /// The processes to report, best first.
-    fn select<'a>(&self, attribution: &'a Attribution) -> Vec<&'a ProcessStats> {
+    pub fn select<'a>(&self, attribution: &'a Attribution) -> Vec<&'a ProcessStats> {
         let mut processes: Vec<&ProcessStats> = attribution
             .processes()
             .filter(|p| self.comms.is_empty() || self.comms.contains(&p.comm))
