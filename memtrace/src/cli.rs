@@ -22,7 +22,7 @@ pub enum SortKey {
 /// Trace what a process (or the whole machine) does with memory: which madvise advice releases
 /// pages and how much, what it maps and unmaps, its page faults and its RSS.
 #[derive(Debug, Parser)]
-#[command(name = "memtrace", version, about, long_about = None)]
+#[command(name = "memtrace", version)]
 #[command(after_help = "\
 Examples:
   sudo memtrace --pid 1234                  trace until Ctrl-C or until pid 1234 exits
