@@ -4,6 +4,7 @@ mod attribution;
 mod btf;
 mod cli;
 mod events;
+mod explain;
 mod live;
 mod procfs;
 mod prometheus;

@@ -14,6 +14,7 @@ use crate::{
     },
     cli::SortKey,
     events::{Event, Fault, Madvise, MapOp, Mapping},
+    explain,
     procfs::SmapsRollup,
     tracer::LostCounts,
 };
@@ -234,6 +235,8 @@ struct ProcessJson {
     faults: FaultsJson,
     rss: RssJson,
     smaps_rollup: SmapsJson,
+    /// The report's plain-English reading of the numbers above, one sentence per entry.
+    explanation: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -361,6 +364,7 @@ fn process_json(p: &ProcessStats, options: &ReportOptions) -> ProcessJson {
             first: p.smaps_first,
             last: p.smaps_last,
         },
+        explanation: explain::explain(p),
     }
 }
 
@@ -445,6 +449,7 @@ fn process_text(out: &mut String, p: &ProcessStats, options: &ReportOptions) {
     faults_text(out, p, options);
     rss_text(out, &p.rss);
     smaps_text(out, p);
+    explain_text(out, p);
 }
 
 fn madvise_text(out: &mut String, p: &ProcessStats) {
@@ -614,15 +619,21 @@ fn smaps_text(out: &mut String, p: &ProcessStats) {
         change(first.anon_huge_pages, last.anon_huge_pages),
         change(first.swap, last.swap),
     );
-    let freed = p.madvise.get(&advice::FREE).map_or(0, |t| t.bytes);
-    if freed > 0 {
-        let _ = writeln!(
-            out,
-            "  → MADV_FREE released {}; LazyFree {} still counted in RSS (reclaimed only under memory pressure)",
-            human_bytes(freed),
-            human_bytes(last.lazy_free)
-        );
+}
+
+/// The plain-English paragraph, wrapped, under the numbers it explains.
+fn explain_text(out: &mut String, p: &ProcessStats) {
+    const WIDTH: usize = 96;
+    let mut line = String::from("  in short:");
+    for word in explain::explain(p).join(" ").split(' ') {
+        if line.chars().count() + 1 + word.chars().count() > WIDTH {
+            let _ = writeln!(out, "{line}");
+            line = String::from("   ");
+        }
+        line.push(' ');
+        line.push_str(word);
     }
+    let _ = writeln!(out, "{line}");
 }
 
 fn lost_text(out: &mut String, lost: &LostCounts) {
@@ -759,6 +770,8 @@ mod tests {
              \x20 released: 204.0 KiB (FREE 204.0 KiB)\n\
              \x20 mappings: mmap 0 calls 0 B; munmap 0 calls 0 B; net +0 B\n\
              \x20 faults: 0 taken in user mode (0 on write)\n\
+             \x20 in short: 204.0 KiB was released with MADV_FREE: those pages stay in RSS as LazyFree until\n\
+             \x20   memory pressure reclaims them. 1 madvise calls failed and released nothing.\n\
              \n\
              lost events: 3 (ring buffer full: 3 [cpu1=3]) — totals above are undercounts; retry with a larger --ring-size\n"
         );
