@@ -29,6 +29,9 @@ use crate::{
 /// How often the ring buffer is drained when the kernel has not woken us (it wakes us only once
 /// a batch has accumulated, to keep the traced workload fast).
 const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Processes kept when tracing every process: past this, exited ones are forgotten, so a
+/// DaemonSet running for weeks keeps bounded memory (and the kernel's fault table has room).
+const MAX_PROCESSES: usize = 4096;
 /// How often kernel counters (faults, RSS) and smaps_rollup are read.
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -269,6 +272,14 @@ impl Pump {
 
     /// Reads the kernel-side counters and samples smaps_rollup of the sampled processes.
     fn sample(&mut self) {
+        if self.system_wide && self.attribution.len() > MAX_PROCESSES {
+            let forgotten = self
+                .attribution
+                .forget_exited(MAX_PROCESSES, procfs::is_live_process);
+            for pid in forgotten {
+                self.tracer.forget_faults(pid);
+            }
+        }
         for (pid, faults) in self.tracer.faults() {
             self.attribution.set_faults(pid, faults);
         }

@@ -213,6 +213,8 @@ pub struct Summary {
     processes: Vec<ProcessJson>,
     /// process_madvise calls whose target could not be resolved.
     unattributed: Vec<AdviceJson>,
+    /// Exited processes dropped from the totals to bound memory (long system-wide runs).
+    forgotten_processes: u64,
 }
 
 #[derive(Serialize)]
@@ -330,6 +332,7 @@ impl Summary {
                 .map(|p| process_json(p, options))
                 .collect(),
             unattributed: advice_json(&attribution.unattributed),
+            forgotten_processes: attribution.forgotten,
         }
     }
 }
@@ -435,6 +438,13 @@ pub fn text(
         let _ = writeln!(
             out,
             "\nprocess_madvise calls whose target could not be resolved: {calls} (not charged to any process)"
+        );
+    }
+    if attribution.forgotten > 0 {
+        let _ = writeln!(
+            out,
+            "\n{} exited processes were dropped from these totals to keep memtrace's memory bounded",
+            attribution.forgotten
         );
     }
     out.push('\n');
