@@ -110,6 +110,9 @@ struct Pump {
     output_closed: bool,
     page_size: u64,
     started: Instant,
+    /// When tracing began, in clock ticks since boot: processes started later were born while
+    /// traced, so all their faults count (system-wide, where they are met by their events).
+    attached_ticks: Option<u64>,
     undecodable: u64,
     /// The live view, unless --json: `Some(true)` draws a screen (stdout is a terminal),
     /// `Some(false)` prints one line per interval.
@@ -143,6 +146,7 @@ impl Pump {
             output_closed: false,
             page_size: procfs::page_size(),
             started: Instant::now(),
+            attached_ticks: procfs::now_ticks(),
             undecodable: 0,
             metrics: None,
             live: (!cli.json).then(|| (Live::default(), io::stdout().is_terminal())),
@@ -316,6 +320,12 @@ impl Pump {
             self.sampled.clone()
         };
         for pid in pids {
+            if self.system_wide
+                && !self.attribution.task_faults_known(pid)
+                && self.born_while_traced(pid)
+            {
+                self.attribution.born_while_traced(pid);
+            }
             let threads = procfs::thread_faults(pid);
             if !threads.is_empty() {
                 self.attribution.sample_task_faults(pid, &threads);
@@ -353,6 +363,15 @@ impl Pump {
         };
         self.write_line(text.trim_end());
         self.flush();
+    }
+
+    /// Whether a process started after tracing began (strictly: one started in the same clock
+    /// tick is taken as older, so its earlier faults are never over-counted).
+    fn born_while_traced(&self, pid: u32) -> bool {
+        match (self.attached_ticks, procfs::start_ticks(pid)) {
+            (Some(attached), Some(started)) => started > attached,
+            _ => false,
+        }
     }
 
     /// Live processes in the kernel filter; drops entries that are gone or are threads (forks
