@@ -98,7 +98,7 @@ pub fn now_ticks() -> Option<u64> {
     let secs: f64 = uptime.split_whitespace().next()?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (hz > 0).then(|| (secs * hz as f64) as u64)
+    (hz > 0).then_some((secs * hz as f64) as u64)
 }
 
 /// Per-thread fault counters of a process: `(tid, minflt, majflt)` from
