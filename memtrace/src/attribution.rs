@@ -232,12 +232,37 @@ pub struct Attribution {
     /// exited before memtrace looked), by advice. Charged to nobody rather than to the wrong
     /// process.
     pub unattributed: BTreeMap<u32, AdviceTotals>,
+    /// Exited processes dropped to keep a long system-wide run's memory bounded.
+    pub forgotten: u64,
     /// Reclaim stalls (per process, from the kernel's histograms) and OOM kills (of any
     /// process, traced or not).
     pub reclaim: Reclaim,
 }
 
 impl Attribution {
+    /// How many processes are kept.
+    pub fn len(&self) -> usize {
+        self.processes.len()
+    }
+
+    /// Drops exited processes (lowest pids first) until at most `keep` remain; returns the
+    /// pids dropped. `alive` says whether a pid still runs; live processes are never dropped.
+    pub fn forget_exited(&mut self, keep: usize, alive: impl Fn(u32) -> bool) -> Vec<u32> {
+        let excess = self.processes.len().saturating_sub(keep);
+        let dropped: Vec<u32> = self
+            .processes
+            .keys()
+            .copied()
+            .filter(|&pid| !alive(pid))
+            .take(excess)
+            .collect();
+        for pid in &dropped {
+            self.processes.remove(pid);
+        }
+        self.forgotten += dropped.len() as u64;
+        dropped
+    }
+
     pub fn record(&mut self, event: &Event) {
         match event {
             Event::Madvise(m) => self.record_madvise(m),
@@ -261,6 +286,13 @@ impl Attribution {
     /// Per-thread `(tid, minflt, majflt)` of a process, read from /proc.
     pub fn sample_task_faults(&mut self, pid: u32, threads: &[(u32, u64, u64)]) {
         self.process(pid, "").task_faults.sample(threads);
+    }
+
+    /// Whether a process's task fault counters have been looked at yet.
+    pub fn task_faults_known(&self, pid: u32) -> bool {
+        self.processes
+            .get(&pid)
+            .is_some_and(|p| p.task_faults.known())
     }
 
     /// Marks a process as created while traced (a followed child).
@@ -564,6 +596,21 @@ mod tests {
         a.sample_task_faults(9, &[(9, 12, 1)]);
         let f = &a.processes().next().unwrap().task_faults;
         assert_eq!((f.minor(), f.major()), (12, 1));
+    }
+
+    #[test]
+    fn only_exited_processes_are_forgotten() {
+        let mut a = Attribution::default();
+        for pid in 1..=6 {
+            a.record(&madvise(pid, pid, advice::DONTNEED, 4096, None));
+        }
+        // 2 and 4 still run; the others exited. Keep at most 3.
+        let dropped = a.forget_exited(3, |pid| pid == 2 || pid == 4);
+        assert_eq!(dropped, vec![1, 3, 5]);
+        assert_eq!(a.pids(), vec![2, 4, 6]);
+        assert_eq!(a.forgotten, 3);
+        // Under the cap nothing goes, even when exited.
+        assert!(a.forget_exited(3, |_| false).is_empty());
     }
 
     #[test]

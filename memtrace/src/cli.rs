@@ -1,6 +1,9 @@
 //! Command line.
 
-use std::time::Duration;
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -19,7 +22,7 @@ pub enum SortKey {
 /// Trace what a process (or the whole machine) does with memory: which madvise advice releases
 /// pages and how much, what it maps and unmaps, its page faults and its RSS.
 #[derive(Debug, Parser)]
-#[command(name = "memtrace", version, about, long_about = None)]
+#[command(name = "memtrace", version)]
 // `memtrace --json reclaim` would silently drop --json: subcommands take their own flags.
 #[command(args_conflicts_with_subcommands = true)]
 #[command(after_help = "\
@@ -65,6 +68,11 @@ pub struct Cli {
     #[arg(long, short = 'd', value_name = "SECS", value_parser = parse_duration)]
     pub duration: Option<Duration>,
 
+    /// How often the live view refreshes: a top-style screen when stdout is a terminal, one
+    /// plain line per interval otherwise (not with --json).
+    #[arg(long, short = 'i', value_name = "SECS", default_value = "1", value_parser = parse_duration)]
+    pub interval: Duration,
+
     /// Print JSON Lines on stdout: one object per event, then a summary object.
     #[arg(long)]
     pub json: bool,
@@ -72,6 +80,12 @@ pub struct Cli {
     /// Size of the kernel-to-userspace events ring buffer, in KiB (a power of two, >= 4).
     #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ring_kib)]
     pub ring_size: u32,
+
+    /// Serve the totals in the Prometheus text format at http://ADDR/metrics. ADDR is PORT
+    /// (bound to 127.0.0.1), or HOST:PORT to listen elsewhere (e.g. 0.0.0.0:9464 in a
+    /// DaemonSet).
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr)]
+    pub prometheus: Option<SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,6 +146,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{s} is not a positive number of seconds"))
 }
 
+fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(port) = s.trim_start_matches(':').parse::<u16>() {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    s.parse()
+        .map_err(|_| format!("'{s}' is not PORT or HOST:PORT (e.g. 9464 or 0.0.0.0:9464)"))
+}
+
 fn parse_ring_kib(s: &str) -> Result<u32, String> {
     let kib: u32 = s
         .trim()
@@ -165,6 +188,28 @@ mod tests {
         assert!(parse_duration("0").is_err());
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn listen_addresses_default_to_loopback() {
+        assert_eq!(
+            parse_listen_addr("9464"),
+            Ok("127.0.0.1:9464".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listen_addr(":9464"),
+            Ok("127.0.0.1:9464".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listen_addr("0.0.0.0:1"),
+            Ok("0.0.0.0:1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listen_addr("[::1]:80"),
+            Ok("[::1]:80".parse().unwrap())
+        );
+        assert!(parse_listen_addr("localhost").is_err());
+        assert!(parse_listen_addr("70000").is_err());
     }
 
     #[test]

@@ -87,6 +87,20 @@ fn stat_value(stat: &str, field: usize) -> Option<u64> {
         .ok()
 }
 
+/// When a process started, in clock ticks since boot (field 22 of /proc/PID/stat).
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    stat_field(pid, 22)
+}
+
+/// Now, in the clock ticks since boot that [`start_ticks`] uses (from /proc/uptime).
+pub fn now_ticks() -> Option<u64> {
+    let uptime = fs::read_to_string("/proc/uptime").ok()?;
+    let secs: f64 = uptime.split_whitespace().next()?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then_some((secs * hz as f64) as u64)
+}
+
 /// Per-thread fault counters of a process: `(tid, minflt, majflt)` from
 /// /proc/PID/task/TID/stat (fields 10 and 12). Empty once the process is gone.
 pub fn thread_faults(pid: u32) -> Vec<(u32, u64, u64)> {

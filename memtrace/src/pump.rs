@@ -2,7 +2,7 @@
 //! the kernel-side counters and /proc samples once a second, then reports.
 
 use std::{
-    io::{self, Write as _},
+    io::{self, IsTerminal as _, Write as _},
     os::fd::{FromRawFd as _, OwnedFd},
     time::{Duration, Instant},
 };
@@ -12,13 +12,16 @@ use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
+    sync::watch,
 };
 
 use crate::{
     attribution::Attribution,
     cli::Cli,
     events::{self, Event},
+    live::Live,
     procfs::{self, SmapsRollup},
+    prometheus::{self, Exporter},
     report::{self, ReportOptions, StartLine, StopReason, Summary},
     tracer::{Focus, Options, Tracer},
 };
@@ -26,6 +29,9 @@ use crate::{
 /// How often the ring buffer is drained when the kernel has not woken us (it wakes us only once
 /// a batch has accumulated, to keep the traced workload fast).
 const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Processes kept when tracing every process: past this, exited ones are forgotten, so a
+/// DaemonSet running for weeks keeps bounded memory (and the kernel's fault table has room).
+const MAX_PROCESSES: usize = 4096;
 /// How often kernel counters (faults, RSS) and smaps_rollup are read.
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -38,6 +44,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         .map(|&pid| open_pidfd(pid))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let system_wide = cli.pid.is_empty();
+    // Bound before loading eBPF: a port in use fails cleanly with nothing attached.
+    let exporter = match cli.prometheus {
+        Some(addr) => Some(Exporter::bind(addr).await?),
+        None => None,
+    };
 
     let options = Options {
         focus: Focus::Memory,
@@ -59,6 +70,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
     };
     let mut pump = Pump::new(tracer, &cli)?;
+    pump.metrics = exporter.map(Exporter::start);
     for &pid in &cli.pid {
         pump.first_sight(pid);
     }
@@ -99,7 +111,16 @@ struct Pump {
     output_closed: bool,
     page_size: u64,
     started: Instant,
+    /// When tracing began, in clock ticks since boot: processes started later were born while
+    /// traced, so all their faults count (system-wide, where they are met by their events).
+    attached_ticks: Option<u64>,
     undecodable: u64,
+    /// The live view, unless --json: `Some(true)` draws a screen (stdout is a terminal),
+    /// `Some(false)` prints one line per interval.
+    live: Option<(Live, bool)>,
+    interval: Duration,
+    /// Publishes each sample's metrics page to the `--prometheus` server.
+    metrics: Option<watch::Sender<String>>,
 }
 
 impl Pump {
@@ -126,7 +147,11 @@ impl Pump {
             output_closed: false,
             page_size: procfs::page_size(),
             started: Instant::now(),
+            attached_ticks: procfs::now_ticks(),
             undecodable: 0,
+            metrics: None,
+            live: (!cli.json).then(|| (Live::default(), io::stdout().is_terminal())),
+            interval: cli.interval,
         })
     }
 
@@ -167,6 +192,8 @@ impl Pump {
         let mut targets_gone = exits.is_empty();
         let mut drain_timer = tokio::time::interval(DRAIN_INTERVAL);
         let mut sample_timer = tokio::time::interval(SAMPLE_INTERVAL);
+        let mut live_timer =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.interval, self.interval);
 
         loop {
             let reason = tokio::select! {
@@ -180,6 +207,12 @@ impl Pump {
                     self.sample();
                     // With --follow, tracing goes on while any followed child lives.
                     (targets_gone && self.follow && self.live_targets() == 0).then_some(StopReason::TargetExited)
+                }
+                _ = live_timer.tick(), if self.live.is_some() => {
+                    self.drain();
+                    self.sample();
+                    self.show_live();
+                    None
                 }
                 _ = interrupt.recv() => Some(StopReason::Interrupted),
                 _ = terminate.recv() => Some(StopReason::Interrupted),
@@ -249,6 +282,14 @@ impl Pump {
 
     /// Reads the kernel-side counters and samples smaps_rollup of the sampled processes.
     fn sample(&mut self) {
+        if self.system_wide && self.attribution.len() > MAX_PROCESSES {
+            let forgotten = self
+                .attribution
+                .forget_exited(MAX_PROCESSES, procfs::is_live_process);
+            for pid in forgotten {
+                self.tracer.forget_faults(pid);
+            }
+        }
         for (pid, faults) in self.tracer.faults() {
             self.attribution.set_faults(pid, faults);
         }
@@ -287,10 +328,57 @@ impl Pump {
             self.sampled.clone()
         };
         for pid in pids {
+            if self.system_wide
+                && !self.attribution.task_faults_known(pid)
+                && self.born_while_traced(pid)
+            {
+                self.attribution.born_while_traced(pid);
+            }
             let threads = procfs::thread_faults(pid);
             if !threads.is_empty() {
                 self.attribution.sample_task_faults(pid, &threads);
             }
+        }
+        if let Some(metrics) = &self.metrics {
+            let page = prometheus::render(&self.attribution, &self.report, &self.tracer.lost());
+            metrics.send_replace(page);
+        }
+    }
+
+    /// Draws the live screen or prints the interval line.
+    fn show_live(&mut self) {
+        let Some((live, terminal)) = &mut self.live else {
+            return;
+        };
+        let lost = self.tracer.lost().total();
+        let elapsed = self.started.elapsed();
+        let text = if *terminal {
+            live.screen(
+                &self.attribution,
+                &self.report,
+                lost,
+                elapsed,
+                self.interval,
+            )
+        } else {
+            live.line(
+                &self.attribution,
+                &self.report,
+                lost,
+                elapsed,
+                self.interval,
+            )
+        };
+        self.write_line(text.trim_end());
+        self.flush();
+    }
+
+    /// Whether a process started after tracing began (strictly: one started in the same clock
+    /// tick is taken as older, so its earlier faults are never over-counted).
+    fn born_while_traced(&self, pid: u32) -> bool {
+        match (self.attached_ticks, procfs::start_ticks(pid)) {
+            (Some(attached), Some(started)) => started > attached,
+            _ => false,
         }
     }
 

@@ -14,6 +14,7 @@ use crate::{
     },
     cli::SortKey,
     events::{Event, Fault, Madvise, MapOp, Mapping},
+    explain,
     gfp::GfpNames,
     procfs::SmapsRollup,
     reclaim_report::{self, StallJson},
@@ -65,7 +66,7 @@ impl ReportOptions {
     }
 
     /// The processes to report, best first.
-    fn select<'a>(&self, attribution: &'a Attribution) -> Vec<&'a ProcessStats> {
+    pub fn select<'a>(&self, attribution: &'a Attribution) -> Vec<&'a ProcessStats> {
         let mut processes: Vec<&ProcessStats> = attribution
             .processes()
             .filter(|p| self.comms.is_empty() || self.comms.contains(&p.comm))
@@ -218,6 +219,8 @@ pub struct Summary {
     processes: Vec<ProcessJson>,
     /// process_madvise calls whose target could not be resolved.
     unattributed: Vec<AdviceJson>,
+    /// Exited processes dropped from the totals to bound memory (long system-wide runs).
+    forgotten_processes: u64,
     /// Every OOM kill during the window, traced process or not.
     oom_kills: Vec<serde_json::Value>,
 }
@@ -243,6 +246,8 @@ struct ProcessJson {
     faults: FaultsJson,
     rss: RssJson,
     smaps_rollup: SmapsJson,
+    /// The report's plain-English reading of the numbers above, one sentence per entry.
+    explanation: Vec<String>,
     /// Direct and memcg reclaim stalls (`null` per kind when none).
     reclaim: BTreeMap<&'static str, Option<StallJson>>,
 }
@@ -339,6 +344,7 @@ impl Summary {
                 .map(|p| process_json(p, options, attribution))
                 .collect(),
             unattributed: advice_json(&attribution.unattributed),
+            forgotten_processes: attribution.forgotten,
             oom_kills: reclaim_report::oom_kills_json(&attribution.reclaim),
         }
     }
@@ -378,6 +384,7 @@ fn process_json(
             first: p.smaps_first,
             last: p.smaps_last,
         },
+        explanation: explain::explain(p),
         reclaim: reclaim_report::process_stalls_json(&attribution.reclaim, p.pid),
     }
 }
@@ -453,6 +460,13 @@ pub fn text(
             "\nprocess_madvise calls whose target could not be resolved: {calls} (not charged to any process)"
         );
     }
+    if attribution.forgotten > 0 {
+        let _ = writeln!(
+            out,
+            "\n{} exited processes were dropped from these totals to keep memtrace's memory bounded",
+            attribution.forgotten
+        );
+    }
     out.push('\n');
     lost_text(&mut out, lost);
     out
@@ -465,6 +479,7 @@ fn process_text(out: &mut String, p: &ProcessStats, options: &ReportOptions) {
     faults_text(out, p, options);
     rss_text(out, &p.rss);
     smaps_text(out, p);
+    explain_text(out, p);
 }
 
 fn madvise_text(out: &mut String, p: &ProcessStats) {
@@ -634,15 +649,21 @@ fn smaps_text(out: &mut String, p: &ProcessStats) {
         change(first.anon_huge_pages, last.anon_huge_pages),
         change(first.swap, last.swap),
     );
-    let freed = p.madvise.get(&advice::FREE).map_or(0, |t| t.bytes);
-    if freed > 0 {
-        let _ = writeln!(
-            out,
-            "  → MADV_FREE released {}; LazyFree {} still counted in RSS (reclaimed only under memory pressure)",
-            human_bytes(freed),
-            human_bytes(last.lazy_free)
-        );
+}
+
+/// The plain-English paragraph, wrapped, under the numbers it explains.
+fn explain_text(out: &mut String, p: &ProcessStats) {
+    const WIDTH: usize = 96;
+    let mut line = String::from("  in short:");
+    for word in explain::explain(p).join(" ").split(' ') {
+        if line.chars().count() + 1 + word.chars().count() > WIDTH {
+            let _ = writeln!(out, "{line}");
+            line = String::from("   ");
+        }
+        line.push(' ');
+        line.push_str(word);
     }
+    let _ = writeln!(out, "{line}");
 }
 
 fn lost_text(out: &mut String, lost: &LostCounts) {
@@ -781,6 +802,8 @@ mod tests {
              \x20 released: 204.0 KiB (FREE 204.0 KiB)\n\
              \x20 mappings: mmap 0 calls 0 B; munmap 0 calls 0 B; net +0 B\n\
              \x20 faults: 0 taken in user mode (0 on write)\n\
+             \x20 in short: 204.0 KiB was released with MADV_FREE: those pages stay in RSS as LazyFree until\n\
+             \x20   memory pressure reclaims them. 1 madvise calls failed and released nothing.\n\
              \n\
              lost events: 3 (ring buffer full: 3 [cpu1=3]) — totals above are undercounts; retry with a larger --ring-size\n"
         );

@@ -371,6 +371,11 @@ impl Tracer {
         let _ = self.targets.remove(&pid);
     }
 
+    /// Frees a process's slot in the kernel's fault table once it is forgotten.
+    pub fn forget_faults(&mut self, pid: u32) {
+        let _ = self.faults.remove(&pid);
+    }
+
     /// Fault counts per process, summed over CPUs.
     pub fn faults(&self) -> BTreeMap<u32, FaultCounts> {
         self.faults

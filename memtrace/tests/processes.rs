@@ -103,3 +103,32 @@ fn system_wide_sees_every_process() {
         .collect();
     assert!(comms.iter().all(|c| c == "memtrace-worklo"), "{comms:?}");
 }
+
+#[test]
+fn system_wide_counts_every_fault_of_a_process_born_while_traced() {
+    if !privileged() {
+        return;
+    }
+    let memtrace = Memtrace::attach(&["--comm", "memtrace-worklo"]);
+    // Born at least one clock tick after memtrace attached.
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    let mut workload = Workload::spawn(&["faults", "--pages", "3000"]);
+    let pid = workload.pid;
+    // Let memtrace sample it alive (it is sampled once a second): what it faulted before that
+    // sample (exec, startup) must count too.
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    workload.go();
+    // /proc/PID/stat of the zombie: every fault of its life, exec included.
+    let (_, (minflt, majflt)) = workload.record_and_final_faults();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    memtrace.interrupt();
+    let output = memtrace.finish();
+    assert!(output.status.success(), "{}", output.stderr);
+    let faults = &output.process(pid)["faults"];
+    assert!(minflt >= 3000, "{minflt}");
+    assert_eq!(
+        (faults["minor"].as_u64(), faults["major"].as_u64()),
+        (Some(minflt), Some(majflt)),
+        "{faults}"
+    );
+}

@@ -5,6 +5,7 @@
 //! present it costs a few process spawns.
 
 mod bootstrap;
+mod docs;
 mod tasks;
 
 use std::process::ExitCode;
@@ -34,6 +35,12 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Generate the man page and bash/zsh/fish completions from memtrace's CLI definition.
+    Docs {
+        /// Where to write them.
+        #[arg(long, default_value = "target/docs")]
+        out: std::path::PathBuf,
+    },
     /// `cargo fmt --check` and `cargo clippy -D warnings`, for userspace and the eBPF crate.
     Lint,
 }
@@ -44,6 +51,7 @@ fn main() -> ExitCode {
         Task::Bootstrap => bootstrap::run(),
         Task::Run { args } => bootstrap::run().and_then(|()| tasks::run(&args)),
         Task::Test { args } => bootstrap::run().and_then(|()| tasks::test(&args)),
+        Task::Docs { out } => docs::generate(&tasks::workspace_root().join(out)),
         Task::Lint => bootstrap::run().and_then(|()| tasks::lint()),
     };
     match result {
