@@ -244,6 +244,11 @@ impl Reclaim {
         std::mem::take(&mut self.interval)
     }
 
+    /// Whether stalls arrived since the last interval line.
+    pub fn has_interval_stalls(&self) -> bool {
+        !self.interval.is_empty()
+    }
+
     /// A process's stalls of one kind (kernel totals).
     pub fn of(&self, pid: u32, kind: ReclaimKind) -> Option<&StallStats> {
         self.stalls.get(&(pid, kind)).filter(|s| s.count > 0)
@@ -424,6 +429,7 @@ mod tests {
         r.record(&stall(5, ReclaimKind::Memcg, 30_000));
         r.record(&stall(5, ReclaimKind::Direct, 1_000));
         r.record(&stall(6, ReclaimKind::Memcg, 2_000));
+        assert!(r.has_interval_stalls());
         let interval = r.take_interval();
         let m5 = interval[&(5, ReclaimKind::Memcg)];
         assert_eq!(
@@ -433,6 +439,7 @@ mod tests {
         assert_eq!(interval[&(5, ReclaimKind::Direct)].count, 1);
         assert_eq!(interval[&(6, ReclaimKind::Memcg)].count, 1);
         assert_eq!(r.comms[&5], "p5");
+        assert!(!r.has_interval_stalls());
         assert!(r.take_interval().is_empty());
     }
 

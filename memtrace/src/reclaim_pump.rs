@@ -222,6 +222,10 @@ impl Session {
         system_wide: bool,
     ) -> anyhow::Result<()> {
         self.drain();
+        // The last, partial interval: its stalls get their line like every other interval's.
+        if self.reclaim.has_interval_stalls() {
+            self.interval_line();
+        }
         let now = monotonic_ns();
         self.reclaim.stalls = tracer.stalls();
         self.reclaim.system = tracer.stalls_all();
