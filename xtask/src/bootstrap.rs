@@ -109,6 +109,40 @@ fn linked_llvm_major(binary: &Path) -> Option<u32> {
         })
 }
 
+/// The Go tests build real Go programs: install Debian's golang-go when `go` is missing.
+/// Only `cargo xtask test` needs it. When it cannot be installed the Go tests skip, except
+/// under CI, where they must run.
+pub fn ensure_go() -> anyhow::Result<()> {
+    if which("go").is_some() {
+        return Ok(());
+    }
+    if !is_root() || which("apt-get").is_none() {
+        let advice = "install golang-go (e.g. `sudo apt-get install -y golang-go`)";
+        if std::env::var_os("CI").is_some() {
+            bail!("the Go tests need a Go toolchain and CI is set: {advice}");
+        }
+        eprintln!("xtask: WARNING: `go` is missing: the Go tests will be SKIPPED; {advice}");
+        return Ok(());
+    }
+    eprintln!("xtask: installing golang-go with apt-get (the Go tests build real Go programs)");
+    status(Command::new("apt-get").args(["update", "-qq"]))?;
+    status(
+        Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "golang-go",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    if which("go").is_none() {
+        bail!("apt-get installed golang-go but `go` is not on PATH");
+    }
+    Ok(())
+}
+
 /// tracefs must be mounted for tracepoints to attach; mount it when we may.
 fn ensure_tracefs() {
     if Path::new("/sys/kernel/tracing/events").is_dir()

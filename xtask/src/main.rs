@@ -28,7 +28,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run every test: unit tests and the privileged integration tests (real eBPF).
+    /// Run every test: unit tests and the privileged integration tests (real eBPF). Installs
+    /// golang-go first if `go` is missing (the Go tests build real Go programs).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter), after `--`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -43,7 +44,9 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::Bootstrap => bootstrap::run(),
         Task::Run { args } => bootstrap::run().and_then(|()| tasks::run(&args)),
-        Task::Test { args } => bootstrap::run().and_then(|()| tasks::test(&args)),
+        Task::Test { args } => bootstrap::run()
+            .and_then(|()| bootstrap::ensure_go())
+            .and_then(|()| tasks::test(&args)),
         Task::Lint => bootstrap::run().and_then(|()| tasks::lint()),
     };
     match result {
