@@ -4,6 +4,7 @@ mod attribution;
 mod btf;
 mod cli;
 mod events;
+mod golang;
 mod procfs;
 mod pump;
 mod report;
@@ -15,7 +16,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let mut cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -26,7 +27,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(pump::run(cli)) {
+    let result = match cli.command.take() {
+        None => runtime.block_on(pump::run(cli)),
+        Some(cli::Command::Go(args)) => runtime.block_on(pump::run_go(args)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the error and its causes.

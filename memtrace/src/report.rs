@@ -14,6 +14,7 @@ use crate::{
     },
     cli::SortKey,
     events::{Event, Fault, Madvise, MapOp, Mapping},
+    golang::verdict::Verdict,
     procfs::SmapsRollup,
     tracer::LostCounts,
 };
@@ -28,6 +29,8 @@ pub enum StopReason {
     Duration,
     TargetExited,
     OutputClosed,
+    /// `memtrace go`: the release burst it waited for was seen.
+    ReleaseSeen,
 }
 
 /// Which processes a report shows, in which order.
@@ -212,6 +215,9 @@ pub struct Summary {
     processes: Vec<ProcessJson>,
     /// process_madvise calls whose target could not be resolved.
     unattributed: Vec<AdviceJson>,
+    /// The Go release-mode verdict of each traced pid that is a Go binary.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub go_verdicts: Vec<Verdict>,
 }
 
 #[derive(Serialize)]
@@ -327,6 +333,7 @@ impl Summary {
                 .map(|p| process_json(p, options))
                 .collect(),
             unattributed: advice_json(&attribution.unattributed),
+            go_verdicts: Vec::new(),
         }
     }
 }
@@ -411,6 +418,7 @@ pub fn text(
         StopReason::Duration => "duration reached",
         StopReason::TargetExited => "traced process exited",
         StopReason::OutputClosed => "output closed",
+        StopReason::ReleaseSeen => "releases seen",
     };
     let _ = writeln!(out, "memtrace report: {secs:.1} s traced ({why})");
     let processes = options.select(attribution);

@@ -576,7 +576,11 @@ fn unframe(modinfo: &[u8]) -> &[u8] {
     let body = modinfo
         .get(MODINFO_START.len()..modinfo.len() - MODINFO_END.len())
         .unwrap_or_default();
-    if body.last() == Some(&b'\n') { body } else { &[] }
+    if body.last() == Some(&b'\n') {
+        body
+    } else {
+        &[]
+    }
 }
 
 /// The `build\tKEY=VALUE` lines of modinfo. Lines that do not parse are skipped: the settings
