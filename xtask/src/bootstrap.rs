@@ -109,36 +109,41 @@ fn linked_llvm_major(binary: &Path) -> Option<u32> {
         })
 }
 
-/// The Go tests build real Go programs: install Debian's golang-go when `go` is missing.
-/// Only `cargo xtask test` needs it. When it cannot be installed the Go tests skip, except
-/// under CI, where they must run.
-pub fn ensure_go() -> anyhow::Result<()> {
-    if which("go").is_some() {
+/// Programs the tests run: `go` builds the Go test programs, `bpftrace` is their independent
+/// madvise count. Installed from Debian when missing; only `cargo xtask test` needs them.
+/// When they cannot be installed the Go tests skip, except under CI, where they must run.
+const TEST_TOOLS: [(&str, &str); 2] = [("go", "golang-go"), ("bpftrace", "bpftrace")];
+
+pub fn ensure_test_tools() -> anyhow::Result<()> {
+    let missing: Vec<&str> = TEST_TOOLS
+        .iter()
+        .filter(|(program, _)| which(program).is_none())
+        .map(|&(_, package)| package)
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
+    let packages = missing.join(" ");
     if !is_root() || which("apt-get").is_none() {
-        let advice = "install golang-go (e.g. `sudo apt-get install -y golang-go`)";
+        let advice = format!("install {packages} (e.g. `sudo apt-get install -y {packages}`)");
         if std::env::var_os("CI").is_some() {
-            bail!("the Go tests need a Go toolchain and CI is set: {advice}");
+            bail!("the Go tests need {packages} and CI is set: {advice}");
         }
-        eprintln!("xtask: WARNING: `go` is missing: the Go tests will be SKIPPED; {advice}");
+        eprintln!("xtask: WARNING: {packages} missing: the Go tests will be SKIPPED; {advice}");
         return Ok(());
     }
-    eprintln!("xtask: installing golang-go with apt-get (the Go tests build real Go programs)");
+    eprintln!(
+        "xtask: installing {packages} with apt-get (the Go tests build and trace real Go programs)"
+    );
     status(Command::new("apt-get").args(["update", "-qq"]))?;
     status(
         Command::new("apt-get")
-            .args([
-                "install",
-                "-y",
-                "-qq",
-                "--no-install-recommends",
-                "golang-go",
-            ])
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )?;
-    if which("go").is_none() {
-        bail!("apt-get installed golang-go but `go` is not on PATH");
+    if let Some((program, package)) = TEST_TOOLS.iter().find(|(p, _)| which(p).is_none()) {
+        bail!("apt-get installed {package} but `{program}` is not on PATH");
     }
     Ok(())
 }

@@ -29,7 +29,7 @@ enum Task {
         args: Vec<String>,
     },
     /// Run every test: unit tests and the privileged integration tests (real eBPF). Installs
-    /// golang-go first if `go` is missing (the Go tests build real Go programs).
+    /// golang-go and bpftrace first if missing (the Go tests build and trace real Go programs).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter), after `--`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -45,7 +45,7 @@ fn main() -> ExitCode {
         Task::Bootstrap => bootstrap::run(),
         Task::Run { args } => bootstrap::run().and_then(|()| tasks::run(&args)),
         Task::Test { args } => bootstrap::run()
-            .and_then(|()| bootstrap::ensure_go())
+            .and_then(|()| bootstrap::ensure_test_tools())
             .and_then(|()| tasks::test(&args)),
         Task::Lint => bootstrap::run().and_then(|()| tasks::lint()),
     };
