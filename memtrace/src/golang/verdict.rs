@@ -528,12 +528,12 @@ impl Verdict {
         if let Some(memory) = &self.memory {
             let _ = writeln!(
                 out,
-                "  memory          RSS {}, anonymous {}, LazyFree {}: {}",
+                "  memory          RSS {}, anonymous {}, LazyFree {}",
                 human_bytes(memory.rss),
                 human_bytes(memory.anonymous),
                 human_bytes(memory.lazy_free),
-                memory.meaning
             );
+            let _ = writeln!(out, "                  {}", memory.meaning);
         }
         let _ = writeln!(out, "  verdict         {}", self.summary);
         for note in &self.notes {
