@@ -507,7 +507,9 @@ impl Pump {
                     godebug: target.godebug.clone(),
                     kernel: kernel.clone(),
                     madvise: process.map(|p| p.madvise.clone()).unwrap_or_default(),
-                    smaps: process.and_then(|p| p.smaps_last),
+                    // Read now, not the last periodic sample: that may predate the release.
+                    // None once the process has exited.
+                    smaps: SmapsRollup::read(pid),
                     watched_ns,
                 })
             })
