@@ -133,9 +133,20 @@ impl GoProgram {
         read_json(&mut self.stdout)
     }
 
+    /// Lets the program exit after its release (it waits for a second line).
     fn exit(mut self) {
         self.stdin.write_all(b"bye\n").expect("send bye");
-        let status = self.child.wait().expect("wait");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the Go program did not exit"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
         assert!(status.success(), "Go program failed: {status}");
     }
 }
@@ -501,4 +512,29 @@ fn go_errors_are_one_line() {
         "{}",
         output.stderr
     );
+}
+
+#[test]
+fn nothing_released_within_wait_is_expected_not_confirmed() {
+    if !privileged() || !tools_available() {
+        return;
+    }
+    let program = GoProgram::spawn(Some("madvdontneed=0"));
+    let pid = program.pid.to_string();
+    // The program holds its heap until told to release, which this test never does.
+    let output = Memtrace::attach_with(&["go", "--pid", &pid, "--wait", "1", "--json"]).finish();
+    assert!(output.status.success(), "{}", output.stderr);
+    let v = &output.lines[0];
+    assert_eq!(v["verdict"], "expected", "{v}");
+    assert_eq!(v["observed"], Value::Null);
+    assert_eq!(v["released_bytes"], 0);
+    let summary = v["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("EXPECTED MADV_FREE (not yet observed: no release in 1."),
+        "{summary}"
+    );
+    // Nothing was released: the heap is all in RSS and none of it is LazyFree.
+    assert_eq!(v["memory"]["lazy_free"], 0);
+    assert!(v["memory"]["anonymous"].as_u64().unwrap() >= HEAP_MIB * MIB);
+    drop(program); // killed: it is still waiting for its go line
 }

@@ -486,7 +486,10 @@ impl Verdict {
         };
         let _ = writeln!(out, "pid {} ({}): {what}", self.pid, self.comm);
         if self.go {
-            let compiled = self.default_godebug.as_deref().unwrap_or("none");
+            let compiled = self
+                .default_godebug
+                .as_deref()
+                .map_or_else(|| "none".to_owned(), describe_default_godebug);
             let _ = writeln!(out, "  DefaultGODEBUG  {compiled}");
             let env = self.godebug.as_deref().unwrap_or("unset");
             let _ = writeln!(
@@ -543,6 +546,17 @@ impl Verdict {
             let _ = writeln!(out, "  fix             {fix}");
         }
         out
+    }
+}
+
+/// DefaultGODEBUG in a few words: it lists dozens of unrelated settings, so only the count and
+/// the one that matters here are shown (the JSON has it all).
+fn describe_default_godebug(settings: &str) -> String {
+    let count = settings.split(',').filter(|s| !s.is_empty()).count();
+    let plural = if count == 1 { "" } else { "s" };
+    match madvdontneed(settings) {
+        Some(value) => format!("{count} setting{plural}, including {SETTING}={value}"),
+        None => format!("{count} setting{plural}, none about {SETTING}"),
     }
 }
 
@@ -934,6 +948,29 @@ mod tests {
             judge(&f).memory.unwrap().meaning,
             "no LazyFree: released memory has left RSS"
         );
+    }
+
+    #[test]
+    fn default_godebug_is_summarised_in_text() {
+        assert_eq!(
+            describe_default_godebug("panicnil=1,httpmuxgo121=1"),
+            "2 settings, none about madvdontneed"
+        );
+        assert_eq!(
+            describe_default_godebug("madvdontneed=0"),
+            "1 setting, including madvdontneed=0"
+        );
+        let v = judge(&facts(
+            Some(compiled("go1.27.3", "panicnil=1,x=2")),
+            None,
+            &[],
+        ));
+        assert!(
+            v.text()
+                .contains("DefaultGODEBUG  2 settings, none about madvdontneed")
+        );
+        let v = judge(&facts(Some(go("go1.19.8")), None, &[]));
+        assert!(v.text().contains("DefaultGODEBUG  none"));
     }
 
     #[test]
