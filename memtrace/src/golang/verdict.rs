@@ -276,13 +276,14 @@ pub fn expect(go: &GoBuild, godebug: Option<&str>, kernel: &str) -> Expectation 
 }
 
 /// The effective `madvdontneed` value in a GODEBUG-style list (`k=v,k=v`), as the runtime
-/// reads it: the last numeric setting wins; malformed ones are ignored.
-pub fn madvdontneed(settings: &str) -> Option<i64> {
+/// reads it (`atoi32`): the last valid setting wins; malformed or out-of-range ones are
+/// ignored.
+pub fn madvdontneed(settings: &str) -> Option<i32> {
     settings
         .split(',')
         .filter_map(|field| field.split_once('='))
         .filter(|(key, _)| *key == SETTING)
-        .filter_map(|(_, value)| value.parse::<i64>().ok())
+        .filter_map(|(_, value)| value.parse::<i32>().ok())
         .next_back()
 }
 
@@ -687,6 +688,10 @@ mod tests {
         );
         assert_eq!(madvdontneed("madvdontneed=0,madvdontneed=yes"), Some(0));
         assert_eq!(madvdontneed("madvdontneed=x"), None);
+        assert_eq!(
+            madvdontneed("madvdontneed=0,madvdontneed=99999999999"),
+            Some(0)
+        );
         assert_eq!(madvdontneed("madvdontneed"), None);
         assert_eq!(madvdontneed("xmadvdontneed=0,madvdontneedx=0"), None);
         assert_eq!(madvdontneed(""), None);
