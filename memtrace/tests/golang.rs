@@ -66,6 +66,8 @@ fn release_program() -> &'static PathBuf {
             .env("CGO_ENABLED", "0")
             .env("GOFLAGS", "")
             .env("GOPROXY", "off")
+            // CI may run without HOME, where go has no default build cache.
+            .env("GOCACHE", dir.join("cache"))
             .output()
             .expect("run go build");
         assert!(
