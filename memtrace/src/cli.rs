@@ -5,7 +5,7 @@ use std::{
     time::Duration,
 };
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SortKey {
@@ -29,8 +29,12 @@ Examples:
   sudo memtrace --pid 1234 --duration 30    trace for 30 seconds, then report
   sudo memtrace --pid 1234 --follow         include children it forks while traced
   sudo memtrace --duration 10 --sort faults every process for 10 s; top 10 by faults
-  sudo memtrace --pid 1234 --json | jq .    JSON Lines: one object per event, then a summary")]
+  sudo memtrace --pid 1234 --json | jq .    JSON Lines: one object per event, then a summary
+  sudo memtrace go --pid 1234               Go binary: MADV_FREE or MADV_DONTNEED, and why")]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Process to trace (its threads included). Repeat for several processes. Without it,
     /// every process is traced.
     #[arg(long, short = 'p', value_name = "PID",
@@ -80,6 +84,31 @@ pub struct Cli {
     /// DaemonSet).
     #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr)]
     pub prometheus: Option<SocketAddr>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// How a (Go) process gives memory back: the madvise mode its Go version and GODEBUG select,
+    /// the mode it is seen using, its LazyFree memory, and one verdict.
+    Go(GoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GoArgs {
+    /// The process to judge.
+    #[arg(long, short = 'p', value_name = "PID",
+          value_parser = parse_pid, allow_negative_numbers = true)]
+    pub pid: u32,
+
+    /// Watch at most this many seconds for the first release. The Go scavenger may release
+    /// only after minutes; debug.FreeOSMemory() releases at once.
+    #[arg(long, short = 'w', value_name = "SECS", default_value = "10",
+          value_parser = parse_duration)]
+    pub wait: Duration,
+
+    /// Print the verdict as one JSON object (`"type":"go_verdict"`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn parse_pid(s: &str) -> Result<u32, String> {
@@ -172,6 +201,31 @@ mod tests {
         assert_eq!(parse_ring_kib("4096"), Ok(4096));
         assert!(parse_ring_kib("1000").is_err());
         assert!(parse_ring_kib("2").is_err());
+    }
+
+    #[test]
+    fn go_subcommand() {
+        let cli = Cli::try_parse_from(["memtrace", "go", "--pid", "7", "--wait", "2.5", "--json"])
+            .unwrap();
+        let Some(Command::Go(args)) = cli.command else {
+            panic!("not the go subcommand");
+        };
+        assert_eq!(args.pid, 7);
+        assert_eq!(args.wait, Duration::from_millis(2500));
+        assert!(args.json);
+        let cli = Cli::try_parse_from(["memtrace", "go", "-p", "7"]).unwrap();
+        let Some(Command::Go(args)) = cli.command else {
+            panic!("not the go subcommand");
+        };
+        assert_eq!((args.wait, args.json), (Duration::from_secs(10), false));
+        assert!(Cli::try_parse_from(["memtrace", "go"]).is_err());
+        assert!(Cli::try_parse_from(["memtrace", "go", "--pid", "0"]).is_err());
+        assert!(
+            Cli::try_parse_from(["memtrace", "--pid", "7"])
+                .unwrap()
+                .command
+                .is_none()
+        );
     }
 
     #[test]

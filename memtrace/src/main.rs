@@ -5,6 +5,7 @@ mod btf;
 mod cli;
 mod events;
 mod explain;
+mod golang;
 mod live;
 mod procfs;
 mod prometheus;
@@ -18,7 +19,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let mut cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -29,7 +30,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(pump::run(cli)) {
+    let result = match cli.command.take() {
+        None => runtime.block_on(pump::run(cli)),
+        Some(cli::Command::Go(args)) => runtime.block_on(pump::run_go(args)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the error and its causes.

@@ -15,6 +15,7 @@ use crate::{
     cli::SortKey,
     events::{Event, Fault, Madvise, MapOp, Mapping},
     explain,
+    golang::verdict::Verdict,
     procfs::SmapsRollup,
     tracer::LostCounts,
 };
@@ -29,6 +30,8 @@ pub enum StopReason {
     Duration,
     TargetExited,
     OutputClosed,
+    /// `memtrace go`: the release burst it waited for was seen.
+    ReleaseSeen,
 }
 
 /// Which processes a report shows, in which order.
@@ -215,6 +218,9 @@ pub struct Summary {
     unattributed: Vec<AdviceJson>,
     /// Exited processes dropped from the totals to bound memory (long system-wide runs).
     forgotten_processes: u64,
+    /// The Go release-mode verdict of each traced pid that is a Go binary.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub go_verdicts: Vec<Verdict>,
 }
 
 #[derive(Serialize)]
@@ -333,6 +339,7 @@ impl Summary {
                 .collect(),
             unattributed: advice_json(&attribution.unattributed),
             forgotten_processes: attribution.forgotten,
+            go_verdicts: Vec::new(),
         }
     }
 }
@@ -418,6 +425,7 @@ pub fn text(
         StopReason::Duration => "duration reached",
         StopReason::TargetExited => "traced process exited",
         StopReason::OutputClosed => "output closed",
+        StopReason::ReleaseSeen => "releases seen",
     };
     let _ = writeln!(out, "memtrace report: {secs:.1} s traced ({why})");
     let processes = options.select(attribution);

@@ -215,8 +215,12 @@ impl Output {
 impl Memtrace {
     /// Starts `memtrace --json ARGS` and waits until it says it is attached.
     pub fn attach(args: &[&str]) -> Self {
+        Self::attach_with(&[&["--json"], args].concat())
+    }
+
+    /// Starts `memtrace ARGS` (e.g. a subcommand) and waits until it says it is attached.
+    pub fn attach_with(args: &[&str]) -> Self {
         let mut child = Command::new(MEMTRACE)
-            .arg("--json")
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
