@@ -32,7 +32,8 @@ Examples:
   sudo memtrace --pid 1234 --follow         include children it forks while traced
   sudo memtrace --duration 10 --sort faults every process for 10 s; top 10 by faults
   sudo memtrace --pid 1234 --json | jq .    JSON Lines: one object per event, then a summary
-  sudo memtrace reclaim --duration 60       who stalls in reclaim, for how long; kswapd; OOM")]
+  sudo memtrace reclaim --duration 60       who stalls in reclaim, for how long; kswapd; OOM
+  sudo memtrace go --pid 1234               Go binary: MADV_FREE or MADV_DONTNEED, and why")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -94,6 +95,9 @@ pub enum Command {
     /// p50/p99), kswapd activity, pages scanned and reclaimed, OOM kills. System-wide unless
     /// --pid is given.
     Reclaim(ReclaimArgs),
+    /// How a (Go) process gives memory back: the madvise mode its Go version and GODEBUG select,
+    /// the mode it is seen using, its LazyFree memory, and one verdict.
+    Go(GoArgs),
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +129,24 @@ pub struct ReclaimArgs {
     /// Size of the kernel-to-userspace events ring buffer, in KiB (a power of two, >= 4).
     #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ring_kib)]
     pub ring_size: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct GoArgs {
+    /// The process to judge.
+    #[arg(long, short = 'p', value_name = "PID",
+          value_parser = parse_pid, allow_negative_numbers = true)]
+    pub pid: u32,
+
+    /// Watch at most this many seconds for the first release. The Go scavenger may release
+    /// only after minutes; debug.FreeOSMemory() releases at once.
+    #[arg(long, short = 'w', value_name = "SECS", default_value = "10",
+          value_parser = parse_duration)]
+    pub wait: Duration,
+
+    /// Print the verdict as one JSON object (`"type":"go_verdict"`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn parse_pid(s: &str) -> Result<u32, String> {
@@ -229,6 +251,31 @@ mod tests {
         let cli = Cli::try_parse_from(["memtrace", "--pid", "7"]).unwrap();
         assert!(cli.command.is_none());
         assert!(Cli::try_parse_from(["memtrace", "--json", "reclaim"]).is_err());
+    }
+
+    #[test]
+    fn go_subcommand() {
+        let cli = Cli::try_parse_from(["memtrace", "go", "--pid", "7", "--wait", "2.5", "--json"])
+            .unwrap();
+        let Some(Command::Go(args)) = cli.command else {
+            panic!("not the go subcommand");
+        };
+        assert_eq!(args.pid, 7);
+        assert_eq!(args.wait, Duration::from_millis(2500));
+        assert!(args.json);
+        let cli = Cli::try_parse_from(["memtrace", "go", "-p", "7"]).unwrap();
+        let Some(Command::Go(args)) = cli.command else {
+            panic!("not the go subcommand");
+        };
+        assert_eq!((args.wait, args.json), (Duration::from_secs(10), false));
+        assert!(Cli::try_parse_from(["memtrace", "go"]).is_err());
+        assert!(Cli::try_parse_from(["memtrace", "go", "--pid", "0"]).is_err());
+        assert!(
+            Cli::try_parse_from(["memtrace", "--pid", "7"])
+                .unwrap()
+                .command
+                .is_none()
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod cli;
 mod events;
 mod explain;
 mod gfp;
+mod golang;
 mod live;
 mod procfs;
 mod prometheus;
@@ -22,7 +23,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let mut cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -33,9 +34,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
-        Some(cli::Command::Reclaim(args)) => runtime.block_on(reclaim_pump::run(args)),
+    let result = match cli.command.take() {
         None => runtime.block_on(pump::run(cli)),
+        Some(cli::Command::Go(args)) => runtime.block_on(pump::run_go(args)),
+        Some(cli::Command::Reclaim(args)) => runtime.block_on(reclaim_pump::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

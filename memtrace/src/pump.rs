@@ -2,6 +2,7 @@
 //! the kernel-side counters and /proc samples once a second, then reports.
 
 use std::{
+    collections::BTreeMap,
     io::{self, IsTerminal as _, Write as _},
     os::fd::{FromRawFd as _, OwnedFd},
     time::{Duration, Instant},
@@ -17,8 +18,12 @@ use tokio::{
 
 use crate::{
     attribution::Attribution,
-    cli::Cli,
+    cli::{Cli, GoArgs, SortKey},
     events::{self, Event},
+    golang::{
+        self, Target,
+        verdict::{self, Facts, Verdict},
+    },
     live::Live,
     procfs::{self, SmapsRollup},
     prometheus::{self, Exporter},
@@ -34,28 +39,100 @@ const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_PROCESSES: usize = 4096;
 /// How often kernel counters (faults, RSS) and smaps_rollup are read.
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+/// `memtrace go` stops this long after the last release it saw, so a burst (debug.FreeOSMemory
+/// issues dozens of calls) is counted whole rather than cut after its first call.
+const RELEASE_SETTLE: Duration = Duration::from_millis(500);
 
+/// What to trace, when to stop and what to print.
+struct Session {
+    pids: Vec<u32>,
+    ring_kib: u32,
+    fault_events: bool,
+    follow: bool,
+    json: bool,
+    duration: Option<Duration>,
+    comms: Vec<String>,
+    sort: SortKey,
+    top: usize,
+    /// `memtrace go`: stop once releases are seen and print only the verdict.
+    go_verdict: bool,
+    /// Live view refresh (not with --json or `memtrace go`).
+    interval: Duration,
+    prometheus: Option<std::net::SocketAddr>,
+}
+
+/// `memtrace [--pid …]`: trace, then print the report.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    trace(Session {
+        pids: cli.pid,
+        ring_kib: cli.ring_size,
+        fault_events: cli.fault_events,
+        follow: cli.follow,
+        json: cli.json,
+        duration: cli.duration,
+        comms: cli.comm,
+        sort: cli.sort,
+        top: cli.top,
+        go_verdict: false,
+        interval: cli.interval,
+        prometheus: cli.prometheus,
+    })
+    .await
+}
+
+/// `memtrace go --pid N`: trace one process until it releases memory (or `--wait` ends),
+/// then print the verdict.
+pub async fn run_go(args: GoArgs) -> anyhow::Result<()> {
+    trace(Session {
+        pids: vec![args.pid],
+        ring_kib: 4096,
+        fault_events: false,
+        follow: false,
+        json: args.json,
+        duration: Some(args.wait),
+        comms: Vec::new(),
+        sort: SortKey::Released,
+        top: 10,
+        go_verdict: true,
+        interval: Duration::from_secs(1),
+        prometheus: None,
+    })
+    .await
+}
+
+async fn trace(session: Session) -> anyhow::Result<()> {
     // Open pidfds first: they pin the identity of each target, so a pid reused after an early
     // exit cannot be mistaken for it, and they become readable when the process exits.
-    let exits = cli
-        .pid
+    let exits = session
+        .pids
         .iter()
         .map(|&pid| open_pidfd(pid))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let system_wide = cli.pid.is_empty();
+    let system_wide = session.pids.is_empty();
     // Bound before loading eBPF: a port in use fails cleanly with nothing attached.
-    let exporter = match cli.prometheus {
+    let exporter = match session.prometheus {
         Some(addr) => Some(Exporter::bind(addr).await?),
         None => None,
     };
+    // The executable and environment are read now: they are gone once a process exits. For
+    // `memtrace go` an unreadable executable is an error; otherwise it only means no verdict.
+    let mut targets = BTreeMap::new();
+    for &pid in &session.pids {
+        match Target::inspect(pid) {
+            Ok(target) => {
+                targets.insert(pid, target);
+            }
+            Err(e) if session.go_verdict => bail!("{e}"),
+            Err(_) => {}
+        }
+    }
 
     let options = Options {
         focus: Focus::Memory,
-        pids: (!system_wide).then(|| cli.pid.clone()),
-        ring_bytes: cli.ring_size * 1024,
-        fault_events: cli.fault_events,
-        follow: cli.follow,
+        pids: (!system_wide).then(|| session.pids.clone()),
+        ring_bytes: session.ring_kib * 1024,
+        fault_events: session.fault_events,
+        follow: session.follow,
     };
     let tracer = Tracer::attach(&options)?;
     for warning in &tracer.warnings {
@@ -69,26 +146,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
         terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
     };
-    let mut pump = Pump::new(tracer, &cli)?;
+    let mut pump = Pump::new(tracer, &session, targets)?;
     pump.metrics = exporter.map(Exporter::start);
-    for &pid in &cli.pid {
+    for &pid in &session.pids {
         pump.first_sight(pid);
     }
     let what = if system_wide {
         "every process".to_owned()
     } else {
-        describe_targets(&pump.attribution, &cli.pid)
+        describe_targets(&pump.attribution, &session.pids)
     };
-    eprintln!("memtrace: attached; tracing {what}; Ctrl-C to stop");
-    if cli.json {
-        pump.write_line(&serde_json::to_string(&StartLine::new(&cli.pid))?);
+    if session.go_verdict {
+        let wait = session.duration.unwrap_or_default().as_secs_f64();
+        eprintln!(
+            "memtrace: attached; watching {what} for memory releases (up to {wait:.1} s); Ctrl-C to stop"
+        );
+    } else {
+        eprintln!("memtrace: attached; tracing {what}; Ctrl-C to stop");
+    }
+    if session.json && !session.go_verdict {
+        pump.write_line(&serde_json::to_string(&StartLine::new(&session.pids))?);
         pump.flush();
     }
 
     let reason = pump
-        .run_until_stopped(signals, cli.duration, &exits)
+        .run_until_stopped(signals, session.duration, &exits)
         .await?;
-    pump.finish(reason)
+    if session.go_verdict {
+        pump.finish_go(reason)
+    } else {
+        pump.finish(reason)
+    }
 }
 
 struct Signals {
@@ -121,10 +209,20 @@ struct Pump {
     interval: Duration,
     /// Publishes each sample's metrics page to the `--prometheus` server.
     metrics: Option<watch::Sender<String>>,
+    /// What was read about each named target at start (Go build info, GODEBUG).
+    targets: BTreeMap<u32, Target>,
+    /// `memtrace go`: stop once releases were seen and have settled; print only the verdict.
+    go_verdict: bool,
+    /// Bytes the named targets had released at the last check, and when that last changed.
+    last_release: (u64, Option<Instant>),
 }
 
 impl Pump {
-    fn new(mut tracer: Tracer, cli: &Cli) -> anyhow::Result<Self> {
+    fn new(
+        mut tracer: Tracer,
+        session: &Session,
+        targets: BTreeMap<u32, Target>,
+    ) -> anyhow::Result<Self> {
         let events = tracer
             .take_events()
             .context("events ring buffer already taken")?;
@@ -132,17 +230,17 @@ impl Pump {
         Ok(Self {
             events,
             report: ReportOptions {
-                comms: cli.comm.clone(),
-                sort: cli.sort,
-                top: (cli.pid.is_empty()).then_some(cli.top),
+                comms: session.comms.clone(),
+                sort: session.sort,
+                top: (session.pids.is_empty()).then_some(session.top),
                 counts_faults: tracer.counts_faults,
             },
             tracer,
             attribution: Attribution::default(),
-            json: cli.json,
-            follow: cli.follow,
-            system_wide: cli.pid.is_empty(),
-            sampled: cli.pid.clone(),
+            json: session.json,
+            follow: session.follow,
+            system_wide: session.pids.is_empty(),
+            sampled: session.pids.clone(),
             out: io::BufWriter::new(io::stdout()),
             output_closed: false,
             page_size: procfs::page_size(),
@@ -150,8 +248,12 @@ impl Pump {
             attached_ticks: procfs::now_ticks(),
             undecodable: 0,
             metrics: None,
-            live: (!cli.json).then(|| (Live::default(), io::stdout().is_terminal())),
-            interval: cli.interval,
+            live: (!session.json && !session.go_verdict)
+                .then(|| (Live::default(), io::stdout().is_terminal())),
+            interval: session.interval,
+            targets,
+            go_verdict: session.go_verdict,
+            last_release: (0, None),
         })
     }
 
@@ -229,7 +331,27 @@ impl Pump {
             if let Some(reason) = reason {
                 return Ok(reason);
             }
+            if self.go_verdict && self.releases_settled() {
+                return Ok(StopReason::ReleaseSeen);
+            }
         }
+    }
+
+    /// Whether the named targets released memory and then nothing more for
+    /// [`RELEASE_SETTLE`].
+    fn releases_settled(&mut self) -> bool {
+        let released: u64 = self
+            .sampled
+            .iter()
+            .filter_map(|&pid| self.attribution.process_by_pid(pid))
+            .map(|p| p.released_bytes())
+            .sum();
+        if released != self.last_release.0 {
+            self.last_release = (released, Some(Instant::now()));
+        }
+        self.last_release
+            .1
+            .is_some_and(|at| at.elapsed() >= RELEASE_SETTLE)
     }
 
     /// Decodes and attributes everything waiting in the ring buffer.
@@ -245,10 +367,11 @@ impl Pump {
         for mut event in batch {
             self.enrich(&mut event);
             self.attribution.record(&event);
-            // An OOM kill is always shown, whoever it hit.
+            // An OOM kill is always shown, whoever it hit. `memtrace go --json` prints one
+            // verdict object, not the event stream.
             let shown = matches!(event, Event::OomKill(_))
                 || self.report.shows(&self.attribution, event.tgid());
-            if self.json && !self.output_closed && shown {
+            if self.json && !self.go_verdict && !self.output_closed && shown {
                 match report::event_json(&event, &self.tracer.gfp) {
                     Ok(line) => self.write_line(&line),
                     Err(_) => self.undecodable += 1,
@@ -447,22 +570,94 @@ impl Pump {
                 self.undecodable
             );
         }
+        let verdicts = self.go_verdicts(elapsed, true);
         let report = if self.json {
-            serde_json::to_string(&Summary::new(
-                &self.attribution,
-                &self.report,
-                &lost,
-                elapsed,
-                reason,
-            ))?
+            let mut summary = Summary::new(&self.attribution, &self.report, &lost, elapsed, reason);
+            summary.go_verdicts = verdicts;
+            serde_json::to_string(&summary)?
         } else {
-            report::text(&self.attribution, &self.report, &lost, elapsed, reason)
+            let mut text = report::text(&self.attribution, &self.report, &lost, elapsed, reason);
+            for verdict in &verdicts {
+                text.push_str("\nGo release mode\n");
+                text.push_str(&verdict.text());
+            }
+            text
         };
         self.write_line(report.trim_end());
         self.flush();
         if self.output_closed {
             // Nothing gathered is lost: the report goes where it can still be read.
             eprintln!("{}", report.trim_end());
+        }
+        Ok(())
+    }
+}
+
+impl Pump {
+    /// Verdicts for the named targets; with `only_go`, for Go binaries only.
+    fn go_verdicts(&self, watched_ns: u64, only_go: bool) -> Vec<Verdict> {
+        let kernel = golang::kernel_release();
+        self.targets
+            .iter()
+            .filter(|(_, target)| !only_go || target.go.is_some())
+            .map(|(&pid, target)| {
+                let process = self.attribution.process_by_pid(pid);
+                verdict::judge(&Facts {
+                    pid,
+                    comm: process.map(|p| p.comm.clone()).unwrap_or_default(),
+                    go: target.go.clone(),
+                    not_go_reason: target.not_go_reason.clone(),
+                    godebug: target.godebug.clone(),
+                    kernel: kernel.clone(),
+                    madvise: process.map(|p| p.madvise.clone()).unwrap_or_default(),
+                    // Read now, not the last periodic sample: that may predate the release.
+                    // None once the process has exited.
+                    smaps: SmapsRollup::read(pid),
+                    watched_ns,
+                })
+            })
+            .collect()
+    }
+
+    /// `memtrace go`: prints the verdict (text or one JSON object).
+    fn finish_go(mut self, reason: StopReason) -> anyhow::Result<()> {
+        self.drain();
+        self.sample();
+        let lost = self.tracer.lost().total();
+        if lost > 0 {
+            eprintln!(
+                "memtrace: warning: {lost} events were lost in the kernel; the observed totals are undercounts"
+            );
+        }
+        let elapsed = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let verdicts = self.go_verdicts(elapsed, false);
+        let [verdict] = verdicts.as_slice() else {
+            bail!(
+                "internal error: expected one target, found {}",
+                verdicts.len()
+            );
+        };
+        if reason == StopReason::TargetExited && verdict.released_bytes == 0 {
+            let expected = if verdict.go {
+                format!("expected: {}", verdict.expected.reason)
+            } else {
+                "not a Go binary".to_owned()
+            };
+            bail!(
+                "pid {} exited after {:.1} s before releasing any memory ({expected})",
+                verdict.pid,
+                elapsed as f64 / 1e9,
+            );
+        }
+        let out = if self.json {
+            serde_json::to_string(verdict)?
+        } else {
+            verdict.text()
+        };
+        self.write_line(out.trim_end());
+        self.flush();
+        if self.output_closed {
+            eprintln!("{}", out.trim_end());
         }
         Ok(())
     }

@@ -343,6 +343,8 @@ pub fn text(w: &ReclaimWindow) -> String {
         StopReason::Duration => "duration reached",
         StopReason::TargetExited => "traced process exited",
         StopReason::OutputClosed => "output closed",
+        // `memtrace go` only; never the reason here.
+        StopReason::ReleaseSeen => "releases seen",
     };
     let _ = writeln!(
         out,

@@ -16,6 +16,7 @@ use crate::{
     events::{Event, Fault, Madvise, MapOp, Mapping},
     explain,
     gfp::GfpNames,
+    golang::verdict::Verdict,
     procfs::SmapsRollup,
     reclaim_report::{self, StallJson},
     tracer::LostCounts,
@@ -31,6 +32,8 @@ pub enum StopReason {
     Duration,
     TargetExited,
     OutputClosed,
+    /// `memtrace go`: the release burst it waited for was seen.
+    ReleaseSeen,
 }
 
 /// Which processes a report shows, in which order.
@@ -221,6 +224,9 @@ pub struct Summary {
     unattributed: Vec<AdviceJson>,
     /// Exited processes dropped from the totals to bound memory (long system-wide runs).
     forgotten_processes: u64,
+    /// The Go release-mode verdict of each traced pid that is a Go binary.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub go_verdicts: Vec<Verdict>,
     /// Every OOM kill during the window, traced process or not.
     oom_kills: Vec<serde_json::Value>,
 }
@@ -345,6 +351,7 @@ impl Summary {
                 .collect(),
             unattributed: advice_json(&attribution.unattributed),
             forgotten_processes: attribution.forgotten,
+            go_verdicts: Vec::new(),
             oom_kills: reclaim_report::oom_kills_json(&attribution.reclaim),
         }
     }
@@ -436,6 +443,7 @@ pub fn text(
         StopReason::Duration => "duration reached",
         StopReason::TargetExited => "traced process exited",
         StopReason::OutputClosed => "output closed",
+        StopReason::ReleaseSeen => "releases seen",
     };
     let _ = writeln!(out, "memtrace report: {secs:.1} s traced ({why})");
     reclaim_report::oom_text(&mut out, &attribution.reclaim);

@@ -120,6 +120,18 @@ fn every_line_validates_and_every_type_appears() {
 
     all.extend(reclaim_lines());
 
+    // `memtrace go --json` on a non-Go process: one go_verdict object.
+    let mut workload = Workload::spawn(&["madvise", "--op", "dontneed:5:1"]);
+    let pid = workload.pid.to_string();
+    let memtrace = Memtrace::attach_with(&["go", "--pid", &pid, "--wait", "10", "--json"]);
+    workload.go();
+    workload.record();
+    let output = memtrace.finish();
+    assert!(output.status.success(), "{}", output.stderr);
+    assert_eq!(output.lines.len(), 1, "one object");
+    assert_eq!(output.lines[0]["verdict"], "not_go");
+    all.extend(output.lines);
+
     let mut seen = BTreeSet::new();
     for line in &all {
         let errors: Vec<String> = validator

@@ -109,6 +109,45 @@ fn linked_llvm_major(binary: &Path) -> Option<u32> {
         })
 }
 
+/// Programs the tests run: `go` builds the Go test programs, `bpftrace` is their independent
+/// madvise count. Installed from Debian when missing; only `cargo xtask test` needs them.
+/// When they cannot be installed the Go tests skip, except under CI, where they must run.
+const TEST_TOOLS: [(&str, &str); 2] = [("go", "golang-go"), ("bpftrace", "bpftrace")];
+
+pub fn ensure_test_tools() -> anyhow::Result<()> {
+    let missing: Vec<&str> = TEST_TOOLS
+        .iter()
+        .filter(|(program, _)| which(program).is_none())
+        .map(|&(_, package)| package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let packages = missing.join(" ");
+    if !is_root() || which("apt-get").is_none() {
+        let advice = format!("install {packages} (e.g. `sudo apt-get install -y {packages}`)");
+        if std::env::var_os("CI").is_some() {
+            bail!("the Go tests need {packages} and CI is set: {advice}");
+        }
+        eprintln!("xtask: WARNING: {packages} missing: the Go tests will be SKIPPED; {advice}");
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing {packages} with apt-get (the Go tests build and trace real Go programs)"
+    );
+    status(Command::new("apt-get").args(["update", "-qq"]))?;
+    status(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    if let Some((program, package)) = TEST_TOOLS.iter().find(|(p, _)| which(p).is_none()) {
+        bail!("apt-get installed {package} but `{program}` is not on PATH");
+    }
+    Ok(())
+}
+
 /// tracefs must be mounted for tracepoints to attach; mount it when we may.
 fn ensure_tracefs() {
     if Path::new("/sys/kernel/tracing/events").is_dir()

@@ -29,7 +29,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run every test: unit tests and the privileged integration tests (real eBPF).
+    /// Run every test: unit tests and the privileged integration tests (real eBPF). Installs
+    /// golang-go and bpftrace first if missing (the Go tests build and trace real Go programs).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter), after `--`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -50,7 +51,9 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::Bootstrap => bootstrap::run(),
         Task::Run { args } => bootstrap::run().and_then(|()| tasks::run(&args)),
-        Task::Test { args } => bootstrap::run().and_then(|()| tasks::test(&args)),
+        Task::Test { args } => bootstrap::run()
+            .and_then(|()| bootstrap::ensure_test_tools())
+            .and_then(|()| tasks::test(&args)),
         Task::Docs { out } => docs::generate(&tasks::workspace_root().join(out)),
         Task::Lint => bootstrap::run().and_then(|()| tasks::lint()),
     };

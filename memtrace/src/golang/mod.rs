@@ -1,4 +1,102 @@
-//! Go binaries: which Go built them and with which settings (the runtime's madvise mode
-//! depends on both).
+//! Go binaries: which Go built them and with which settings, and the verdict on how the
+//! runtime gives memory back (`memtrace go`, and the Go part of the default report).
 
 pub mod buildinfo;
+pub mod verdict;
+
+use std::{fs, io, path::PathBuf};
+
+use verdict::GoBuild;
+
+/// What memtrace reads about a process before tracing it (the executable and the environment
+/// cannot be read once it has exited).
+#[derive(Clone, Debug, Default)]
+pub struct Target {
+    /// `Some` for a Go binary.
+    pub go: Option<GoBuild>,
+    /// Why the executable is not a Go binary, when it is not.
+    pub not_go_reason: String,
+    /// `GODEBUG` from the process's environment, if set.
+    pub godebug: Option<String>,
+}
+
+impl Target {
+    /// Reads /proc/PID/exe and GODEBUG from /proc/PID/environ. Fails only when the
+    /// executable cannot be read (no such process, a kernel thread, no permission).
+    pub fn inspect(pid: u32) -> Result<Self, String> {
+        let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+        let build = buildinfo::read(&exe).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => {
+                format!(
+                    "cannot read {}: no such process, or a kernel thread",
+                    exe.display()
+                )
+            }
+            _ => format!("cannot read {}: {e}", exe.display()),
+        })?;
+        let (go, not_go_reason) = match build {
+            Ok(info) => (
+                Some(GoBuild {
+                    default_godebug: info.default_godebug().map(str::to_owned),
+                    version: info.go_version,
+                }),
+                String::new(),
+            ),
+            Err(e) => (None, e.to_string()),
+        };
+        Ok(Self {
+            go,
+            not_go_reason,
+            godebug: godebug(pid),
+        })
+    }
+}
+
+/// `GODEBUG` in /proc/PID/environ (the environment the process was started with). Only this
+/// variable is extracted; the rest of the environment is neither kept nor shown. Like the Go
+/// runtime's `gogetenv`, the first entry wins.
+fn godebug(pid: u32) -> Option<String> {
+    let environ = fs::read(format!("/proc/{pid}/environ")).ok()?;
+    environ_var(&environ, "GODEBUG")
+}
+
+fn environ_var(environ: &[u8], name: &str) -> Option<String> {
+    environ
+        .split(|&b| b == 0)
+        .find_map(|entry| entry.strip_prefix(name.as_bytes())?.strip_prefix(b"="))
+        .map(|value| String::from_utf8_lossy(value).into_owned())
+}
+
+/// The running kernel's release, as `uname -r` prints it.
+pub fn kernel_release() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|r| r.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_godebug_is_taken_from_the_environment() {
+        let environ = b"HOME=/root\0GODEBUGX=1\0GODEBUG=madvdontneed=0,gctrace=1\0GODEBUG=x=1\0SECRET=hunter2\0";
+        assert_eq!(
+            environ_var(environ, "GODEBUG").as_deref(),
+            Some("madvdontneed=0,gctrace=1")
+        );
+        assert_eq!(environ_var(b"GODEBUG=\0", "GODEBUG").as_deref(), Some(""));
+        assert_eq!(environ_var(b"HOME=/\0", "GODEBUG"), None);
+        assert_eq!(environ_var(b"", "GODEBUG"), None);
+    }
+
+    #[test]
+    fn inspects_itself_and_fails_clearly() {
+        let me = Target::inspect(std::process::id()).unwrap();
+        assert!(me.go.is_none());
+        assert_eq!(me.not_go_reason, "no Go build information found");
+        let missing = Target::inspect(u32::MAX).unwrap_err();
+        assert!(missing.contains("no such process"), "{missing}");
+        assert!(verdict::kernel_version(&kernel_release()).is_some());
+    }
+}

@@ -286,13 +286,10 @@ impl Output {
 impl Memtrace {
     /// Starts `memtrace --json ARGS` and waits until it says it is attached.
     pub fn attach(args: &[&str]) -> Self {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        Self::attach_with(&all)
+        Self::attach_with(&[&["--json"], args].concat())
     }
 
-    /// Starts `memtrace ARGS` exactly as given (for subcommands, which take their own
-    /// `--json`) and waits until it says it is attached.
+    /// Starts `memtrace ARGS` (e.g. a subcommand) and waits until it says it is attached.
     pub fn attach_with(args: &[&str]) -> Self {
         let mut child = Command::new(MEMTRACE)
             .args(args)

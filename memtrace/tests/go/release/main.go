@@ -38,10 +38,10 @@ func main() {
 	var stats runtime.MemStats
 	runtime.ReadMemStats(&stats)
 	out.Encode(map[string]any{
-		"pid":          os.Getpid(),
-		"version":      runtime.Version(),
-		"allocated":    *mib << 20,
-		"heap_inuse":   stats.HeapInuse,
+		"pid":           os.Getpid(),
+		"version":       runtime.Version(),
+		"allocated":     *mib << 20,
+		"heap_inuse":    stats.HeapInuse,
 		"heap_released": stats.HeapReleased,
 	})
 	in.ReadString('\n')
