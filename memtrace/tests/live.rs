@@ -5,7 +5,7 @@ mod support;
 
 use std::{
     fs::File,
-    io::{Read as _, Write as _},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
     os::fd::{FromRawFd as _, OwnedFd},
     process::{Command, Stdio},
     sync::{Arc, Mutex},
@@ -125,7 +125,7 @@ fn pipe_gets_one_plain_line_per_interval() {
         .args(["--pid", &pid.to_string(), "--interval", "0.2"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn memtrace");
     let mut stdout = memtrace.stdout.take().expect("stdout");
@@ -136,7 +136,15 @@ fn pipe_gets_one_plain_line_per_interval() {
         let _ = stdout.read_to_string(&mut text);
         *sink.lock().expect("lock") = text;
     });
-    std::thread::sleep(Duration::from_millis(500));
+    // Go only once memtrace says it is attached.
+    // (stderr stays drained afterwards: a closed stderr would fail memtrace's later writes.)
+    let mut stderr = BufReader::new(memtrace.stderr.take().expect("stderr")).lines();
+    let attached = stderr
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|line| line.starts_with("memtrace: attached"));
+    assert!(attached, "memtrace did not attach");
+    std::thread::spawn(move || stderr.for_each(drop));
     let mut stdin = workload.go_keeping_stdin();
     assert_eq!(workload.next_line()["freed"], 4 << 20);
     std::thread::sleep(Duration::from_millis(800));
