@@ -34,6 +34,8 @@ use crate::{
 /// How often the ring buffer is drained when the kernel has not woken us (it wakes us only once
 /// a batch has accumulated, to keep the traced workload fast).
 const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Records decoded per drain before the loop serves its timers again.
+const MAX_DRAIN: usize = 16_384;
 /// Processes kept when tracing every process: past this, exited ones are forgotten, so a
 /// DaemonSet running for weeks keeps bounded memory (and the kernel's fault table has room).
 const MAX_PROCESSES: usize = 4096;
@@ -293,6 +295,7 @@ impl Pump {
         tokio::pin!(targets_exited);
         let mut targets_gone = exits.is_empty();
         let mut drain_timer = tokio::time::interval(DRAIN_INTERVAL);
+        let mut backlog = false;
         let mut sample_timer = tokio::time::interval(SAMPLE_INTERVAL);
         let mut live_timer =
             tokio::time::interval_at(tokio::time::Instant::now() + self.interval, self.interval);
@@ -305,6 +308,9 @@ impl Pump {
                     None
                 }
                 _ = drain_timer.tick() => None,
+                // The last drain stopped at its limit: more is waiting, come straight back (but
+                // through select!, so timers and signals get their turn).
+                () = std::future::ready(()), if backlog => None,
                 _ = sample_timer.tick() => {
                     self.sample();
                     // With --follow, tracing goes on while any followed child lives.
@@ -324,7 +330,7 @@ impl Pump {
                     (!self.follow || self.live_targets() == 0).then_some(StopReason::TargetExited)
                 }
             };
-            self.drain();
+            backlog = self.drain() == MAX_DRAIN;
             if self.output_closed {
                 return Ok(StopReason::OutputClosed);
             }
@@ -355,10 +361,18 @@ impl Pump {
     }
 
     /// Decodes and attributes everything waiting in the ring buffer.
-    fn drain(&mut self) {
+    ///
+    /// At most [`MAX_DRAIN`] records a call: under a flood the producers can outpace us, and an
+    /// unbounded loop would starve the timers (samples, live view, stop conditions) and grow the
+    /// batch without limit. The ring is still readable afterwards, so the loop comes back.
+    fn drain(&mut self) -> usize {
         let mut batch = Vec::new();
+        let mut drained = 0;
         let ring = self.events.get_mut();
-        while let Some(record) = ring.next() {
+        while drained < MAX_DRAIN
+            && let Some(record) = ring.next()
+        {
+            drained += 1;
             match events::decode(&record, self.page_size) {
                 Ok(event) => batch.push(event),
                 Err(_) => self.undecodable += 1,
@@ -379,6 +393,17 @@ impl Pump {
             }
         }
         self.flush();
+        drained
+    }
+
+    /// Drains what is left after the stop condition, in bounded batches; gives up after a
+    /// few rings' worth so a flood cannot keep memtrace from reporting.
+    fn drain_remaining(&mut self) {
+        for _ in 0..64 {
+            if self.drain() < MAX_DRAIN {
+                return;
+            }
+        }
     }
 
     /// Adds what the kernel record lacks, from /proc.
@@ -549,7 +574,7 @@ impl Pump {
 
     fn finish(mut self, reason: StopReason) -> anyhow::Result<()> {
         // Whatever arrived after the stop condition still counts.
-        self.drain();
+        self.drain_remaining();
         self.sample();
         let reason = if self.output_closed {
             StopReason::OutputClosed
@@ -621,7 +646,7 @@ impl Pump {
 
     /// `memtrace go`: prints the verdict (text or one JSON object).
     fn finish_go(mut self, reason: StopReason) -> anyhow::Result<()> {
-        self.drain();
+        self.drain_remaining();
         self.sample();
         let lost = self.tracer.lost().total();
         if lost > 0 {

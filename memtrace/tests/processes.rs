@@ -73,7 +73,9 @@ fn system_wide_sees_every_process() {
     let mut first = Workload::spawn(&["madvise", "--op", "free:11:1"]);
     let mut second = Workload::spawn(&["madvise", "--op", "dontneed:13:2"]);
     // No --pid: everything is traced; --comm keeps the report to the workloads.
-    let memtrace = Memtrace::attach(&["--comm", "memtrace-worklo"]);
+    // Every process on the machine streams here: a large ring keeps a busy machine from
+    // overflowing it (exactness needs no lost events, checked below).
+    let memtrace = Memtrace::attach(&["--comm", "memtrace-worklo", "--ring-size", "65536"]);
     first.go();
     second.go();
     let (first, second) = (first.record(), second.record());
@@ -82,6 +84,7 @@ fn system_wide_sees_every_process() {
     memtrace.interrupt();
     let output = memtrace.finish();
     assert!(output.status.success(), "{}", output.stderr);
+    assert_eq!(output.summary()["lost"]["total"], 0, "events were lost");
     let (a, b) = (
         first["pid"].as_u64().unwrap() as u32,
         second["pid"].as_u64().unwrap() as u32,
@@ -109,7 +112,7 @@ fn system_wide_counts_every_fault_of_a_process_born_while_traced() {
     if !privileged() {
         return;
     }
-    let memtrace = Memtrace::attach(&["--comm", "memtrace-worklo"]);
+    let memtrace = Memtrace::attach(&["--comm", "memtrace-worklo", "--ring-size", "65536"]);
     // Born at least one clock tick after memtrace attached.
     std::thread::sleep(std::time::Duration::from_millis(30));
     let mut workload = Workload::spawn(&["faults", "--pages", "3000"]);
@@ -124,6 +127,7 @@ fn system_wide_counts_every_fault_of_a_process_born_while_traced() {
     memtrace.interrupt();
     let output = memtrace.finish();
     assert!(output.status.success(), "{}", output.stderr);
+    assert_eq!(output.summary()["lost"]["total"], 0, "events were lost");
     let faults = &output.process(pid)["faults"];
     assert!(minflt >= 3000, "{minflt}");
     assert_eq!(
