@@ -26,14 +26,24 @@ pub enum SortKey {
 // `memtrace --json reclaim` would silently drop --json: subcommands take their own flags.
 #[command(args_conflicts_with_subcommands = true)]
 #[command(after_help = "\
-Examples:
-  sudo memtrace --pid 1234                  trace until Ctrl-C or until pid 1234 exits
-  sudo memtrace --pid 1234 --duration 30    trace for 30 seconds, then report
+Examples, by the three jobs memtrace is for:
+
+ 1. Incident on a process: what is it doing with memory, and why is its RSS what it is?
+  sudo memtrace --pid 1234                  live view; Ctrl-C (or pid exit) for the report
+  sudo memtrace --pid 1234 --duration 30    30 seconds, then the report
   sudo memtrace --pid 1234 --follow         include children it forks while traced
   sudo memtrace --duration 10 --sort faults every process for 10 s; top 10 by faults
-  sudo memtrace --pid 1234 --json | jq .    JSON Lines: one object per event, then a summary
-  sudo memtrace reclaim --duration 60       who stalls in reclaim, for how long; kswapd; OOM
-  sudo memtrace go --pid 1234               Go binary: MADV_FREE or MADV_DONTNEED, and why")]
+  sudo memtrace --pid 1234 --json | jq .    JSON Lines: every event, then a summary
+
+ 2. Reclaim latency: who stalls in direct or memcg reclaim, for how long; kswapd; OOM kills
+  sudo memtrace reclaim                     every process, a line per second, then histograms
+  sudo memtrace reclaim --pid 1234 -d 60    one process's stalls for a minute
+
+ 3. Go: does this binary release with MADV_FREE or MADV_DONTNEED, and why?
+  sudo memtrace go --pid 1234               verdict from the binary, GODEBUG and what it does
+  sudo memtrace go --pid 1234 --wait 120    wait up to 2 min for the scavenger to release
+
+Fleets: sudo memtrace --prometheus 0.0.0.0:9464 serves every process's totals at /metrics.")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

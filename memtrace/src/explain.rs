@@ -3,16 +3,36 @@
 //!
 //! Pure: built from one process's totals, so every sentence is unit-tested.
 
-use memtrace_common::advice;
+use memtrace_common::{advice, reclaim::ReclaimKind};
 
-use crate::{attribution::ProcessStats, report::human_bytes};
+use crate::{attribution::ProcessStats, reclaim::Reclaim, report::human_bytes};
 
 /// LazyFree below this share of RSS is not worth a sentence.
 const NOTABLE_LAZYFREE_PERCENT: u64 = 10;
+/// RSS changes smaller than this are noise in an incident.
+const NOTABLE_RSS_CHANGE: u64 = 1 << 20;
 
 /// Sentences explaining a process's memory over the traced window, most important first.
-pub fn explain(p: &ProcessStats) -> Vec<String> {
+pub fn explain(p: &ProcessStats, reclaim: &Reclaim) -> Vec<String> {
     let mut sentences = Vec::new();
+    for (kind, why) in [
+        (ReclaimKind::Memcg, "its memory cgroup was at its limit"),
+        (
+            ReclaimKind::Direct,
+            "free memory fell below the min watermark",
+        ),
+    ] {
+        if let Some(s) = reclaim.of(p.pid, kind) {
+            sentences.push(format!(
+                "Its allocations stalled {} times in {} reclaim ({why}), {:.3} ms in all, the \
+                 longest {:.3} ms.",
+                s.count,
+                kind.name(),
+                s.total_ns as f64 / 1e6,
+                s.max_ns as f64 / 1e6,
+            ));
+        }
+    }
     let bytes = |value| p.madvise.get(&value).map_or(0, |t| t.bytes);
     let (free, dontneed) = (bytes(advice::FREE), bytes(advice::DONTNEED));
     let last = p.smaps_last;
@@ -73,7 +93,7 @@ pub fn explain(p: &ProcessStats) -> Vec<String> {
         ));
     }
     if let (Some(first), Some(last)) = (p.smaps_first, last)
-        && first.rss != last.rss
+        && first.rss.abs_diff(last.rss) >= NOTABLE_RSS_CHANGE
     {
         let (verb, change) = if last.rss > first.rss {
             ("grew", last.rss - first.rss)
@@ -128,7 +148,7 @@ mod tests {
             },
         );
         a.sample_smaps(1, last);
-        explain(a.process_by_pid(1).expect("process"))
+        explain(a.process_by_pid(1).expect("process"), &Reclaim::default())
     }
 
     #[test]
@@ -170,6 +190,27 @@ mod tests {
                 "512.0 MiB was released with MADV_DONTNEED: those pages left RSS at once.",
                 "1 madvise calls failed and released nothing.",
                 "RSS fell by 512.0 MiB over the window (528.0 MiB → 16.0 MiB).",
+            ]
+        );
+    }
+
+    #[test]
+    fn reclaim_stalls_come_first() {
+        // Per-process stall totals come from the kernel's histograms.
+        let mut stalls = crate::reclaim::StallStats::default();
+        for latency_ns in [40_000, 1_500_000, 60_000] {
+            stalls.add(latency_ns, 32, 32);
+        }
+        let mut reclaim = Reclaim::default();
+        reclaim.stalls.insert((1, ReclaimKind::Memcg), stalls);
+        let mut a = Attribution::default();
+        a.name(1, "reader");
+        let text = explain(a.process_by_pid(1).expect("process"), &reclaim);
+        assert_eq!(
+            text,
+            [
+                "Its allocations stalled 3 times in memcg reclaim (its memory cgroup was at its \
+              limit), 1.600 ms in all, the longest 1.500 ms."
             ]
         );
     }

@@ -8,7 +8,7 @@
 use std::{fmt::Write as _, net::SocketAddr, time::Duration};
 
 use anyhow::Context as _;
-use memtrace_common::advice;
+use memtrace_common::{advice, reclaim::ReclaimKind};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
@@ -17,6 +17,7 @@ use tokio::{
 
 use crate::{
     attribution::{Attribution, RSS_MEMBER_NAMES},
+    reclaim::{Reclaim, StallStats},
     report::{ReportOptions, advice_name},
     tracer::LostCounts,
 };
@@ -110,6 +111,10 @@ impl Page {
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+        self.sample_text(name, labels, &value.to_string());
+    }
+
+    fn sample_text(&mut self, name: &str, labels: &[(&str, &str)], value: &str) {
         let _ = write!(self.text, "memtrace_{name}");
         if !labels.is_empty() {
             let pairs: Vec<String> = labels
@@ -119,6 +124,27 @@ impl Page {
             let _ = write!(self.text, "{{{}}}", pairs.join(","));
         }
         let _ = writeln!(self.text, " {value}");
+    }
+
+    /// A Prometheus histogram from log2 microsecond buckets: bucket `b` holds latencies below
+    /// 2^b µs, so its cumulative count is exposed with `le` = 2^b µs; the last is +Inf.
+    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], stats: &StallStats) {
+        let bucket_name = format!("{name}_bucket");
+        let mut cumulative = 0;
+        for (bucket, &count) in stats.buckets.iter().enumerate() {
+            cumulative += count;
+            let le = if bucket + 1 == stats.buckets.len() {
+                "+Inf".to_owned()
+            } else {
+                format!("{:e}", (1u64 << bucket) as f64 / 1e6)
+            };
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", &le));
+            self.sample(&bucket_name, &with_le, cumulative);
+        }
+        let sum = format!("{:e}", stats.total_ns as f64 / 1e9);
+        self.sample_text(&format!("{name}_sum"), labels, &sum);
+        self.sample(&format!("{name}_count"), labels, stats.count);
     }
 }
 
@@ -200,6 +226,7 @@ pub fn render(attribution: &Attribution, options: &ReportOptions, lost: &LostCou
         page.sample("released_bytes_total", &labels, p.released_bytes());
     }
     mapping_families(&mut page, &processes, &ids);
+    reclaim_families(&mut page, &attribution.reclaim, &processes, &ids);
     fault_families(&mut page, &processes, &ids, options.counts_faults);
     memory_families(&mut page, &processes, &ids);
     page.family(
@@ -223,6 +250,47 @@ pub fn render(attribution: &Attribution, options: &ReportOptions, lost: &LostCou
         }
     }
     page.text
+}
+
+fn reclaim_families(
+    page: &mut Page,
+    reclaim: &Reclaim,
+    processes: &[&crate::attribution::ProcessStats],
+    ids: &[(String, &str)],
+) {
+    page.family(
+        "reclaim_stall_seconds",
+        "histogram",
+        "Time the process's allocations stalled in direct or memory-cgroup reclaim, per stall.",
+    );
+    for (p, (pid, comm)) in processes.iter().zip(ids) {
+        for kind in [ReclaimKind::Direct, ReclaimKind::Memcg] {
+            if let Some(stats) = reclaim.of(p.pid, kind) {
+                let labels = [("pid", pid.as_str()), ("comm", comm), ("kind", kind.name())];
+                page.histogram("reclaim_stall_seconds", &labels, stats);
+            }
+        }
+    }
+    page.family(
+        "system_reclaim_stall_seconds",
+        "histogram",
+        "Reclaim stalls of every traced process together, per stall.",
+    );
+    for kind in [ReclaimKind::Direct, ReclaimKind::Memcg] {
+        if let Some(stats) = reclaim.system.get(&kind).filter(|s| s.count > 0) {
+            page.histogram(
+                "system_reclaim_stall_seconds",
+                &[("kind", kind.name())],
+                stats,
+            );
+        }
+    }
+    page.family(
+        "oom_kills_total",
+        "counter",
+        "Processes the OOM killer chose while memtrace ran, whoever they were.",
+    );
+    page.sample("oom_kills_total", &[], reclaim.ooms.len() as u64);
 }
 
 fn mapping_families(
@@ -423,6 +491,40 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn stall_histogram_is_cumulative_in_seconds() {
+        let mut a = Attribution::default();
+        a.name(42, "reader");
+        let mut stats = StallStats::default();
+        for latency_ns in [5_000, 6_000, 40_000] {
+            stats.add(latency_ns, 1, 1);
+        }
+        a.reclaim.stalls.insert((42, ReclaimKind::Memcg), stats);
+        let page = render(&a, &ReportOptions::default(), &LostCounts::default());
+        let labels = r#"pid="42",comm="reader",kind="memcg""#;
+        let value = |suffix: &str, le: &str| {
+            let key = if le.is_empty() {
+                format!("memtrace_reclaim_stall_seconds_{suffix}{{{labels}}} ")
+            } else {
+                format!("memtrace_reclaim_stall_seconds_{suffix}{{{labels},le=\"{le}\"}} ")
+            };
+            page.lines()
+                .find_map(|l| l.strip_prefix(&key))
+                .unwrap_or_else(|| panic!("{key} missing:\n{page}"))
+                .to_owned()
+        };
+        // 5 and 6 µs fall in the bucket below 8 µs; 40 µs below 64 µs.
+        assert_eq!(value("bucket", "4e-6"), "0");
+        assert_eq!(value("bucket", "8e-6"), "2");
+        assert_eq!(value("bucket", "3.2e-5"), "2");
+        assert_eq!(value("bucket", "6.4e-5"), "3");
+        assert_eq!(value("bucket", "+Inf"), "3");
+        assert_eq!(value("count", ""), "3");
+        assert_eq!(value("sum", ""), "5.1e-5");
+        assert!(page.contains("# TYPE memtrace_reclaim_stall_seconds histogram"));
+        assert!(page.contains("memtrace_oom_kills_total 0"));
     }
 
     #[test]

@@ -601,12 +601,18 @@ impl Pump {
             summary.go_verdicts = verdicts;
             serde_json::to_string(&summary)?
         } else {
-            let mut text = report::text(&self.attribution, &self.report, &lost, elapsed, reason);
-            for verdict in &verdicts {
-                text.push_str("\nGo release mode\n");
-                text.push_str(&verdict.text());
-            }
-            text
+            let sections: Vec<String> = verdicts
+                .iter()
+                .map(|v| format!("Go release mode\n{}", v.text()))
+                .collect();
+            report::text(
+                &self.attribution,
+                &self.report,
+                &lost,
+                elapsed,
+                reason,
+                &sections,
+            )
         };
         self.write_line(report.trim_end());
         self.flush();

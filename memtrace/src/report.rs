@@ -391,7 +391,7 @@ fn process_json(
             first: p.smaps_first,
             last: p.smaps_last,
         },
-        explanation: explain::explain(p),
+        explanation: explain::explain(p, &attribution.reclaim),
         reclaim: reclaim_report::process_stalls_json(&attribution.reclaim, p.pid),
     }
 }
@@ -428,13 +428,15 @@ fn advice_json(by_advice: &BTreeMap<u32, AdviceTotals>) -> Vec<AdviceJson> {
         .collect()
 }
 
-/// The final report people read.
+/// The final report people read. `sections` (e.g. Go verdicts) go after the processes, before
+/// the lost-events line that always ends it.
 pub fn text(
     attribution: &Attribution,
     options: &ReportOptions,
     lost: &LostCounts,
     duration_ns: u64,
     stop_reason: StopReason,
+    sections: &[String],
 ) -> String {
     let mut out = String::new();
     let secs = duration_ns as f64 / 1e9;
@@ -453,6 +455,7 @@ pub fn text(
         out.push('\n');
         process_text(&mut out, p, options);
         reclaim_report::process_stalls_text(&mut out, &attribution.reclaim, p.pid);
+        explain_text(&mut out, p, &attribution.reclaim);
     }
     if shown < processes.len() {
         let more = processes.len() - shown;
@@ -475,6 +478,11 @@ pub fn text(
             attribution.forgotten
         );
     }
+    for section in sections {
+        out.push('\n');
+        out.push_str(section.trim_end());
+        out.push('\n');
+    }
     out.push('\n');
     lost_text(&mut out, lost);
     out
@@ -487,7 +495,6 @@ fn process_text(out: &mut String, p: &ProcessStats, options: &ReportOptions) {
     faults_text(out, p, options);
     rss_text(out, &p.rss);
     smaps_text(out, p);
-    explain_text(out, p);
 }
 
 fn madvise_text(out: &mut String, p: &ProcessStats) {
@@ -660,10 +667,10 @@ fn smaps_text(out: &mut String, p: &ProcessStats) {
 }
 
 /// The plain-English paragraph, wrapped, under the numbers it explains.
-fn explain_text(out: &mut String, p: &ProcessStats) {
+fn explain_text(out: &mut String, p: &ProcessStats, reclaim: &crate::reclaim::Reclaim) {
     const WIDTH: usize = 96;
     let mut line = String::from("  in short:");
-    for word in explain::explain(p).join(" ").split(' ') {
+    for word in explain::explain(p, reclaim).join(" ").split(' ') {
         if line.chars().count() + 1 + word.chars().count() > WIDTH {
             let _ = writeln!(out, "{line}");
             line = String::from("   ");
@@ -799,6 +806,7 @@ mod tests {
             &lost,
             2_500_000_000,
             StopReason::TargetExited,
+            &["Go release mode\n(a verdict)".to_owned()],
         );
         assert_eq!(
             report,
@@ -812,6 +820,9 @@ mod tests {
              \x20 faults: 0 taken in user mode (0 on write)\n\
              \x20 in short: 204.0 KiB was released with MADV_FREE: those pages stay in RSS as LazyFree until\n\
              \x20   memory pressure reclaims them. 1 madvise calls failed and released nothing.\n\
+             \n\
+             Go release mode\n\
+             (a verdict)\n\
              \n\
              lost events: 3 (ring buffer full: 3 [cpu1=3]) — totals above are undercounts; retry with a larger --ring-size\n"
         );
@@ -843,6 +854,7 @@ mod tests {
             &LostCounts::default(),
             0,
             StopReason::Duration,
+            &[],
         );
         assert!(report.contains("pid 2 (p2)") && report.contains("pid 3 (p3)"));
         assert!(!report.contains("pid 1 (p1)"));
