@@ -8,6 +8,7 @@ mod explain;
 mod gfp;
 mod golang;
 mod live;
+mod output;
 mod procfs;
 mod prometheus;
 mod pump;

@@ -3,7 +3,7 @@
 
 use std::{
     collections::BTreeMap,
-    io::{self, IsTerminal as _, Write as _},
+    io::{self, IsTerminal as _},
     os::fd::{FromRawFd as _, OwnedFd},
     time::{Duration, Instant},
 };
@@ -25,6 +25,7 @@ use crate::{
         verdict::{self, Facts, Verdict},
     },
     live::Live,
+    output::Stdout,
     procfs::{self, SmapsRollup},
     prometheus::{self, Exporter},
     report::{self, ReportOptions, StartLine, StopReason, Summary},
@@ -167,8 +168,9 @@ async fn trace(session: Session) -> anyhow::Result<()> {
         eprintln!("memtrace: attached; tracing {what}; Ctrl-C to stop");
     }
     if session.json && !session.go_verdict {
-        pump.write_line(&serde_json::to_string(&StartLine::new(&session.pids))?);
-        pump.flush();
+        pump.out
+            .line(&serde_json::to_string(&StartLine::new(&session.pids))?);
+        pump.out.flush();
     }
 
     let reason = pump
@@ -196,9 +198,8 @@ struct Pump {
     system_wide: bool,
     /// Processes whose smaps_rollup is sampled: the named targets and, with --follow, children.
     sampled: Vec<u32>,
-    out: io::BufWriter<io::Stdout>,
-    /// Set once stdout is gone (e.g. `memtrace | head` exited): stop, and report to stderr.
-    output_closed: bool,
+    /// Stops the trace when it goes away; the report then goes to stderr.
+    out: Stdout,
     page_size: u64,
     started: Instant,
     /// When tracing began, in clock ticks since boot: processes started later were born while
@@ -243,8 +244,7 @@ impl Pump {
             follow: session.follow,
             system_wide: session.pids.is_empty(),
             sampled: session.pids.clone(),
-            out: io::BufWriter::new(io::stdout()),
-            output_closed: false,
+            out: Stdout::new(),
             page_size: procfs::page_size(),
             started: Instant::now(),
             attached_ticks: procfs::now_ticks(),
@@ -331,7 +331,7 @@ impl Pump {
                 }
             };
             backlog = self.drain() == MAX_DRAIN;
-            if self.output_closed {
+            if self.out.closed() {
                 return Ok(StopReason::OutputClosed);
             }
             if let Some(reason) = reason {
@@ -385,14 +385,14 @@ impl Pump {
             // verdict object, not the event stream.
             let shown = matches!(event, Event::OomKill(_))
                 || self.report.shows(&self.attribution, event.tgid());
-            if self.json && !self.go_verdict && !self.output_closed && shown {
+            if self.json && !self.go_verdict && !self.out.closed() && shown {
                 match report::event_json(&event, &self.tracer.gfp) {
-                    Ok(line) => self.write_line(&line),
+                    Ok(line) => self.out.line(&line),
                     Err(_) => self.undecodable += 1,
                 }
             }
         }
-        self.flush();
+        self.out.flush();
         drained
     }
 
@@ -517,8 +517,8 @@ impl Pump {
                 self.interval,
             )
         };
-        self.write_line(text.trim_end());
-        self.flush();
+        self.out.line(text.trim_end());
+        self.out.flush();
     }
 
     /// Whether a process started after tracing began (strictly: one started in the same clock
@@ -544,39 +544,11 @@ impl Pump {
         live
     }
 
-    fn write_line(&mut self, line: &str) {
-        if self.output_closed {
-            return;
-        }
-        if let Err(e) = writeln!(self.out, "{line}") {
-            self.output_failed(&e);
-        }
-    }
-
-    fn flush(&mut self) {
-        if !self.output_closed
-            && let Err(e) = self.out.flush()
-        {
-            self.output_failed(&e);
-        }
-    }
-
-    fn output_failed(&mut self, error: &io::Error) {
-        self.output_closed = true;
-        if error.kind() == io::ErrorKind::BrokenPipe {
-            eprintln!("memtrace: stdout closed; stopping and writing the report to stderr");
-        } else {
-            eprintln!(
-                "memtrace: cannot write to stdout ({error}); stopping and writing the report to stderr"
-            );
-        }
-    }
-
     fn finish(mut self, reason: StopReason) -> anyhow::Result<()> {
         // Whatever arrived after the stop condition still counts.
         self.drain_remaining();
         self.sample();
-        let reason = if self.output_closed {
+        let reason = if self.out.closed() {
             StopReason::OutputClosed
         } else {
             reason
@@ -614,12 +586,7 @@ impl Pump {
                 &sections,
             )
         };
-        self.write_line(report.trim_end());
-        self.flush();
-        if self.output_closed {
-            // Nothing gathered is lost: the report goes where it can still be read.
-            eprintln!("{}", report.trim_end());
-        }
+        self.out.report(&report);
         Ok(())
     }
 }
@@ -685,11 +652,7 @@ impl Pump {
         } else {
             verdict.text()
         };
-        self.write_line(out.trim_end());
-        self.flush();
-        if self.output_closed {
-            eprintln!("{}", out.trim_end());
-        }
+        self.out.report(&out);
         Ok(())
     }
 }

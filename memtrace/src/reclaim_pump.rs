@@ -1,10 +1,7 @@
 //! `memtrace reclaim`: drains reclaim, kswapd and OOM records, prints a line per interval and a
 //! final report built from the kernel's histograms.
 
-use std::{
-    io::{self, Write as _},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
@@ -17,6 +14,7 @@ use crate::{
     cli::ReclaimArgs,
     events::{self, Event},
     gfp::GfpNames,
+    output::Stdout,
     procfs::{self, SmapsRollup},
     pump::{open_pidfd, watch},
     reclaim::Reclaim,
@@ -56,8 +54,7 @@ pub async fn run(args: ReclaimArgs) -> anyhow::Result<()> {
         events,
         reclaim: Reclaim::default(),
         json: args.json,
-        out: io::BufWriter::new(io::stdout()),
-        output_closed: false,
+        out: Stdout::new(),
         page_size: procfs::page_size(),
         undecodable: 0,
         interval_wakes: 0,
@@ -95,8 +92,8 @@ pub async fn run(args: ReclaimArgs) -> anyhow::Result<()> {
     eprintln!("memtrace: attached; tracing reclaim of {what}; Ctrl-C to stop");
     if args.json {
         let start = serde_json::to_string(&StartLine::new(&args.pid))?;
-        session.write_line(&start);
-        session.flush();
+        session.out.line(&start);
+        session.out.flush();
     }
 
     let deadline = tokio::time::sleep(args.duration.unwrap_or(Duration::MAX / 4));
@@ -129,7 +126,7 @@ pub async fn run(args: ReclaimArgs) -> anyhow::Result<()> {
             () = &mut targets_exited, if !exits.is_empty() => Some(StopReason::TargetExited),
         };
         session.drain();
-        if session.output_closed {
+        if session.out.closed() {
             break StopReason::OutputClosed;
         }
         if let Some(reason) = reason {
@@ -143,8 +140,7 @@ struct Session {
     events: AsyncFd<RingBuf<MapData>>,
     reclaim: Reclaim,
     json: bool,
-    out: io::BufWriter<io::Stdout>,
-    output_closed: bool,
+    out: Stdout,
     page_size: u64,
     undecodable: u64,
     /// kswapd wake events since the last interval line.
@@ -186,12 +182,12 @@ impl Session {
             if self.json && !matches!(event, Event::Kswapd(_)) {
                 // kswapd state changes are summed up, not streamed.
                 match crate::report::event_json(&event, &self.gfp) {
-                    Ok(line) => self.write_line(&line),
+                    Ok(line) => self.out.line(&line),
                     Err(_) => self.undecodable += 1,
                 }
             }
         }
-        self.flush();
+        self.out.flush();
     }
 
     fn sample_targets(&mut self) {
@@ -211,8 +207,8 @@ impl Session {
         } else {
             reclaim_report::interval_text(&clock(), &interval, &self.reclaim.comms, wakes)
         };
-        self.write_line(line.trim_end());
-        self.flush();
+        self.out.line(line.trim_end());
+        self.out.flush();
     }
 
     fn finish(
@@ -267,7 +263,7 @@ impl Session {
             system_wide,
             lost: &lost,
             duration_ns: u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX),
-            stop_reason: if self.output_closed {
+            stop_reason: if self.out.closed() {
                 StopReason::OutputClosed
             } else {
                 reason
@@ -278,36 +274,8 @@ impl Session {
         } else {
             reclaim_report::text(&window)
         };
-        self.write_line(report.trim_end());
-        self.flush();
-        if self.output_closed {
-            eprintln!("{}", report.trim_end());
-        }
+        self.out.report(&report);
         Ok(())
-    }
-
-    fn write_line(&mut self, line: &str) {
-        if self.output_closed {
-            return;
-        }
-        if let Err(e) = writeln!(self.out, "{line}") {
-            self.output_failed(&e);
-        }
-    }
-
-    fn flush(&mut self) {
-        if !self.output_closed
-            && let Err(e) = self.out.flush()
-        {
-            self.output_failed(&e);
-        }
-    }
-
-    fn output_failed(&mut self, error: &io::Error) {
-        self.output_closed = true;
-        eprintln!(
-            "memtrace: cannot write to stdout ({error}); stopping and writing the report to stderr"
-        );
     }
 }
 

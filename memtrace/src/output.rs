@@ -1,0 +1,63 @@
+//! stdout for live lines, JSON Lines and reports. It remembers when stdout went away (e.g.
+//! `memtrace --json | head -3` exited), so memtrace stops and writes its final report to stderr
+//! instead of losing what it gathered.
+
+use std::io::{self, Write as _};
+
+pub struct Stdout {
+    out: io::BufWriter<io::Stdout>,
+    closed: bool,
+}
+
+impl Stdout {
+    pub fn new() -> Self {
+        Self {
+            out: io::BufWriter::new(io::stdout()),
+            closed: false,
+        }
+    }
+
+    /// Whether stdout is gone: the caller should stop.
+    pub fn closed(&self) -> bool {
+        self.closed
+    }
+
+    /// One line (buffered); nothing once stdout is gone.
+    pub fn line(&mut self, line: &str) {
+        if self.closed {
+            return;
+        }
+        if let Err(e) = writeln!(self.out, "{line}") {
+            self.failed(&e);
+        }
+    }
+
+    pub fn flush(&mut self) {
+        if !self.closed
+            && let Err(e) = self.out.flush()
+        {
+            self.failed(&e);
+        }
+    }
+
+    /// The final report: on stdout, or on stderr if stdout is gone (before or while writing).
+    pub fn report(&mut self, report: &str) {
+        let report = report.trim_end();
+        self.line(report);
+        self.flush();
+        if self.closed {
+            eprintln!("{report}");
+        }
+    }
+
+    fn failed(&mut self, error: &io::Error) {
+        self.closed = true;
+        if error.kind() == io::ErrorKind::BrokenPipe {
+            eprintln!("memtrace: stdout closed; stopping and writing the report to stderr");
+        } else {
+            eprintln!(
+                "memtrace: cannot write to stdout ({error}); stopping and writing the report to stderr"
+            );
+        }
+    }
+}
