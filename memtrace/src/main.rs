@@ -13,8 +13,6 @@ mod procfs;
 mod prometheus;
 mod pump;
 mod reclaim;
-mod reclaim_pump;
-mod reclaim_report;
 mod report;
 mod tracefs;
 mod tracer;
@@ -38,7 +36,7 @@ fn main() -> ExitCode {
     let result = match cli.command.take() {
         None => runtime.block_on(pump::run(cli)),
         Some(cli::Command::Go(args)) => runtime.block_on(pump::run_go(args)),
-        Some(cli::Command::Reclaim(args)) => runtime.block_on(reclaim_pump::run(args)),
+        Some(cli::Command::Reclaim(args)) => runtime.block_on(reclaim::pump::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -18,7 +18,7 @@ use crate::{
     gfp::GfpNames,
     golang::verdict::Verdict,
     procfs::SmapsRollup,
-    reclaim_report::{self, StallJson},
+    reclaim::report::{self as reclaim_report, StallJson},
     tracer::LostCounts,
 };
 

@@ -1,6 +1,12 @@
 //! Reclaim attribution: stall statistics and log2 latency histograms, kswapd active periods,
 //! OOM kills and /proc/vmstat deltas. Pure: fed decoded events and kernel map values, never
 //! touches the kernel or /proc, so every rule here is unit-tested.
+//!
+//! `memtrace reclaim` itself is in [`pump`] (tracing and interval lines) and [`report`] (text
+//! and JSON).
+
+pub mod pump;
+pub mod report;
 
 use std::collections::BTreeMap;
 

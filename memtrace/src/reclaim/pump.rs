@@ -18,7 +18,7 @@ use crate::{
     procfs::{self, SmapsRollup},
     pump::{open_pidfd, watch},
     reclaim::Reclaim,
-    reclaim_report::{self, LazyFree, ReclaimWindow},
+    reclaim::report::{self as reclaim_report, LazyFree, ReclaimWindow},
     report::{StartLine, StopReason},
     tracer::{Focus, Options, Tracer},
 };
