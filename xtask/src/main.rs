@@ -1,9 +1,10 @@
-//! Developer tasks: `cargo xtask bootstrap | run | test | lint`.
+//! Developer tasks: `cargo xtask bootstrap | run | test | lint | bench`.
 //!
 //! Every task that builds calls `bootstrap` first, which installs what is missing (rust-src,
 //! LLVM matching rustc, bpf-linker built against it) and mounts tracefs; when everything is
 //! present it costs a few process spawns.
 
+mod bench;
 mod bootstrap;
 mod docs;
 mod tasks;
@@ -44,6 +45,17 @@ enum Task {
     },
     /// `cargo fmt --check` and `cargo clippy -D warnings`, for userspace and the eBPF crate.
     Lint,
+    /// Measure memtrace's cost on benchmark workloads against untraced, bpftrace and strace;
+    /// print the table and write BENCHMARKS.md (never run by `test`).
+    Bench {
+        /// Small workloads and one iteration: a smoke run of the whole harness (writes
+        /// target/BENCHMARKS-quick.md instead of BENCHMARKS.md).
+        #[arg(long)]
+        quick: bool,
+        /// Runs of each configuration (default 5, or 1 with --quick).
+        #[arg(long, value_name = "N")]
+        iterations: Option<usize>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,6 +68,9 @@ fn main() -> ExitCode {
             .and_then(|()| tasks::test(&args)),
         Task::Docs { out } => docs::generate(&tasks::workspace_root().join(out)),
         Task::Lint => bootstrap::run().and_then(|()| tasks::lint()),
+        Task::Bench { quick, iterations } => {
+            bootstrap::run().and_then(|()| bench::run(&bench::Options { quick, iterations }))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

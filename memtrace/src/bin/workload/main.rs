@@ -5,6 +5,7 @@
 //! `{"ready":true,"pid":N}`, then waits for a line on stdin before doing the measured work; this
 //! lets the tracer attach first. It then prints one JSON record line and exits.
 
+mod bench;
 mod madvise;
 mod memory;
 mod reclaim;
@@ -49,6 +50,12 @@ enum Command {
     PageCache(reclaim::PageCacheArgs),
     /// Touch anonymous memory past a cgroup's limit (gets OOM-killed).
     Hog(reclaim::HogArgs),
+    /// Benchmark: touch fresh anonymous memory page by page (one fault per page), timed.
+    BenchFaults(bench::FaultHeavyArgs),
+    /// Benchmark: MADV_DONTNEED one page and write it again, many times, timed.
+    BenchMadvise(bench::MadviseHeavyArgs),
+    /// Benchmark: mmap, touch and munmap a small anonymous region, many times, timed.
+    BenchMmap(bench::MmapChurnArgs),
 }
 
 fn main() {
@@ -65,6 +72,9 @@ fn main() {
         Command::Lazyfree(args) => memory::run_lazyfree(&args, go),
         Command::PageCache(args) => reclaim::run_page_cache(&args, go),
         Command::Hog(args) => reclaim::run_hog(&args, go),
+        Command::BenchFaults(args) => bench::run_fault_heavy(&args, go),
+        Command::BenchMadvise(args) => bench::run_madvise_heavy(&args, go),
+        Command::BenchMmap(args) => bench::run_mmap_churn(&args, go),
     };
     match result {
         Ok(record) => {

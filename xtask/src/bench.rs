@@ -1,0 +1,1083 @@
+//! `cargo xtask bench`: what memtrace costs the process it traces, next to the tools people
+//! would otherwise reach for (bpftrace counting the same tracepoints, strace), on workloads from
+//! the workspace. Configurations are interleaved (A B C A B C …) so machine drift hits all of
+//! them alike; the report gives medians and ratios to the untraced run.
+//!
+//! Every workload times its own measured loop (after the go signal), so a tracer's start-up and
+//! the process's start and exit never count; tracers are measured separately (time to attach,
+//! peak RSS and CPU time from wait4's rusage).
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    io::{BufRead as _, BufReader, Read, Write as _},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow, bail};
+use serde_json::Value;
+
+use crate::{
+    bootstrap::which,
+    tasks::{capture, cargo, is_root, status, workspace_root},
+};
+
+/// How long a tracer may take to attach, and any single run to finish.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
+const RUN_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// The generated part of BENCHMARKS.md lies between these markers; the rest (designs tried,
+/// analysis) is written by hand and kept across runs.
+const BEGIN_MARK: &str = "<!-- bench:generated:begin -->";
+const END_MARK: &str = "<!-- bench:generated:end -->";
+
+pub struct Options {
+    pub quick: bool,
+    pub iterations: Option<usize>,
+}
+
+/// One way of running a workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Config {
+    Untraced,
+    MemtracePid,
+    MemtraceSystem,
+    MemtraceFaultEvents,
+    Bpftrace,
+    Strace,
+}
+
+impl Config {
+    fn label(self) -> &'static str {
+        match self {
+            Config::Untraced => "untraced",
+            Config::MemtracePid => "memtrace --pid (default)",
+            Config::MemtraceSystem => "memtrace system-wide",
+            Config::MemtraceFaultEvents => "memtrace --pid --fault-events --json",
+            Config::Bpftrace => "bpftrace count()",
+            Config::Strace => "strace -f -e trace=memory",
+        }
+    }
+
+    fn is_memtrace(self) -> bool {
+        matches!(
+            self,
+            Config::MemtracePid | Config::MemtraceSystem | Config::MemtraceFaultEvents
+        )
+    }
+}
+
+/// A workload: how to start it, how strace runs it (possibly fewer operations), which
+/// configurations apply.
+struct Workload {
+    name: &'static str,
+    /// Program and arguments; the program waits for a go line unless given `no_wait`.
+    argv: Vec<String>,
+    /// Arguments replacing the size arguments under strace (a reduced count), if any.
+    strace_argv: Vec<String>,
+    no_wait: &'static str,
+    configs: Vec<Config>,
+}
+
+/// Which optional tools can run, or why not.
+struct Tools {
+    bpftrace: Result<PathBuf, String>,
+    strace: Result<PathBuf, String>,
+    taskset: Option<PathBuf>,
+}
+
+/// What a tracer cost, from outside the workload.
+#[derive(Clone, Debug, Default)]
+struct TracerCost {
+    attach: Duration,
+    peak_rss_kib: u64,
+    cpu: Duration,
+    lost: Option<u64>,
+    /// Per-event records received (memtrace --fault-events: fault lines on stdout).
+    events: Option<u64>,
+}
+
+#[derive(Clone, Debug)]
+struct Sample {
+    wall_ns: u64,
+    ops: u64,
+    tracer: Option<TracerCost>,
+}
+
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("benchmarks load eBPF programs and need root: run `sudo -E cargo xtask bench`");
+    }
+    let iterations = options
+        .iterations
+        .unwrap_or(if options.quick { 1 } else { 5 });
+    if iterations == 0 {
+        bail!("--iterations must be at least 1");
+    }
+    status(cargo().args(["build", "--release", "--package", "memtrace", "--bins"]))?;
+    let root = workspace_root()
+        .canonicalize()
+        .context("cannot resolve the workspace root")?;
+    let release = root.join("target/release");
+    let tools = Tools {
+        bpftrace: ensure_tool("bpftrace", "bpftrace"),
+        strace: ensure_tool("strace", "strace"),
+        taskset: which("taskset"),
+    };
+    let go_bench = build_go_bench(&root, &release);
+    let workloads = workloads(options.quick, &release, &go_bench);
+
+    let load_before = loadavg();
+    let started = chrono_like_utc();
+    let mut results: BTreeMap<(usize, Config), Vec<Sample>> = BTreeMap::new();
+    let mut skipped: Vec<String> = Vec::new();
+    for (index, workload) in workloads.iter().enumerate() {
+        let Ok(workload) = workload else {
+            continue;
+        };
+        for iteration in 0..iterations {
+            for &config in &workload.configs {
+                if let Some(reason) = unavailable(config, &tools) {
+                    let note = format!(
+                        "{}: {} not available: {reason}",
+                        workload.name,
+                        config.label()
+                    );
+                    if !skipped.contains(&note) {
+                        skipped.push(note);
+                    }
+                    continue;
+                }
+                eprint!(
+                    "xtask bench: {} / {} ({}/{iterations}) … ",
+                    workload.name,
+                    config.label(),
+                    iteration + 1
+                );
+                let _ = std::io::stderr().flush();
+                let sample = run_once(workload, config, &release, &tools)
+                    .with_context(|| format!("{} under {}", workload.name, config.label()))?;
+                eprintln!("{:.3} s", sample.wall_ns as f64 / 1e9);
+                results.entry((index, config)).or_default().push(sample);
+            }
+        }
+    }
+    for workload in &workloads {
+        if let Err(reason) = workload {
+            skipped.push(reason.clone());
+        }
+    }
+
+    let machine = Machine {
+        date: started,
+        load_before,
+        load_after: loadavg(),
+        iterations,
+        quick: options.quick,
+    };
+    let names: Vec<&str> = workloads
+        .iter()
+        .map(|w| w.as_ref().map_or("", |w| w.name))
+        .collect();
+    let report = render(&machine, &workloads, &names, &results, &skipped, &tools);
+    println!("{report}");
+    let path = if options.quick {
+        root.join("target/BENCHMARKS-quick.md")
+    } else {
+        root.join("BENCHMARKS.md")
+    };
+    write_report(&path, &report)?;
+    eprintln!("xtask bench: wrote {}", path.display());
+    Ok(())
+}
+
+/// The workloads at full or quick size. A workload that cannot run here is an `Err(reason)`.
+fn workloads(
+    quick: bool,
+    release: &Path,
+    go_bench: &Result<PathBuf, String>,
+) -> Vec<Result<Workload, String>> {
+    let workload = release.join("memtrace-workload").display().to_string();
+    let args = |list: &[&str]| -> Vec<String> {
+        std::iter::once(workload.clone())
+            .chain(list.iter().map(|s| (*s).to_owned()))
+            .collect()
+    };
+    let (mib, calls, strace_calls, rounds, strace_rounds, go_rounds) = if quick {
+        ("256", "100000", "1000", "20000", "2000", "5")
+    } else {
+        ("4096", "1000000", "10000", "100000", "10000", "40")
+    };
+    use Config::*;
+    let common = vec![Untraced, MemtracePid, MemtraceSystem, Bpftrace, Strace];
+    let mut list = vec![
+        Ok(Workload {
+            name: "fault-heavy",
+            argv: args(&["bench-faults", "--mib", mib]),
+            strace_argv: args(&["bench-faults", "--mib", mib]),
+            no_wait: "--no-wait",
+            configs: vec![
+                Untraced,
+                MemtracePid,
+                MemtraceSystem,
+                MemtraceFaultEvents,
+                Bpftrace,
+                Strace,
+            ],
+        }),
+        Ok(Workload {
+            name: "madvise-heavy",
+            argv: args(&["bench-madvise", "--calls", calls]),
+            strace_argv: args(&["bench-madvise", "--calls", strace_calls]),
+            no_wait: "--no-wait",
+            configs: common.clone(),
+        }),
+        Ok(Workload {
+            name: "mmap-churn",
+            argv: args(&["bench-mmap", "--rounds", rounds]),
+            strace_argv: args(&["bench-mmap", "--rounds", strace_rounds]),
+            no_wait: "--no-wait",
+            configs: common.clone(),
+        }),
+    ];
+    list.push(match go_bench {
+        Ok(binary) => {
+            let argv = vec![
+                binary.display().to_string(),
+                "-rounds".to_owned(),
+                go_rounds.to_owned(),
+            ];
+            Ok(Workload {
+                name: "go-mixed",
+                strace_argv: argv.clone(),
+                argv,
+                no_wait: "-no-wait",
+                configs: common,
+            })
+        }
+        Err(reason) => Err(format!("go-mixed: skipped: {reason}")),
+    });
+    list
+}
+
+fn unavailable(config: Config, tools: &Tools) -> Option<String> {
+    match config {
+        Config::Bpftrace => tools.bpftrace.as_ref().err().cloned(),
+        Config::Strace => tools.strace.as_ref().err().cloned(),
+        _ => None,
+    }
+}
+
+/// Finds `binary`, installing Debian's `package` with apt-get when missing (as root).
+fn ensure_tool(binary: &str, package: &str) -> Result<PathBuf, String> {
+    if let Some(path) = which(binary) {
+        return Ok(path);
+    }
+    if which("apt-get").is_none() {
+        return Err(format!(
+            "{binary} is not installed and apt-get is not available"
+        ));
+    }
+    eprintln!("xtask bench: installing {package} with apt-get");
+    let installed = Command::new("apt-get")
+        .args([
+            "install",
+            "-y",
+            "-qq",
+            "-o",
+            "DPkg::Lock::Timeout=300",
+            package,
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status();
+    match (installed, which(binary)) {
+        (_, Some(path)) => Ok(path),
+        (Ok(exit), None) => Err(format!("apt-get install {package} failed ({exit})")),
+        (Err(e), None) => Err(format!("cannot run apt-get: {e}")),
+    }
+}
+
+/// Builds the Go workload with the system's Go (installing Debian's golang-go if missing).
+fn build_go_bench(root: &Path, release: &Path) -> Result<PathBuf, String> {
+    ensure_tool("go", "golang-go")?;
+    let out = release.join("memtrace-go-bench");
+    let built = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg("main.go")
+        .current_dir(root.join("memtrace/tests/go/bench"))
+        .env("GO111MODULE", "off")
+        .status()
+        .map_err(|e| format!("cannot run go: {e}"))?;
+    if !built.success() {
+        return Err(format!("go build failed ({built})"));
+    }
+    Ok(out)
+}
+
+/// One run of one workload under one configuration.
+fn run_once(
+    workload: &Workload,
+    config: Config,
+    release: &Path,
+    tools: &Tools,
+) -> anyhow::Result<Sample> {
+    if config == Config::Strace {
+        return run_strace(workload, tools);
+    }
+    let memtrace = release.join("memtrace");
+    let mut target = Running::spawn(
+        Command::new(&workload.argv[0]).args(&workload.argv[1..]),
+        true,
+    )?;
+    let ready = target.json_line()?;
+    let pid = ready["pid"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("workload ready line without a pid: {ready}"))?;
+    let pid = pid.to_string();
+
+    let mut tracer = match config {
+        Config::Untraced => None,
+        Config::MemtracePid => Some(Tracer::memtrace(&memtrace, &["--pid", &pid])?),
+        Config::MemtraceSystem => Some(Tracer::memtrace(&memtrace, &[])?),
+        Config::MemtraceFaultEvents => Some(Tracer::memtrace(
+            &memtrace,
+            &["--pid", &pid, "--fault-events", "--json"],
+        )?),
+        Config::Bpftrace => Some(Tracer::bpftrace(
+            tools.bpftrace.as_ref().map_err(|e| anyhow!("{e}"))?,
+            &pid,
+        )?),
+        Config::Strace => unreachable!("handled above"),
+    };
+    target.go()?;
+    let record = target.json_line()?;
+    target.wait(RUN_TIMEOUT)?;
+    let cost = match tracer.as_mut() {
+        None => None,
+        Some(tracer) => Some(tracer.finish(config)?),
+    };
+    sample(&record, cost)
+}
+
+/// strace runs the workload itself (pinned: strace on one CPU, the workload on the other;
+/// unpinned it is erratic here), starting at once.
+fn run_strace(workload: &Workload, tools: &Tools) -> anyhow::Result<Sample> {
+    let strace = tools.strace.as_ref().map_err(|e| anyhow!("{e}"))?;
+    let mut command = match &tools.taskset {
+        Some(taskset) => {
+            let mut c = Command::new(taskset);
+            c.args(["-c", "1"]).arg(strace);
+            c
+        }
+        None => Command::new(strace),
+    };
+    command.args(["-f", "-qq", "-e", "trace=memory", "-o", "/dev/null"]);
+    if let Some(taskset) = &tools.taskset {
+        command.arg(taskset).args(["-c", "0"]);
+    }
+    command.args(&workload.strace_argv).arg(workload.no_wait);
+    let mut target = Running::spawn(&mut command, false)?;
+    let _ready = target.json_line()?;
+    let record = target.json_line()?;
+    target.wait(RUN_TIMEOUT)?;
+    sample(&record, None)
+}
+
+fn sample(record: &Value, tracer: Option<TracerCost>) -> anyhow::Result<Sample> {
+    let field = |name: &str| {
+        record[name]
+            .as_u64()
+            .ok_or_else(|| anyhow!("workload record without {name}: {record}"))
+    };
+    Ok(Sample {
+        wall_ns: field("wall_ns")?,
+        ops: field("ops")?,
+        tracer,
+    })
+}
+
+/// A child process whose stdout lines arrive on a channel.
+struct Running {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    reaped: bool,
+}
+
+impl Running {
+    fn spawn(command: &mut Command, piped_stdin: bool) -> anyhow::Result<Self> {
+        let mut child = command
+            .stdin(if piped_stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot start {command:?}"))?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (sender, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self {
+            child,
+            stdin,
+            lines,
+            reaped: false,
+        })
+    }
+
+    fn json_line(&mut self) -> anyhow::Result<Value> {
+        let line = self
+            .lines
+            .recv_timeout(RUN_TIMEOUT)
+            .context("workload printed nothing (exited or hung)")?;
+        serde_json::from_str(&line).with_context(|| format!("workload printed {line:?}"))
+    }
+
+    fn go(&mut self) -> anyhow::Result<()> {
+        let mut stdin = self.stdin.take().context("go sent twice")?;
+        stdin.write_all(b"go\n").context("cannot send the go line")
+    }
+
+    fn wait(&mut self, timeout: Duration) -> anyhow::Result<libc::rusage> {
+        let (exit, usage) = wait4(self.child.id(), timeout)?;
+        self.reaped = true;
+        if !exit_ok(exit) {
+            bail!("{:?} failed (wait status {exit})", self.child);
+        }
+        Ok(usage)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn exit_ok(status: i32) -> bool {
+    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+}
+
+/// Waits for a child and returns its wait status and resource usage (peak RSS, CPU time).
+fn wait4(pid: u32, timeout: Duration) -> anyhow::Result<(i32, libc::rusage)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut status = 0;
+        // SAFETY: zeroed rusage is a valid out-parameter.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointers; pid is our own child.
+        let rc = unsafe { libc::wait4(pid as i32, &mut status, libc::WNOHANG, &mut usage) };
+        if rc == pid as i32 {
+            return Ok((status, usage));
+        }
+        if rc < 0 {
+            bail!("wait4({pid}): {}", std::io::Error::last_os_error());
+        }
+        if Instant::now() > deadline {
+            bail!("pid {pid} did not exit within {timeout:?}");
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A tracer process (memtrace or bpftrace) attached to the benchmark.
+struct Tracer {
+    process: Running,
+    started: Instant,
+    attached: Duration,
+    /// memtrace stops by itself when its --pid target exits; the others are interrupted.
+    stops_itself: bool,
+    stderr: Arc<std::sync::Mutex<Vec<String>>>,
+    fault_lines: Arc<AtomicU64>,
+    kept: Option<thread::JoinHandle<Vec<String>>>,
+}
+
+impl Tracer {
+    fn memtrace(binary: &Path, args: &[&str]) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let mut child = Command::new(binary)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (attached_tx, attached_rx) = mpsc::channel();
+        let stderr_lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&stderr_lines);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.starts_with("memtrace: attached") {
+                    let _ = attached_tx.send(Instant::now());
+                }
+                if let Ok(mut lines) = sink.lock() {
+                    lines.push(line);
+                }
+            }
+        });
+        let fault_lines = Arc::new(AtomicU64::new(0));
+        let kept = keep_stdout(stdout, Arc::clone(&fault_lines));
+        let (dummy_tx, dummy_rx) = mpsc::channel();
+        drop(dummy_tx);
+        let mut tracer = Self {
+            process: Running {
+                child,
+                stdin: None,
+                lines: dummy_rx,
+                reaped: false,
+            },
+            started,
+            attached: Duration::ZERO,
+            stops_itself: args.contains(&"--pid"),
+            stderr: stderr_lines,
+            fault_lines,
+            kept: Some(kept),
+        };
+        match attached_rx.recv_timeout(ATTACH_TIMEOUT) {
+            Ok(at) => tracer.attached = at - started,
+            Err(_) => bail!(
+                "memtrace did not attach: {}",
+                tracer
+                    .stderr
+                    .lock()
+                    .map(|l| l.join(" | "))
+                    .unwrap_or_default()
+            ),
+        }
+        Ok(tracer)
+    }
+
+    /// bpftrace counting, per probe, every tracepoint memtrace attaches by default, for the
+    /// target pid. bpftrace attaches probes one by one and fires BEGIN before the others, so
+    /// readiness is two probes on getppid placed first and last in the script: once both fire
+    /// (the bench calls getppid until they do), everything in between is attached.
+    fn bpftrace(binary: &Path, pid: &str) -> anyhow::Result<Self> {
+        let me = std::process::id();
+        let script = bpftrace_script(pid, me);
+        let started = Instant::now();
+        let mut process = Running::spawn(Command::new(binary).args(["-e", &script]), false)?;
+        let mut seen = (false, false);
+        let deadline = started + ATTACH_TIMEOUT;
+        while !(seen.0 && seen.1) {
+            if Instant::now() > deadline {
+                bail!("bpftrace did not attach within {ATTACH_TIMEOUT:?}");
+            }
+            // SAFETY: no preconditions; a syscall the readiness probes watch.
+            unsafe { libc::getppid() };
+            while let Ok(line) = process.lines.try_recv() {
+                seen.0 |= line == "memtrace-bench-ready-first";
+                seen.1 |= line == "memtrace-bench-ready-last";
+            }
+            if process.child.try_wait().ok().flatten().is_some() {
+                bail!("bpftrace exited before attaching");
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        let attached = started.elapsed();
+        Ok(Self {
+            process,
+            started,
+            attached,
+            stops_itself: false,
+            stderr: Arc::default(),
+            fault_lines: Arc::default(),
+            kept: None,
+        })
+    }
+
+    /// Stops the tracer (unless it stops by itself) and collects its costs and results.
+    fn finish(&mut self, config: Config) -> anyhow::Result<TracerCost> {
+        if !self.stops_itself {
+            // SAFETY: our own child, not yet reaped.
+            unsafe { libc::kill(self.process.child.id() as i32, libc::SIGINT) };
+        }
+        let usage = self.process.wait(RUN_TIMEOUT)?;
+        let _ = self.started;
+        let output = match self.kept.take() {
+            Some(handle) => handle.join().unwrap_or_default(),
+            None => self.process.lines.try_iter().collect(),
+        };
+        let cpu = timeval(usage.ru_utime) + timeval(usage.ru_stime);
+        let mut cost = TracerCost {
+            attach: self.attached,
+            peak_rss_kib: usage.ru_maxrss as u64,
+            cpu,
+            ..TracerCost::default()
+        };
+        if config.is_memtrace() {
+            cost.lost = memtrace_lost(&output);
+            if config == Config::MemtraceFaultEvents {
+                cost.events = Some(self.fault_lines.load(Ordering::Relaxed));
+            }
+        }
+        Ok(cost)
+    }
+}
+
+fn bpftrace_script(pid: &str, me: u32) -> String {
+    let hooks = [
+        "syscalls:sys_enter_madvise",
+        "syscalls:sys_exit_madvise",
+        "syscalls:sys_enter_process_madvise",
+        "syscalls:sys_exit_process_madvise",
+        "syscalls:sys_enter_mmap",
+        "syscalls:sys_exit_mmap",
+        "syscalls:sys_enter_munmap",
+        "syscalls:sys_exit_munmap",
+        "syscalls:sys_enter_mremap",
+        "syscalls:sys_exit_mremap",
+        "syscalls:sys_enter_brk",
+        "syscalls:sys_exit_brk",
+        "exceptions:page_fault_user",
+        "sched:sched_process_exit",
+        "kmem:rss_stat",
+    ];
+    let probes: Vec<String> = hooks.iter().map(|h| format!("tracepoint:{h}")).collect();
+    format!(
+        "tracepoint:syscalls:sys_enter_getppid /pid == {me}/ {{ printf(\"memtrace-bench-ready-first\\n\"); }}\n\
+         {} /pid == {pid}/ {{ @[probe, pid] = count(); }}\n\
+         tracepoint:syscalls:sys_exit_getppid /pid == {me}/ {{ printf(\"memtrace-bench-ready-last\\n\"); }}\n",
+        probes.join(",\n")
+    )
+}
+
+/// Drains memtrace's stdout: counts `fault` event lines (there can be millions) and keeps the
+/// rest (the report, or the JSON start and summary lines).
+fn keep_stdout(
+    stdout: impl Read + Send + 'static,
+    faults: Arc<AtomicU64>,
+) -> thread::JoinHandle<Vec<String>> {
+    thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut reader = BufReader::with_capacity(1 << 20, stdout);
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            if line.contains("\"type\":\"fault\"") {
+                faults.fetch_add(1, Ordering::Relaxed);
+            } else {
+                kept.push(line.trim_end().to_owned());
+            }
+            line.clear();
+        }
+        kept
+    })
+}
+
+/// Lost events from memtrace's output: the JSON summary's `lost.total`, or the text report's
+/// `lost events: N` line.
+fn memtrace_lost(output: &[String]) -> Option<u64> {
+    for line in output.iter().rev() {
+        if line.starts_with('{')
+            && let Ok(value) = serde_json::from_str::<Value>(line)
+            && value["type"] == "summary"
+        {
+            return value["lost"]["total"].as_u64();
+        }
+        if let Some(rest) = line.strip_prefix("lost events: ") {
+            return rest.split_whitespace().next().and_then(|n| n.parse().ok());
+        }
+    }
+    None
+}
+
+fn timeval(tv: libc::timeval) -> Duration {
+    Duration::from_secs(tv.tv_sec as u64) + Duration::from_micros(tv.tv_usec as u64)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+struct Machine {
+    date: String,
+    load_before: String,
+    load_after: String,
+    iterations: usize,
+    quick: bool,
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
+fn chrono_like_utc() -> String {
+    capture(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown date".to_owned())
+}
+
+fn machine_lines() -> Vec<String> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|r| r.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cpus = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or_else(
+            || "?".to_owned(),
+            |kib| format!("{:.1} GiB", kib as f64 / 1048576.0),
+        );
+    let uname = capture(Command::new("uname").arg("-a"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    vec![
+        format!("- CPU: {model}, {cpus} logical CPUs; memory {memory}"),
+        format!("- Kernel: `{uname}`"),
+        format!("- Transparent huge pages: `{thp}`"),
+    ]
+}
+
+/// Median of one value over the samples of a configuration.
+fn med(samples: &[Sample], f: impl Fn(&Sample) -> Option<f64>) -> Option<f64> {
+    let mut values: Vec<f64> = samples.iter().filter_map(f).collect();
+    (!values.is_empty()).then(|| median(&mut values))
+}
+
+fn ns_per_op(s: &Sample) -> f64 {
+    s.wall_ns as f64 / s.ops.max(1) as f64
+}
+
+fn render(
+    machine: &Machine,
+    workloads: &[Result<Workload, String>],
+    names: &[&str],
+    results: &BTreeMap<(usize, Config), Vec<Sample>>,
+    skipped: &[String],
+    tools: &Tools,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "## Results ({})\n", machine.date);
+    let _ = writeln!(
+        out,
+        "`cargo xtask bench{}` — {} iteration(s) per configuration, interleaved; medians.\n",
+        if machine.quick { " --quick" } else { "" },
+        machine.iterations
+    );
+    for line in machine_lines() {
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = writeln!(
+        out,
+        "- Load average (1/5/15 min) before: {}, after: {}\n",
+        machine.load_before, machine.load_after
+    );
+    let _ = writeln!(
+        out,
+        "| workload | configuration | ops | median wall | ns/op | × untraced | attach | tracer peak RSS | tracer CPU | lost | events/s |"
+    );
+    let _ = writeln!(
+        out,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for (index, name) in names.iter().enumerate() {
+        let baseline = results
+            .get(&(index, Config::Untraced))
+            .and_then(|s| med(s, |s| Some(ns_per_op(s))));
+        for ((i, config), samples) in
+            results.range((index, Config::Untraced)..=(index, Config::Strace))
+        {
+            debug_assert_eq!(*i, index);
+            let per_op = med(samples, |s| Some(ns_per_op(s))).unwrap_or(f64::NAN);
+            let wall = med(samples, |s| Some(s.wall_ns as f64 / 1e9)).unwrap_or(f64::NAN);
+            let ops = samples.first().map_or(0, |s| s.ops);
+            let ratio = baseline.map_or("—".to_owned(), |b| format!("{:.2}×", per_op / b));
+            let tracer = |f: &dyn Fn(&TracerCost) -> Option<f64>| {
+                med(samples, |s| s.tracer.as_ref().and_then(f))
+            };
+            let attach = tracer(&|t| Some(t.attach.as_secs_f64() * 1e3));
+            let rss = tracer(&|t| Some(t.peak_rss_kib as f64 / 1024.0));
+            let cpu = tracer(&|t| Some(t.cpu.as_secs_f64()));
+            let lost = samples.iter().filter_map(|s| s.tracer.as_ref()?.lost).max();
+            let rate = med(samples, |s| {
+                Some(s.tracer.as_ref()?.events? as f64 / (s.wall_ns as f64 / 1e9))
+            });
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} | {:.3} s | {:.0} | {ratio} | {} | {} | {} | {} | {} |",
+                config.label(),
+                thousands(ops),
+                wall,
+                per_op,
+                attach.map_or("—".into(), |v| format!("{v:.0} ms")),
+                rss.map_or("—".into(), |v| format!("{v:.1} MiB")),
+                cpu.map_or("—".into(), |v| format!("{v:.2} s")),
+                lost.map_or("—".into(), |v| v.to_string()),
+                rate.map_or("—".into(), |v| format!("{:.2} M", v / 1e6)),
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n- **ns/op** and **× untraced** are per operation (a page touched, a madvise + retouch, an \
+         mmap/touch/munmap round, a Go allocate/drop/GC round), so the strace rows, which run fewer \
+         operations where noted in **ops**, compare fairly.\n\
+         - **attach**: from starting the tracer to memtrace printing `attached` (bpftrace: until \
+         probes placed first and last in its script both fire). **tracer peak RSS / CPU**: the \
+         tracer's own `ru_maxrss` and user+system time from wait4.\n\
+         - **events/s**: per-fault records received on memtrace's stdout divided by the workload's \
+         wall time; **lost**: the largest `lost` total memtrace reported over the iterations."
+    );
+    for note in skipped {
+        let _ = writeln!(out, "- Not run: {note}");
+    }
+    let _ = writeln!(out, "\n### Budgets\n");
+    for line in budgets(names, results) {
+        let _ = writeln!(out, "- {line}");
+    }
+    let _ = writeln!(out, "\n### Commands\n");
+    let _ = writeln!(out, "```");
+    let root = format!(
+        "{}/",
+        workspace_root()
+            .canonicalize()
+            .unwrap_or_default()
+            .display()
+    );
+    for workload in workloads.iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{}   # waits for a go line; prints its record",
+            workload.argv.join(" ").replace(&root, "")
+        );
+    }
+    let _ = writeln!(out, "target/release/memtrace --pid PID");
+    let _ = writeln!(
+        out,
+        "memtrace                 # system-wide, stopped with SIGINT after the workload exits"
+    );
+    let _ = writeln!(out, "memtrace --pid PID --fault-events --json");
+    if tools.bpftrace.is_ok() {
+        let _ = writeln!(
+            out,
+            "bpftrace -e '{}'",
+            bpftrace_script("PID", 0).replace("pid == 0", "pid == BENCH")
+        );
+    }
+    if tools.strace.is_ok() {
+        let _ = writeln!(
+            out,
+            "taskset -c 1 strace -f -qq -e trace=memory -o /dev/null taskset -c 0 WORKLOAD --no-wait"
+        );
+        for workload in workloads.iter().flatten() {
+            if workload.strace_argv != workload.argv {
+                let _ = writeln!(
+                    out,
+                    "  strace runs {}: {}",
+                    workload.name,
+                    workload.strace_argv[1..].join(" ")
+                );
+            }
+        }
+    }
+    let _ = writeln!(out, "```");
+    out
+}
+
+/// The issue's budgets, each with the measured value and PASS/MISS.
+fn budgets(names: &[&str], results: &BTreeMap<(usize, Config), Vec<Sample>>) -> Vec<String> {
+    let index = |name: &str| names.iter().position(|n| *n == name);
+    let ratio = |name: &str, config: Config| -> Option<f64> {
+        let i = index(name)?;
+        let base = med(results.get(&(i, Config::Untraced))?, |s| Some(ns_per_op(s)))?;
+        Some(med(results.get(&(i, config))?, |s| Some(ns_per_op(s)))? / base)
+    };
+    let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
+    let mut lines = Vec::new();
+    for (name, limit) in [("fault-heavy", 1.05), ("madvise-heavy", 1.15)] {
+        if let Some(r) = ratio(name, Config::MemtracePid) {
+            lines.push(format!(
+                "{}: default mode on {name} {r:.2}× untraced (budget ≤ {limit:.2}×)",
+                verdict(r <= limit)
+            ));
+        }
+    }
+    for name in names.iter().filter(|n| !n.is_empty()) {
+        if let (Some(m), Some(b)) = (
+            ratio(name, Config::MemtracePid),
+            ratio(name, Config::Bpftrace),
+        ) {
+            lines.push(format!(
+                "{}: default mode below bpftrace on {name}: {m:.2}× vs {b:.2}×",
+                verdict(m < b)
+            ));
+        }
+    }
+    if let Some(samples) =
+        index("fault-heavy").and_then(|i| results.get(&(i, Config::MemtraceFaultEvents)))
+    {
+        let lost = samples.iter().filter_map(|s| s.tracer.as_ref()?.lost).max();
+        let rate = med(samples, |s| {
+            Some(s.tracer.as_ref()?.events? as f64 / (s.wall_ns as f64 / 1e9))
+        });
+        if let (Some(lost), Some(rate)) = (lost, rate) {
+            lines.push(format!(
+                "{}: 0 lost at ≥ 1 M events/s streamed (--fault-events, default ring): {lost} lost at {:.2} M events/s",
+                verdict(lost == 0 && rate >= 1e6),
+                rate / 1e6
+            ));
+        }
+    }
+    let memtrace_costs: Vec<&TracerCost> = results
+        .iter()
+        .filter(|((_, c), _)| c.is_memtrace())
+        .flat_map(|(_, samples)| samples.iter().filter_map(|s| s.tracer.as_ref()))
+        .collect();
+    if !memtrace_costs.is_empty() {
+        let mut attach: Vec<f64> = memtrace_costs
+            .iter()
+            .map(|t| t.attach.as_secs_f64() * 1e3)
+            .collect();
+        let worst = attach.iter().copied().fold(0.0, f64::max);
+        let typical = median(&mut attach);
+        lines.push(format!(
+            "{}: attached ≤ 150 ms: median {typical:.0} ms, worst {worst:.0} ms over {} starts",
+            verdict(worst <= 150.0),
+            attach.len()
+        ));
+        let rss = memtrace_costs
+            .iter()
+            .map(|t| t.peak_rss_kib)
+            .max()
+            .unwrap_or(0) as f64
+            / 1024.0;
+        lines.push(format!(
+            "{}: memtrace peak RSS ≤ 32 MiB: worst {rss:.1} MiB",
+            verdict(rss <= 32.0)
+        ));
+    }
+    lines
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Replaces the generated part of the report file, keeping the hand-written rest.
+fn write_report(path: &Path, generated: &str) -> anyhow::Result<()> {
+    let block = format!("{BEGIN_MARK}\n{generated}\n{END_MARK}");
+    let existing = std::fs::read_to_string(path).unwrap_or_default();
+    let text = match (existing.find(BEGIN_MARK), existing.find(END_MARK)) {
+        (Some(begin), Some(end)) if begin < end => format!(
+            "{}{block}{}",
+            &existing[..begin],
+            &existing[end + END_MARK.len()..]
+        ),
+        _ => format!(
+            "# memtrace benchmarks\n\nGenerated by `cargo xtask bench`; the results section is \
+             rewritten on every run, the rest is kept.\n\n{block}\n"
+        ),
+    };
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&mut []).is_nan());
+    }
+
+    #[test]
+    fn lost_from_text_and_json() {
+        assert_eq!(
+            memtrace_lost(&["x".into(), "lost events: 0".into()]),
+            Some(0)
+        );
+        assert_eq!(
+            memtrace_lost(&["lost events: 12 (ring buffer full: 12) — totals".into()]),
+            Some(12)
+        );
+        assert_eq!(
+            memtrace_lost(&[r#"{"type":"summary","lost":{"total":7}}"#.into()]),
+            Some(7)
+        );
+        assert_eq!(memtrace_lost(&["nothing".into()]), None);
+    }
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(1_048_576), "1,048,576");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+    }
+
+    #[test]
+    fn report_keeps_hand_written_text() {
+        let dir = std::env::temp_dir().join(format!("xtask-bench-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("B.md");
+        std::fs::write(
+            &path,
+            format!("head\n{BEGIN_MARK}\nold\n{END_MARK}\ntail\n"),
+        )
+        .unwrap();
+        write_report(&path, "new").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("head\n{BEGIN_MARK}\nnew\n{END_MARK}\ntail\n")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
