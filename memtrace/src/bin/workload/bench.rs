@@ -12,13 +12,27 @@ fn page_size() -> usize {
     usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
 }
 
-/// Minor and major faults of this process so far (getrusage).
-fn rusage_faults() -> (u64, u64) {
+/// What getrusage says about this process so far.
+#[derive(Clone, Copy)]
+struct Usage {
+    minflt: u64,
+    majflt: u64,
+    /// User + system CPU time. Tracepoint programs run in the traced task's context, so their
+    /// cost lands here; unlike wall time it does not include waiting for a CPU on a busy machine.
+    cpu_ns: u64,
+}
+
+fn usage() -> Usage {
     // SAFETY: zeroed rusage is a valid out-parameter.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointer.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    (usage.ru_minflt as u64, usage.ru_majflt as u64)
+    let ns = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1_000;
+    Usage {
+        minflt: usage.ru_minflt as u64,
+        majflt: usage.ru_majflt as u64,
+        cpu_ns: ns(usage.ru_utime) + ns(usage.ru_stime),
+    }
 }
 
 fn map_anon(len: usize) -> io::Result<*mut u8> {
@@ -50,22 +64,17 @@ fn unmap(addr: *mut u8, len: usize) -> io::Result<()> {
 }
 
 /// The record every benchmark workload prints: what it did and how long the loop took.
-fn record(
-    workload: &str,
-    ops: u64,
-    started: Instant,
-    faults_before: (u64, u64),
-    extra: Value,
-) -> Value {
+fn record(workload: &str, ops: u64, started: Instant, before: Usage, extra: Value) -> Value {
     let wall_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    let faults_after = rusage_faults();
+    let after = usage();
     json!({
         "pid": std::process::id(),
         "workload": workload,
         "ops": ops,
         "wall_ns": wall_ns,
-        "minflt": faults_after.0 - faults_before.0,
-        "majflt": faults_after.1 - faults_before.1,
+        "cpu_ns": after.cpu_ns - before.cpu_ns,
+        "minflt": after.minflt - before.minflt,
+        "majflt": after.majflt - before.majflt,
         "detail": extra,
     })
 }
@@ -75,6 +84,9 @@ pub struct FaultHeavyArgs {
     /// MiB of fresh anonymous memory to touch, one write per page.
     #[arg(long, default_value_t = 4096)]
     mib: usize,
+    /// Threads touching equal slices of the mapping at once (a higher fault rate).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 /// Touches every page of a fresh anonymous mapping once: one minor fault per page. The mapping
@@ -90,18 +102,29 @@ pub fn run_fault_heavy(
     // SAFETY: our own mapping; a hint, so a failure (no THP support) changes nothing.
     unsafe { libc::madvise(addr.cast(), len, libc::MADV_NOHUGEPAGE) };
     go()?;
-    let before = rusage_faults();
+    let before = usage();
     let started = Instant::now();
-    for offset in (0..len).step_by(page) {
-        // SAFETY: within the writable mapping of `len` bytes.
-        unsafe { addr.add(offset).write_volatile(1) };
-    }
+    let threads = args.threads.max(1);
+    let pages = len / page;
+    // Raw pointers are not Send: each thread gets the base address as a number.
+    let base = addr as usize;
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let (first, last) = (pages * t / threads, pages * (t + 1) / threads);
+            scope.spawn(move || {
+                for index in first..last {
+                    // SAFETY: within the writable mapping; threads touch disjoint pages.
+                    unsafe { ((base + index * page) as *mut u8).write_volatile(1) };
+                }
+            });
+        }
+    });
     let record = record(
         "fault-heavy",
-        (len / page) as u64,
+        pages as u64,
         started,
         before,
-        json!({ "bytes": len }),
+        json!({ "bytes": len, "threads": threads }),
     );
     unmap(addr, len)?;
     Ok(record)
@@ -124,7 +147,7 @@ pub fn run_madvise_heavy(
     // SAFETY: inside the mapping.
     unsafe { addr.write_volatile(1) };
     go()?;
-    let before = rusage_faults();
+    let before = usage();
     let started = Instant::now();
     for _ in 0..args.calls {
         // SAFETY: the range is our own anonymous page.
@@ -157,7 +180,7 @@ pub fn run_mmap_churn(
     let page = page_size();
     let len = args.pages.max(1) * page;
     go()?;
-    let before = rusage_faults();
+    let before = usage();
     let started = Instant::now();
     for _ in 0..args.rounds {
         let addr = map_anon(len)?;

@@ -12,6 +12,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"syscall"
 	"time"
 )
 
@@ -31,6 +32,7 @@ func main() {
 	}
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
+	cpuBefore := cpuNanos()
 	started := time.Now()
 	for r := 0; r < *rounds; r++ {
 		// Half the bytes in 1 MiB chunks, half in 4 KiB objects.
@@ -51,6 +53,7 @@ func main() {
 		debug.FreeOSMemory()
 	}
 	wall := time.Since(started)
+	cpu := cpuNanos() - cpuBefore
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
 	out.Encode(map[string]any{
@@ -58,8 +61,18 @@ func main() {
 		"workload": "go-mixed",
 		"ops":      *rounds,
 		"wall_ns":  wall.Nanoseconds(),
+		"cpu_ns":   cpu,
 		"version":  runtime.Version(),
 		"num_gc":   after.NumGC - before.NumGC,
 		"detail":   map[string]any{"mib_per_round": *mib},
 	})
+}
+
+// cpuNanos is the process's user + system CPU time (all threads, the GC's included).
+func cpuNanos() int64 {
+	var usage syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &usage); err != nil {
+		return 0
+	}
+	return usage.Utime.Nano() + usage.Stime.Nano()
 }
