@@ -422,11 +422,21 @@ struct Running {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
+    /// stderr, when collected instead of shown (bpftrace warns about RLIMIT_MEMLOCK each run).
+    stderr: Arc<std::sync::Mutex<Vec<String>>>,
     reaped: bool,
 }
 
 impl Running {
     fn spawn(command: &mut Command, piped_stdin: bool) -> anyhow::Result<Self> {
+        Self::spawn_with(command, piped_stdin, false)
+    }
+
+    fn spawn_with(
+        command: &mut Command,
+        piped_stdin: bool,
+        collect_stderr: bool,
+    ) -> anyhow::Result<Self> {
         let mut child = command
             .stdin(if piped_stdin {
                 Stdio::piped()
@@ -434,10 +444,25 @@ impl Running {
                 Stdio::null()
             })
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if collect_stderr {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .with_context(|| format!("cannot start {command:?}"))?;
         let stdin = child.stdin.take();
+        let stderr_lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let sink = Arc::clone(&stderr_lines);
+            thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Ok(mut lines) = sink.lock() {
+                        lines.push(line);
+                    }
+                }
+            });
+        }
         let stdout = child.stdout.take().context("no stdout")?;
         let (sender, lines) = mpsc::channel();
         thread::spawn(move || {
@@ -451,6 +476,7 @@ impl Running {
             child,
             stdin,
             lines,
+            stderr: stderr_lines,
             reaped: false,
         })
     }
@@ -559,6 +585,7 @@ impl Tracer {
                 child,
                 stdin: None,
                 lines: dummy_rx,
+                stderr: Arc::default(),
                 reaped: false,
             },
             started,
@@ -590,12 +617,23 @@ impl Tracer {
         let me = std::process::id();
         let script = bpftrace_script(pid, me);
         let started = Instant::now();
-        let mut process = Running::spawn(Command::new(binary).args(["-e", &script]), false)?;
+        let mut process =
+            Running::spawn_with(Command::new(binary).args(["-e", &script]), false, true)?;
+        let errors = |process: &Running| {
+            process
+                .stderr
+                .lock()
+                .map(|lines| lines.join(" | "))
+                .unwrap_or_default()
+        };
         let mut seen = (false, false);
         let deadline = started + ATTACH_TIMEOUT;
         while !(seen.0 && seen.1) {
             if Instant::now() > deadline {
-                bail!("bpftrace did not attach within {ATTACH_TIMEOUT:?}");
+                bail!(
+                    "bpftrace did not attach within {ATTACH_TIMEOUT:?}: {}",
+                    errors(&process)
+                );
             }
             // SAFETY: no preconditions; a syscall the readiness probes watch.
             unsafe { libc::getppid() };
@@ -604,7 +642,7 @@ impl Tracer {
                 seen.1 |= line == "memtrace-bench-ready-last";
             }
             if process.child.try_wait().ok().flatten().is_some() {
-                bail!("bpftrace exited before attaching");
+                bail!("bpftrace exited before attaching: {}", errors(&process));
             }
             thread::sleep(Duration::from_millis(2));
         }
@@ -986,18 +1024,28 @@ fn budgets(names: &[&str], results: &BTreeMap<(usize, Config), Vec<Sample>>) -> 
             ));
         }
     }
-    if let Some(samples) =
-        index("fault-heavy").and_then(|i| results.get(&(i, Config::MemtraceFaultEvents)))
-    {
+    for name in ["fault-heavy", "fault-heavy-2t"] {
+        let Some(i) = index(name) else {
+            continue;
+        };
+        let Some(samples) = results.get(&(i, Config::MemtraceFaultEvents)) else {
+            continue;
+        };
         let lost = samples.iter().filter_map(|s| s.tracer.as_ref()?.lost).max();
         let rate = med(samples, |s| {
             Some(s.tracer.as_ref()?.events? as f64 / (s.wall_ns as f64 / 1e9))
         });
+        // How fast the workload faults with nothing attached: the most it could ask for.
+        let untraced = results
+            .get(&(i, Config::Untraced))
+            .and_then(|u| med(u, |s| Some(s.ops as f64 / (s.wall_ns as f64 / 1e9))));
         if let (Some(lost), Some(rate)) = (lost, rate) {
             lines.push(format!(
-                "{}: 0 lost at ≥ 1 M events/s streamed (--fault-events, default ring): {lost} lost at {:.2} M events/s",
+                "{}: 0 lost at ≥ 1 M events/s streamed (--fault-events --json, default ring), \
+                 {name}: {lost} lost at {:.2} M events/s (untraced, this workload faults at {} M/s)",
                 verdict(lost == 0 && rate >= 1e6),
-                rate / 1e6
+                rate / 1e6,
+                untraced.map_or("?".to_owned(), |r| format!("{:.2}", r / 1e6))
             ));
         }
     }
