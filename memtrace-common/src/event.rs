@@ -160,7 +160,8 @@ unsafe impl aya::Pod for SyscallEvent {}
 #[derive(Clone, Copy, Debug)]
 pub struct PendingSyscall {
     pub kind: u32,
-    pub _pad: u32,
+    /// The thread parked in this slot; 0 when free.
+    pub tid: u32,
     pub enter_ns: u64,
     pub args: [u64; SYSCALL_ARGS],
 }

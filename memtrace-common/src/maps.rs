@@ -97,7 +97,7 @@ pub const MAX_FAULT_PROCESSES: u32 = 16_384;
 /// Capacity of [`RSS`]: address spaces followed at once (least recently updated go first).
 pub const MAX_RSS_MMS: u32 = 16_384;
 
-/// Capacity of the per-thread table that pairs syscall entry with exit.
+/// Slots of the per-thread table that pairs syscall entry with exit (indexed by tid modulo this).
 pub const MAX_PENDING: u32 = 16_384;
 /// Capacity of [`TARGETS`].
 pub const MAX_TARGETS: u32 = 4_096;

@@ -14,6 +14,7 @@ use memtrace_common::{
 use crate::{
     filter::current_traced,
     ring::{EVENTS, count_lost, submit_flags},
+    syscalls::record_field,
 };
 
 #[map]
@@ -34,9 +35,8 @@ pub fn page_fault_user(ctx: TracePointContext) -> u32 {
     let Some((tgid, tid)) = current_traced() else {
         return 0;
     };
-    // SAFETY: offsets from the tracepoint's format.
-    let read = |offset| unsafe { ctx.read_at::<u64>(offset) }.unwrap_or(0);
-    let error_code = read(24);
+    // SAFETY: offsets from the tracepoint's format (address 8, ip 16, error_code 24).
+    let error_code = unsafe { record_field::<u64, 24>(&ctx) };
     let write = u64::from(error_code & X86_PF_WRITE != 0);
     count(tgid, write);
     // SAFETY: see filter::current_traced.
@@ -53,8 +53,9 @@ pub fn page_fault_user(ctx: TracePointContext) -> u32 {
         tid,
         _pad: 0,
         ts_ns: unsafe { bpf_ktime_get_ns() },
-        address: read(8),
-        ip: read(16),
+        // SAFETY: as above.
+        address: unsafe { record_field::<u64, 8>(&ctx) },
+        ip: unsafe { record_field::<u64, 16>(&ctx) },
         error_code,
     });
     entry.submit(submit_flags(false));

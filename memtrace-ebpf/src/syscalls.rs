@@ -4,9 +4,10 @@
 //! syscall number, then each argument as 8 bytes from offset 16. `sys_exit_*` holds `ret` at 16.
 
 use aya_ebpf::{
+    EbpfContext as _,
     helpers::{bpf_get_current_comm, bpf_ktime_get_ns},
     macros::{map, tracepoint},
-    maps::HashMap,
+    maps::Array,
     programs::TracePointContext,
 };
 use memtrace_common::{
@@ -23,9 +24,31 @@ use crate::{
 const ARGS_OFFSET: usize = 16;
 const RET_OFFSET: usize = 16;
 
-/// Entries parked per thread id until the matching exit.
+/// A field of the tracepoint record at a constant offset, loaded straight from the context:
+/// tracepoint programs may read their record directly (the verifier checks the offset), while
+/// `read_at` makes a `bpf_probe_read` helper call per field: ~18 ns each on the benchmark
+/// machine, 110 ns of mmap_enter's 295 (BENCHMARKS.md, item 9).
+///
+/// # Safety
+/// `OFFSET` and `T` must lie within the tracepoint's record (its tracefs format file).
+#[inline(always)]
+pub unsafe fn record_field<T: Copy, const OFFSET: usize>(ctx: &TracePointContext) -> T {
+    // SAFETY: per the contract; a constant offset compiles to one load from the context.
+    unsafe { core::ptr::read(ctx.as_ptr().cast::<u8>().add(OFFSET).cast::<T>()) }
+}
+
+/// Entries parked per thread until the matching exit, in a slot chosen by thread id. A slot is
+/// plain stores; a hash map took a bucket lock for the insert and again for the delete on every
+/// call (BENCHMARKS.md: pairing in a hash map cost more per call than bpftrace's count()). A
+/// slot holds the tid it belongs to: two traced threads inside a syscall at once whose tids
+/// share a slot are a collision, counted as lost.
 #[map]
-static PENDING: HashMap<u32, PendingSyscall> = HashMap::with_max_entries(MAX_PENDING, 0);
+static PENDING: Array<PendingSyscall> = Array::with_max_entries(MAX_PENDING, 0);
+
+#[inline(always)]
+fn slot(tid: u32) -> Option<*mut PendingSyscall> {
+    PENDING.get_ptr_mut(tid % MAX_PENDING)
+}
 
 #[tracepoint]
 pub fn madvise_enter(ctx: TracePointContext) -> u32 {
@@ -93,21 +116,40 @@ fn enter(ctx: &TracePointContext, kind: EventKind, nargs: usize) -> u32 {
     let Some((_, tid)) = current_traced() else {
         return 0;
     };
+    let Some(slot) = slot(tid) else {
+        return 0;
+    };
     let mut pending = PendingSyscall {
         kind: kind as u32,
-        _pad: 0,
+        tid,
         enter_ns: unsafe { bpf_ktime_get_ns() },
         args: [0; SYSCALL_ARGS],
     };
-    // Constant bound: unrolled by the compiler, trivially verified.
-    for i in 0..SYSCALL_ARGS {
+    // SAFETY (all six): the record holds SYSCALL_ARGS 8-byte arguments from offset 16. Written
+    // out, not looped: each load needs its offset as a constant.
+    let args = unsafe {
+        [
+            record_field::<u64, { ARGS_OFFSET }>(ctx),
+            record_field::<u64, { ARGS_OFFSET + 8 }>(ctx),
+            record_field::<u64, { ARGS_OFFSET + 16 }>(ctx),
+            record_field::<u64, { ARGS_OFFSET + 24 }>(ctx),
+            record_field::<u64, { ARGS_OFFSET + 32 }>(ctx),
+            record_field::<u64, { ARGS_OFFSET + 40 }>(ctx),
+        ]
+    };
+    for (i, arg) in args.iter().enumerate() {
         if i < nargs {
-            // SAFETY: the tracepoint record holds SYSCALL_ARGS 8-byte arguments from offset 16.
-            pending.args[i] = unsafe { ctx.read_at::<u64>(ARGS_OFFSET + 8 * i) }.unwrap_or(0);
+            pending.args[i] = *arg;
         }
     }
-    if PENDING.insert(tid, pending, 0).is_err() {
-        count_lost(Lost::PendingFull);
+    // SAFETY: a map value; only the thread whose tid is stored there reads it back.
+    unsafe {
+        let holder = (*slot).tid;
+        if holder != 0 && holder != tid {
+            // Another thread is parked here (or died inside a syscall): one call is lost.
+            count_lost(Lost::PendingFull);
+        }
+        *slot = pending;
     }
     0
 }
@@ -118,15 +160,21 @@ fn exit(ctx: &TracePointContext) -> u32 {
     let Some((tgid, tid)) = current_traced() else {
         return 0;
     };
-    let Some(pending) = PENDING.get_ptr(tid) else {
-        // Entered before we attached (or the pid was added mid-call): nothing to pair with.
+    let Some(slot) = slot(tid) else {
         return 0;
     };
-    // SAFETY: the pointer is valid until the element is removed below; copy it out first.
-    let pending = unsafe { *pending };
-    let _ = PENDING.remove(tid);
+    // SAFETY: a map value; copied out, then released.
+    let pending = unsafe { *slot };
+    if pending.tid != tid {
+        // Entered before we attached (or the pid was added mid-call), or the slot was taken by
+        // a colliding thread (counted then): nothing to pair with.
+        return 0;
+    }
+    // SAFETY: as above.
+    unsafe { (*slot).tid = 0 };
 
-    let ret = unsafe { ctx.read_at::<i64>(RET_OFFSET) }.unwrap_or(0);
+    // SAFETY: `ret` is the 8 bytes at 16 of every sys_exit_* record.
+    let ret = unsafe { record_field::<i64, RET_OFFSET>(ctx) };
     let Some(mut entry) = EVENTS.reserve::<SyscallEvent>(0) else {
         count_lost(Lost::RingFull);
         return 0;
