@@ -27,7 +27,7 @@ const RET_OFFSET: usize = 16;
 /// A field of the tracepoint record at a constant offset, loaded straight from the context:
 /// tracepoint programs may read their record directly (the verifier checks the offset), while
 /// `read_at` makes a `bpf_probe_read` helper call per field: ~18 ns each on the benchmark
-/// machine, 110 ns of mmap_enter's 295 (BENCHMARKS.md, item 9).
+/// machine, ~100 ns of mmap_enter's ~210 (BENCHMARKS.md, item 8).
 ///
 /// # Safety
 /// `OFFSET` and `T` must lie within the tracepoint's record (its tracefs format file).
@@ -39,9 +39,9 @@ pub unsafe fn record_field<T: Copy, const OFFSET: usize>(ctx: &TracePointContext
 
 /// Entries parked per thread until the matching exit, in a slot chosen by thread id. A slot is
 /// plain stores; a hash map took a bucket lock for the insert and again for the delete on every
-/// call (BENCHMARKS.md: pairing in a hash map cost more per call than bpftrace's count()). A
-/// slot holds the tid it belongs to: two traced threads inside a syscall at once whose tids
-/// share a slot are a collision, counted as lost.
+/// call, ~80 ns per program on the benchmark machine (BENCHMARKS.md, item 8). A slot holds the
+/// tid it belongs to: two traced threads inside a syscall at once whose tids share a slot are a
+/// collision, counted as lost.
 #[map]
 static PENDING: Array<PendingSyscall> = Array::with_max_entries(MAX_PENDING, 0);
 

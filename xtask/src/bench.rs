@@ -958,9 +958,12 @@ fn render(
     let _ = writeln!(out, "target/release/memtrace --pid PID");
     let _ = writeln!(
         out,
-        "memtrace                 # system-wide, stopped with SIGINT after the workload exits"
+        "target/release/memtrace   # system-wide, stopped with SIGINT after the workload exits"
     );
-    let _ = writeln!(out, "memtrace --pid PID --fault-events --json");
+    let _ = writeln!(
+        out,
+        "target/release/memtrace --pid PID --fault-events --json"
+    );
     if tools.bpftrace.is_ok() {
         let _ = writeln!(
             out,
