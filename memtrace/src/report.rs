@@ -758,7 +758,8 @@ mod tests {
             "address": 0x7fff_0000_1000_u64, "ip": 0x40_1000, "write": true,
             "protection": false, "fetch": true,
         });
-        let line = super::event_json(&Event::Fault(fault)).unwrap();
+        let line =
+            super::event_json(&Event::Fault(fault), &crate::gfp::GfpNames::default()).unwrap();
         assert_eq!(line, serde_json::to_string(&expected).unwrap());
     }
 

@@ -704,6 +704,16 @@ fn bpftrace_script(pid: &str, me: u32) -> String {
         "exceptions:page_fault_user",
         "sched:sched_process_exit",
         "kmem:rss_stat",
+        "vmscan:mm_vmscan_direct_reclaim_begin",
+        "vmscan:mm_vmscan_direct_reclaim_end",
+        "vmscan:mm_vmscan_memcg_reclaim_begin",
+        "vmscan:mm_vmscan_memcg_reclaim_end",
+        "vmscan:mm_vmscan_lru_shrink_inactive",
+        "oom:mark_victim",
+        "oom:wake_reaper",
+        "oom:start_task_reaping",
+        "oom:finish_task_reaping",
+        "oom:skip_task_reaping",
     ];
     let probes: Vec<String> = hooks.iter().map(|h| format!("tracepoint:{h}")).collect();
     format!(
