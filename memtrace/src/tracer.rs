@@ -263,13 +263,15 @@ impl Tracer {
         };
         raise_memlock_limit();
         let offsets = Offsets::read(&events_dir);
-        let task_offsets = task_fault_offsets().unwrap_or_else(|e| {
+        // Parsed once (a few MiB): both lookups below need it.
+        let btf = Btf::from_sys_fs().map_err(|e| format!("cannot read kernel BTF: {e}"));
+        let task_offsets = task_fault_offsets(&btf).unwrap_or_else(|e| {
             warnings.push(format!(
                 "{e}; faults of threads that exit while traced are not counted"
             ));
             (0, 0)
         });
-        let memcg_path = memcg_path_offsets().unwrap_or_else(|e| {
+        let memcg_path = memcg_path_offsets(&btf).unwrap_or_else(|e| {
             warnings.push(format!(
                 "{e}; an OOM victim's memory cgroup is known only while /proc shows it"
             ));
@@ -792,8 +794,8 @@ impl MemcgPath {
 }
 
 /// Member offsets from the kernel's BTF and the memory controller's index from /proc/cgroups.
-fn memcg_path_offsets() -> anyhow::Result<MemcgPath> {
-    let btf = Btf::from_sys_fs().map_err(|e| anyhow!("cannot read kernel BTF: {e}"))?;
+fn memcg_path_offsets(btf: &Result<Btf, String>) -> anyhow::Result<MemcgPath> {
+    let btf = btf.as_ref().map_err(|e| anyhow!("{e}"))?;
     let offset = |ty, member| {
         btf.member_offset(ty, member)
             .map_err(|e| anyhow!("kernel BTF: {ty}.{member}: {e}"))
@@ -811,8 +813,8 @@ fn memcg_path_offsets() -> anyhow::Result<MemcgPath> {
 }
 
 /// Offsets of `min_flt` and `maj_flt` in `struct task_struct`, from the kernel's BTF.
-fn task_fault_offsets() -> anyhow::Result<(u32, u32)> {
-    let btf = Btf::from_sys_fs().map_err(|e| anyhow!("cannot read kernel BTF: {e}"))?;
+fn task_fault_offsets(btf: &Result<Btf, String>) -> anyhow::Result<(u32, u32)> {
+    let btf = btf.as_ref().map_err(|e| anyhow!("{e}"))?;
     let offset = |member| {
         btf.member_offset("task_struct", member)
             .map_err(|e| anyhow!("kernel BTF: task_struct.{member}: {e}"))
