@@ -137,9 +137,6 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let go_bench = build_go_bench(&root, &release);
     let workloads = workloads(options.quick, &release, &go_bench);
 
-    if !options.quick {
-        warm_host_memory(&release);
-    }
     let load_before = loadavg();
     let started = chrono_like_utc();
     let mut results: BTreeMap<(usize, Config), Vec<Sample>> = BTreeMap::new();
@@ -202,39 +199,6 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     write_report(&path, &report)?;
     eprintln!("xtask bench: wrote {}", path.display());
     Ok(())
-}
-
-/// Touches most of free memory once, untimed, before anything is measured. In a VM whose host
-/// backs guest memory lazily, a page's first touch since boot costs a host fault too, and the
-/// guest hands out pages in no fixed order: without this, fault-heavy rows measured host
-/// faults as much as memtrace (untraced runs of 1.9 s and 3.1 s were seen on one machine).
-/// Leaves 6 GiB available, and at most 20 GiB is touched.
-fn warm_host_memory(release: &Path) {
-    let available_mib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemAvailable:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb / 1024);
-    let mib = available_mib.saturating_sub(6 << 10).min(20 << 10);
-    if mib < 1024 {
-        return;
-    }
-    eprint!("xtask bench: warming {mib} MiB of guest memory (untimed) … ");
-    let status = Command::new(release.join("memtrace-workload"))
-        .args(["--no-wait", "bench-faults", "--mib", &mib.to_string()])
-        .stdout(Stdio::null())
-        .status();
-    eprintln!(
-        "{}",
-        if status.is_ok_and(|s| s.success()) {
-            "done"
-        } else {
-            "failed (ignored)"
-        }
-    );
 }
 
 /// The workloads at full or quick size. A workload that cannot run here is an `Err(reason)`.
