@@ -254,14 +254,15 @@ struct ProcessJson {
     reclaim: BTreeMap<&'static str, Option<StallJson>>,
 }
 
-#[derive(Serialize)]
-struct AdviceJson {
-    advice: u32,
-    name: String,
-    release: bool,
-    calls: u64,
-    failed: u64,
-    bytes: u64,
+/// One advice value's totals, as the summary and the Go verdict list them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AdviceJson {
+    pub advice: u32,
+    pub name: String,
+    pub release: bool,
+    pub calls: u64,
+    pub failed: u64,
+    pub bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -410,7 +411,7 @@ fn mappings_json(m: &MappingTotals) -> MappingsJson {
     }
 }
 
-fn advice_json(by_advice: &BTreeMap<u32, AdviceTotals>) -> Vec<AdviceJson> {
+pub fn advice_json(by_advice: &BTreeMap<u32, AdviceTotals>) -> Vec<AdviceJson> {
     by_advice
         .iter()
         .map(|(&value, t)| AdviceJson {

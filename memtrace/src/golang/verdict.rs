@@ -20,8 +20,10 @@ use memtrace_common::advice;
 use serde::Serialize;
 
 use crate::{
-    attribution::AdviceTotals, golang::buildinfo::version_number, procfs::SmapsRollup,
-    report::advice_name, report::human_bytes,
+    attribution::AdviceTotals,
+    golang::buildinfo::version_number,
+    procfs::SmapsRollup,
+    report::{AdviceJson, advice_json, human_bytes},
 };
 
 /// The GODEBUG setting that picks the release advice.
@@ -85,17 +87,6 @@ pub struct Expectation {
     pub reason: String,
 }
 
-/// One advice value seen during the window.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct AdviceSeen {
-    pub advice: u32,
-    pub name: String,
-    pub release: bool,
-    pub calls: u64,
-    pub failed: u64,
-    pub bytes: u64,
-}
-
 /// The memory picture from smaps_rollup.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Memory {
@@ -140,7 +131,7 @@ pub struct Verdict {
     pub observed: Option<Mode>,
     pub released_bytes: u64,
     /// Every advice seen, hints included (they are never counted as releases).
-    pub madvise: Vec<AdviceSeen>,
+    pub madvise: Vec<AdviceJson>,
     pub memory: Option<Memory>,
     pub watched_ns: u64,
     pub verdict: Outcome,
@@ -201,7 +192,7 @@ pub fn judge(facts: &Facts) -> Verdict {
         expected,
         observed,
         released_bytes: seen.released,
-        madvise: advice_seen(&facts.madvise),
+        madvise: advice_json(&facts.madvise),
         memory: facts.smaps.map(|smaps| memory(smaps, seen.released)),
         watched_ns: facts.watched_ns,
         verdict,
@@ -442,20 +433,6 @@ fn fix(
         "MADV_FREE keeps released pages in RSS until memory pressure; if RSS must fall at \
          once: {how}"
     ))
-}
-
-fn advice_seen(madvise: &BTreeMap<u32, AdviceTotals>) -> Vec<AdviceSeen> {
-    madvise
-        .iter()
-        .map(|(&value, t)| AdviceSeen {
-            advice: value,
-            name: advice_name(value),
-            release: advice::is_release(value),
-            calls: t.calls,
-            failed: t.failed,
-            bytes: t.bytes,
-        })
-        .collect()
 }
 
 fn memory(smaps: SmapsRollup, released: u64) -> Memory {
