@@ -503,6 +503,25 @@ pub fn comm_string(comm: &[u8]) -> String {
     String::from_utf8_lossy(&comm[..end]).into_owned()
 }
 
+/// A completed madvise call by `pid`'s main thread, for unit tests of what consumes events.
+#[cfg(test)]
+pub fn test_madvise(pid: u32, advice: u32, len: u64, errno: Option<i32>) -> Event {
+    Event::Madvise(Madvise {
+        tgid: pid,
+        tid: pid,
+        caller: pid,
+        thread_comm: "test".into(),
+        enter_ns: 0,
+        exit_ns: 0,
+        start: 0,
+        len,
+        advice,
+        errno,
+        pidfd: None,
+        target_known: true,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use memtrace_common::advice;

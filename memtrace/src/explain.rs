@@ -116,29 +116,12 @@ pub fn explain(p: &ProcessStats, reclaim: &Reclaim) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        attribution::Attribution,
-        events::{Event, Madvise},
-        procfs::SmapsRollup,
-    };
+    use crate::{attribution::Attribution, events::test_madvise, procfs::SmapsRollup};
 
     fn traced(calls: &[(u32, u64, Option<i32>)], first_rss: u64, last: SmapsRollup) -> Vec<String> {
         let mut a = Attribution::default();
         for &(advice, len, errno) in calls {
-            a.record(&Event::Madvise(Madvise {
-                tgid: 1,
-                tid: 1,
-                caller: 1,
-                thread_comm: "go".into(),
-                enter_ns: 0,
-                exit_ns: 0,
-                start: 0,
-                len,
-                advice,
-                errno,
-                pidfd: None,
-                target_known: true,
-            }));
+            a.record(&test_madvise(1, advice, len, errno));
         }
         a.sample_smaps(
             1,

@@ -206,23 +206,10 @@ fn truncate(s: &str, width: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{Event, Madvise};
+    use crate::events::{Event, test_madvise};
 
     fn release(pid: u32, advice: u32, len: u64) -> Event {
-        Event::Madvise(Madvise {
-            tgid: pid,
-            tid: pid,
-            caller: pid,
-            thread_comm: "app".into(),
-            enter_ns: 0,
-            exit_ns: 0,
-            start: 0,
-            len,
-            advice,
-            errno: None,
-            pidfd: None,
-            target_known: true,
-        })
+        test_madvise(pid, advice, len, None)
     }
 
     #[test]

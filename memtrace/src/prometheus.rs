@@ -426,23 +426,10 @@ fn memory_families(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{Event, Madvise};
+    use crate::events::{Event, test_madvise};
 
     fn call(advice: u32, len: u64, errno: Option<i32>) -> Event {
-        Event::Madvise(Madvise {
-            tgid: 42,
-            tid: 42,
-            caller: 42,
-            thread_comm: "w".into(),
-            enter_ns: 0,
-            exit_ns: 0,
-            start: 0,
-            len,
-            advice,
-            errno,
-            pidfd: None,
-            target_known: true,
-        })
+        test_madvise(42, advice, len, errno)
     }
 
     fn sample_lines(page: &str, family: &str) -> Vec<String> {

@@ -296,7 +296,13 @@ impl Pump {
         let mut targets_gone = exits.is_empty();
         let mut drain_timer = tokio::time::interval(DRAIN_INTERVAL);
         let mut backlog = false;
-        let mut sample_timer = tokio::time::interval(SAMPLE_INTERVAL);
+        // A live view refreshed faster than once a second samples as often as it refreshes;
+        // it never samples on its own tick, which would double the /proc reads.
+        let sample_every = match self.live {
+            Some(_) => SAMPLE_INTERVAL.min(self.interval),
+            None => SAMPLE_INTERVAL,
+        };
+        let mut sample_timer = tokio::time::interval(sample_every);
         let mut live_timer =
             tokio::time::interval_at(tokio::time::Instant::now() + self.interval, self.interval);
 
@@ -318,7 +324,6 @@ impl Pump {
                 }
                 _ = live_timer.tick(), if self.live.is_some() => {
                     self.drain();
-                    self.sample();
                     self.show_live();
                     None
                 }

@@ -31,21 +31,23 @@ pub fn bucket_bounds(bucket: usize) -> (u64, u64) {
     (low, high)
 }
 
-/// Stalls of one process (or the whole system) in one kind of reclaim.
+/// Stalls of one process (or the whole system) in one kind of reclaim: the kernel's per-CPU
+/// [`StallHist`] summed over CPUs, with what userspace derives from it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StallStats {
-    pub count: u64,
-    pub total_ns: u64,
-    pub max_ns: u64,
-    pub nr_reclaimed: u64,
-    pub nr_scanned: u64,
-    pub buckets: [u64; STALL_BUCKETS],
+pub struct StallStats(StallHist);
+
+impl std::ops::Deref for StallStats {
+    type Target = StallHist;
+
+    fn deref(&self) -> &StallHist {
+        &self.0
+    }
 }
 
 impl StallStats {
     /// Sums a per-CPU kernel map value (max of maxima).
     pub fn from_per_cpu<'a>(values: impl IntoIterator<Item = &'a StallHist>) -> Self {
-        let mut stats = Self::default();
+        let mut stats = StallHist::default();
         for v in values {
             stats.count += v.count;
             stats.total_ns += v.total_ns;
@@ -56,17 +58,18 @@ impl StallStats {
                 *sum += n;
             }
         }
-        stats
+        Self(stats)
     }
 
     /// Adds one stall (userspace twin of the kernel programs' update).
     pub fn add(&mut self, latency_ns: u64, nr_reclaimed: u64, nr_scanned: u64) {
-        self.count += 1;
-        self.total_ns += latency_ns;
-        self.max_ns = self.max_ns.max(latency_ns);
-        self.nr_reclaimed += nr_reclaimed;
-        self.nr_scanned += nr_scanned;
-        self.buckets[bucket_of(latency_ns / 1000)] += 1;
+        let h = &mut self.0;
+        h.count += 1;
+        h.total_ns += latency_ns;
+        h.max_ns = h.max_ns.max(latency_ns);
+        h.nr_reclaimed += nr_reclaimed;
+        h.nr_scanned += nr_scanned;
+        h.buckets[bucket_of(latency_ns / 1000)] += 1;
     }
 
     /// The `p`-th percentile (0 < p <= 100) in microseconds, from the log2 buckets: the upper
