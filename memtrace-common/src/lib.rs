@@ -1,13 +1,50 @@
-//! Types shared by memtrace's kernel programs (`memtrace-ebpf`) and its userspace (`memtrace`).
+//! What memtrace's kernel programs (`memtrace-ebpf`) and its userspace (`memtrace`) must agree
+//! on, each defined once:
 //!
-//! Everything here is `#[repr(C)]` plain data: the kernel side writes it into maps and ring
-//! buffers, userspace reads the same bytes back. Keep layouts free of implicit padding so both
+//! - [`hooks`]: every kernel program, where it attaches, whether memtrace can do without it and
+//!   which runs need it;
+//! - [`fields`] and [`members`]: the tracepoint fields and kernel struct members the programs
+//!   read, at offsets userspace resolves on the running kernel (layouts differ across kernels);
+//! - [`events`]: the records streamed through the ring buffer and the map values, one file per
+//!   event, and [`events::EventKind`];
+//! - [`lost`]: why the kernel side dropped a record;
+//! - [`config`] and [`maps`]: the loader-set globals and the maps userspace reads.
+//!
+//! Everything shared in memory is `#[repr(C)]` plain data without implicit padding, so both
 //! sides agree on every byte.
 #![no_std]
 
-pub mod advice;
-pub mod event;
-pub mod maps;
-pub mod reclaim;
+#[macro_use]
+mod named;
 
-pub use event::{EventKind, FaultCounts, FaultEvent, RssState, SyscallEvent, ThreadExit};
+pub use named::Named;
+
+pub mod advice;
+pub mod config;
+pub mod events;
+pub mod fields;
+pub mod hooks;
+pub mod lost;
+pub mod maps;
+pub mod members;
+
+/// Lets userspace copy these types in and out of maps and ring-buffer records.
+macro_rules! pod {
+    ($($ty:ty),+ $(,)?) => {
+        $(
+            #[cfg(feature = "user")]
+            // SAFETY: `#[repr(C)]` plain data of integers, without padding holes.
+            unsafe impl aya::Pod for $ty {}
+        )+
+    };
+}
+pub(crate) use pod;
+
+/// A kernel release as `(major, minor)`, for facts that differ between kernel versions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Kernel(pub u32, pub u32);
+
+impl Kernel {
+    /// The kernels memtrace is tested on (Debian 11, 12, 13 and this project's host).
+    pub const TESTED: [Self; 4] = [Self(5, 10), Self(6, 1), Self(6, 12), Self(6, 18)];
+}

@@ -7,40 +7,38 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use memtrace_common::{
-    EventKind, FaultCounts, FaultEvent,
-    maps::{Lost, MAX_FAULT_PROCESSES},
+    events::{
+        EventKind,
+        fault::{FaultCounts, FaultEvent, X86_PF_WRITE},
+    },
+    fields::Field,
+    lost::Lost,
+    maps::MAX_FAULT_PROCESSES,
 };
 
 use crate::{
+    config::{config, record_field, setting},
     filter::current_traced,
     ring::{EVENTS, count_lost, submit_flags},
-    syscalls::record_field,
 };
 
 #[map]
 static FAULTS: PerCpuHashMap<u32, FaultCounts> =
     PerCpuHashMap::with_max_entries(MAX_FAULT_PROCESSES, 0);
 
-#[unsafe(no_mangle)]
-static STREAM_FAULTS: u8 = 0;
-
-/// x86 page-fault error code bit: the access was a write.
-const X86_PF_WRITE: u64 = 1 << 1;
-
-/// `exceptions/page_fault_user`: address at 8, ip at 16, error_code at 24 (stable since the
-/// tracepoint was added in 3.16). Runs on every user-mode fault, so the common path is one
-/// per-CPU map update; a record per fault only with `--fault-events`.
+/// `exceptions/page_fault_user` runs on every user-mode fault, so the common path is one
+/// per-CPU map update; a record per fault only with `--fault-events`. Its fields sit at fixed
+/// offsets on every kernel (`Layout::Fixed`), loaded straight from the record.
 #[tracepoint]
 pub fn page_fault_user(ctx: TracePointContext) -> u32 {
     let Some((tgid, tid)) = current_traced() else {
         return 0;
     };
-    // SAFETY: offsets from the tracepoint's format (address 8, ip 16, error_code 24).
-    let error_code = unsafe { record_field::<u64, 24>(&ctx) };
+    // SAFETY: fixed offsets within this tracepoint's record, checked by the loader.
+    let error_code = unsafe { record_field::<u64, { Field::FaultErrorCode.fixed() }>(&ctx) };
     let write = u64::from(error_code & X86_PF_WRITE != 0);
     count(tgid, write);
-    // SAFETY: see filter::current_traced.
-    if unsafe { core::ptr::read_volatile(&STREAM_FAULTS) } == 0 {
+    if setting(&config().stream_faults) == 0 {
         return 0;
     }
     let Some(mut entry) = EVENTS.reserve::<FaultEvent>(0) else {
@@ -54,8 +52,8 @@ pub fn page_fault_user(ctx: TracePointContext) -> u32 {
         _pad: 0,
         ts_ns: unsafe { bpf_ktime_get_ns() },
         // SAFETY: as above.
-        address: unsafe { record_field::<u64, 8>(&ctx) },
-        ip: unsafe { record_field::<u64, 16>(&ctx) },
+        address: unsafe { record_field::<u64, { Field::FaultAddress.fixed() }>(&ctx) },
+        ip: unsafe { record_field::<u64, { Field::FaultIp.fixed() }>(&ctx) },
         error_code,
     });
     entry.submit(submit_flags(false));

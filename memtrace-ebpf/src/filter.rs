@@ -1,25 +1,20 @@
-//! Which processes are traced. Checked first by every program so untraced tasks cost one map
+//! Which processes are traced. Checked first by every program, so untraced tasks cost one map
 //! lookup at most.
 
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::map, maps::HashMap};
 use memtrace_common::maps::MAX_TARGETS;
 
-/// Set by userspace at load time (read-only, so the verifier prunes the unused branch).
-#[unsafe(no_mangle)]
-static FILTER_BY_TGID: u8 = 1;
+use crate::config::{config, setting};
 
-#[unsafe(no_mangle)]
-static SELF_TGID: u32 = 0;
-
-/// Traced tgids. Empty at load, so nothing is traced between attaching and userspace filling it.
+/// Traced tgids. Empty at load, so nothing is traced between attaching and userspace filling
+/// it.
 #[map]
 pub static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TARGETS, 0);
 
 /// Whether userspace asked for only some processes.
 #[inline(always)]
 pub fn filtering() -> bool {
-    // SAFETY: see current_traced.
-    unsafe { core::ptr::read_volatile(&FILTER_BY_TGID) != 0 }
+    setting(&config().filter_by_tgid) != 0
 }
 
 /// The current task as `(tgid, tid)` if it is traced.
@@ -28,10 +23,7 @@ pub fn current_traced() -> Option<(u32, u32)> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let tid = pid_tgid as u32;
-    // SAFETY: volatile reads keep the compiler from folding the globals' default values; the
-    // loader rewrites them before the program is loaded.
-    let self_tgid = unsafe { core::ptr::read_volatile(&SELF_TGID) };
-    if tgid == self_tgid {
+    if tgid == setting(&config().self_tgid) {
         return None;
     }
     if filtering() && TARGETS.get_ptr(tgid).is_none() {

@@ -1,14 +1,20 @@
-//! memtrace's kernel programs.
+//! memtrace's kernel programs, one file per feature; where each attaches is in
+//! `memtrace_common::hooks`.
 //!
 //! Kept small enough to read in one sitting: every program filters by tgid before doing any
-//! work, reads only tracepoint fields (no kernel struct walking: Rust eBPF cannot emit CO-RE
-//! relocations), and has no loops beyond constant bounds.
+//! work, reads tracepoint fields at offsets the loader resolved on the running kernel (Rust
+//! eBPF cannot emit CO-RE relocations), and has no loops beyond constant bounds. Rare
+//! conditions (a full map, an unexpected field value) are logged with aya-log, shown by
+//! `memtrace --verbose`; nothing is logged on a hot path.
 #![no_std]
 #![no_main]
 
+mod config;
 mod faults;
 mod filter;
+mod kswapd;
 mod lifecycle;
+mod oom;
 mod reclaim;
 mod ring;
 mod rss;

@@ -1,30 +1,31 @@
-//! Reclaim stalls, kswapd and the OOM killer, from vmscan and oom tracepoints.
+//! Reclaim stalls and inactive-LRU scanning, from vmscan tracepoints.
 //!
 //! Direct and memcg reclaim are synchronous stalls of the allocating thread: their begin is
 //! parked per thread id and the end emits one record with the latency and the pages reclaimed,
-//! and adds the stall to log2 latency histograms per process and system-wide. Field offsets of
-//! these tracepoints change across kernel versions; userspace reads them from tracefs.
+//! and adds the stall to log2 latency histograms per process and system-wide.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-        bpf_probe_read_kernel,
-    },
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{map, tracepoint},
     maps::{HashMap, LruPerCpuHashMap, PerCpuArray},
     programs::TracePointContext,
 };
+use aya_log_ebpf::warn;
 use memtrace_common::{
-    EventKind,
-    maps::{Lost, MAX_PENDING_RECLAIM, MAX_STALL_PROCESSES, MAX_WAKEUP_PROCESSES},
-    reclaim::{
-        KswapdEvent, KswapdWakeups, OomReaperEvent, OomVictim, PendingReclaim, RECLAIM_KINDS,
-        ReaperPhase, ReclaimKind, ReclaimStall, SCAN_BACKGROUND, SCAN_IN_STALL, SCAN_SLOTS,
-        STALL_BUCKETS, ScanCounts, StallHist, StallKey,
+    events::{
+        EventKind,
+        stall::{
+            PendingReclaim, ReclaimKind, ReclaimStall, STALL_BUCKETS, ScanCounts, ScanSlot,
+            StallHist, StallKey,
+        },
     },
+    fields::Field,
+    lost::Lost,
+    maps::{MAX_PENDING_RECLAIM, MAX_STALL_PROCESSES},
 };
 
 use crate::{
+    config::field,
     filter::current_traced,
     ring::{EVENTS, count_lost, submit_flags},
 };
@@ -39,110 +40,25 @@ static STALLS: LruPerCpuHashMap<StallKey, StallHist> =
     LruPerCpuHashMap::with_max_entries(MAX_STALL_PROCESSES, 0);
 
 #[map]
-static STALLS_ALL: PerCpuArray<StallHist> = PerCpuArray::with_max_entries(RECLAIM_KINDS, 0);
+static STALLS_ALL: PerCpuArray<StallHist> =
+    PerCpuArray::with_max_entries(ReclaimKind::COUNT as u32, 0);
 
 #[map]
-static KSWAPD_WAKEUPS: LruPerCpuHashMap<u32, KswapdWakeups> =
-    LruPerCpuHashMap::with_max_entries(MAX_WAKEUP_PROCESSES, 0);
-
-#[map]
-static LRU_SCAN: PerCpuArray<ScanCounts> = PerCpuArray::with_max_entries(SCAN_SLOTS, 0);
-
-// Field offsets, from tracefs at load time; 0 = field absent on this kernel.
-#[unsafe(no_mangle)]
-static DIRECT_BEGIN_ORDER_OFFSET: u32 = 8;
-#[unsafe(no_mangle)]
-static DIRECT_BEGIN_GFP_OFFSET: u32 = 16;
-#[unsafe(no_mangle)]
-static DIRECT_END_RECLAIMED_OFFSET: u32 = 8;
-#[unsafe(no_mangle)]
-static MEMCG_BEGIN_ORDER_OFFSET: u32 = 8;
-#[unsafe(no_mangle)]
-static MEMCG_BEGIN_GFP_OFFSET: u32 = 16;
-#[unsafe(no_mangle)]
-static MEMCG_END_RECLAIMED_OFFSET: u32 = 8;
-#[unsafe(no_mangle)]
-static KSWAPD_WAKE_NID_OFFSET: u32 = 8;
-#[unsafe(no_mangle)]
-static KSWAPD_WAKE_ORDER_OFFSET: u32 = 16;
-#[unsafe(no_mangle)]
-static KSWAPD_SLEEP_NID_OFFSET: u32 = 8;
-#[unsafe(no_mangle)]
-static SHRINK_SCANNED_OFFSET: u32 = 16;
-#[unsafe(no_mangle)]
-static SHRINK_RECLAIMED_OFFSET: u32 = 24;
-#[unsafe(no_mangle)]
-static OOM_PID_OFFSET: u32 = 8;
-#[unsafe(no_mangle)]
-static OOM_COMM_OFFSET: u32 = 12;
-#[unsafe(no_mangle)]
-static OOM_TOTAL_VM_OFFSET: u32 = 16;
-#[unsafe(no_mangle)]
-static OOM_ANON_RSS_OFFSET: u32 = 24;
-#[unsafe(no_mangle)]
-static OOM_FILE_RSS_OFFSET: u32 = 32;
-#[unsafe(no_mangle)]
-static OOM_SHMEM_RSS_OFFSET: u32 = 40;
-#[unsafe(no_mangle)]
-static OOM_UID_OFFSET: u32 = 48;
-#[unsafe(no_mangle)]
-static OOM_PGTABLES_OFFSET: u32 = 56;
-#[unsafe(no_mangle)]
-static OOM_SCORE_ADJ_OFFSET: u32 = 64;
-#[unsafe(no_mangle)]
-static REAPER_WAKE_PID_OFFSET: u32 = 8;
-#[unsafe(no_mangle)]
-static REAPER_START_PID_OFFSET: u32 = 8;
-#[unsafe(no_mangle)]
-static REAPER_FINISH_PID_OFFSET: u32 = 8;
-#[unsafe(no_mangle)]
-static REAPER_SKIP_PID_OFFSET: u32 = 8;
-
-// The path to the current task's memory cgroup id, from BTF; index u32::MAX = unknown.
-#[unsafe(no_mangle)]
-static TASK_CGROUPS_OFFSET: u32 = 0;
-#[unsafe(no_mangle)]
-static CSS_SET_SUBSYS_OFFSET: u32 = 0;
-#[unsafe(no_mangle)]
-static CSS_CGROUP_OFFSET: u32 = 0;
-#[unsafe(no_mangle)]
-static CGROUP_KN_OFFSET: u32 = 0;
-#[unsafe(no_mangle)]
-static KERNFS_NODE_ID_OFFSET: u32 = 0;
-#[unsafe(no_mangle)]
-static MEMCG_SUBSYS_INDEX: u32 = u32::MAX;
-
-#[inline(always)]
-fn offset(global: &u32) -> usize {
-    // SAFETY: see filter::current_traced.
-    unsafe { core::ptr::read_volatile(global) as usize }
-}
-
-/// Reads a field at an offset from this kernel's format file, or `absent` when the field does
-/// not exist here (offset 0).
-#[inline(always)]
-fn field<T: Copy>(ctx: &TracePointContext, global: &u32, absent: T) -> T {
-    let at = offset(global);
-    if at == 0 {
-        return absent;
-    }
-    // SAFETY: offset from this kernel's format file for this tracepoint.
-    unsafe { ctx.read_at::<T>(at) }.unwrap_or(absent)
-}
+static LRU_SCAN: PerCpuArray<ScanCounts> = PerCpuArray::with_max_entries(ScanSlot::COUNT as u32, 0);
 
 #[tracepoint]
 pub fn direct_reclaim_begin(ctx: TracePointContext) -> u32 {
     begin(
         &ctx,
         ReclaimKind::Direct,
-        &DIRECT_BEGIN_ORDER_OFFSET,
-        &DIRECT_BEGIN_GFP_OFFSET,
+        Field::DirectBeginOrder,
+        Field::DirectBeginGfp,
     )
 }
 
 #[tracepoint]
 pub fn direct_reclaim_end(ctx: TracePointContext) -> u32 {
-    end(&ctx, &DIRECT_END_RECLAIMED_OFFSET)
+    end(&ctx, Field::DirectEndReclaimed)
 }
 
 #[tracepoint]
@@ -150,18 +66,18 @@ pub fn memcg_reclaim_begin(ctx: TracePointContext) -> u32 {
     begin(
         &ctx,
         ReclaimKind::Memcg,
-        &MEMCG_BEGIN_ORDER_OFFSET,
-        &MEMCG_BEGIN_GFP_OFFSET,
+        Field::MemcgBeginOrder,
+        Field::MemcgBeginGfp,
     )
 }
 
 #[tracepoint]
 pub fn memcg_reclaim_end(ctx: TracePointContext) -> u32 {
-    end(&ctx, &MEMCG_END_RECLAIMED_OFFSET)
+    end(&ctx, Field::MemcgEndReclaimed)
 }
 
 #[inline(always)]
-fn begin(ctx: &TracePointContext, kind: ReclaimKind, order: &u32, gfp: &u32) -> u32 {
+fn begin(ctx: &TracePointContext, kind: ReclaimKind, order: Field, gfp: Field) -> u32 {
     let Some((_, tid)) = current_traced() else {
         return 0;
     };
@@ -175,12 +91,16 @@ fn begin(ctx: &TracePointContext, kind: ReclaimKind, order: &u32, gfp: &u32) -> 
     };
     if PENDING_RECLAIM.insert(tid, pending, 0).is_err() {
         count_lost(Lost::ReclaimPendingFull);
+        warn!(
+            ctx,
+            "reclaim pairing table full: stall of tid {} not timed", tid
+        );
     }
     0
 }
 
 #[inline(always)]
-fn end(ctx: &TracePointContext, reclaimed: &u32) -> u32 {
+fn end(ctx: &TracePointContext, reclaimed: Field) -> u32 {
     let Some((tgid, tid)) = current_traced() else {
         return 0;
     };
@@ -232,7 +152,7 @@ fn add_stall(key: &StallKey, bucket: usize, latency_ns: u64, reclaimed: u64, sca
         // SAFETY: per-CPU map value, written only by this CPU.
         unsafe { add_to(&mut *hist, bucket, latency_ns, reclaimed, scanned) };
     }
-    if let Some(hist) = STALLS_ALL.get_ptr_mut(key.reclaim_kind & (RECLAIM_KINDS - 1)) {
+    if let Some(hist) = STALLS_ALL.get_ptr_mut(key.reclaim_kind & (ReclaimKind::COUNT as u32 - 1)) {
         // SAFETY: as above.
         unsafe { add_to(&mut *hist, bucket, latency_ns, reclaimed, scanned) };
     }
@@ -282,16 +202,16 @@ fn log2_bucket(usecs: u64) -> usize {
 /// to that stall; everything else (kswapd, proactive reclaim) is background.
 #[tracepoint]
 pub fn lru_shrink_inactive(ctx: TracePointContext) -> u32 {
-    let scanned = field(&ctx, &SHRINK_SCANNED_OFFSET, 0u64);
-    let reclaimed = field(&ctx, &SHRINK_RECLAIMED_OFFSET, 0u64);
+    let scanned = field(&ctx, Field::ShrinkScanned, 0u64);
+    let reclaimed = field(&ctx, Field::ShrinkReclaimed, 0u64);
     let tid = bpf_get_current_pid_tgid() as u32;
     let slot = match PENDING_RECLAIM.get_ptr_mut(tid) {
         Some(pending) => {
             // SAFETY: a map value only its own thread updates.
             unsafe { (*pending).nr_scanned += scanned };
-            SCAN_IN_STALL
+            ScanSlot::InStall as u32
         }
-        None => SCAN_BACKGROUND,
+        None => ScanSlot::Background as u32,
     };
     if let Some(counts) = LRU_SCAN.get_ptr_mut(slot) {
         // SAFETY: per-CPU slot.
@@ -300,170 +220,5 @@ pub fn lru_shrink_inactive(ctx: TracePointContext) -> u32 {
             (*counts).nr_reclaimed += reclaimed;
         }
     }
-    0
-}
-
-/// Someone's allocation found a zone below its low watermark and asked kswapd to wake.
-#[tracepoint]
-pub fn wakeup_kswapd(_ctx: TracePointContext) -> u32 {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if KSWAPD_WAKEUPS.get_ptr_mut(tgid).is_none() {
-        let _ = KSWAPD_WAKEUPS.insert(tgid, KswapdWakeups::default(), 0);
-    }
-    if let Some(wakeups) = KSWAPD_WAKEUPS.get_ptr_mut(tgid) {
-        // SAFETY: per-CPU map value.
-        unsafe {
-            (*wakeups).count += 1;
-            (*wakeups).comm = bpf_get_current_comm().unwrap_or_default();
-        }
-    }
-    0
-}
-
-#[tracepoint]
-pub fn kswapd_wake(ctx: TracePointContext) -> u32 {
-    let nid = field(&ctx, &KSWAPD_WAKE_NID_OFFSET, 0i32);
-    let order = field(&ctx, &KSWAPD_WAKE_ORDER_OFFSET, -1i32);
-    kswapd_event(nid, order, 1)
-}
-
-#[tracepoint]
-pub fn kswapd_sleep(ctx: TracePointContext) -> u32 {
-    let nid = field(&ctx, &KSWAPD_SLEEP_NID_OFFSET, 0i32);
-    kswapd_event(nid, -1, 0)
-}
-
-/// kswapd changes state at most a few hundred times a second even under heavy pressure:
-/// streamed, and paired into active periods in userspace.
-#[inline(always)]
-fn kswapd_event(nid: i32, order: i32, awake: u32) -> u32 {
-    let Some(mut entry) = EVENTS.reserve::<KswapdEvent>(0) else {
-        count_lost(Lost::RingFull);
-        return 0;
-    };
-    entry.write(KswapdEvent {
-        kind: EventKind::Kswapd as u32,
-        nid: nid as u32,
-        awake,
-        order,
-        // SAFETY: helper without preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-    });
-    entry.submit(submit_flags(false));
-    0
-}
-
-/// The kernfs id of the current task's memory cgroup, or 0. Five dependent reads at offsets
-/// userspace took from BTF; each is checked by bpf_probe_read_kernel. Userspace maps the id to
-/// a path. Used only for OOM kills (rare), where /proc may no longer show the victim's cgroup.
-#[inline(always)]
-fn current_memcg_id() -> u64 {
-    // SAFETY: see filter::current_traced.
-    let index = unsafe { core::ptr::read_volatile(&MEMCG_SUBSYS_INDEX) };
-    if index >= 64 {
-        return 0;
-    }
-    // SAFETY: the current task pointer, then pointers read from kernel memory; every read goes
-    // through bpf_probe_read_kernel, which fails cleanly on a bad address.
-    unsafe {
-        let read = |address: u64| bpf_probe_read_kernel(address as *const u64).unwrap_or(0);
-        let task = bpf_get_current_task();
-        let cset = read(task + offset(&TASK_CGROUPS_OFFSET) as u64);
-        if cset == 0 {
-            return 0;
-        }
-        let css = read(cset + offset(&CSS_SET_SUBSYS_OFFSET) as u64 + 8 * u64::from(index));
-        if css == 0 {
-            return 0;
-        }
-        let cgroup = read(css + offset(&CSS_CGROUP_OFFSET) as u64);
-        if cgroup == 0 {
-            return 0;
-        }
-        let kn = read(cgroup + offset(&CGROUP_KN_OFFSET) as u64);
-        if kn == 0 {
-            return 0;
-        }
-        read(kn + offset(&KERNFS_NODE_ID_OFFSET) as u64)
-    }
-}
-
-/// The OOM killer marked a victim. Never filtered: an OOM kill matters whoever it hits. Wakes
-/// userspace at once so it can read the victim's cgroup from /proc before it is reaped.
-#[tracepoint]
-pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(mut entry) = EVENTS.reserve::<OomVictim>(0) else {
-        count_lost(Lost::RingFull);
-        return 0;
-    };
-    let mut comm = [0u8; 16];
-    let loc_offset = offset(&OOM_COMM_OFFSET);
-    if loc_offset != 0 {
-        // A __data_loc field: the low 16 bits are the string's offset in the record.
-        // SAFETY: offset from this kernel's format file; probe reads are checked.
-        if let Ok(loc) = unsafe { ctx.read_at::<u32>(loc_offset) } {
-            comm = unsafe { ctx.read_at::<[u8; 16]>((loc & 0xffff) as usize) }.unwrap_or(comm);
-        }
-    }
-    entry.write(OomVictim {
-        kind: EventKind::OomKill as u32,
-        pid: field(&ctx, &OOM_PID_OFFSET, 0i32) as u32,
-        trigger_tgid: (pid_tgid >> 32) as u32,
-        trigger_tid: pid_tgid as u32,
-        uid: field(&ctx, &OOM_UID_OFFSET, u32::MAX),
-        oom_score_adj: i32::from(field(&ctx, &OOM_SCORE_ADJ_OFFSET, i16::MIN)),
-        // SAFETY: helper without preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        total_vm_kb: field(&ctx, &OOM_TOTAL_VM_OFFSET, u64::MAX),
-        anon_rss_kb: field(&ctx, &OOM_ANON_RSS_OFFSET, u64::MAX),
-        file_rss_kb: field(&ctx, &OOM_FILE_RSS_OFFSET, u64::MAX),
-        shmem_rss_kb: field(&ctx, &OOM_SHMEM_RSS_OFFSET, u64::MAX),
-        pgtables_kb: field(&ctx, &OOM_PGTABLES_OFFSET, u64::MAX),
-        trigger_memcg_id: current_memcg_id(),
-        comm,
-        trigger_comm: bpf_get_current_comm().unwrap_or_default(),
-    });
-    entry.submit(submit_flags(true));
-    0
-}
-
-#[tracepoint]
-pub fn oom_wake_reaper(ctx: TracePointContext) -> u32 {
-    reaper_event(&ctx, &REAPER_WAKE_PID_OFFSET, ReaperPhase::Woken)
-}
-
-#[tracepoint]
-pub fn oom_start_reaping(ctx: TracePointContext) -> u32 {
-    reaper_event(&ctx, &REAPER_START_PID_OFFSET, ReaperPhase::Start)
-}
-
-#[tracepoint]
-pub fn oom_finish_reaping(ctx: TracePointContext) -> u32 {
-    reaper_event(&ctx, &REAPER_FINISH_PID_OFFSET, ReaperPhase::Finish)
-}
-
-#[tracepoint]
-pub fn oom_skip_reaping(ctx: TracePointContext) -> u32 {
-    reaper_event(&ctx, &REAPER_SKIP_PID_OFFSET, ReaperPhase::Skip)
-}
-
-/// The OOM reaper frees a victim's memory when the victim cannot exit promptly. Rare, never
-/// filtered (it follows an OOM kill).
-#[inline(always)]
-fn reaper_event(ctx: &TracePointContext, pid: &u32, phase: ReaperPhase) -> u32 {
-    let Some(mut entry) = EVENTS.reserve::<OomReaperEvent>(0) else {
-        count_lost(Lost::RingFull);
-        return 0;
-    };
-    entry.write(OomReaperEvent {
-        kind: EventKind::OomReaper as u32,
-        pid: field(ctx, pid, 0i32) as u32,
-        phase: phase as u32,
-        _pad: 0,
-        // SAFETY: helper without preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-    });
-    entry.submit(submit_flags(false));
     0
 }

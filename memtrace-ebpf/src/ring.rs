@@ -5,17 +5,16 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use memtrace_common::maps::{LOST_COUNTERS, Lost};
+use memtrace_common::lost::Lost;
+
+use crate::config::{config, setting};
 
 /// Resized by userspace at load time (`--ring-size`).
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
 #[map]
-static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_COUNTERS, 0);
-
-#[unsafe(no_mangle)]
-static WAKEUP_BYTES: u64 = 64 << 10;
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(Lost::COUNT as u32, 0);
 
 /// Counts one dropped record on this CPU.
 #[inline(always)]
@@ -26,14 +25,13 @@ pub fn count_lost(why: Lost) {
     }
 }
 
-/// Flags for committing a record: wake userspace only once a batch has accumulated. A wakeup per
-/// record costs a cross-CPU interrupt each; userspace also drains on a timer, so records below
-/// the threshold are delayed, never stranded. `urgent` records (rare ones userspace must enrich
-/// from /proc while the caller still holds the state) wake it at once.
+/// Flags for committing a record: wake userspace only once a batch has accumulated. A wakeup
+/// per record costs a cross-CPU interrupt each; userspace also drains on a timer, so records
+/// below the threshold are delayed, never stranded. `urgent` records (rare ones userspace must
+/// enrich from /proc while the caller still holds the state) wake it at once.
 #[inline(always)]
 pub fn submit_flags(urgent: bool) -> u64 {
-    // SAFETY: see filter::current_traced.
-    let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
+    let threshold = setting(&config().wakeup_bytes);
     if urgent || EVENTS.query(BPF_RB_AVAIL_DATA.into()) >= threshold {
         BPF_RB_FORCE_WAKEUP.into()
     } else {

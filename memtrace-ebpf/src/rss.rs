@@ -7,41 +7,30 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::TracePointContext,
 };
-use memtrace_common::{RssState, event::RSS_MEMBERS, maps::MAX_RSS_MMS};
+use memtrace_common::{
+    events::rss::{RSS_MEMBERS, RssState},
+    fields::Field,
+    maps::MAX_RSS_MMS,
+};
 
-use crate::filter::current_traced;
+use crate::{config::offset, filter::current_traced};
 
 #[map]
 static RSS: LruHashMap<u32, RssState> = LruHashMap::with_max_entries(MAX_RSS_MMS, 0);
-
-// Field offsets, from tracefs at load time.
-#[unsafe(no_mangle)]
-static RSS_MM_ID_OFFSET: u32 = 8;
-#[unsafe(no_mangle)]
-static RSS_CURR_OFFSET: u32 = 12;
-#[unsafe(no_mangle)]
-static RSS_MEMBER_OFFSET: u32 = 16;
-#[unsafe(no_mangle)]
-static RSS_SIZE_OFFSET: u32 = 24;
-
-#[inline(always)]
-fn offset(global: &u32) -> usize {
-    // SAFETY: see filter::current_traced.
-    unsafe { core::ptr::read_volatile(global) as usize }
-}
 
 /// `mm_id` is a hash of the mm pointer and `curr` says whether the mm is the current task's.
 /// The owner's own updates (`curr` = 1) teach us which process an mm belongs to; updates made
 /// by anyone else to a known mm are then attributed to that owner, as external.
 #[tracepoint]
 pub fn rss_stat(ctx: TracePointContext) -> u32 {
-    // SAFETY: offsets come from this kernel's format file for this tracepoint.
+    // SAFETY: offsets come from this kernel's format file for this tracepoint (all four fields
+    // are required: the hook is not attached without them).
     let fields = unsafe {
         (
-            ctx.read_at::<u32>(offset(&RSS_MM_ID_OFFSET)),
-            ctx.read_at::<u32>(offset(&RSS_CURR_OFFSET)),
-            ctx.read_at::<i32>(offset(&RSS_MEMBER_OFFSET)),
-            ctx.read_at::<i64>(offset(&RSS_SIZE_OFFSET)),
+            ctx.read_at::<u32>(offset(Field::RssMmId)),
+            ctx.read_at::<u32>(offset(Field::RssCurr)),
+            ctx.read_at::<i32>(offset(Field::RssMember)),
+            ctx.read_at::<i64>(offset(Field::RssSize)),
         )
     };
     let (Ok(mm_id), Ok(curr), Ok(member), Ok(size)) = fields else {
@@ -65,7 +54,6 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
     }
     0
 }
-
 /// The traced process changed its own RSS.
 #[inline(always)]
 fn own_update(mm_id: u32, member: usize, size: i64) {

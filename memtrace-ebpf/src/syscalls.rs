@@ -4,38 +4,29 @@
 //! syscall number, then each argument as 8 bytes from offset 16. `sys_exit_*` holds `ret` at 16.
 
 use aya_ebpf::{
-    EbpfContext as _,
     helpers::{bpf_get_current_comm, bpf_ktime_get_ns},
     macros::{map, tracepoint},
     maps::Array,
     programs::TracePointContext,
 };
+use aya_log_ebpf::warn;
 use memtrace_common::{
-    EventKind, SyscallEvent,
-    event::{PendingSyscall, SYSCALL_ARGS},
-    maps::{Lost, MAX_PENDING},
+    events::{
+        EventKind,
+        syscall::{PendingSyscall, SYSCALL_ARGS, SyscallEvent},
+    },
+    lost::Lost,
+    maps::MAX_PENDING,
 };
 
 use crate::{
+    config::record_field,
     filter::current_traced,
     ring::{EVENTS, count_lost, submit_flags},
 };
 
 const ARGS_OFFSET: usize = 16;
 const RET_OFFSET: usize = 16;
-
-/// A field of the tracepoint record at a constant offset, loaded straight from the context:
-/// tracepoint programs may read their record directly (the verifier checks the offset), while
-/// `read_at` makes a `bpf_probe_read` helper call per field: ~18 ns each on the benchmark
-/// machine, ~100 ns of mmap_enter's ~210 (BENCHMARKS.md, item 8).
-///
-/// # Safety
-/// `OFFSET` and `T` must lie within the tracepoint's record (its tracefs format file).
-#[inline(always)]
-pub unsafe fn record_field<T: Copy, const OFFSET: usize>(ctx: &TracePointContext) -> T {
-    // SAFETY: per the contract; a constant offset compiles to one load from the context.
-    unsafe { core::ptr::read(ctx.as_ptr().cast::<u8>().add(OFFSET).cast::<T>()) }
-}
 
 /// Entries parked per thread until the matching exit, in a slot chosen by thread id. A slot is
 /// plain stores; a hash map took a bucket lock for the insert and again for the delete on every
@@ -148,6 +139,10 @@ fn enter(ctx: &TracePointContext, kind: EventKind, nargs: usize) -> u32 {
         if holder != 0 && holder != tid {
             // Another thread is parked here (or died inside a syscall): one call is lost.
             count_lost(Lost::PendingFull);
+            warn!(
+                ctx,
+                "syscall pairing slot of tid {} taken by tid {}", tid, holder
+            );
         }
         *slot = pending;
     }

@@ -97,6 +97,10 @@ pub struct Cli {
     /// DaemonSet).
     #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr)]
     pub prometheus: Option<SocketAddr>,
+
+    /// Show the kernel programs' diagnostics on stderr (a full map, an unexpected field).
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,6 +143,10 @@ pub struct ReclaimArgs {
     /// Size of the kernel-to-userspace events ring buffer, in KiB (a power of two, >= 4).
     #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ring_kib)]
     pub ring_size: u32,
+
+    /// Show the kernel programs' diagnostics on stderr (a full map, an unexpected field).
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +165,10 @@ pub struct GoArgs {
     /// Print the verdict as one JSON object (`"type":"go_verdict"`).
     #[arg(long)]
     pub json: bool,
+
+    /// Show the kernel programs' diagnostics on stderr (a full map, an unexpected field).
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
 }
 
 fn parse_pid(s: &str) -> Result<u32, String> {

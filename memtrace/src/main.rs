@@ -1,29 +1,33 @@
 //! memtrace: trace what the kernel and a program really do with memory.
+//!
+//! Layers, each importing only those below it: [`kernel`] (loading, maps, offsets, /proc) →
+//! [`model`] (decoded events, per-process attribution, reclaim) → [`analysis`] (explanation,
+//! Go verdict, the snapshot every output reads) → [`output`] (text, live view, JSON,
+//! Prometheus) → [`session`] (the one event loop, and the modes). [`units`] and [`stop`] are
+//! shared vocabulary. ARCHITECTURE.md walks through it.
 
-mod attribution;
-mod btf;
+mod analysis;
 mod cli;
-mod events;
-mod explain;
-mod gfp;
-mod golang;
-mod live;
+mod kernel;
+mod model;
 mod output;
-mod procfs;
-mod prometheus;
-mod pump;
-mod reclaim;
-mod report;
-mod tracefs;
-mod tracer;
+mod session;
+mod stop;
+mod units;
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
 
+use crate::{
+    analysis::snapshot::Selection,
+    cli::{Cli, Command},
+    session::{Config, go::Go, reclaim::Reclaim, trace::Trace},
+};
+
 fn main() -> ExitCode {
     keep_heap_small();
-    let mut cli = cli::Cli::parse();
+    let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -34,17 +38,71 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command.take() {
-        None => runtime.block_on(pump::run(cli)),
-        Some(cli::Command::Go(args)) => runtime.block_on(pump::run_go(args)),
-        Some(cli::Command::Reclaim(args)) => runtime.block_on(reclaim::pump::run(args)),
-    };
-    match result {
+    match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the error and its causes.
             eprintln!("memtrace: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the mode the command line asks for.
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        None => {
+            let config = Config {
+                pids: cli.pid.clone(),
+                ring_kib: cli.ring_size,
+                fault_events: cli.fault_events,
+                follow: cli.follow,
+                duration: cli.duration,
+                prometheus: cli.prometheus,
+                verbose: cli.verbose,
+                selection: Selection {
+                    comms: cli.comm,
+                    sort: cli.sort,
+                    targets: cli.pid.clone(),
+                    ..Selection::default()
+                },
+                need_targets: false,
+            };
+            let mode = Trace::new(cli.pid, cli.follow, cli.json, cli.top, cli.interval);
+            session::run(config, mode).await
+        }
+        Some(Command::Reclaim(args)) => {
+            let config = Config {
+                pids: args.pid.clone(),
+                ring_kib: args.ring_size,
+                duration: args.duration,
+                verbose: args.verbose,
+                selection: Selection {
+                    targets: args.pid.clone(),
+                    ..Selection::default()
+                },
+                ..Config::quiet()
+            };
+            let mode = Reclaim {
+                pids: args.pid,
+                json: args.json,
+                interval: args.interval,
+            };
+            session::run(config, mode).await
+        }
+        Some(Command::Go(args)) => {
+            let config = Config {
+                pids: vec![args.pid],
+                duration: Some(args.wait),
+                verbose: args.verbose,
+                selection: Selection {
+                    targets: vec![args.pid],
+                    ..Selection::default()
+                },
+                need_targets: true,
+                ..Config::quiet()
+            };
+            session::run(config, Go::new(args.json, args.wait)).await
         }
     }
 }

@@ -65,15 +65,21 @@ fn reclaim_lines() -> Vec<Value> {
 /// victim that cannot exit by itself within two seconds.
 const RARE_TYPES: [&str; 1] = ["oom_reaper"];
 
-/// The `type` values the schema documents, from each alternative of its top-level `oneOf`.
+/// The `type` values the schema documents, from each alternative of its top-level `oneOf`
+/// (inline, or a `$defs` reference).
 fn documented_types(schema: &Value) -> BTreeSet<String> {
     let mut types = BTreeSet::new();
     for alternative in schema["oneOf"].as_array().expect("oneOf") {
-        let name = alternative["$ref"]
-            .as_str()
-            .and_then(|r| r.strip_prefix("#/$defs/"))
-            .expect("a $defs reference");
-        let type_schema = &schema["$defs"][name]["properties"]["type"];
+        let definition = match alternative["$ref"].as_str() {
+            Some(reference) => {
+                let name = reference
+                    .strip_prefix("#/$defs/")
+                    .expect("a $defs reference");
+                &schema["$defs"][name]
+            }
+            None => alternative,
+        };
+        let type_schema = &definition["properties"]["type"];
         if let Some(value) = type_schema["const"].as_str() {
             types.insert(value.to_owned());
         }

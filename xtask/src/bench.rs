@@ -23,6 +23,7 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow, bail};
+use memtrace_common::hooks::{Program, Run};
 use serde_json::Value;
 
 use crate::{
@@ -688,34 +689,22 @@ impl Tracer {
 }
 
 fn bpftrace_script(pid: &str, me: u32) -> String {
-    let hooks = [
-        "syscalls:sys_enter_madvise",
-        "syscalls:sys_exit_madvise",
-        "syscalls:sys_enter_process_madvise",
-        "syscalls:sys_exit_process_madvise",
-        "syscalls:sys_enter_mmap",
-        "syscalls:sys_exit_mmap",
-        "syscalls:sys_enter_munmap",
-        "syscalls:sys_exit_munmap",
-        "syscalls:sys_enter_mremap",
-        "syscalls:sys_exit_mremap",
-        "syscalls:sys_enter_brk",
-        "syscalls:sys_exit_brk",
-        "exceptions:page_fault_user",
-        "sched:sched_process_exit",
-        "kmem:rss_stat",
-        "vmscan:mm_vmscan_direct_reclaim_begin",
-        "vmscan:mm_vmscan_direct_reclaim_end",
-        "vmscan:mm_vmscan_memcg_reclaim_begin",
-        "vmscan:mm_vmscan_memcg_reclaim_end",
-        "vmscan:mm_vmscan_lru_shrink_inactive",
-        "oom:mark_victim",
-        "oom:wake_reaper",
-        "oom:start_task_reaping",
-        "oom:finish_task_reaping",
-        "oom:skip_task_reaping",
-    ];
-    let probes: Vec<String> = hooks.iter().map(|h| format!("tracepoint:{h}")).collect();
+    // Exactly what memtrace attaches by default: the hook table says.
+    let default_run = Run {
+        reclaim: false,
+        follow: false,
+    };
+    let probes: Vec<String> = Program::ALL
+        .iter()
+        .map(|program| program.hook())
+        .filter(|hook| hook.when.applies(default_run))
+        .map(|hook| {
+            format!(
+                "tracepoint:{}:{}",
+                hook.tracepoint.group, hook.tracepoint.name
+            )
+        })
+        .collect();
     format!(
         "tracepoint:syscalls:sys_enter_getppid /pid == {me}/ {{ printf(\"memtrace-bench-ready-first\\n\"); }}\n\
          {} /pid == {pid}/ {{ @[probe, pid] = count(); }}\n\

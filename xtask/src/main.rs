@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask bootstrap | run | test | lint | bench`.
+//! Developer tasks: `cargo xtask bootstrap | run | test | lint | schema | docs | bench`.
 //!
 //! Every task that builds calls `bootstrap` first, which installs what is missing (rust-src,
 //! LLVM matching rustc, bpf-linker built against it) and mounts tracefs; when everything is
@@ -37,13 +37,17 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Generate the man page and bash/zsh/fish completions from memtrace's CLI definition.
+    /// Regenerate schema/memtrace.schema.json from memtrace's JSON line types.
+    Schema,
+    /// Generate the man page and bash/zsh/fish completions from memtrace's CLI definition, and
+    /// README.md's kernel tables from memtrace-common's hook and field tables.
     Docs {
         /// Where to write them.
         #[arg(long, default_value = "target/docs")]
         out: std::path::PathBuf,
     },
-    /// `cargo fmt --check` and `cargo clippy -D warnings`, for userspace and the eBPF crate.
+    /// `cargo fmt --check` and `cargo clippy -D warnings`, for userspace and the eBPF crate;
+    /// fails when README.md's generated kernel tables are stale.
     Lint,
     /// Measure memtrace's cost on benchmark workloads against untraced, bpftrace and strace;
     /// print the table and write BENCHMARKS.md (never run by `test`).
@@ -66,8 +70,12 @@ fn main() -> ExitCode {
         Task::Test { args } => bootstrap::run()
             .and_then(|()| bootstrap::ensure_test_tools())
             .and_then(|()| tasks::test(&args)),
-        Task::Docs { out } => docs::generate(&tasks::workspace_root().join(out)),
-        Task::Lint => bootstrap::run().and_then(|()| tasks::lint()),
+        Task::Schema => bootstrap::run().and_then(|()| tasks::schema()),
+        Task::Docs { out } => docs::generate(&tasks::workspace_root().join(out))
+            .and_then(|()| docs::write_readme_tables(&tasks::workspace_root().join("README.md"))),
+        Task::Lint => bootstrap::run()
+            .and_then(|()| docs::check_readme_tables(&tasks::workspace_root().join("README.md")))
+            .and_then(|()| tasks::lint()),
         Task::Bench { quick, iterations } => {
             bootstrap::run().and_then(|()| bench::run(&bench::Options { quick, iterations }))
         }

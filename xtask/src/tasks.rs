@@ -87,6 +87,30 @@ pub fn lint() -> anyhow::Result<()> {
     )
 }
 
+/// Writes schema/memtrace.schema.json from the JSON line types: the unit test that checks the
+/// checked-in copy writes it instead when MEMTRACE_WRITE_SCHEMA is set.
+pub fn schema() -> anyhow::Result<()> {
+    status(
+        cargo()
+            .args([
+                "test",
+                "--quiet",
+                "--package",
+                "memtrace",
+                "--bin",
+                "memtrace",
+            ])
+            .args([
+                "--",
+                "--exact",
+                "output::json::tests::checked_in_schema_is_current",
+            ])
+            .env("MEMTRACE_WRITE_SCHEMA", "1"),
+    )?;
+    eprintln!("xtask: wrote schema/memtrace.schema.json");
+    Ok(())
+}
+
 /// Runs a command, failing if it does.
 pub fn status(cmd: &mut Command) -> anyhow::Result<()> {
     let exit = cmd

@@ -1,0 +1,25 @@
+//! Thread exits (`sched/sched_process_exit`), carrying the thread's final fault counters.
+
+use super::{EventKind, Record};
+use crate::pod;
+
+/// A traced thread's final fault counters (`task_struct.min_flt`/`maj_flt`, the numbers
+/// /proc/PID/task/TID/stat shows), read as it exits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThreadExit {
+    /// [`EventKind::ThreadExit`] as `u32`.
+    pub kind: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    /// 1 when this is the last thread of its process.
+    pub group_dead: u32,
+    pub min_flt: u64,
+    pub maj_flt: u64,
+}
+
+impl Record for ThreadExit {
+    const KINDS: &'static [EventKind] = &[EventKind::ThreadExit];
+}
+
+pod!(ThreadExit);

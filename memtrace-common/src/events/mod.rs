@@ -1,0 +1,48 @@
+//! Records the kernel programs stream to userspace through the events ring buffer, and the
+//! values of the kernel-side aggregation maps: one file per event.
+
+pub mod exit;
+pub mod fault;
+pub mod kswapd;
+pub mod oom;
+pub mod rss;
+pub mod stall;
+pub mod syscall;
+
+named_enum! {
+    /// What a ring-buffer record describes. Every record starts with this as a `u32`, so
+    /// userspace can tell records apart before decoding the rest.
+    pub enum EventKind {
+        /// `madvise(start, len, advice)` ([`syscall::SyscallEvent`]).
+        Madvise = 1 => "madvise",
+        /// `process_madvise(pidfd, iovec, vlen, advice, flags)`; `ret` is the number of bytes
+        /// advised.
+        ProcessMadvise = 2 => "process_madvise",
+        /// `mmap(addr, len, prot, flags, fd, off)`; `ret` is the address.
+        Mmap = 3 => "mmap",
+        /// `munmap(addr, len)`.
+        Munmap = 4 => "munmap",
+        /// `mremap(old_addr, old_len, new_len, flags, new_addr)`; `ret` is the new address.
+        Mremap = 5 => "mremap",
+        /// `brk(addr)`; `ret` is the break after the call (the old one if it failed).
+        Brk = 6 => "brk",
+        /// A page fault taken in user mode ([`fault::FaultEvent`]), streamed only on request.
+        Fault = 7 => "fault",
+        /// A traced thread exited ([`exit::ThreadExit`]).
+        ThreadExit = 8 => "thread_exit",
+        /// A thread finished a direct or memcg reclaim stall ([`stall::ReclaimStall`]).
+        ReclaimStall = 9 => "reclaim_stall",
+        /// The OOM killer chose a victim ([`oom::OomVictim`]); never filtered.
+        OomKill = 10 => "oom_kill",
+        /// kswapd woke or slept ([`kswapd::KswapdEvent`]).
+        Kswapd = 11 => "kswapd",
+        /// The OOM reaper acted on a victim ([`oom::OomReaperEvent`]); never filtered.
+        OomReaper = 12 => "oom_reaper",
+    }
+}
+
+/// A record type of the events ring buffer, and the [`EventKind`]s it carries.
+pub trait Record: Copy {
+    /// The kinds whose records have this layout (several syscalls share one).
+    const KINDS: &'static [EventKind];
+}

@@ -1,0 +1,281 @@
+//! Every kernel program memtrace has, where it attaches, whether memtrace can do without it,
+//! and which runs attach it. The loader attaches from this table; the benchmark's bpftrace
+//! oracle and the documentation are derived from it; a unit test in `memtrace` checks that the
+//! object file holds exactly these programs.
+
+use crate::Kernel;
+
+/// A tracepoint, as tracefs names it: `events/<group>/<name>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tracepoint {
+    pub group: &'static str,
+    pub name: &'static str,
+}
+
+const fn tp(group: &'static str, name: &'static str) -> Tracepoint {
+    Tracepoint { group, name }
+}
+
+/// Whether memtrace can run without something.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// memtrace refuses to run without it.
+    Required,
+    /// Without it only the feature it serves is lost, with a warning saying so.
+    Optional,
+}
+
+/// Which runs attach a hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum When {
+    /// Every mode: the default report, `memtrace go` and `memtrace reclaim`.
+    Always,
+    /// The default report and `memtrace go`.
+    Memory,
+    /// Only `memtrace reclaim`.
+    Reclaim,
+    /// The default report with `--follow`.
+    Follow,
+}
+
+/// What a run is, as far as choosing hooks goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Run {
+    /// `memtrace reclaim` (else the default report or `memtrace go`).
+    pub reclaim: bool,
+    pub follow: bool,
+}
+
+impl When {
+    pub const fn applies(self, run: Run) -> bool {
+        match self {
+            Self::Always => true,
+            Self::Memory => !run.reclaim,
+            Self::Reclaim => run.reclaim,
+            Self::Follow => !run.reclaim && run.follow,
+        }
+    }
+}
+
+/// How a program hooks into the kernel and what it is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hook {
+    pub tracepoint: Tracepoint,
+    pub need: Need,
+    pub when: When,
+    /// What the user loses when it cannot attach (warnings say "… not traced").
+    pub feature: &'static str,
+    /// The first kernel with this tracepoint, when newer than memtrace's minimum (5.8).
+    pub since: Option<Kernel>,
+}
+
+const fn hook(tracepoint: Tracepoint, when: When, feature: &'static str) -> Hook {
+    Hook {
+        tracepoint,
+        need: Need::Optional,
+        when,
+        feature,
+        since: None,
+    }
+}
+
+const fn required(hook: Hook) -> Hook {
+    Hook {
+        need: Need::Required,
+        ..hook
+    }
+}
+
+const fn since(kernel: Kernel, hook: Hook) -> Hook {
+    Hook {
+        since: Some(kernel),
+        ..hook
+    }
+}
+
+named_enum! {
+    /// The kernel programs. Each name is the program's `fn` in memtrace-ebpf.
+    pub enum Program {
+        MadviseEnter = 0 => "madvise_enter",
+        MadviseExit = 1 => "madvise_exit",
+        ProcessMadviseEnter = 2 => "process_madvise_enter",
+        ProcessMadviseExit = 3 => "process_madvise_exit",
+        MmapEnter = 4 => "mmap_enter",
+        MmapExit = 5 => "mmap_exit",
+        MunmapEnter = 6 => "munmap_enter",
+        MunmapExit = 7 => "munmap_exit",
+        MremapEnter = 8 => "mremap_enter",
+        MremapExit = 9 => "mremap_exit",
+        BrkEnter = 10 => "brk_enter",
+        BrkExit = 11 => "brk_exit",
+        PageFaultUser = 12 => "page_fault_user",
+        SchedProcessExit = 13 => "sched_process_exit",
+        RssStat = 14 => "rss_stat",
+        SchedProcessFork = 15 => "sched_process_fork",
+        DirectReclaimBegin = 16 => "direct_reclaim_begin",
+        DirectReclaimEnd = 17 => "direct_reclaim_end",
+        MemcgReclaimBegin = 18 => "memcg_reclaim_begin",
+        MemcgReclaimEnd = 19 => "memcg_reclaim_end",
+        LruShrinkInactive = 20 => "lru_shrink_inactive",
+        OomMarkVictim = 21 => "oom_mark_victim",
+        OomWakeReaper = 22 => "oom_wake_reaper",
+        OomStartReaping = 23 => "oom_start_reaping",
+        OomFinishReaping = 24 => "oom_finish_reaping",
+        OomSkipReaping = 25 => "oom_skip_reaping",
+        KswapdWake = 26 => "kswapd_wake",
+        KswapdSleep = 27 => "kswapd_sleep",
+        WakeupKswapd = 28 => "wakeup_kswapd",
+    }
+}
+
+impl Program {
+    /// Where the program attaches and what it is for.
+    pub const fn hook(self) -> Hook {
+        use When::{Always, Follow, Memory, Reclaim};
+        const SYSCALLS: &str = "syscalls";
+        const VMSCAN: &str = "vmscan";
+        const OOM: &str = "oom";
+        match self {
+            Self::MadviseEnter => required(hook(
+                tp(SYSCALLS, "sys_enter_madvise"),
+                Memory,
+                "madvise calls",
+            )),
+            Self::MadviseExit => required(hook(
+                tp(SYSCALLS, "sys_exit_madvise"),
+                Memory,
+                "madvise calls",
+            )),
+            Self::ProcessMadviseEnter => since(
+                Kernel(5, 10),
+                hook(
+                    tp(SYSCALLS, "sys_enter_process_madvise"),
+                    Memory,
+                    "process_madvise",
+                ),
+            ),
+            Self::ProcessMadviseExit => since(
+                Kernel(5, 10),
+                hook(
+                    tp(SYSCALLS, "sys_exit_process_madvise"),
+                    Memory,
+                    "process_madvise",
+                ),
+            ),
+            Self::MmapEnter => hook(tp(SYSCALLS, "sys_enter_mmap"), Memory, "mmap calls"),
+            Self::MmapExit => hook(tp(SYSCALLS, "sys_exit_mmap"), Memory, "mmap calls"),
+            Self::MunmapEnter => hook(tp(SYSCALLS, "sys_enter_munmap"), Memory, "munmap calls"),
+            Self::MunmapExit => hook(tp(SYSCALLS, "sys_exit_munmap"), Memory, "munmap calls"),
+            Self::MremapEnter => hook(tp(SYSCALLS, "sys_enter_mremap"), Memory, "mremap calls"),
+            Self::MremapExit => hook(tp(SYSCALLS, "sys_exit_mremap"), Memory, "mremap calls"),
+            Self::BrkEnter => hook(tp(SYSCALLS, "sys_enter_brk"), Memory, "brk calls"),
+            Self::BrkExit => hook(tp(SYSCALLS, "sys_exit_brk"), Memory, "brk calls"),
+            Self::PageFaultUser => hook(
+                tp("exceptions", "page_fault_user"),
+                Memory,
+                "user-mode page fault counts",
+            ),
+            Self::SchedProcessExit => hook(
+                tp("sched", "sched_process_exit"),
+                Memory,
+                "faults of exiting threads",
+            ),
+            Self::RssStat => hook(tp("kmem", "rss_stat"), Memory, "RSS from kernel counters"),
+            Self::SchedProcessFork => hook(
+                tp("sched", "sched_process_fork"),
+                Follow,
+                "following forked children (--follow)",
+            ),
+            Self::DirectReclaimBegin => hook(
+                tp(VMSCAN, "mm_vmscan_direct_reclaim_begin"),
+                Always,
+                "direct reclaim stalls",
+            ),
+            Self::DirectReclaimEnd => hook(
+                tp(VMSCAN, "mm_vmscan_direct_reclaim_end"),
+                Always,
+                "direct reclaim stalls",
+            ),
+            Self::MemcgReclaimBegin => hook(
+                tp(VMSCAN, "mm_vmscan_memcg_reclaim_begin"),
+                Always,
+                "memory cgroup reclaim stalls",
+            ),
+            Self::MemcgReclaimEnd => hook(
+                tp(VMSCAN, "mm_vmscan_memcg_reclaim_end"),
+                Always,
+                "memory cgroup reclaim stalls",
+            ),
+            // Fires only while reclaiming: pages scanned inside each stall, and in the
+            // background.
+            Self::LruShrinkInactive => hook(
+                tp(VMSCAN, "mm_vmscan_lru_shrink_inactive"),
+                Always,
+                "pages scanned and reclaimed",
+            ),
+            Self::OomMarkVictim => hook(tp(OOM, "mark_victim"), Always, "OOM kills"),
+            Self::OomWakeReaper => hook(tp(OOM, "wake_reaper"), Always, "the OOM reaper"),
+            Self::OomStartReaping => hook(tp(OOM, "start_task_reaping"), Always, "the OOM reaper"),
+            Self::OomFinishReaping => {
+                hook(tp(OOM, "finish_task_reaping"), Always, "the OOM reaper")
+            }
+            Self::OomSkipReaping => hook(tp(OOM, "skip_task_reaping"), Always, "the OOM reaper"),
+            Self::KswapdWake => hook(
+                tp(VMSCAN, "mm_vmscan_kswapd_wake"),
+                Reclaim,
+                "kswapd active periods",
+            ),
+            Self::KswapdSleep => hook(
+                tp(VMSCAN, "mm_vmscan_kswapd_sleep"),
+                Reclaim,
+                "kswapd active periods",
+            ),
+            Self::WakeupKswapd => hook(
+                tp(VMSCAN, "mm_vmscan_wakeup_kswapd"),
+                Reclaim,
+                "who wakes kswapd",
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_tracepoint_has_one_program() {
+        for (i, a) in Program::ALL.iter().enumerate() {
+            for b in &Program::ALL[i + 1..] {
+                assert_ne!(a.hook().tracepoint, b.hook().tracepoint, "{a:?} and {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn modes_choose_their_hooks() {
+        let memory = Run {
+            reclaim: false,
+            follow: false,
+        };
+        let reclaim = Run {
+            reclaim: true,
+            follow: false,
+        };
+        let attached = |run| {
+            Program::ALL
+                .iter()
+                .filter(move |p| p.hook().when.applies(run))
+                .count()
+        };
+        assert!(Program::SchedProcessFork.hook().when.applies(Run {
+            follow: true,
+            ..memory
+        }));
+        assert!(!Program::SchedProcessFork.hook().when.applies(memory));
+        assert!(!Program::KswapdWake.hook().when.applies(memory));
+        assert!(!Program::PageFaultUser.hook().when.applies(reclaim));
+        assert_eq!(attached(memory), 25);
+        assert_eq!(attached(reclaim), 13);
+    }
+}

@@ -1,0 +1,41 @@
+//! Why the kernel side dropped a record: the index into the per-CPU `LOST` counters.
+
+named_enum! {
+    /// A reason the kernel programs could not deliver or count something.
+    pub enum Lost {
+        /// The events ring buffer was full.
+        RingFull = 0 => "ring_full",
+        /// The syscall pairing table had no free slot, so an entry could not be parked.
+        PendingFull = 1 => "pending_full",
+        /// The fault table was full: a new process's faults could not be counted.
+        FaultTableFull = 2 => "fault_table_full",
+        /// The target table was full: a forked child could not be followed.
+        TargetsFull = 3 => "targets_full",
+        /// The reclaim pairing table was full: a stall's begin could not be parked.
+        ReclaimPendingFull = 4 => "reclaim_pending_full",
+    }
+}
+
+impl Lost {
+    /// What was lost, in a few words, for people.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Self::RingFull => "ring buffer full",
+            Self::PendingFull => "pairing table full",
+            Self::FaultTableFull => "fault table full",
+            Self::TargetsFull => "target table full",
+            Self::ReclaimPendingFull => "reclaim pairing table full",
+        }
+    }
+
+    /// What the user can do about it, if anything.
+    pub const fn remedy(self) -> Option<&'static str> {
+        match self {
+            Self::RingFull => Some("retry with a larger --ring-size"),
+            Self::PendingFull
+            | Self::FaultTableFull
+            | Self::TargetsFull
+            | Self::ReclaimPendingFull => None,
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! Kernel struct members the programs read through a task pointer. No tracepoint carries
+//! them; userspace finds their offsets in the running kernel's BTF and passes them in the
+//! `MEMBER_OFFSETS` global (0 = unknown, and the program then reports nothing it would need
+//! them for).
+
+named_enum! {
+    /// A struct member; indexes `MEMBER_OFFSETS`.
+    pub enum Member {
+        /// A thread's minor fault counter (what /proc/PID/task/TID/stat shows).
+        TaskMinFlt = 0 => "task_struct.min_flt",
+        TaskMajFlt = 1 => "task_struct.maj_flt",
+        /// The path from a task to its memory cgroup's kernfs id:
+        /// `task->cgroups->subsys[memory]->cgroup->kn->id`.
+        TaskCgroups = 2 => "task_struct.cgroups",
+        CssSetSubsys = 3 => "css_set.subsys",
+        CssCgroup = 4 => "cgroup_subsys_state.cgroup",
+        CgroupKn = 5 => "cgroup.kn",
+        KernfsNodeId = 6 => "kernfs_node.id",
+    }
+}
+
+impl Member {
+    /// `(struct, member)` as BTF names them: the name split at its dot.
+    pub fn path(self) -> (&'static str, &'static str) {
+        self.name().split_once('.').unwrap_or((self.name(), ""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_is_struct_dot_member() {
+        for member in Member::ALL {
+            let (ty, field) = member.path();
+            assert!(!ty.is_empty() && !field.is_empty(), "{member:?}");
+        }
+        assert_eq!(Member::CssCgroup.path(), ("cgroup_subsys_state", "cgroup"));
+    }
+}

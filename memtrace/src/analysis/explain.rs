@@ -1,0 +1,222 @@
+//! The plain-English paragraph under each process in the final report: what its numbers mean,
+//! in the words an engineer in an incident would use ("RSS stays high because …").
+//!
+//! Pure: built from one process's totals, so every sentence is unit-tested.
+
+use memtrace_common::{
+    advice,
+    events::{rss::RssMember, stall::ReclaimKind},
+};
+
+use crate::{
+    model::{attribution::ProcessStats, reclaim::Reclaim},
+    units::human_bytes,
+};
+
+/// LazyFree below this share of RSS is not worth a sentence.
+const NOTABLE_LAZYFREE_PERCENT: u64 = 10;
+/// RSS changes smaller than this are noise in an incident.
+const NOTABLE_RSS_CHANGE: u64 = 1 << 20;
+
+/// Sentences explaining a process's memory over the traced window, most important first.
+pub fn explain(p: &ProcessStats, reclaim: &Reclaim) -> Vec<String> {
+    let mut sentences = Vec::new();
+    for (kind, why) in [
+        (ReclaimKind::Memcg, "its memory cgroup was at its limit"),
+        (
+            ReclaimKind::Direct,
+            "free memory fell below the min watermark",
+        ),
+    ] {
+        if let Some(s) = reclaim.of(p.pid, kind) {
+            sentences.push(format!(
+                "Its allocations stalled {} times in {} reclaim ({why}), {:.3} ms in all, the \
+                 longest {:.3} ms.",
+                s.count,
+                kind.name(),
+                s.total_ns as f64 / 1e6,
+                s.max_ns as f64 / 1e6,
+            ));
+        }
+    }
+    let bytes = |value| p.madvise.get(&value).map_or(0, |t| t.bytes);
+    let (free, dontneed) = (bytes(advice::FREE), bytes(advice::DONTNEED));
+    let last = p.smaps_last;
+    let rss = last.map_or(0, |s| s.rss);
+    let lazy = last.map_or(0, |s| s.lazy_free);
+
+    if lazy > 0 && lazy * 100 >= rss * NOTABLE_LAZYFREE_PERCENT {
+        let released = if free > 0 {
+            format!(
+                "{} was released with MADV_FREE while traced",
+                human_bytes(free)
+            )
+        } else {
+            "it was released with MADV_FREE (before tracing started)".to_owned()
+        };
+        sentences.push(format!(
+            "RSS {} is high partly because {released}: {} of it is LazyFree, which the kernel \
+             takes back only under memory pressure. That is reclaimable memory, not a leak.",
+            human_bytes(rss),
+            human_bytes(lazy),
+        ));
+    } else if free > 0 && last.is_none() {
+        sentences.push(format!(
+            "{} was released with MADV_FREE: those pages stay in RSS as LazyFree until memory \
+             pressure reclaims them.",
+            human_bytes(free)
+        ));
+    } else if free > 0 {
+        sentences.push(format!(
+            "{} was released with MADV_FREE; little of it is still LazyFree (it was reclaimed \
+             or written to again).",
+            human_bytes(free)
+        ));
+    }
+    if dontneed > 0 {
+        sentences.push(format!(
+            "{} was released with MADV_DONTNEED: those pages left RSS at once.",
+            human_bytes(dontneed)
+        ));
+    }
+    let taken = p.rss.external_drop[RssMember::Anon as usize]
+        + p.rss.external_drop[RssMember::File as usize];
+    if taken > 0 {
+        sentences.push(format!(
+            "Reclaim or the OOM reaper took {} of its resident memory while it was not running.",
+            human_bytes(taken)
+        ));
+    }
+    let failed: u64 = p.madvise.values().map(|t| t.failed).sum();
+    if failed > 0 {
+        sentences.push(format!(
+            "{failed} madvise calls failed and released nothing."
+        ));
+    }
+    let major = p.task_faults.major();
+    if major > 0 {
+        sentences.push(format!(
+            "It waited on I/O for {major} major page faults (file or swap reads)."
+        ));
+    }
+    if let (Some(first), Some(last)) = (p.smaps_first, last)
+        && first.rss.abs_diff(last.rss) >= NOTABLE_RSS_CHANGE
+    {
+        let (verb, change) = if last.rss > first.rss {
+            ("grew", last.rss - first.rss)
+        } else {
+            ("fell", first.rss - last.rss)
+        };
+        sentences.push(format!(
+            "RSS {verb} by {} over the window ({} → {}).",
+            human_bytes(change),
+            human_bytes(first.rss),
+            human_bytes(last.rss)
+        ));
+    }
+    if sentences.is_empty() {
+        sentences.push("No memory was released, and RSS did not change, while traced.".to_owned());
+    }
+    sentences
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        kernel::procfs::SmapsRollup,
+        model::{attribution::Attribution, event::test_madvise},
+    };
+
+    fn traced(calls: &[(u32, u64, Option<i32>)], first_rss: u64, last: SmapsRollup) -> Vec<String> {
+        let mut a = Attribution::default();
+        for &(advice, len, errno) in calls {
+            a.record(&test_madvise(1, advice, len, errno));
+        }
+        a.sample_smaps(
+            1,
+            SmapsRollup {
+                rss: first_rss,
+                ..SmapsRollup::default()
+            },
+        );
+        a.sample_smaps(1, last);
+        explain(a.process_by_pid(1).expect("process"), &Reclaim::default())
+    }
+
+    #[test]
+    fn lazyfree_explains_a_high_rss() {
+        let last = SmapsRollup {
+            rss: 528 << 20,
+            lazy_free: 512 << 20,
+            ..SmapsRollup::default()
+        };
+        let text = traced(&[(advice::FREE, 512 << 20, None)], 528 << 20, last);
+        assert_eq!(
+            text,
+            [
+                "RSS 528.0 MiB is high partly because 512.0 MiB was released with MADV_FREE while \
+              traced: 512.0 MiB of it is LazyFree, which the kernel takes back only under memory \
+              pressure. That is reclaimable memory, not a leak."
+            ]
+        );
+    }
+
+    #[test]
+    fn dontneed_drops_rss_and_failures_are_named() {
+        let last = SmapsRollup {
+            rss: 16 << 20,
+            ..SmapsRollup::default()
+        };
+        let text = traced(
+            &[
+                (advice::DONTNEED, 512 << 20, None),
+                (advice::FREE, 4096, Some(libc::EINVAL)),
+                (advice::NOHUGEPAGE, 4 << 20, None),
+            ],
+            528 << 20,
+            last,
+        );
+        assert_eq!(
+            text,
+            [
+                "512.0 MiB was released with MADV_DONTNEED: those pages left RSS at once.",
+                "1 madvise calls failed and released nothing.",
+                "RSS fell by 512.0 MiB over the window (528.0 MiB → 16.0 MiB).",
+            ]
+        );
+    }
+
+    #[test]
+    fn reclaim_stalls_come_first() {
+        // Per-process stall totals come from the kernel's histograms.
+        let mut stalls = crate::model::reclaim::StallStats::default();
+        for latency_ns in [40_000, 1_500_000, 60_000] {
+            stalls.add(latency_ns, 32, 32);
+        }
+        let mut reclaim = Reclaim::default();
+        reclaim.stalls.insert((1, ReclaimKind::Memcg), stalls);
+        let mut a = Attribution::default();
+        a.name(1, "reader");
+        let text = explain(a.process_by_pid(1).expect("process"), &reclaim);
+        assert_eq!(
+            text,
+            [
+                "Its allocations stalled 3 times in memcg reclaim (its memory cgroup was at its \
+              limit), 1.600 ms in all, the longest 1.500 ms."
+            ]
+        );
+    }
+
+    #[test]
+    fn quiet_process() {
+        let last = SmapsRollup {
+            rss: 4 << 20,
+            ..SmapsRollup::default()
+        };
+        assert_eq!(
+            traced(&[], 4 << 20, last),
+            ["No memory was released, and RSS did not change, while traced."]
+        );
+    }
+}

@@ -1,0 +1,10 @@
+//! Analysis: what the model's numbers mean. The plain-English explanation under each process,
+//! the Go release-mode verdict, and the [`snapshot::Snapshot`] every output renders.
+
+pub mod advice;
+mod by_name;
+pub mod explain;
+pub mod golang;
+pub mod snapshot;
+
+pub use by_name::{ByName, Name};

@@ -1,0 +1,568 @@
+//! The one output model: the model at one moment, with what analysis adds to it (the plain-
+//! English explanation, Go verdicts), arranged as the reports show it. The text report, the
+//! live view, the JSON summaries and the Prometheus page are all rendered from a [`Snapshot`];
+//! the types here that JSON shows derive `Serialize` and `JsonSchema`, so the schema follows
+//! them.
+
+use std::collections::BTreeMap;
+
+use memtrace_common::events::{
+    rss::RssMember,
+    stall::{ReclaimKind, ScanCounts, ScanSlot},
+};
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use super::{
+    advice::{AdviceView, advice_views},
+    by_name::ByName,
+    explain,
+    golang::verdict::Verdict,
+};
+use crate::{
+    cli::SortKey,
+    kernel::{LostCounts, procfs::SmapsRollup},
+    model::{
+        Model,
+        attribution::{MappingTotals, ProcessStats},
+        event::{OomKill, ReaperOutcome},
+        reclaim::{KswapdNode, Reclaim, StallStats, bucket_bounds},
+    },
+};
+
+/// Which processes a report shows, in which order.
+#[derive(Clone, Debug)]
+pub struct Selection {
+    /// Only processes with one of these names (none: all).
+    pub comms: Vec<String>,
+    pub sort: SortKey,
+    /// The named targets (`--pid`), whose LazyFree the reclaim report follows.
+    pub targets: Vec<u32>,
+    /// Whether user-mode faults were counted (else they are shown as unavailable).
+    pub counts_user_faults: bool,
+}
+
+impl Default for Selection {
+    fn default() -> Self {
+        Self {
+            comms: Vec::new(),
+            sort: SortKey::Released,
+            targets: Vec::new(),
+            counts_user_faults: true,
+        }
+    }
+}
+
+impl Selection {
+    /// Whether a process passes the `--comm` filter.
+    pub fn shows(&self, process: Option<&ProcessStats>) -> bool {
+        self.comms.is_empty() || process.is_some_and(|p| self.comms.contains(&p.comm))
+    }
+
+    /// The processes to report, best first by `--sort` (ties in pid order).
+    fn select<'a>(&self, model: &'a Model) -> Vec<&'a ProcessStats> {
+        let mut processes: Vec<&ProcessStats> = model
+            .attribution
+            .processes()
+            .filter(|p| self.shows(Some(p)))
+            .collect();
+        processes.sort_by_key(|p| std::cmp::Reverse(sort_value(self.sort, p)));
+        processes
+    }
+}
+
+fn sort_value(sort: SortKey, p: &ProcessStats) -> u64 {
+    match sort {
+        SortKey::Released => p.released_bytes(),
+        SortKey::Faults => (p.task_faults.minor() + p.task_faults.major()).max(p.faults.user),
+        SortKey::Rss => p
+            .smaps_last
+            .map_or_else(|| p.rss.size.iter().flatten().sum(), |s| s.rss),
+        SortKey::Mapped => {
+            let m = &p.mappings;
+            m.mapped_bytes() + m.brk_grow.bytes + m.mremap_grow.bytes
+        }
+    }
+}
+
+/// Everything a report shows, at one moment.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// Since tracing began.
+    pub elapsed_ns: u64,
+    pub system_wide: bool,
+    /// Selected by `--comm`, best first by `--sort`.
+    pub processes: Vec<ProcessView>,
+    /// process_madvise calls whose target could not be resolved.
+    pub unattributed: Vec<AdviceView>,
+    /// Exited processes dropped to keep memory bounded.
+    pub forgotten: u64,
+    pub oom_kills: Vec<OomKillView>,
+    /// Every stall of the traced processes, per kind.
+    pub system_stalls: ByName<ReclaimKind, Option<StallView>>,
+    /// Processes with stalls (most stall time first), then `--pid` targets without any.
+    pub stalled: Vec<StalledView>,
+    pub kswapd: KswapdView,
+    pub vmstat_delta: BTreeMap<String, i64>,
+    pub lost: LostCounts,
+    pub go_verdicts: Vec<Verdict>,
+    pub counts_user_faults: bool,
+}
+
+impl Snapshot {
+    /// The model as reports show it. `now_ns` (CLOCK_MONOTONIC) closes kswapd periods still
+    /// open.
+    pub fn new(model: &Model, selection: &Selection, window: Window) -> Self {
+        let reclaim = &model.reclaim;
+        Self {
+            elapsed_ns: window.elapsed_ns,
+            system_wide: window.system_wide,
+            processes: selection
+                .select(model)
+                .into_iter()
+                .map(|p| ProcessView::new(p, reclaim, selection.counts_user_faults))
+                .collect(),
+            unattributed: advice_views(&model.attribution.unattributed),
+            forgotten: model.attribution.forgotten,
+            oom_kills: reclaim.ooms.iter().map(OomKillView::from).collect(),
+            system_stalls: ByName::from_fn(|kind| {
+                reclaim
+                    .system
+                    .get(&kind)
+                    .filter(|s| s.count > 0)
+                    .map(StallView::from)
+            }),
+            stalled: stalled(model, &selection.targets),
+            kswapd: KswapdView::new(reclaim, window.now_ns),
+            vmstat_delta: reclaim.vmstat_delta(),
+            lost: model.lost.clone(),
+            go_verdicts: window.go_verdicts,
+            counts_user_faults: selection.counts_user_faults,
+        }
+    }
+}
+
+/// When and how the snapshot is taken.
+#[derive(Clone, Debug, Default)]
+pub struct Window {
+    pub elapsed_ns: u64,
+    /// CLOCK_MONOTONIC now, the clock of kernel timestamps.
+    pub now_ns: u64,
+    pub system_wide: bool,
+    pub go_verdicts: Vec<Verdict>,
+}
+
+/// One process, as every report shows it.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessView {
+    pub pid: u32,
+    pub comm: String,
+    /// Bytes given back by releasing advice.
+    pub released_bytes: u64,
+    /// Pids that used process_madvise on this process.
+    pub advised_by: Vec<u32>,
+    pub madvise: Vec<AdviceView>,
+    pub mappings: MappingsView,
+    pub faults: FaultsView,
+    /// Latest kernel RSS counters (kmem/rss_stat), bytes; null until seen.
+    pub rss: RssView,
+    /// /proc/PID/smaps_rollup when first seen and at the latest sample.
+    pub smaps_rollup: SmapsView,
+    /// The report's plain-English reading, one sentence per entry.
+    pub explanation: Vec<String>,
+    /// This process's direct and memcg reclaim stalls.
+    pub reclaim: ByName<ReclaimKind, Option<StallView>>,
+}
+
+impl ProcessView {
+    fn new(p: &ProcessStats, reclaim: &Reclaim, counts_user_faults: bool) -> Self {
+        let known = p.task_faults.known();
+        Self {
+            pid: p.pid,
+            comm: p.comm.clone(),
+            released_bytes: p.released_bytes(),
+            advised_by: p.advised_by.iter().copied().collect(),
+            madvise: advice_views(&p.madvise),
+            mappings: MappingsView::from(&p.mappings),
+            faults: FaultsView {
+                minor: known.then(|| p.task_faults.minor()),
+                major: known.then(|| p.task_faults.major()),
+                user: counts_user_faults.then_some(p.faults.user),
+                user_write: counts_user_faults.then_some(p.faults.write),
+                events: p.fault_events,
+            },
+            rss: RssView {
+                size: ByName::from_fn(|member: RssMember| p.rss.size[member as usize]),
+                external_drop: ByName::from_fn(|member: RssMember| {
+                    p.rss.external_drop[member as usize]
+                }),
+            },
+            smaps_rollup: SmapsView {
+                first: p.smaps_first,
+                last: p.smaps_last,
+            },
+            explanation: explain::explain(p, reclaim),
+            reclaim: stalls_of(reclaim, p.pid),
+        }
+    }
+
+    /// Bytes released with one advice.
+    pub fn released_with(&self, advice: u32) -> u64 {
+        self.madvise
+            .iter()
+            .find(|a| a.advice == advice)
+            .map_or(0, |a| a.bytes)
+    }
+}
+
+fn stalls_of(reclaim: &Reclaim, pid: u32) -> ByName<ReclaimKind, Option<StallView>> {
+    ByName::from_fn(|kind| reclaim.of(pid, kind).map(StallView::from))
+}
+
+/// Address-space changes by mmap, munmap, mremap and brk, and their net effect.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MappingsView {
+    #[serde(flatten)]
+    pub totals: MappingTotals,
+    /// Mapped + grown − unmapped − shrunk.
+    pub net_bytes: i128,
+}
+
+impl From<&MappingTotals> for MappingsView {
+    fn from(m: &MappingTotals) -> Self {
+        Self {
+            totals: m.clone(),
+            net_bytes: m.net_bytes(),
+        }
+    }
+}
+
+impl std::ops::Deref for MappingsView {
+    type Target = MappingTotals;
+
+    fn deref(&self) -> &MappingTotals {
+        &self.totals
+    }
+}
+
+impl MappingsView {
+    /// Address space added: mmap, brk and mremap growth.
+    pub fn grown_bytes(&self) -> u64 {
+        self.mapped_bytes() + self.brk_grow.bytes + self.mremap_grow.bytes
+    }
+
+    /// Address space given back: munmap, brk and mremap shrinking.
+    pub fn shrunk_bytes(&self) -> u64 {
+        self.munmap.bytes + self.brk_shrink.bytes + self.mremap_shrink.bytes
+    }
+}
+
+/// Page faults over the window.
+#[derive(Clone, Copy, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FaultsView {
+    /// From the kernel's per-task counters; null when never sampled.
+    pub minor: Option<u64>,
+    pub major: Option<u64>,
+    /// Taken in user mode (exceptions/page_fault_user); null when it could not attach.
+    pub user: Option<u64>,
+    pub user_write: Option<u64>,
+    /// Individual fault events received (`--fault-events`).
+    pub events: u64,
+}
+
+/// The kernel's RSS counters of a process, in bytes, by member.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RssView {
+    /// Latest size; null until seen.
+    #[serde(flatten)]
+    pub size: ByName<RssMember, Option<u64>>,
+    /// Taken from the process by other tasks (reclaim, OOM reaper).
+    pub external_drop: ByName<RssMember, u64>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SmapsView {
+    pub first: Option<SmapsRollup>,
+    pub last: Option<SmapsRollup>,
+}
+
+/// Stalls of one process (or of all) in one kind of reclaim.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StallView {
+    pub count: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+    pub mean_ns: u64,
+    /// Upper bound of the log2 bucket holding the median, capped at the maximum; null
+    /// without stalls.
+    pub p50_us: Option<u64>,
+    pub p99_us: Option<u64>,
+    /// Pages.
+    pub nr_reclaimed: u64,
+    /// Inactive-LRU pages scanned during the stalls.
+    pub nr_scanned: u64,
+    /// `[low_us, high_us, count]` per non-empty log2 bucket.
+    pub histogram_us: Vec<[u64; 3]>,
+    /// The whole histogram, for renderers that show every bucket.
+    #[serde(skip)]
+    pub stats: StallStats,
+}
+
+impl From<&StallStats> for StallView {
+    fn from(s: &StallStats) -> Self {
+        Self {
+            count: s.count,
+            total_ns: s.total_ns,
+            max_ns: s.max_ns,
+            mean_ns: s.mean_ns(),
+            p50_us: s.percentile_us(50.0),
+            p99_us: s.percentile_us(99.0),
+            nr_reclaimed: s.nr_reclaimed,
+            nr_scanned: s.nr_scanned,
+            histogram_us: s
+                .buckets
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(b, &n)| {
+                    let (low, high) = bucket_bounds(b);
+                    [low, high, n]
+                })
+                .collect(),
+            stats: *s,
+        }
+    }
+}
+
+/// A victim of the OOM killer.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OomKillView {
+    /// The victim's process.
+    pub pid: u32,
+    /// The victim task the kernel named.
+    pub tid: u32,
+    pub comm: String,
+    pub ts_ns: u64,
+    pub total_vm_kb: Option<u64>,
+    pub anon_rss_kb: Option<u64>,
+    pub file_rss_kb: Option<u64>,
+    pub shmem_rss_kb: Option<u64>,
+    pub pgtables_kb: Option<u64>,
+    pub uid: Option<u32>,
+    pub oom_score_adj: Option<i32>,
+    /// Memory cgroup path, or null when it could not be known.
+    pub cgroup: Option<String>,
+    /// Whose cgroup `cgroup` is.
+    pub cgroup_of: Option<crate::kernel::procfs::CgroupOf>,
+    /// Kernfs id (directory inode) of the trigger's memory cgroup.
+    pub trigger_memcg_id: Option<u64>,
+    /// What the OOM reaper did, as far as seen (complete only in summaries).
+    pub reaper: ReaperView,
+    /// The process whose allocation invoked the OOM killer.
+    pub trigger_pid: u32,
+    pub trigger_tid: u32,
+    pub trigger_comm: String,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReaperView {
+    pub woken: bool,
+    pub skipped: bool,
+    pub reaped: bool,
+    pub reap_ns: Option<u64>,
+}
+
+impl From<&ReaperOutcome> for ReaperView {
+    fn from(r: &ReaperOutcome) -> Self {
+        Self {
+            woken: r.woken_ns.is_some(),
+            skipped: r.skipped_ns.is_some(),
+            reaped: r.finish_ns.is_some(),
+            reap_ns: r.reap_ns(),
+        }
+    }
+}
+
+impl From<&OomKill> for OomKillView {
+    fn from(o: &OomKill) -> Self {
+        Self {
+            pid: o.pid,
+            tid: o.tid,
+            comm: o.comm.clone(),
+            ts_ns: o.ts_ns,
+            total_vm_kb: o.total_vm_kb,
+            anon_rss_kb: o.anon_rss_kb,
+            file_rss_kb: o.file_rss_kb,
+            shmem_rss_kb: o.shmem_rss_kb,
+            pgtables_kb: o.pgtables_kb,
+            uid: o.uid,
+            oom_score_adj: o.oom_score_adj,
+            cgroup: o.cgroup.clone(),
+            cgroup_of: o.cgroup_of,
+            trigger_memcg_id: o.trigger_memcg_id,
+            reaper: ReaperView::from(&o.reaper),
+            trigger_pid: o.trigger_pid,
+            trigger_tid: o.trigger_tid,
+            trigger_comm: o.trigger_comm.clone(),
+        }
+    }
+}
+
+/// A process in the reclaim report: its stalls and, for a `--pid` target, its LazyFree.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StalledView {
+    pub pid: u32,
+    pub comm: Option<String>,
+    pub stalls: ByName<ReclaimKind, Option<StallView>>,
+    /// LazyFree (MADV_FREE'd pages still resident) of a `--pid` target; null for others.
+    pub lazy_free: Option<LazyFreeView>,
+}
+
+/// LazyFree of a target at the start, its peak, and at the end: a drop means reclaim took
+/// the pages (or the process wrote to them again).
+#[derive(Clone, Copy, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LazyFreeView {
+    pub first: Option<u64>,
+    pub peak: Option<u64>,
+    pub last: Option<u64>,
+    pub dropped: Option<u64>,
+}
+
+/// Processes with stalls, most total stall time first, then targets without any.
+fn stalled(model: &Model, targets: &[u32]) -> Vec<StalledView> {
+    let reclaim = &model.reclaim;
+    let mut totals: BTreeMap<u32, u64> = BTreeMap::new();
+    for (&(pid, _), s) in &reclaim.stalls {
+        *totals.entry(pid).or_default() += s.total_ns;
+    }
+    let mut ranked: Vec<(u32, u64)> = totals.into_iter().filter(|(_, t)| *t > 0).collect();
+    ranked.sort_by_key(|&(pid, total)| (std::cmp::Reverse(total), pid));
+    let quiet_targets = targets
+        .iter()
+        .copied()
+        .filter(|pid| !reclaim.stalled_pids().any(|p| p == *pid));
+    ranked
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .chain(quiet_targets)
+        .map(|pid| {
+            let process = model.attribution.process_by_pid(pid);
+            StalledView {
+                pid,
+                comm: process.map(|p| p.comm.clone()).filter(|c| !c.is_empty()),
+                stalls: stalls_of(reclaim, pid),
+                lazy_free: targets.contains(&pid).then(|| lazy_free(process)).flatten(),
+            }
+        })
+        .collect()
+}
+
+fn lazy_free(process: Option<&ProcessStats>) -> Option<LazyFreeView> {
+    let p = process?;
+    let first = p.smaps_first.map(|s| s.lazy_free);
+    let last = p.smaps_last.map(|s| s.lazy_free);
+    let peak = p.lazy_free_peak;
+    Some(LazyFreeView {
+        first,
+        peak,
+        last,
+        dropped: peak.zip(last).map(|(p, l)| p.saturating_sub(l)),
+    })
+}
+
+/// kswapd over the window.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KswapdView {
+    pub nodes: Vec<KswapdNodeView>,
+    /// Who asked kswapd to wake, most requests first.
+    pub wakeups_by: Vec<WakeupView>,
+    pub lru_inactive_in_stalls: ScanView,
+    pub lru_inactive_background: ScanView,
+}
+
+/// Inactive-LRU pages scanned and reclaimed.
+#[derive(Clone, Copy, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScanView {
+    pub nr_scanned: u64,
+    pub nr_reclaimed: u64,
+}
+
+impl From<ScanCounts> for ScanView {
+    fn from(c: ScanCounts) -> Self {
+        Self {
+            nr_scanned: c.nr_scanned,
+            nr_reclaimed: c.nr_reclaimed,
+        }
+    }
+}
+
+impl KswapdView {
+    fn new(reclaim: &Reclaim, now_ns: u64) -> Self {
+        let mut wakeups_by: Vec<WakeupView> = reclaim
+            .wakeups
+            .iter()
+            .map(|(&pid, w)| WakeupView {
+                pid,
+                comm: w.comm.clone(),
+                count: w.count,
+            })
+            .collect();
+        wakeups_by.sort_by_key(|w| (std::cmp::Reverse(w.count), w.pid));
+        Self {
+            nodes: reclaim
+                .kswapd
+                .at(now_ns)
+                .into_iter()
+                .map(|(nid, n)| KswapdNodeView::new(nid, &n))
+                .collect(),
+            wakeups_by,
+            lru_inactive_in_stalls: reclaim.scans[ScanSlot::InStall as usize].into(),
+            lru_inactive_background: reclaim.scans[ScanSlot::Background as usize].into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KswapdNodeView {
+    pub nid: u32,
+    /// Active periods (wake … sleep); one still open at the end counts.
+    pub periods: u64,
+    pub wakes: u64,
+    pub active_ns: u64,
+    pub longest_ns: u64,
+    pub awake_at_end: bool,
+}
+
+impl KswapdNodeView {
+    fn new(nid: u32, n: &KswapdNode) -> Self {
+        Self {
+            nid,
+            periods: n.periods,
+            wakes: n.wakes,
+            active_ns: n.active_ns,
+            longest_ns: n.longest_ns,
+            awake_at_end: n.awake_since.is_some(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WakeupView {
+    pub pid: u32,
+    pub comm: String,
+    pub count: u64,
+}

@@ -1,0 +1,14 @@
+//! Kernel access: loading and attaching the programs, the maps they fill, the offsets they
+//! need, and what /proc, tracefs and BTF say. Everything here returns plain data (types from
+//! memtrace-common and small structs of its own) and knows nothing of reports.
+
+pub mod btf;
+pub mod gfp;
+pub mod log;
+mod object;
+mod offsets;
+pub mod procfs;
+pub mod tracefs;
+mod tracer;
+
+pub use tracer::{LostCounts, Options, Tracer};

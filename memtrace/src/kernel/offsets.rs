@@ -1,0 +1,169 @@
+//! Where the fields and members the kernel programs read sit on the running kernel: tracepoint
+//! fields from tracefs, struct members from BTF. What cannot be found turns off only what
+//! needs it, with a warning that says what the user loses.
+
+use std::path::Path;
+
+use memtrace_common::{
+    config::{FieldOffsets, MemberOffsets},
+    fields::{Field, Layout},
+    hooks::{Need, Tracepoint},
+    members::Member,
+};
+
+use super::{btf::Btf, procfs, tracefs};
+
+/// The offsets to pass to the programs, and what is missing.
+pub struct Offsets {
+    pub fields: FieldOffsets,
+    pub members: MemberOffsets,
+    /// The memory controller's index in `css_set.subsys`; `u32::MAX` when the path to a
+    /// task's memory cgroup is not known here.
+    pub memcg_subsys_index: u32,
+    /// Tracepoints whose programs cannot work here, and why.
+    unusable: Vec<(Tracepoint, String)>,
+    /// What the user loses because something optional is missing.
+    pub warnings: Vec<String>,
+}
+
+impl Offsets {
+    /// Resolves every [`Field`] from the tracefs `events` directory and every [`Member`] from
+    /// the kernel's BTF (or the error reading it).
+    pub fn resolve(events: &Path, btf: Result<&Btf, &str>) -> Self {
+        let mut offsets = Self {
+            fields: [0; Field::COUNT],
+            members: [0; Member::COUNT],
+            memcg_subsys_index: u32::MAX,
+            unusable: Vec::new(),
+            warnings: Vec::new(),
+        };
+        for &field in Field::ALL {
+            offsets.resolve_field(events, field);
+        }
+        offsets.resolve_members(btf);
+        offsets
+    }
+
+    /// Why the program on this tracepoint cannot work here, if a field it needs is missing.
+    pub fn unusable(&self, tracepoint: Tracepoint) -> Option<&str> {
+        self.unusable
+            .iter()
+            .find(|(tp, _)| *tp == tracepoint)
+            .map(|(_, why)| why.as_str())
+    }
+
+    fn resolve_field(&mut self, events: &Path, field: Field) {
+        let spec = field.spec();
+        let Tracepoint { group, name } = spec.tracepoint;
+        let found = tracefs::field_offset(events, spec.tracepoint, spec.name);
+        let why = match (spec.layout, found) {
+            (Layout::Fixed(fixed), Some(at)) if at == u32::from(fixed) => return,
+            (Layout::Fixed(fixed), Some(at)) => format!(
+                "tracepoint {group}/{name} has field {} at offset {at}, not {fixed}",
+                spec.name
+            ),
+            (Layout::Resolved { .. }, Some(at)) => {
+                self.fields[field as usize] = at;
+                return;
+            }
+            // A missing tracepoint is reported when its hook is attached.
+            (_, None) if !tracefs::exists(events, spec.tracepoint) => return,
+            (_, None) if spec.need == Need::Optional => return,
+            (_, None) => format!("tracepoint {group}/{name} has no field {}", spec.name),
+        };
+        self.unusable.push((spec.tracepoint, why));
+    }
+
+    fn resolve_members(&mut self, btf: Result<&Btf, &str>) {
+        let mut found = |member: Member| -> Result<(), String> {
+            let (ty, name) = member.path();
+            let btf = btf.map_err(str::to_owned)?;
+            let at = btf
+                .member_offset(ty, name)
+                .map_err(|e| format!("kernel BTF: {ty}.{name}: {e}"))?;
+            self.members[member as usize] = at;
+            Ok(())
+        };
+        let faults = [Member::TaskMinFlt, Member::TaskMajFlt];
+        if let Err(e) = faults.into_iter().try_for_each(&mut found) {
+            self.warnings.push(format!(
+                "{e}; faults of threads that exit while traced are not counted"
+            ));
+        }
+        let memcg = [
+            Member::TaskCgroups,
+            Member::CssSetSubsys,
+            Member::CssCgroup,
+            Member::CgroupKn,
+            Member::KernfsNodeId,
+        ];
+        let index = memcg.into_iter().try_for_each(&mut found).and_then(|()| {
+            procfs::memory_controller_index()
+                .ok_or_else(|| "no memory controller in /proc/cgroups".to_owned())
+        });
+        match index {
+            Ok(index) => self.memcg_subsys_index = index,
+            Err(e) => self.warnings.push(format!(
+                "{e}; an OOM victim's memory cgroup is known only while /proc shows it"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake tracefs `events` directory: `mark_victim` as on old kernels (pid only), a
+    /// `page_fault_user` whose layout moved, no `mm_vmscan_lru_shrink_inactive` fields.
+    fn old_kernel_events() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("memtrace-offsets-{}", std::process::id()));
+        let write = |path: &str, fields: &str| {
+            let tp = dir.join(path);
+            std::fs::create_dir_all(&tp).unwrap();
+            std::fs::write(
+                tp.join("format"),
+                format!(
+                    "name: x\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n{fields}"
+                ),
+            )
+            .unwrap();
+        };
+        write(
+            "oom/mark_victim",
+            "\tfield:int pid;\toffset:8;\tsize:4;\tsigned:1;\n",
+        );
+        write(
+            "exceptions/page_fault_user",
+            "\tfield:unsigned long address;\toffset:8;\tsize:8;\tsigned:0;\n\
+             \tfield:unsigned long ip;\toffset:16;\tsize:8;\tsigned:0;\n\
+             \tfield:unsigned long error_code;\toffset:32;\tsize:8;\tsigned:0;\n",
+        );
+        write("vmscan/mm_vmscan_lru_shrink_inactive", "");
+        dir
+    }
+
+    #[test]
+    fn optional_fields_read_as_absent_and_required_ones_disable_their_hook() {
+        let dir = old_kernel_events();
+        let offsets = Offsets::resolve(&dir, Err("no BTF here"));
+        let at = |field: Field| offsets.fields[field as usize];
+        assert_eq!(at(Field::OomPid), 8);
+        // Absent optional fields are passed as 0: the program reports them unknown.
+        assert_eq!(at(Field::OomComm), 0);
+        assert_eq!(at(Field::OomAnonRss), 0);
+        let tp = |field: Field| field.spec().tracepoint;
+        assert!(offsets.unusable(tp(Field::OomPid)).is_none());
+        let shrink = offsets.unusable(tp(Field::ShrinkScanned)).unwrap();
+        assert!(shrink.contains("has no field nr_scanned"), "{shrink}");
+        let fault = offsets.unusable(tp(Field::FaultErrorCode)).unwrap();
+        assert!(fault.contains("error_code at offset 32, not 24"), "{fault}");
+        // A tracepoint that does not exist is not "unusable" here: attaching reports it.
+        assert!(offsets.unusable(tp(Field::MemcgEndReclaimed)).is_none());
+        // Without BTF, the member offsets stay unknown, with what that costs.
+        assert_eq!(offsets.members, [0; Member::COUNT]);
+        assert_eq!(offsets.memcg_subsys_index, u32::MAX);
+        assert_eq!(offsets.warnings.len(), 2, "{:?}", offsets.warnings);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

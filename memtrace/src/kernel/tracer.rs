@@ -1,0 +1,465 @@
+//! Loading and attaching the kernel programs, and reading the maps they fill.
+//!
+//! What to attach comes from `memtrace_common::hooks`: every program whose hook applies to
+//! this run, in table order. A hook that cannot attach (its tracepoint or a required field is
+//! missing here) costs only its feature, with a warning; a required hook stops memtrace.
+
+use std::{collections::BTreeMap, path::Path};
+
+use anyhow::{Context as _, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
+    programs::{TracePoint, trace_point::TracePointLink},
+};
+use memtrace_common::{
+    config::{self, Config},
+    events::{
+        fault::FaultCounts,
+        kswapd::KswapdWakeups,
+        rss::RssState,
+        stall::{ReclaimKind, ScanCounts, ScanSlot, StallHist, StallKey},
+    },
+    hooks::{Need, Program, Run},
+    lost::Lost,
+    maps,
+};
+
+use super::{btf::Btf, gfp::GfpNames, object::PROGRAMS, offsets::Offsets, procfs, tracefs};
+
+/// What to load and trace.
+pub struct Options {
+    pub run: Run,
+    /// `None` traces every process; otherwise only these.
+    pub pids: Option<Vec<u32>>,
+    pub ring_bytes: u32,
+    /// Stream each user-mode fault.
+    pub fault_events: bool,
+    /// Keep the kernel programs' diagnostics (`--verbose`).
+    pub verbose: bool,
+}
+
+/// Attached programs and the maps userspace reads. Dropping it detaches everything.
+pub struct Tracer {
+    /// The attached hooks; detached together on drop.
+    links: Vec<TracePointLink>,
+    ebpf: Ebpf,
+    attached: Vec<Program>,
+    events: Option<RingBuf<MapData>>,
+    lost: PerCpuArray<MapData, u64>,
+    targets: HashMap<MapData, u32, u8>,
+    faults: PerCpuHashMap<MapData, u32, FaultCounts>,
+    rss: HashMap<MapData, u32, RssState>,
+    stalls: PerCpuHashMap<MapData, StallKey, StallHist>,
+    stalls_all: PerCpuArray<MapData, StallHist>,
+    kswapd_wakeups: PerCpuHashMap<MapData, u32, KswapdWakeups>,
+    lru_scan: PerCpuArray<MapData, ScanCounts>,
+    /// Names of this kernel's GFP flags.
+    pub gfp: GfpNames,
+    /// What could not be attached or resolved, and what the user loses.
+    pub warnings: Vec<String>,
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        detach_all(std::mem::take(&mut self.links));
+    }
+}
+
+impl Tracer {
+    /// Checks privileges and tracefs, loads and attaches the programs, then starts tracing
+    /// `options.pids`.
+    pub fn attach(options: &Options) -> anyhow::Result<Self> {
+        if !procfs::can_trace() {
+            bail!(
+                "memtrace needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs: run it with sudo"
+            );
+        }
+        let Some(events_dir) = tracefs::events_dir() else {
+            bail!(
+                "tracefs is not mounted: run `mount -t tracefs nodev /sys/kernel/tracing` (as root) and retry"
+            );
+        };
+        raise_memlock_limit();
+        let offsets = {
+            // Parsed once (a few MiB) and freed before aya loads its own copy: both at once
+            // raised peak RSS by 6 MiB.
+            let btf = Btf::from_sys_fs().map_err(|e| format!("cannot read kernel BTF: {e}"));
+            Offsets::resolve(&events_dir, btf.as_ref().map_err(String::as_str))
+        };
+        let mut ebpf = load(options, &offsets)?;
+        let mut warnings = offsets.warnings.clone();
+        let mut attached = Vec::new();
+        let mut links = Vec::new();
+        for &program in Program::ALL {
+            let hook = program.hook();
+            if !hook.when.applies(options.run) {
+                continue;
+            }
+            let result = match offsets.unusable(hook.tracepoint) {
+                Some(why) => Err(anyhow!("{why}")),
+                None => attach_one(&mut ebpf, program, &events_dir),
+            };
+            match result {
+                Ok(link) => {
+                    links.push(link);
+                    attached.push(program);
+                }
+                Err(e) if hook.need == Need::Required => return Err(e),
+                Err(e) => warnings.push(format!("{e}; {} not traced", hook.feature)),
+            }
+        }
+        let mut tracer = Self {
+            links,
+            events: Some(RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?)?),
+            lost: PerCpuArray::try_from(take_map(&mut ebpf, maps::LOST)?)?,
+            targets: HashMap::try_from(take_map(&mut ebpf, maps::TARGETS)?)?,
+            faults: PerCpuHashMap::try_from(take_map(&mut ebpf, maps::FAULTS)?)?,
+            rss: HashMap::try_from(take_map(&mut ebpf, maps::RSS)?)?,
+            stalls: PerCpuHashMap::try_from(take_map(&mut ebpf, maps::STALLS)?)?,
+            stalls_all: PerCpuArray::try_from(take_map(&mut ebpf, maps::STALLS_ALL)?)?,
+            kswapd_wakeups: PerCpuHashMap::try_from(take_map(&mut ebpf, maps::KSWAPD_WAKEUPS)?)?,
+            lru_scan: PerCpuArray::try_from(take_map(&mut ebpf, maps::LRU_SCAN)?)?,
+            ebpf,
+            attached,
+            gfp: GfpNames::from_format_file(&events_dir),
+            warnings,
+        };
+        // Only now that everything is attached does the filter let the targets through: no
+        // other process can slip in between attaching and choosing whom to trace.
+        for &pid in options.pids.iter().flatten() {
+            tracer.add_target(pid)?;
+        }
+        Ok(tracer)
+    }
+
+    /// Whether a program is attached (e.g. user-mode faults are counted).
+    pub fn attached(&self, program: Program) -> bool {
+        self.attached.contains(&program)
+    }
+
+    /// The events ring buffer, handed over once to the event session.
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+
+    /// The kernel programs' diagnostics ring (only with `Options::verbose`).
+    pub fn kernel_log(&mut self) -> anyhow::Result<super::log::KernelLog> {
+        super::log::KernelLog::init(&mut self.ebpf)
+    }
+
+    pub fn add_target(&mut self, pid: u32) -> anyhow::Result<()> {
+        self.targets
+            .insert(pid, 1, 0)
+            .with_context(|| format!("cannot add pid {pid} to the kernel filter"))
+    }
+
+    /// Pids in the kernel filter (targets and, with --follow, their children and threads).
+    pub fn targets(&self) -> Vec<u32> {
+        self.targets.keys().filter_map(Result::ok).collect()
+    }
+
+    pub fn remove_target(&mut self, pid: u32) {
+        let _ = self.targets.remove(&pid);
+    }
+
+    /// Frees a process's slot in the kernel's fault table once it is forgotten.
+    pub fn forget_faults(&mut self, pid: u32) {
+        let _ = self.faults.remove(&pid);
+    }
+
+    /// User-mode fault counts per process, summed over CPUs.
+    pub fn faults(&self) -> BTreeMap<u32, FaultCounts> {
+        self.faults
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(pid, per_cpu)| (pid, sum(&per_cpu, add_faults)))
+            .collect()
+    }
+
+    /// RSS of every address space followed, as the kernel programs keep it.
+    pub fn rss(&self) -> Vec<RssState> {
+        self.rss
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(_, state)| state)
+            .collect()
+    }
+
+    /// Reclaim stall histograms per process and kind, summed over CPUs.
+    pub fn stalls(&self) -> Vec<(StallKey, StallHist)> {
+        self.stalls
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(key, per_cpu)| (key, sum(&per_cpu, add_stalls)))
+            .collect()
+    }
+
+    /// Every stall of traced processes, per kind, summed over CPUs.
+    pub fn stalls_all(&self) -> Vec<(ReclaimKind, StallHist)> {
+        ReclaimKind::ALL
+            .iter()
+            .filter_map(|&kind| {
+                let per_cpu = self.stalls_all.get(&(kind as u32), 0).ok()?;
+                Some((kind, sum(&per_cpu, add_stalls)))
+            })
+            .collect()
+    }
+
+    /// Who asked kswapd to wake, summed over CPUs (the name from any CPU that saw one).
+    pub fn kswapd_wakeups(&self) -> Vec<(u32, KswapdWakeups)> {
+        self.kswapd_wakeups
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(pid, per_cpu)| {
+                let count = per_cpu.iter().map(|w| w.count).sum();
+                let comm = per_cpu
+                    .iter()
+                    .find(|w| w.count > 0)
+                    .map(|w| w.comm)
+                    .unwrap_or_default();
+                (pid, KswapdWakeups { count, comm })
+            })
+            .collect()
+    }
+
+    /// Inactive-LRU pages scanned and reclaimed, per [`ScanSlot`].
+    pub fn lru_scan(&self) -> [ScanCounts; ScanSlot::COUNT] {
+        let slot = |slot: ScanSlot| {
+            self.lru_scan
+                .get(&(slot as u32), 0)
+                .map(|per_cpu| sum(&per_cpu, add_scans))
+                .unwrap_or_default()
+        };
+        [slot(ScanSlot::InStall), slot(ScanSlot::Background)]
+    }
+
+    /// Records dropped in the kernel so far, per reason, per CPU.
+    pub fn lost(&self) -> LostCounts {
+        LostCounts {
+            per_cpu: Lost::ALL
+                .iter()
+                .map(|&why| {
+                    self.lost
+                        .get(&(why as u32), 0)
+                        .map(|values| values.iter().copied().collect())
+                        .unwrap_or_default()
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Dropped-record counters: for each [`Lost`] reason, one count per possible CPU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LostCounts {
+    /// Indexed by `Lost as usize`.
+    per_cpu: Vec<Vec<u64>>,
+}
+
+impl Default for LostCounts {
+    fn default() -> Self {
+        Self {
+            per_cpu: vec![Vec::new(); Lost::COUNT],
+        }
+    }
+}
+
+impl LostCounts {
+    /// Counts for one reason, for tests and fixtures.
+    #[cfg(test)]
+    pub fn with(mut self, why: Lost, per_cpu: Vec<u64>) -> Self {
+        self.per_cpu[why as usize] = per_cpu;
+        self
+    }
+
+    /// One count per CPU for this reason.
+    pub fn of(&self, why: Lost) -> &[u64] {
+        self.per_cpu.get(why as usize).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every reason with its counts per CPU.
+    pub fn iter(&self) -> impl Iterator<Item = (Lost, &[u64])> {
+        Lost::ALL.iter().map(|&why| (why, self.of(why)))
+    }
+
+    pub fn total(&self) -> u64 {
+        self.per_cpu.iter().flatten().sum()
+    }
+}
+
+/// Folds a per-CPU map value into one.
+fn sum<T: Copy + Default + aya::Pod>(per_cpu: &PerCpuValues<T>, add: fn(&mut T, &T)) -> T {
+    let mut total = T::default();
+    for value in per_cpu.iter() {
+        add(&mut total, value);
+    }
+    total
+}
+
+fn add_faults(total: &mut FaultCounts, c: &FaultCounts) {
+    total.user += c.user;
+    total.write += c.write;
+}
+
+fn add_scans(total: &mut ScanCounts, c: &ScanCounts) {
+    total.nr_scanned += c.nr_scanned;
+    total.nr_reclaimed += c.nr_reclaimed;
+}
+
+/// Sums stall histograms (max of maxima).
+fn add_stalls(total: &mut StallHist, h: &StallHist) {
+    total.count += h.count;
+    total.total_ns += h.total_ns;
+    total.max_ns = total.max_ns.max(h.max_ns);
+    total.nr_reclaimed += h.nr_reclaimed;
+    total.nr_scanned += h.nr_scanned;
+    for (sum, n) in total.buckets.iter_mut().zip(h.buckets) {
+        *sum += n;
+    }
+}
+
+/// Loads the object with this run's configuration and this kernel's offsets.
+fn load(options: &Options, offsets: &Offsets) -> anyhow::Result<Ebpf> {
+    let config = Config {
+        self_tgid: std::process::id(),
+        memcg_subsys_index: offsets.memcg_subsys_index,
+        // Userspace is woken once a quarter of the ring is full; a timer drains the rest.
+        wakeup_bytes: u64::from(options.ring_bytes / 4),
+        filter_by_tgid: u8::from(options.pids.is_some()),
+        follow_forks: u8::from(options.run.follow),
+        stream_faults: u8::from(options.fault_events),
+        ..Config::DEFAULT
+    };
+    // Logging off unless asked for: the programs' log statements then are dead code the
+    // verifier prunes.
+    let log_level = if options.verbose {
+        aya_log::Level::Debug as u8
+    } else {
+        0
+    };
+    EbpfLoader::new()
+        .override_global(config::CONFIG, &config, true)
+        .override_global(config::FIELD_OFFSETS, &offsets.fields, true)
+        .override_global(config::MEMBER_OFFSETS, &offsets.members, true)
+        .override_global(aya_log::LEVEL, &log_level, true)
+        .map_max_entries(maps::EVENTS, options.ring_bytes)
+        .load(PROGRAMS)
+        .map_err(|e| anyhow!("loading the eBPF programs failed: {}", error_chain(&e)))
+}
+
+fn attach_one(ebpf: &mut Ebpf, program: Program, events: &Path) -> anyhow::Result<TracePointLink> {
+    let tracepoint = program.hook().tracepoint;
+    let (group, name) = (tracepoint.group, tracepoint.name);
+    if !tracefs::exists(events, tracepoint) {
+        bail!("tracepoint {group}/{name} does not exist on this kernel");
+    }
+    let tracepoint_program: &mut TracePoint = ebpf
+        .program_mut(program.name())
+        .ok_or_else(|| anyhow!("program {} missing from the eBPF object", program.name()))?
+        .try_into()?;
+    let failed = |e: &dyn std::error::Error| {
+        anyhow!(
+            "attaching to tracepoint {group}/{name}: {}",
+            first_line(&error_chain(e))
+        )
+    };
+    tracepoint_program.load().map_err(|e| failed(&e))?;
+    let link = tracepoint_program
+        .attach(group, name)
+        .map_err(|e| failed(&e))?;
+    // Owned here so that detaching can be done in parallel (see Tracer's Drop).
+    tracepoint_program.take_link(link).map_err(|e| failed(&e))
+}
+
+/// Detaches every link at once. Each tracepoint detach waits for an RCU grace period (~80 ms
+/// here); one after the other, 25 hooks kept memtrace from exiting for two seconds after its
+/// report. Grace periods waited for concurrently are shared.
+fn detach_all(links: Vec<TracePointLink>) {
+    std::thread::scope(|scope| {
+        for link in links {
+            // Closing an fd needs next to no stack.
+            let detach = std::thread::Builder::new()
+                .stack_size(64 << 10)
+                .spawn_scoped(scope, move || drop(link));
+            // Could not start a thread: the link (moved into the failed closure) is dropped
+            // right here instead, one at a time.
+            drop(detach);
+        }
+    });
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<aya::maps::Map> {
+    ebpf.take_map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; raise it rather than fail there.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall on a valid struct. Failure only matters on old kernels, where
+    // loading then reports the real error.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+}
+
+/// A message up to its first line break, without the verifier's log (many lines): errors and
+/// warnings stay one line. `MEMTRACE_VERIFIER_LOG=1` keeps the log, for debugging.
+fn first_line(message: &str) -> &str {
+    if std::env::var_os("MEMTRACE_VERIFIER_LOG").is_some() {
+        return message;
+    }
+    let line = message.lines().next().unwrap_or_default();
+    line.split(". Verifier output").next().unwrap_or(line)
+}
+
+/// An error and its causes on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_counts_by_reason() {
+        let lost = LostCounts::default()
+            .with(Lost::RingFull, vec![0, 3])
+            .with(Lost::ReclaimPendingFull, vec![2, 0]);
+        assert_eq!(lost.total(), 5);
+        assert_eq!(lost.of(Lost::ReclaimPendingFull), &[2, 0]);
+        assert_eq!(lost.iter().count(), Lost::COUNT);
+    }
+
+    #[test]
+    fn stall_histograms_sum_with_the_max_of_maxima() {
+        let mut a = StallHist {
+            count: 2,
+            total_ns: 30,
+            max_ns: 20,
+            nr_reclaimed: 5,
+            nr_scanned: 6,
+            ..StallHist::default()
+        };
+        a.buckets[1] = 2;
+        let mut b = a;
+        b.max_ns = 50;
+        b.buckets[3] = 1;
+        let mut total = StallHist::default();
+        add_stalls(&mut total, &a);
+        add_stalls(&mut total, &b);
+        assert_eq!((total.count, total.total_ns, total.max_ns), (4, 60, 50));
+        assert_eq!((total.nr_reclaimed, total.nr_scanned), (10, 12));
+        assert_eq!((total.buckets[1], total.buckets[3]), (4, 1));
+    }
+}

@@ -1,0 +1,676 @@
+//! Per-process totals built from decoded events. Pure: fed events, never touches the kernel or
+//! /proc, so every rule here is unit-tested.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use memtrace_common::{
+    advice,
+    events::{
+        fault::FaultCounts,
+        rss::{RSS_MEMBERS, RssState},
+    },
+};
+
+use super::event::{Event, Madvise, MapKind, MapOp, Mapping};
+use crate::kernel::procfs::SmapsRollup;
+
+/// Calls with one advice value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdviceTotals {
+    /// Every call, failed ones included.
+    pub calls: u64,
+    /// Calls that returned an error (and so advised nothing).
+    pub failed: u64,
+    /// Bytes covered by the calls that succeeded.
+    pub bytes: u64,
+}
+
+/// A count of calls and the bytes they covered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallBytes {
+    pub calls: u64,
+    pub bytes: u64,
+}
+
+impl CallBytes {
+    fn add(&mut self, bytes: u64) {
+        self.calls += 1;
+        self.bytes += bytes;
+    }
+}
+
+/// Address-space changes by mmap, munmap, mremap and brk.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+pub struct MappingTotals {
+    /// Successful mmap calls by kind of memory.
+    pub mmap: BTreeMap<MapKind, CallBytes>,
+    pub munmap: CallBytes,
+    pub mremap_grow: CallBytes,
+    pub mremap_shrink: CallBytes,
+    pub brk_grow: CallBytes,
+    pub brk_shrink: CallBytes,
+    /// brk calls whose growth could not be known (the break before them was unknown).
+    pub brk_unknown: u64,
+    /// Failed calls per syscall (`mmap`, `munmap`, `mremap`, `brk`).
+    pub failed: BTreeMap<&'static str, u64>,
+    /// The break after the last brk call seen (or read from /proc at start).
+    #[serde(skip)]
+    pub last_brk: Option<u64>,
+}
+
+impl MappingTotals {
+    pub fn mapped_bytes(&self) -> u64 {
+        self.mmap.values().map(|c| c.bytes).sum()
+    }
+
+    /// Net change of the address space: mapped + grown − unmapped − shrunk, in bytes.
+    pub fn net_bytes(&self) -> i128 {
+        let added = self.mapped_bytes() + self.mremap_grow.bytes + self.brk_grow.bytes;
+        let removed = self.munmap.bytes + self.mremap_shrink.bytes + self.brk_shrink.bytes;
+        i128::from(added) - i128::from(removed)
+    }
+
+    fn record(&mut self, m: &Mapping) {
+        if m.errno.is_some() {
+            let name = match m.op {
+                MapOp::Mmap { .. } => "mmap",
+                MapOp::Munmap { .. } => "munmap",
+                MapOp::Mremap { .. } => "mremap",
+                MapOp::Brk { .. } => "brk",
+            };
+            *self.failed.entry(name).or_default() += 1;
+            return;
+        }
+        match m.op {
+            MapOp::Mmap { len, kind, .. } => self.mmap.entry(kind).or_default().add(len),
+            MapOp::Munmap { len, .. } => self.munmap.add(len),
+            MapOp::Mremap {
+                old_len, new_len, ..
+            } if new_len >= old_len => {
+                self.mremap_grow.add(new_len - old_len);
+            }
+            MapOp::Mremap {
+                old_len, new_len, ..
+            } => self.mremap_shrink.add(old_len - new_len),
+            MapOp::Brk { requested, result } => self.record_brk(requested, result),
+        }
+    }
+
+    fn record_brk(&mut self, requested: u64, result: u64) {
+        match self.last_brk {
+            _ if requested == 0 => {}
+            Some(previous) if result >= previous => self.brk_grow.add(result - previous),
+            Some(previous) => self.brk_shrink.add(previous - result),
+            None => self.brk_unknown += 1,
+        }
+        self.last_brk = Some(result);
+    }
+}
+
+/// Minor and major faults over the trace window, from the kernel's per-task counters (the
+/// numbers behind /proc/PID/stat): sampled from /proc for live threads, and reported by the
+/// kernel programs for threads as they exit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskFaults {
+    /// `(minflt, majflt)` of each live thread when first seen; zero for threads born after.
+    baseline: BTreeMap<u32, (u64, u64)>,
+    /// Latest `(minflt, majflt)` of each live thread.
+    latest: BTreeMap<u32, (u64, u64)>,
+    /// Faults of threads that exited while traced.
+    exited: (u64, u64),
+    /// Threads already reported exited (a zombie leader stays listed in /proc for a while).
+    gone: BTreeSet<u32>,
+    /// Set after the first look: threads that appear later were born while traced.
+    watching: bool,
+}
+
+impl TaskFaults {
+    pub fn minor(&self) -> u64 {
+        self.exited.0 + self.live_delta().0
+    }
+
+    pub fn major(&self) -> u64 {
+        self.exited.1 + self.live_delta().1
+    }
+
+    /// Whether anything is known yet.
+    pub fn known(&self) -> bool {
+        self.watching || !self.gone.is_empty()
+    }
+
+    fn live_delta(&self) -> (u64, u64) {
+        self.latest
+            .iter()
+            .fold((0, 0), |(min, maj), (tid, &(lmin, lmaj))| {
+                let (bmin, bmaj) = self.baseline.get(tid).copied().unwrap_or_default();
+                (
+                    min + lmin.saturating_sub(bmin),
+                    maj + lmaj.saturating_sub(bmaj),
+                )
+            })
+    }
+
+    /// The process was created while traced: every fault of it counts.
+    pub fn born_while_traced(&mut self) {
+        self.watching = true;
+    }
+
+    fn sample(&mut self, threads: &[(u32, u64, u64)]) {
+        for &(tid, minflt, majflt) in threads {
+            if self.gone.contains(&tid) {
+                continue;
+            }
+            let born = if self.watching {
+                (0, 0)
+            } else {
+                (minflt, majflt)
+            };
+            self.baseline.entry(tid).or_insert(born);
+            self.latest.insert(tid, (minflt, majflt));
+        }
+        self.watching = true;
+    }
+
+    fn exit(&mut self, tid: u32, minflt: u64, majflt: u64) {
+        // A thread never sampled was born (or first met) while traced: all its faults count.
+        let (bmin, bmaj) = self.baseline.remove(&tid).unwrap_or_default();
+        self.latest.remove(&tid);
+        self.gone.insert(tid);
+        self.exited.0 += minflt.saturating_sub(bmin);
+        self.exited.1 += majflt.saturating_sub(bmaj);
+    }
+}
+
+/// RSS of a process from the kernel's counters (`kmem/rss_stat`), in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rss {
+    /// Per [`memtrace_common::events::rss::RssMember`]; `None` until seen.
+    pub size: [Option<u64>; RSS_MEMBERS],
+    /// Bytes taken away by other tasks (reclaim, OOM reaper) per member.
+    pub external_drop: [u64; RSS_MEMBERS],
+}
+
+impl Rss {
+    /// RSS per process: the sum of each process's address spaces, as the kernel programs keep
+    /// them per mm.
+    pub fn by_process(states: &[RssState]) -> BTreeMap<u32, Self> {
+        let mut by_pid: BTreeMap<u32, Self> = BTreeMap::new();
+        for state in states {
+            let rss = by_pid.entry(state.tgid).or_default();
+            for member in 0..RSS_MEMBERS {
+                if let Ok(size) = u64::try_from(state.size[member]) {
+                    *rss.size[member].get_or_insert(0) += size;
+                }
+                rss.external_drop[member] += state.external_drop[member];
+            }
+        }
+        by_pid
+    }
+}
+
+/// What memtrace knows about one process.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcessStats {
+    pub pid: u32,
+    /// Process name; from /proc when it could be read, else the first calling thread's name.
+    pub comm: String,
+    /// madvise and process_madvise calls by advice value.
+    pub madvise: BTreeMap<u32, AdviceTotals>,
+    /// Other processes that advised this one's memory through process_madvise.
+    pub advised_by: BTreeSet<u32>,
+    pub mappings: MappingTotals,
+    /// User-mode faults counted in the kernel (page_fault_user).
+    pub faults: FaultCounts,
+    /// Minor and major faults from the task counters.
+    pub task_faults: TaskFaults,
+    /// Individual user-mode faults received (`--fault-events`).
+    pub fault_events: u64,
+    pub rss: Rss,
+    /// /proc/PID/smaps_rollup when first seen and at the latest sample.
+    pub smaps_first: Option<SmapsRollup>,
+    pub smaps_last: Option<SmapsRollup>,
+    /// The largest LazyFree sampled: a drop from it means reclaim took MADV_FREE'd pages (or
+    /// the process wrote to them again).
+    pub lazy_free_peak: Option<u64>,
+}
+
+impl ProcessStats {
+    /// Bytes given back by successful releasing advice (DONTNEED, FREE, REMOVE, PAGEOUT).
+    pub fn released_bytes(&self) -> u64 {
+        self.madvise
+            .iter()
+            .filter(|(advice, _)| advice::is_release(**advice))
+            .map(|(_, totals)| totals.bytes)
+            .sum()
+    }
+}
+
+/// Totals for every process seen.
+#[derive(Debug, Default)]
+pub struct Attribution {
+    processes: BTreeMap<u32, ProcessStats>,
+    /// process_madvise calls whose target could not be resolved (the caller closed its pidfd or
+    /// exited before memtrace looked), by advice. Charged to nobody rather than to the wrong
+    /// process.
+    pub unattributed: BTreeMap<u32, AdviceTotals>,
+    /// Exited processes dropped to keep a long system-wide run's memory bounded.
+    pub forgotten: u64,
+}
+
+impl Attribution {
+    /// How many processes are kept.
+    pub fn len(&self) -> usize {
+        self.processes.len()
+    }
+
+    /// Drops exited processes (lowest pids first) until at most `keep` remain; returns the
+    /// pids dropped. `alive` says whether a pid still runs; live processes are never dropped.
+    pub fn forget_exited(&mut self, keep: usize, alive: impl Fn(u32) -> bool) -> Vec<u32> {
+        let excess = self.processes.len().saturating_sub(keep);
+        let dropped: Vec<u32> = self
+            .processes
+            .keys()
+            .copied()
+            .filter(|&pid| !alive(pid))
+            .take(excess)
+            .collect();
+        for pid in &dropped {
+            self.processes.remove(pid);
+        }
+        self.forgotten += dropped.len() as u64;
+        dropped
+    }
+
+    pub fn record(&mut self, event: &Event) {
+        match event {
+            Event::Madvise(m) => self.record_madvise(m),
+            Event::Mapping(m) => self.process(m.tgid, &m.thread_comm).mappings.record(m),
+            Event::Fault(f) => self.process(f.tgid, "").fault_events += 1,
+            Event::ThreadExit(t) => {
+                self.process(t.tgid, "")
+                    .task_faults
+                    .exit(t.tid, t.min_flt, t.maj_flt);
+            }
+            Event::Stall(s) => {
+                self.process(s.tgid, &s.thread_comm);
+            }
+            // The system's, not a process's (see `super::reclaim`).
+            Event::OomKill(_) | Event::OomReaper(_) | Event::Kswapd(_) => {}
+        }
+    }
+
+    /// Per-thread `(tid, minflt, majflt)` of a process, read from /proc.
+    pub fn sample_task_faults(&mut self, pid: u32, threads: &[(u32, u64, u64)]) {
+        self.process(pid, "").task_faults.sample(threads);
+    }
+
+    /// Whether a process's task fault counters have been looked at yet.
+    pub fn task_faults_known(&self, pid: u32) -> bool {
+        self.processes
+            .get(&pid)
+            .is_some_and(|p| p.task_faults.known())
+    }
+
+    /// Marks a process as created while traced (a followed child).
+    pub fn born_while_traced(&mut self, pid: u32) {
+        self.process(pid, "").task_faults.born_while_traced();
+    }
+
+    /// Replaces a process's fault counts with the kernel's latest totals.
+    pub fn set_faults(&mut self, pid: u32, faults: FaultCounts) {
+        self.process(pid, "").faults = faults;
+    }
+
+    pub fn set_rss(&mut self, pid: u32, rss: Rss) {
+        self.process(pid, "").rss = rss;
+    }
+
+    /// Keeps the first and the latest smaps_rollup sample of a process.
+    pub fn sample_smaps(&mut self, pid: u32, sample: SmapsRollup) {
+        let process = self.process(pid, "");
+        process.smaps_first.get_or_insert(sample);
+        process.smaps_last = Some(sample);
+        process.lazy_free_peak = Some(
+            process
+                .lazy_free_peak
+                .map_or(sample.lazy_free, |peak| peak.max(sample.lazy_free)),
+        );
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.processes.keys().copied().collect()
+    }
+
+    /// The program break before tracing started, so the first brk call has a known delta.
+    pub fn set_initial_brk(&mut self, pid: u32, brk: u64) {
+        let mappings = &mut self.process(pid, "").mappings;
+        mappings.last_brk.get_or_insert(brk);
+    }
+
+    fn record_madvise(&mut self, m: &Madvise) {
+        if !m.target_known {
+            add_call(self.unattributed.entry(m.advice).or_default(), m);
+            return;
+        }
+        let process = self.process(m.tgid, &m.thread_comm);
+        add_call(process.madvise.entry(m.advice).or_default(), m);
+        if m.caller != m.tgid {
+            process.advised_by.insert(m.caller);
+        }
+    }
+
+    /// The stats of `pid`, created on first sight with `fallback_comm` as its name.
+    fn process(&mut self, pid: u32, fallback_comm: &str) -> &mut ProcessStats {
+        let process = self.processes.entry(pid).or_insert_with(|| ProcessStats {
+            pid,
+            ..ProcessStats::default()
+        });
+        if process.comm.is_empty() {
+            fallback_comm.clone_into(&mut process.comm);
+        }
+        process
+    }
+
+    /// Registers a process memtrace learnt of from the kernel's maps (a stall histogram, say)
+    /// rather than from an event.
+    pub fn register(&mut self, pid: u32) {
+        self.process(pid, "");
+    }
+
+    /// Registers a process before any event (so it is reported even if it does nothing) or
+    /// replaces its name with a better one (from /proc).
+    pub fn name(&mut self, pid: u32, comm: &str) {
+        self.process(pid, comm).comm = comm.to_owned();
+    }
+
+    /// Whether a process still has no name.
+    pub fn unnamed(&self, pid: u32) -> bool {
+        self.processes.get(&pid).is_none_or(|p| p.comm.is_empty())
+    }
+
+    pub fn process_by_pid(&self, pid: u32) -> Option<&ProcessStats> {
+        self.processes.get(&pid)
+    }
+
+    pub fn processes(&self) -> impl Iterator<Item = &ProcessStats> {
+        self.processes.values()
+    }
+}
+
+fn add_call(totals: &mut AdviceTotals, m: &Madvise) {
+    totals.calls += 1;
+    match m.errno {
+        Some(_) => totals.failed += 1,
+        None => totals.bytes += m.len,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn madvise(tgid: u32, tid: u32, advice: u32, len: u64, errno: Option<i32>) -> Event {
+        Event::Madvise(Madvise {
+            tgid,
+            tid,
+            caller: tgid,
+            thread_comm: format!("t{tid}"),
+            enter_ns: 1,
+            exit_ns: 2,
+            start: 0x7000_0000,
+            len,
+            advice,
+            errno,
+            pidfd: None,
+            target_known: true,
+        })
+    }
+
+    #[test]
+    fn totals_by_advice_with_failures_apart() {
+        let mut a = Attribution::default();
+        for _ in 0..51 {
+            a.record(&madvise(5, 5, advice::FREE, 4096, None));
+            a.record(&madvise(5, 5, advice::DONTNEED, 4096, None));
+        }
+        a.record(&madvise(5, 5, advice::FREE, 4096, Some(libc::EINVAL)));
+        let p = a.processes().next().unwrap();
+        assert_eq!(
+            p.madvise[&advice::FREE],
+            AdviceTotals {
+                calls: 52,
+                failed: 1,
+                bytes: 208_896
+            }
+        );
+        assert_eq!(
+            p.madvise[&advice::DONTNEED],
+            AdviceTotals {
+                calls: 51,
+                failed: 0,
+                bytes: 208_896
+            }
+        );
+        assert_eq!(p.released_bytes(), 2 * 208_896);
+    }
+
+    #[test]
+    fn hints_are_not_released_bytes() {
+        let mut a = Attribution::default();
+        a.record(&madvise(5, 5, advice::NOHUGEPAGE, 2 << 20, None));
+        a.record(&madvise(5, 5, advice::HUGEPAGE, 2 << 20, None));
+        let p = a.processes().next().unwrap();
+        assert_eq!(p.released_bytes(), 0);
+        assert_eq!(p.madvise[&advice::NOHUGEPAGE].bytes, 2 << 20);
+    }
+
+    #[test]
+    fn threads_count_toward_their_process() {
+        let mut a = Attribution::default();
+        for tid in 5..9 {
+            a.record(&madvise(5, tid, advice::DONTNEED, 8192, None));
+        }
+        a.record(&madvise(6, 6, advice::DONTNEED, 8192, None));
+        let pids: Vec<_> = a
+            .processes()
+            .map(|p| (p.pid, p.madvise[&advice::DONTNEED].calls))
+            .collect();
+        assert_eq!(pids, vec![(5, 4), (6, 1)]);
+        // The first thread seen names the process until /proc gives a better name.
+        assert_eq!(a.processes().next().unwrap().comm, "t5");
+        a.name(5, "server");
+        assert_eq!(a.processes().next().unwrap().comm, "server");
+    }
+
+    fn mapping(op: MapOp, errno: Option<i32>) -> Event {
+        Event::Mapping(Mapping {
+            tgid: 7,
+            tid: 7,
+            thread_comm: "m".into(),
+            enter_ns: 0,
+            exit_ns: 0,
+            op,
+            errno,
+        })
+    }
+
+    #[test]
+    fn mappings_by_kind_and_net_change() {
+        let mut a = Attribution::default();
+        let mmap = |len, kind| MapOp::Mmap {
+            addr: 0x1000,
+            len,
+            kind,
+            prot: 3,
+            fd: -1,
+        };
+        a.record(&mapping(mmap(8192, MapKind::AnonPrivate), None));
+        a.record(&mapping(mmap(4096, MapKind::AnonPrivate), None));
+        a.record(&mapping(mmap(4096, MapKind::FileShared), None));
+        a.record(&mapping(
+            mmap(4096, MapKind::FileShared),
+            Some(libc::ENOMEM),
+        ));
+        a.record(&mapping(
+            MapOp::Munmap {
+                addr: 0x1000,
+                len: 8192,
+            },
+            None,
+        ));
+        a.record(&mapping(
+            MapOp::Mremap {
+                old_addr: 0,
+                old_len: 4096,
+                new_len: 16384,
+                new_addr: 0x9000,
+            },
+            None,
+        ));
+        let m = &a.processes().next().unwrap().mappings;
+        assert_eq!(
+            m.mmap[&MapKind::AnonPrivate],
+            CallBytes {
+                calls: 2,
+                bytes: 12288
+            }
+        );
+        assert_eq!(
+            m.mmap[&MapKind::FileShared],
+            CallBytes {
+                calls: 1,
+                bytes: 4096
+            }
+        );
+        assert_eq!(m.failed["mmap"], 1);
+        assert_eq!(
+            m.mremap_grow,
+            CallBytes {
+                calls: 1,
+                bytes: 12288
+            }
+        );
+        assert_eq!(m.net_bytes(), 12288 + 4096 - 8192 + 12288);
+    }
+
+    #[test]
+    fn brk_growth_needs_a_known_break() {
+        let mut a = Attribution::default();
+        let brk = |requested, result| mapping(MapOp::Brk { requested, result }, None);
+        a.record(&brk(0x5000, 0x5000)); // previous break unknown
+        a.record(&brk(0, 0x5000)); // query
+        a.record(&brk(0x9000, 0x9000));
+        a.record(&brk(0x7000, 0x7000));
+        let m = &a.processes().next().unwrap().mappings;
+        assert_eq!(
+            (m.brk_unknown, m.brk_grow, m.brk_shrink),
+            (
+                1,
+                CallBytes {
+                    calls: 1,
+                    bytes: 0x4000
+                },
+                CallBytes {
+                    calls: 1,
+                    bytes: 0x2000
+                }
+            )
+        );
+        assert_eq!(m.net_bytes(), 0x2000);
+
+        let mut a = Attribution::default();
+        a.set_initial_brk(7, 0x4000);
+        a.record(&brk(0x6000, 0x6000));
+        assert_eq!(
+            a.processes().next().unwrap().mappings.brk_grow.bytes,
+            0x2000
+        );
+    }
+
+    #[test]
+    fn task_faults_over_the_window() {
+        use crate::model::event::ThreadExit;
+        let mut a = Attribution::default();
+        // At attach: two threads with history; only what happens after counts.
+        a.sample_task_faults(7, &[(7, 100, 2), (8, 50, 0)]);
+        a.sample_task_faults(7, &[(7, 130, 3), (8, 50, 0), (9, 5, 0)]); // 9 born meanwhile
+        let f = &a.processes().next().unwrap().task_faults;
+        assert_eq!((f.minor(), f.major()), (30 + 5, 1));
+        // Thread 8 exits having faulted 10 more times; 9 exits too.
+        let exit = |tid, min_flt, maj_flt| {
+            Event::ThreadExit(ThreadExit {
+                kind: 8,
+                tgid: 7,
+                tid,
+                group_dead: 0,
+                min_flt,
+                maj_flt,
+            })
+        };
+        a.record(&exit(8, 60, 0));
+        a.record(&exit(9, 7, 0));
+        // The leader exits last; a late sample still listing the zombie leader changes nothing.
+        a.record(&exit(7, 140, 3));
+        a.sample_task_faults(7, &[(7, 140, 3)]);
+        let f = &a.processes().next().unwrap().task_faults;
+        assert_eq!((f.minor(), f.major()), (40 + 10 + 7, 1));
+    }
+
+    #[test]
+    fn child_born_while_traced_counts_from_zero() {
+        let mut a = Attribution::default();
+        a.born_while_traced(9);
+        a.sample_task_faults(9, &[(9, 12, 1)]);
+        let f = &a.processes().next().unwrap().task_faults;
+        assert_eq!((f.minor(), f.major()), (12, 1));
+    }
+
+    #[test]
+    fn only_exited_processes_are_forgotten() {
+        let mut a = Attribution::default();
+        for pid in 1..=6 {
+            a.record(&madvise(pid, pid, advice::DONTNEED, 4096, None));
+        }
+        // 2 and 4 still run; the others exited. Keep at most 3.
+        let dropped = a.forget_exited(3, |pid| pid == 2 || pid == 4);
+        assert_eq!(dropped, vec![1, 3, 5]);
+        assert_eq!(a.pids(), vec![2, 4, 6]);
+        assert_eq!(a.forgotten, 3);
+        // Under the cap nothing goes, even when exited.
+        assert!(a.forget_exited(3, |_| false).is_empty());
+    }
+
+    #[test]
+    fn process_madvise_is_charged_to_the_target() {
+        let mut a = Attribution::default();
+        let Event::Madvise(mut m) = madvise(9, 3, advice::PAGEOUT, 65536, None) else {
+            unreachable!()
+        };
+        m.caller = 3;
+        a.record(&Event::Madvise(m));
+        let p = a.processes().next().unwrap();
+        assert_eq!((p.pid, p.released_bytes()), (9, 65536));
+        assert_eq!(p.advised_by.iter().copied().collect::<Vec<_>>(), vec![3]);
+    }
+
+    #[test]
+    fn unresolved_process_madvise_is_charged_to_nobody() {
+        let mut a = Attribution::default();
+        let Event::Madvise(mut m) = madvise(3, 3, advice::PAGEOUT, 65536, None) else {
+            unreachable!()
+        };
+        m.pidfd = Some(5);
+        m.target_known = false;
+        a.record(&Event::Madvise(m));
+        assert_eq!(a.processes().count(), 0);
+        assert_eq!(
+            a.unattributed[&advice::PAGEOUT],
+            AdviceTotals {
+                calls: 1,
+                failed: 0,
+                bytes: 65536
+            }
+        );
+    }
+}

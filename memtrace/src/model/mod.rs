@@ -1,0 +1,34 @@
+//! The model: everything memtrace knows about the traced window, built from decoded events and
+//! kernel map values. Pure: it never touches the kernel or /proc (the session reads those and
+//! hands the values in), so every rule in it is unit-tested.
+
+pub mod attribution;
+pub mod event;
+pub mod reclaim;
+
+use attribution::Attribution;
+use event::Event;
+use reclaim::Reclaim;
+
+use crate::kernel::LostCounts;
+
+/// What the window has shown so far.
+#[derive(Debug, Default)]
+pub struct Model {
+    /// Per process: releases, mappings, faults, RSS.
+    pub attribution: Attribution,
+    /// Reclaim stalls, kswapd, OOM kills: the system's, and per process.
+    pub reclaim: Reclaim,
+    /// Records the kernel side dropped, as of the latest sample.
+    pub lost: LostCounts,
+    /// Records that could not be decoded (a kernel/userspace mismatch; never expected).
+    pub undecodable: u64,
+}
+
+impl Model {
+    /// Takes one event into account.
+    pub fn record(&mut self, event: &Event) {
+        self.attribution.record(event);
+        self.reclaim.record(event);
+    }
+}

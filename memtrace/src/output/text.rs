@@ -1,0 +1,368 @@
+//! The final report people read, for the default mode and `memtrace go`'s section of it.
+
+use std::fmt::Write as _;
+
+use super::{lost::lost_text, reclaim, verdict};
+use crate::{
+    analysis::snapshot::{MappingsView, ProcessView, Snapshot},
+    stop::StopReason,
+    units::{human_bytes, secs, signed_bytes},
+};
+
+/// The report: OOM kills, then each process (the first `top`), the Go verdicts, and the
+/// lost-events line that always ends it.
+pub fn report(snapshot: &Snapshot, stop_reason: StopReason, top: Option<usize>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "memtrace report: {:.1} s traced ({})",
+        secs(snapshot.elapsed_ns),
+        stop_reason.describe()
+    );
+    reclaim::oom_text(&mut out, snapshot);
+    let processes = &snapshot.processes;
+    let shown = top.unwrap_or(usize::MAX).min(processes.len());
+    for p in &processes[..shown] {
+        out.push('\n');
+        process_text(&mut out, p, snapshot.counts_user_faults);
+        reclaim::process_stalls_text(&mut out, &p.reclaim);
+        explanation_text(&mut out, &p.explanation);
+    }
+    if shown < processes.len() {
+        let more = processes.len() - shown;
+        let _ = writeln!(
+            out,
+            "\n… and {more} more processes (see --top, --sort, --comm, or --json)"
+        );
+    }
+    if !snapshot.unattributed.is_empty() {
+        let calls: u64 = snapshot.unattributed.iter().map(|a| a.calls).sum();
+        let _ = writeln!(
+            out,
+            "\nprocess_madvise calls whose target could not be resolved: {calls} (not charged to any process)"
+        );
+    }
+    if snapshot.forgotten > 0 {
+        let _ = writeln!(
+            out,
+            "\n{} exited processes were dropped from these totals to keep memtrace's memory bounded",
+            snapshot.forgotten
+        );
+    }
+    for v in &snapshot.go_verdicts {
+        let _ = write!(out, "\nGo release mode\n{}", verdict::text(v));
+    }
+    out.push('\n');
+    lost_text(&mut out, &snapshot.lost);
+    out
+}
+
+fn process_text(out: &mut String, p: &ProcessView, counts_user_faults: bool) {
+    let _ = writeln!(out, "pid {} ({})", p.pid, p.comm);
+    madvise_text(out, p);
+    mappings_text(out, &p.mappings);
+    faults_text(out, p, counts_user_faults);
+    rss_text(out, p);
+    smaps_text(out, p);
+}
+
+fn madvise_text(out: &mut String, p: &ProcessView) {
+    if p.madvise.is_empty() {
+        let _ = writeln!(out, "  madvise: no calls");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "  {:<16} {:>10} {:>8} {:>12}",
+        "madvise advice", "calls", "failed", "bytes"
+    );
+    for a in &p.madvise {
+        let kind = if a.release { "release" } else { "hint" };
+        let _ = writeln!(
+            out,
+            "  {:<16} {:>10} {:>8} {:>12}  {kind}",
+            a.name,
+            a.calls,
+            a.failed,
+            human_bytes(a.bytes)
+        );
+    }
+    let parts: Vec<String> = p
+        .madvise
+        .iter()
+        .filter(|a| a.release && a.bytes > 0)
+        .map(|a| format!("{} {}", a.name, human_bytes(a.bytes)))
+        .collect();
+    let _ = write!(out, "  released: {}", human_bytes(p.released_bytes));
+    if !parts.is_empty() {
+        let _ = write!(out, " ({})", parts.join(", "));
+    }
+    out.push('\n');
+    if !p.advised_by.is_empty() {
+        let callers: Vec<String> = p.advised_by.iter().map(u32::to_string).collect();
+        let _ = writeln!(
+            out,
+            "  advised by other processes (process_madvise): {}",
+            callers.join(", ")
+        );
+    }
+}
+
+fn mappings_text(out: &mut String, m: &MappingsView) {
+    let calls: u64 = m.mmap.values().map(|c| c.calls).sum();
+    let _ = write!(
+        out,
+        "  mappings: mmap {calls} calls {}",
+        human_bytes(m.mapped_bytes())
+    );
+    let kinds: Vec<String> = m
+        .mmap
+        .iter()
+        .map(|(kind, c)| format!("{} {}", kind.name().replace('_', " "), human_bytes(c.bytes)))
+        .collect();
+    if !kinds.is_empty() {
+        let _ = write!(out, " ({})", kinds.join(", "));
+    }
+    let _ = write!(
+        out,
+        "; munmap {} calls {}",
+        m.munmap.calls,
+        human_bytes(m.munmap.bytes)
+    );
+    if m.brk_grow.calls + m.brk_shrink.calls + m.brk_unknown > 0 {
+        let (grow, shrink) = (
+            human_bytes(m.brk_grow.bytes),
+            human_bytes(m.brk_shrink.bytes),
+        );
+        let _ = write!(out, "; brk +{grow} −{shrink}");
+    }
+    if m.mremap_grow.calls + m.mremap_shrink.calls > 0 {
+        let (grow, shrink) = (
+            human_bytes(m.mremap_grow.bytes),
+            human_bytes(m.mremap_shrink.bytes),
+        );
+        let _ = write!(out, "; mremap +{grow} −{shrink}");
+    }
+    let _ = write!(out, "; net {}", signed_bytes(m.net_bytes));
+    if !m.failed.is_empty() {
+        let failed: Vec<String> = m
+            .failed
+            .iter()
+            .map(|(call, n)| format!("{call} {n}"))
+            .collect();
+        let _ = write!(out, "; failed: {}", failed.join(", "));
+    }
+    out.push('\n');
+}
+
+fn faults_text(out: &mut String, p: &ProcessView, counts_user_faults: bool) {
+    let f = &p.faults;
+    let _ = write!(out, "  faults:");
+    if let (Some(minor), Some(major)) = (f.minor, f.major) {
+        let _ = write!(out, " {minor} minor, {major} major;");
+    }
+    match (counts_user_faults, f.user, f.user_write) {
+        (true, Some(user), Some(write)) => {
+            let _ = write!(out, " {user} taken in user mode ({write} on write)");
+        }
+        _ => {
+            let _ = write!(
+                out,
+                " user-mode faults not counted (page_fault_user unavailable)"
+            );
+        }
+    }
+    if f.events > 0 {
+        let _ = write!(out, "; {} fault events", f.events);
+    }
+    out.push('\n');
+}
+
+fn rss_text(out: &mut String, p: &ProcessView) {
+    let sizes: Vec<String> = p
+        .rss
+        .size
+        .iter()
+        .filter_map(|(member, size)| Some(format!("{} {}", member.name(), human_bytes((*size)?))))
+        .collect();
+    if sizes.is_empty() {
+        return;
+    }
+    let _ = write!(out, "  rss (kernel counters, latest): {}", sizes.join(", "));
+    let taken: Vec<String> = p
+        .rss
+        .external_drop
+        .iter()
+        .filter(|(_, bytes)| **bytes > 0)
+        .map(|(member, bytes)| format!("{} {}", member.name(), human_bytes(*bytes)))
+        .collect();
+    if !taken.is_empty() {
+        let _ = write!(
+            out,
+            "; taken by reclaim or the OOM reaper: {}",
+            taken.join(", ")
+        );
+    }
+    out.push('\n');
+}
+
+fn smaps_text(out: &mut String, p: &ProcessView) {
+    let (Some(first), Some(last)) = (p.smaps_rollup.first, p.smaps_rollup.last) else {
+        return;
+    };
+    let change = |a: u64, b: u64| {
+        if a == b {
+            human_bytes(b)
+        } else {
+            format!("{} → {}", human_bytes(a), human_bytes(b))
+        }
+    };
+    let _ = writeln!(
+        out,
+        "  smaps_rollup: Rss {}, Anonymous {}, LazyFree {}, AnonHugePages {}, Swap {}",
+        change(first.rss, last.rss),
+        change(first.anonymous, last.anonymous),
+        change(first.lazy_free, last.lazy_free),
+        change(first.anon_huge_pages, last.anon_huge_pages),
+        change(first.swap, last.swap),
+    );
+}
+
+/// The plain-English paragraph, wrapped, under the numbers it explains.
+fn explanation_text(out: &mut String, sentences: &[String]) {
+    const WIDTH: usize = 96;
+    let mut line = String::from("  in short:");
+    for word in sentences.join(" ").split(' ') {
+        if line.chars().count() + 1 + word.chars().count() > WIDTH {
+            let _ = writeln!(out, "{line}");
+            line = String::from("   ");
+        }
+        line.push(' ');
+        line.push_str(word);
+    }
+    let _ = writeln!(out, "{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use memtrace_common::advice;
+
+    use memtrace_common::lost::Lost;
+
+    use super::*;
+    use crate::{
+        analysis::snapshot::{Selection, Window},
+        cli::SortKey,
+        kernel::LostCounts,
+        model::{Model, event::test_madvise},
+    };
+
+    fn snapshot(model: &Model, selection: &Selection) -> Snapshot {
+        Snapshot::new(
+            model,
+            selection,
+            Window {
+                elapsed_ns: 2_500_000_000,
+                ..Window::default()
+            },
+        )
+    }
+
+    #[test]
+    fn text_report_golden() {
+        let mut model = Model::default();
+        for _ in 0..51 {
+            model.record(&test_madvise(42, advice::FREE, 4096, None));
+        }
+        model.record(&test_madvise(42, advice::FREE, 4096, Some(libc::EINVAL)));
+        model.attribution.name(42, "workload");
+        model.lost = LostCounts::default().with(Lost::RingFull, vec![0, 3]);
+        let mut snapshot = snapshot(&model, &Selection::default());
+        snapshot.go_verdicts.clear();
+        let report = report(&snapshot, StopReason::TargetExited, None);
+        assert_eq!(
+            report,
+            "memtrace report: 2.5 s traced (traced process exited)\n\
+             \n\
+             pid 42 (workload)\n\
+             \x20 madvise advice        calls   failed        bytes\n\
+             \x20 FREE                     52        1    204.0 KiB  release\n\
+             \x20 released: 204.0 KiB (FREE 204.0 KiB)\n\
+             \x20 mappings: mmap 0 calls 0 B; munmap 0 calls 0 B; net +0 B\n\
+             \x20 faults: 0 taken in user mode (0 on write)\n\
+             \x20 in short: 204.0 KiB was released with MADV_FREE: those pages stay in RSS as LazyFree until\n\
+             \x20   memory pressure reclaims them. 1 madvise calls failed and released nothing.\n\
+             \n\
+             lost events: 3 (ring buffer full: 3 [cpu1=3]) — totals above are undercounts; retry with a larger --ring-size\n"
+        );
+    }
+
+    #[test]
+    fn top_and_sort_select_processes() {
+        let mut model = Model::default();
+        for (pid, faults) in [(1, 10), (2, 300), (3, 20)] {
+            model.attribution.set_faults(
+                pid,
+                memtrace_common::events::fault::FaultCounts {
+                    user: faults,
+                    write: 0,
+                },
+            );
+            model.attribution.name(pid, &format!("p{pid}"));
+        }
+        let selection = Selection {
+            sort: SortKey::Faults,
+            ..Selection::default()
+        };
+        let snapshot = snapshot(&model, &selection);
+        let pids: Vec<u32> = snapshot.processes.iter().map(|p| p.pid).collect();
+        assert_eq!(pids, vec![2, 3, 1]);
+        let report = report(&snapshot, StopReason::Duration, Some(2));
+        assert!(report.contains("pid 2 (p2)") && report.contains("pid 3 (p3)"));
+        assert!(!report.contains("pid 1 (p1)"));
+        assert!(report.contains("… and 1 more processes"));
+        let comm = Selection {
+            comms: vec!["p1".into()],
+            ..Selection::default()
+        };
+        let pids: Vec<u32> = snapshot_pids(&model, &comm);
+        assert_eq!(pids, vec![1]);
+    }
+
+    fn snapshot_pids(model: &Model, selection: &Selection) -> Vec<u32> {
+        snapshot(model, selection)
+            .processes
+            .iter()
+            .map(|p| p.pid)
+            .collect()
+    }
+
+    #[test]
+    fn summary_json_shape() {
+        let mut model = Model::default();
+        model.record(&test_madvise(42, advice::FREE, 8192, None));
+        let snapshot = snapshot(&model, &Selection::default());
+        let line = crate::output::json::Summary::line(&snapshot, StopReason::Duration);
+        let v: serde_json::Value = serde_json::from_str(&line.to_json()).unwrap();
+        assert_eq!(v["type"], "summary");
+        assert_eq!(v["schema"], crate::output::json::SCHEMA_VERSION);
+        assert_eq!(v["stop_reason"], "duration");
+        assert_eq!(v["processes"][0]["released_bytes"], 8192);
+        assert_eq!(v["processes"][0]["madvise"][0]["name"], "FREE");
+        assert_eq!(v["processes"][0]["madvise"][0]["calls"], 1);
+        assert_eq!(
+            v["processes"][0]["faults"]["minor"],
+            serde_json::Value::Null
+        );
+        assert_eq!(v["processes"][0]["faults"]["user"], 0);
+        assert_eq!(v["processes"][0]["mappings"]["net_bytes"], 0);
+        assert_eq!(v["processes"][0]["rss"]["anon"], serde_json::Value::Null);
+        assert_eq!(v["processes"][0]["rss"]["external_drop"]["anon"], 0);
+        assert_eq!(
+            v["processes"][0]["reclaim"]["memcg"],
+            serde_json::Value::Null
+        );
+        assert_eq!(v["lost"]["total"], 0);
+        assert_eq!(v["lost"]["reclaim_pending_full"], serde_json::json!([]));
+    }
+}

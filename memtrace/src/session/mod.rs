@@ -1,0 +1,678 @@
+//! The event session: one loop for every mode. It attaches the hooks the mode needs, drains
+//! the ring buffer into the model in bounded batches, samples kernel counters and /proc on one
+//! tick, stops on one set of reasons, and hands the mode its snapshot to print. Modes
+//! ([`trace`], [`reclaim`], [`go`]) differ in which hooks they attach and what they print.
+
+pub mod go;
+pub mod reclaim;
+mod signals;
+pub mod trace;
+
+use std::{
+    collections::BTreeMap,
+    io,
+    net::SocketAddr,
+    os::fd::{AsRawFd, FromRawFd as _, OwnedFd},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use aya::maps::{MapData, RingBuf};
+use bytes::Bytes;
+use memtrace_common::hooks::{Program, Run};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    sync::watch,
+};
+
+use crate::{
+    analysis::{
+        golang::{
+            self, Target,
+            verdict::{self, Facts, Verdict},
+        },
+        snapshot::{Selection, Snapshot, Window},
+    },
+    kernel::{
+        Options, Tracer,
+        log::KernelLog,
+        procfs::{self, SmapsRollup},
+    },
+    model::{
+        Model,
+        attribution::Rss,
+        event::{self, Event},
+        reclaim::Wakeups,
+    },
+    output::{exporter::Exporter, lost, prometheus, stdout::Stdout},
+    stop::StopReason,
+};
+use signals::Signals;
+
+/// How often the ring buffer is drained when the kernel has not woken us (it wakes us only once
+/// a batch has accumulated, to keep the traced workload fast).
+const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Records decoded per drain before the loop serves its timers and signals again.
+pub const MAX_DRAIN: usize = 16_384;
+/// Processes kept when tracing every process: past this, exited ones are forgotten, so a
+/// DaemonSet running for weeks keeps bounded memory (and the kernel's fault table has room).
+const MAX_PROCESSES: usize = 4096;
+/// How often kernel counters (faults, RSS, stalls) and /proc are sampled, at most.
+const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a mode does with the session: what it attaches, prints and waits for.
+pub trait Mode {
+    /// Which hooks to attach.
+    fn run(&self) -> Run;
+    /// The "memtrace: attached; …" line, given what is traced ("pid 7 (app)").
+    fn attached(&self, what: &str) -> String;
+    /// How often [`Mode::interval`] is called, if at all (the live view, interval lines).
+    fn every(&self) -> Option<Duration> {
+        None
+    }
+    /// Before the first event (the JSON start line).
+    fn start(&mut self, _session: &mut Session) {}
+    /// One event, after the model took it into account.
+    fn event(&mut self, _session: &mut Session, _event: &Event) {}
+    /// Every [`Mode::every`].
+    fn interval(&mut self, _session: &mut Session) {}
+    /// Whether to stop now, for a reason of the mode's own.
+    fn stop(&mut self, _session: &Session) -> Option<StopReason> {
+        None
+    }
+    /// The final output.
+    fn finish(&mut self, session: &mut Session, reason: StopReason) -> anyhow::Result<()>;
+}
+
+/// What to trace and when to stop, whatever the mode.
+pub struct Config {
+    /// `--pid`; empty traces every process.
+    pub pids: Vec<u32>,
+    pub ring_kib: u32,
+    pub fault_events: bool,
+    pub follow: bool,
+    pub duration: Option<Duration>,
+    pub prometheus: Option<SocketAddr>,
+    pub verbose: bool,
+    pub selection: Selection,
+    /// Whether a target that is not a readable executable is an error (`memtrace go`).
+    pub need_targets: bool,
+}
+
+impl Config {
+    /// Every process, no extras: the base the subcommands fill in.
+    pub fn quiet() -> Self {
+        Self {
+            pids: Vec::new(),
+            ring_kib: 4096,
+            fault_events: false,
+            follow: false,
+            duration: None,
+            prometheus: None,
+            verbose: false,
+            selection: Selection::default(),
+            need_targets: false,
+        }
+    }
+}
+
+/// Runs one session of `mode` to its end.
+pub async fn run(config: Config, mut mode: impl Mode) -> anyhow::Result<()> {
+    let signals = Signals::new()?;
+    // Open pidfds first: they pin the identity of each target, so a pid reused after an early
+    // exit cannot be mistaken for it, and they become readable when the process exits.
+    let exits = config
+        .pids
+        .iter()
+        .map(|&pid| open_pidfd(pid))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Bound before loading eBPF: a port in use fails cleanly with nothing attached.
+    let exporter = match config.prometheus {
+        Some(addr) => Some(Exporter::bind(addr).await?),
+        None => None,
+    };
+    let targets = inspect_targets(&config)?;
+    let mut session = Session::attach(&config, mode.run(), targets)?;
+    session.metrics = exporter.map(Exporter::start);
+    for &pid in &config.pids {
+        session.first_sight(pid);
+    }
+    eprintln!("memtrace: {}", mode.attached(&session.describe_targets()));
+    mode.start(&mut session);
+    let reason = session
+        .run_until_stopped(&mut mode, signals, config.duration, &exits)
+        .await?;
+    session.finish(&mut mode, reason)
+}
+
+/// The executable and environment of each target, read now: they are gone once a process
+/// exits. An unreadable executable means no verdict, or an error where one is needed.
+fn inspect_targets(config: &Config) -> anyhow::Result<BTreeMap<u32, Target>> {
+    let mut targets = BTreeMap::new();
+    for &pid in &config.pids {
+        match Target::inspect(pid) {
+            Ok(target) => {
+                targets.insert(pid, target);
+            }
+            Err(e) if config.need_targets => bail!("{e}"),
+            Err(_) => {}
+        }
+    }
+    Ok(targets)
+}
+
+/// The traced window: the tracer, the model it feeds, and where output goes.
+pub struct Session {
+    tracer: Tracer,
+    events: AsyncFd<RingBuf<MapData>>,
+    /// The kernel programs' log (`--verbose`).
+    kernel_log: Option<AsyncFd<KernelLog>>,
+    pub model: Model,
+    pub selection: Selection,
+    /// Stops the trace when it goes away; the report then goes to stderr.
+    pub out: Stdout,
+    page_size: u64,
+    started: Instant,
+    /// When tracing began, in clock ticks since boot: processes started later were born while
+    /// traced, so all their faults count (system-wide, where they are met by their events).
+    attached_ticks: Option<u64>,
+    pub system_wide: bool,
+    follow: bool,
+    /// Whether the memory hooks are attached (faults, RSS): what sampling reads.
+    memory: bool,
+    /// Processes whose smaps_rollup is sampled: the named targets and, with --follow, children.
+    sampled: Vec<u32>,
+    /// Publishes each sample's metrics page to the `--prometheus` server.
+    metrics: Option<watch::Sender<Bytes>>,
+    /// What was read about each named target at start (Go build info, GODEBUG).
+    targets: BTreeMap<u32, Target>,
+}
+
+impl Session {
+    fn attach(config: &Config, run: Run, targets: BTreeMap<u32, Target>) -> anyhow::Result<Self> {
+        let system_wide = config.pids.is_empty();
+        let mut tracer = Tracer::attach(&Options {
+            run,
+            pids: (!system_wide).then(|| config.pids.clone()),
+            ring_bytes: config.ring_kib * 1024,
+            fault_events: config.fault_events,
+            verbose: config.verbose,
+        })?;
+        for warning in &tracer.warnings {
+            eprintln!("memtrace: warning: {warning}");
+        }
+        let events = tracer
+            .take_events()
+            .context("events ring buffer already taken")?;
+        let kernel_log = match config.verbose {
+            true => Some(watch_fd(tracer.kernel_log()?).context("cannot watch the kernel log")?),
+            false => None,
+        };
+        let mut selection = config.selection.clone();
+        selection.counts_user_faults = tracer.attached(Program::PageFaultUser);
+        let mut model = Model::default();
+        model.reclaim.kswapd.window_start_ns = monotonic_ns();
+        Ok(Self {
+            events: watch_fd(events).context("cannot watch the events ring buffer")?,
+            kernel_log,
+            tracer,
+            model,
+            selection,
+            out: Stdout::new(),
+            page_size: procfs::page_size(),
+            started: Instant::now(),
+            attached_ticks: procfs::now_ticks(),
+            system_wide,
+            follow: config.follow,
+            memory: !run.reclaim,
+            sampled: config.pids.clone(),
+            metrics: None,
+            targets,
+        })
+    }
+
+    /// "pid 7 (app), pid 9 (db)", or "every process".
+    fn describe_targets(&self) -> String {
+        if self.system_wide {
+            return "every process".to_owned();
+        }
+        self.sampled
+            .iter()
+            .map(|&pid| {
+                let comm = self
+                    .model
+                    .attribution
+                    .process_by_pid(pid)
+                    .map_or("?", |p| p.comm.as_str());
+                format!("pid {pid} ({comm})")
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// What /proc says about a process when memtrace first meets it.
+    fn first_sight(&mut self, pid: u32) {
+        let attribution = &mut self.model.attribution;
+        if let Some(comm) = procfs::comm(pid) {
+            attribution.name(pid, &comm);
+        }
+        if let Some(brk) = procfs::program_break(pid) {
+            attribution.set_initial_brk(pid, brk);
+        }
+        if let Some(sample) = SmapsRollup::read(pid) {
+            attribution.sample_smaps(pid, sample);
+        }
+        attribution.sample_task_faults(pid, &procfs::thread_faults(pid));
+    }
+
+    async fn run_until_stopped(
+        &mut self,
+        mode: &mut impl Mode,
+        signals: Signals,
+        duration: Option<Duration>,
+        exits: &[AsyncFd<OwnedFd>],
+    ) -> anyhow::Result<StopReason> {
+        let Signals {
+            mut interrupt,
+            mut terminate,
+        } = signals;
+        let deadline = tokio::time::sleep(duration.unwrap_or(Duration::MAX / 4));
+        tokio::pin!(deadline);
+        let targets_exited = async {
+            for exit in exits {
+                // A pidfd turns readable when its process exits.
+                let _ = exit.readable().await;
+            }
+        };
+        tokio::pin!(targets_exited);
+        let mut targets_gone = exits.is_empty();
+        let mut drain_timer = tokio::time::interval(DRAIN_INTERVAL);
+        let mut backlog = false;
+        let every = mode.every();
+        // An interval shorter than a second samples as often as it prints; it never samples
+        // on its own tick, which would double the /proc reads.
+        let mut sample_timer =
+            tokio::time::interval(every.map_or(SAMPLE_INTERVAL, |e| e.min(SAMPLE_INTERVAL)));
+        let period = every.unwrap_or(Duration::MAX / 4);
+        let mut interval_timer =
+            tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+
+        loop {
+            let reason = tokio::select! {
+                guard = self.events.readable_mut() => {
+                    let mut guard = guard.context("waiting on the events ring buffer")?;
+                    guard.clear_ready();
+                    None
+                }
+                _ = drain_timer.tick() => None,
+                // The last drain stopped at its limit: more is waiting, come straight back (but
+                // through select!, so timers and signals get their turn).
+                () = std::future::ready(()), if backlog => None,
+                _ = sample_timer.tick() => {
+                    self.sample();
+                    // With --follow, tracing goes on while any followed child lives.
+                    (targets_gone && self.follow && self.live_targets() == 0)
+                        .then_some(StopReason::TargetExited)
+                }
+                _ = interval_timer.tick(), if every.is_some() => {
+                    self.drain(mode);
+                    mode.interval(self);
+                    None
+                }
+                () = kernel_log_ready(&mut self.kernel_log) => None,
+                _ = interrupt.recv() => Some(StopReason::Interrupted),
+                _ = terminate.recv() => Some(StopReason::Interrupted),
+                () = &mut deadline, if duration.is_some() => Some(StopReason::Duration),
+                () = &mut targets_exited, if !targets_gone => {
+                    targets_gone = true;
+                    (!self.follow || self.live_targets() == 0).then_some(StopReason::TargetExited)
+                }
+            };
+            backlog = self.drain(mode) == MAX_DRAIN;
+            if self.out.closed() {
+                return Ok(StopReason::OutputClosed);
+            }
+            if let Some(reason) = reason.or_else(|| mode.stop(self)) {
+                return Ok(reason);
+            }
+        }
+    }
+
+    /// Decodes what waits in the ring buffer into the model, and shows each event to the mode.
+    /// At most [`MAX_DRAIN`] records a call (see [`drain_bounded`]).
+    fn drain(&mut self, mode: &mut impl Mode) -> usize {
+        let page_size = self.page_size;
+        let ring = self.events.get_mut();
+        let batch = drain_bounded(|| ring.next().map(|record| event::decode(&record, page_size)));
+        let drained = batch.len();
+        for decoded in batch {
+            match decoded {
+                Ok(mut event) => {
+                    self.enrich(&mut event);
+                    self.model.record(&event);
+                    mode.event(self, &event);
+                }
+                Err(_) => self.model.undecodable += 1,
+            }
+        }
+        self.out.flush();
+        drained
+    }
+
+    /// Drains what is left after the stop condition, in bounded batches; gives up after a few
+    /// rings' worth so a flood cannot keep memtrace from reporting.
+    fn drain_remaining(&mut self, mode: &mut impl Mode) {
+        for _ in 0..64 {
+            if self.drain(mode) < MAX_DRAIN {
+                return;
+            }
+        }
+    }
+
+    /// Adds what the kernel record lacks, from /proc.
+    fn enrich(&mut self, event: &mut Event) {
+        // process_madvise advises another process's memory: charge the target.
+        if let Event::Madvise(m) = event
+            && let Some(target) = m.pidfd.and_then(|fd| procfs::pidfd_target(m.caller, fd))
+        {
+            m.tgid = target;
+            m.target_known = true;
+        }
+        if let Event::OomKill(oom) = event {
+            oom.learn(procfs::oom_victim(oom.tid, oom.trigger_memcg_id));
+        }
+        if let Some(pid) = event.process() {
+            self.name_if_unnamed(pid);
+        }
+    }
+
+    fn name_if_unnamed(&mut self, pid: u32) {
+        if self.model.attribution.unnamed(pid)
+            && let Some(comm) = procfs::comm(pid)
+        {
+            self.model.attribution.name(pid, &comm);
+        }
+    }
+
+    /// The one sampling tick: the kernel's counters, then /proc.
+    fn sample(&mut self) {
+        self.sample_kernel();
+        for pid in self.model.attribution.pids() {
+            self.name_if_unnamed(pid);
+        }
+        if self.follow {
+            self.adopt_children();
+        }
+        for &pid in &self.sampled {
+            if let Some(sample) = SmapsRollup::read(pid) {
+                self.model.attribution.sample_smaps(pid, sample);
+            }
+        }
+        if self.memory {
+            self.sample_task_faults();
+        }
+        self.model.reclaim.sample_vmstat(procfs::vmstat());
+        if let Some(metrics) = &self.metrics {
+            metrics.send_replace(prometheus::render(&self.snapshot(Vec::new())));
+        }
+    }
+
+    fn sample_kernel(&mut self) {
+        let (tracer, model) = (&mut self.tracer, &mut self.model);
+        if self.system_wide && model.attribution.len() > MAX_PROCESSES {
+            let forgotten = model
+                .attribution
+                .forget_exited(MAX_PROCESSES, procfs::is_live_process);
+            for pid in forgotten {
+                tracer.forget_faults(pid);
+            }
+        }
+        for (pid, faults) in tracer.faults() {
+            model.attribution.set_faults(pid, faults);
+        }
+        for (pid, rss) in Rss::by_process(&tracer.rss()) {
+            model.attribution.set_rss(pid, rss);
+        }
+        model
+            .reclaim
+            .set_stalls(&tracer.stalls(), &tracer.stalls_all());
+        let stalled: Vec<u32> = model.reclaim.stalled_pids().collect();
+        for pid in stalled {
+            model.attribution.register(pid);
+        }
+        model.reclaim.wakeups = tracer
+            .kswapd_wakeups()
+            .into_iter()
+            .map(|(pid, w)| {
+                let comm = event::comm_string(&w.comm);
+                (
+                    pid,
+                    Wakeups {
+                        count: w.count,
+                        comm,
+                    },
+                )
+            })
+            .collect();
+        model.reclaim.scans = tracer.lru_scan();
+        model.lost = tracer.lost();
+    }
+
+    /// With --follow: children forked after memtrace started, whose faults all count.
+    fn adopt_children(&mut self) {
+        for pid in self.tracer.targets() {
+            if !self.sampled.contains(&pid) && procfs::is_live_process(pid) {
+                self.model.attribution.born_while_traced(pid);
+                self.sampled.push(pid);
+                self.first_sight(pid);
+            }
+        }
+    }
+
+    /// Task fault counters: the sampled targets, or every process seen when tracing all (those
+    /// count from memtrace's first sight of them).
+    fn sample_task_faults(&mut self) {
+        let pids = if self.system_wide {
+            self.model.attribution.pids()
+        } else {
+            self.sampled.clone()
+        };
+        for pid in pids {
+            if self.system_wide
+                && !self.model.attribution.task_faults_known(pid)
+                && self.born_while_traced(pid)
+            {
+                self.model.attribution.born_while_traced(pid);
+            }
+            let threads = procfs::thread_faults(pid);
+            if !threads.is_empty() {
+                self.model.attribution.sample_task_faults(pid, &threads);
+            }
+        }
+    }
+
+    /// Whether a process started after tracing began (strictly: one started in the same clock
+    /// tick is taken as older, so its earlier faults are never over-counted).
+    fn born_while_traced(&self, pid: u32) -> bool {
+        match (self.attached_ticks, procfs::start_ticks(pid)) {
+            (Some(attached), Some(started)) => started > attached,
+            _ => false,
+        }
+    }
+
+    /// Live processes in the kernel filter; drops entries that are gone or are threads (forks
+    /// of threads land there too).
+    fn live_targets(&mut self) -> usize {
+        let mut live = 0;
+        for pid in self.tracer.targets() {
+            if procfs::is_live_process(pid) {
+                live += 1;
+            } else {
+                self.tracer.remove_target(pid);
+            }
+        }
+        live
+    }
+
+    /// Names of this kernel's GFP flags.
+    pub fn gfp(&self) -> &crate::kernel::gfp::GfpNames {
+        &self.tracer.gfp
+    }
+
+    /// Nanoseconds since tracing began.
+    pub fn elapsed_ns(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The model as reports show it now.
+    pub fn snapshot(&self, go_verdicts: Vec<Verdict>) -> Snapshot {
+        Snapshot::new(
+            &self.model,
+            &self.selection,
+            Window {
+                elapsed_ns: self.elapsed_ns(),
+                now_ns: monotonic_ns(),
+                system_wide: self.system_wide,
+                go_verdicts,
+            },
+        )
+    }
+
+    /// Release-mode verdicts for the named targets; with `only_go`, for Go binaries only.
+    pub fn verdicts(&self, only_go: bool) -> Vec<Verdict> {
+        let kernel = golang::kernel_release();
+        let watched_ns = self.elapsed_ns();
+        self.targets
+            .iter()
+            .filter(|(_, target)| !only_go || target.go.is_some())
+            .map(|(&pid, target)| {
+                let process = self.model.attribution.process_by_pid(pid);
+                verdict::judge(&Facts {
+                    pid,
+                    comm: process.map(|p| p.comm.clone()).unwrap_or_default(),
+                    go: target.go.clone(),
+                    not_go_reason: target.not_go_reason.clone(),
+                    godebug: target.godebug.clone(),
+                    kernel: kernel.clone(),
+                    madvise: process.map(|p| p.madvise.clone()).unwrap_or_default(),
+                    // Read now, not the last periodic sample: that may predate the release.
+                    // None once the process has exited.
+                    smaps: SmapsRollup::read(pid),
+                    watched_ns,
+                })
+            })
+            .collect()
+    }
+
+    /// Bytes the named targets have released so far.
+    pub fn targets_released(&self) -> u64 {
+        self.sampled
+            .iter()
+            .filter_map(|&pid| self.model.attribution.process_by_pid(pid))
+            .map(|p| p.released_bytes())
+            .sum()
+    }
+
+    /// Whatever arrived after the stop condition still counts; then the mode reports.
+    fn finish(mut self, mode: &mut impl Mode, reason: StopReason) -> anyhow::Result<()> {
+        self.drain_remaining(mode);
+        self.sample();
+        let reason = if self.out.closed() {
+            StopReason::OutputClosed
+        } else {
+            reason
+        };
+        let lost = &self.model.lost;
+        if lost.total() > 0 {
+            eprintln!(
+                "memtrace: warning: {} records were lost in the kernel: what was counted from them is an undercount{}",
+                lost::lost_summary(lost),
+                lost::remedies(lost)
+            );
+        }
+        if self.model.undecodable > 0 {
+            eprintln!(
+                "memtrace: warning: {} records could not be decoded",
+                self.model.undecodable
+            );
+        }
+        mode.finish(&mut self, reason)
+    }
+}
+
+/// Takes decoded records until `MAX_DRAIN` were taken or none is left: under a flood the
+/// producers can outpace us, and an unbounded loop would starve the timers (samples, live
+/// view, stop conditions) and signals, and grow the batch without limit.
+fn drain_bounded<T>(mut next: impl FnMut() -> Option<T>) -> Vec<T> {
+    let mut batch = Vec::new();
+    while batch.len() < MAX_DRAIN
+        && let Some(item) = next()
+    {
+        batch.push(item);
+    }
+    batch
+}
+
+/// Resolves when the kernel log has records, after printing them; never without `--verbose`.
+async fn kernel_log_ready(log: &mut Option<AsyncFd<KernelLog>>) {
+    let Some(log) = log else {
+        return std::future::pending().await;
+    };
+    if let Ok(mut guard) = log.readable_mut().await {
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
+    }
+}
+
+pub(crate) fn open_pidfd(pid: u32) -> anyhow::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: plain syscall; the returned fd is owned below.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::ESRCH) {
+            bail!("no process with pid {pid}: check the pid (ps -e) and retry");
+        }
+        bail!("cannot watch pid {pid}: {error}");
+    }
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    watch_fd(fd).with_context(|| format!("cannot watch pid {pid}"))
+}
+
+/// Registers an owned fd with the runtime for readability.
+fn watch_fd<T: AsRawFd>(owner: T) -> io::Result<AsyncFd<T>> {
+    // SAFETY: `owner` owns its fd (a map fd or an OwnedFd) and keeps it open, unchanged, for as
+    // long as the AsyncFd that takes it lives.
+    unsafe { AsyncFd::register_with_interest(owner, Interest::READABLE) }.map_err(io::Error::from)
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`, so kernel timestamps compare.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The drain stops at its bound whatever waits (the `memtrace reclaim` loop once drained
+    /// without one, so a flood could starve its timers and signals); it is the only drain.
+    #[test]
+    fn a_drain_is_bounded() {
+        let mut flood = 0..3 * MAX_DRAIN;
+        assert_eq!(drain_bounded(|| flood.next()).len(), MAX_DRAIN);
+        assert_eq!(
+            flood.len(),
+            2 * MAX_DRAIN,
+            "records beyond the bound stay in the ring"
+        );
+        let mut few = 0..3;
+        assert_eq!(drain_bounded(|| few.next()).len(), 3);
+    }
+}

@@ -1,0 +1,103 @@
+//! The default mode: everything a process (or every process) does with memory, a live view
+//! while it runs, and the final report (text or JSON).
+
+use std::{io::IsTerminal as _, time::Duration};
+
+use memtrace_common::hooks::Run;
+
+use super::{Mode, Session};
+use crate::{
+    model::event::Event,
+    output::{
+        json::{self, Start, Summary},
+        live::Live,
+        text,
+    },
+    stop::StopReason,
+};
+
+pub struct Trace {
+    pub pids: Vec<u32>,
+    pub follow: bool,
+    pub json: bool,
+    /// How many processes the text report and the screen show (system-wide only).
+    pub top: Option<usize>,
+    pub interval: Duration,
+    /// The live view, unless --json: `true` draws a screen (stdout is a terminal), `false`
+    /// prints one line per interval.
+    live: Option<(Live, bool)>,
+}
+
+impl Trace {
+    pub fn new(pids: Vec<u32>, follow: bool, json: bool, top: usize, interval: Duration) -> Self {
+        Self {
+            top: pids.is_empty().then_some(top),
+            live: (!json).then(|| (Live::default(), std::io::stdout().is_terminal())),
+            pids,
+            follow,
+            json,
+            interval,
+        }
+    }
+}
+
+impl Mode for Trace {
+    fn run(&self) -> Run {
+        Run {
+            reclaim: false,
+            follow: self.follow,
+        }
+    }
+
+    fn attached(&self, what: &str) -> String {
+        format!("attached; tracing {what}; Ctrl-C to stop")
+    }
+
+    fn every(&self) -> Option<Duration> {
+        self.live.as_ref().map(|_| self.interval)
+    }
+
+    fn start(&mut self, session: &mut Session) {
+        if self.json {
+            session.out.line(&Start::line(&self.pids).to_json());
+            session.out.flush();
+        }
+    }
+
+    fn event(&mut self, session: &mut Session, event: &Event) {
+        if !self.json || session.out.closed() {
+            return;
+        }
+        // An OOM kill is shown whoever it hit; other events pass the --comm filter.
+        let process = session.model.attribution.process_by_pid(event.tgid());
+        let shown = matches!(event, Event::OomKill(_)) || session.selection.shows(process);
+        if shown && let Some(line) = json::event_line(event, session.gfp()) {
+            session.out.line(&line);
+        }
+    }
+
+    fn interval(&mut self, session: &mut Session) {
+        let Some((live, terminal)) = &mut self.live else {
+            return;
+        };
+        let snapshot = session.snapshot(Vec::new());
+        let frame = if *terminal {
+            live.screen(&snapshot, self.top, self.interval)
+        } else {
+            live.line(&snapshot, self.interval)
+        };
+        session.out.line(frame.trim_end());
+        session.out.flush();
+    }
+
+    fn finish(&mut self, session: &mut Session, reason: StopReason) -> anyhow::Result<()> {
+        let snapshot = session.snapshot(session.verdicts(true));
+        let report = if self.json {
+            Summary::line(&snapshot, reason).to_json()
+        } else {
+            text::report(&snapshot, reason, self.top)
+        };
+        session.out.report(&report);
+        Ok(())
+    }
+}
