@@ -3,15 +3,20 @@
 //! How the Go runtime releases memory (`MADV_FREE` or `MADV_DONTNEED`, and whether it does so
 //! eagerly) depends on the Go version and on `GODEBUG` defaults compiled into the binary, so
 //! memtrace reads them from the `.go.buildinfo` blob that Go's linker writes into every binary.
-//! This mirrors Go's `debug/buildinfo` (`src/debug/buildinfo/buildinfo.go`) for ELF files only,
-//! with a tiny ELF reader of its own rather than a dependency.
+//! This mirrors Go's `debug/buildinfo` (`src/debug/buildinfo/buildinfo.go`) for ELF files only;
+//! the `object` crate reads the ELF structure, this module decodes the blob.
 //!
 //! The input is an arbitrary `/proc/PID/exe`, so everything read from the file is distrusted:
 //! offsets are added with checked arithmetic, slices are taken with `get`, string lengths are
 //! capped before anything is allocated, and table walks are bounded. Bad input yields an
 //! [`Error`], never a panic.
 
-use std::{fmt, fs, io, path::Path, str::CharIndices};
+use std::{fs, io, mem, path::Path, str::CharIndices};
+
+use object::{
+    Endianness, elf,
+    read::elf::{FileHeader, ProgramHeader, SectionHeader},
+};
 
 /// Starts the build-info blob. Go's linker aligns the blob to [`BLOB_ALIGN`].
 const MAGIC: &[u8] = b"\xff Go buildinf:";
@@ -29,8 +34,9 @@ const FLAG_INLINE_STRINGS: u8 = 2;
 const MAX_STRING_LEN: u64 = 1 << 20;
 /// A LEB128 encoding of a `u64` takes at most this many bytes.
 const MAX_VARINT_LEN: usize = 10;
-/// Bounds walks over program and section headers; real executables have a few dozen.
-const MAX_TABLE_ENTRIES: u64 = 4096;
+/// Bounds walks over program and section headers; real executables have a few dozen. `object`
+/// keeps the tables inside the file, but every address lookup walks the segments again.
+const MAX_TABLE_ENTRIES: usize = 4096;
 /// Bounds how many magic matches one region may offer, so a file full of magics stays cheap.
 const MAX_CANDIDATES: usize = 64;
 
@@ -49,14 +55,12 @@ const SETTING_PREFIX: &str = "build\t";
 /// The setting Go >= 1.21 records the compiled-in `GODEBUG` defaults under.
 const DEFAULT_GODEBUG: &str = "DefaultGODEBUG";
 
-const ELF_MAGIC: &[u8] = b"\x7fELF";
-const PT_LOAD: u64 = 1;
-const PF_X: u64 = 1;
-const PF_W: u64 = 2;
-const SHT_NOBITS: u64 = 8;
-const SHN_XINDEX: u64 = 0xffff;
 /// The section name as stored in the string table, with its terminator.
 const SECTION_NAME: &[u8] = b".go.buildinfo\0";
+/// Indexes into `e_ident`, which `object` only offers as a whole `Ident`.
+const EI_CLASS: usize = 4;
+const EI_DATA: usize = 5;
+const EI_VERSION: usize = 6;
 
 /// What a Go binary says about how it was built.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,38 +93,28 @@ impl BuildInfo {
 }
 
 /// Why no build information could be read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// The input does not start with the ELF magic.
+    #[error("not an ELF file")]
     NotElf,
     /// An ELF file without a Go build-info blob.
+    #[error("no Go build information found")]
     NotGo,
     /// A header, table or string runs past the end of the input or of its segment.
+    #[error("Go build information is truncated")]
     Truncated,
     /// A value that no real binary contains.
+    #[error("malformed Go binary: {0}")]
     Malformed(&'static str),
     /// A valid encoding this reader does not handle.
+    #[error("unsupported Go binary: {0}")]
     Unsupported(&'static str),
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NotElf => f.write_str("not an ELF file"),
-            Self::NotGo => f.write_str("no Go build information found"),
-            Self::Truncated => f.write_str("Go build information is truncated"),
-            Self::Malformed(what) => write!(f, "malformed Go binary: {what}"),
-            Self::Unsupported(what) => write!(f, "unsupported Go binary: {what}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
-
 /// Reads the build information from the bytes of an ELF Go binary.
 pub fn parse(bytes: &[u8]) -> Result<BuildInfo, Error> {
-    let elf = Elf::parse(bytes)?;
-    let (go_version, modinfo) = elf.find_build_info()?;
+    let (go_version, modinfo) = Image::parse(bytes)?.find_build_info()?;
     let modinfo = String::from_utf8_lossy(unframe(modinfo)).into_owned();
     let settings = parse_settings(&modinfo);
     Ok(BuildInfo {
@@ -162,55 +156,26 @@ fn leading_number(s: &str) -> Option<(u32, &str)> {
     Some((digits.parse().ok()?, rest))
 }
 
+/// How a pointer-format blob stores addresses. The blob has its own word size and byte order,
+/// which a cross-compiled or odd binary need not share with its ELF headers.
 #[derive(Debug, Clone, Copy)]
-enum Endian {
-    Little,
-    Big,
+struct Pointers {
+    size: u8,
+    endian: Endianness,
 }
 
-/// Reads fixed-width unsigned fields out of a byte slice; every read is bounds-checked.
-#[derive(Debug, Clone, Copy)]
-struct Fields<'a> {
-    bytes: &'a [u8],
-    endian: Endian,
-    /// Size of an address field: 4 for ELF32 / 32-bit Go, 8 for ELF64 / 64-bit Go.
-    word: u8,
-}
-
-impl<'a> Fields<'a> {
-    fn new(bytes: &'a [u8], endian: Endian, word: u8) -> Self {
-        Self {
-            bytes,
-            endian,
-            word,
-        }
-    }
-
-    /// The same byte order and word size over other bytes.
-    fn over(self, bytes: &'a [u8]) -> Self {
-        Self { bytes, ..self }
-    }
-
-    fn uint(&self, offset: usize, width: usize) -> Result<u64, Error> {
-        let end = offset.checked_add(width).ok_or(Error::Truncated)?;
-        let field = self.bytes.get(offset..end).ok_or(Error::Truncated)?;
+impl Pointers {
+    /// The pointer-sized unsigned value at `offset` in `bytes`, bounds-checked.
+    fn read(self, bytes: &[u8], offset: usize) -> Result<u64, Error> {
+        let end = offset
+            .checked_add(usize::from(self.size))
+            .ok_or(Error::Truncated)?;
+        let field = bytes.get(offset..end).ok_or(Error::Truncated)?;
         let be = |acc: u64, &byte: &u8| (acc << 8) | u64::from(byte);
         Ok(match self.endian {
-            Endian::Little => field.iter().rev().fold(0, be),
-            Endian::Big => field.iter().fold(0, be),
+            Endianness::Little => field.iter().rev().fold(0, be),
+            Endianness::Big => field.iter().fold(0, be),
         })
-    }
-
-    fn u16(&self, offset: usize) -> Result<u64, Error> {
-        self.uint(offset, 2)
-    }
-
-    fn u32(&self, offset: usize) -> Result<u64, Error> {
-        self.uint(offset, 4)
-    }
-
-    fn word(&self, offset: usize) -> Result<u64, Error> {
-        self.uint(offset, usize::from(self.word))
     }
 }
 
@@ -222,203 +187,62 @@ fn slice_at(data: &[u8], offset: u64, len: u64) -> Result<&[u8], Error> {
     data.get(start..end).ok_or(Error::Truncated)
 }
 
-/// A header table (program or section headers) as the ELF header describes it.
-#[derive(Debug, Clone, Copy)]
-struct Table {
-    offset: u64,
-    count: u64,
-    entry_size: u64,
-}
-
-impl Table {
-    fn entry<'a>(&self, data: &'a [u8], index: u64) -> Result<&'a [u8], Error> {
-        let offset = index
-            .checked_mul(self.entry_size)
-            .and_then(|relative| relative.checked_add(self.offset))
-            .ok_or(Error::Truncated)?;
-        slice_at(data, offset, self.entry_size)
-    }
-}
-
 /// A `PT_LOAD` program header: what maps virtual addresses to file offsets.
+///
+/// Kept as plain numbers, not as `object`'s headers, so the blob decoding below needs no ELF
+/// class or byte order, and so a truncated file still maps the addresses it does hold
+/// (`object`'s `data_range` wants the whole segment in the file).
 #[derive(Debug, Clone, Copy)]
 struct Segment {
-    flags: u64,
+    flags: u32,
     offset: u64,
     vaddr: u64,
     file_size: u64,
 }
 
 impl Segment {
+    fn new<P: ProgramHeader>(header: &P, endian: P::Endian) -> Self {
+        Self {
+            flags: header.p_flags(endian),
+            offset: header.p_offset(endian).into(),
+            vaddr: header.p_vaddr(endian).into(),
+            file_size: header.p_filesz(endian).into(),
+        }
+    }
+
     fn contains(&self, addr: u64) -> bool {
         addr.checked_sub(self.vaddr)
             .is_some_and(|relative| relative < self.file_size)
     }
 }
 
-/// The parts of a section header this reader needs.
-#[derive(Debug, Clone, Copy)]
-struct Section {
-    name: u64,
-    kind: u64,
-    offset: u64,
-    size: u64,
-    link: u64,
-}
-
-/// Just enough of an ELF file to find the blob and resolve the addresses it contains.
-struct Elf<'a> {
+/// What the blob search needs from an ELF file: its segments and the build-info section.
+struct Image<'a> {
     data: &'a [u8],
-    /// Byte order and word size of the ELF headers (not of the blob, which has its own).
-    fields: Fields<'a>,
     segments: Vec<Segment>,
-    sections: Table,
-    section_names: u64,
+    /// The file bytes of `.go.buildinfo`, if section headers name it.
+    section: Option<&'a [u8]>,
 }
 
-impl<'a> Elf<'a> {
+impl<'a> Image<'a> {
     fn parse(data: &'a [u8]) -> Result<Self, Error> {
-        if !data.starts_with(ELF_MAGIC) {
-            return Err(Error::NotElf);
-        }
-        let word = match data.get(4) {
-            Some(1) => 4,
-            Some(2) => 8,
-            Some(_) => return Err(Error::Unsupported("unknown ELF class")),
-            None => return Err(Error::Truncated),
-        };
-        let endian = match data.get(5) {
-            Some(1) => Endian::Little,
-            Some(2) => Endian::Big,
-            Some(_) => return Err(Error::Unsupported("unknown ELF byte order")),
-            None => return Err(Error::Truncated),
-        };
-        let fields = Fields::new(data, endian, word);
-        // e_phoff, e_shoff and the run of 16-bit sizes and counts sit at different offsets in
-        // ELF32 and ELF64 headers; everything after e_flags is laid out identically.
-        let (phoff, shoff, sizes) = if word == 8 {
-            (fields.word(0x20)?, fields.word(0x28)?, 0x36)
+        if is_64_bit(data)? {
+            Self::parse_as::<elf::FileHeader64<Endianness>>(data)
         } else {
-            (fields.word(0x1c)?, fields.word(0x20)?, 0x2a)
-        };
-        let programs = Table {
-            offset: phoff,
-            count: fields.u16(sizes + 2)?,
-            entry_size: fields.u16(sizes)?,
-        };
-        let sections = Table {
-            offset: shoff,
-            count: fields.u16(sizes + 6)?,
-            entry_size: fields.u16(sizes + 4)?,
-        };
-        let mut elf = Self {
+            Self::parse_as::<elf::FileHeader32<Endianness>>(data)
+        }
+    }
+
+    fn parse_as<Elf: FileHeader<Endian = Endianness>>(data: &'a [u8]) -> Result<Self, Error> {
+        // `is_64_bit` vetted the ident, so `object` can only reject a file too short for it.
+        let header = Elf::parse(data).map_err(|_| Error::Truncated)?;
+        let endian = header
+            .endian()
+            .map_err(|_| Error::Unsupported("unknown ELF byte order"))?;
+        Ok(Self {
             data,
-            fields,
-            segments: Vec::new(),
-            sections,
-            section_names: fields.u16(sizes + 8)?,
-        };
-        elf.segments = elf.load_segments(programs)?;
-        Ok(elf)
-    }
-
-    /// The `PT_LOAD` segments. Unlike section headers these are required to run the binary, so
-    /// a damaged table is an error rather than something to work around.
-    fn load_segments(&self, table: Table) -> Result<Vec<Segment>, Error> {
-        if table.count > MAX_TABLE_ENTRIES {
-            return Err(Error::Unsupported("too many program headers"));
-        }
-        let min_size = if self.fields.word == 8 { 56 } else { 32 };
-        if table.count > 0 && table.entry_size < min_size {
-            return Err(Error::Malformed("program header entries too small"));
-        }
-        let mut segments = Vec::new();
-        for index in 0..table.count {
-            let entry = self.fields.over(table.entry(self.data, index)?);
-            if entry.u32(0)? == PT_LOAD {
-                segments.push(self.parse_segment(entry)?);
-            }
-        }
-        Ok(segments)
-    }
-
-    fn parse_segment(&self, entry: Fields<'_>) -> Result<Segment, Error> {
-        Ok(if self.fields.word == 8 {
-            Segment {
-                flags: entry.u32(4)?,
-                offset: entry.word(8)?,
-                vaddr: entry.word(16)?,
-                file_size: entry.word(32)?,
-            }
-        } else {
-            Segment {
-                flags: entry.u32(24)?,
-                offset: entry.word(4)?,
-                vaddr: entry.word(8)?,
-                file_size: entry.word(16)?,
-            }
-        })
-    }
-
-    fn section(&self, index: u64) -> Result<Section, Error> {
-        let min_size = if self.fields.word == 8 { 64 } else { 40 };
-        if self.sections.entry_size < min_size {
-            return Err(Error::Malformed("section header entries too small"));
-        }
-        let entry = self.fields.over(self.sections.entry(self.data, index)?);
-        Ok(if self.fields.word == 8 {
-            Section {
-                name: entry.u32(0)?,
-                kind: entry.u32(4)?,
-                offset: entry.word(24)?,
-                size: entry.word(32)?,
-                link: entry.u32(40)?,
-            }
-        } else {
-            Section {
-                name: entry.u32(0)?,
-                kind: entry.u32(4)?,
-                offset: entry.word(16)?,
-                size: entry.word(20)?,
-                link: entry.u32(24)?,
-            }
-        })
-    }
-
-    /// Section count and string-table index, resolving the extended numbering ELF uses when
-    /// they overflow 16 bits (both then live in section 0). `None` without section headers.
-    fn section_counts(&self) -> Option<(u64, u64)> {
-        if self.sections.offset == 0 {
-            return None;
-        }
-        let mut count = self.sections.count;
-        let mut names = self.section_names;
-        if count == 0 || names == SHN_XINDEX {
-            let first = self.section(0).ok()?;
-            if count == 0 {
-                count = first.size;
-            }
-            if names == SHN_XINDEX {
-                names = first.link;
-            }
-        }
-        (count <= MAX_TABLE_ENTRIES).then_some((count, names))
-    }
-
-    /// The file bytes of the section named `name` (NUL-terminated). Section headers are
-    /// optional and often mangled by strippers, so any problem here just means "not found".
-    fn section_bytes(&self, name: &[u8]) -> Option<&'a [u8]> {
-        let (count, names_index) = self.section_counts()?;
-        let names = self.section(names_index).ok()?;
-        let names = slice_at(self.data, names.offset, names.size).ok()?;
-        (0..count).find_map(|index| {
-            let section = self.section(index).ok()?;
-            let start = usize::try_from(section.name).ok()?;
-            let matches = names.get(start..)?.starts_with(name);
-            if !matches || section.kind == SHT_NOBITS {
-                return None;
-            }
-            slice_at(self.data, section.offset, section.size).ok()
+            segments: load_segments(header, endian, data)?,
+            section: section_bytes(header, endian, data),
         })
     }
 
@@ -428,7 +252,7 @@ impl<'a> Elf<'a> {
         let segment = self
             .segments
             .iter()
-            .find(|segment| segment.flags & (PF_X | PF_W) == PF_W)?;
+            .find(|segment| segment.flags & (elf::PF_X | elf::PF_W) == elf::PF_W)?;
         let start = usize::try_from(segment.offset).ok()?;
         let rest = self.data.get(start..)?;
         let len = usize::try_from(segment.file_size).map_or(rest.len(), |len| len.min(rest.len()));
@@ -462,7 +286,7 @@ impl<'a> Elf<'a> {
     /// reported if none decodes. The rest of the file is not searched: read-only data of
     /// programs that parse Go binaries (memtrace itself) holds the magic too.
     fn find_build_info(&self) -> Result<(&'a str, &'a [u8]), Error> {
-        let regions = [self.section_bytes(SECTION_NAME), self.data_segment_bytes()];
+        let regions = [self.section, self.data_segment_bytes()];
         let mut first_error = None;
         for blob in regions.into_iter().flatten().flat_map(magic_candidates) {
             match self.decode_blob(blob) {
@@ -488,24 +312,27 @@ impl<'a> Elf<'a> {
             (version, take_varint_string(rest)?.0)
         } else {
             let endian = if flags & FLAG_BIG_ENDIAN != 0 {
-                Endian::Big
+                Endianness::Big
             } else {
-                Endian::Little
+                Endianness::Little
             };
-            let pointers = Fields::new(header, endian, ptr_size);
-            let version = self.go_string(pointers, pointers.word(16)?)?;
-            let modinfo = self.go_string(pointers, pointers.word(16 + usize::from(ptr_size))?)?;
+            let pointers = Pointers {
+                size: ptr_size,
+                endian,
+            };
+            let version = self.go_string(pointers, pointers.read(header, 16)?)?;
+            let modinfo_at = 16 + usize::from(ptr_size);
+            let modinfo = self.go_string(pointers, pointers.read(header, modinfo_at)?)?;
             (version, modinfo)
         };
         Ok((validate_version(version)?, modinfo))
     }
 
-    /// The bytes of the Go string whose header (data pointer, length) is at address `addr`,
-    /// read with the blob's pointer size and byte order.
-    fn go_string(&self, pointers: Fields<'_>, addr: u64) -> Result<&'a [u8], Error> {
-        let word = u64::from(pointers.word);
-        let header = pointers.over(self.bytes_at_address(addr, word.saturating_mul(2))?);
-        let len = header.word(usize::from(pointers.word))?;
+    /// The bytes of the Go string whose header (data pointer, length) is at address `addr`.
+    /// The header and the data are looked up separately, so they may lie in different segments.
+    fn go_string(&self, pointers: Pointers, addr: u64) -> Result<&'a [u8], Error> {
+        let header = self.bytes_at_address(addr, 2 * u64::from(pointers.size))?;
+        let len = pointers.read(header, usize::from(pointers.size))?;
         if len == 0 {
             // The data pointer of an empty string may be nil.
             return Ok(&[]);
@@ -513,8 +340,82 @@ impl<'a> Elf<'a> {
         if len > MAX_STRING_LEN {
             return Err(Error::Malformed("string longer than 1 MiB"));
         }
-        self.bytes_at_address(header.word(0)?, len)
+        self.bytes_at_address(pointers.read(header, 0)?, len)
     }
+}
+
+/// Checks `e_ident` and says whether the file is ELF64. Done here rather than left to
+/// `object`, whose one "unsupported ELF header" error would not tell these cases apart.
+fn is_64_bit(data: &[u8]) -> Result<bool, Error> {
+    if !data.starts_with(&elf::ELFMAG) {
+        return Err(Error::NotElf);
+    }
+    let ident = |index: usize| data.get(index).copied().ok_or(Error::Truncated);
+    let is_64_bit = match ident(EI_CLASS)? {
+        elf::ELFCLASS32 => false,
+        elf::ELFCLASS64 => true,
+        _ => return Err(Error::Unsupported("unknown ELF class")),
+    };
+    if !matches!(ident(EI_DATA)?, elf::ELFDATA2LSB | elf::ELFDATA2MSB) {
+        return Err(Error::Unsupported("unknown ELF byte order"));
+    }
+    if ident(EI_VERSION)? != elf::EV_CURRENT {
+        return Err(Error::Unsupported("unknown ELF version"));
+    }
+    Ok(is_64_bit)
+}
+
+/// The `PT_LOAD` segments. Unlike section headers these are required to run the binary, so
+/// a damaged table is an error rather than something to work around.
+fn load_segments<Elf: FileHeader>(
+    header: &Elf,
+    endian: Elf::Endian,
+    data: &[u8],
+) -> Result<Vec<Segment>, Error> {
+    // Fails only for `PN_XNUM` when section 0, which then holds the real count, is unreadable.
+    let count = header
+        .phnum(endian, data)
+        .map_err(|_| Error::Malformed("extended program header count"))?;
+    if count > MAX_TABLE_ENTRIES {
+        return Err(Error::Unsupported("too many program headers"));
+    }
+    let entry_size = usize::from(header.e_phentsize(endian));
+    if count > 0 && entry_size != mem::size_of::<Elf::ProgramHeader>() {
+        return Err(Error::Malformed("wrong program header entry size"));
+    }
+    // With count and entry size vetted, what is left to fail is the table's place in the file.
+    let headers = header
+        .program_headers(endian, data)
+        .map_err(|_| Error::Truncated)?;
+    Ok(headers
+        .iter()
+        .filter(|header| header.p_type(endian) == elf::PT_LOAD)
+        .map(|header| Segment::new(header, endian))
+        .collect())
+}
+
+/// The file bytes of the `.go.buildinfo` section. Section headers are optional and often
+/// mangled by strippers, so any problem here just means "not found".
+fn section_bytes<'a, Elf: FileHeader>(
+    header: &Elf,
+    endian: Elf::Endian,
+    data: &'a [u8],
+) -> Option<&'a [u8]> {
+    let sections = header.section_headers(endian, data).ok()?;
+    if sections.len() > MAX_TABLE_ENTRIES {
+        return None;
+    }
+    let names_index = header.section_strings_index(endian, data).ok()?;
+    let names = sections.get(names_index.0)?.data(endian, data).ok()?;
+    // A bounded prefix compare rather than `object`'s `StringTable::get`, which scans for each
+    // name's terminator: a hostile table without NULs would make that quadratic.
+    sections.iter().find_map(|section| {
+        let name = names.get(usize::try_from(section.sh_name(endian)).ok()?..)?;
+        if !name.starts_with(SECTION_NAME) || section.sh_type(endian) == elf::SHT_NOBITS {
+            return None;
+        }
+        section.data(endian, data).ok()
+    })
 }
 
 /// The tails of `region` starting with the magic at aligned offsets, at most
@@ -820,46 +721,162 @@ mod tests {
         }
     }
 
+    /// Where the fields that differ between ELF32 and ELF64 sit.
+    struct Layout {
+        word: usize,
+        e_phoff: usize,
+        e_shoff: usize,
+        /// `e_ehsize`, followed by the 16-bit table sizes, counts and `e_shstrndx`.
+        e_ehsize: usize,
+        header_size: usize,
+        phdr_size: usize,
+        shdr_size: usize,
+        /// `p_flags`, `p_offset`, `p_vaddr`, `p_filesz` within a program header.
+        phdr_fields: [usize; 4],
+        /// `sh_offset`, `sh_size`, `sh_link`, `sh_info` within a section header.
+        shdr_fields: [usize; 4],
+    }
+
+    const ELF64: Layout = Layout {
+        word: 8,
+        e_phoff: 0x20,
+        e_shoff: 0x28,
+        e_ehsize: 0x34,
+        header_size: 64,
+        phdr_size: 56,
+        shdr_size: 64,
+        phdr_fields: [4, 8, 16, 32],
+        shdr_fields: [24, 32, 40, 44],
+    };
+
+    const ELF32: Layout = Layout {
+        word: 4,
+        e_phoff: 0x1c,
+        e_shoff: 0x20,
+        e_ehsize: 0x28,
+        header_size: 52,
+        phdr_size: 32,
+        shdr_size: 40,
+        phdr_fields: [24, 4, 8, 16],
+        shdr_fields: [16, 20, 24, 28],
+    };
+
+    fn layout(is64: bool) -> &'static Layout {
+        if is64 { &ELF64 } else { &ELF32 }
+    }
+
+    /// A `PT_LOAD` program header for [`elf_with_segments`].
+    #[derive(Clone, Copy)]
+    struct Load {
+        flags: u32,
+        offset: u64,
+        vaddr: u64,
+        size: u64,
+    }
+
+    /// An executable with `loads` for program headers and no section headers; `payload` sits
+    /// at file offset `PAYLOAD_OFFSET`.
+    fn elf_with_segments(is64: bool, big: bool, payload: &[u8], loads: &[Load]) -> Vec<u8> {
+        let l = layout(is64);
+        let mut buf = vec![0u8; PAYLOAD_OFFSET];
+        buf.extend_from_slice(payload);
+        buf[..4].copy_from_slice(&elf::ELFMAG);
+        buf[4] = if is64 {
+            elf::ELFCLASS64
+        } else {
+            elf::ELFCLASS32
+        };
+        buf[5] = if big {
+            elf::ELFDATA2MSB
+        } else {
+            elf::ELFDATA2LSB
+        };
+        buf[6] = elf::EV_CURRENT;
+        put(&mut buf, 16, 2, elf::ET_EXEC.into(), big);
+        put(&mut buf, 18, 2, if big { 8 } else { 62 }, big); // MIPS, x86-64
+        put(&mut buf, 20, 4, 1, big);
+        put(&mut buf, 24, l.word, BASE, big); // e_entry
+        put(&mut buf, l.e_phoff, l.word, l.header_size as u64, big);
+        put(&mut buf, l.e_ehsize, 2, l.header_size as u64, big);
+        put(&mut buf, l.e_ehsize + 2, 2, l.phdr_size as u64, big);
+        put(&mut buf, l.e_ehsize + 4, 2, loads.len() as u64, big);
+        for (index, load) in loads.iter().enumerate() {
+            let ph = l.header_size + index * l.phdr_size;
+            assert!(ph + l.phdr_size <= PAYLOAD_OFFSET, "too many segments");
+            let [flags, offset, vaddr, size] = l.phdr_fields.map(|field| ph + field);
+            put(&mut buf, ph, 4, elf::PT_LOAD.into(), big);
+            put(&mut buf, flags, 4, load.flags.into(), big);
+            put(&mut buf, offset, l.word, load.offset, big);
+            put(&mut buf, vaddr, l.word, load.vaddr, big);
+            put(&mut buf, size, l.word, load.size, big); // p_filesz
+            put(&mut buf, size + l.word, l.word, load.size, big); // p_memsz
+        }
+        buf
+    }
+
     /// An executable with one RW `PT_LOAD` segment mapping the whole file at `BASE` and no
     /// section headers; `payload` sits at file offset `PAYLOAD_OFFSET`.
     fn synthetic_elf(is64: bool, big: bool, payload: &[u8]) -> Vec<u8> {
-        let mut buf = vec![0u8; PAYLOAD_OFFSET];
-        buf.extend_from_slice(payload);
-        let total = buf.len() as u64;
-        let w = if is64 { 8 } else { 4 };
-        buf[..4].copy_from_slice(ELF_MAGIC);
-        buf[4] = if is64 { 2 } else { 1 };
-        buf[5] = if big { 2 } else { 1 };
-        buf[6] = 1;
-        put(&mut buf, 16, 2, 2, big); // ET_EXEC
-        put(&mut buf, 18, 2, if big { 8 } else { 62 }, big);
-        put(&mut buf, 20, 4, 1, big);
-        let (ehsize, phsize, phoff_at, sizes_at) = if is64 {
-            (64, 56, 0x20, 0x34)
-        } else {
-            (52, 32, 0x1c, 0x28)
+        let whole = Load {
+            flags: elf::PF_R | elf::PF_W,
+            offset: 0,
+            vaddr: BASE,
+            size: (PAYLOAD_OFFSET + payload.len()) as u64,
         };
-        put(&mut buf, 24, w, BASE, big); // e_entry
-        put(&mut buf, phoff_at, w, ehsize as u64, big);
-        put(&mut buf, sizes_at, 2, ehsize as u64, big); // e_ehsize
-        put(&mut buf, sizes_at + 2, 2, phsize, big); // e_phentsize
-        put(&mut buf, sizes_at + 4, 2, 1, big); // e_phnum
-        let ph = ehsize;
-        put(&mut buf, ph, 4, PT_LOAD, big);
-        if is64 {
-            put(&mut buf, ph + 4, 4, 6, big); // PF_R | PF_W
-            put(&mut buf, ph + 16, 8, BASE, big);
-            put(&mut buf, ph + 24, 8, BASE, big);
-            put(&mut buf, ph + 32, 8, total, big);
-            put(&mut buf, ph + 40, 8, total, big);
-        } else {
-            put(&mut buf, ph + 8, 4, BASE, big);
-            put(&mut buf, ph + 12, 4, BASE, big);
-            put(&mut buf, ph + 16, 4, total, big);
-            put(&mut buf, ph + 20, 4, total, big);
-            put(&mut buf, ph + 24, 4, 6, big);
+        elf_with_segments(is64, big, payload, &[whole])
+    }
+
+    /// Appends section headers for `sections` (name, file offset, size), a null section 0 and
+    /// `.shstrtab` last. With `extended`, `e_shstrndx` is `SHN_XINDEX` and section 0 holds the
+    /// index, as in files with too many sections for 16 bits.
+    fn add_sections(
+        elf: &mut Vec<u8>,
+        is64: bool,
+        big: bool,
+        sections: &[(&str, u64, u64)],
+        extended: bool,
+    ) {
+        let l = layout(is64);
+        let mut names = vec![0u8];
+        let mut entries = vec![(0, 0, 0, 0)]; // sh_name, sh_type, sh_offset, sh_size
+        for &(name, offset, size) in sections {
+            entries.push((names.len(), elf::SHT_PROGBITS, offset, size));
+            names.extend(name.as_bytes().iter().chain([&0]));
         }
-        buf
+        let strings_index = entries.len() as u64;
+        entries.push((names.len(), elf::SHT_STRTAB, elf.len() as u64, 0));
+        names.extend(b".shstrtab\0");
+        entries.last_mut().unwrap().3 = names.len() as u64;
+        elf.extend(&names);
+        elf.resize(elf.len().next_multiple_of(8), 0);
+        let shoff = elf.len();
+        elf.resize(shoff + entries.len() * l.shdr_size, 0);
+        for (index, &(name, kind, offset, size)) in entries.iter().enumerate() {
+            let sh = shoff + index * l.shdr_size;
+            let [offset_at, size_at, link_at, _] = l.shdr_fields.map(|field| sh + field);
+            put(elf, sh, 4, name as u64, big);
+            put(elf, sh + 4, 4, kind.into(), big);
+            put(elf, offset_at, l.word, offset, big);
+            put(elf, size_at, l.word, size, big);
+            if index == 0 && extended {
+                put(elf, link_at, 4, strings_index, big);
+            }
+        }
+        put(elf, l.e_shoff, l.word, shoff as u64, big);
+        put(elf, l.e_ehsize + 6, 2, l.shdr_size as u64, big);
+        put(elf, l.e_ehsize + 8, 2, entries.len() as u64, big);
+        let shstrndx = if extended {
+            elf::SHN_XINDEX.into()
+        } else {
+            strings_index
+        };
+        put(elf, l.e_ehsize + 10, 2, shstrndx, big);
+    }
+
+    /// The file offset of section header `index`, for tests that damage it.
+    fn section_header_at(elf: &[u8], index: usize) -> usize {
+        let shoff = u64::from_le_bytes(elf[ELF64.e_shoff..][..8].try_into().unwrap());
+        shoff as usize + index * ELF64.shdr_size
     }
 
     fn header(ptr_size: u8, flags: u8) -> Vec<u8> {
@@ -869,10 +886,22 @@ mod tests {
         blob
     }
 
-    /// A Go < 1.18 blob: pointers to string headers, then the headers and the string bytes.
+    /// A Go < 1.18 blob for [`synthetic_elf`]: pointers to string headers, then the headers
+    /// and the string bytes.
     fn pointer_blob(word: usize, big: bool, version: &[u8], modinfo: &[u8]) -> Vec<u8> {
-        let mut blob = header(word as u8, u8::from(big));
         let addr = |relative: usize| BASE + (PAYLOAD_OFFSET + relative) as u64;
+        pointer_blob_with(word, big, version, modinfo, addr)
+    }
+
+    /// [`pointer_blob`] where `addr` gives the address of each offset in the blob.
+    fn pointer_blob_with(
+        word: usize,
+        big: bool,
+        version: &[u8],
+        modinfo: &[u8],
+        addr: impl Fn(usize) -> u64,
+    ) -> Vec<u8> {
+        let mut blob = header(word as u8, u8::from(big));
         let (version_header, mod_header) = (HEADER_LEN, HEADER_LEN + 2 * word);
         let version_data = HEADER_LEN + 4 * word;
         let mod_data = version_data + version.len();
@@ -1000,8 +1029,7 @@ mod tests {
             let expected = parse(&bytes).unwrap();
             let mut sectionless = bytes.clone();
             drop_section_headers(&mut sectionless);
-            let elf = Elf::parse(&sectionless).unwrap();
-            assert!(elf.section_bytes(SECTION_NAME).is_none());
+            assert!(Image::parse(&sectionless).unwrap().section.is_none());
             assert_eq!(parse(&sectionless), Ok(expected));
         }
     }
@@ -1185,7 +1213,7 @@ mod tests {
         let elf = synthetic_elf(true, false, &blob);
         assert_eq!(parse(&elf[..40]), Err(Error::Truncated));
         let mut many = elf.clone();
-        put(&mut many, 0x38, 2, 0xffff, false); // e_phnum
+        put(&mut many, 0x38, 2, 0xfffe, false); // e_phnum; 0xffff would be PN_XNUM
         assert_eq!(
             parse(&many),
             Err(Error::Unsupported("too many program headers"))
@@ -1193,10 +1221,137 @@ mod tests {
         let mut outside = elf.clone();
         put(&mut outside, 0x20, 8, u64::MAX - 8, false); // e_phoff
         assert_eq!(parse(&outside), Err(Error::Truncated));
+        let mut ident = elf.clone();
+        ident[5] = 3;
+        let byte_order = Err(Error::Unsupported("unknown ELF byte order"));
+        assert_eq!(parse(&ident), byte_order);
+        ident[5] = 1;
+        ident[6] = 0;
+        let version = Err(Error::Unsupported("unknown ELF version"));
+        assert_eq!(parse(&ident), version);
         let mut rng = XorShift(7);
         let mut random: Vec<u8> = (0..4096).map(|_| rng.next() as u8).collect();
         random[..6].copy_from_slice(b"\x7fELF\x02\x01");
         assert!(parse(&random).is_err());
+    }
+
+    #[test]
+    fn damaged_program_headers() {
+        let elf = synthetic_elf(true, false, &inline_blob(8, b"go1.20", b""));
+        assert_eq!(parse(&elf[..ELF64.header_size + 20]), Err(Error::Truncated));
+        let mut wide = elf.clone();
+        put(&mut wide, 0x36, 2, 64, false); // e_phentsize
+        let wrong_size = Err(Error::Malformed("wrong program header entry size"));
+        assert_eq!(parse(&wide), wrong_size);
+        // PN_XNUM puts the real count in section 0, which this file lacks...
+        let mut extended = elf.clone();
+        put(&mut extended, 0x38, 2, elf::PN_XNUM.into(), false);
+        let no_count = Err(Error::Malformed("extended program header count"));
+        assert_eq!(parse(&extended), no_count);
+        // ...and once it has one, the count there is used.
+        add_sections(&mut extended, true, false, &[], false);
+        let sh_info = section_header_at(&extended, 0) + ELF64.shdr_fields[3];
+        put(&mut extended, sh_info, 4, 1, false);
+        assert_eq!(parse(&extended).map(|i| i.go_version), Ok("go1.20".into()));
+    }
+
+    /// A decoy blob first in the data segment, where a scan finds it, and the real one after
+    /// it, where `.go.buildinfo` says.
+    fn decoy_then_real() -> (Vec<u8>, (&'static str, u64, u64)) {
+        let mut payload = inline_blob(8, b"go1.1", b"");
+        payload.resize(64, 0);
+        payload.extend(inline_blob(8, b"go1.21.0", &framed(OLD_MODINFO)));
+        let real_at = (PAYLOAD_OFFSET + 64) as u64;
+        let section = (".go.buildinfo", real_at, payload.len() as u64 - 64);
+        (payload, section)
+    }
+
+    #[test]
+    fn section_is_preferred_over_the_data_segment() {
+        let (payload, section) = decoy_then_real();
+        let data = (".data", PAYLOAD_OFFSET as u64, 64);
+        for (is64, big) in [(true, false), (false, true)] {
+            for extended in [false, true] {
+                let mut elf = synthetic_elf(is64, big, &payload);
+                assert_eq!(parse(&elf).unwrap().go_version, "go1.1");
+                add_sections(&mut elf, is64, big, &[data, section], extended);
+                let info = parse(&elf).unwrap();
+                assert_eq!(
+                    info.go_version, "go1.21.0",
+                    "is64 {is64} extended {extended}"
+                );
+                assert_eq!(info.module_info.as_deref(), Some(OLD_MODINFO));
+            }
+        }
+    }
+
+    #[test]
+    fn damaged_section_headers_fall_back_to_the_data_segment() {
+        let (payload, section) = decoy_then_real();
+        let mut elf = synthetic_elf(true, false, &payload);
+        add_sections(&mut elf, true, false, &[section], false);
+        assert_eq!(parse(&elf).unwrap().go_version, "go1.21.0");
+        let ours = section_header_at(&elf, 1);
+        let [sh_offset, sh_size, ..] = ELF64.shdr_fields.map(|field| ours + field);
+        let damage: [(usize, usize, u64); 7] = [
+            (0x3a, 2, 63),           // e_shentsize
+            (0x28, 8, u64::MAX - 8), // e_shoff
+            (0x3e, 2, 99),           // e_shstrndx
+            (ours, 4, 0xffff),       // sh_name past the string table
+            (ours + 4, 4, elf::SHT_NOBITS.into()),
+            (sh_offset, 8, u64::MAX),
+            (sh_size, 8, elf.len() as u64), // runs past the end of the file
+        ];
+        for (at, width, value) in damage {
+            let mut damaged = elf.clone();
+            put(&mut damaged, at, width, value, false);
+            let found = parse(&damaged).map(|info| info.go_version);
+            assert_eq!(found, Ok("go1.1".into()), "{value:#x} at {at:#x}");
+        }
+    }
+
+    #[test]
+    fn pointer_format_across_two_segments() {
+        const HIGH: u64 = 0x7f00_0000;
+        // Split after the blob's header (string headers and data in the second segment), or
+        // after the string headers (only the data there).
+        for split in [HEADER_LEN, HEADER_LEN + 4 * 8] {
+            let addr = |relative: usize| {
+                if relative < split {
+                    BASE + (PAYLOAD_OFFSET + relative) as u64
+                } else {
+                    HIGH + relative as u64
+                }
+            };
+            let blob = pointer_blob_with(8, false, b"go1.16.15", &framed(OLD_MODINFO), addr);
+            let cut = (PAYLOAD_OFFSET + split) as u64;
+            let data = Load {
+                flags: elf::PF_R | elf::PF_W,
+                offset: 0,
+                vaddr: BASE,
+                size: cut,
+            };
+            let rodata = Load {
+                flags: elf::PF_R,
+                offset: cut,
+                vaddr: HIGH + split as u64,
+                size: (blob.len() - split) as u64,
+            };
+            let info = parse(&elf_with_segments(true, false, &blob, &[data, rodata])).unwrap();
+            assert_eq!(info.go_version, "go1.16.15");
+            assert_eq!(info.module_info.as_deref(), Some(OLD_MODINFO));
+            let outside = Err(Error::Malformed("address outside the loadable segments"));
+            assert_eq!(
+                parse(&elf_with_segments(true, false, &blob, &[data])),
+                outside
+            );
+            let short = Load {
+                size: rodata.size - 1,
+                ..rodata
+            };
+            let cut_short = elf_with_segments(true, false, &blob, &[data, short]);
+            assert_eq!(parse(&cut_short), Err(Error::Truncated));
+        }
     }
 
     #[test]
