@@ -222,7 +222,8 @@ impl Reclaim {
                 self.interval.kswapd_wakes += u64::from(k.awake);
                 self.kswapd.record(k);
             }
-            Event::Madvise(_) | Event::Mapping(_) | Event::Fault(_) | Event::ThreadExit(_) => {}
+            // A process's own events: the attribution's business.
+            _ => {}
         }
     }
 
