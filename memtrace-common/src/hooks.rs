@@ -112,6 +112,7 @@ named_enum! {
         SchedProcessExit = 13 => "sched_process_exit",
         RssStat = 14 => "rss_stat",
         SchedProcessFork = 15 => "sched_process_fork",
+        SchedProcessExec = 29 => "sched_process_exec",
         DirectReclaimBegin = 16 => "direct_reclaim_begin",
         DirectReclaimEnd = 17 => "direct_reclaim_end",
         MemcgReclaimBegin = 18 => "memcg_reclaim_begin",
@@ -185,6 +186,11 @@ impl Program {
                 tp("sched", "sched_process_fork"),
                 Follow,
                 "following forked children (--follow)",
+            ),
+            Self::SchedProcessExec => hook(
+                tp("sched", "sched_process_exec"),
+                Memory,
+                "the new name of a process that calls exec",
             ),
             Self::DirectReclaimBegin => hook(
                 tp(VMSCAN, "mm_vmscan_direct_reclaim_begin"),
@@ -275,7 +281,7 @@ mod tests {
         assert!(!Program::SchedProcessFork.hook().when.applies(memory));
         assert!(!Program::KswapdWake.hook().when.applies(memory));
         assert!(!Program::PageFaultUser.hook().when.applies(reclaim));
-        assert_eq!(attached(memory), 25);
+        assert_eq!(attached(memory), 26);
         assert_eq!(attached(reclaim), 13);
     }
 }

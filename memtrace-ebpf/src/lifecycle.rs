@@ -1,14 +1,16 @@
-//! Process lifecycle: following forked children (`--follow`) and reading a thread's fault
-//! counters as it exits.
+//! Process lifecycle: following forked children (`--follow`), exec, and reading a thread's
+//! fault counters as it exits.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_task, bpf_probe_read_kernel},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
     macros::tracepoint,
     programs::TracePointContext,
 };
 use aya_log_ebpf::warn;
 use memtrace_common::{
-    events::{EventKind, exit::ThreadExit},
+    events::{EventKind, exec::ExecEvent, exit::ThreadExit},
     fields::Field,
     lost::Lost,
     members::Member,
@@ -69,6 +71,29 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         group_dead: u32::from(group_dead),
         min_flt,
         maj_flt,
+    });
+    entry.submit(submit_flags(false));
+    0
+}
+
+/// `sched/sched_process_exec` runs in the process once its new program is in place: `comm` is
+/// already the new name, and the tgid is unchanged (a non-leader thread that calls exec takes
+/// over the leader's pid first).
+#[tracepoint]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    let Some((tgid, _)) = current_traced() else {
+        return 0;
+    };
+    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
+        count_lost(Lost::RingFull);
+        return 0;
+    };
+    entry.write(ExecEvent {
+        kind: EventKind::Exec as u32,
+        tgid,
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        comm: bpf_get_current_comm().unwrap_or_default(),
     });
     entry.submit(submit_flags(false));
     0

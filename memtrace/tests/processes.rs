@@ -136,3 +136,52 @@ fn system_wide_counts_every_fault_of_a_process_born_while_traced() {
         "{faults}"
     );
 }
+
+#[test]
+fn exec_names_the_new_program_and_keeps_counting() {
+    if !privileged() {
+        return;
+    }
+    let mut workload = Workload::spawn(&[
+        "exec",
+        "--before",
+        "2",
+        "--as",
+        "memtrace-exec",
+        "--",
+        "madvise",
+        "--op",
+        "dontneed:3:1",
+    ]);
+    let pid = workload.pid;
+    let memtrace = Memtrace::attach(&["--pid", &pid.to_string()]);
+    workload.go();
+    // The new program announces itself under the same pid, then does its work.
+    assert_eq!(workload.next_line()["pid"], pid);
+    let record = workload.record();
+    let output = memtrace.finish();
+    let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("memtrace-exec-{pid}")));
+    assert!(output.status.success(), "{}", output.stderr);
+    assert_eq!(record["pid"], pid);
+    let execs: Vec<_> = output
+        .lines
+        .iter()
+        .filter(|l| l["type"] == "exec")
+        .collect();
+    assert_eq!(execs.len(), 1, "{execs:?}");
+    assert_eq!(
+        (&execs[0]["pid"], &execs[0]["comm"]),
+        (&json!(pid), &json!("memtrace-exec"))
+    );
+    let process = output.process(pid);
+    assert_eq!(process["comm"], "memtrace-exec");
+    assert!(
+        process["explanation"].as_array().unwrap().iter().any(|s| s
+            .as_str()
+            .unwrap()
+            .contains("memtrace-worklo became memtrace-exec")),
+        "{process}"
+    );
+    // Calls before and after the exec are the same process's.
+    assert_eq!(advice_totals(process, DONTNEED), Some((2 + 3, 0, 5 * 4096)));
+}

@@ -24,6 +24,28 @@ fn lines(workload_args: &[&str], memtrace_args: &[&str]) -> Vec<Value> {
     output.lines
 }
 
+/// A process that calls exec: its lines include `exec`.
+fn exec_lines() -> Vec<Value> {
+    let mut workload = Workload::spawn(&[
+        "exec",
+        "--as",
+        "memtrace-schema",
+        "--",
+        "madvise",
+        "--op",
+        "free:1:1",
+    ]);
+    let pid = workload.pid;
+    let memtrace = Memtrace::attach(&["--pid", &pid.to_string()]);
+    workload.go();
+    workload.next_line();
+    workload.record();
+    let output = memtrace.finish();
+    let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("memtrace-exec-{pid}")));
+    assert!(output.status.success(), "{}", output.stderr);
+    output.lines
+}
+
 /// Reclaim lines need memory pressure: a page-cache reader in a 128 MiB cgroup (stalls) and a
 /// process allocating past a 100 MiB limit (an OOM kill), each under both `memtrace --pid` and
 /// `memtrace reclaim --json`. Empty without a cgroup v1 memory controller (an error in CI).
@@ -118,6 +140,7 @@ fn every_line_validates_and_every_type_appears() {
         &["--fault-events"],
     ));
     all.extend(lines(&["brk", "--grow", "16"], &[]));
+    all.extend(exec_lines());
     all.extend(lines(&["mremap", "--pages", "4", "--to", "8"], &[]));
     all.extend(lines(
         &["process-madvise", "--advice", "pageout", "--pages", "4"],

@@ -1,6 +1,7 @@
 //! Records the kernel programs stream to userspace through the events ring buffer, and the
 //! values of the kernel-side aggregation maps: one file per event.
 
+pub mod exec;
 pub mod exit;
 pub mod fault;
 pub mod kswapd;
@@ -38,6 +39,8 @@ named_enum! {
         Kswapd = 11 => "kswapd",
         /// The OOM reaper acted on a victim ([`oom::OomReaperEvent`]); never filtered.
         OomReaper = 12 => "oom_reaper",
+        /// A traced process called exec ([`exec::ExecEvent`]).
+        Exec = 13 => "exec",
     }
 }
 

@@ -87,6 +87,17 @@ pub fn explain(p: &ProcessStats, reclaim: &Reclaim) -> Vec<String> {
             human_bytes(taken)
         ));
     }
+    if let Some(first) = p.exec_from.first() {
+        let names: Vec<&str> = p.exec_from[1..]
+            .iter()
+            .map(String::as_str)
+            .chain([p.comm.as_str()])
+            .collect();
+        sentences.push(format!(
+            "It called exec while traced: {first} became {} (a new program and address space).",
+            names.join(", then ")
+        ));
+    }
     let failed: u64 = p.madvise.values().map(|t| t.failed).sum();
     if failed > 0 {
         sentences.push(format!(
@@ -204,6 +215,29 @@ mod tests {
             [
                 "Its allocations stalled 3 times in memcg reclaim (its memory cgroup was at its \
               limit), 1.600 ms in all, the longest 1.500 ms."
+            ]
+        );
+    }
+
+    #[test]
+    fn exec_is_named() {
+        let mut a = Attribution::default();
+        a.name(1, "sh");
+        for comm in ["env", "worker"] {
+            a.record(&crate::model::event::Event::Exec(
+                crate::model::event::Exec {
+                    tgid: 1,
+                    comm: comm.into(),
+                    ts_ns: 0,
+                },
+            ));
+        }
+        let text = explain(a.process_by_pid(1).expect("process"), &Reclaim::default());
+        assert_eq!(
+            text,
+            [
+                "It called exec while traced: sh became env, then worker (a new program and \
+              address space)."
             ]
         );
     }

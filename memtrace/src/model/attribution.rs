@@ -233,9 +233,19 @@ pub struct ProcessStats {
     /// The largest LazyFree sampled: a drop from it means reclaim took MADV_FREE'd pages (or
     /// the process wrote to them again).
     pub lazy_free_peak: Option<u64>,
+    /// Its names before each exec while traced, oldest first (`comm` is the latest).
+    pub exec_from: Vec<String>,
 }
 
 impl ProcessStats {
+    /// The process replaced its program: a new name, and a new address space whose program
+    /// break memtrace has not seen yet.
+    fn exec(&mut self, comm: &str) {
+        let old = std::mem::replace(&mut self.comm, comm.to_owned());
+        self.exec_from.push(old);
+        self.mappings.last_brk = None;
+    }
+
     /// Bytes given back by successful releasing advice (DONTNEED, FREE, REMOVE, PAGEOUT).
     pub fn released_bytes(&self) -> u64 {
         self.madvise
@@ -287,6 +297,7 @@ impl Attribution {
             Event::Madvise(m) => self.record_madvise(m),
             Event::Mapping(m) => self.process(m.tgid, &m.thread_comm).mappings.record(m),
             Event::Fault(f) => self.process(f.tgid, "").fault_events += 1,
+            Event::Exec(e) => self.process(e.tgid, "").exec(&e.comm),
             Event::ThreadExit(t) => {
                 self.process(t.tgid, "")
                     .task_faults
@@ -615,6 +626,32 @@ mod tests {
         a.sample_task_faults(7, &[(7, 140, 3)]);
         let f = &a.processes().next().unwrap().task_faults;
         assert_eq!((f.minor(), f.major()), (40 + 10 + 7, 1));
+    }
+
+    #[test]
+    fn exec_renames_and_forgets_the_break() {
+        let mut a = Attribution::default();
+        a.name(7, "sh");
+        a.set_initial_brk(7, 0x4000);
+        a.record(&Event::Exec(crate::model::event::Exec {
+            tgid: 7,
+            comm: "worker".into(),
+            ts_ns: 1,
+        }));
+        // The old program's break says nothing about the new one's first brk call.
+        a.record(&mapping(
+            MapOp::Brk {
+                requested: 0x9000,
+                result: 0x9000,
+            },
+            None,
+        ));
+        let p = a.process_by_pid(7).unwrap();
+        assert_eq!(
+            (p.comm.as_str(), p.exec_from.as_slice()),
+            ("worker", &["sh".to_owned()][..])
+        );
+        assert_eq!((p.mappings.brk_unknown, p.mappings.brk_grow.calls), (1, 0));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub use memtrace_common::events::exit::ThreadExit;
 use memtrace_common::events::{
     EventKind, Record,
+    exec::ExecEvent,
     fault::{FaultEvent, X86_PF_FETCH, X86_PF_PROTECTION, X86_PF_WRITE},
     kswapd::KswapdEvent,
     oom::{OomReaperEvent, OomVictim, ReaperPhase},
@@ -50,6 +51,7 @@ pub enum Event {
     OomKill(OomKill),
     OomReaper(OomReaper),
     Kswapd(Kswapd),
+    Exec(Exec),
 }
 
 impl Event {
@@ -70,10 +72,22 @@ impl Event {
             Self::Mapping(m) => Some(m.tgid),
             Self::Fault(f) => Some(f.tgid),
             Self::ThreadExit(t) => Some(t.tgid),
+            Self::Exec(e) => Some(e.tgid),
             Self::Stall(s) => Some(s.tgid),
             Self::OomKill(_) | Self::OomReaper(_) | Self::Kswapd(_) => None,
         }
     }
+}
+
+/// A traced process called exec; its JSON line as it is.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Exec {
+    #[serde(rename = "pid")]
+    pub tgid: u32,
+    /// The new program's name.
+    pub comm: String,
+    pub ts_ns: u64,
 }
 
 /// One direct or memcg reclaim stall of a thread.
@@ -322,6 +336,14 @@ pub fn decode(bytes: &[u8], page_size: u64) -> Result<Event, DecodeError> {
                 Event::OomReaper(OomReaper {
                     pid: raw.pid,
                     phase: ReaperPhase::from_u32(raw.phase).ok_or(unknown)?,
+                    ts_ns: raw.ts_ns,
+                })
+            }
+            EventKind::Exec => {
+                let raw: ExecEvent = record(bytes, kind)?;
+                Event::Exec(Exec {
+                    tgid: raw.tgid,
+                    comm: comm_string(&raw.comm),
                     ts_ns: raw.ts_ns,
                 })
             }

@@ -17,7 +17,9 @@ use crate::{
     },
     kernel::{LostCounts, gfp::GfpNames},
     model::{
-        event::{Event, Fault, Madvise, MapKind, MapOp, Mapping, OomReaper, Stall, ThreadExit},
+        event::{
+            Event, Exec, Fault, Madvise, MapKind, MapOp, Mapping, OomReaper, Stall, ThreadExit,
+        },
         reclaim::Interval,
     },
     stop::StopReason,
@@ -51,6 +53,8 @@ pub enum Line<'a> {
     Fault(&'a Fault),
     /// A traced thread exited, with its final fault counters.
     ThreadExit(ThreadExitLine),
+    /// A traced process called exec: its new name.
+    Exec(&'a Exec),
     /// A direct or memcg reclaim stall of a traced thread.
     ReclaimStall(StallLine<'a>),
     /// The OOM killer chose a victim (whoever it is).
@@ -428,6 +432,7 @@ pub fn event_line(event: &Event, gfp: &GfpNames) -> Option<String> {
         Event::Mapping(m) => mapping_line(m),
         Event::Fault(f) => Line::Fault(f),
         Event::ThreadExit(t) => Line::ThreadExit(thread_exit_line(t)),
+        Event::Exec(e) => Line::Exec(e),
         Event::Stall(s) => Line::ReclaimStall(stall_line(s, gfp)),
         Event::OomKill(o) => return Some(Line::OomKill(&OomKillView::from(o)).to_json()),
         Event::OomReaper(r) => Line::OomReaper(reaper_line(r)),

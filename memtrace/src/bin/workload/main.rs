@@ -44,6 +44,8 @@ enum Command {
     Faults(memory::FaultArgs),
     /// madvise in the parent, fork, madvise and mmap in the child.
     Fork(memory::ForkArgs),
+    /// madvise, then exec this binary under another name to run another workload.
+    Exec(memory::ExecArgs),
     /// MADV_FREE a region, wait while the driver creates pressure, count reclaimed pages.
     Lazyfree(memory::LazyFreeArgs),
     /// Read a fresh sparse file through the page cache (memcg reclaim inside a small cgroup).
@@ -69,6 +71,7 @@ fn main() {
         Command::Mremap(args) => memory::run_mremap(&args, go),
         Command::Faults(args) => memory::run_faults(&args, go),
         Command::Fork(args) => memory::run_fork(&args, go),
+        Command::Exec(args) => memory::run_exec(&args, go),
         Command::Lazyfree(args) => memory::run_lazyfree(&args, go),
         Command::PageCache(args) => reclaim::run_page_cache(&args, go),
         Command::Hog(args) => reclaim::run_hog(&args, go),

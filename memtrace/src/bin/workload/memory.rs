@@ -433,3 +433,61 @@ pub fn run_lazyfree(args: &LazyFreeArgs, go: impl FnOnce() -> io::Result<()>) ->
         .count();
     Ok(json!({ "pid": std::process::id(), "pages": pages, "zero_pages": zero_pages }))
 }
+
+#[derive(clap::Args)]
+pub struct ExecArgs {
+    /// madvise(MADV_DONTNEED) calls of one page made before the exec.
+    #[arg(long, default_value_t = 0)]
+    before: usize,
+    /// The name to exec under (a link to this binary in $TMPDIR/memtrace-exec-PID/): the new
+    /// process name.
+    #[arg(long = "as", value_name = "NAME")]
+    name: String,
+    /// The workload the new program runs (started at once, without a go signal).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    then: Vec<String>,
+}
+
+/// Makes `before` DONTNEED calls, then execs this binary under another name to run `then`. The
+/// new program prints its own ready line and record; this one prints nothing after go.
+pub fn run_exec(args: &ExecArgs, go: impl FnOnce() -> io::Result<()>) -> io::Result<Value> {
+    use std::{ffi::CString, os::unix::ffi::OsStrExt as _};
+    let page = page_size();
+    let region = args.before.max(1) * page;
+    let addr = map(
+        region,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+        -1,
+    )?;
+    touch(addr, region, false);
+    // Its own directory (the driver removes it): the link's name is the new comm, whole.
+    let dir = exec_dir(std::process::id());
+    std::fs::create_dir_all(&dir)?;
+    let link = dir.join(&args.name);
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(std::env::current_exe()?, &link)?;
+    let cstring = |bytes: &[u8]| {
+        CString::new(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+    };
+    let path = cstring(link.as_os_str().as_bytes())?;
+    let mut argv = vec![cstring(args.name.as_bytes())?, cstring(b"--no-wait")?];
+    for arg in &args.then {
+        argv.push(cstring(arg.as_bytes())?);
+    }
+    let mut pointers: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    pointers.push(ptr::null());
+    go()?;
+    dontneed(addr, args.before);
+    // The kernel resolves the link at exec; the new program's comm is the link's name.
+    // SAFETY: NUL-terminated strings and a NULL-terminated vector that outlive the call.
+    unsafe { libc::execv(path.as_ptr(), pointers.as_ptr()) };
+    let error = last_error();
+    let _ = std::fs::remove_dir_all(&dir);
+    Err(error)
+}
+
+/// Where `exec` puts the link it execs, per pid: `$TMPDIR/memtrace-exec-PID`.
+pub fn exec_dir(pid: u32) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("memtrace-exec-{pid}"))
+}
