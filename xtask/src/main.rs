@@ -7,6 +7,7 @@
 mod bench;
 mod bootstrap;
 mod docs;
+mod layers;
 mod tasks;
 
 use std::process::ExitCode;
@@ -47,7 +48,8 @@ enum Task {
         out: std::path::PathBuf,
     },
     /// `cargo fmt --check` and `cargo clippy -D warnings`, for userspace and the eBPF crate;
-    /// fails when README.md's generated kernel tables are stale.
+    /// fails when README.md's generated kernel tables are stale or a module imports a layer
+    /// above its own.
     Lint,
     /// Measure memtrace's cost on benchmark workloads against untraced, bpftrace and strace;
     /// print the table and write BENCHMARKS.md (never run by `test`).
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
             .and_then(|()| docs::write_readme_tables(&tasks::workspace_root().join("README.md"))),
         Task::Lint => bootstrap::run()
             .and_then(|()| docs::check_readme_tables(&tasks::workspace_root().join("README.md")))
+            .and_then(|()| layers::check(&tasks::workspace_root().join("memtrace/src")))
             .and_then(|()| tasks::lint()),
         Task::Bench { quick, iterations } => {
             bootstrap::run().and_then(|()| bench::run(&bench::Options { quick, iterations }))
