@@ -185,3 +185,45 @@ fn exec_names_the_new_program_and_keeps_counting() {
     // Calls before and after the exec are the same process's.
     assert_eq!(advice_totals(process, DONTNEED), Some((2 + 3, 0, 5 * 4096)));
 }
+
+/// More children than the kernel's target table holds (4096 entries, the parent's among them):
+/// each one that cannot be followed is counted as lost, named in the report, and logged by the
+/// kernel program with --verbose.
+#[test]
+fn children_beyond_the_target_table_are_counted_and_logged() {
+    if !privileged() {
+        return;
+    }
+    const TABLE: u64 = 4096;
+    let mut workload = Workload::spawn(&["fork-many", "--children", "4200", "--hold-ms", "4000"]);
+    let pid = workload.pid.to_string();
+    let memtrace = Memtrace::attach(&["--pid", &pid, "--follow", "--verbose"]);
+    workload.go();
+    let record = workload.record();
+    let output = memtrace.finish();
+    assert!(output.status.success(), "{}", output.stderr);
+    let children = record["children"].as_u64().unwrap();
+    assert_eq!(children, 4200);
+    let lost = &output.summary()["lost"];
+    let targets_full: u64 = lost["targets_full"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    // The parent holds one entry; every child past the rest could not be followed.
+    assert_eq!(targets_full, children - (TABLE - 1), "{lost}");
+    assert_eq!(lost["total"], targets_full, "{lost}");
+    assert!(
+        output
+            .stderr
+            .contains("memtrace: kernel: warn: target table full: child"),
+        "{}",
+        output.stderr
+    );
+    assert!(
+        output.stderr.contains("target table full: "),
+        "the end-of-run warning names the reason: {}",
+        output.stderr
+    );
+}

@@ -46,6 +46,8 @@ enum Command {
     Fork(memory::ForkArgs),
     /// madvise, then exec this binary under another name to run another workload.
     Exec(memory::ExecArgs),
+    /// Fork many children that live a while, all at once.
+    ForkMany(memory::ForkManyArgs),
     /// MADV_FREE a region, wait while the driver creates pressure, count reclaimed pages.
     Lazyfree(memory::LazyFreeArgs),
     /// Read a fresh sparse file through the page cache (memcg reclaim inside a small cgroup).
@@ -72,6 +74,7 @@ fn main() {
         Command::Faults(args) => memory::run_faults(&args, go),
         Command::Fork(args) => memory::run_fork(&args, go),
         Command::Exec(args) => memory::run_exec(&args, go),
+        Command::ForkMany(args) => memory::run_fork_many(&args, go),
         Command::Lazyfree(args) => memory::run_lazyfree(&args, go),
         Command::PageCache(args) => reclaim::run_page_cache(&args, go),
         Command::Hog(args) => reclaim::run_hog(&args, go),

@@ -491,3 +491,42 @@ pub fn run_exec(args: &ExecArgs, go: impl FnOnce() -> io::Result<()>) -> io::Res
 pub fn exec_dir(pid: u32) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("memtrace-exec-{pid}"))
 }
+
+#[derive(clap::Args)]
+pub struct ForkManyArgs {
+    /// Children to fork, one after the other.
+    #[arg(long)]
+    children: usize,
+    /// How long each child lives, so they are all alive at once.
+    #[arg(long, default_value_t = 3000)]
+    hold_ms: u64,
+}
+
+/// Forks `children` children that sleep `hold_ms` and exit, then reaps them all.
+pub fn run_fork_many(
+    args: &ForkManyArgs,
+    go: impl FnOnce() -> io::Result<()>,
+) -> io::Result<Value> {
+    go()?;
+    let hold = libc::timespec {
+        tv_sec: (args.hold_ms / 1000) as libc::time_t,
+        tv_nsec: ((args.hold_ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    let mut forked = 0;
+    for _ in 0..args.children {
+        // SAFETY: the child only sleeps and leaves with _exit.
+        match unsafe { libc::fork() } {
+            0 => unsafe {
+                libc::nanosleep(&hold, ptr::null_mut());
+                libc::_exit(0)
+            },
+            child if child > 0 => forked += 1,
+            _ => return Err(last_error()),
+        }
+    }
+    for _ in 0..forked {
+        // SAFETY: waits for any of our children.
+        unsafe { libc::wait(ptr::null_mut()) };
+    }
+    Ok(json!({ "pid": std::process::id(), "children": forked }))
+}
