@@ -118,11 +118,12 @@ impl Field {
                     (Kernel(6, 12), Some(44)),
                 ],
             ),
-            // Added in 6.18 (the exiting thread was the last of its process).
+            // Added in 6.18 (the exiting thread was the last of its process); before, whether a
+            // thread was its process's last is unknown (the counters are exact either way).
             Self::ExitGroupDead => resolved(
                 tp("sched", "sched_process_exit"),
                 "group_dead",
-                Required,
+                Optional,
                 32,
                 &[
                     (Kernel(5, 10), None),

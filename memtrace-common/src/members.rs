@@ -16,8 +16,16 @@ named_enum! {
         CssCgroup = 4 => "cgroup_subsys_state.cgroup",
         CgroupKn = 5 => "cgroup.kn",
         KernfsNodeId = 6 => "kernfs_node.id",
+        /// `PF_*` flags: `PF_MEMALLOC` marks a task that is reclaiming memory.
+        TaskFlags = 7 => "task_struct.flags",
     }
 }
+
+/// `task_struct.flags` bit of a task in direct or memcg reclaim, or of kswapd
+/// (`include/linux/sched.h`, the same since 2.6).
+pub const PF_MEMALLOC: u32 = 0x0000_0800;
+/// `task_struct.flags` bit of a kernel thread: no user process can set it.
+pub const PF_KTHREAD: u32 = 0x0020_0000;
 
 impl Member {
     /// `(struct, member)` as BTF names them: the name split at its dot.

@@ -10,7 +10,11 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use memtrace_common::{
-    events::{EventKind, exec::ExecEvent, exit::ThreadExit},
+    events::{
+        EventKind,
+        exec::ExecEvent,
+        exit::{GROUP_DEAD_UNKNOWN, ThreadExit},
+    },
     fields::Field,
     lost::Lost,
     members::Member,
@@ -52,7 +56,10 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     if min_offset == 0 || maj_offset == 0 {
         return 0;
     }
-    let group_dead = field(&ctx, Field::ExitGroupDead, 0u8);
+    let group_dead = match field(&ctx, Field::ExitGroupDead, u8::MAX) {
+        u8::MAX => GROUP_DEAD_UNKNOWN,
+        dead => u32::from(dead),
+    };
     // SAFETY: current task pointer plus member offsets from this kernel's BTF; the reads are
     // checked by bpf_probe_read_kernel.
     let task = unsafe { bpf_get_current_task() };
@@ -68,7 +75,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         kind: EventKind::ThreadExit as u32,
         tgid,
         tid,
-        group_dead: u32::from(group_dead),
+        group_dead,
         min_flt,
         maj_flt,
     });

@@ -2,7 +2,7 @@
 //! tasks (kswapd, another process's reclaim, the OOM reaper).
 
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid,
+    helpers::{bpf_get_current_comm, bpf_get_current_task, bpf_probe_read_kernel},
     macros::{map, tracepoint},
     maps::LruHashMap,
     programs::TracePointContext,
@@ -11,9 +11,13 @@ use memtrace_common::{
     events::rss::{RSS_MEMBERS, RssState},
     fields::Field,
     maps::MAX_RSS_MMS,
+    members::{Member, PF_KTHREAD, PF_MEMALLOC},
 };
 
-use crate::{config::offset, filter::current_traced};
+use crate::{
+    config::{member, offset},
+    filter::current_traced,
+};
 
 #[map]
 static RSS: LruHashMap<u32, RssState> = LruHashMap::with_max_entries(MAX_RSS_MMS, 0);
@@ -78,25 +82,47 @@ fn own_update(mm_id: u32, member: usize, size: i64) {
     let _ = RSS.insert(mm_id, state, 0);
 }
 
-/// Someone else changed a known mm's RSS. The owner tearing down its own mm at exit also shows
-/// `curr` = 0 (its mm pointer is already cleared): that is skipped, so the sizes read as the RSS
-/// the process had when it last ran.
+/// Someone else changed a known mm's RSS. Only a task that reclaims memory can take pages
+/// from another process: one in direct or memcg reclaim or kswapd (`PF_MEMALLOC`), or the OOM
+/// reaper. Anyone else is not taking them: the owner tearing down its own mm at exit (its mm
+/// pointer already cleared), or a reader of /proc/PID/* that drops the mm's last reference
+/// after the owner exited, so the teardown runs in the reader. Their updates only move the
+/// size, so it reads as the RSS the process had when it last ran.
 #[inline(always)]
 fn other_update(mm_id: u32, member: usize, size: i64) {
     let Some(state) = RSS.get_ptr_mut(mm_id) else {
         return;
     };
-    let current_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !reclaiming() {
+        return;
+    }
     // SAFETY: a map value. Two reclaimers updating one mm at the same instant could lose one
     // increment (no atomic add on this target from Rust); the size itself stays exact.
     unsafe {
-        if current_tgid == (*state).tgid {
-            return;
-        }
         let previous = (*state).size[member];
         if previous > size && previous >= 0 {
             (*state).external_drop[member] += (previous - size) as u64;
         }
         (*state).size[member] = size;
     }
+}
+
+/// Whether the current task is reclaiming memory: `PF_MEMALLOC` (direct or memcg reclaim,
+/// kswapd), or the OOM reaper kernel thread. False when `task_struct.flags` is not known here.
+#[inline(always)]
+fn reclaiming() -> bool {
+    let at = member(Member::TaskFlags);
+    if at == 0 {
+        return false;
+    }
+    // SAFETY: the current task plus an offset from this kernel's BTF; the read is checked.
+    let flags = unsafe { bpf_probe_read_kernel((bpf_get_current_task() + at) as *const u32) };
+    let Ok(flags) = flags else {
+        return false;
+    };
+    if flags & PF_MEMALLOC != 0 {
+        return true;
+    }
+    flags & PF_KTHREAD != 0
+        && bpf_get_current_comm().is_ok_and(|comm| comm.starts_with(b"oom_reaper\0"))
 }

@@ -12,7 +12,9 @@ pub struct ThreadExit {
     pub kind: u32,
     pub tgid: u32,
     pub tid: u32,
-    /// 1 when this is the last thread of its process.
+    /// 1 when this is the last thread of its process, 0 when not, [`GROUP_DEAD_UNKNOWN`] on
+    /// kernels whose tracepoint lacks `group_dead` (before 6.18): `do_exit` computes it in a
+    /// local variable, and reading `signal->live` instead would race with sibling threads.
     pub group_dead: u32,
     pub min_flt: u64,
     pub maj_flt: u64,
@@ -21,5 +23,8 @@ pub struct ThreadExit {
 impl Record for ThreadExit {
     const KINDS: &'static [EventKind] = &[EventKind::ThreadExit];
 }
+
+/// [`ThreadExit::group_dead`] when the tracepoint does not say.
+pub const GROUP_DEAD_UNKNOWN: u32 = u32::MAX;
 
 pod!(ThreadExit);

@@ -90,6 +90,11 @@ impl Offsets {
                 "{e}; faults of threads that exit while traced are not counted"
             ));
         }
+        if let Err(e) = found(Member::TaskFlags) {
+            self.warnings.push(format!(
+                "{e}; memory that reclaim takes from a process is not counted"
+            ));
+        }
         let memcg = [
             Member::TaskCgroups,
             Member::CssSetSubsys,
@@ -163,7 +168,7 @@ mod tests {
         // Without BTF, the member offsets stay unknown, with what that costs.
         assert_eq!(offsets.members, [0; Member::COUNT]);
         assert_eq!(offsets.memcg_subsys_index, u32::MAX);
-        assert_eq!(offsets.warnings.len(), 2, "{:?}", offsets.warnings);
+        assert_eq!(offsets.warnings.len(), 3, "{:?}", offsets.warnings);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -4,7 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use memtrace_common::{events::oom::ReaperPhase, lost::Lost};
+use memtrace_common::{
+    events::{exit::GROUP_DEAD_UNKNOWN, oom::ReaperPhase},
+    lost::Lost,
+};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Serialize, Serializer, ser::SerializeMap as _};
 
@@ -207,7 +210,9 @@ pub struct BrkCall {
 pub struct ThreadExitLine {
     pub pid: u32,
     pub tid: u32,
-    pub last_thread: bool,
+    /// Whether it was the last thread of its process; null before Linux 6.18, whose
+    /// tracepoint does not say.
+    pub last_thread: Option<bool>,
     pub minflt: u64,
     pub majflt: u64,
 }
@@ -530,7 +535,7 @@ fn thread_exit_line(t: &ThreadExit) -> ThreadExitLine {
     ThreadExitLine {
         pid: t.tgid,
         tid: t.tid,
-        last_thread: t.group_dead != 0,
+        last_thread: (t.group_dead != GROUP_DEAD_UNKNOWN).then_some(t.group_dead != 0),
         minflt: t.min_flt,
         majflt: t.maj_flt,
     }
