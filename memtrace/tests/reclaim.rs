@@ -1,26 +1,14 @@
-//! Reclaim and OOM on a real kernel, inside cgroup v1 memory cgroups: memtrace's stall counts
+//! Reclaim and OOM on a real kernel, inside memory cgroups (v1 or v2): memtrace's stall counts
 //! against an independent tracefs count of the same tracepoints, lazily freed pages reclaimed
 //! under pressure against the workload's own count, and OOM victims against the pid the test
 //! spawned.
 
 mod support;
 
-use std::{
-    io::Write as _,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{io::Write as _, time::Duration};
 
 use serde_json::Value;
-use support::{MemCgroup, Memtrace, Workload, privileged};
-
-/// An independent record of some tracepoints: a private tracefs instance with those events
-/// enabled, each with its own filter (no hist triggers on this kernel, so the instance's own
-/// ring buffer is read back, checked for overruns). Disabled and removed on drop.
-struct TraceInstance {
-    path: PathBuf,
-    events: Vec<&'static str>,
-}
+use support::{MemCgroup, Memtrace, TraceInstance, Workload, privileged};
 
 const BEGIN: &str = "vmscan/mm_vmscan_memcg_reclaim_begin";
 const END: &str = "vmscan/mm_vmscan_memcg_reclaim_end";
@@ -31,95 +19,33 @@ const REAPER: [&str; 3] = [
     "oom/finish_task_reaping",
 ];
 
-impl TraceInstance {
-    fn new(tag: &str, events: &[(&'static str, String)]) -> Self {
-        let path = Path::new("/sys/kernel/tracing/instances")
-            .join(format!("memtrace-test-{tag}-{}", std::process::id()));
-        std::fs::create_dir(&path).expect("create tracefs instance");
-        let instance = Self {
-            path,
-            events: events.iter().map(|(e, _)| *e).collect(),
-        };
-        instance.write("buffer_size_kb", "8192");
-        for (event, filter) in events {
-            instance.write(&format!("events/{event}/filter"), filter);
-            instance.write(&format!("events/{event}/enable"), "1");
-        }
-        instance
-    }
-
-    /// memcg reclaim begin/end and inactive-LRU scans run by one task.
-    fn memcg_reclaim_of(pid: u32) -> Self {
-        let filter = format!("common_pid == {pid}");
-        Self::new(
-            "stalls",
-            &[
-                (BEGIN, filter.clone()),
-                (END, filter.clone()),
-                (SHRINK, filter),
-            ],
-        )
-    }
-
-    fn write(&self, file: &str, value: &str) {
-        std::fs::write(self.path.join(file), value)
-            .unwrap_or_else(|e| panic!("write {value} to {file}: {e}"));
-    }
-
-    /// The recorded event lines, once tracing is off.
-    fn lines(&self) -> Vec<String> {
-        self.write("tracing_on", "0");
-        let per_cpu = std::fs::read_dir(self.path.join("per_cpu")).expect("per_cpu");
-        for cpu in per_cpu.filter_map(Result::ok) {
-            let stats = std::fs::read_to_string(cpu.path().join("stats")).expect("stats");
-            assert!(
-                stats.contains("overrun: 0\n"),
-                "the oracle lost events: {stats}"
-            );
-        }
-        let trace = std::fs::read_to_string(self.path.join("trace")).expect("trace");
-        trace
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// `(begin events, end events, sum of nr_reclaimed, sum of inactive pages scanned)`.
-    fn memcg_counts(&self) -> (u64, u64, u64, u64) {
-        let (mut begins, mut ends, mut reclaimed, mut scanned) = (0, 0, 0, 0);
-        let number = |text: &str, key: &str| -> u64 {
-            text.split_whitespace()
-                .find_map(|word| word.strip_prefix(key)?.parse().ok())
-                .unwrap_or_else(|| panic!("no {key} in {text}"))
-        };
-        for line in self.lines() {
-            if line.contains("mm_vmscan_memcg_reclaim_begin:") {
-                begins += 1;
-            } else if let Some((_, rest)) = line.split_once("mm_vmscan_memcg_reclaim_end:") {
-                ends += 1;
-                reclaimed += number(rest, "nr_reclaimed=");
-            } else if let Some((_, rest)) = line.split_once("mm_vmscan_lru_shrink_inactive:") {
-                scanned += number(rest, "nr_scanned=");
-            }
-        }
-        (begins, ends, reclaimed, scanned)
-    }
+/// memcg reclaim begin/end and inactive-LRU scans run by one task.
+fn memcg_reclaim_of(pid: u32) -> TraceInstance {
+    let filter = format!("common_pid == {pid}");
+    TraceInstance::new(
+        "stalls",
+        &[
+            (BEGIN, filter.clone()),
+            (END, filter.clone()),
+            (SHRINK, filter),
+        ],
+    )
 }
 
-impl Drop for TraceInstance {
-    fn drop(&mut self) {
-        for event in &self.events {
-            let _ = std::fs::write(self.path.join(format!("events/{event}/enable")), "0");
+/// `(begin events, end events, sum of nr_reclaimed, sum of inactive pages scanned)`.
+fn memcg_counts(oracle: &TraceInstance) -> (u64, u64, u64, u64) {
+    let (mut begins, mut ends, mut reclaimed, mut scanned) = (0, 0, 0, 0);
+    for line in oracle.lines() {
+        if line.contains("mm_vmscan_memcg_reclaim_begin:") {
+            begins += 1;
+        } else if let Some((_, rest)) = line.split_once("mm_vmscan_memcg_reclaim_end:") {
+            ends += 1;
+            reclaimed += support::trace_number(rest, "nr_reclaimed=");
+        } else if let Some((_, rest)) = line.split_once("mm_vmscan_lru_shrink_inactive:") {
+            scanned += support::trace_number(rest, "nr_scanned=");
         }
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.path).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        eprintln!("warning: could not remove {}", self.path.display());
     }
+    (begins, ends, reclaimed, scanned)
 }
 
 /// The last line memtrace printed, which must be the reclaim summary.
@@ -146,7 +72,7 @@ fn memcg_reclaim_stalls_match_an_independent_tracefs_count() {
     };
     let mut reader = Workload::spawn_in_cgroup(&cgroup.path, &["page-cache", "--mib", "768"]);
     let pid = reader.pid;
-    let oracle = TraceInstance::memcg_reclaim_of(pid);
+    let oracle = memcg_reclaim_of(pid);
     let memtrace = Memtrace::attach_with(&["reclaim", "--pid", &pid.to_string(), "--json"]);
     // The default report covers the traced process's stalls too.
     let default = Memtrace::attach(&["--pid", &pid.to_string()]);
@@ -157,7 +83,7 @@ fn memcg_reclaim_stalls_match_an_independent_tracefs_count() {
     assert!(output.status.success(), "{}", output.stderr);
     let default = default.finish();
     assert!(default.status.success(), "{}", default.stderr);
-    let (begins, ends, oracle_reclaimed, oracle_scanned) = oracle.memcg_counts();
+    let (begins, ends, oracle_reclaimed, oracle_scanned) = memcg_counts(&oracle);
     eprintln!(
         "tracefs: {begins} memcg stalls, {oracle_reclaimed} pages reclaimed, {oracle_scanned} scanned"
     );
@@ -304,8 +230,7 @@ fn oom_victim_is_reported_whoever_is_traced() {
     let status = hog.wait();
     use std::os::unix::process::ExitStatusExt as _;
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
-    let kills = cgroup.counter("memory.oom_control", "oom_kill ");
-    assert_eq!(kills, 1, "the cgroup's own count of OOM kills");
+    assert_eq!(cgroup.oom_kills(), 1, "the cgroup's own count of OOM kills");
     // The OOM reaper is queued at the kill and acts two seconds later (OOM_REAPER_DELAY).
     std::thread::sleep(Duration::from_millis(2500));
     narrow.interrupt();

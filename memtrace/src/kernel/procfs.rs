@@ -220,16 +220,11 @@ pub fn memory_controller_index() -> Option<u32> {
 }
 
 /// The path (as /proc/PID/cgroup shows it) of the memory cgroup whose directory has inode
-/// number `id` (a cgroup's kernfs id), found by walking the memory hierarchy (cgroup v1) or the
-/// unified one. Bounded: at most 64 levels and 100 000 directories.
+/// number `id` (a cgroup's kernfs id), found by walking the hierarchy that holds the memory
+/// controller (cgroup v1 or v2). Bounded: at most 64 levels and 100 000 directories.
 pub fn memory_cgroup_by_id(id: u64) -> Option<String> {
     use std::os::unix::fs::MetadataExt as _;
-    let v1 = std::path::Path::new("/sys/fs/cgroup/memory");
-    let root = if v1.join("memory.limit_in_bytes").exists() {
-        v1.to_path_buf()
-    } else {
-        PathBuf::from("/sys/fs/cgroup")
-    };
+    let root = memory_hierarchy_root()?;
     let mut stack = vec![(root.clone(), 0usize)];
     let mut visited = 0;
     while let Some((dir, depth)) = stack.pop() {
@@ -251,6 +246,38 @@ pub fn memory_cgroup_by_id(id: u64) -> Option<String> {
         }
     }
     None
+}
+
+/// Where the hierarchy holding the memory controller is mounted: a cgroup v1 mount with the
+/// `memory` option, else a cgroup2 mount whose root offers `memory`.
+fn memory_hierarchy_root() -> Option<PathBuf> {
+    let mounts = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let cgroup_mounts: Vec<(&str, &str, &str)> =
+        mounts.lines().filter_map(parse_mountinfo).collect();
+    let v1 = cgroup_mounts.iter().find(|(_, fs_type, options)| {
+        *fs_type == "cgroup" && options.split(',').any(|o| o == "memory")
+    });
+    if let Some((point, _, _)) = v1 {
+        return Some(PathBuf::from(point));
+    }
+    cgroup_mounts
+        .iter()
+        .filter(|(_, fs_type, _)| *fs_type == "cgroup2")
+        .map(|(point, _, _)| PathBuf::from(point))
+        .find(|root| {
+            fs::read_to_string(root.join("cgroup.controllers"))
+                .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"))
+        })
+}
+
+/// `(mount point, filesystem type, super options)` of a /proc/PID/mountinfo line.
+fn parse_mountinfo(line: &str) -> Option<(&str, &str, &str)> {
+    let (before, after) = line.split_once(" - ")?;
+    let point = before.split(' ').nth(4)?;
+    let mut after = after.split(' ');
+    let fs_type = after.next()?;
+    let _source = after.next()?;
+    Some((point, fs_type, after.next().unwrap_or_default()))
 }
 
 /// Whether a task has begun to exit (PF_EXITING in /proc/PID/stat's flags) or is gone: cgroup
@@ -333,6 +360,21 @@ mod tests {
         assert!(!is_reclaim_counter("nr_free_pages"));
         assert_eq!(tgid_of(std::process::id()), Some(std::process::id()));
         assert!(!exiting(std::process::id()));
+    }
+
+    #[test]
+    fn parses_mountinfo() {
+        let v1 = "35 25 0:30 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory";
+        assert_eq!(
+            parse_mountinfo(v1),
+            Some(("/sys/fs/cgroup/memory", "cgroup", "rw,memory"))
+        );
+        let v2 = "30 25 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate";
+        assert_eq!(
+            parse_mountinfo(v2),
+            Some(("/sys/fs/cgroup", "cgroup2", "rw,nsdelegate"))
+        );
+        assert_eq!(parse_mountinfo("garbage"), None);
     }
 
     #[test]

@@ -48,7 +48,7 @@ impl Workload {
         Self::spawn_command(Command::new(WORKLOAD).args(args))
     }
 
-    /// Spawns the workload inside a cgroup v1 memory cgroup (it joins before it allocates).
+    /// Spawns the workload inside a memory cgroup (it joins before it allocates).
     pub fn spawn_in_cgroup(cgroup: &std::path::Path, args: &[&str]) -> Self {
         let script = format!(
             "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
@@ -139,42 +139,91 @@ impl Drop for Workload {
     }
 }
 
-/// A cgroup v1 memory cgroup with a limit, removed (with its processes killed) on drop, so
-/// no test path leaves it behind.
+/// Which memory cgroup interface this machine offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CgroupVersion {
+    /// The v1 memory controller, mounted at /sys/fs/cgroup/memory.
+    V1,
+    /// The unified hierarchy with the memory controller, at `root`.
+    V2,
+}
+
+/// A memory cgroup with a limit (cgroup v1 or v2, whichever holds the memory controller here),
+/// removed (with its processes killed) on drop, so no test path leaves it behind.
 pub struct MemCgroup {
     pub path: PathBuf,
+    root: PathBuf,
+    pub version: CgroupVersion,
+}
+
+/// Where the memory controller is: the v1 memory hierarchy, or a cgroup2 mount that offers it.
+fn memory_hierarchy() -> Option<(PathBuf, CgroupVersion)> {
+    let v1 = Path::new("/sys/fs/cgroup/memory");
+    if v1.join("memory.limit_in_bytes").exists() {
+        return Some((v1.to_path_buf(), CgroupVersion::V1));
+    }
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|root| {
+            std::fs::read_to_string(root.join("cgroup.controllers"))
+                .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"))
+        })
+        .map(|root| (root, CgroupVersion::V2))
 }
 
 impl MemCgroup {
-    /// `None` when the cgroup v1 memory controller is not mounted (an error in CI).
+    /// `None` when no hierarchy offers the memory controller (an error in CI).
     pub fn new(tag: &str, limit_bytes: u64) -> Option<Self> {
-        let root = Path::new("/sys/fs/cgroup/memory");
-        if !root.join("memory.limit_in_bytes").exists() {
+        let Some((root, version)) = memory_hierarchy() else {
             assert!(
                 std::env::var_os("CI").is_none(),
-                "no cgroup v1 memory controller"
+                "no memory cgroup controller (v1 or v2)"
             );
-            eprintln!("*** SKIPPED: no cgroup v1 memory controller ***");
+            eprintln!("*** SKIPPED: no memory cgroup controller ***");
             return None;
-        }
+        };
         let path = root.join(format!("memtrace-test-{tag}-{}", std::process::id()));
+        let limit_file = match version {
+            CgroupVersion::V1 => "memory.limit_in_bytes",
+            CgroupVersion::V2 => {
+                // Children get the controller only once their parent hands it down.
+                std::fs::write(root.join("cgroup.subtree_control"), "+memory")
+                    .expect("enable the memory controller for child cgroups");
+                "memory.max"
+            }
+        };
         std::fs::create_dir(&path).expect("create memory cgroup");
-        let cgroup = Self { path };
-        std::fs::write(
-            cgroup.path.join("memory.limit_in_bytes"),
-            limit_bytes.to_string(),
-        )
-        .expect("set limit");
+        let cgroup = Self {
+            path,
+            root,
+            version,
+        };
+        std::fs::write(cgroup.path.join(limit_file), limit_bytes.to_string()).expect("set limit");
+        if version == CgroupVersion::V2 {
+            // No swap: like the v1 setup, reclaim can only drop clean and lazily freed pages.
+            let _ = std::fs::write(cgroup.path.join("memory.swap.max"), "0");
+        }
         Some(cgroup)
     }
 
     /// The path as /proc/PID/cgroup shows it (relative to the hierarchy's root).
     pub fn name(&self) -> String {
-        let root = Path::new("/sys/fs/cgroup/memory");
         format!(
             "/{}",
-            self.path.strip_prefix(root).unwrap_or(&self.path).display()
+            self.path
+                .strip_prefix(&self.root)
+                .unwrap_or(&self.path)
+                .display()
         )
+    }
+
+    /// OOM kills in this cgroup, by the cgroup's own count.
+    pub fn oom_kills(&self) -> u64 {
+        match self.version {
+            CgroupVersion::V1 => self.counter("memory.oom_control", "oom_kill "),
+            CgroupVersion::V2 => self.counter("memory.events", "oom_kill "),
+        }
     }
 
     /// A line of a cgroup file such as `memory.oom_control` (`oom_kill 1`) as a number.
@@ -342,6 +391,11 @@ impl Memtrace {
         self.child.stdout.take().expect("stdout already taken")
     }
 
+    /// memtrace's pid (its only thread while tracing).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn interrupt(&self) {
         // SAFETY: plain kill(2) on our child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
@@ -413,4 +467,85 @@ pub fn advice_values(list: &Value) -> Vec<u64> {
     list.as_array()
         .map(|a| a.iter().filter_map(|e| e["advice"].as_u64()).collect())
         .unwrap_or_default()
+}
+
+/// An independent record of some tracepoints: a private tracefs instance with those events
+/// enabled, each with its own filter (no hist triggers on every kernel, so the instance's own
+/// ring buffer is read back, checked for overruns). Disabled and removed on drop.
+pub struct TraceInstance {
+    path: PathBuf,
+    events: Vec<&'static str>,
+}
+
+impl TraceInstance {
+    /// `events`: `(group/name, filter)`; an empty filter records every event.
+    pub fn new(tag: &str, events: &[(&'static str, String)]) -> Self {
+        let path = Path::new("/sys/kernel/tracing/instances")
+            .join(format!("memtrace-test-{tag}-{}", std::process::id()));
+        std::fs::create_dir(&path).expect("create tracefs instance");
+        let instance = Self {
+            path,
+            events: events.iter().map(|(e, _)| *e).collect(),
+        };
+        instance.write("buffer_size_kb", "8192");
+        for (event, filter) in events {
+            if !filter.is_empty() {
+                instance.write(&format!("events/{event}/filter"), filter);
+            }
+            instance.write(&format!("events/{event}/enable"), "1");
+        }
+        instance
+    }
+
+    fn write(&self, file: &str, value: &str) {
+        std::fs::write(self.path.join(file), value)
+            .unwrap_or_else(|e| panic!("write {value} to {file}: {e}"));
+    }
+
+    /// Stops recording.
+    pub fn stop(&self) {
+        self.write("tracing_on", "0");
+    }
+
+    /// The recorded event lines, once tracing is off.
+    pub fn lines(&self) -> Vec<String> {
+        self.stop();
+        let per_cpu = std::fs::read_dir(self.path.join("per_cpu")).expect("per_cpu");
+        for cpu in per_cpu.filter_map(Result::ok) {
+            let stats = std::fs::read_to_string(cpu.path().join("stats")).expect("stats");
+            assert!(
+                stats.contains("overrun: 0\n"),
+                "the oracle lost events: {stats}"
+            );
+        }
+        let trace = std::fs::read_to_string(self.path.join("trace")).expect("trace");
+        trace
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for TraceInstance {
+    fn drop(&mut self) {
+        for event in &self.events {
+            let _ = std::fs::write(self.path.join(format!("events/{event}/enable")), "0");
+        }
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.path).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("warning: could not remove {}", self.path.display());
+    }
+}
+
+/// The number after `key` (`nr_reclaimed=`) in a trace line's fields.
+pub fn trace_number(fields: &str, key: &str) -> u64 {
+    fields
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix(key)?.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {fields}"))
 }

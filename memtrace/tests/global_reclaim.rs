@@ -1,0 +1,161 @@
+//! Global reclaim on a real kernel: reading a sparse file 1.5 times the size of RAM through the
+//! page cache fills memory past the watermarks, so kswapd wakes and the reader stalls in direct
+//! reclaim (no anonymous memory is needed and nothing is OOM-killed: page cache is always
+//! reclaimable). `memtrace reclaim`'s counts against a private tracefs instance recording the
+//! same tracepoints over a window inside memtrace's.
+//!
+//! A test binary of its own: the pressure is machine-wide, and the other reclaim tests assert
+//! that their processes stall only in their memory cgroup.
+
+mod support;
+
+use std::{collections::BTreeSet, time::Duration};
+
+use serde_json::Value;
+use support::{Memtrace, TraceInstance, Workload, privileged, trace_number};
+
+const KSWAPD_WAKE: &str = "vmscan/mm_vmscan_kswapd_wake";
+const DIRECT_BEGIN: &str = "vmscan/mm_vmscan_direct_reclaim_begin";
+const DIRECT_END: &str = "vmscan/mm_vmscan_direct_reclaim_end";
+const MEMCG_BEGIN: &str = "vmscan/mm_vmscan_memcg_reclaim_begin";
+const MEMCG_END: &str = "vmscan/mm_vmscan_memcg_reclaim_end";
+const SHRINK: &str = "vmscan/mm_vmscan_lru_shrink_inactive";
+
+/// What the oracle saw.
+#[derive(Debug, Default)]
+struct Counts {
+    kswapd_wakes: u64,
+    direct: (u64, u64),
+    direct_reclaimed: u64,
+    memcg: u64,
+    /// Inactive-LRU pages `(scanned, reclaimed)` inside a stall and outside (kswapd, others).
+    in_stalls: (u64, u64),
+    background: (u64, u64),
+}
+
+/// The task pid of a trace line (`comm-PID [cpu] …`).
+fn task_pid(line: &str) -> Option<u32> {
+    let (task, _) = line.split_once(" [")?;
+    task.trim().rsplit_once('-')?.1.parse().ok()
+}
+
+fn count(lines: &[String]) -> Counts {
+    let mut counts = Counts::default();
+    let mut stalled = BTreeSet::new();
+    for line in lines {
+        let pid = task_pid(line).unwrap_or_else(|| panic!("no task in {line}"));
+        let fields = |event: &str| line.split_once(&format!("{event}:")).map(|(_, f)| f);
+        if fields("mm_vmscan_kswapd_wake").is_some() {
+            counts.kswapd_wakes += 1;
+        } else if fields("mm_vmscan_direct_reclaim_begin").is_some() {
+            counts.direct.0 += 1;
+            stalled.insert(pid);
+        } else if let Some(f) = fields("mm_vmscan_direct_reclaim_end") {
+            counts.direct.1 += 1;
+            counts.direct_reclaimed += trace_number(f, "nr_reclaimed=");
+            stalled.remove(&pid);
+        } else if fields("mm_vmscan_memcg_reclaim_begin").is_some() {
+            counts.memcg += 1;
+            stalled.insert(pid);
+        } else if fields("mm_vmscan_memcg_reclaim_end").is_some() {
+            stalled.remove(&pid);
+        } else if let Some(f) = fields("mm_vmscan_lru_shrink_inactive") {
+            let scan = (
+                trace_number(f, "nr_scanned="),
+                trace_number(f, "nr_reclaimed="),
+            );
+            let slot = if stalled.contains(&pid) {
+                &mut counts.in_stalls
+            } else {
+                &mut counts.background
+            };
+            slot.0 += scan.0;
+            slot.1 += scan.1;
+        }
+    }
+    counts
+}
+
+fn ram_mib() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("meminfo");
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("MemTotal")
+        / 1024
+}
+
+fn scan(v: &Value) -> (u64, u64) {
+    (
+        v["nr_scanned"].as_u64().unwrap(),
+        v["nr_reclaimed"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn kswapd_and_direct_reclaim_match_an_independent_tracefs_count() {
+    if !privileged() {
+        return;
+    }
+    let mib = ram_mib() * 3 / 2;
+    let mut reader = Workload::spawn(&["page-cache", "--mib", &mib.to_string()]);
+    let memtrace = Memtrace::attach_with(&["reclaim", "--json", "--interval", "600"]);
+    // memtrace does not trace itself; the oracle leaves it out too.
+    let not_memtrace = format!("common_pid != {}", memtrace.pid());
+    let events = [
+        KSWAPD_WAKE,
+        DIRECT_BEGIN,
+        DIRECT_END,
+        MEMCG_BEGIN,
+        MEMCG_END,
+        SHRINK,
+    ];
+    let oracle = TraceInstance::new(
+        "global",
+        &events.map(|event| {
+            let filter = if event == KSWAPD_WAKE {
+                String::new()
+            } else {
+                not_memtrace.clone()
+            };
+            (event, filter)
+        }),
+    );
+    reader.go();
+    let record = reader.record();
+    assert_eq!(record["bytes_read"], mib << 20);
+    // Let kswapd finish balancing, then close the oracle's window before memtrace's.
+    std::thread::sleep(Duration::from_secs(2));
+    oracle.stop();
+    memtrace.interrupt();
+    let output = memtrace.finish();
+    // Give the page cache back to the rest of the test run.
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "1");
+    assert!(output.status.success(), "{}", output.stderr);
+    let seen = count(&oracle.lines());
+    eprintln!("tracefs: {seen:?}");
+    assert!(
+        seen.kswapd_wakes > 0 && seen.direct.0 > 0,
+        "reading {mib} MiB should wake kswapd and stall the reader: {seen:?}"
+    );
+    assert_eq!(seen.direct.0, seen.direct.1, "unpaired direct stalls");
+
+    let summary = output.lines.last().expect("output");
+    assert_eq!(summary["type"], "reclaim_summary", "{summary}");
+    let direct = &summary["stalls"]["direct"];
+    assert_eq!(direct["count"], seen.direct.0, "{direct}");
+    assert_eq!(direct["nr_reclaimed"], seen.direct_reclaimed, "{direct}");
+    let memcg = summary["stalls"]["memcg"]["count"].as_u64().unwrap_or(0);
+    assert_eq!(memcg, seen.memcg);
+    let kswapd = &summary["kswapd"];
+    let wakes: u64 = kswapd["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["wakes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(wakes, seen.kswapd_wakes, "{kswapd}");
+    assert_eq!(scan(&kswapd["lru_inactive_in_stalls"]), seen.in_stalls);
+    assert_eq!(scan(&kswapd["lru_inactive_background"]), seen.background);
+}
