@@ -25,7 +25,7 @@ use crate::{
     model::{
         Model,
         attribution::{MappingTotals, ProcessStats},
-        event::{OomKill, ReaperOutcome},
+        event::OomKill,
         reclaim::{KswapdNode, Reclaim, StallStats, bucket_bounds},
     },
 };
@@ -97,7 +97,7 @@ pub struct Snapshot {
     pub unattributed: Vec<AdviceView>,
     /// Exited processes dropped to keep memory bounded.
     pub forgotten: u64,
-    pub oom_kills: Vec<OomKillView>,
+    pub oom_kills: Vec<OomKill>,
     /// Every stall of the traced processes, per kind.
     pub system_stalls: ByName<ReclaimKind, Option<StallView>>,
     /// Processes with stalls (most stall time first), then `--pid` targets without any.
@@ -124,7 +124,7 @@ impl Snapshot {
                 .collect(),
             unattributed: advice_views(&model.attribution.unattributed),
             forgotten: model.attribution.forgotten,
-            oom_kills: reclaim.ooms.iter().map(OomKillView::from).collect(),
+            oom_kills: reclaim.ooms.clone(),
             system_stalls: ByName::from_fn(|kind| {
                 reclaim
                     .system
@@ -336,82 +336,6 @@ impl From<&StallStats> for StallView {
                 })
                 .collect(),
             stats: *s,
-        }
-    }
-}
-
-/// A victim of the OOM killer.
-#[derive(Clone, Debug, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OomKillView {
-    /// The victim's process.
-    pub pid: u32,
-    /// The victim task the kernel named.
-    pub tid: u32,
-    pub comm: String,
-    pub ts_ns: u64,
-    pub total_vm_kb: Option<u64>,
-    pub anon_rss_kb: Option<u64>,
-    pub file_rss_kb: Option<u64>,
-    pub shmem_rss_kb: Option<u64>,
-    pub pgtables_kb: Option<u64>,
-    pub uid: Option<u32>,
-    pub oom_score_adj: Option<i32>,
-    /// Memory cgroup path, or null when it could not be known.
-    pub cgroup: Option<String>,
-    /// Whose cgroup `cgroup` is.
-    pub cgroup_of: Option<crate::kernel::procfs::CgroupOf>,
-    /// Kernfs id (directory inode) of the trigger's memory cgroup.
-    pub trigger_memcg_id: Option<u64>,
-    /// What the OOM reaper did, as far as seen (complete only in summaries).
-    pub reaper: ReaperView,
-    /// The process whose allocation invoked the OOM killer.
-    pub trigger_pid: u32,
-    pub trigger_tid: u32,
-    pub trigger_comm: String,
-}
-
-#[derive(Clone, Copy, Debug, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReaperView {
-    pub woken: bool,
-    pub skipped: bool,
-    pub reaped: bool,
-    pub reap_ns: Option<u64>,
-}
-
-impl From<&ReaperOutcome> for ReaperView {
-    fn from(r: &ReaperOutcome) -> Self {
-        Self {
-            woken: r.woken_ns.is_some(),
-            skipped: r.skipped_ns.is_some(),
-            reaped: r.finish_ns.is_some(),
-            reap_ns: r.reap_ns(),
-        }
-    }
-}
-
-impl From<&OomKill> for OomKillView {
-    fn from(o: &OomKill) -> Self {
-        Self {
-            pid: o.pid,
-            tid: o.tid,
-            comm: o.comm.clone(),
-            ts_ns: o.ts_ns,
-            total_vm_kb: o.total_vm_kb,
-            anon_rss_kb: o.anon_rss_kb,
-            file_rss_kb: o.file_rss_kb,
-            shmem_rss_kb: o.shmem_rss_kb,
-            pgtables_kb: o.pgtables_kb,
-            uid: o.uid,
-            oom_score_adj: o.oom_score_adj,
-            cgroup: o.cgroup.clone(),
-            cgroup_of: o.cgroup_of,
-            trigger_memcg_id: o.trigger_memcg_id,
-            reaper: ReaperView::from(&o.reaper),
-            trigger_pid: o.trigger_pid,
-            trigger_tid: o.trigger_tid,
-            trigger_comm: o.trigger_comm.clone(),
         }
     }
 }

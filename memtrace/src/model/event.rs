@@ -108,9 +108,10 @@ pub struct Stall {
     pub nr_scanned: u64,
 }
 
-/// A victim chosen by the OOM killer. Sizes in kB; `None` where this kernel's tracepoint lacks
-/// the field.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A victim chosen by the OOM killer; its JSON line as it is. Sizes in kB; `None` where this
+/// kernel's tracepoint lacks the field.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct OomKill {
     /// The victim's process id (its thread group, when /proc still shows it).
     pub pid: u32,
@@ -130,13 +131,14 @@ pub struct OomKill {
     pub pgtables_kb: Option<u64>,
     pub ts_ns: u64,
     /// The victim's memory cgroup, read from /proc/PID/cgroup as soon as the record arrives;
-    /// if the victim is already reaped, the triggering task's (see `cgroup_of`).
+    /// if the victim is already reaped, the triggering task's (see `cgroup_of`); null when it
+    /// could not be known.
     pub cgroup: Option<String>,
     /// Whose cgroup `cgroup` is.
     pub cgroup_of: Option<CgroupOf>,
-    /// Kernfs id of the triggering task's memory cgroup, from the kernel.
+    /// Kernfs id (directory inode) of the triggering task's memory cgroup, from the kernel.
     pub trigger_memcg_id: Option<u64>,
-    /// What the OOM reaper did with the victim, as far as seen.
+    /// What the OOM reaper did with the victim, as far as seen (complete only in summaries).
     pub reaper: ReaperOutcome,
 }
 
@@ -154,8 +156,10 @@ impl OomKill {
 }
 
 /// The OOM reaper's steps for one victim (CLOCK_MONOTONIC ns). It is queued at the kill and
-/// acts about two seconds later, only if the victim has not freed its memory by exiting.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// acts about two seconds later, only if the victim has not freed its memory by exiting. JSON
+/// shows what happened: `woken`, `skipped`, `reaped` and `reap_ns`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[schemars(with = "ReaperJson")]
 pub struct ReaperOutcome {
     pub woken_ns: Option<u64>,
     pub start_ns: Option<u64>,
@@ -179,6 +183,28 @@ impl ReaperOutcome {
     pub fn reap_ns(&self) -> Option<u64> {
         Some(self.finish_ns?.saturating_sub(self.start_ns?))
     }
+}
+
+impl serde::Serialize for ReaperOutcome {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        ReaperJson {
+            woken: self.woken_ns.is_some(),
+            skipped: self.skipped_ns.is_some(),
+            reaped: self.finish_ns.is_some(),
+            reap_ns: self.reap_ns(),
+        }
+        .serialize(serializer)
+    }
+}
+
+/// How [`ReaperOutcome`] reads in JSON.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ReaperJson {
+    woken: bool,
+    skipped: bool,
+    reaped: bool,
+    reap_ns: Option<u64>,
 }
 
 /// One step of the OOM reaper for a victim task.

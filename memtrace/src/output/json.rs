@@ -16,12 +16,13 @@ use crate::{
         ByName, Name,
         advice::{AdviceView, advice_name},
         golang::verdict::Verdict,
-        snapshot::{KswapdView, OomKillView, ProcessView, Snapshot, StallView, StalledView},
+        snapshot::{KswapdView, ProcessView, Snapshot, StallView, StalledView},
     },
     kernel::{LostCounts, gfp::GfpNames},
     model::{
         event::{
-            Event, Exec, Fault, Madvise, MapKind, MapOp, Mapping, OomReaper, Stall, ThreadExit,
+            Event, Exec, Fault, Madvise, MapKind, MapOp, Mapping, OomKill, OomReaper, Stall,
+            ThreadExit,
         },
         reclaim::Interval,
     },
@@ -61,7 +62,7 @@ pub enum Line<'a> {
     /// A direct or memcg reclaim stall of a traced thread.
     ReclaimStall(StallLine<'a>),
     /// The OOM killer chose a victim (whoever it is).
-    OomKill(&'a OomKillView),
+    OomKill(&'a OomKill),
     /// The OOM reaper acted on a victim.
     OomReaper(ReaperLine),
     /// `memtrace reclaim`: the stalls of one interval.
@@ -335,7 +336,7 @@ impl JsonSchema for LostView<'_> {
 #[derive(Serialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum OomKillEntry<'a> {
-    OomKill(&'a OomKillView),
+    OomKill(&'a OomKill),
 }
 
 #[derive(Serialize, JsonSchema)]
@@ -439,7 +440,7 @@ pub fn event_line(event: &Event, gfp: &GfpNames) -> Option<String> {
         Event::ThreadExit(t) => Line::ThreadExit(thread_exit_line(t)),
         Event::Exec(e) => Line::Exec(e),
         Event::Stall(s) => Line::ReclaimStall(stall_line(s, gfp)),
-        Event::OomKill(o) => return Some(Line::OomKill(&OomKillView::from(o)).to_json()),
+        Event::OomKill(o) => Line::OomKill(o),
         Event::OomReaper(r) => Line::OomReaper(reaper_line(r)),
         Event::Kswapd(_) => return None,
     };

@@ -48,13 +48,13 @@ pub fn oom_text(out: &mut String, snapshot: &Snapshot) {
             "    memory cgroup {cgroup}; triggered by pid {} ({})",
             o.trigger_pid, o.trigger_comm
         );
-        if let Some(ns) = o.reaper.reap_ns {
+        if let Some(ns) = o.reaper.reap_ns() {
             let _ = writeln!(
                 out,
                 "    the OOM reaper freed its memory in {:.3} ms",
                 ms(ns)
             );
-        } else if o.reaper.skipped {
+        } else if o.reaper.skipped_ns.is_some() {
             let _ = writeln!(out, "    the OOM reaper had nothing left to reap");
         }
     }
