@@ -26,6 +26,8 @@ use crate::{
 };
 
 fn main() -> ExitCode {
+    // Before anything else: a signal from now on ends the run with a report.
+    session::signals::block();
     keep_heap_small();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -1,12 +1,15 @@
 //! stdout for live lines, JSON Lines and reports. It remembers when stdout went away (e.g.
-//! `memtrace --json | head -3` exited), so memtrace stops and writes its final report to stderr
-//! instead of losing what it gathered.
+//! `memtrace --json | head -3` exited) or failed (a full disk), so memtrace stops and writes its
+//! final report to stderr instead of losing what it gathered; a failure other than the reader
+//! leaving makes memtrace exit non-zero.
 
 use std::io::{self, Write as _};
 
 pub struct Stdout {
     out: io::BufWriter<io::Stdout>,
     closed: bool,
+    /// Why writing failed, unless the reader merely went away (a broken pipe).
+    error: Option<io::Error>,
 }
 
 impl Stdout {
@@ -14,6 +17,7 @@ impl Stdout {
         Self {
             out: io::BufWriter::new(io::stdout()),
             closed: false,
+            error: None,
         }
     }
 
@@ -22,13 +26,19 @@ impl Stdout {
         self.closed
     }
 
+    /// A write that failed for another reason than the reader leaving: memtrace must not exit
+    /// successfully after it.
+    pub fn error(&self) -> Option<&io::Error> {
+        self.error.as_ref()
+    }
+
     /// One line (buffered); nothing once stdout is gone.
     pub fn line(&mut self, line: &str) {
         if self.closed {
             return;
         }
         if let Err(e) = writeln!(self.out, "{line}") {
-            self.failed(&e);
+            self.failed(e);
         }
     }
 
@@ -36,7 +46,7 @@ impl Stdout {
         if !self.closed
             && let Err(e) = self.out.flush()
         {
-            self.failed(&e);
+            self.failed(e);
         }
     }
 
@@ -50,7 +60,7 @@ impl Stdout {
         }
     }
 
-    fn failed(&mut self, error: &io::Error) {
+    fn failed(&mut self, error: io::Error) {
         self.closed = true;
         if error.kind() == io::ErrorKind::BrokenPipe {
             eprintln!("memtrace: stdout closed; stopping and writing the report to stderr");
@@ -58,6 +68,7 @@ impl Stdout {
             eprintln!(
                 "memtrace: cannot write to stdout ({error}); stopping and writing the report to stderr"
             );
+            self.error = Some(error);
         }
     }
 }

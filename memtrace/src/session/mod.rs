@@ -5,7 +5,7 @@
 
 pub mod go;
 pub mod reclaim;
-mod signals;
+pub mod signals;
 pub mod trace;
 
 use std::{
@@ -118,7 +118,7 @@ impl Config {
 
 /// Runs one session of `mode` to its end.
 pub async fn run(config: Config, mut mode: impl Mode) -> anyhow::Result<()> {
-    let signals = Signals::new()?;
+    let signals = Signals::listen()?;
     // Open pidfds first: they pin the identity of each target, so a pid reused after an early
     // exit cannot be mistaken for it, and they become readable when the process exits.
     let exits = config
@@ -275,6 +275,7 @@ impl Session {
         let Signals {
             mut interrupt,
             mut terminate,
+            mut hangup,
         } = signals;
         let deadline = tokio::time::sleep(duration.unwrap_or(Duration::MAX / 4));
         tokio::pin!(deadline);
@@ -322,6 +323,7 @@ impl Session {
                 () = kernel_log_ready(&mut self.kernel_log) => None,
                 _ = interrupt.recv() => Some(StopReason::Interrupted),
                 _ = terminate.recv() => Some(StopReason::Interrupted),
+                _ = hangup.recv() => Some(StopReason::Interrupted),
                 () = &mut deadline, if duration.is_some() => Some(StopReason::Duration),
                 () = &mut targets_exited, if !targets_gone => {
                     targets_gone = true;
@@ -575,6 +577,7 @@ impl Session {
 
     /// Whatever arrived after the stop condition still counts; then the mode reports.
     fn finish(mut self, mode: &mut impl Mode, reason: StopReason) -> anyhow::Result<()> {
+        signals::second_one_kills();
         self.drain_remaining(mode);
         self.sample();
         let reason = if self.out.closed() {
@@ -596,7 +599,11 @@ impl Session {
                 self.model.undecodable
             );
         }
-        mode.finish(&mut self, reason)
+        mode.finish(&mut self, reason)?;
+        match self.out.error() {
+            Some(e) => bail!("the report went to stderr: writing to stdout failed ({e})"),
+            None => Ok(()),
+        }
     }
 }
 
