@@ -71,24 +71,27 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = SortKey::Released)]
     pub sort: SortKey,
 
-    /// How many processes the text report shows when tracing every process.
-    #[arg(long, value_name = "N", default_value_t = 10)]
+    /// How many processes the text report shows when tracing every process (at least 1).
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = parse_top)]
     pub top: usize,
 
     /// Stop after this many seconds (fractions allowed).
-    #[arg(long, short = 'd', value_name = "SECS", value_parser = parse_duration)]
+    #[arg(long, short = 'd', value_name = "SECS", value_parser = parse_duration,
+          allow_negative_numbers = true)]
     pub duration: Option<Duration>,
 
     /// How often the live view refreshes: a top-style screen when stdout is a terminal, one
     /// plain line per interval otherwise (not with --json).
-    #[arg(long, short = 'i', value_name = "SECS", default_value = "1", value_parser = parse_duration)]
+    #[arg(long, short = 'i', value_name = "SECS", default_value = "1",
+          value_parser = parse_interval, allow_negative_numbers = true)]
     pub interval: Duration,
 
     /// Print JSON Lines on stdout: one object per event, then a summary object.
     #[arg(long)]
     pub json: bool,
 
-    /// Size of the kernel-to-userspace events ring buffer, in KiB (a power of two, >= 4).
+    /// Size of the kernel-to-userspace events ring buffer, in KiB (a power of two from 4 to
+    /// 1048576, i.e. 1 GiB).
     #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ring_kib)]
     pub ring_size: u32,
 
@@ -128,19 +131,22 @@ pub struct ReclaimArgs {
     pub pid: Vec<u32>,
 
     /// Print a summary of the stalls of each process every this many seconds.
-    #[arg(long, short = 'i', value_name = "SECS", value_parser = parse_duration,
+    #[arg(long, short = 'i', value_name = "SECS", value_parser = parse_interval,
+          allow_negative_numbers = true,
           default_value = "1")]
     pub interval: Duration,
 
     /// Stop after this many seconds (fractions allowed).
-    #[arg(long, short = 'd', value_name = "SECS", value_parser = parse_duration)]
+    #[arg(long, short = 'd', value_name = "SECS", value_parser = parse_duration,
+          allow_negative_numbers = true)]
     pub duration: Option<Duration>,
 
     /// Print JSON Lines on stdout: each stall, OOM kill and interval, then a summary.
     #[arg(long)]
     pub json: bool,
 
-    /// Size of the kernel-to-userspace events ring buffer, in KiB (a power of two, >= 4).
+    /// Size of the kernel-to-userspace events ring buffer, in KiB (a power of two from 4 to
+    /// 1048576, i.e. 1 GiB).
     #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ring_kib)]
     pub ring_size: u32,
 
@@ -159,7 +165,7 @@ pub struct GoArgs {
     /// Watch at most this many seconds for the first release. The Go scavenger may release
     /// only after minutes; debug.FreeOSMemory() releases at once.
     #[arg(long, short = 'w', value_name = "SECS", default_value = "10",
-          value_parser = parse_duration)]
+          value_parser = parse_duration, allow_negative_numbers = true)]
     pub wait: Duration,
 
     /// Print the verdict as one JSON object (`"type":"go_verdict"`).
@@ -183,20 +189,58 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .trim()
         .parse()
-        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
-    Duration::try_from_secs_f64(secs)
         .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("{s} is not a positive number of seconds"))
+        .filter(|secs: &f64| !secs.is_nan())
+        .ok_or_else(|| format!("'{s}' is not a number of seconds"))?;
+    if secs <= 0.0 {
+        return Err(format!("{s} is not a positive number of seconds"));
+    }
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("{s} seconds is too long (at most {MAX_SECS:.0})"))
+        .and_then(|d| {
+            (d.as_secs_f64() <= MAX_SECS)
+                .then_some(d)
+                .ok_or_else(|| format!("{s} seconds is too long (at most {MAX_SECS:.0})"))
+        })
+}
+
+/// Longer than any trace anyone will run (over three years), short enough for every timer.
+const MAX_SECS: f64 = 1e8;
+/// Live views and interval lines no faster than ten a second: any faster is unreadable, and
+/// each one reads the kernel's counters and /proc.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let interval = parse_duration(s)?;
+    if interval < MIN_INTERVAL {
+        return Err(format!(
+            "{s} s is too short an interval: at least {} s",
+            MIN_INTERVAL.as_secs_f64()
+        ));
+    }
+    Ok(interval)
+}
+
+fn parse_top(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("--top 0 would show no process: give at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{s}' is not a number of processes")),
+    }
 }
 
 fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
     let s = s.trim();
-    if let Ok(port) = s.trim_start_matches(':').parse::<u16>() {
-        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    let addr = match s.trim_start_matches(':').parse::<u16>() {
+        Ok(port) => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+        Err(_) => s
+            .parse()
+            .map_err(|_| format!("'{s}' is not PORT or HOST:PORT (e.g. 9464 or 0.0.0.0:9464)"))?,
+    };
+    if addr.port() == 0 {
+        return Err("port 0 would listen on a random port nobody knows: give a port".to_owned());
     }
-    s.parse()
-        .map_err(|_| format!("'{s}' is not PORT or HOST:PORT (e.g. 9464 or 0.0.0.0:9464)"))
+    Ok(addr)
 }
 
 fn parse_ring_kib(s: &str) -> Result<u32, String> {
@@ -232,6 +276,28 @@ mod tests {
         assert!(parse_duration("0").is_err());
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("x").is_err());
+        assert!(parse_duration("NaN").is_err());
+        assert_eq!(
+            parse_duration("1e300"),
+            Err("1e300 seconds is too long (at most 100000000)".to_owned())
+        );
+        assert!(parse_duration("inf").unwrap_err().contains("too long"));
+        assert!(
+            parse_interval("0.000001")
+                .unwrap_err()
+                .contains("at least 0.1 s")
+        );
+        assert_eq!(parse_interval("0.5"), Ok(Duration::from_millis(500)));
+        assert!(parse_top("0").is_err());
+        assert_eq!(parse_top("3"), Ok(3));
+        // A negative number reaches the parser (not clap's "unexpected argument").
+        let error = Cli::try_parse_from(["memtrace", "-i", "-1"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("-1 is not a positive number of seconds"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -253,6 +319,7 @@ mod tests {
             Ok("[::1]:80".parse().unwrap())
         );
         assert!(parse_listen_addr("localhost").is_err());
+        assert!(parse_listen_addr("0").unwrap_err().contains("port 0"));
         assert!(parse_listen_addr("70000").is_err());
     }
 

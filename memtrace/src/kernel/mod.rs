@@ -11,4 +11,4 @@ pub mod procfs;
 pub mod tracefs;
 mod tracer;
 
-pub use tracer::{LostCounts, Options, Tracer};
+pub use tracer::{LostCounts, Options, Tracer, check_privileges};

@@ -88,6 +88,13 @@ fn stat_value(stat: &str, field: usize) -> Option<u64> {
         .ok()
 }
 
+/// Whether `pid` is a kernel thread (`PF_KTHREAD` in /proc/PID/stat's flags): it has no user
+/// memory.
+pub fn is_kernel_thread(pid: u32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    stat_field(pid, 9).is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
 /// When a process started, in clock ticks since boot (field 22 of /proc/PID/stat).
 pub fn start_ticks(pid: u32) -> Option<u64> {
     stat_field(pid, 22)
@@ -419,6 +426,8 @@ Swap:                  0 kB
         assert!(stat_field(me, 10).is_some()); // minflt
         assert!(program_break(me).is_some());
         assert!(is_live_process(me));
+        assert!(!is_kernel_thread(me));
+        assert!(is_kernel_thread(2), "pid 2 is kthreadd");
         let threads = thread_faults(me);
         assert!(
             threads

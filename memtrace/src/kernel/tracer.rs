@@ -70,11 +70,7 @@ impl Tracer {
     /// Checks privileges and tracefs, loads and attaches the programs, then starts tracing
     /// `options.pids`.
     pub fn attach(options: &Options) -> anyhow::Result<Self> {
-        if !procfs::can_trace() {
-            bail!(
-                "memtrace needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs: run it with sudo"
-            );
-        }
+        check_privileges()?;
         let Some(events_dir) = tracefs::events_dir() else {
             bail!(
                 "tracefs is not mounted: run `mount -t tracefs nodev /sys/kernel/tracing` (as root) and retry"
@@ -248,6 +244,16 @@ impl Tracer {
                 .collect(),
         }
     }
+}
+
+/// Whether this process may load and attach the programs; one clear line if not.
+pub fn check_privileges() -> anyhow::Result<()> {
+    if !procfs::can_trace() {
+        bail!(
+            "memtrace needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs: run it with sudo"
+        );
+    }
+    Ok(())
 }
 
 /// Dropped-record counters: for each [`Lost`] reason, one count per possible CPU.

@@ -34,7 +34,7 @@ use crate::{
         snapshot::{Selection, Snapshot, Window},
     },
     kernel::{
-        Options, Tracer,
+        Options, Tracer, check_privileges,
         log::KernelLog,
         procfs::{self, SmapsRollup},
     },
@@ -119,6 +119,8 @@ impl Config {
 /// Runs one session of `mode` to its end.
 pub async fn run(config: Config, mut mode: impl Mode) -> anyhow::Result<()> {
     let signals = Signals::listen()?;
+    check_privileges()?;
+    check_targets(&config.pids)?;
     // Open pidfds first: they pin the identity of each target, so a pid reused after an early
     // exit cannot be mistaken for it, and they become readable when the process exits.
     let exits = config
@@ -143,6 +145,20 @@ pub async fn run(config: Config, mut mode: impl Mode) -> anyhow::Result<()> {
         .run_until_stopped(&mut mode, signals, config.duration, &exits)
         .await?;
     session.finish(&mut mode, reason)
+}
+
+/// Refuses targets memtrace cannot trace: itself, and kernel threads (no user memory).
+fn check_targets(pids: &[u32]) -> anyhow::Result<()> {
+    for &pid in pids {
+        if pid == std::process::id() {
+            bail!("pid {pid} is memtrace itself, which it never traces");
+        }
+        if procfs::is_kernel_thread(pid) {
+            let comm = procfs::comm(pid).unwrap_or_default();
+            bail!("pid {pid} ({comm}) is a kernel thread: it has no user memory to trace");
+        }
+    }
+    Ok(())
 }
 
 /// The executable and environment of each target, read now: they are gone once a process
