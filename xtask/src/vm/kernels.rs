@@ -1,0 +1,275 @@
+//! The guest kernels of the matrix: Debian's cloud kernels (BTF, tracefs, NVMe and ext4 built
+//! in, so they boot from a disk without modules or an initramfs).
+//!
+//! Packages come from `apt-get download` through a private apt configuration (own sources
+//! list, lists and cache under target/kernels), so the machine's own sources are never read or
+//! changed and any host with apt can fetch any Debian release; they are unpacked with
+//! `dpkg-deb -x`, never installed. Once unpacked a kernel is reused without touching the
+//! network: delete its directory to pick up a newer one.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+use super::recreate_dir;
+use crate::tasks::{capture, status};
+
+const DEBIAN: &str = "http://deb.debian.org/debian";
+const SECURITY: &str = "http://deb.debian.org/debian-security";
+const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+/// The metapackage that depends on a release's newest cloud kernel.
+const CLOUD_METAPACKAGE: &str = "linux-image-cloud-amd64";
+/// Written last when a kernel is unpacked: its presence marks a complete cache entry.
+const STAMP: &str = "package.txt";
+
+/// A Debian suite on an archive, e.g. bullseye-security on the security archive.
+struct Suite {
+    archive: &'static str,
+    name: &'static str,
+}
+
+/// A kernel the harness can boot.
+pub struct GuestKernel {
+    /// What `--kernel` calls it.
+    pub name: &'static str,
+    /// The version prefix its package must carry: guards against a suite moving to another
+    /// kernel series behind our back.
+    series: &'static str,
+    /// Where its package comes from; the newest version across them wins.
+    suites: &'static [Suite],
+}
+
+pub const GUESTS: [GuestKernel; 3] = [
+    GuestKernel {
+        name: "debian-5.10",
+        series: "5.10.",
+        suites: &[
+            Suite {
+                archive: DEBIAN,
+                name: "bullseye",
+            },
+            Suite {
+                archive: DEBIAN,
+                name: "bullseye-updates",
+            },
+            Suite {
+                archive: SECURITY,
+                name: "bullseye-security",
+            },
+        ],
+    },
+    GuestKernel {
+        name: "debian-6.1",
+        series: "6.1.",
+        suites: &[
+            Suite {
+                archive: DEBIAN,
+                name: "bookworm",
+            },
+            Suite {
+                archive: DEBIAN,
+                name: "bookworm-updates",
+            },
+            Suite {
+                archive: SECURITY,
+                name: "bookworm-security",
+            },
+        ],
+    },
+    GuestKernel {
+        // trixie's kernel stays 6.12 for its whole life; bookworm-backports moves on.
+        name: "debian-6.12",
+        series: "6.12.",
+        suites: &[
+            Suite {
+                archive: DEBIAN,
+                name: "trixie",
+            },
+            Suite {
+                archive: DEBIAN,
+                name: "trixie-updates",
+            },
+            Suite {
+                archive: SECURITY,
+                name: "trixie-security",
+            },
+        ],
+    },
+];
+
+/// A kernel unpacked and ready to boot.
+pub struct Prepared {
+    pub name: &'static str,
+    /// The Debian package and its version, e.g. `linux-image-6.1.0-57-cloud-amd64 6.1.192-3`.
+    pub package: String,
+    pub vmlinuz: PathBuf,
+    config: PathBuf,
+}
+
+impl Prepared {
+    /// Whether the kernel can mount the cgroup v1 memory controller. Kernels before 6.1 had no
+    /// option for it; from 6.1 on it is CONFIG_MEMCG_V1 (off in Debian's 6.12).
+    pub fn has_cgroup_v1_memory(&self) -> anyhow::Result<bool> {
+        let config = fs::read_to_string(&self.config)
+            .with_context(|| format!("cannot read {}", self.config.display()))?;
+        Ok(!config.lines().any(|l| l == "# CONFIG_MEMCG_V1 is not set")
+            && config.lines().any(|l| l == "CONFIG_MEMCG=y"))
+    }
+}
+
+impl GuestKernel {
+    /// The kernel from the cache under `cache`, downloading and unpacking it on first use.
+    pub fn prepare(&'static self, cache: &Path) -> anyhow::Result<Prepared> {
+        let dir = cache.join(self.name);
+        if dir.join(STAMP).is_file() {
+            return self.unpacked(&dir);
+        }
+        eprintln!("xtask: fetching the {} kernel from Debian", self.name);
+        let apt = PrivateApt::create(&dir.join("apt"), self.suites)?;
+        apt.update()?;
+        let package = apt.newest_cloud_kernel()?;
+        if !package.starts_with(&format!("linux-image-{}", self.series)) {
+            bail!(
+                "{}: {CLOUD_METAPACKAGE} now depends on {package}, not a {} kernel",
+                self.name,
+                self.series.trim_end_matches('.')
+            );
+        }
+        let deb = apt.download(&package, &dir.join("deb"))?;
+        unpack(&deb, &dir.join("unpacked"))?;
+        let version = capture(
+            Command::new("dpkg-deb")
+                .arg("--field")
+                .arg(&deb)
+                .arg("Version"),
+        )?;
+        fs::write(dir.join(STAMP), format!("{package} {}\n", version.trim()))
+            .with_context(|| format!("cannot write {}", dir.join(STAMP).display()))?;
+        self.unpacked(&dir)
+    }
+
+    fn unpacked(&'static self, dir: &Path) -> anyhow::Result<Prepared> {
+        let stamp = dir.join(STAMP);
+        let package = fs::read_to_string(&stamp)
+            .with_context(|| format!("cannot read {}", stamp.display()))?;
+        let boot = dir.join("unpacked/boot");
+        Ok(Prepared {
+            name: self.name,
+            package: package.trim().to_owned(),
+            vmlinuz: only_file_starting_with(&boot, "vmlinuz-")?,
+            config: only_file_starting_with(&boot, "config-")?,
+        })
+    }
+}
+
+/// The guest kernel called `name`.
+pub fn by_name(name: &str) -> Option<&'static GuestKernel> {
+    GUESTS.iter().find(|kernel| kernel.name == name)
+}
+
+/// apt-get and apt-cache with their own sources, package lists and cache.
+struct PrivateApt {
+    dir: PathBuf,
+}
+
+impl PrivateApt {
+    fn create(dir: &Path, suites: &[Suite]) -> anyhow::Result<Self> {
+        for sub in ["lists/partial", "cache/archives/partial"] {
+            fs::create_dir_all(dir.join(sub))
+                .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
+        }
+        let sources: String = suites
+            .iter()
+            .map(|suite| {
+                format!(
+                    "deb [arch=amd64 signed-by={KEYRING}] {} {} main\n",
+                    suite.archive, suite.name
+                )
+            })
+            .collect();
+        let list = dir.join("sources.list");
+        fs::write(&list, sources).with_context(|| format!("cannot write {}", list.display()))?;
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// Options that make apt read and write only under our directory. The machine's
+    /// preferences (pinning) are ignored too: they are about the machine's own suites.
+    fn options(&self) -> Vec<String> {
+        let dir = self.dir.display();
+        vec![
+            format!("-oDir::Etc::SourceList={dir}/sources.list"),
+            "-oDir::Etc::SourceParts=/dev/null".into(),
+            format!("-oDir::State::Lists={dir}/lists"),
+            format!("-oDir::Cache={dir}/cache"),
+            "-oDir::Etc::Preferences=/dev/null".into(),
+            "-oDir::Etc::PreferencesParts=/dev/null".into(),
+            // Only the Packages lists: no translations, no AppStream metadata.
+            "-oAcquire::Languages=none".into(),
+            "-oAcquire::IndexTargets::deb::DEP-11::DefaultEnabled=false".into(),
+            // Our directories belong to whoever runs xtask, not to apt's sandbox user.
+            "-oAPT::Sandbox::User=root".into(),
+        ]
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.args(self.options());
+        cmd
+    }
+
+    fn update(&self) -> anyhow::Result<()> {
+        status(self.command("apt-get").args(["update", "-qq"]))
+    }
+
+    /// The kernel package the cloud metapackage's candidate version depends on.
+    fn newest_cloud_kernel(&self) -> anyhow::Result<String> {
+        let show = capture(self.command("apt-cache").args([
+            "show",
+            "--no-all-versions",
+            CLOUD_METAPACKAGE,
+        ]))?;
+        show.lines()
+            .find_map(|line| line.strip_prefix("Depends:"))
+            .and_then(|depends| depends.split([',', ' ']).find(|w| !w.is_empty()))
+            .map(str::to_owned)
+            .with_context(|| format!("{CLOUD_METAPACKAGE} names no kernel package:\n{show}"))
+    }
+
+    /// Downloads `package` into `dir` (emptied first) and returns the .deb's path.
+    fn download(&self, package: &str, dir: &Path) -> anyhow::Result<PathBuf> {
+        recreate_dir(dir)?;
+        status(
+            self.command("apt-get")
+                .args(["download", "-qq", package])
+                .current_dir(dir),
+        )?;
+        only_file_starting_with(dir, &format!("{package}_"))
+    }
+}
+
+/// Unpacks a .deb into `into` (replacing what is there) without installing it.
+fn unpack(deb: &Path, into: &Path) -> anyhow::Result<()> {
+    recreate_dir(into)?;
+    status(Command::new("dpkg-deb").arg("-x").arg(deb).arg(into))
+}
+
+/// The one file in `dir` whose name starts with `prefix`.
+fn only_file_starting_with(dir: &Path, prefix: &str) -> anyhow::Result<PathBuf> {
+    let entries = fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(prefix))
+        .map(|entry| entry.path())
+        .collect();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => bail!("no {prefix}* in {}", dir.display()),
+        _ => bail!("several {prefix}* in {}: {found:?}", dir.display()),
+    }
+}

@@ -1,0 +1,359 @@
+//! The guest's root filesystem: an ext4 image holding busybox, the guest's init, and every
+//! host file the integration tests run — test binaries, memtrace, bpftrace, Go — at the same
+//! absolute paths as on the host (the tests name their programs with env!("CARGO_BIN_EXE_…")),
+//! with the shared libraries `ldd` lists for them.
+//!
+//! Why a disk image and not an initramfs: bpftrace's LLVM and clang libraries and the Go
+//! toolchain weigh ~700 MiB. On a disk they are read on demand and stay reclaimable page
+//! cache; in an initramfs they would be unpacked at every boot and pin guest memory that the
+//! reclaim tests need. The image is made with `mkfs.ext4 -d` from a staging tree (hard links
+//! to the host's files where possible), so nothing is mounted on the host and root is not
+//! needed. The guest boots it with QEMU's `snapshot=on`: writable, its writes are discarded,
+//! and every kernel of a run boots the same pristine image.
+
+use std::{
+    collections::HashSet,
+    fs,
+    os::unix::fs::{PermissionsExt as _, symlink},
+    path::{Component, Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context as _, bail};
+
+use super::{recreate_dir, report::seconds, suite::Build};
+use crate::{
+    bootstrap::which,
+    tasks::{capture, status},
+};
+
+/// PID 1 of the guest.
+const INIT: &str = include_str!("guest/init.sh");
+/// Where the guest's own tools live: busybox and its applets, and init. Last in the guest's
+/// PATH, so the host's programs copied into the image win.
+const VM_DIR: &str = "/vm";
+/// Programs the integration tests start by name, copied from the host when it has them:
+/// `sh -c` scripts, `setpriv` and `unshare` (util-linux, as on the host), bpftrace (the
+/// independent oracle) and go (the Go tests build a real Go program).
+const PROGRAMS: [&str; 6] = ["sh", "true", "setpriv", "unshare", "bpftrace", "go"];
+/// The shell system(3), popen(3) and `#!/bin/sh` scripts run, whatever PATH says.
+const BIN_SH: &str = "/bin/sh";
+/// Free space on top of the content: test files, the Go build cache, page-cache workloads
+/// (sparse files cost nothing). The image itself is sparse.
+const HEADROOM: u64 = 8 << 30;
+
+/// Builds `dir/root.img` for `build`, with the host paths `extra` too, and returns its path.
+pub fn create(build: &Build, extra: &[PathBuf], dir: &Path) -> anyhow::Result<PathBuf> {
+    let started = Instant::now();
+    let mut stage = Stage::new(&dir.join("stage"))?;
+    stage.add_guest_tools()?;
+    stage.add_system_files()?;
+    stage.add_program(Path::new(BIN_SH))?;
+    for program in PROGRAMS {
+        match which(program) {
+            Some(path) => stage.add_program(&path)?,
+            None => eprintln!("xtask: warning: `{program}` is not installed: the guests lack it"),
+        }
+    }
+    if which("go").is_some() {
+        let goroot = capture(Command::new("go").args(["env", "GOROOT"]))?;
+        stage.add(Path::new(goroot.trim()))?;
+    }
+    for program in &build.programs {
+        stage.add_program(program)?;
+    }
+    for binary in &build.binaries {
+        stage.add_program(&binary.path)?;
+        // Fixtures the tests read at run time (e.g. the Go programs' sources).
+        let fixtures = binary.package_dir.join("tests");
+        if fixtures.is_dir() {
+            stage.add(&fixtures)?;
+        }
+    }
+    for path in extra {
+        let path =
+            fs::canonicalize(path).with_context(|| format!("cannot find {}", path.display()))?;
+        stage.add_program(&path)?;
+    }
+    let image = dir.join("root.img");
+    stage.make_image(&image)?;
+    eprintln!(
+        "xtask: root image {} ({} MiB of files) in {}",
+        image.display(),
+        stage.bytes >> 20,
+        seconds(started.elapsed())
+    );
+    Ok(image)
+}
+
+/// A directory tree that mirrors chosen host paths, to become the image.
+struct Stage {
+    root: PathBuf,
+    /// Host paths already mirrored (also stops symlink cycles).
+    seen: HashSet<PathBuf>,
+    /// Bytes of regular files staged, to size the image.
+    bytes: u64,
+}
+
+impl Stage {
+    fn new(root: &Path) -> anyhow::Result<Self> {
+        recreate_dir(root)?;
+        Ok(Self {
+            root: root.to_owned(),
+            seen: HashSet::new(),
+            bytes: 0,
+        })
+    }
+
+    /// The staging path of host path `path` (absolute).
+    fn at(&self, path: &Path) -> PathBuf {
+        self.root.join(path.strip_prefix("/").unwrap_or(path))
+    }
+
+    /// busybox (its applets provide mount, ip, timeout, stty … in the guest) and init.
+    fn add_guest_tools(&mut self) -> anyhow::Result<()> {
+        let busybox = which("busybox").context("busybox is not installed")?;
+        let bin = self.at(&Path::new(VM_DIR).join("bin"));
+        fs::create_dir_all(&bin).with_context(|| format!("cannot create {}", bin.display()))?;
+        link_or_copy(&busybox, &bin.join("busybox"))?;
+        // A dynamically linked busybox works too, with its libraries.
+        self.add_libraries(&busybox)?;
+        let applets = capture(Command::new(&busybox).arg("--list"))?;
+        for applet in applets.lines().filter(|a| !a.is_empty() && *a != "busybox") {
+            symlink("busybox", bin.join(applet))
+                .with_context(|| format!("cannot link busybox applet {applet}"))?;
+        }
+        let init = self.at(&Path::new(VM_DIR).join("init"));
+        fs::write(&init, INIT).with_context(|| format!("cannot write {}", init.display()))?;
+        fs::set_permissions(&init, fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("cannot make {} executable", init.display()))
+    }
+
+    /// Mount points and the few configuration files a root filesystem needs.
+    fn add_system_files(&mut self) -> anyhow::Result<()> {
+        for (dir, mode) in [
+            ("proc", 0o555),
+            ("sys", 0o555),
+            ("dev", 0o755),
+            ("run", 0o755),
+            ("job", 0o755),
+            ("root", 0o700),
+            ("tmp", 0o1777),
+            ("etc", 0o755),
+        ] {
+            let path = self.root.join(dir);
+            fs::create_dir_all(&path)
+                .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(mode)))
+                .with_context(|| format!("cannot create {}", path.display()))?;
+        }
+        for (file, text) in [
+            (
+                "etc/passwd",
+                "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+            ),
+            ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
+            ("etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost\n"),
+        ] {
+            let path = self.root.join(file);
+            fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// An executable with the shared libraries it loads.
+    fn add_program(&mut self, path: &Path) -> anyhow::Result<()> {
+        self.add(path)?;
+        self.add_libraries(path)
+    }
+
+    fn add_libraries(&mut self, program: &Path) -> anyhow::Result<()> {
+        for library in shared_libraries(program)? {
+            self.add(&library)?;
+        }
+        Ok(())
+    }
+
+    /// Mirrors host path `path` (absolute), with everything below it if it is a directory.
+    /// Symlinks on the way are recreated as symlinks and what they point to is mirrored too
+    /// (so /lib → usr/lib stays a link, as the dynamic loader expects).
+    fn add(&mut self, path: &Path) -> anyhow::Result<()> {
+        self.mirror(path, true)
+    }
+
+    /// Mirrors `path`; with `whole` false only the directories leading to it and itself.
+    fn mirror(&mut self, path: &Path, whole: bool) -> anyhow::Result<()> {
+        let path = normalize(path);
+        if whole && !self.seen.insert(path.clone()) {
+            return Ok(());
+        }
+        let mut prefix = PathBuf::from("/");
+        let parts: Vec<Component> = path.components().skip(1).collect();
+        for (i, part) in parts.iter().enumerate() {
+            prefix.push(part);
+            let last = i + 1 == parts.len();
+            let meta = fs::symlink_metadata(&prefix)
+                .with_context(|| format!("cannot stat {}", prefix.display()))?;
+            if meta.file_type().is_symlink() {
+                let target = self.add_symlink(&prefix, whole && last)?;
+                if last {
+                    return Ok(());
+                }
+                let rest: PathBuf = parts[i + 1..].iter().collect();
+                return self.mirror(&target.join(rest), whole);
+            }
+            if !last || (meta.is_dir() && !whole) {
+                self.add_dir(&prefix, &meta)?;
+            } else if meta.is_dir() {
+                self.add_tree(&prefix, &meta)?;
+            } else if meta.is_file() {
+                link_or_copy(&prefix, &self.at(&prefix))?;
+                self.bytes += meta.len();
+            }
+        }
+        Ok(())
+    }
+
+    /// Recreates symlink `link` and mirrors what it points to (only the directories leading
+    /// to it unless `whole`); returns the target.
+    fn add_symlink(&mut self, link: &Path, whole: bool) -> anyhow::Result<PathBuf> {
+        let text =
+            fs::read_link(link).with_context(|| format!("cannot read {}", link.display()))?;
+        let staged = self.at(link);
+        if fs::symlink_metadata(&staged).is_err() {
+            symlink(&text, &staged)
+                .with_context(|| format!("cannot create symlink {}", staged.display()))?;
+        }
+        let target = normalize(&link.parent().unwrap_or(Path::new("/")).join(&text));
+        // A dangling link stays dangling, as on the host.
+        if fs::metadata(link).is_ok() {
+            self.mirror(&target, whole)?;
+        }
+        Ok(target)
+    }
+
+    fn add_dir(&self, dir: &Path, meta: &fs::Metadata) -> anyhow::Result<()> {
+        let staged = self.at(dir);
+        if staged.is_dir() {
+            return Ok(());
+        }
+        fs::create_dir(&staged)
+            .and_then(|()| fs::set_permissions(&staged, meta.permissions()))
+            .with_context(|| format!("cannot create {}", staged.display()))
+    }
+
+    fn add_tree(&mut self, dir: &Path, meta: &fs::Metadata) -> anyhow::Result<()> {
+        self.add_dir(dir, meta)?;
+        let entries =
+            fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
+            self.add(&entry.path())?;
+        }
+        Ok(())
+    }
+
+    fn make_image(&self, image: &Path) -> anyhow::Result<()> {
+        make_ext4(
+            &self.root,
+            image,
+            self.bytes + self.bytes / 4 + HEADROOM,
+            "memtrace-root",
+        )
+    }
+}
+
+/// A fresh ext4 image of `size` bytes (sparse) at `image` holding the tree at `content`.
+pub fn make_ext4(content: &Path, image: &Path, size: u64, label: &str) -> anyhow::Result<()> {
+    // Created here, so mkfs neither asks nor announces it.
+    fs::File::create(image)
+        .and_then(|file| file.set_len(size))
+        .with_context(|| format!("cannot create {}", image.display()))?;
+    status(
+        Command::new(mkfs_ext4()?)
+            .args(["-q", "-F", "-L", label, "-d"])
+            .arg(content)
+            .arg(image),
+    )
+}
+
+/// mkfs.ext4, which lives in sbin (not on a normal user's PATH).
+pub fn mkfs_ext4() -> anyhow::Result<PathBuf> {
+    which("mkfs.ext4")
+        .or_else(|| {
+            ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"]
+                .map(PathBuf::from)
+                .into_iter()
+                .find(|p| p.is_file())
+        })
+        .context("mkfs.ext4 is not installed (e2fsprogs)")
+}
+
+/// The shared libraries `program` loads, per ldd; none for a static executable.
+fn shared_libraries(program: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let output = Command::new("ldd")
+        .arg(program)
+        .output()
+        .with_context(|| format!("cannot run ldd {}", program.display()))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() || text.contains("statically linked") {
+        // "not a dynamic executable": static, or a script.
+        return Ok(Vec::new());
+    }
+    let mut libraries = Vec::new();
+    for line in text.lines() {
+        // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)` or `/lib64/ld-linux… (0x…)`.
+        let path = line.split_once("=>").map_or(line, |(_, path)| path).trim();
+        if path.starts_with("not found") {
+            bail!("{}: {}", program.display(), line.trim());
+        }
+        if let Some(path) = path
+            .split_whitespace()
+            .next()
+            .filter(|p| p.starts_with('/'))
+        {
+            libraries.push(PathBuf::from(path));
+        }
+    }
+    Ok(libraries)
+}
+
+/// Hard-links `from` to `to` (free and instant), or copies it where that is not possible
+/// (another filesystem, someone else's file).
+fn link_or_copy(from: &Path, to: &Path) -> anyhow::Result<()> {
+    if fs::hard_link(from, to).is_ok() {
+        return Ok(());
+    }
+    fs::copy(from, to)
+        .map(drop)
+        .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))
+}
+
+/// `path` without `.` and `..` components (lexically: the caller resolves symlinks).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for part in path.components() {
+        match part {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(name) => out.push(name),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_resolves_dots_lexically() {
+        assert_eq!(
+            normalize(Path::new("/usr/lib/go-1.19/../../share/go-1.19/src")),
+            Path::new("/usr/share/go-1.19/src")
+        );
+        assert_eq!(normalize(Path::new("/a/./b/../../..")), Path::new("/"));
+    }
+}
