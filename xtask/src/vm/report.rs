@@ -20,6 +20,9 @@ const SKIP_MARK: &str = "*** SKIPPED";
 const PASS_MARK: &str = "test result: ok. 1 passed";
 /// Lines of a failure's output printed in the summary (the log has all).
 const EXCERPT_LINES: usize = 12;
+/// Console lines where the kernel complains: worth a look when investigating a kernel, even
+/// when every test passed.
+const KERNEL_COMPLAINTS: [&str; 5] = ["WARNING:", "BUG:", "Oops", "soft lockup", "segfault at"];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -106,7 +109,8 @@ impl Outcome {
     }
 }
 
-/// The panic message and what follows it, or the output's last lines when nothing panicked.
+/// The panic message (without the backtrace that follows), or the output's last lines when
+/// nothing panicked.
 fn excerpt(output: &str) -> Vec<String> {
     let lines: Vec<&str> = output.lines().collect();
     let start = lines
@@ -115,6 +119,7 @@ fn excerpt(output: &str) -> Vec<String> {
         .unwrap_or(lines.len().saturating_sub(EXCERPT_LINES));
     lines[start..]
         .iter()
+        .take_while(|l| !l.starts_with("stack backtrace:") && !l.starts_with("note: run with"))
         .take(EXCERPT_LINES)
         .map(|l| (*l).to_owned())
         .collect()
@@ -132,6 +137,15 @@ pub struct KernelReport {
     /// Why the guest did not run every test (no boot, crash, hang).
     pub problem: Option<String>,
     pub console_log: PathBuf,
+}
+
+/// How many lines of a console log show the kernel complaining.
+fn kernel_complaints(console_log: &Path) -> usize {
+    let console = fs::read(console_log).unwrap_or_default();
+    String::from_utf8_lossy(&console)
+        .lines()
+        .filter(|line| KERNEL_COMPLAINTS.iter().any(|c| line.contains(c)))
+        .count()
 }
 
 impl KernelReport {
@@ -169,6 +183,13 @@ impl KernelReport {
         if let Some(problem) = &self.problem {
             println!(
                 "   GUEST PROBLEM: {problem} (console: {})",
+                self.console_log.display()
+            );
+        }
+        let complaints = kernel_complaints(&self.console_log);
+        if complaints > 0 {
+            println!(
+                "   the kernel complained on {complaints} console lines (warnings, BUGs, segfaults): {}",
                 self.console_log.display()
             );
         }
@@ -235,7 +256,8 @@ mod tests {
 
     #[test]
     fn excerpt_starts_at_the_panic() {
-        let output = "running 1 test\nnoise\nthread 'x' panicked at a.rs:1:1:\nboom\n";
+        let output = "running 1 test\nnoise\nthread 'x' panicked at a.rs:1:1:\nboom\n\
+                      stack backtrace:\n   0: frame\n";
         assert_eq!(
             excerpt(output),
             ["thread 'x' panicked at a.rs:1:1:", "boom"]

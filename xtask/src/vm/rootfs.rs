@@ -10,11 +10,15 @@
 //! to the host's files where possible), so nothing is mounted on the host and root is not
 //! needed. The guest boots it with QEMU's `snapshot=on`: writable, its writes are discarded,
 //! and every kernel of a run boots the same pristine image.
+//!
+//! The tree is planned first and fingerprinted (paths, sizes, modification times, generated
+//! text): when nothing changed since the last image, that image is reused as it is.
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     fs,
-    os::unix::fs::{PermissionsExt as _, symlink},
+    hash::{DefaultHasher, Hash as _, Hasher as _},
+    os::unix::fs::{MetadataExt as _, PermissionsExt as _, symlink},
     path::{Component, Path, PathBuf},
     process::Command,
     time::Instant,
@@ -37,8 +41,28 @@ const VM_DIR: &str = "/vm";
 /// `sh -c` scripts, `setpriv` and `unshare` (util-linux, as on the host), bpftrace (the
 /// independent oracle) and go (the Go tests build a real Go program).
 const PROGRAMS: [&str; 6] = ["sh", "true", "setpriv", "unshare", "bpftrace", "go"];
-/// The shell system(3), popen(3) and `#!/bin/sh` scripts run, whatever PATH says.
+/// The shell system(3), popen(3) and `#!/bin/sh` scripts run, whatever PATH says (clang,
+/// inside bpftrace, crashes without it).
 const BIN_SH: &str = "/bin/sh";
+/// Mount points and the few configuration files a root filesystem needs.
+const DIRS: [(&str, u32); 8] = [
+    ("/proc", 0o555),
+    ("/sys", 0o555),
+    ("/dev", 0o755),
+    ("/run", 0o755),
+    ("/job", 0o755),
+    ("/root", 0o700),
+    ("/tmp", 0o1777),
+    ("/etc", 0o755),
+];
+const FILES: [(&str, &str); 3] = [
+    (
+        "/etc/passwd",
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+    ),
+    ("/etc/group", "root:x:0:\nnogroup:x:65534:\n"),
+    ("/etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost\n"),
+];
 /// Free space on top of the content: test files, the Go build cache, page-cache workloads
 /// (sparse files cost nothing). The image itself is sparse.
 const HEADROOM: u64 = 8 << 30;
@@ -46,119 +70,129 @@ const HEADROOM: u64 = 8 << 30;
 /// Builds `dir/root.img` for `build`, with the host paths `extra` too, and returns its path.
 pub fn create(build: &Build, extra: &[PathBuf], dir: &Path) -> anyhow::Result<PathBuf> {
     let started = Instant::now();
-    let mut stage = Stage::new(&dir.join("stage"))?;
-    stage.add_guest_tools()?;
-    stage.add_system_files()?;
-    stage.add_program(Path::new(BIN_SH))?;
-    for program in PROGRAMS {
-        match which(program) {
-            Some(path) => stage.add_program(&path)?,
-            None => eprintln!("xtask: warning: `{program}` is not installed: the guests lack it"),
-        }
-    }
-    if which("go").is_some() {
-        let goroot = capture(Command::new("go").args(["env", "GOROOT"]))?;
-        stage.add(Path::new(goroot.trim()))?;
-    }
-    for program in &build.programs {
-        stage.add_program(program)?;
-    }
-    for binary in &build.binaries {
-        stage.add_program(&binary.path)?;
-        // Fixtures the tests read at run time (e.g. the Go programs' sources).
-        let fixtures = binary.package_dir.join("tests");
-        if fixtures.is_dir() {
-            stage.add(&fixtures)?;
-        }
-    }
-    for path in extra {
-        let path =
-            fs::canonicalize(path).with_context(|| format!("cannot find {}", path.display()))?;
-        stage.add_program(&path)?;
-    }
+    let tree = plan(build, extra)?;
     let image = dir.join("root.img");
-    stage.make_image(&image)?;
+    let stamp = dir.join("root.fingerprint");
+    let fingerprint = tree.fingerprint();
+    if image.is_file() && fs::read_to_string(&stamp).is_ok_and(|s| s == fingerprint) {
+        eprintln!("xtask: root image {} is up to date", image.display());
+        return Ok(image);
+    }
+    let _ = fs::remove_file(&stamp);
+    let stage = dir.join("stage");
+    tree.write(&stage)?;
+    make_ext4(
+        &stage,
+        &image,
+        tree.bytes + tree.bytes / 4 + HEADROOM,
+        "memtrace-root",
+    )?;
+    fs::write(&stamp, fingerprint).with_context(|| format!("cannot write {}", stamp.display()))?;
     eprintln!(
-        "xtask: root image {} ({} MiB of files) in {}",
+        "xtask: root image {} ({} MiB of files) made in {}",
         image.display(),
-        stage.bytes >> 20,
+        tree.bytes >> 20,
         seconds(started.elapsed())
     );
     Ok(image)
 }
 
-/// A directory tree that mirrors chosen host paths, to become the image.
-struct Stage {
-    root: PathBuf,
-    /// Host paths already mirrored (also stops symlink cycles).
-    seen: HashSet<PathBuf>,
-    /// Bytes of regular files staged, to size the image.
+/// Everything the image holds.
+fn plan(build: &Build, extra: &[PathBuf]) -> anyhow::Result<Tree> {
+    let mut tree = Tree::default();
+    tree.add_guest_tools()?;
+    for (dir, mode) in DIRS {
+        tree.entries.insert(dir.into(), Entry::Dir { mode });
+    }
+    for (path, text) in FILES {
+        tree.add_text(path, text, 0o644);
+    }
+    tree.add_program(Path::new(BIN_SH))?;
+    for program in PROGRAMS {
+        match which(program) {
+            Some(path) => tree.add_program(&path)?,
+            None => eprintln!("xtask: warning: `{program}` is not installed: the guests lack it"),
+        }
+    }
+    if which("go").is_some() {
+        let goroot = capture(Command::new("go").args(["env", "GOROOT"]))?;
+        tree.add(Path::new(goroot.trim()))?;
+    }
+    for program in &build.programs {
+        tree.add_program(program)?;
+    }
+    for binary in &build.binaries {
+        tree.add_program(&binary.path)?;
+        // Fixtures the tests read at run time (e.g. the Go programs' sources).
+        let fixtures = binary.package_dir.join("tests");
+        if fixtures.is_dir() {
+            tree.add(&fixtures)?;
+        }
+    }
+    for path in extra {
+        // Absolute, but a symlink stays a symlink (with its target).
+        let path =
+            std::path::absolute(path).with_context(|| format!("bad path {}", path.display()))?;
+        tree.add_program(&path)?;
+    }
+    Ok(tree)
+}
+
+/// One path of the image.
+#[derive(Hash)]
+enum Entry {
+    Dir {
+        mode: u32,
+    },
+    /// A host file, with what tells whether it changed.
+    File {
+        source: PathBuf,
+        len: u64,
+        mtime: (i64, i64),
+    },
+    Symlink {
+        target: PathBuf,
+    },
+    Text {
+        text: String,
+        mode: u32,
+    },
+}
+
+/// The image's tree, keyed by path: a parent sorts before its children.
+#[derive(Default)]
+struct Tree {
+    entries: BTreeMap<PathBuf, Entry>,
+    /// Host paths added whole already (also stops symlink cycles).
+    added: HashSet<PathBuf>,
+    /// Bytes of the host files, to size the image.
     bytes: u64,
 }
 
-impl Stage {
-    fn new(root: &Path) -> anyhow::Result<Self> {
-        recreate_dir(root)?;
-        Ok(Self {
-            root: root.to_owned(),
-            seen: HashSet::new(),
-            bytes: 0,
-        })
-    }
-
-    /// The staging path of host path `path` (absolute).
-    fn at(&self, path: &Path) -> PathBuf {
-        self.root.join(path.strip_prefix("/").unwrap_or(path))
-    }
-
+impl Tree {
     /// busybox (its applets provide mount, ip, timeout, stty … in the guest) and init.
     fn add_guest_tools(&mut self) -> anyhow::Result<()> {
         let busybox = which("busybox").context("busybox is not installed")?;
-        let bin = self.at(&Path::new(VM_DIR).join("bin"));
-        fs::create_dir_all(&bin).with_context(|| format!("cannot create {}", bin.display()))?;
-        link_or_copy(&busybox, &bin.join("busybox"))?;
+        let bin = Path::new(VM_DIR).join("bin");
+        self.entries
+            .insert(VM_DIR.into(), Entry::Dir { mode: 0o755 });
+        self.entries.insert(bin.clone(), Entry::Dir { mode: 0o755 });
+        self.add_file(&busybox, &bin.join("busybox"))?;
         // A dynamically linked busybox works too, with its libraries.
         self.add_libraries(&busybox)?;
         let applets = capture(Command::new(&busybox).arg("--list"))?;
         for applet in applets.lines().filter(|a| !a.is_empty() && *a != "busybox") {
-            symlink("busybox", bin.join(applet))
-                .with_context(|| format!("cannot link busybox applet {applet}"))?;
+            let target = "busybox".into();
+            self.entries
+                .insert(bin.join(applet), Entry::Symlink { target });
         }
-        let init = self.at(&Path::new(VM_DIR).join("init"));
-        fs::write(&init, INIT).with_context(|| format!("cannot write {}", init.display()))?;
-        fs::set_permissions(&init, fs::Permissions::from_mode(0o755))
-            .with_context(|| format!("cannot make {} executable", init.display()))
+        self.add_text(&format!("{VM_DIR}/init"), INIT, 0o755);
+        Ok(())
     }
 
-    /// Mount points and the few configuration files a root filesystem needs.
-    fn add_system_files(&mut self) -> anyhow::Result<()> {
-        for (dir, mode) in [
-            ("proc", 0o555),
-            ("sys", 0o555),
-            ("dev", 0o755),
-            ("run", 0o755),
-            ("job", 0o755),
-            ("root", 0o700),
-            ("tmp", 0o1777),
-            ("etc", 0o755),
-        ] {
-            let path = self.root.join(dir);
-            fs::create_dir_all(&path)
-                .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(mode)))
-                .with_context(|| format!("cannot create {}", path.display()))?;
-        }
-        for (file, text) in [
-            (
-                "etc/passwd",
-                "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-            ),
-            ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
-            ("etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost\n"),
-        ] {
-            let path = self.root.join(file);
-            fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-        }
-        Ok(())
+    fn add_text(&mut self, path: &str, text: &str, mode: u32) {
+        let text = text.to_owned();
+        self.entries.insert(path.into(), Entry::Text { text, mode });
     }
 
     /// An executable with the shared libraries it loads.
@@ -174,17 +208,17 @@ impl Stage {
         Ok(())
     }
 
-    /// Mirrors host path `path` (absolute), with everything below it if it is a directory.
-    /// Symlinks on the way are recreated as symlinks and what they point to is mirrored too
-    /// (so /lib → usr/lib stays a link, as the dynamic loader expects).
+    /// Host path `path` (absolute), with everything below it if it is a directory. Symlinks
+    /// on the way stay symlinks and what they point to is added too (so /lib → usr/lib stays
+    /// a link, as the dynamic loader expects).
     fn add(&mut self, path: &Path) -> anyhow::Result<()> {
         self.mirror(path, true)
     }
 
-    /// Mirrors `path`; with `whole` false only the directories leading to it and itself.
+    /// Adds `path`; with `whole` false only the directories leading to it and itself.
     fn mirror(&mut self, path: &Path, whole: bool) -> anyhow::Result<()> {
         let path = normalize(path);
-        if whole && !self.seen.insert(path.clone()) {
+        if whole && !self.added.insert(path.clone()) {
             return Ok(());
         }
         let mut prefix = PathBuf::from("/");
@@ -202,29 +236,33 @@ impl Stage {
                 let rest: PathBuf = parts[i + 1..].iter().collect();
                 return self.mirror(&target.join(rest), whole);
             }
-            if !last || (meta.is_dir() && !whole) {
-                self.add_dir(&prefix, &meta)?;
+            let mode = meta.permissions().mode() & 0o7777;
+            if !(last && whole) {
+                // A directory on the way.
+                self.entries
+                    .entry(prefix.clone())
+                    .or_insert(Entry::Dir { mode });
             } else if meta.is_dir() {
-                self.add_tree(&prefix, &meta)?;
+                self.entries
+                    .entry(prefix.clone())
+                    .or_insert(Entry::Dir { mode });
+                self.add_children(&prefix)?;
             } else if meta.is_file() {
-                link_or_copy(&prefix, &self.at(&prefix))?;
-                self.bytes += meta.len();
+                self.add_file(&prefix, &prefix)?;
             }
+            // Anything else (sockets, devices) is left out.
         }
         Ok(())
     }
 
-    /// Recreates symlink `link` and mirrors what it points to (only the directories leading
-    /// to it unless `whole`); returns the target.
+    /// Symlink `link` as it is, and what it points to (only the directories leading to it
+    /// unless `whole`); returns the target.
     fn add_symlink(&mut self, link: &Path, whole: bool) -> anyhow::Result<PathBuf> {
         let text =
             fs::read_link(link).with_context(|| format!("cannot read {}", link.display()))?;
-        let staged = self.at(link);
-        if fs::symlink_metadata(&staged).is_err() {
-            symlink(&text, &staged)
-                .with_context(|| format!("cannot create symlink {}", staged.display()))?;
-        }
         let target = normalize(&link.parent().unwrap_or(Path::new("/")).join(&text));
+        self.entries
+            .insert(link.to_owned(), Entry::Symlink { target: text });
         // A dangling link stays dangling, as on the host.
         if fs::metadata(link).is_ok() {
             self.mirror(&target, whole)?;
@@ -232,18 +270,7 @@ impl Stage {
         Ok(target)
     }
 
-    fn add_dir(&self, dir: &Path, meta: &fs::Metadata) -> anyhow::Result<()> {
-        let staged = self.at(dir);
-        if staged.is_dir() {
-            return Ok(());
-        }
-        fs::create_dir(&staged)
-            .and_then(|()| fs::set_permissions(&staged, meta.permissions()))
-            .with_context(|| format!("cannot create {}", staged.display()))
-    }
-
-    fn add_tree(&mut self, dir: &Path, meta: &fs::Metadata) -> anyhow::Result<()> {
-        self.add_dir(dir, meta)?;
+    fn add_children(&mut self, dir: &Path) -> anyhow::Result<()> {
         let entries =
             fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
         for entry in entries {
@@ -253,13 +280,49 @@ impl Stage {
         Ok(())
     }
 
-    fn make_image(&self, image: &Path) -> anyhow::Result<()> {
-        make_ext4(
-            &self.root,
-            image,
-            self.bytes + self.bytes / 4 + HEADROOM,
-            "memtrace-root",
-        )
+    /// Host file `source` at `path` in the image.
+    fn add_file(&mut self, source: &Path, path: &Path) -> anyhow::Result<()> {
+        let meta =
+            fs::metadata(source).with_context(|| format!("cannot stat {}", source.display()))?;
+        self.bytes += meta.len();
+        let entry = Entry::File {
+            source: source.to_owned(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+        };
+        self.entries.insert(path.to_owned(), entry);
+        Ok(())
+    }
+
+    fn fingerprint(&self) -> String {
+        let mut hasher = DefaultHasher::new();
+        self.entries.hash(&mut hasher);
+        format!("{:016x}\n", hasher.finish())
+    }
+
+    /// Writes the tree under `stage` (emptied first): host files hard-linked where possible.
+    fn write(&self, stage: &Path) -> anyhow::Result<()> {
+        recreate_dir(stage)?;
+        for (path, entry) in &self.entries {
+            let at = stage.join(path.strip_prefix("/").unwrap_or(path));
+            write_entry(entry, &at).with_context(|| format!("cannot create {}", at.display()))?;
+        }
+        Ok(())
+    }
+}
+
+fn write_entry(entry: &Entry, at: &Path) -> std::io::Result<()> {
+    match entry {
+        Entry::Dir { mode } => {
+            fs::create_dir_all(at)?;
+            fs::set_permissions(at, fs::Permissions::from_mode(*mode))
+        }
+        Entry::File { source, .. } => link_or_copy(source, at),
+        Entry::Symlink { target } => symlink(target, at),
+        Entry::Text { text, mode } => {
+            fs::write(at, text)?;
+            fs::set_permissions(at, fs::Permissions::from_mode(*mode))
+        }
     }
 }
 
@@ -320,13 +383,11 @@ fn shared_libraries(program: &Path) -> anyhow::Result<Vec<PathBuf>> {
 
 /// Hard-links `from` to `to` (free and instant), or copies it where that is not possible
 /// (another filesystem, someone else's file).
-fn link_or_copy(from: &Path, to: &Path) -> anyhow::Result<()> {
+fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
     if fs::hard_link(from, to).is_ok() {
         return Ok(());
     }
-    fs::copy(from, to)
-        .map(drop)
-        .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))
+    fs::copy(from, to).map(drop)
 }
 
 /// `path` without `.` and `..` components (lexically: the caller resolves symlinks).
