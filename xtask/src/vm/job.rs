@@ -7,15 +7,19 @@ use std::{
     fmt::Write as _,
     fs,
     path::{Path, PathBuf},
+    process::Command,
     time::Duration,
 };
 
 use anyhow::Context as _;
 
 use super::{Cgroup, recreate_dir, rootfs::make_ext4};
+use crate::tasks::status;
 
 /// Steps are small scripts; this holds thousands.
 const JOB_IMAGE_SIZE: u64 = 32 << 20;
+/// Room for a kernel's headers (about 80 MiB unpacked).
+const HEADERS_SIZE: u64 = 256 << 20;
 
 pub enum Mode {
     /// Run these shell scripts in order; step N is reported as N (from 0).
@@ -31,6 +35,8 @@ pub struct Job {
     pub workdir: PathBuf,
     /// How long one step may run before the guest kills it.
     pub step_timeout: Duration,
+    /// Unpacked linux-headers packages for the guest to install (see kernels.rs).
+    pub headers: Option<PathBuf>,
 }
 
 impl Job {
@@ -47,8 +53,19 @@ impl Job {
                 write(&steps_dir.join(step_file_name(index)), script)?;
             }
         }
+        let mut size = JOB_IMAGE_SIZE;
+        if let Some(headers) = &self.headers {
+            // Hard links: the headers are tens of MiB and do not change.
+            status(
+                Command::new("cp")
+                    .arg("-al")
+                    .arg(headers)
+                    .arg(tree.join("headers")),
+            )?;
+            size += HEADERS_SIZE;
+        }
         let image = dir.join("job.img");
-        make_ext4(&tree, &image, JOB_IMAGE_SIZE, "memtrace-job")?;
+        make_ext4(&tree, &image, size, "memtrace-job")?;
         Ok(image)
     }
 

@@ -32,6 +32,20 @@ struct Suite {
     name: &'static str,
 }
 
+const fn debian(name: &'static str) -> Suite {
+    Suite {
+        archive: DEBIAN,
+        name,
+    }
+}
+
+const fn security(name: &'static str) -> Suite {
+    Suite {
+        archive: SECURITY,
+        name,
+    }
+}
+
 /// A kernel the harness can boot.
 pub struct GuestKernel {
     /// What `--kernel` calls it.
@@ -40,64 +54,44 @@ pub struct GuestKernel {
     /// kernel series behind our back.
     series: &'static str,
     /// Where its package comes from; the newest version across them wins.
-    suites: &'static [Suite],
+    suites: [Suite; 3],
+    /// Whether the guest also gets the kernel's headers, as a Debian system with its
+    /// linux-headers package installed: bpftrace 0.17 cannot use 5.10's BTF (`bpftrace
+    /// --info`: "btf: no"), so tracepoint arguments (`args->…`) need the headers there.
+    headers: bool,
 }
 
 pub const GUESTS: [GuestKernel; 3] = [
     GuestKernel {
         name: "debian-5.10",
         series: "5.10.",
-        suites: &[
-            Suite {
-                archive: DEBIAN,
-                name: "bullseye",
-            },
-            Suite {
-                archive: DEBIAN,
-                name: "bullseye-updates",
-            },
-            Suite {
-                archive: SECURITY,
-                name: "bullseye-security",
-            },
+        suites: [
+            debian("bullseye"),
+            debian("bullseye-updates"),
+            security("bullseye-security"),
         ],
+        headers: true,
     },
     GuestKernel {
         name: "debian-6.1",
         series: "6.1.",
-        suites: &[
-            Suite {
-                archive: DEBIAN,
-                name: "bookworm",
-            },
-            Suite {
-                archive: DEBIAN,
-                name: "bookworm-updates",
-            },
-            Suite {
-                archive: SECURITY,
-                name: "bookworm-security",
-            },
+        suites: [
+            debian("bookworm"),
+            debian("bookworm-updates"),
+            security("bookworm-security"),
         ],
+        headers: false,
     },
     GuestKernel {
         // trixie's kernel stays 6.12 for its whole life; bookworm-backports moves on.
         name: "debian-6.12",
         series: "6.12.",
-        suites: &[
-            Suite {
-                archive: DEBIAN,
-                name: "trixie",
-            },
-            Suite {
-                archive: DEBIAN,
-                name: "trixie-updates",
-            },
-            Suite {
-                archive: SECURITY,
-                name: "trixie-security",
-            },
+        suites: [
+            debian("trixie"),
+            debian("trixie-updates"),
+            security("trixie-security"),
         ],
+        headers: false,
     },
 ];
 
@@ -108,6 +102,8 @@ pub struct Prepared {
     pub package: String,
     pub vmlinuz: PathBuf,
     config: PathBuf,
+    /// The unpacked linux-headers packages (usr/src, lib/modules), for kernels that need them.
+    pub headers: Option<PathBuf>,
 }
 
 impl Prepared {
@@ -125,11 +121,18 @@ impl GuestKernel {
     /// The kernel from the cache under `cache`, downloading and unpacking it on first use.
     pub fn prepare(&'static self, cache: &Path) -> anyhow::Result<Prepared> {
         let dir = cache.join(self.name);
-        if dir.join(STAMP).is_file() {
-            return self.unpacked(&dir);
+        let complete = dir.join(STAMP).is_file() && (!self.headers || dir.join("headers").is_dir());
+        if !complete {
+            eprintln!("xtask: fetching the {} kernel from Debian", self.name);
+            self.fetch(&dir)?;
         }
-        eprintln!("xtask: fetching the {} kernel from Debian", self.name);
-        let apt = PrivateApt::create(&dir.join("apt"), self.suites)?;
+        self.unpacked(&dir)
+    }
+
+    /// Downloads and unpacks the newest package (and its headers if wanted) into `dir`, then
+    /// writes the stamp that marks the cache entry complete.
+    fn fetch(&self, dir: &Path) -> anyhow::Result<()> {
+        let apt = PrivateApt::create(&dir.join("apt"), &self.suites)?;
         apt.update()?;
         let package = apt.newest_cloud_kernel()?;
         if !package.starts_with(&format!("linux-image-{}", self.series)) {
@@ -139,17 +142,19 @@ impl GuestKernel {
                 self.series.trim_end_matches('.')
             );
         }
-        let deb = apt.download(&package, &dir.join("deb"))?;
-        unpack(&deb, &dir.join("unpacked"))?;
-        let version = capture(
-            Command::new("dpkg-deb")
-                .arg("--field")
-                .arg(&deb)
-                .arg("Version"),
-        )?;
-        fs::write(dir.join(STAMP), format!("{package} {}\n", version.trim()))
-            .with_context(|| format!("cannot write {}", dir.join(STAMP).display()))?;
-        self.unpacked(&dir)
+        let debs = apt.download(std::slice::from_ref(&package), &dir.join("deb"))?;
+        unpack(&debs, &dir.join("unpacked"))?;
+        if self.headers {
+            let packages = apt.headers_packages(&package)?;
+            let debs = apt.download(&packages, &dir.join("headers-deb"))?;
+            unpack(&debs, &dir.join("headers"))?;
+        }
+        let mut dpkg_deb = Command::new("dpkg-deb");
+        dpkg_deb.arg("--field").args(&debs).arg("Version");
+        let version = capture(&mut dpkg_deb)?;
+        let stamp = dir.join(STAMP);
+        fs::write(&stamp, format!("{package} {}\n", version.trim()))
+            .with_context(|| format!("cannot write {}", stamp.display()))
     }
 
     fn unpacked(&'static self, dir: &Path) -> anyhow::Result<Prepared> {
@@ -162,6 +167,7 @@ impl GuestKernel {
             package: package.trim().to_owned(),
             vmlinuz: only_file_starting_with(&boot, "vmlinuz-")?,
             config: only_file_starting_with(&boot, "config-")?,
+            headers: self.headers.then(|| dir.join("headers")),
         })
     }
 }
@@ -241,22 +247,52 @@ impl PrivateApt {
             .with_context(|| format!("{CLOUD_METAPACKAGE} names no kernel package:\n{show}"))
     }
 
-    /// Downloads `package` into `dir` (emptied first) and returns the .deb's path.
-    fn download(&self, package: &str, dir: &Path) -> anyhow::Result<PathBuf> {
+    /// The headers package of kernel package `image` and the one it depends on for the
+    /// headers common to all flavours (`linux-headers-5.10.0-46-cloud-amd64` and
+    /// `linux-headers-5.10.0-46-common`).
+    fn headers_packages(&self, image: &str) -> anyhow::Result<Vec<String>> {
+        let headers = image.replacen("linux-image-", "linux-headers-", 1);
+        let show =
+            capture(
+                self.command("apt-cache")
+                    .args(["show", "--no-all-versions", &headers]),
+            )?;
+        let depends = show
+            .lines()
+            .find_map(|line| line.strip_prefix("Depends:"))
+            .unwrap_or_default();
+        let common = depends
+            .split(',')
+            .filter_map(|dep| dep.split_whitespace().next())
+            .filter(|name| name.starts_with("linux-headers-"));
+        Ok(std::iter::once(headers.clone())
+            .chain(common.map(str::to_owned))
+            .collect())
+    }
+
+    /// Downloads `packages` into `dir` (emptied first) and returns the .debs' paths.
+    fn download(&self, packages: &[String], dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         recreate_dir(dir)?;
         status(
             self.command("apt-get")
-                .args(["download", "-qq", package])
+                .args(["download", "-qq"])
+                .args(packages)
                 .current_dir(dir),
         )?;
-        only_file_starting_with(dir, &format!("{package}_"))
+        packages
+            .iter()
+            .map(|package| only_file_starting_with(dir, &format!("{package}_")))
+            .collect()
     }
 }
 
-/// Unpacks a .deb into `into` (replacing what is there) without installing it.
-fn unpack(deb: &Path, into: &Path) -> anyhow::Result<()> {
+/// Unpacks .debs into `into` (replacing what is there) without installing them.
+fn unpack(debs: &[PathBuf], into: &Path) -> anyhow::Result<()> {
     recreate_dir(into)?;
-    status(Command::new("dpkg-deb").arg("-x").arg(deb).arg(into))
+    for deb in debs {
+        status(Command::new("dpkg-deb").arg("-x").arg(deb).arg(into))?;
+    }
+    Ok(())
 }
 
 /// The one file in `dir` whose name starts with `prefix`.

@@ -182,6 +182,7 @@ pub fn command(
         cgroup,
         workdir: workspace(),
         step_timeout: COMMAND_TIMEOUT,
+        headers: kernel.headers.clone(),
     };
     let machine = Machine {
         kernel: &kernel,
@@ -266,6 +267,7 @@ fn run_tests(
         cgroup,
         workdir: workspace(),
         step_timeout: TEST_TIMEOUT,
+        headers: kernel.headers.clone(),
     };
     let machine = Machine {
         kernel,

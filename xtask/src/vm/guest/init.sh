@@ -69,6 +69,17 @@ mount_job() {
 	. /job/config
 }
 
+# A kernel's headers, when the job brings them (see kernels.rs), where its linux-headers
+# package would put them: /usr/src, and the build/source links in /lib/modules.
+install_headers() {
+	[ -d /job/headers ] || return 0
+	must mkdir -p /usr/src /lib/modules
+	for dir in /job/headers/usr/src/*; do
+		must ln -s "$dir" /usr/src/
+	done
+	must cp -a /job/headers/lib/modules/. /lib/modules/
+}
+
 configure_system() {
 	must ip link set lo up
 	# Debian kernels default to "always", which changes fault counts; the development
@@ -97,6 +108,7 @@ run_steps() {
 mount_filesystems
 mount_job
 mount_cgroups
+install_headers
 configure_system
 
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/vm/bin
