@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::{Cgroup, recreate_dir, rootfs::make_ext4};
+use super::{Cgroup, RunFile, recreate_dir, rootfs::make_ext4};
 use crate::tasks::status;
 
 /// Steps are small scripts; this holds thousands.
@@ -40,9 +40,10 @@ pub struct Job {
 }
 
 impl Job {
-    /// Writes the job to `dir/job.img` and returns the image's path.
-    pub fn write_image(&self, dir: &Path) -> anyhow::Result<PathBuf> {
-        let tree = dir.join("job");
+    /// Writes the job to an image in `dir` of this run's own, removed when it is dropped.
+    pub fn write_image(&self, dir: &Path) -> anyhow::Result<RunFile> {
+        let pid = std::process::id();
+        let tree = dir.join(format!("job-{pid}"));
         recreate_dir(&tree)?;
         write(&tree.join("config"), &self.config())?;
         if let Mode::Steps(steps) = &self.mode {
@@ -64,8 +65,9 @@ impl Job {
             )?;
             size += HEADERS_SIZE;
         }
-        let image = dir.join("job.img");
-        make_ext4(&tree, &image, size, "memtrace-job")?;
+        let image = RunFile(dir.join(format!("job-{pid}.img")));
+        make_ext4(&tree, &image.0, size, "memtrace-job")?;
+        let _ = fs::remove_dir_all(&tree);
         Ok(image)
     }
 

@@ -136,6 +136,9 @@ pub fn test(choice: KernelChoice, cgroup: Option<Cgroup>, args: &[String]) -> an
     let kernels = prepare_kernels(&guests, cgroup)?;
     let build = suite::build()?;
     let cases = suite::list(&build, &libtest_filters(args))?;
+    if cases.is_empty() {
+        bail!("no integration test matches {args:?}");
+    }
     let image = rootfs::create(&build, &[], &vm_dir())?;
     eprintln!(
         "xtask: guests prepared in {} ({} tests)",
@@ -145,7 +148,7 @@ pub fn test(choice: KernelChoice, cgroup: Option<Cgroup>, args: &[String]) -> an
     let run_ignored = args.iter().any(|a| RUN_IGNORED.contains(&a.as_str()));
     let mut reports = Vec::new();
     for kernel in &kernels {
-        let report = run_tests(kernel, cgroup, &image, &build, &cases, run_ignored)?;
+        let report = run_tests(kernel, cgroup, image.path(), &build, &cases, run_ignored)?;
         report.print();
         reports.push(report);
     }
@@ -184,10 +187,11 @@ pub fn command(
         step_timeout: COMMAND_TIMEOUT,
         headers: kernel.headers.clone(),
     };
+    let job_image = job.write_image(&dir)?;
     let machine = Machine {
         kernel: &kernel,
-        root: &image,
-        job: &job.write_image(&dir)?,
+        root: image.path(),
+        job: job_image.path(),
         console_log: dir.join("console.log"),
     };
     eprintln!(
@@ -269,10 +273,11 @@ fn run_tests(
         step_timeout: TEST_TIMEOUT,
         headers: kernel.headers.clone(),
     };
+    let job_image = job.write_image(&dir)?;
     let machine = Machine {
         kernel,
         root: image,
-        job: &job.write_image(&dir)?,
+        job: job_image.path(),
         console_log: dir.join("console.log"),
     };
     eprintln!("xtask: {label}: running {} tests", runnable.len());
@@ -372,6 +377,30 @@ fn kernel_dir(kernel: &Prepared, cgroup: Cgroup) -> anyhow::Result<PathBuf> {
     let dir = vm_dir().join(format!("{}-{}", kernel.name, cgroup.name()));
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     Ok(dir)
+}
+
+/// A file only this run uses (a disk image it boots), removed when the run is done with it.
+pub struct RunFile(PathBuf);
+
+impl RunFile {
+    /// This run's own name for `file`: a hard link next to it.
+    fn link(file: &Path) -> anyhow::Result<Self> {
+        let own = file.with_extension(format!("run-{}", std::process::id()));
+        let _ = fs::remove_file(&own);
+        fs::hard_link(file, &own)
+            .with_context(|| format!("cannot link {} to {}", file.display(), own.display()))?;
+        Ok(Self(own))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for RunFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
 }
 
 /// An empty directory at `dir`, whatever was there before.

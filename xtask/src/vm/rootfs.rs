@@ -26,7 +26,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{recreate_dir, report::seconds, suite::Build};
+use super::{RunFile, recreate_dir, report::seconds, suite::Build};
 use crate::{
     bootstrap::which,
     tasks::{capture, status},
@@ -67,34 +67,40 @@ const FILES: [(&str, &str); 3] = [
 /// (sparse files cost nothing). The image itself is sparse.
 const HEADROOM: u64 = 8 << 30;
 
-/// Builds `dir/root.img` for `build`, with the host paths `extra` too, and returns its path.
-pub fn create(build: &Build, extra: &[PathBuf], dir: &Path) -> anyhow::Result<PathBuf> {
+/// Builds `dir/root.img` for `build`, with the host paths `extra` too, and returns this run's
+/// own link to it: another run may replace root.img meanwhile (atomically, under a lock), but
+/// never what this run boots.
+pub fn create(build: &Build, extra: &[PathBuf], dir: &Path) -> anyhow::Result<RunFile> {
     let started = Instant::now();
     let tree = plan(build, extra)?;
     let image = dir.join("root.img");
     let stamp = dir.join("root.fingerprint");
     let fingerprint = tree.fingerprint();
+    let lock_path = dir.join("root.lock");
+    let lock = fs::File::create(&lock_path)
+        .and_then(|file| file.lock().map(|()| file))
+        .with_context(|| format!("cannot lock {}", lock_path.display()))?;
     if image.is_file() && fs::read_to_string(&stamp).is_ok_and(|s| s == fingerprint) {
         eprintln!("xtask: root image {} is up to date", image.display());
-        return Ok(image);
+    } else {
+        let _ = fs::remove_file(&stamp);
+        let stage = dir.join(format!("stage-{}", std::process::id()));
+        tree.write(&stage)?;
+        let size = tree.bytes + tree.bytes / 4 + HEADROOM;
+        make_ext4(&stage, &image, size, "memtrace-root")?;
+        let _ = fs::remove_dir_all(&stage);
+        fs::write(&stamp, fingerprint)
+            .with_context(|| format!("cannot write {}", stamp.display()))?;
+        eprintln!(
+            "xtask: root image {} ({} MiB of files) made in {}",
+            image.display(),
+            tree.bytes >> 20,
+            seconds(started.elapsed())
+        );
     }
-    let _ = fs::remove_file(&stamp);
-    let stage = dir.join("stage");
-    tree.write(&stage)?;
-    make_ext4(
-        &stage,
-        &image,
-        tree.bytes + tree.bytes / 4 + HEADROOM,
-        "memtrace-root",
-    )?;
-    fs::write(&stamp, fingerprint).with_context(|| format!("cannot write {}", stamp.display()))?;
-    eprintln!(
-        "xtask: root image {} ({} MiB of files) made in {}",
-        image.display(),
-        tree.bytes >> 20,
-        seconds(started.elapsed())
-    );
-    Ok(image)
+    let own = RunFile::link(&image)?;
+    drop(lock);
+    Ok(own)
 }
 
 /// Everything the image holds.
@@ -327,17 +333,20 @@ fn write_entry(entry: &Entry, at: &Path) -> std::io::Result<()> {
 }
 
 /// A fresh ext4 image of `size` bytes (sparse) at `image` holding the tree at `content`.
+/// Made aside and renamed into place: a guest still running on the old image keeps it.
 pub fn make_ext4(content: &Path, image: &Path, size: u64, label: &str) -> anyhow::Result<()> {
+    let new = image.with_extension(format!("new-{}", std::process::id()));
     // Created here, so mkfs neither asks nor announces it.
-    fs::File::create(image)
+    fs::File::create(&new)
         .and_then(|file| file.set_len(size))
-        .with_context(|| format!("cannot create {}", image.display()))?;
+        .with_context(|| format!("cannot create {}", new.display()))?;
     status(
         Command::new(mkfs_ext4()?)
             .args(["-q", "-F", "-L", label, "-d"])
             .arg(content)
-            .arg(image),
-    )
+            .arg(&new),
+    )?;
+    fs::rename(&new, image).with_context(|| format!("cannot replace {}", image.display()))
 }
 
 /// mkfs.ext4, which lives in sbin (not on a normal user's PATH).
