@@ -169,25 +169,16 @@ pub fn command(
     with: &[PathBuf],
     command: &[String],
 ) -> anyhow::Result<ExitCode> {
-    let [kernel] = prepare_kernels(&[kernel], cgroup)?
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("one kernel asked, several prepared"))?;
-    let build = suite::build()?;
-    let image = rootfs::create(&build, with, &vm_dir())?;
-    let dir = kernel_dir(&kernel, cgroup)?;
+    apt::ensure_tools(&HOST_TOOLS, host_has, "booting test kernels")?;
+    let kernel = prepare_kernel(kernel, cgroup)?;
+    let image = rootfs::create(&suite::build()?, with, &vm_dir())?;
     let mode = if command.is_empty() {
         Mode::Shell
     } else {
         Mode::Steps(vec![command.join(" ")])
     };
-    let job = Job {
-        mode,
-        cgroup,
-        workdir: workspace(),
-        step_timeout: COMMAND_TIMEOUT,
-        headers: kernel.headers.clone(),
-    };
-    let job_image = job.write_image(&dir)?;
+    let dir = kernel_dir(&kernel, cgroup)?;
+    let job_image = job(mode, cgroup, COMMAND_TIMEOUT, &kernel).write_image(&dir)?;
     let machine = Machine {
         kernel: &kernel,
         root: image.path(),
@@ -205,7 +196,13 @@ pub fn command(
         machine.interactive()?;
         return Ok(ExitCode::SUCCESS);
     }
-    let session = session::run(&machine, 1, COMMAND_TIMEOUT, |progress| {
+    run_command(&machine)
+}
+
+/// Boots `machine`, whose job is one command; prints its output as it comes and returns its
+/// exit status.
+fn run_command(machine: &Machine) -> anyhow::Result<ExitCode> {
+    let session = session::run(machine, 1, COMMAND_TIMEOUT, |progress| {
         if let Progress::Line(line) = progress {
             println!("{line}");
         }
@@ -219,33 +216,46 @@ pub fn command(
     Ok(ExitCode::from(u8::try_from(status).unwrap_or(1)))
 }
 
-/// Installs missing host tools, then fetches the kernels and checks they have what `cgroup`
-/// needs.
+/// Installs missing host tools, then fetches the kernels.
 fn prepare_kernels(
     guests: &[&'static GuestKernel],
     cgroup: Cgroup,
 ) -> anyhow::Result<Vec<Prepared>> {
     apt::ensure_tools(&HOST_TOOLS, host_has, "booting test kernels")?;
-    let cache = workspace().join("target/kernels");
-    let mut kernels = Vec::new();
-    for guest in guests {
-        let started = Instant::now();
-        let kernel = guest.prepare(&cache)?;
-        eprintln!(
-            "xtask: {}: {} ready in {}",
-            kernel.name,
-            kernel.package,
-            seconds(started.elapsed())
+    guests
+        .iter()
+        .map(|guest| prepare_kernel(guest, cgroup))
+        .collect()
+}
+
+/// Fetches a kernel (or finds it cached) and checks it has what `cgroup` needs.
+fn prepare_kernel(guest: &'static GuestKernel, cgroup: Cgroup) -> anyhow::Result<Prepared> {
+    let started = Instant::now();
+    let kernel = guest.prepare(&workspace().join("target/kernels"))?;
+    eprintln!(
+        "xtask: {}: {} ready in {}",
+        kernel.name,
+        kernel.package,
+        seconds(started.elapsed())
+    );
+    if cgroup == Cgroup::V1 && !kernel.has_cgroup_v1_memory()? {
+        bail!(
+            "{} has no cgroup v1 memory controller (CONFIG_MEMCG_V1 is off): use --cgroup v2",
+            kernel.name
         );
-        if cgroup == Cgroup::V1 && !kernel.has_cgroup_v1_memory()? {
-            bail!(
-                "{} has no cgroup v1 memory controller (CONFIG_MEMCG_V1 is off): use --cgroup v2",
-                kernel.name
-            );
-        }
-        kernels.push(kernel);
     }
-    Ok(kernels)
+    Ok(kernel)
+}
+
+/// A job for `kernel`, started in the workspace.
+fn job(mode: Mode, cgroup: Cgroup, step_timeout: Duration, kernel: &Prepared) -> Job {
+    Job {
+        mode,
+        cgroup,
+        workdir: workspace(),
+        step_timeout,
+        headers: kernel.headers.clone(),
+    }
 }
 
 fn host_has(program: &str) -> bool {
@@ -266,21 +276,15 @@ fn run_tests(
     let logs = dir.join("logs");
     recreate_dir(&logs)?;
     let runnable: Vec<&TestCase> = cases.iter().filter(|c| run_ignored || !c.ignored).collect();
-    let job = Job {
-        mode: Mode::Steps(runnable.iter().map(|c| test_step(build, c)).collect()),
-        cgroup,
-        workdir: workspace(),
-        step_timeout: TEST_TIMEOUT,
-        headers: kernel.headers.clone(),
-    };
-    let job_image = job.write_image(&dir)?;
+    let steps = runnable.iter().map(|c| test_step(build, c)).collect();
+    let job_image = job(Mode::Steps(steps), cgroup, TEST_TIMEOUT, kernel).write_image(&dir)?;
     let machine = Machine {
         kernel,
         root: image,
         job: job_image.path(),
         console_log: dir.join("console.log"),
     };
-    eprintln!("xtask: {label}: running {} tests", runnable.len());
+    eprintln!("xtask: {label}: {} tests to run", runnable.len());
     let session = session::run(&machine, runnable.len(), TEST_TIMEOUT, |progress| {
         if let Progress::Finished(index, step) = progress {
             eprintln!(
@@ -293,16 +297,11 @@ fn run_tests(
     })?;
     let mut outcomes = Vec::new();
     for (case, step) in runnable.iter().zip(&session.steps) {
-        outcomes.push(Outcome::of_step(
-            test_name(build, case),
-            step,
-            TEST_TIMEOUT,
-            &logs,
-        )?);
+        let name = test_name(build, case);
+        outcomes.push(Outcome::of_step(name, step, TEST_TIMEOUT, &logs)?);
     }
-    for case in cases.iter().filter(|c| c.ignored && !run_ignored) {
-        outcomes.push(Outcome::ignored(test_name(build, case)));
-    }
+    let not_run = cases.iter().filter(|c| c.ignored && !run_ignored);
+    outcomes.extend(not_run.map(|case| Outcome::ignored(test_name(build, case))));
     Ok(KernelReport {
         label,
         package: match &session.release {

@@ -47,86 +47,120 @@ pub fn run(
     machine: &Machine,
     steps: usize,
     step_timeout: Duration,
-    mut watch: impl FnMut(Progress),
+    watch: impl FnMut(Progress),
 ) -> anyhow::Result<Session> {
     let mut guest = machine.start()?;
-    let mut session = Session {
-        release: None,
-        boot: None,
-        run: Duration::ZERO,
-        steps: (0..steps)
-            .map(|_| StepResult {
-                status: None,
-                duration: Duration::ZERO,
-                output: String::new(),
-            })
-            .collect(),
-        problem: None,
-    };
-    let mut current: Option<(usize, Instant)> = None;
-    let mut booted_at = None;
+    let mut follower = Follower::new(steps, guest.started, watch);
     loop {
-        let timeout = if booted_at.is_none() {
+        // Until it boots, the guest gets the boot's time; then each step its own plus grace.
+        let timeout = if follower.booted_at.is_none() {
             BOOT_TIMEOUT
         } else {
             step_timeout + STEP_GRACE
         };
-        let event = match guest.next(timeout) {
-            Ok(event) => event,
-            Err(silence) => {
-                session.problem = Some(match (silence, booted_at) {
-                    (Silence::Stopped, None) => "the guest stopped before it booted".into(),
-                    (Silence::Stopped, Some(_)) => "the guest stopped before finishing".into(),
-                    (Silence::TimedOut, None) => format!("no boot within {BOOT_TIMEOUT:?}"),
-                    (Silence::TimedOut, Some(_)) => {
-                        format!("the guest stopped answering (nothing for {timeout:?})")
-                    }
-                });
+        match guest.next(timeout) {
+            Ok(Event::Done) => {
+                if let Err(e) = guest.finish(POWER_OFF_GRACE) {
+                    follower.session.problem = Some(format!("{e:#}"));
+                }
                 break;
             }
+            Ok(Event::Error(message)) => {
+                follower.session.problem = Some(format!("guest setup failed: {message}"));
+                break;
+            }
+            Ok(event) => follower.on(event),
+            Err(silence) => {
+                follower.session.problem = Some(follower.explain(silence, timeout));
+                break;
+            }
+        }
+    }
+    Ok(follower.finish())
+}
+
+/// What is known of a session while it runs.
+struct Follower<W> {
+    session: Session,
+    started: Instant,
+    booted_at: Option<Instant>,
+    /// The step running, and since when.
+    current: Option<(usize, Instant)>,
+    watch: W,
+}
+
+impl<W: FnMut(Progress)> Follower<W> {
+    fn new(steps: usize, started: Instant, watch: W) -> Self {
+        let unfinished = || StepResult {
+            status: None,
+            duration: Duration::ZERO,
+            output: String::new(),
         };
+        Self {
+            session: Session {
+                release: None,
+                boot: None,
+                run: Duration::ZERO,
+                steps: (0..steps).map(|_| unfinished()).collect(),
+                problem: None,
+            },
+            started,
+            booted_at: None,
+            current: None,
+            watch,
+        }
+    }
+
+    fn on(&mut self, event: Event) {
         match event {
             Event::Booted { release } => {
-                booted_at = Some(Instant::now());
-                session.boot = Some(guest.started.elapsed());
-                session.release = Some(release);
+                self.booted_at = Some(Instant::now());
+                self.session.boot = Some(self.started.elapsed());
+                self.session.release = Some(release);
             }
             Event::Start(name) => {
-                current = step_index(&name)
+                let steps = self.session.steps.len();
+                self.current = step_index(&name)
                     .filter(|&i| i < steps)
                     .map(|i| (i, Instant::now()));
             }
             Event::Output(line) => {
-                watch(Progress::Line(&line));
-                if let Some((index, _)) = current {
-                    let output = &mut session.steps[index].output;
+                (self.watch)(Progress::Line(&line));
+                if let Some((index, _)) = self.current {
+                    let output = &mut self.session.steps[index].output;
                     output.push_str(&line);
                     output.push('\n');
                 }
             }
             Event::End { status, .. } => {
-                if let Some((index, started)) = current.take() {
-                    let step = &mut session.steps[index];
+                if let Some((index, started)) = self.current.take() {
+                    let step = &mut self.session.steps[index];
                     step.status = Some(status);
                     step.duration = started.elapsed();
-                    watch(Progress::Finished(index, step));
+                    (self.watch)(Progress::Finished(index, step));
                 }
             }
-            Event::Done => {
-                if let Err(e) = guest.finish(POWER_OFF_GRACE) {
-                    session.problem = Some(format!("{e:#}"));
-                }
-                break;
-            }
-            Event::Error(message) => {
-                session.problem = Some(format!("guest setup failed: {message}"));
-                break;
+            Event::Done | Event::Error(_) => {}
+        }
+    }
+
+    /// Why nothing came for `waited`.
+    fn explain(&self, silence: Silence, waited: Duration) -> String {
+        match (silence, self.booted_at) {
+            (Silence::Stopped, None) => "the guest stopped before it booted".into(),
+            (Silence::Stopped, Some(_)) => "the guest stopped before finishing".into(),
+            (Silence::TimedOut, None) => format!("no boot within {waited:?}"),
+            (Silence::TimedOut, Some(_)) => {
+                format!("the guest stopped answering (nothing for {waited:?})")
             }
         }
     }
-    if let Some((index, started)) = current {
-        session.steps[index].duration = started.elapsed();
+
+    fn finish(mut self) -> Session {
+        if let Some((index, started)) = self.current {
+            self.session.steps[index].duration = started.elapsed();
+        }
+        self.session.run = self.booted_at.map_or(Duration::ZERO, |at| at.elapsed());
+        self.session
     }
-    session.run = booted_at.map_or(Duration::ZERO, |at| at.elapsed());
-    Ok(session)
 }

@@ -43,6 +43,8 @@ pub fn build() -> anyhow::Result<Build> {
         "--test",
         "*",
         "--no-run",
+        // Quiet: memtrace's build script replays the nested eBPF build as dozens of warnings.
+        "--quiet",
         "--message-format=json-render-diagnostics",
     ]))?;
     let mut build = Build {
