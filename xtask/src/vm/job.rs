@@ -13,7 +13,10 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::{Cgroup, RunFile, recreate_dir, rootfs::make_ext4};
+use super::{
+    Cgroup, RunFile, recreate_dir,
+    rootfs::{Layout, make_ext4},
+};
 use crate::tasks::status;
 
 /// Steps are small scripts; this holds thousands.
@@ -66,7 +69,8 @@ impl Job {
             size += HEADERS_SIZE;
         }
         let image = RunFile(dir.join(format!("job-{pid}.img")));
-        make_ext4(&tree, &image.0, size, "memtrace-job")?;
+        // Bare: init finds it by its label.
+        make_ext4(&tree, &image.0, size, "memtrace-job", Layout::Bare)?;
         let _ = fs::remove_dir_all(&tree);
         Ok(image)
     }

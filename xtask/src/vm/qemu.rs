@@ -3,8 +3,9 @@
 //! KVM does not work on the development VMs, so guests run under TCG, single-threaded:
 //! multi-threaded TCG panicked (6.12) or soft-locked (5.10) while tracepoints were being
 //! patched at attach. Two serial ports: ttyS0 is the console (kernel messages), written to a
-//! log file; ttyS1 is init's report channel, QEMU's stdout here. Disks are NVMe namespaces of
-//! one controller, so their names (nvme0n1 root, nvme0n2 job) do not depend on probe order.
+//! log file; ttyS1 is init's report channel, QEMU's stdout here. Both disks are namespaces of
+//! one NVMe controller (NVMe and ext4 are built into Debian's cloud kernels; virtio-blk is a
+//! module); the kernel finds root by PARTUUID and init the job disk by label.
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -17,15 +18,19 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::kernels::Prepared;
+use super::{kernels::Prepared, rootfs::ROOT_PARTUUID};
 
 const QEMU: &str = "qemu-system-x86_64";
 /// Prefix of init's report lines (see guest/init.sh); other lines are step output.
 const MARK: &str = "@@memtrace-vm@@ ";
-/// Root on the first namespace, init ours, and a panic (e.g. init dying) ends the guest at
-/// once instead of hanging until a timeout.
-const CMDLINE: &str = "console=ttyS0 root=/dev/nvme0n1 rw rootfstype=ext4 rootwait \
-                       init=/vm/init panic=-1";
+/// Root by partition (disk names are not stable), init ours, and a panic (e.g. init dying)
+/// ends the guest at once instead of hanging until a timeout.
+fn cmdline() -> String {
+    format!(
+        "console=ttyS0 root=PARTUUID={ROOT_PARTUUID} rw rootfstype=ext4 rootwait \
+         init=/vm/init panic=-1"
+    )
+}
 
 /// One guest: a kernel, the root image (shared, never written), the job disk.
 pub struct Machine<'a> {
@@ -61,7 +66,8 @@ impl Machine<'_> {
             .args(["-smp", "2", "-m", "2G"])
             .arg("-kernel")
             .arg(&self.kernel.vmlinuz)
-            .args(["-append", CMDLINE])
+            .arg("-append")
+            .arg(cmdline())
             // snapshot=on: the guest writes to a temporary overlay, the image stays pristine.
             .arg("-drive")
             .arg(drive("root", self.root, "snapshot=on"))

@@ -59,13 +59,16 @@ mount_cgroups() {
 	esac
 }
 
+# The job disk by its label: NVMe namespaces do not get stable names (6.12 scans them
+# asynchronously).
 mount_job() {
 	waited=0
-	while [ ! -b /dev/nvme0n2 ] && [ "$waited" -lt 100 ]; do
+	until job=$(findfs LABEL=memtrace-job 2>/dev/null); do
+		[ "$waited" -lt 100 ] || die "init: no disk labelled memtrace-job"
 		sleep 0.1
 		waited=$((waited + 1))
 	done
-	must mount -o ro /dev/nvme0n2 /job
+	must mount -o ro "$job" /job
 	. /job/config
 }
 
