@@ -16,35 +16,15 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use super::recreate_dir;
-use crate::tasks::{capture, status};
+use crate::{
+    apt::{PrivateApt, Suite},
+    tasks::{capture, status},
+};
 
-const DEBIAN: &str = "http://deb.debian.org/debian";
-const SECURITY: &str = "http://deb.debian.org/debian-security";
-const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 /// The metapackage that depends on a release's newest cloud kernel.
 const CLOUD_METAPACKAGE: &str = "linux-image-cloud-amd64";
 /// Written last when a kernel is unpacked: its presence marks a complete cache entry.
 const STAMP: &str = "package.txt";
-
-/// A Debian suite on an archive, e.g. bullseye-security on the security archive.
-struct Suite {
-    archive: &'static str,
-    name: &'static str,
-}
-
-const fn debian(name: &'static str) -> Suite {
-    Suite {
-        archive: DEBIAN,
-        name,
-    }
-}
-
-const fn security(name: &'static str) -> Suite {
-    Suite {
-        archive: SECURITY,
-        name,
-    }
-}
 
 /// A kernel the harness can boot.
 pub struct GuestKernel {
@@ -54,7 +34,7 @@ pub struct GuestKernel {
     /// kernel series behind our back.
     series: &'static str,
     /// Where its package comes from; the newest version across them wins.
-    suites: [Suite; 3],
+    suites: [Suite<'static>; 3],
     /// Whether the guest also gets the kernel's headers, as a Debian system with its
     /// linux-headers package installed: bpftrace 0.17 cannot use 5.10's BTF (`bpftrace
     /// --info`: "btf: no"), so tracepoint arguments (`args->…`) need the headers there.
@@ -66,9 +46,9 @@ pub const GUESTS: [GuestKernel; 3] = [
         name: "debian-5.10",
         series: "5.10.",
         suites: [
-            debian("bullseye"),
-            debian("bullseye-updates"),
-            security("bullseye-security"),
+            Suite::debian("bullseye"),
+            Suite::debian("bullseye-updates"),
+            Suite::security("bullseye-security"),
         ],
         headers: true,
     },
@@ -76,9 +56,9 @@ pub const GUESTS: [GuestKernel; 3] = [
         name: "debian-6.1",
         series: "6.1.",
         suites: [
-            debian("bookworm"),
-            debian("bookworm-updates"),
-            security("bookworm-security"),
+            Suite::debian("bookworm"),
+            Suite::debian("bookworm-updates"),
+            Suite::security("bookworm-security"),
         ],
         headers: false,
     },
@@ -87,9 +67,9 @@ pub const GUESTS: [GuestKernel; 3] = [
         name: "debian-6.12",
         series: "6.12.",
         suites: [
-            debian("trixie"),
-            debian("trixie-updates"),
-            security("trixie-security"),
+            Suite::debian("trixie"),
+            Suite::debian("trixie-updates"),
+            Suite::security("trixie-security"),
         ],
         headers: false,
     },
@@ -134,7 +114,7 @@ impl GuestKernel {
     fn fetch(&self, dir: &Path) -> anyhow::Result<()> {
         let apt = PrivateApt::create(&dir.join("apt"), &self.suites)?;
         apt.update()?;
-        let package = apt.newest_cloud_kernel()?;
+        let package = newest_cloud_kernel(&apt)?;
         if !package.starts_with(&format!("linux-image-{}", self.series)) {
             bail!(
                 "{}: {CLOUD_METAPACKAGE} now depends on {package}, not a {} kernel",
@@ -145,7 +125,7 @@ impl GuestKernel {
         let debs = apt.download(std::slice::from_ref(&package), &dir.join("deb"))?;
         unpack(&debs, &dir.join("unpacked"))?;
         if self.headers {
-            let packages = apt.headers_packages(&package)?;
+            let packages = headers_packages(&apt, &package)?;
             let debs = apt.download(&packages, &dir.join("headers-deb"))?;
             unpack(&debs, &dir.join("headers"))?;
         }
@@ -177,113 +157,24 @@ pub fn by_name(name: &str) -> Option<&'static GuestKernel> {
     GUESTS.iter().find(|kernel| kernel.name == name)
 }
 
-/// apt-get and apt-cache with their own sources, package lists and cache.
-struct PrivateApt {
-    dir: PathBuf,
+/// The kernel package the cloud metapackage's candidate version depends on.
+fn newest_cloud_kernel(apt: &PrivateApt) -> anyhow::Result<String> {
+    apt.depends(CLOUD_METAPACKAGE)?
+        .into_iter()
+        .next()
+        .with_context(|| format!("{CLOUD_METAPACKAGE} depends on no kernel package"))
 }
 
-impl PrivateApt {
-    fn create(dir: &Path, suites: &[Suite]) -> anyhow::Result<Self> {
-        for sub in ["lists/partial", "cache/archives/partial"] {
-            fs::create_dir_all(dir.join(sub))
-                .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
-        }
-        let sources: String = suites
-            .iter()
-            .map(|suite| {
-                format!(
-                    "deb [arch=amd64 signed-by={KEYRING}] {} {} main\n",
-                    suite.archive, suite.name
-                )
-            })
-            .collect();
-        let list = dir.join("sources.list");
-        fs::write(&list, sources).with_context(|| format!("cannot write {}", list.display()))?;
-        Ok(Self {
-            dir: dir.to_owned(),
-        })
-    }
-
-    /// Options that make apt read and write only under our directory. The machine's
-    /// preferences (pinning) are ignored too: they are about the machine's own suites.
-    fn options(&self) -> Vec<String> {
-        let dir = self.dir.display();
-        vec![
-            format!("-oDir::Etc::SourceList={dir}/sources.list"),
-            "-oDir::Etc::SourceParts=/dev/null".into(),
-            format!("-oDir::State::Lists={dir}/lists"),
-            format!("-oDir::Cache={dir}/cache"),
-            "-oDir::Etc::Preferences=/dev/null".into(),
-            "-oDir::Etc::PreferencesParts=/dev/null".into(),
-            // Only the Packages lists: no translations, no AppStream metadata.
-            "-oAcquire::Languages=none".into(),
-            "-oAcquire::IndexTargets::deb::DEP-11::DefaultEnabled=false".into(),
-            // Our directories belong to whoever runs xtask, not to apt's sandbox user.
-            "-oAPT::Sandbox::User=root".into(),
-        ]
-    }
-
-    fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new(program);
-        cmd.args(self.options());
-        cmd
-    }
-
-    fn update(&self) -> anyhow::Result<()> {
-        status(self.command("apt-get").args(["update", "-qq"]))
-    }
-
-    /// The kernel package the cloud metapackage's candidate version depends on.
-    fn newest_cloud_kernel(&self) -> anyhow::Result<String> {
-        let show = capture(self.command("apt-cache").args([
-            "show",
-            "--no-all-versions",
-            CLOUD_METAPACKAGE,
-        ]))?;
-        show.lines()
-            .find_map(|line| line.strip_prefix("Depends:"))
-            .and_then(|depends| depends.split([',', ' ']).find(|w| !w.is_empty()))
-            .map(str::to_owned)
-            .with_context(|| format!("{CLOUD_METAPACKAGE} names no kernel package:\n{show}"))
-    }
-
-    /// The headers package of kernel package `image` and the one it depends on for the
-    /// headers common to all flavours (`linux-headers-5.10.0-46-cloud-amd64` and
-    /// `linux-headers-5.10.0-46-common`).
-    fn headers_packages(&self, image: &str) -> anyhow::Result<Vec<String>> {
-        let headers = image.replacen("linux-image-", "linux-headers-", 1);
-        let show =
-            capture(
-                self.command("apt-cache")
-                    .args(["show", "--no-all-versions", &headers]),
-            )?;
-        let depends = show
-            .lines()
-            .find_map(|line| line.strip_prefix("Depends:"))
-            .unwrap_or_default();
-        let common = depends
-            .split(',')
-            .filter_map(|dep| dep.split_whitespace().next())
-            .filter(|name| name.starts_with("linux-headers-"));
-        Ok(std::iter::once(headers.clone())
-            .chain(common.map(str::to_owned))
-            .collect())
-    }
-
-    /// Downloads `packages` into `dir` (emptied first) and returns the .debs' paths.
-    fn download(&self, packages: &[String], dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-        recreate_dir(dir)?;
-        status(
-            self.command("apt-get")
-                .args(["download", "-qq"])
-                .args(packages)
-                .current_dir(dir),
-        )?;
-        packages
-            .iter()
-            .map(|package| only_file_starting_with(dir, &format!("{package}_")))
-            .collect()
-    }
+/// The headers package of kernel package `image` and the one it depends on for the headers
+/// common to all flavours (`linux-headers-5.10.0-46-cloud-amd64` and
+/// `linux-headers-5.10.0-46-common`).
+fn headers_packages(apt: &PrivateApt, image: &str) -> anyhow::Result<Vec<String>> {
+    let headers = image.replacen("linux-image-", "linux-headers-", 1);
+    let common = apt
+        .depends(&headers)?
+        .into_iter()
+        .filter(|name| name.starts_with("linux-headers-"));
+    Ok(std::iter::once(headers.clone()).chain(common).collect())
 }
 
 /// Unpacks .debs into `into` (replacing what is there) without installing them.

@@ -169,7 +169,7 @@ pub fn command(
     with: &[PathBuf],
     command: &[String],
 ) -> anyhow::Result<ExitCode> {
-    apt::ensure_tools(&HOST_TOOLS, host_has, "booting test kernels")?;
+    ensure_host_tools()?;
     let kernel = prepare_kernel(kernel, cgroup)?;
     let image = rootfs::create(&suite::build()?, with, &vm_dir())?;
     let mode = if command.is_empty() {
@@ -221,7 +221,7 @@ fn prepare_kernels(
     guests: &[&'static GuestKernel],
     cgroup: Cgroup,
 ) -> anyhow::Result<Vec<Prepared>> {
-    apt::ensure_tools(&HOST_TOOLS, host_has, "booting test kernels")?;
+    ensure_host_tools()?;
     guests
         .iter()
         .map(|guest| prepare_kernel(guest, cgroup))
@@ -256,6 +256,12 @@ fn job(mode: Mode, cgroup: Cgroup, step_timeout: Duration, kernel: &Prepared) ->
         step_timeout,
         headers: kernel.headers.clone(),
     }
+}
+
+/// QEMU, busybox and mkfs.ext4, installed with apt-get if missing.
+fn ensure_host_tools() -> anyhow::Result<()> {
+    let apt_dir = workspace().join("target/host-apt");
+    apt::ensure_tools(&HOST_TOOLS, host_has, "booting test kernels", &apt_dir)
 }
 
 fn host_has(program: &str) -> bool {
