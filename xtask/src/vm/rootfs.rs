@@ -77,6 +77,7 @@ pub fn create(build: &Build, extra: &[PathBuf], dir: &Path) -> anyhow::Result<Ru
     let image = dir.join("root.img");
     let stamp = dir.join("root.fingerprint");
     let fingerprint = tree.fingerprint();
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let lock_path = dir.join("root.lock");
     let lock = fs::File::create(&lock_path)
         .and_then(|file| file.lock().map(|()| file))
