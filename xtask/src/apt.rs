@@ -116,8 +116,12 @@ fn install_from_backports(packages: &[&str], dir: &Path) -> anyhow::Result<()> {
 /// This machine's Debian release, e.g. `bookworm`, from /etc/os-release.
 fn debian_codename() -> anyhow::Result<String> {
     let release = fs::read_to_string("/etc/os-release").context("cannot read /etc/os-release")?;
+    codename_of(&release)
+}
+
+fn codename_of(os_release: &str) -> anyhow::Result<String> {
     let field = |name: &str| {
-        release.lines().find_map(|line| {
+        os_release.lines().find_map(|line| {
             let value = line.strip_prefix(name)?.strip_prefix('=')?;
             Some(value.trim_matches('"').to_owned())
         })
@@ -264,4 +268,18 @@ fn debs_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .map(|entry| entry.path())
         .filter(|path| path.extension().is_some_and(|e| e == "deb"))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backports_only_for_debian_releases() {
+        let bookworm = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nVERSION_ID=\"12\"\n\
+                        VERSION_CODENAME=bookworm\nID=debian\n";
+        assert_eq!(codename_of(bookworm).ok().as_deref(), Some("bookworm"));
+        let ubuntu = "ID=ubuntu\nID_LIKE=debian\nVERSION_CODENAME=noble\n";
+        assert!(codename_of(ubuntu).is_err());
+    }
 }
