@@ -141,9 +141,9 @@ pub fn test(choice: KernelChoice, cgroup: Option<Cgroup>, args: &[String]) -> an
     }
     let image = rootfs::create(&build, &[], &vm_dir())?;
     eprintln!(
-        "xtask: guests prepared in {} ({} tests)",
+        "xtask: guests prepared in {} ({} selected)",
         seconds(started.elapsed()),
-        cases.len()
+        tests(cases.len())
     );
     let run_ignored = args.iter().any(|a| RUN_IGNORED.contains(&a.as_str()));
     let mut reports = Vec::new();
@@ -290,7 +290,7 @@ fn run_tests(
         job: job_image.path(),
         console_log: dir.join("console.log"),
     };
-    eprintln!("xtask: {label}: {} tests to run", runnable.len());
+    eprintln!("xtask: {label}: running {}", tests(runnable.len()));
     let session = session::run(&machine, runnable.len(), TEST_TIMEOUT, |progress| {
         if let Progress::Finished(index, step) = progress {
             eprintln!(
@@ -337,6 +337,11 @@ fn test_step(build: &Build, case: &TestCase) -> String {
     }
     script.push('\n');
     script
+}
+
+/// `1 test`, `2 tests`.
+fn tests(count: usize) -> String {
+    format!("{count} test{}", if count == 1 { "" } else { "s" })
 }
 
 fn test_name(build: &Build, case: &TestCase) -> String {
