@@ -1,14 +1,16 @@
-//! Developer tasks: `cargo xtask bootstrap | run | test | lint | schema | docs | bench`.
+//! Developer tasks: `cargo xtask bootstrap | run | test | lint | schema | docs | bench | vm`.
 //!
 //! Every task that builds calls `bootstrap` first, which installs what is missing (rust-src,
 //! LLVM matching rustc, bpf-linker built against it) and mounts tracefs; when everything is
 //! present it costs a few process spawns.
 
+mod apt;
 mod bench;
 mod bootstrap;
 mod docs;
 mod layers;
 mod tasks;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -34,9 +36,36 @@ enum Task {
     /// Run every test: unit tests and the privileged integration tests (real eBPF). Installs
     /// golang-go and bpftrace first if missing (the Go tests build and trace real Go programs).
     Test {
-        /// Extra arguments for `cargo test` (e.g. a test name filter), after `--`.
+        /// Run the integration tests on another kernel: `host` (this machine's, the default),
+        /// a Debian kernel booted under QEMU (debian-5.10, debian-6.1, debian-6.12), or `all`
+        /// (the host and every Debian kernel).
+        #[arg(long, value_name = "NAME", value_parser = vm::parse_kernel)]
+        kernel: Option<vm::KernelChoice>,
+        /// The guests' cgroup hierarchy for the memory controller (default v2).
+        #[arg(long, value_enum, requires = "kernel")]
+        cgroup: Option<vm::Cgroup>,
+        /// Extra arguments for `cargo test` (e.g. a test name filter), after `--`; in guests,
+        /// for each test binary.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Boot a Debian kernel under QEMU with the test binaries, memtrace, bpftrace and Go
+    /// inside (at their host paths) and run a command there as root, printing its output;
+    /// without a command, an interactive shell on the guest's console.
+    Vm {
+        /// The guest kernel: debian-5.10, debian-6.1 or debian-6.12.
+        #[arg(long, value_name = "NAME", value_parser = vm::parse_guest_kernel)]
+        kernel: &'static vm::GuestKernel,
+        /// The guest's cgroup hierarchy for the memory controller.
+        #[arg(long, value_enum, default_value = "v2")]
+        cgroup: vm::Cgroup,
+        /// Also copy this host file or directory into the guest, at the same path (e.g. a
+        /// script or a tool to investigate with; programs bring their libraries). Repeatable.
+        #[arg(long = "with", value_name = "PATH")]
+        with: Vec<std::path::PathBuf>,
+        /// The command, after `--` (its words are joined and run by sh, as ssh does).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
     },
     /// Regenerate schema/memtrace.schema.json from memtrace's JSON line types.
     Schema,
@@ -69,9 +98,16 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::Bootstrap => bootstrap::run(),
         Task::Run { args } => bootstrap::run().and_then(|()| tasks::run(&args)),
-        Task::Test { args } => bootstrap::run()
+        Task::Test {
+            kernel,
+            cgroup,
+            args,
+        } => bootstrap::run()
             .and_then(|()| bootstrap::ensure_test_tools())
-            .and_then(|()| tasks::test(&args)),
+            .and_then(|()| match kernel {
+                None => tasks::test(&args),
+                Some(kernel) => vm::test(kernel, cgroup, &args),
+            }),
         Task::Schema => bootstrap::run().and_then(|()| tasks::schema()),
         Task::Docs { out } => docs::generate(&tasks::workspace_root().join(out))
             .and_then(|()| docs::write_readme_tables(&tasks::workspace_root().join("README.md"))),
@@ -81,6 +117,21 @@ fn main() -> ExitCode {
             .and_then(|()| tasks::lint()),
         Task::Bench { quick, iterations } => {
             bootstrap::run().and_then(|()| bench::run(&bench::Options { quick, iterations }))
+        }
+        Task::Vm {
+            kernel,
+            cgroup,
+            with,
+            command,
+        } => {
+            // The command's own exit status is ours.
+            return bootstrap::run()
+                .and_then(|()| bootstrap::ensure_test_tools())
+                .and_then(|()| vm::command(kernel, cgroup, &with, &command))
+                .unwrap_or_else(|e| {
+                    eprintln!("xtask: {e:#}");
+                    ExitCode::FAILURE
+                });
         }
     };
     match result {

@@ -1,0 +1,128 @@
+//! The integration tests a guest runs: built on the host with cargo, listed per test binary on
+//! the host (listing needs no privileges), then run one by one in the guest.
+
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::Context as _;
+use serde_json::Value;
+
+use crate::tasks::{capture, cargo};
+
+/// What `cargo test --no-run` built for the integration tests.
+pub struct Build {
+    pub binaries: Vec<TestBinary>,
+    /// The workspace's own programs the tests run (CARGO_BIN_EXE_*), at their build paths.
+    pub programs: Vec<PathBuf>,
+}
+
+/// One integration test target (`memtrace/tests/madvise.rs` → `madvise`).
+pub struct TestBinary {
+    pub target: String,
+    pub path: PathBuf,
+    /// Its package's directory: cargo runs test binaries from there, and fixtures the tests
+    /// read at run time live below it.
+    pub package_dir: PathBuf,
+}
+
+/// One test of one binary.
+pub struct TestCase {
+    pub binary: usize,
+    pub name: String,
+    pub ignored: bool,
+}
+
+/// Builds every integration test target of the default members (the same profile and
+/// artifacts as a host `cargo test`, so the two share one build).
+pub fn build() -> anyhow::Result<Build> {
+    let json = capture(cargo().args([
+        "test",
+        "--test",
+        "*",
+        "--no-run",
+        // Quiet: memtrace's build script replays the nested eBPF build as dozens of warnings.
+        "--quiet",
+        "--message-format=json-render-diagnostics",
+    ]))?;
+    let mut build = Build {
+        binaries: Vec::new(),
+        programs: Vec::new(),
+    };
+    for message in json
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    {
+        if message["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let Some(executable) = message["executable"].as_str() else {
+            continue;
+        };
+        let kinds = &message["target"]["kind"];
+        if kinds
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == "test"))
+        {
+            build.binaries.push(test_binary(&message, executable)?);
+        } else {
+            build.programs.push(PathBuf::from(executable));
+        }
+    }
+    build.binaries.sort_by(|a, b| a.target.cmp(&b.target));
+    Ok(build)
+}
+
+fn test_binary(message: &Value, executable: &str) -> anyhow::Result<TestBinary> {
+    let manifest = message["manifest_path"]
+        .as_str()
+        .context("cargo reported an artifact without manifest_path")?;
+    Ok(TestBinary {
+        target: message["target"]["name"].as_str().unwrap_or("?").to_owned(),
+        path: PathBuf::from(executable),
+        package_dir: Path::new(manifest)
+            .parent()
+            .context("manifest_path has no parent")?
+            .to_owned(),
+    })
+}
+
+/// The tests of every binary that `filters` (libtest arguments, e.g. a name substring)
+/// select, in order, with whether each is `#[ignore]`d.
+pub fn list(build: &Build, filters: &[String]) -> anyhow::Result<Vec<TestCase>> {
+    let mut cases = Vec::new();
+    for (index, binary) in build.binaries.iter().enumerate() {
+        let ignored: HashSet<String> = list_binary(binary, filters, true)?.into_iter().collect();
+        for name in list_binary(binary, filters, false)? {
+            cases.push(TestCase {
+                binary: index,
+                ignored: ignored.contains(&name),
+                name,
+            });
+        }
+    }
+    Ok(cases)
+}
+
+/// `BINARY --list --format terse` prints `name: test` per test.
+fn list_binary(
+    binary: &TestBinary,
+    filters: &[String],
+    ignored_only: bool,
+) -> anyhow::Result<Vec<String>> {
+    let mut cmd = Command::new(&binary.path);
+    cmd.args(["--list", "--format", "terse"])
+        .args(filters)
+        .current_dir(&binary.package_dir);
+    if ignored_only {
+        cmd.arg("--ignored");
+    }
+    let listing = capture(&mut cmd)?;
+    Ok(listing
+        .lines()
+        .filter_map(|line| line.strip_suffix(": test"))
+        .map(str::to_owned)
+        .collect())
+}
