@@ -17,13 +17,19 @@ pub fn filtering() -> bool {
     setting(&config().filter_by_tgid) != 0
 }
 
+/// Whether `tgid` is memtrace itself, which never traces itself.
+#[inline(always)]
+pub fn is_self(tgid: u32) -> bool {
+    tgid == setting(&config().self_tgid)
+}
+
 /// The current task as `(tgid, tid)` if it is traced.
 #[inline(always)]
 pub fn current_traced() -> Option<(u32, u32)> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let tid = pid_tgid as u32;
-    if tgid == setting(&config().self_tgid) {
+    if is_self(tgid) {
         return None;
     }
     if filtering() && TARGETS.get_ptr(tgid).is_none() {

@@ -26,7 +26,7 @@ use memtrace_common::{
 
 use crate::{
     config::field,
-    filter::current_traced,
+    filter::{current_traced, is_self},
     ring::{EVENTS, count_lost, submit_flags},
 };
 
@@ -202,9 +202,14 @@ fn log2_bucket(usecs: u64) -> usize {
 /// to that stall; everything else (kswapd, proactive reclaim) is background.
 #[tracepoint]
 pub fn lru_shrink_inactive(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // memtrace's own reclaim (it is never traced) would read as background reclaim.
+    if is_self((pid_tgid >> 32) as u32) {
+        return 0;
+    }
     let scanned = field(&ctx, Field::ShrinkScanned, 0u64);
     let reclaimed = field(&ctx, Field::ShrinkReclaimed, 0u64);
-    let tid = bpf_get_current_pid_tgid() as u32;
+    let tid = pid_tgid as u32;
     let slot = match PENDING_RECLAIM.get_ptr_mut(tid) {
         Some(pending) => {
             // SAFETY: a map value only its own thread updates.

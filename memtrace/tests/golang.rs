@@ -494,8 +494,8 @@ fn go_errors_are_one_line() {
         assert_eq!(lines.len(), 1, "{stderr}");
         assert!(lines[0].contains(expected), "{stderr}");
     };
-    // A kernel thread has no executable.
-    one_line(&["go", "--pid", "2"], "cannot read /proc/2/exe");
+    // A kernel thread has no user memory (nor an executable).
+    one_line(&["go", "--pid", "2"], "is a kernel thread");
     one_line(
         &["go", "--pid", &i32::MAX.to_string()],
         "no process with pid",
