@@ -136,10 +136,10 @@ impl Field {
             Self::RssMember => same(RSS, "member", Required, 16),
             Self::RssSize => same(RSS, "size", Required, 24),
             Self::DirectBeginOrder => same(DIRECT_BEGIN, "order", Optional, 8),
-            Self::DirectBeginGfp => same(DIRECT_BEGIN, "gfp_flags", Optional, 16),
+            Self::DirectBeginGfp => resolved(DIRECT_BEGIN, "gfp_flags", Optional, 16, GFP_5_10),
             Self::DirectEndReclaimed => same(DIRECT_END, "nr_reclaimed", Optional, 8),
             Self::MemcgBeginOrder => same(MEMCG_BEGIN, "order", Optional, 8),
-            Self::MemcgBeginGfp => same(MEMCG_BEGIN, "gfp_flags", Optional, 16),
+            Self::MemcgBeginGfp => resolved(MEMCG_BEGIN, "gfp_flags", Optional, 16, GFP_5_10),
             Self::MemcgEndReclaimed => same(MEMCG_END, "nr_reclaimed", Optional, 8),
             Self::KswapdWakeNid => same(KSWAPD_WAKE, "nid", Optional, 8),
             Self::KswapdWakeOrder => same(KSWAPD_WAKE, "order", Optional, 16),
@@ -175,6 +175,10 @@ impl Field {
 
 const VMSCAN: &str = "vmscan";
 const OOM: &str = "oom";
+
+/// The reclaim-begin tracepoints' `gfp_flags`: a 4-byte `gfp_t` right after `order` on 5.10,
+/// an 8-byte `unsigned long` at 16 since; the programs read its 4 low bytes everywhere.
+const GFP_5_10: &[(Kernel, Option<u16>)] = &[(Kernel(5, 10), Some(12))];
 
 const fn tp(group: &'static str, name: &'static str) -> Tracepoint {
     Tracepoint { group, name }

@@ -84,7 +84,9 @@ fn begin(ctx: &TracePointContext, kind: ReclaimKind, order: Field, gfp: Field) -
     let pending = PendingReclaim {
         // SAFETY: helper without preconditions.
         start_ns: unsafe { bpf_ktime_get_ns() },
-        gfp_flags: field(ctx, gfp, 0u64),
+        // gfp_t is 32 bits; the tracepoint widened the field to `unsigned long` after 5.10,
+        // so only its low (first, on little-endian) 4 bytes are read on every kernel.
+        gfp_flags: u64::from(field(ctx, gfp, 0u32)),
         order: field(ctx, order, -1i32),
         reclaim_kind: kind as u32,
         nr_scanned: 0,

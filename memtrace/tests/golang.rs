@@ -7,14 +7,15 @@ mod support;
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{BufRead as _, BufReader, Write as _},
     path::PathBuf,
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
     sync::OnceLock,
+    time::Duration,
 };
 
 use serde_json::Value;
-use support::{Memtrace, Workload, privileged};
+use support::{Memtrace, Workload, privileged, read_all_within};
 
 const MIB: u64 = 1 << 20;
 /// Heap the Go program allocates, touches and then drops.
@@ -228,10 +229,10 @@ impl Oracle {
     fn finish(mut self) -> BTreeMap<u64, (u64, u64)> {
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let mut text = String::new();
-        self.stdout
-            .read_to_string(&mut text)
-            .expect("bpftrace maps");
+        let Some(text) = read_all_within(self.stdout, Duration::from_secs(60)) else {
+            let _ = self.child.kill();
+            panic!("bpftrace did not print its maps within 60 s of SIGINT");
+        };
         let _ = self.child.wait();
         let mut counts: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
         for line in text.lines() {

@@ -172,3 +172,54 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// The field table checked against the tracepoint formats of every tested kernel, captured
+/// from each (`cargo xtask vm --kernel debian-X -- cat …/format`; the host's for 6.18) into
+/// `formats/<major.minor>.txt`: a `=== group/name` line, then that tracepoint's `format` file.
+#[cfg(test)]
+mod tested_kernels {
+    use memtrace_common::{Kernel, fields::Field};
+
+    use crate::kernel::tracefs::parse_field_offset;
+
+    fn formats(kernel: Kernel) -> &'static str {
+        match (kernel.0, kernel.1) {
+            (5, 10) => include_str!("formats/5.10.txt"),
+            (6, 1) => include_str!("formats/6.1.txt"),
+            (6, 12) => include_str!("formats/6.12.txt"),
+            (6, 18) => include_str!("formats/6.18.txt"),
+            _ => panic!("no captured formats for tested kernel {kernel:?}: capture them"),
+        }
+    }
+
+    /// The `format` file of `group/name` in a capture.
+    fn format_of<'a>(capture: &'a str, tracepoint: &str) -> &'a str {
+        let start = capture
+            .find(&format!("=== {tracepoint}\n"))
+            .unwrap_or_else(|| panic!("{tracepoint} not captured"));
+        let body = &capture[start..];
+        let body = &body[body.find('\n').map_or(0, |n| n + 1)..];
+        body.find("=== ").map_or(body, |end| &body[..end])
+    }
+
+    #[test]
+    fn every_field_sits_where_the_table_says_on_every_tested_kernel() {
+        let mut wrong = Vec::new();
+        for &kernel in &Kernel::TESTED {
+            let capture = formats(kernel);
+            for &field in Field::ALL {
+                let spec = field.spec();
+                let tracepoint = format!("{}/{}", spec.tracepoint.group, spec.tracepoint.name);
+                let actual = parse_field_offset(format_of(capture, &tracepoint), spec.name);
+                let table = spec.layout.on(kernel).map(u32::from);
+                if table != actual {
+                    wrong.push(format!(
+                        "{tracepoint}.{} on {kernel:?}: table {table:?}, kernel {actual:?}",
+                        spec.name
+                    ));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+}

@@ -595,6 +595,10 @@ impl Session {
     fn finish(mut self, mode: &mut impl Mode, reason: StopReason) -> anyhow::Result<()> {
         signals::second_one_kills();
         self.drain_remaining(mode);
+        // Records logged just before the stop may not have woken the loop yet.
+        if let Some(log) = self.kernel_log.as_mut() {
+            log.get_mut().flush();
+        }
         self.sample();
         let reason = if self.out.closed() {
             StopReason::OutputClosed

@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{BufRead as _, BufReader, Read, Write as _},
     path::{Path, PathBuf},
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
     sync::mpsc,
@@ -24,6 +24,7 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 pub fn privileged() -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
+        watchdog();
         return true;
     }
     if std::env::var_os("CI").is_some() {
@@ -33,6 +34,52 @@ pub fn privileged() -> bool {
         "\n*** SKIPPED: this test loads eBPF programs and needs root (sudo -E cargo xtask test) ***\n"
     );
     false
+}
+
+/// How long one test binary may run before it is taken to hang (the longest, global reclaim,
+/// takes about a minute on the host and five in a guest).
+const BINARY_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+
+/// Ends this test binary, and every process it started, if it runs longer than
+/// [`BINARY_TIMEOUT`]: a hung child must fail the run, not stall CI until its time limit.
+fn watchdog() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        std::thread::spawn(|| {
+            std::thread::sleep(BINARY_TIMEOUT);
+            let children = kill_children();
+            eprintln!(
+                "\n*** test binary still running after {BINARY_TIMEOUT:?}: something hung; killed its processes {children:?} ***\n"
+            );
+            std::process::exit(101);
+        });
+    });
+}
+
+/// SIGKILLs every direct child of this process; returns their pids and names.
+fn kill_children() -> Vec<String> {
+    let me = std::process::id().to_string();
+    let mut killed = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return killed;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if stat_field(&stat, 4) == Some(me.as_str()) {
+            // SAFETY: plain kill(2) on a child of ours.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let comm = stat
+                .split_once(" (")
+                .and_then(|(_, rest)| rest.rsplit_once(')'));
+            killed.push(format!("{pid} {}", comm.map_or("?", |(c, _)| c)));
+        }
+    }
+    killed
 }
 
 /// A running memtrace-workload, set up and waiting for the go signal.
@@ -403,11 +450,20 @@ impl Memtrace {
 
     /// Waits for memtrace to stop by itself and collects what it printed.
     pub fn finish(mut self) -> Output {
-        let mut stdout = String::new();
-        if let Some(mut out) = self.child.stdout.take() {
-            out.read_to_string(&mut stdout)
-                .expect("read memtrace stdout");
-        }
+        let stdout = match self.child.stdout.take() {
+            Some(out) => match read_all_within(out, EXIT_TIMEOUT) {
+                Some(text) => text,
+                None => {
+                    let _ = self.child.kill();
+                    self.stderr_seen.extend(self.stderr.try_iter());
+                    panic!(
+                        "memtrace did not finish its output within {EXIT_TIMEOUT:?}; stderr:\n{}",
+                        self.stderr_seen.join("\n")
+                    );
+                }
+            },
+            None => String::new(),
+        };
         let status = wait_with_timeout(&mut self.child, EXIT_TIMEOUT);
         self.stderr_seen.extend(self.stderr.try_iter());
         // The reader thread may still be draining the last lines.
@@ -431,6 +487,21 @@ impl Drop for Memtrace {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Everything `reader` yields until EOF, or None if EOF does not come within `timeout` (the
+/// reading thread is then left to end when the writer is killed).
+pub fn read_all_within(
+    mut reader: impl Read + Send + 'static,
+    timeout: Duration,
+) -> Option<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = reader.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    rx.recv_timeout(timeout).ok()
 }
 
 fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
