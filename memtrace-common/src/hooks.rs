@@ -34,8 +34,6 @@ pub enum When {
     Memory,
     /// Only `memtrace reclaim`.
     Reclaim,
-    /// The default report with `--follow`.
-    Follow,
 }
 
 /// What a run is, as far as choosing hooks goes.
@@ -52,7 +50,6 @@ impl When {
             Self::Always => true,
             Self::Memory => !run.reclaim,
             Self::Reclaim => run.reclaim,
-            Self::Follow => !run.reclaim && run.follow,
         }
     }
 }
@@ -132,7 +129,7 @@ named_enum! {
 impl Program {
     /// Where the program attaches and what it is for.
     pub const fn hook(self) -> Hook {
-        use When::{Always, Follow, Memory, Reclaim};
+        use When::{Always, Memory, Reclaim};
         const SYSCALLS: &str = "syscalls";
         const VMSCAN: &str = "vmscan";
         const OOM: &str = "oom";
@@ -184,8 +181,8 @@ impl Program {
             Self::RssStat => hook(tp("kmem", "rss_stat"), Memory, "RSS from kernel counters"),
             Self::SchedProcessFork => hook(
                 tp("sched", "sched_process_fork"),
-                Follow,
-                "following forked children (--follow)",
+                Memory,
+                "telling a new process from an exited one with its pid; --follow",
             ),
             Self::SchedProcessExec => hook(
                 tp("sched", "sched_process_exec"),
@@ -274,14 +271,11 @@ mod tests {
                 .filter(move |p| p.hook().when.applies(run))
                 .count()
         };
-        assert!(Program::SchedProcessFork.hook().when.applies(Run {
-            follow: true,
-            ..memory
-        }));
-        assert!(!Program::SchedProcessFork.hook().when.applies(memory));
+        // Fork tells a new process from an exited one with its pid, with or without --follow.
+        assert!(Program::SchedProcessFork.hook().when.applies(memory));
         assert!(!Program::KswapdWake.hook().when.applies(memory));
         assert!(!Program::PageFaultUser.hook().when.applies(reclaim));
-        assert_eq!(attached(memory), 26);
+        assert_eq!(attached(memory), 27);
         assert_eq!(attached(reclaim), 13);
     }
 }

@@ -18,6 +18,11 @@ named_enum! {
         KernfsNodeId = 6 => "kernfs_node.id",
         /// `PF_*` flags: `PF_MEMALLOC` marks a task that is reclaiming memory.
         TaskFlags = 7 => "task_struct.flags",
+        /// A thread's process leader, whose start time is the process's.
+        TaskGroupLeader = 8 => "task_struct.group_leader",
+        /// When a task started, in ns of CLOCK_BOOTTIME (/proc/PID/stat's starttime in clock
+        /// ticks), since 5.5.
+        TaskStartBoottime = 9 => "task_struct.start_boottime",
     }
 }
 

@@ -77,3 +77,10 @@ fn count(tgid: u32, write: u64) {
         count_lost(Lost::FaultTableFull);
     }
 }
+
+/// Drops a pid's counts when the pid passes to a new process, which must start from zero.
+/// What its previous holder counted since userspace last read the map is lost with it.
+#[inline(always)]
+pub fn forget(pid: u32) {
+    let _ = FAULTS.remove(&pid);
+}

@@ -3,7 +3,8 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+        bpf_probe_read_kernel,
     },
     macros::tracepoint,
     programs::TracePointContext,
@@ -14,6 +15,7 @@ use memtrace_common::{
         EventKind,
         exec::ExecEvent,
         exit::{GROUP_DEAD_UNKNOWN, ThreadExit},
+        spawn::Spawn,
     },
     fields::Field,
     lost::Lost,
@@ -22,25 +24,61 @@ use memtrace_common::{
 
 use crate::{
     config::{config, field, member, setting},
-    filter::{TARGETS, current_traced, filtering},
+    faults,
+    filter::{TARGETS, current_traced, filtering, is_self},
     ring::{EVENTS, count_lost, submit_flags},
 };
 
-/// `sched/sched_process_fork` runs in the parent. Threads are forks too: their tids land in
-/// TARGETS harmlessly (a live tid is never another process's tgid) and userspace prunes them.
+/// `sched/sched_process_fork` runs in the parent, before the child can run. A pid is reused
+/// only once everything of its previous holder is gone, so this is where an earlier process
+/// with the child's pid ends for memtrace: it stops being traced (a target that exited must not
+/// be followed into an unrelated process), and userspace, told in ring order, starts a new
+/// entry. With `--follow`, a traced parent's child is traced too. Threads are forks as well:
+/// their tids land in TARGETS harmlessly (a live tid is never another process's tgid) and
+/// userspace prunes them.
 #[tracepoint]
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
-    if setting(&config().follow_forks) == 0 || !filtering() || current_traced().is_none() {
+    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if is_self(parent) {
         return 0;
     }
     let Ok(child) = u32::try_from(field(&ctx, Field::ForkChildPid, -1i32)) else {
         return 0;
     };
+    let followed = follow(&ctx, child);
+    if filtering() && !followed {
+        // Only a pid in the filter can have been a traced process; most forks end here.
+        if TARGETS.remove(&child).is_err() {
+            return 0;
+        }
+    }
+    faults::forget(child);
+    let Some(mut entry) = EVENTS.reserve::<Spawn>(0) else {
+        count_lost(Lost::RingFull);
+        return 0;
+    };
+    entry.write(Spawn {
+        kind: EventKind::Spawn as u32,
+        parent,
+        child,
+        followed: u32::from(followed),
+    });
+    entry.submit(submit_flags(false));
+    0
+}
+
+/// With `--follow`, adds a traced parent's child to the filter; whether it did.
+#[inline(always)]
+fn follow(ctx: &TracePointContext, child: u32) -> bool {
+    if setting(&config().follow_forks) == 0 || !filtering() || current_traced().is_none() {
+        return false;
+    }
     if TARGETS.insert(child, 1, 0).is_err() {
         count_lost(Lost::TargetsFull);
-        warn!(&ctx, "target table full: child {} not followed", child);
+        warn!(ctx, "target table full: child {} not followed", child);
+        return false;
     }
-    0
+    true
 }
 
 /// `sched/sched_process_exit` runs in the exiting thread. Its `min_flt`/`maj_flt` are final
@@ -67,6 +105,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let (Ok(min_flt), Ok(maj_flt)) = (read(min_offset), read(maj_offset)) else {
         return 0;
     };
+    let process_start_ns = process_start_ns(task);
     let Some(mut entry) = EVENTS.reserve::<ThreadExit>(0) else {
         count_lost(Lost::RingFull);
         return 0;
@@ -78,9 +117,28 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         group_dead,
         min_flt,
         maj_flt,
+        process_start_ns,
     });
     entry.submit(submit_flags(false));
     0
+}
+
+/// When `task`'s process started (its leader's `start_boottime`), or 0 when unknown here.
+#[inline(always)]
+fn process_start_ns(task: u64) -> u64 {
+    let (leader_at, start_at) = (
+        member(Member::TaskGroupLeader),
+        member(Member::TaskStartBoottime),
+    );
+    if leader_at == 0 || start_at == 0 {
+        return 0;
+    }
+    // SAFETY: task pointers and member offsets from this kernel's BTF; reads are checked.
+    unsafe {
+        bpf_probe_read_kernel((task + leader_at) as *const u64)
+            .and_then(|leader| bpf_probe_read_kernel((leader + start_at) as *const u64))
+            .unwrap_or(0)
+    }
 }
 
 /// `sched/sched_process_exec` runs in the process once its new program is in place: `comm` is

@@ -8,8 +8,12 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use memtrace_common::{
-    events::rss::{RSS_MEMBERS, RssState},
+    events::{
+        EventKind,
+        rss::{AddressSpaceGone, RSS_MEMBERS, RssState},
+    },
     fields::Field,
+    lost::Lost,
     maps::MAX_RSS_MMS,
     members::{Member, PF_KTHREAD, PF_MEMALLOC},
 };
@@ -17,6 +21,7 @@ use memtrace_common::{
 use crate::{
     config::{member, offset},
     filter::current_traced,
+    ring::{EVENTS, count_lost, submit_flags},
 };
 
 #[map]
@@ -85,26 +90,56 @@ fn own_update(mm_id: u32, member: usize, size: i64) {
 /// Someone else changed a known mm's RSS. Only a task that reclaims memory can take pages
 /// from another process: one in direct or memcg reclaim or kswapd (`PF_MEMALLOC`), or the OOM
 /// reaper. Anyone else is not taking them: the owner tearing down its own mm at exit (its mm
-/// pointer already cleared), or a reader of /proc/PID/* that drops the mm's last reference
-/// after the owner exited, so the teardown runs in the reader. Their updates only move the
-/// size, so it reads as the RSS the process had when it last ran.
+/// pointer already cleared) or exec's old mm, a reader of /proc/PID/* that drops the mm's last
+/// reference after the owner exited (the teardown then runs in the reader), or a remote access.
 #[inline(always)]
 fn other_update(mm_id: u32, member: usize, size: i64) {
     let Some(state) = RSS.get_ptr_mut(mm_id) else {
         return;
     };
-    if !reclaiming() {
-        return;
-    }
+    let taking = reclaiming();
     // SAFETY: a map value. Two reclaimers updating one mm at the same instant could lose one
     // increment (no atomic add on this target from Rust); the size itself stays exact.
     unsafe {
         let previous = (*state).size[member];
-        if previous > size && previous >= 0 {
+        if taking && previous > size && previous >= 0 {
             (*state).external_drop[member] += (previous - size) as u64;
         }
         (*state).size[member] = size;
     }
+    if !taking && torn_down(state) {
+        forget(mm_id, state);
+    }
+}
+
+/// Whether every counter is back to zero: a live process always maps something, so only a
+/// teardown gets here (a counter never seen changing is -1 and was zero all along).
+#[inline(always)]
+fn torn_down(state: *const RssState) -> bool {
+    // SAFETY: a map value; a racing update can only make this return false.
+    (0..RSS_MEMBERS).all(|m| unsafe { (*state).size[m] } <= 0)
+}
+
+/// Drops an mm's state, so a new mm at the same address starts afresh instead of inheriting its
+/// owner and what was taken from it; what was taken goes to userspace with the owner.
+#[inline(always)]
+fn forget(mm_id: u32, state: *const RssState) {
+    // SAFETY: a map value, read before it is deleted.
+    let (tgid, taken) = unsafe { ((*state).tgid, (*state).external_drop) };
+    let _ = RSS.remove(&mm_id);
+    if taken.iter().all(|&bytes| bytes == 0) {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<AddressSpaceGone>(0) else {
+        count_lost(Lost::RingFull);
+        return;
+    };
+    entry.write(AddressSpaceGone {
+        kind: EventKind::AddressSpaceGone as u32,
+        tgid,
+        taken,
+    });
+    entry.submit(submit_flags(false));
 }
 
 /// Whether the current task is reclaiming memory: `PF_MEMALLOC` (direct or memcg reclaim,

@@ -53,6 +53,8 @@ fn scraped_counters_equal_the_workload_record() {
     // A second target that waits forever keeps memtrace running after the first one exits.
     let idle = Workload::spawn(&["madvise", "--op", "dontneed:1:1"]);
     let (pid, idle_pid) = (workload.pid.to_string(), idle.pid.to_string());
+    // Field 22 of /proc/PID/stat, read while the workload runs: the series' start_time label.
+    let start = support::start_time(workload.pid);
     let memtrace = Memtrace::attach(&[
         "--pid",
         &pid,
@@ -65,7 +67,9 @@ fn scraped_counters_equal_the_workload_record() {
     let record = workload.record();
 
     // The page is refreshed once a second: poll until it shows the finished workload.
-    let labels = |advice: &str| format!(r#"pid="{pid}",comm="memtrace-worklo",advice="{advice}""#);
+    let labels = |advice: &str| {
+        format!(r#"pid="{pid}",start_time="{start}",comm="memtrace-worklo",advice="{advice}""#)
+    };
     let deadline = Instant::now() + Duration::from_secs(15);
     let page = loop {
         let (status, headers, body) = get(port, "/metrics").expect("scrape /metrics");
@@ -106,7 +110,7 @@ fn scraped_counters_equal_the_workload_record() {
         sample(
             &page,
             "memtrace_released_bytes_total",
-            &format!(r#"pid="{pid}",comm="memtrace-worklo""#)
+            &format!(r#"pid="{pid}",start_time="{start}",comm="memtrace-worklo""#)
         ),
         Some((51 + 7 * 3) * 4096)
     );

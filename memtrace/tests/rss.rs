@@ -46,7 +46,8 @@ fn lazyfree_pages_reclaimed_under_cgroup_pressure_are_an_external_drop() {
     let slack = 2 * 32 * cpus * 4096;
     assert!(
         external.abs_diff(reclaimed) <= slack,
-        "external anon drop {external} vs reclaimed {reclaimed} (±{slack})"
+        "external anon drop {external} vs reclaimed {reclaimed} (±{slack}); withheld: {}",
+        output.summary()["rss_taken_withheld"]
     );
     // smaps_rollup, a page-table walk, shows what stays lazily freed: all that was not
     // reclaimed, but for pages still waiting in a per-CPU LRU batch (at most 31 per CPU), not

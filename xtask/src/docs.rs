@@ -97,7 +97,6 @@ fn kernel_tables() -> String {
             When::Always => "every mode",
             When::Memory => "default, `go`",
             When::Reclaim => "`reclaim`",
-            When::Follow => "`--follow`",
         };
         let since = hook.since.map_or_else(String::new, |Kernel(major, minor)| {
             format!("{major}.{minor}")

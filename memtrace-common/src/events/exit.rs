@@ -18,6 +18,8 @@ pub struct ThreadExit {
     pub group_dead: u32,
     pub min_flt: u64,
     pub maj_flt: u64,
+    /// When its process started (`group_leader->start_boottime`, ns); 0 when unknown.
+    pub process_start_ns: u64,
 }
 
 impl Record for ThreadExit {

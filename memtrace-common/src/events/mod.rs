@@ -7,6 +7,7 @@ pub mod fault;
 pub mod kswapd;
 pub mod oom;
 pub mod rss;
+pub mod spawn;
 pub mod stall;
 pub mod syscall;
 
@@ -41,6 +42,11 @@ named_enum! {
         OomReaper = 12 => "oom_reaper",
         /// A traced process called exec ([`exec::ExecEvent`]).
         Exec = 13 => "exec",
+        /// An address space was torn down ([`rss::AddressSpaceGone`]).
+        AddressSpaceGone = 14 => "address_space_gone",
+        /// A task was created with a pid that may have been another process's
+        /// ([`spawn::Spawn`]).
+        Spawn = 15 => "spawn",
     }
 }
 

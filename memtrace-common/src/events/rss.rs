@@ -32,3 +32,24 @@ pub struct RssState {
 }
 
 pod!(RssState);
+
+/// Every RSS counter of an address space went back to zero without reclaim: it was torn down
+/// (its process exited, or exec replaced it). Its state is dropped so that a new mm allocated
+/// at the same address, which gets the same `mm_id`, is never taken for it; what reclaim had
+/// taken from it travels here.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddressSpaceGone {
+    /// [`super::EventKind::AddressSpaceGone`] as `u32`.
+    pub kind: u32,
+    /// The process that owned it.
+    pub tgid: u32,
+    /// [`RssState::external_drop`] at the end.
+    pub taken: [u64; RSS_MEMBERS],
+}
+
+impl super::Record for AddressSpaceGone {
+    const KINDS: &'static [super::EventKind] = &[super::EventKind::AddressSpaceGone];
+}
+
+pod!(AddressSpaceGone);

@@ -5,7 +5,10 @@
 
 use memtrace_common::{
     advice,
-    events::{rss::RssMember, stall::ReclaimKind},
+    events::{
+        rss::{RSS_MEMBERS, RssMember},
+        stall::ReclaimKind,
+    },
 };
 
 use crate::{
@@ -19,7 +22,12 @@ const NOTABLE_LAZYFREE_PERCENT: u64 = 10;
 const NOTABLE_RSS_CHANGE: u64 = 1 << 20;
 
 /// Sentences explaining a process's memory over the traced window, most important first.
-pub fn explain(p: &ProcessStats, reclaim: &Reclaim) -> Vec<String> {
+/// `taken`: what reclaim and the OOM reaper took per RSS member, None when it is not known.
+pub fn explain(
+    p: &ProcessStats,
+    reclaim: &Reclaim,
+    taken: Option<[u64; RSS_MEMBERS]>,
+) -> Vec<String> {
     let mut sentences = Vec::new();
     for (kind, why) in [
         (ReclaimKind::Memcg, "its memory cgroup was at its limit"),
@@ -79,8 +87,9 @@ pub fn explain(p: &ProcessStats, reclaim: &Reclaim) -> Vec<String> {
             human_bytes(dontneed)
         ));
     }
-    let taken = p.rss.external_drop[RssMember::Anon as usize]
-        + p.rss.external_drop[RssMember::File as usize];
+    let taken = taken.map_or(0, |t| {
+        t[RssMember::Anon as usize] + t[RssMember::File as usize]
+    });
     if taken > 0 {
         sentences.push(format!(
             "Reclaim or the OOM reaper took {} of its resident memory while it was not running.",
@@ -152,7 +161,11 @@ mod tests {
             },
         );
         a.sample_smaps(1, last);
-        explain(a.process_by_pid(1).expect("process"), &Reclaim::default())
+        explain(
+            a.process_by_pid(1).expect("process"),
+            &Reclaim::default(),
+            Some([0; 4]),
+        )
     }
 
     #[test]
@@ -209,7 +222,11 @@ mod tests {
         reclaim.stalls.insert((1, ReclaimKind::Memcg), stalls);
         let mut a = Attribution::default();
         a.name(1, "reader");
-        let text = explain(a.process_by_pid(1).expect("process"), &reclaim);
+        let text = explain(
+            a.process_by_pid(1).expect("process"),
+            &reclaim,
+            Some([0; 4]),
+        );
         assert_eq!(
             text,
             [
@@ -232,7 +249,11 @@ mod tests {
                 },
             ));
         }
-        let text = explain(a.process_by_pid(1).expect("process"), &Reclaim::default());
+        let text = explain(
+            a.process_by_pid(1).expect("process"),
+            &Reclaim::default(),
+            Some([0; 4]),
+        );
         assert_eq!(
             text,
             [

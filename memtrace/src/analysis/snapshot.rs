@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use memtrace_common::events::{
-    rss::RssMember,
+    rss::{RSS_MEMBERS, RssMember},
     stall::{ReclaimKind, ScanCounts, ScanSlot},
 };
 use schemars::JsonSchema;
@@ -107,6 +107,10 @@ pub struct Snapshot {
     pub lost: LostCounts,
     pub go_verdicts: Vec<Verdict>,
     pub counts_user_faults: bool,
+    /// Set when the RSS counted as taken by reclaim or the OOM reaper is more than the kernel
+    /// reclaimed and reaped over the window: those numbers are then withheld (zero in every
+    /// process) and this says why.
+    pub taken_withheld: Option<String>,
 }
 
 impl Snapshot {
@@ -114,14 +118,19 @@ impl Snapshot {
     /// open.
     pub fn new(model: &Model, selection: &Selection, window: Window) -> Self {
         let reclaim = &model.reclaim;
+        let selected = selection.select(model);
+        let taken_withheld = taken_beyond_the_kernel(&selected, model);
+        let processes = selected
+            .into_iter()
+            .map(|p| {
+                let taken = taken_withheld.is_none().then(|| p.taken());
+                ProcessView::new(p, reclaim, selection.counts_user_faults, taken)
+            })
+            .collect();
         Self {
             elapsed_ns: window.elapsed_ns,
             system_wide: window.system_wide,
-            processes: selection
-                .select(model)
-                .into_iter()
-                .map(|p| ProcessView::new(p, reclaim, selection.counts_user_faults))
-                .collect(),
+            processes,
             unattributed: advice_views(&model.attribution.unattributed),
             forgotten: model.attribution.forgotten,
             oom_kills: reclaim.ooms.clone(),
@@ -138,8 +147,47 @@ impl Snapshot {
             lost: model.lost.clone(),
             go_verdicts: window.go_verdicts,
             counts_user_faults: selection.counts_user_faults,
+            taken_withheld,
         }
     }
+}
+
+/// Pages can leave a process's RSS for another task only through reclaim (counted in
+/// /proc/vmstat's `pgsteal_*`) or the OOM reaper (at most its victims' RSS at the kill). When
+/// the processes' taken bytes add up to more, memtrace cannot tell which are true (an address
+/// space it mistook for another, pages unmapped but not freed): it withholds them all, and
+/// this says why, rather than state an invented number.
+fn taken_beyond_the_kernel(processes: &[&ProcessStats], model: &Model) -> Option<String> {
+    let counted: u64 = processes.iter().flat_map(|p| p.taken()).sum();
+    if counted == 0 {
+        return None;
+    }
+    let bound = kernel_taken_bound(model)?;
+    if counted <= bound {
+        return None;
+    }
+    Some(format!(
+        "RSS taken by reclaim or the OOM reaper is unknown: memtrace counted {counted} bytes, \
+         but the kernel reclaimed and reaped at most {bound} over the window (/proc/vmstat \
+         pgsteal, OOM victims' RSS)"
+    ))
+}
+
+/// The most the kernel can have taken from processes over the window, in bytes; None when it
+/// cannot be bounded (no /proc/vmstat samples, a kernel without `pgsteal_anon`/`_file`, or
+/// an OOM victim of unknown size).
+fn kernel_taken_bound(model: &Model) -> Option<u64> {
+    let reclaim = &model.reclaim;
+    let delta = reclaim.vmstat_delta();
+    // Every page reclaim frees, memory-cgroup reclaim included, by type (5.8+);
+    // `pgsteal_kswapd`/`_direct` leave out memory-cgroup reclaim.
+    let stolen_pages = *delta.get("pgsteal_anon")? + *delta.get("pgsteal_file")?;
+    let mut bound = u64::try_from(stolen_pages).unwrap_or(0) * crate::kernel::procfs::page_size();
+    for kill in &reclaim.ooms {
+        let rss_kb = [kill.anon_rss_kb, kill.file_rss_kb, kill.shmem_rss_kb];
+        bound += rss_kb.into_iter().sum::<Option<u64>>()? * 1024;
+    }
+    Some(bound)
 }
 
 /// When and how the snapshot is taken.
@@ -157,6 +205,11 @@ pub struct Window {
 #[serde(deny_unknown_fields)]
 pub struct ProcessView {
     pub pid: u32,
+    /// When the process started, in clock ticks after boot (`starttime` of /proc/PID/stat):
+    /// with the pid, its identity. Null when it was gone before memtrace could read it.
+    pub start_time: Option<u64>,
+    /// It exited while traced (a later process with the same pid is another entry).
+    pub exited: bool,
     pub comm: String,
     /// Bytes given back by releasing advice.
     pub released_bytes: u64,
@@ -176,10 +229,19 @@ pub struct ProcessView {
 }
 
 impl ProcessView {
-    fn new(p: &ProcessStats, reclaim: &Reclaim, counts_user_faults: bool) -> Self {
+    /// `taken`: what reclaim and the OOM reaper took per RSS member; None when withheld
+    /// (shown as zero, with the snapshot's `taken_withheld` saying why).
+    fn new(
+        p: &ProcessStats,
+        reclaim: &Reclaim,
+        counts_user_faults: bool,
+        taken: Option<[u64; RSS_MEMBERS]>,
+    ) -> Self {
         let known = p.task_faults.known();
         Self {
             pid: p.pid,
+            start_time: p.start_time,
+            exited: p.exited,
             comm: p.comm.clone(),
             released_bytes: p.released_bytes(),
             advised_by: p.advised_by.iter().copied().collect(),
@@ -195,14 +257,14 @@ impl ProcessView {
             rss: RssView {
                 size: ByName::from_fn(|member: RssMember| p.rss.size[member as usize]),
                 external_drop: ByName::from_fn(|member: RssMember| {
-                    p.rss.external_drop[member as usize]
+                    taken.map_or(0, |t| t[member as usize])
                 }),
             },
             smaps_rollup: SmapsView {
                 first: p.smaps_first,
                 last: p.smaps_last,
             },
-            explanation: explain::explain(p, reclaim),
+            explanation: explain::explain(p, reclaim, taken),
             reclaim: stalls_of(reclaim, p.pid),
         }
     }
@@ -489,4 +551,76 @@ pub struct WakeupView {
     pub pid: u32,
     pub comm: String,
     pub count: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::model::attribution::Rss;
+
+    fn vmstat(anon: u64, file: u64) -> BTreeMap<String, u64> {
+        BTreeMap::from([
+            ("pgsteal_anon".to_owned(), anon),
+            ("pgsteal_file".to_owned(), file),
+            ("pgsteal_kswapd".to_owned(), 0),
+        ])
+    }
+
+    /// pid 5 with `anon` bytes taken; the kernel reclaimed `pages` over the window.
+    fn model(anon: u64, pages: u64) -> Model {
+        let mut model = Model::default();
+        model.attribution.set_rss(BTreeMap::from([(
+            5,
+            Rss {
+                size: [Some(0); 4],
+                external_drop: [0, anon, 0, 0],
+            },
+        )]));
+        model.reclaim.sample_vmstat(vmstat(1000, 50));
+        model
+            .reclaim
+            .sample_vmstat(vmstat(1000 + pages / 2, 50 + pages - pages / 2));
+        model
+    }
+
+    fn taken(snapshot: &Snapshot) -> u64 {
+        snapshot.processes[0]
+            .rss
+            .external_drop
+            .iter()
+            .map(|(_, b)| *b)
+            .sum()
+    }
+
+    #[test]
+    fn taken_within_what_the_kernel_reclaimed_is_shown() {
+        let page = crate::kernel::procfs::page_size();
+        let snapshot = Snapshot::new(
+            &model(10 * page, 10),
+            &Selection::default(),
+            Window::default(),
+        );
+        assert_eq!(snapshot.taken_withheld, None);
+        assert_eq!(taken(&snapshot), 10 * page);
+    }
+
+    #[test]
+    fn taken_beyond_what_the_kernel_reclaimed_is_withheld_and_said() {
+        let page = crate::kernel::procfs::page_size();
+        let snapshot = Snapshot::new(
+            &model(11 * page, 10),
+            &Selection::default(),
+            Window::default(),
+        );
+        let why = snapshot.taken_withheld.as_deref().expect("withheld");
+        assert!(why.contains(&format!("at most {}", 10 * page)), "{why}");
+        assert_eq!(taken(&snapshot), 0);
+        let explanation = snapshot.processes[0].explanation.join(" ");
+        assert!(!explanation.contains("took"), "{explanation}");
+        // Nothing reclaimed at all: nothing can have been taken.
+        let snapshot = Snapshot::new(&model(page, 0), &Selection::default(), Window::default());
+        assert!(snapshot.taken_withheld.is_some());
+    }
 }

@@ -90,6 +90,12 @@ impl Offsets {
                 "{e}; faults of threads that exit while traced are not counted"
             ));
         }
+        let start = [Member::TaskGroupLeader, Member::TaskStartBoottime];
+        if let Err(e) = start.into_iter().try_for_each(&mut found) {
+            self.warnings.push(format!(
+                "{e}; the start time of a process that exits before memtrace reads /proc is unknown"
+            ));
+        }
         if let Err(e) = found(Member::TaskFlags) {
             self.warnings.push(format!(
                 "{e}; memory that reclaim takes from a process is not counted"
@@ -168,7 +174,7 @@ mod tests {
         // Without BTF, the member offsets stay unknown, with what that costs.
         assert_eq!(offsets.members, [0; Member::COUNT]);
         assert_eq!(offsets.memcg_subsys_index, u32::MAX);
-        assert_eq!(offsets.warnings.len(), 3, "{:?}", offsets.warnings);
+        assert_eq!(offsets.warnings.len(), 4, "{:?}", offsets.warnings);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -100,6 +100,14 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
     stat_field(pid, 22)
 }
 
+/// A CLOCK_BOOTTIME instant in ns (a task's `start_boottime`) in the clock ticks of
+/// [`start_ticks`], rounded down as the kernel's `nsec_to_clock_t` does.
+pub fn boot_ns_to_ticks(ns: u64) -> Option<u64> {
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()?;
+    Some(ns / (1_000_000_000 / hz.max(1)))
+}
+
 /// Now, in the clock ticks since boot that [`start_ticks`] uses (from /proc/uptime).
 pub fn now_ticks() -> Option<u64> {
     let uptime = fs::read_to_string("/proc/uptime").ok()?;

@@ -235,6 +235,15 @@ pub struct ProcessStats {
     pub lazy_free_peak: Option<u64>,
     /// Its names before each exec while traced, oldest first (`comm` is the latest).
     pub exec_from: Vec<String>,
+    /// When it started, in clock ticks after boot (`starttime` of /proc/PID/stat): with the pid,
+    /// what tells it from another process that had or has the same pid. None when memtrace
+    /// could not read it (the process was gone before it looked).
+    pub start_time: Option<u64>,
+    /// It is known to have exited.
+    pub exited: bool,
+    /// Bytes reclaim took per RSS member from its address spaces that are gone (torn down at
+    /// exit or exec), which the kernel's per-mm state no longer holds.
+    pub taken_from_gone: [u64; RSS_MEMBERS],
 }
 
 impl ProcessStats {
@@ -247,6 +256,21 @@ impl ProcessStats {
     }
 
     /// Bytes given back by successful releasing advice (DONTNEED, FREE, REMOVE, PAGEOUT).
+    /// One of its address spaces was torn down with `taken` bytes taken from it: they move
+    /// from the live address spaces' sum (as last sampled) to the gone ones'.
+    fn address_space_gone(&mut self, taken: [u64; RSS_MEMBERS]) {
+        for (m, bytes) in taken.into_iter().enumerate() {
+            self.taken_from_gone[m] += bytes;
+            self.rss.external_drop[m] = self.rss.external_drop[m].saturating_sub(bytes);
+        }
+    }
+
+    /// Bytes taken away by other tasks (reclaim, OOM reaper) per RSS member, from live and
+    /// torn-down address spaces.
+    pub fn taken(&self) -> [u64; RSS_MEMBERS] {
+        std::array::from_fn(|m| self.rss.external_drop[m] + self.taken_from_gone[m])
+    }
+
     pub fn released_bytes(&self) -> u64 {
         self.madvise
             .iter()
@@ -259,7 +283,10 @@ impl ProcessStats {
 /// Totals for every process seen.
 #[derive(Debug, Default)]
 pub struct Attribution {
+    /// The current holder of each pid.
     processes: BTreeMap<u32, ProcessStats>,
+    /// Earlier holders of pids that passed to a new process while traced, oldest first.
+    ended: Vec<ProcessStats>,
     /// process_madvise calls whose target could not be resolved (the caller closed its pidfd or
     /// exited before memtrace looked), by advice. Charged to nobody rather than to the wrong
     /// process.
@@ -271,13 +298,17 @@ pub struct Attribution {
 impl Attribution {
     /// How many processes are kept.
     pub fn len(&self) -> usize {
-        self.processes.len()
+        self.processes.len() + self.ended.len()
     }
 
     /// Drops exited processes (lowest pids first) until at most `keep` remain; returns the
     /// pids dropped. `alive` says whether a pid still runs; live processes are never dropped.
     pub fn forget_exited(&mut self, keep: usize, alive: impl Fn(u32) -> bool) -> Vec<u32> {
-        let excess = self.processes.len().saturating_sub(keep);
+        // Earlier holders of reused pids go first: they ended before any current one.
+        let ended = self.ended.len().min(self.len().saturating_sub(keep));
+        self.ended.drain(..ended);
+        self.forgotten += ended as u64;
+        let excess = self.len().saturating_sub(keep);
         let dropped: Vec<u32> = self
             .processes
             .keys()
@@ -306,9 +337,39 @@ impl Attribution {
             Event::Stall(s) => {
                 self.process(s.tgid, &s.thread_comm);
             }
+            Event::AddressSpaceGone(g) => self.process(g.tgid, "").address_space_gone(g.taken),
+            Event::Spawn(s) => self.pid_passed_on(s.child),
             // The system's, not a process's (see `super::reclaim`).
             Event::OomKill(_) | Event::OomReaper(_) | Event::Kswapd(_) => {}
         }
+    }
+
+    /// A new task got `pid`: whoever had it before has ended, and what comes next with that pid
+    /// is another process's.
+    fn pid_passed_on(&mut self, pid: u32) {
+        if let Some(mut previous) = self.processes.remove(&pid) {
+            previous.exited = true;
+            self.ended.push(previous);
+        }
+    }
+
+    /// A process is known to have exited (its pidfd said so).
+    pub fn exited(&mut self, pid: u32) {
+        if let Some(process) = self.processes.get_mut(&pid) {
+            process.exited = true;
+        }
+    }
+
+    /// When a process started (see [`ProcessStats::start_time`]), as /proc showed it: kept
+    /// only while nothing better is known.
+    pub fn set_start_time(&mut self, pid: u32, ticks: u64) {
+        self.process(pid, "").start_time.get_or_insert(ticks);
+    }
+
+    /// When a process started, as the kernel reported it with the process's own task: always
+    /// right, where /proc may already show a later holder of the pid.
+    pub fn set_start_time_from_kernel(&mut self, pid: u32, ticks: u64) {
+        self.process(pid, "").start_time = Some(ticks);
     }
 
     /// Per-thread `(tid, minflt, majflt)` of a process, read from /proc.
@@ -333,8 +394,19 @@ impl Attribution {
         self.process(pid, "").faults = faults;
     }
 
-    pub fn set_rss(&mut self, pid: u32, rss: Rss) {
-        self.process(pid, "").rss = rss;
+    /// The RSS of every process from the kernel's live address spaces; a process without any
+    /// left keeps its last sizes, and takes nothing more (what was taken from its torn-down
+    /// ones came with their [`Event::AddressSpaceGone`]).
+    pub fn set_rss(&mut self, mut by_pid: BTreeMap<u32, Rss>) {
+        for (pid, process) in &mut self.processes {
+            match by_pid.remove(pid) {
+                Some(rss) => process.rss = rss,
+                None => process.rss.external_drop = [0; RSS_MEMBERS],
+            }
+        }
+        for (pid, rss) in by_pid {
+            self.process(pid, "").rss = rss;
+        }
     }
 
     /// Keeps the first and the latest smaps_rollup sample of a process.
@@ -404,8 +476,9 @@ impl Attribution {
         self.processes.get(&pid)
     }
 
+    /// Every process seen, the earlier holders of reused pids included.
     pub fn processes(&self) -> impl Iterator<Item = &ProcessStats> {
-        self.processes.values()
+        self.ended.iter().chain(self.processes.values())
     }
 }
 
@@ -420,6 +493,7 @@ fn add_call(totals: &mut AdviceTotals, m: &Madvise) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::event::{AddressSpaceGone, Spawn};
 
     fn madvise(tgid: u32, tid: u32, advice: u32, len: u64, errno: Option<i32>) -> Event {
         Event::Madvise(Madvise {
@@ -474,6 +548,63 @@ mod tests {
         let p = a.processes().next().unwrap();
         assert_eq!(p.released_bytes(), 0);
         assert_eq!(p.madvise[&advice::NOHUGEPAGE].bytes, 2 << 20);
+    }
+
+    fn spawn(child: u32) -> Event {
+        Event::Spawn(Spawn {
+            kind: 15,
+            parent: 1,
+            child,
+            followed: 0,
+        })
+    }
+
+    #[test]
+    fn a_pid_passed_to_a_new_process_starts_a_new_entry() {
+        let mut a = Attribution::default();
+        a.record(&madvise(5, 5, advice::DONTNEED, 4096, None));
+        a.set_start_time(5, 100);
+        a.record(&spawn(5));
+        a.record(&madvise(5, 5, advice::DONTNEED, 8192, None));
+        a.set_start_time(5, 200);
+        let entries: Vec<_> = a.processes().collect();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(
+            (entries[0].start_time, entries[0].exited),
+            (Some(100), true)
+        );
+        assert_eq!(entries[0].madvise[&advice::DONTNEED].bytes, 4096);
+        assert_eq!(
+            (entries[1].start_time, entries[1].exited),
+            (Some(200), false)
+        );
+        assert_eq!(entries[1].madvise[&advice::DONTNEED].bytes, 8192);
+        assert_eq!(a.process_by_pid(5).and_then(|p| p.start_time), Some(200));
+        // A new pid that nobody had: nothing to close.
+        a.record(&spawn(6));
+        assert_eq!(a.len(), 2);
+    }
+
+    #[test]
+    fn taken_from_a_torn_down_address_space_is_counted_once() {
+        let mut a = Attribution::default();
+        let live = |anon: u64| Rss {
+            size: [Some(4096), Some(8192), None, None],
+            external_drop: [0, anon, 0, 0],
+        };
+        a.set_rss(BTreeMap::from([(5, live(3 << 20))]));
+        // The mm goes, with what was taken since the last sample too.
+        a.record(&Event::AddressSpaceGone(AddressSpaceGone {
+            kind: 14,
+            tgid: 5,
+            taken: [0, 4 << 20, 0, 0],
+        }));
+        assert_eq!(a.process_by_pid(5).unwrap().taken(), [0, 4 << 20, 0, 0]);
+        // The next sample has no address space of pid 5 left.
+        a.set_rss(BTreeMap::new());
+        let p = a.process_by_pid(5).unwrap();
+        assert_eq!(p.taken(), [0, 4 << 20, 0, 0]);
+        assert_eq!(p.rss.size[1], Some(8192), "the last size stays shown");
     }
 
     #[test]
@@ -617,6 +748,7 @@ mod tests {
                 group_dead: 0,
                 min_flt,
                 maj_flt,
+                process_start_ns: 0,
             })
         };
         a.record(&exit(8, 60, 0));

@@ -1,6 +1,5 @@
 //! Decoding ring-buffer records into typed events.
 
-pub use memtrace_common::events::exit::ThreadExit;
 use memtrace_common::events::{
     EventKind, Record,
     exec::ExecEvent,
@@ -10,6 +9,7 @@ use memtrace_common::events::{
     stall::{ReclaimKind, ReclaimStall},
     syscall::SyscallEvent,
 };
+pub use memtrace_common::events::{exit::ThreadExit, rss::AddressSpaceGone, spawn::Spawn};
 
 use crate::kernel::procfs::{CgroupOf, VictimFacts};
 
@@ -52,6 +52,8 @@ pub enum Event {
     OomReaper(OomReaper),
     Kswapd(Kswapd),
     Exec(Exec),
+    AddressSpaceGone(AddressSpaceGone),
+    Spawn(Spawn),
 }
 
 impl Event {
@@ -74,6 +76,9 @@ impl Event {
             Self::ThreadExit(t) => Some(t.tgid),
             Self::Exec(e) => Some(e.tgid),
             Self::Stall(s) => Some(s.tgid),
+            Self::AddressSpaceGone(g) => Some(g.tgid),
+            // About a pid's next holder, which nothing is known of yet.
+            Self::Spawn(_) => None,
             Self::OomKill(_) | Self::OomReaper(_) | Self::Kswapd(_) => None,
         }
     }
@@ -373,6 +378,8 @@ pub fn decode(bytes: &[u8], page_size: u64) -> Result<Event, DecodeError> {
                     ts_ns: raw.ts_ns,
                 })
             }
+            EventKind::AddressSpaceGone => Event::AddressSpaceGone(record(bytes, kind)?),
+            EventKind::Spawn => Event::Spawn(record(bytes, kind)?),
             EventKind::Kswapd => {
                 let raw: KswapdEvent = record(bytes, kind)?;
                 Event::Kswapd(Kswapd {

@@ -359,6 +359,9 @@ pub struct Summary<'a> {
     /// Exited processes dropped from the totals to keep memory bounded (system-wide runs past
     /// 4096 processes).
     pub forgotten_processes: u64,
+    /// Why every process's `rss.external_drop` is zero although memtrace counted pages taken:
+    /// it counted more than the kernel reclaimed and reaped over the window. Null otherwise.
+    pub rss_taken_withheld: Option<&'a str>,
     /// Present when a traced pid is a Go binary.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub go_verdicts: Vec<GoVerdictEntry<'a>>,
@@ -376,6 +379,7 @@ impl<'a> Summary<'a> {
             processes: &snapshot.processes,
             unattributed: &snapshot.unattributed,
             forgotten_processes: snapshot.forgotten,
+            rss_taken_withheld: snapshot.taken_withheld.as_deref(),
             go_verdicts: snapshot
                 .go_verdicts
                 .iter()
@@ -431,7 +435,8 @@ fn oom_entries(snapshot: &Snapshot) -> Vec<OomKillEntry<'_>> {
 }
 
 /// The line for one event, or `None` for events that are summed up rather than streamed
-/// (kswapd state changes become active periods; OOM kills are printed with their view).
+/// (kswapd state changes become active periods, a torn-down address space's taken pages join
+/// its process's RSS, a new task with a pid starts a new process entry).
 pub fn event_line(event: &Event, gfp: &GfpNames) -> Option<String> {
     let line = match event {
         Event::Madvise(m) => madvise_line(m),
@@ -442,7 +447,7 @@ pub fn event_line(event: &Event, gfp: &GfpNames) -> Option<String> {
         Event::Stall(s) => Line::ReclaimStall(stall_line(s, gfp)),
         Event::OomKill(o) => Line::OomKill(o),
         Event::OomReaper(r) => Line::OomReaper(reaper_line(r)),
-        Event::Kswapd(_) => return None,
+        Event::Kswapd(_) | Event::AddressSpaceGone(_) | Event::Spawn(_) => return None,
     };
     Some(line.to_json())
 }

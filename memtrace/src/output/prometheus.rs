@@ -74,8 +74,15 @@ impl Page {
         self.family(name, kind, help);
         for p in processes {
             let pid = p.pid.to_string();
+            // With the pid, the start time tells apart two processes that had the same pid
+            // (empty when it could not be known).
+            let start = p.start_time.map(|t| t.to_string()).unwrap_or_default();
             for (extra, value) in per_process(p) {
-                let mut labels = vec![("pid", pid.as_str()), ("comm", p.comm.as_str())];
+                let mut labels = vec![
+                    ("pid", pid.as_str()),
+                    ("start_time", start.as_str()),
+                    ("comm", p.comm.as_str()),
+                ];
                 labels.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
                 self.sample(name, &labels, value);
             }
@@ -374,25 +381,28 @@ mod tests {
         model.record(&test_madvise(42, advice::FREE, 4096, Some(libc::EINVAL)));
         model.record(&test_madvise(42, advice::NOHUGEPAGE, 2 << 20, None));
         model.attribution.name(42, "my \"app\"");
+        model.attribution.set_start_time(42, 4242);
         model.lost = LostCounts::default().with(Lost::RingFull, vec![0, 2]);
         let page = page(&model, &Selection::default());
         assert_eq!(
             sample_lines(&page, "madvise_calls_total"),
             [
-                r#"memtrace_madvise_calls_total{pid="42",comm="my \"app\"",advice="FREE"} 4"#,
-                r#"memtrace_madvise_calls_total{pid="42",comm="my \"app\"",advice="NOHUGEPAGE"} 1"#,
+                r#"memtrace_madvise_calls_total{pid="42",start_time="4242",comm="my \"app\"",advice="FREE"} 4"#,
+                r#"memtrace_madvise_calls_total{pid="42",start_time="4242",comm="my \"app\"",advice="NOHUGEPAGE"} 1"#,
             ]
         );
         assert_eq!(
             sample_lines(&page, "madvise_bytes_total"),
             [
-                r#"memtrace_madvise_bytes_total{pid="42",comm="my \"app\"",advice="FREE",release="true"} 24576"#,
-                r#"memtrace_madvise_bytes_total{pid="42",comm="my \"app\"",advice="NOHUGEPAGE",release="false"} 2097152"#,
+                r#"memtrace_madvise_bytes_total{pid="42",start_time="4242",comm="my \"app\"",advice="FREE",release="true"} 24576"#,
+                r#"memtrace_madvise_bytes_total{pid="42",start_time="4242",comm="my \"app\"",advice="NOHUGEPAGE",release="false"} 2097152"#,
             ]
         );
         assert_eq!(
             sample_lines(&page, "released_bytes_total"),
-            [r#"memtrace_released_bytes_total{pid="42",comm="my \"app\""} 24576"#]
+            [
+                r#"memtrace_released_bytes_total{pid="42",start_time="4242",comm="my \"app\""} 24576"#
+            ]
         );
         assert!(page.contains(r#"memtrace_lost_events_total{reason="ring_full",cpu="1"} 2"#));
         // Every family is announced once, before its samples.

@@ -42,6 +42,9 @@ pub fn report(snapshot: &Snapshot, stop_reason: StopReason, top: Option<usize>) 
             "\nprocess_madvise calls whose target could not be resolved: {calls} (not charged to any process)"
         );
     }
+    if let Some(why) = &snapshot.taken_withheld {
+        let _ = writeln!(out, "\n{why}");
+    }
     if snapshot.forgotten > 0 {
         let _ = writeln!(
             out,
@@ -58,7 +61,8 @@ pub fn report(snapshot: &Snapshot, stop_reason: StopReason, top: Option<usize>) 
 }
 
 fn process_text(out: &mut String, p: &ProcessView, counts_user_faults: bool) {
-    let _ = writeln!(out, "pid {} ({})", p.pid, p.comm);
+    let exited = if p.exited { ", exited" } else { "" };
+    let _ = writeln!(out, "pid {} ({}{exited})", p.pid, p.comm);
     madvise_text(out, p);
     mappings_text(out, &p.mappings);
     faults_text(out, p, counts_user_faults);

@@ -272,6 +272,9 @@ impl Session {
         if let Some(comm) = procfs::comm(pid) {
             attribution.name(pid, &comm);
         }
+        if let Some(ticks) = procfs::start_ticks(pid) {
+            attribution.set_start_time(pid, ticks);
+        }
         if let Some(brk) = procfs::program_break(pid) {
             attribution.set_initial_brk(pid, brk);
         }
@@ -399,16 +402,42 @@ impl Session {
         if let Event::OomKill(oom) = event {
             oom.learn(procfs::oom_victim(oom.tid, oom.trigger_memcg_id));
         }
+        if let Event::ThreadExit(exit) = event
+            && exit.process_start_ns != 0
+            && let Some(ticks) = procfs::boot_ns_to_ticks(exit.process_start_ns)
+        {
+            self.model
+                .attribution
+                .set_start_time_from_kernel(exit.tgid, ticks);
+        }
         if let Some(pid) = event.process() {
             self.name_if_unnamed(pid);
         }
     }
 
+    /// Names a process met for the first time, and learns when it started: events arrive
+    /// within a drain interval, long before its pid can pass to another process.
     fn name_if_unnamed(&mut self, pid: u32) {
         if self.model.attribution.unnamed(pid)
             && let Some(comm) = procfs::comm(pid)
         {
             self.model.attribution.name(pid, &comm);
+            if let Some(ticks) = procfs::start_ticks(pid) {
+                self.model.attribution.set_start_time(pid, ticks);
+            }
+        }
+    }
+
+    /// Marks the processes that are gone, or whose pid now belongs to a process that started
+    /// at another time.
+    fn mark_exited(&mut self) {
+        let attribution = &mut self.model.attribution;
+        for pid in attribution.pids() {
+            let known = attribution.process_by_pid(pid).and_then(|p| p.start_time);
+            let now = procfs::start_ticks(pid).filter(|_| procfs::is_live_process(pid));
+            if now.is_none() || (known.is_some() && now != known) {
+                attribution.exited(pid);
+            }
         }
     }
 
@@ -448,9 +477,7 @@ impl Session {
         for (pid, faults) in tracer.faults() {
             model.attribution.set_faults(pid, faults);
         }
-        for (pid, rss) in Rss::by_process(&tracer.rss()) {
-            model.attribution.set_rss(pid, rss);
-        }
+        model.attribution.set_rss(Rss::by_process(&tracer.rss()));
         model
             .reclaim
             .set_stalls(&tracer.stalls(), &tracer.stalls_all());
@@ -593,8 +620,13 @@ impl Session {
 
     /// Whatever arrived after the stop condition still counts; then the mode reports.
     fn finish(mut self, mode: &mut impl Mode, reason: StopReason) -> anyhow::Result<()> {
-        signals::second_one_kills();
+        // A signal that stopped the run makes the next one fatal; one that arrives while a run
+        // that ended by itself reports is the first, and is held off like any other.
+        if reason == StopReason::Interrupted {
+            signals::second_one_kills();
+        }
         self.drain_remaining(mode);
+        self.mark_exited();
         // Records logged just before the stop may not have woken the loop yet.
         if let Some(log) = self.kernel_log.as_mut() {
             log.get_mut().flush();

@@ -315,6 +315,14 @@ fn proc_faults_from(stat: &str) -> (u64, u64) {
 }
 
 /// Field N (from 3, as numbered in proc(5)) of a stat line; comm may hold spaces.
+/// When a live process started: field 22 of /proc/PID/stat, in clock ticks after boot.
+pub fn start_time(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    stat_field(&stat, 22)
+        .and_then(|v| v.parse().ok())
+        .expect("starttime")
+}
+
 fn stat_field(stat: &str, field: usize) -> Option<&str> {
     stat[stat.rfind(')')? + 1..]
         .split_whitespace()
