@@ -63,3 +63,30 @@ fn threads_faults_sum_to_the_process() {
         (Some(minflt), Some(majflt))
     );
 }
+
+/// System-wide, a process alive at attach that faults only later, before memtrace first meets
+/// it: its minor faults count from attach, the window of the kernel's user-mode fault count,
+/// so they equal the kernel's delta and are never below the user-mode count.
+#[test]
+fn system_wide_faults_of_a_process_alive_at_attach_count_from_attach() {
+    if !privileged() {
+        return;
+    }
+    let mut workload = Workload::spawn(&["faults", "--pages", "3000"]);
+    let pid = workload.pid;
+    // Blocked waiting for "go" from here until after memtrace attached: no fault in between.
+    let before = proc_faults(pid);
+    let memtrace = Memtrace::attach(&["--comm", "memtrace-worklo", "--ring-size", "65536"]);
+    workload.go();
+    let (_, after) = workload.record_and_final_faults();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    memtrace.interrupt();
+    let output = memtrace.finish();
+    assert!(output.status.success(), "{}", output.stderr);
+    let faults = &output.process(pid)["faults"];
+    assert_eq!(faults["minor"], after.0 - before.0, "{faults}");
+    assert_eq!(faults["major"], after.1 - before.1, "{faults}");
+    let user = faults["user"].as_u64().expect("user faults");
+    assert!(user >= 3000, "{faults}");
+    assert!(faults["minor"].as_u64().unwrap() >= user, "{faults}");
+}

@@ -175,6 +175,8 @@ fn exec_names_the_new_program_and_keeps_counting() {
     );
     let process = output.process(pid);
     assert_eq!(process["comm"], "memtrace-exec");
+    assert_eq!(process["comm_before_exec"], json!(["memtrace-worklo"]));
+    assert_eq!(process["exited"], true);
     assert!(
         process["explanation"].as_array().unwrap().iter().any(|s| s
             .as_str()

@@ -211,6 +211,8 @@ pub struct ProcessView {
     /// It exited while traced (a later process with the same pid is another entry).
     pub exited: bool,
     pub comm: String,
+    /// Its names before each exec while traced, oldest first (`comm` is the current one).
+    pub comm_before_exec: Vec<String>,
     /// Bytes given back by releasing advice.
     pub released_bytes: u64,
     /// Pids that used process_madvise on this process.
@@ -243,6 +245,7 @@ impl ProcessView {
             start_time: p.start_time,
             exited: p.exited,
             comm: p.comm.clone(),
+            comm_before_exec: p.exec_from.clone(),
             released_bytes: p.released_bytes(),
             advised_by: p.advised_by.iter().copied().collect(),
             madvise: advice_views(&p.madvise),

@@ -133,6 +133,16 @@ pub fn thread_faults(pid: u32) -> Vec<(u32, u64, u64)> {
         .collect()
 }
 
+/// The pids /proc lists: every process (threads are under /proc/PID/task).
+pub fn all_pids() -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
 /// Whether `pid` is a live process (a thread group leader), not a thread or a zombie.
 pub fn is_live_process(pid: u32) -> bool {
     let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {

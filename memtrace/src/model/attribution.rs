@@ -156,6 +156,15 @@ impl TaskFaults {
         self.watching = true;
     }
 
+    /// Counts from each thread's counters when tracing began; threads born later count whole.
+    fn start_from(&mut self, threads: &[(u32, u64, u64)]) {
+        self.baseline = threads
+            .iter()
+            .map(|&(tid, minflt, majflt)| (tid, (minflt, majflt)))
+            .collect();
+        self.watching = true;
+    }
+
     fn sample(&mut self, threads: &[(u32, u64, u64)]) {
         for &(tid, minflt, majflt) in threads {
             if self.gone.contains(&tid) {
@@ -293,6 +302,18 @@ pub struct Attribution {
     pub unattributed: BTreeMap<u32, AdviceTotals>,
     /// Exited processes dropped to keep a long system-wide run's memory bounded.
     pub forgotten: u64,
+    /// The threads' fault counters of the processes alive when tracing began, until each is
+    /// first met: its faults then count from there, over the same window as the kernel's.
+    at_attach: AtAttach,
+}
+
+/// Per-thread `(tid, minflt, majflt)` of processes when tracing began.
+#[derive(Debug, Default)]
+pub struct AtAttach {
+    pub threads: BTreeMap<u32, Vec<(u32, u64, u64)>>,
+    /// Whether every process on the machine was read (system-wide): one missing was then born
+    /// while traced.
+    pub every_process: bool,
 }
 
 impl Attribution {
@@ -344,9 +365,15 @@ impl Attribution {
         }
     }
 
+    /// The fault counters when tracing began (read just before the programs attached).
+    pub fn set_at_attach(&mut self, at_attach: AtAttach) {
+        self.at_attach = at_attach;
+    }
+
     /// A new task got `pid`: whoever had it before has ended, and what comes next with that pid
     /// is another process's.
     fn pid_passed_on(&mut self, pid: u32) {
+        self.at_attach.threads.remove(&pid);
         if let Some(mut previous) = self.processes.remove(&pid) {
             previous.exited = true;
             self.ended.push(previous);
@@ -445,9 +472,18 @@ impl Attribution {
 
     /// The stats of `pid`, created on first sight with `fallback_comm` as its name.
     fn process(&mut self, pid: u32, fallback_comm: &str) -> &mut ProcessStats {
-        let process = self.processes.entry(pid).or_insert_with(|| ProcessStats {
-            pid,
-            ..ProcessStats::default()
+        let at_attach = &mut self.at_attach;
+        let process = self.processes.entry(pid).or_insert_with(|| {
+            let mut process = ProcessStats {
+                pid,
+                ..ProcessStats::default()
+            };
+            match at_attach.threads.remove(&pid) {
+                Some(threads) => process.task_faults.start_from(&threads),
+                None if at_attach.every_process => process.task_faults.born_while_traced(),
+                None => {}
+            }
+            process
         });
         if process.comm.is_empty() {
             fallback_comm.clone_into(&mut process.comm);
@@ -493,7 +529,7 @@ fn add_call(totals: &mut AdviceTotals, m: &Madvise) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::event::{AddressSpaceGone, Spawn};
+    use crate::model::event::{AddressSpaceGone, Spawn, ThreadExit};
 
     fn madvise(tgid: u32, tid: u32, advice: u32, len: u64, errno: Option<i32>) -> Event {
         Event::Madvise(Madvise {
@@ -583,6 +619,41 @@ mod tests {
         // A new pid that nobody had: nothing to close.
         a.record(&spawn(6));
         assert_eq!(a.len(), 2);
+    }
+
+    #[test]
+    fn faults_count_from_the_counters_at_attach() {
+        let mut a = Attribution::default();
+        a.set_at_attach(AtAttach {
+            threads: BTreeMap::from([(5, vec![(5, 100, 1), (6, 50, 0)])]),
+            every_process: true,
+        });
+        // Thread 6 exits before pid 5 is first sampled: only its faults since attach count.
+        a.record(&Event::ThreadExit(ThreadExit {
+            kind: 8,
+            tgid: 5,
+            tid: 6,
+            group_dead: 0,
+            min_flt: 70,
+            maj_flt: 0,
+            process_start_ns: 0,
+        }));
+        a.sample_task_faults(5, &[(5, 130, 2), (7, 9, 0)]);
+        let p = a.process_by_pid(5).unwrap();
+        // 20 (tid 6) + 30 (tid 5) + 9 (tid 7, born while traced).
+        assert_eq!((p.task_faults.minor(), p.task_faults.major()), (59, 1));
+        // A process that was not there at attach was born while traced: all its faults count.
+        a.sample_task_faults(8, &[(8, 40, 0)]);
+        assert_eq!(a.process_by_pid(8).unwrap().task_faults.minor(), 40);
+        // Nor is a later holder of an attach-time pid measured from the earlier one's counters.
+        let mut a = Attribution::default();
+        a.set_at_attach(AtAttach {
+            threads: BTreeMap::from([(5, vec![(5, 100, 0)])]),
+            every_process: true,
+        });
+        a.record(&spawn(5));
+        a.sample_task_faults(5, &[(5, 12, 0)]);
+        assert_eq!(a.process_by_pid(5).unwrap().task_faults.minor(), 12);
     }
 
     #[test]

@@ -61,8 +61,14 @@ pub fn report(snapshot: &Snapshot, stop_reason: StopReason, top: Option<usize>) 
 }
 
 fn process_text(out: &mut String, p: &ProcessView, counts_user_faults: bool) {
-    let exited = if p.exited { ", exited" } else { "" };
-    let _ = writeln!(out, "pid {} ({}{exited})", p.pid, p.comm);
+    let mut notes = String::new();
+    if let Some(first) = p.comm_before_exec.first() {
+        let _ = write!(notes, ", was {first} before exec");
+    }
+    if p.exited {
+        notes.push_str(", exited");
+    }
+    let _ = writeln!(out, "pid {} ({}{notes})", p.pid, p.comm);
     madvise_text(out, p);
     mappings_text(out, &p.mappings);
     faults_text(out, p, counts_user_faults);

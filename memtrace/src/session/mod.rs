@@ -40,7 +40,7 @@ use crate::{
     },
     model::{
         Model,
-        attribution::Rss,
+        attribution::{AtAttach, Rss},
         event::{self, Event},
         reclaim::Wakeups,
     },
@@ -207,6 +207,9 @@ pub struct Session {
 impl Session {
     fn attach(config: &Config, run: Run, targets: BTreeMap<u32, Target>) -> anyhow::Result<Self> {
         let system_wide = config.pids.is_empty();
+        // Read before the programs count anything, so a process's minor and major faults are
+        // counted over the kernel's user-mode fault window or a moment more, never less.
+        let at_attach = (!run.reclaim).then(|| fault_counters_now(&config.pids));
         let mut tracer = Tracer::attach(&Options {
             run,
             pids: (!system_wide).then(|| config.pids.clone()),
@@ -228,6 +231,9 @@ impl Session {
         selection.counts_user_faults = tracer.attached(Program::PageFaultUser);
         let mut model = Model::default();
         model.reclaim.kswapd.window_start_ns = monotonic_ns();
+        if let Some(at_attach) = at_attach {
+            model.attribution.set_at_attach(at_attach);
+        }
         Ok(Self {
             events: watch_fd(events).context("cannot watch the events ring buffer")?,
             kernel_log,
@@ -656,6 +662,24 @@ impl Session {
             Some(e) => bail!("the report went to stderr: writing to stdout failed ({e})"),
             None => Ok(()),
         }
+    }
+}
+
+/// The threads' fault counters of `pids`, or of every process when none is named.
+fn fault_counters_now(pids: &[u32]) -> AtAttach {
+    let every_process = pids.is_empty();
+    let pids = if every_process {
+        procfs::all_pids()
+    } else {
+        pids.to_vec()
+    };
+    AtAttach {
+        threads: pids
+            .into_iter()
+            .map(|pid| (pid, procfs::thread_faults(pid)))
+            .filter(|(_, threads)| !threads.is_empty())
+            .collect(),
+        every_process,
     }
 }
 
