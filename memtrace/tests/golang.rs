@@ -15,7 +15,7 @@ use std::{
 };
 
 use serde_json::Value;
-use support::{Memtrace, Workload, privileged, read_all_within};
+use support::{Memtrace, Workload, privileged};
 
 const MIB: u64 = 1 << 20;
 /// Heap the Go program allocates, touches and then drops.
@@ -195,8 +195,12 @@ fn smaps(pid: u32) -> Smaps {
 /// page-rounded bytes, as bpftrace sees them on the same tracepoints.
 struct Oracle {
     child: Child,
-    stdout: BufReader<ChildStdout>,
+    /// bpftrace's stdout, line by line, read by a thread so that no wait can hang.
+    lines: std::sync::mpsc::Receiver<String>,
 }
+
+/// How long bpftrace may take to attach, or to print its maps once interrupted.
+const BPFTRACE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Oracle {
     fn attach(pid: u32) -> Self {
@@ -215,27 +219,45 @@ impl Oracle {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn bpftrace");
-        let mut stdout = BufReader::new(child.stdout.take().expect("bpftrace stdout"));
-        let mut line = String::new();
-        while line.trim() != "ready" {
-            line.clear();
-            let n = stdout.read_line(&mut line).expect("bpftrace output");
-            assert!(n > 0, "bpftrace exited before attaching");
+        let stdout = BufReader::new(child.stdout.take().expect("bpftrace stdout"));
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let oracle = Self { child, lines };
+        loop {
+            match oracle.lines.recv_timeout(BPFTRACE_TIMEOUT) {
+                Ok(line) if line.trim() == "ready" => return oracle,
+                Ok(_) => {}
+                Err(e) => panic!("bpftrace did not attach within {BPFTRACE_TIMEOUT:?}: {e}"),
+            }
         }
-        Self { child, stdout }
     }
 
     /// Stops bpftrace and returns `advice → (calls, bytes)` of successful calls.
     fn finish(mut self) -> BTreeMap<u64, (u64, u64)> {
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let Some(text) = read_all_within(self.stdout, Duration::from_secs(60)) else {
-            let _ = self.child.kill();
-            panic!("bpftrace did not print its maps within 60 s of SIGINT");
-        };
+        let deadline = std::time::Instant::now() + BPFTRACE_TIMEOUT;
+        let mut text = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => text.push(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = self.child.kill();
+                    panic!("bpftrace did not print its maps within {BPFTRACE_TIMEOUT:?} of SIGINT");
+                }
+            }
+        }
         let _ = self.child.wait();
         let mut counts: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
-        for line in text.lines() {
+        for line in &text {
             let Some((key, value)) = line.split_once("]: ") else {
                 continue;
             };
@@ -251,6 +273,13 @@ impl Oracle {
             }
         }
         counts
+    }
+}
+
+impl Drop for Oracle {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
