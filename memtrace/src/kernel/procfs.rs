@@ -108,15 +108,6 @@ pub fn boot_ns_to_ticks(ns: u64) -> Option<u64> {
     Some(ns / (1_000_000_000 / hz.max(1)))
 }
 
-/// Now, in the clock ticks since boot that [`start_ticks`] uses (from /proc/uptime).
-pub fn now_ticks() -> Option<u64> {
-    let uptime = fs::read_to_string("/proc/uptime").ok()?;
-    let secs: f64 = uptime.split_whitespace().next()?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (hz > 0).then_some((secs * hz as f64) as u64)
-}
-
 /// Per-thread fault counters of a process: `(tid, minflt, majflt)` from
 /// /proc/PID/task/TID/stat (fields 10 and 12). Empty once the process is gone.
 pub fn thread_faults(pid: u32) -> Vec<(u32, u64, u64)> {

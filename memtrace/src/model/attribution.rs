@@ -404,13 +404,6 @@ impl Attribution {
         self.process(pid, "").task_faults.sample(threads);
     }
 
-    /// Whether a process's task fault counters have been looked at yet.
-    pub fn task_faults_known(&self, pid: u32) -> bool {
-        self.processes
-            .get(&pid)
-            .is_some_and(|p| p.task_faults.known())
-    }
-
     /// Marks a process as created while traced (a followed child).
     pub fn born_while_traced(&mut self, pid: u32) {
         self.process(pid, "").task_faults.born_while_traced();

@@ -19,7 +19,14 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::maps::{MapData, RingBuf};
 use bytes::Bytes;
-use memtrace_common::hooks::{Program, Run};
+use memtrace_common::{
+    events::{
+        fault::FaultCounts,
+        kswapd::KswapdWakeups,
+        stall::{ReclaimKind, ScanCounts, ScanSlot, StallHist, StallKey},
+    },
+    hooks::{Program, Run},
+};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     sync::watch,
@@ -34,7 +41,7 @@ use crate::{
         snapshot::{Selection, Snapshot, Window},
     },
     kernel::{
-        Options, Tracer, check_privileges,
+        LostCounts, Options, Tracer, check_privileges,
         log::KernelLog,
         procfs::{self, SmapsRollup},
     },
@@ -177,6 +184,18 @@ fn inspect_targets(config: &Config) -> anyhow::Result<BTreeMap<u32, Target>> {
     Ok(targets)
 }
 
+/// The kernel's maps at one sampling instant, read before the ring is drained and applied after.
+struct KernelSample {
+    faults: BTreeMap<u32, FaultCounts>,
+    rss: BTreeMap<u32, Rss>,
+    stalls: (Vec<(StallKey, StallHist)>, Vec<(ReclaimKind, StallHist)>),
+    wakeups: Vec<(u32, KswapdWakeups)>,
+    scans: [ScanCounts; ScanSlot::COUNT],
+    lost: LostCounts,
+    /// With --follow, the kernel filter's pids.
+    followed: Vec<u32>,
+}
+
 /// The traced window: the tracer, the model it feeds, and where output goes.
 pub struct Session {
     tracer: Tracer,
@@ -189,9 +208,6 @@ pub struct Session {
     pub out: Stdout,
     page_size: u64,
     started: Instant,
-    /// When tracing began, in clock ticks since boot: processes started later were born while
-    /// traced, so all their faults count (system-wide, where they are met by their events).
-    attached_ticks: Option<u64>,
     pub system_wide: bool,
     follow: bool,
     /// Whether the memory hooks are attached (faults, RSS): what sampling reads.
@@ -243,7 +259,6 @@ impl Session {
             out: Stdout::new(),
             page_size: procfs::page_size(),
             started: Instant::now(),
-            attached_ticks: procfs::now_ticks(),
             system_wide,
             follow: config.follow,
             memory: !run.reclaim,
@@ -335,7 +350,7 @@ impl Session {
                 // through select!, so timers and signals get their turn).
                 () = std::future::ready(()), if backlog => None,
                 _ = sample_timer.tick() => {
-                    self.sample();
+                    self.sample(mode);
                     // With --follow, tracing goes on while any followed child lives.
                     (targets_gone && self.follow && self.live_targets() == 0)
                         .then_some(StopReason::TargetExited)
@@ -448,16 +463,20 @@ impl Session {
     }
 
     /// The one sampling tick: the kernel's counters, then /proc.
-    fn sample(&mut self) {
-        self.sample_kernel();
+    /// The one sampling tick: the kernel's counters, then /proc.
+    fn sample(&mut self, mode: &mut impl Mode) {
+        let kernel = self.read_kernel();
+        // Every record committed before those reads, in ring order: a pid that passed to a new
+        // process meanwhile is the new one's by now, so the values below go to the right entry.
+        self.drain_remaining(mode);
+        self.apply_kernel(kernel);
         for pid in self.model.attribution.pids() {
             self.name_if_unnamed(pid);
         }
-        if self.follow {
-            self.adopt_children();
-        }
         for &pid in &self.sampled {
-            if let Some(sample) = SmapsRollup::read(pid) {
+            if let Some(sample) = SmapsRollup::read(pid)
+                && self.still_the_same(pid)
+            {
                 self.model.attribution.sample_smaps(pid, sample);
             }
         }
@@ -470,29 +489,56 @@ impl Session {
         }
     }
 
-    fn sample_kernel(&mut self) {
-        let (tracer, model) = (&mut self.tracer, &mut self.model);
+    /// Whether /proc's `pid` is still the process memtrace knows by that pid (as far as its
+    /// start time was learnt): a /proc read of a pid reused since must not go to the old entry.
+    fn still_the_same(&self, pid: u32) -> bool {
+        let known = self
+            .model
+            .attribution
+            .process_by_pid(pid)
+            .and_then(|p| p.start_time);
+        known.is_none() || known == procfs::start_ticks(pid)
+    }
+
+    /// The kernel's maps, read at one instant.
+    fn read_kernel(&mut self) -> KernelSample {
+        let tracer = &mut self.tracer;
+        KernelSample {
+            faults: tracer.faults(),
+            rss: Rss::by_process(&tracer.rss()),
+            stalls: (tracer.stalls(), tracer.stalls_all()),
+            wakeups: tracer.kswapd_wakeups(),
+            scans: tracer.lru_scan(),
+            lost: tracer.lost(),
+            followed: if self.follow {
+                tracer.targets()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    fn apply_kernel(&mut self, kernel: KernelSample) {
+        let model = &mut self.model;
         if self.system_wide && model.attribution.len() > MAX_PROCESSES {
             let forgotten = model
                 .attribution
                 .forget_exited(MAX_PROCESSES, procfs::is_live_process);
             for pid in forgotten {
-                tracer.forget_faults(pid);
+                self.tracer.forget_faults(pid);
             }
         }
-        for (pid, faults) in tracer.faults() {
+        for (pid, faults) in kernel.faults {
             model.attribution.set_faults(pid, faults);
         }
-        model.attribution.set_rss(Rss::by_process(&tracer.rss()));
-        model
-            .reclaim
-            .set_stalls(&tracer.stalls(), &tracer.stalls_all());
+        model.attribution.set_rss(kernel.rss);
+        model.reclaim.set_stalls(&kernel.stalls.0, &kernel.stalls.1);
         let stalled: Vec<u32> = model.reclaim.stalled_pids().collect();
         for pid in stalled {
             model.attribution.register(pid);
         }
-        model.reclaim.wakeups = tracer
-            .kswapd_wakeups()
+        model.reclaim.wakeups = kernel
+            .wakeups
             .into_iter()
             .map(|(pid, w)| {
                 let comm = event::comm_string(&w.comm);
@@ -505,13 +551,14 @@ impl Session {
                 )
             })
             .collect();
-        model.reclaim.scans = tracer.lru_scan();
-        model.lost = tracer.lost();
+        model.reclaim.scans = kernel.scans;
+        model.lost = kernel.lost;
+        self.adopt_children(&kernel.followed);
     }
 
     /// With --follow: children forked after memtrace started, whose faults all count.
-    fn adopt_children(&mut self) {
-        for pid in self.tracer.targets() {
+    fn adopt_children(&mut self, followed: &[u32]) {
+        for &pid in followed {
             if !self.sampled.contains(&pid) && procfs::is_live_process(pid) {
                 self.model.attribution.born_while_traced(pid);
                 self.sampled.push(pid);
@@ -529,25 +576,10 @@ impl Session {
             self.sampled.clone()
         };
         for pid in pids {
-            if self.system_wide
-                && !self.model.attribution.task_faults_known(pid)
-                && self.born_while_traced(pid)
-            {
-                self.model.attribution.born_while_traced(pid);
-            }
             let threads = procfs::thread_faults(pid);
-            if !threads.is_empty() {
+            if !threads.is_empty() && self.still_the_same(pid) {
                 self.model.attribution.sample_task_faults(pid, &threads);
             }
-        }
-    }
-
-    /// Whether a process started after tracing began (strictly: one started in the same clock
-    /// tick is taken as older, so its earlier faults are never over-counted).
-    fn born_while_traced(&self, pid: u32) -> bool {
-        match (self.attached_ticks, procfs::start_ticks(pid)) {
-            (Some(attached), Some(started)) => started > attached,
-            _ => false,
         }
     }
 
@@ -637,7 +669,7 @@ impl Session {
         if let Some(log) = self.kernel_log.as_mut() {
             log.get_mut().flush();
         }
-        self.sample();
+        self.sample(mode);
         let reason = if self.out.closed() {
             StopReason::OutputClosed
         } else {
