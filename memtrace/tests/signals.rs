@@ -52,27 +52,26 @@ fn a_signal_while_starting_ends_with_the_report() {
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // 0.1 s: memtrace is checking or loading its programs, not yet attached. (Before its
         // first instruction runs, nothing of memtrace's can hold a signal.)
-        for after in [Duration::from_millis(100)] {
-            let (status, stdout, stderr) = signalled(workload.pid, signal, after);
-            assert!(
-                status.success(),
-                "signal {signal} after {after:?}: {status}\n{stderr}"
-            );
-            let summary: Value = stdout
-                .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .find(|v| v["type"] == "summary")
-                .unwrap_or_else(|| panic!("no summary after signal {signal}:\n{stdout}\n{stderr}"));
-            assert_eq!(summary["stop_reason"], "interrupted", "{summary}");
-            assert!(
-                summary["processes"]
-                    .as_array()
-                    .expect("processes")
-                    .iter()
-                    .any(|p| p["pid"] == workload.pid),
-                "{summary}"
-            );
-        }
+        let after = Duration::from_millis(100);
+        let (status, stdout, stderr) = signalled(workload.pid, signal, after);
+        assert!(
+            status.success(),
+            "signal {signal} after {after:?}: {status}\n{stderr}"
+        );
+        let summary: Value = stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["type"] == "summary")
+            .unwrap_or_else(|| panic!("no summary after signal {signal}:\n{stdout}\n{stderr}"));
+        assert_eq!(summary["stop_reason"], "interrupted", "{summary}");
+        assert!(
+            summary["processes"]
+                .as_array()
+                .expect("processes")
+                .iter()
+                .any(|p| p["pid"] == workload.pid),
+            "{summary}"
+        );
     }
 }
 

@@ -184,11 +184,14 @@ fn inspect_targets(config: &Config) -> anyhow::Result<BTreeMap<u32, Target>> {
     Ok(targets)
 }
 
+type StallMaps = (Vec<(StallKey, StallHist)>, Vec<(ReclaimKind, StallHist)>);
+
 /// The kernel's maps at one sampling instant, read before the ring is drained and applied after.
 struct KernelSample {
     faults: BTreeMap<u32, FaultCounts>,
     rss: BTreeMap<u32, Rss>,
-    stalls: (Vec<(StallKey, StallHist)>, Vec<(ReclaimKind, StallHist)>),
+    /// Per process and kind, and for every process per kind.
+    stalls: StallMaps,
     wakeups: Vec<(u32, KswapdWakeups)>,
     scans: [ScanCounts; ScanSlot::COUNT],
     lost: LostCounts,
