@@ -82,5 +82,5 @@ fn count(tgid: u32, write: u64) {
 /// What its previous holder counted since userspace last read the map is lost with it.
 #[inline(always)]
 pub fn forget(pid: u32) {
-    let _ = FAULTS.remove(&pid);
+    let _ = FAULTS.remove(pid);
 }

@@ -48,7 +48,7 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     let followed = follow(&ctx, child);
     if filtering() && !followed {
         // Only a pid in the filter can have been a traced process; most forks end here.
-        if TARGETS.remove(&child).is_err() {
+        if TARGETS.remove(child).is_err() {
             return 0;
         }
     }

@@ -126,7 +126,7 @@ fn torn_down(state: *const RssState) -> bool {
 fn forget(mm_id: u32, state: *const RssState) {
     // SAFETY: a map value, read before it is deleted.
     let (tgid, taken) = unsafe { ((*state).tgid, (*state).external_drop) };
-    let _ = RSS.remove(&mm_id);
+    let _ = RSS.remove(mm_id);
     if taken.iter().all(|&bytes| bytes == 0) {
         return;
     }
