@@ -131,10 +131,12 @@ impl Field {
                     (Kernel(6, 12), None),
                 ],
             ),
-            Self::RssMmId => same(RSS, "mm_id", Required, 8),
-            Self::RssCurr => same(RSS, "curr", Required, 12),
-            Self::RssMember => same(RSS, "member", Required, 16),
-            Self::RssSize => same(RSS, "size", Required, 24),
+            // kmem/rss_stat: the same layout since it appeared (5.5); it fires on every RSS
+            // counter change, so its fields are loaded straight from the record.
+            Self::RssMmId => fixed(RSS, "mm_id", 8),
+            Self::RssCurr => fixed(RSS, "curr", 12),
+            Self::RssMember => fixed(RSS, "member", 16),
+            Self::RssSize => fixed(RSS, "size", 24),
             Self::DirectBeginOrder => same(DIRECT_BEGIN, "order", Optional, 8),
             Self::DirectBeginGfp => resolved(DIRECT_BEGIN, "gfp_flags", Optional, 16, GFP_5_10),
             Self::DirectEndReclaimed => same(DIRECT_END, "nr_reclaimed", Optional, 8),
@@ -224,7 +226,12 @@ mod tests {
         assert_eq!(fork.on(Kernel(6, 18)), Some(20));
         assert_eq!(Field::ExitGroupDead.spec().layout.on(Kernel(5, 10)), None);
         assert_eq!(Field::FaultErrorCode.fixed(), 24);
-        assert_eq!(Field::RssSize.fixed(), 0);
+        assert_eq!(Field::RssSize.fixed(), 24);
+        assert_eq!(
+            Field::OomComm.fixed(),
+            0,
+            "a resolved field has no fixed offset"
+        );
     }
 
     /// The stable name repeats the spec: they must agree.

@@ -13,6 +13,9 @@ named_enum! {
         TargetsFull = 3 => "targets_full",
         /// The reclaim pairing table was full: a stall's begin could not be parked.
         ReclaimPendingFull = 4 => "reclaim_pending_full",
+        /// The address-space table was full: a process's RSS and what reclaim took from it
+        /// could not be followed.
+        RssTableFull = 5 => "rss_table_full",
     }
 }
 
@@ -25,6 +28,7 @@ impl Lost {
             Self::FaultTableFull => "fault table full",
             Self::TargetsFull => "target table full",
             Self::ReclaimPendingFull => "reclaim pairing table full",
+            Self::RssTableFull => "address-space table full",
         }
     }
 
@@ -35,7 +39,8 @@ impl Lost {
             Self::PendingFull
             | Self::FaultTableFull
             | Self::TargetsFull
-            | Self::ReclaimPendingFull => None,
+            | Self::ReclaimPendingFull
+            | Self::RssTableFull => None,
         }
     }
 }

@@ -118,6 +118,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         min_flt,
         maj_flt,
         process_start_ns,
+        comm: bpf_get_current_comm().unwrap_or_default(),
     });
     entry.submit(submit_flags(false));
     0

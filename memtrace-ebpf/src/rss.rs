@@ -4,7 +4,7 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_task, bpf_probe_read_kernel},
     macros::{map, tracepoint},
-    maps::LruHashMap,
+    maps::HashMap,
     programs::TracePointContext,
 };
 use memtrace_common::{
@@ -19,31 +19,31 @@ use memtrace_common::{
 };
 
 use crate::{
-    config::{member, offset},
+    config::{member, record_field},
     filter::current_traced,
     ring::{EVENTS, count_lost, submit_flags},
 };
 
+/// Per mm, dropped when the mm is torn down (see [`forget`]): a plain hash, as an LRU map
+/// would write its recency on every update of this hot path and evict silently when full.
 #[map]
-static RSS: LruHashMap<u32, RssState> = LruHashMap::with_max_entries(MAX_RSS_MMS, 0);
+static RSS: HashMap<u32, RssState> = HashMap::with_max_entries(MAX_RSS_MMS, 0);
 
 /// `mm_id` is a hash of the mm pointer and `curr` says whether the mm is the current task's.
 /// The owner's own updates (`curr` = 1) teach us which process an mm belongs to; updates made
-/// by anyone else to a known mm are then attributed to that owner, as external.
+/// by anyone else to a known mm are then attributed to that owner, as external. It fires on
+/// every change of an RSS counter, so it loads its fields straight from the record
+/// (`Layout::Fixed`).
 #[tracepoint]
 pub fn rss_stat(ctx: TracePointContext) -> u32 {
-    // SAFETY: offsets come from this kernel's format file for this tracepoint (all four fields
-    // are required: the hook is not attached without them).
-    let fields = unsafe {
+    // SAFETY: fixed offsets within this tracepoint's record, checked by the loader.
+    let (mm_id, curr, member, size) = unsafe {
         (
-            ctx.read_at::<u32>(offset(Field::RssMmId)),
-            ctx.read_at::<u32>(offset(Field::RssCurr)),
-            ctx.read_at::<i32>(offset(Field::RssMember)),
-            ctx.read_at::<i64>(offset(Field::RssSize)),
+            record_field::<u32, { Field::RssMmId.fixed() }>(&ctx),
+            record_field::<u32, { Field::RssCurr.fixed() }>(&ctx),
+            record_field::<i32, { Field::RssMember.fixed() }>(&ctx),
+            record_field::<i64, { Field::RssSize.fixed() }>(&ctx),
         )
-    };
-    let (Ok(mm_id), Ok(curr), Ok(member), Ok(size)) = fields else {
-        return 0;
     };
     let Ok(member) = usize::try_from(member) else {
         return 0;
@@ -84,7 +84,9 @@ fn own_update(mm_id: u32, member: usize, size: i64) {
         external_drop: [0; RSS_MEMBERS],
     };
     state.size[member] = size;
-    let _ = RSS.insert(mm_id, state, 0);
+    if RSS.insert(mm_id, state, 0).is_err() {
+        count_lost(Lost::RssTableFull);
+    }
 }
 
 /// Someone else changed a known mm's RSS. Only a task that reclaims memory can take pages

@@ -64,6 +64,23 @@ fn threads_faults_sum_to_the_process() {
     );
 }
 
+/// `(minflt, majflt)` of a process once it sleeps with counters that no longer move.
+fn settled_faults(pid: u32) -> (u64, u64) {
+    let mut last = proc_faults(pid);
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+        let sleeping = stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('S'));
+        let now = proc_faults(pid);
+        if sleeping && now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
 /// System-wide, a process alive at attach that faults only later, before memtrace first meets
 /// it: its minor faults count from attach, the window of the kernel's user-mode fault count,
 /// so they equal the kernel's delta and are never below the user-mode count.
@@ -74,8 +91,9 @@ fn system_wide_faults_of_a_process_alive_at_attach_count_from_attach() {
     }
     let mut workload = Workload::spawn(&["faults", "--pages", "3000"]);
     let pid = workload.pid;
-    // Blocked waiting for "go" from here until after memtrace attached: no fault in between.
-    let before = proc_faults(pid);
+    // Once it sleeps on stdin (it may still fault on its way there after saying it is ready),
+    // it is blocked waiting for "go" until after memtrace attached: no fault in between.
+    let before = settled_faults(pid);
     let memtrace = Memtrace::attach(&["--comm", "memtrace-worklo", "--ring-size", "65536"]);
     workload.go();
     let (_, after) = workload.record_and_final_faults();

@@ -20,6 +20,9 @@ pub struct ThreadExit {
     pub maj_flt: u64,
     /// When its process started (`group_leader->start_boottime`, ns); 0 when unknown.
     pub process_start_ns: u64,
+    /// The thread's name, NUL padded: the process's name when the thread is its leader (a
+    /// process that exits before memtrace reads /proc is still named).
+    pub comm: [u8; 16],
 }
 
 impl Record for ThreadExit {

@@ -11,7 +11,7 @@ use memtrace_common::{
     },
 };
 
-use super::event::{Event, Madvise, MapKind, MapOp, Mapping};
+use super::event::{Event, Madvise, MapKind, MapOp, Mapping, comm_string};
 use crate::kernel::procfs::SmapsRollup;
 
 /// Calls with one advice value.
@@ -351,7 +351,13 @@ impl Attribution {
             Event::Fault(f) => self.process(f.tgid, "").fault_events += 1,
             Event::Exec(e) => self.process(e.tgid, "").exec(&e.comm),
             Event::ThreadExit(t) => {
-                self.process(t.tgid, "")
+                // The leader's name is the process's; other threads may have their own.
+                let comm = if t.tid == t.tgid {
+                    comm_string(&t.comm)
+                } else {
+                    String::new()
+                };
+                self.process(t.tgid, &comm)
                     .task_faults
                     .exit(t.tid, t.min_flt, t.maj_flt);
             }
@@ -630,7 +636,13 @@ mod tests {
             min_flt: 70,
             maj_flt: 0,
             process_start_ns: 0,
+            comm: *b"t6\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
         }));
+        assert_eq!(
+            a.process_by_pid(5).unwrap().comm,
+            "",
+            "a thread's name is not its process's"
+        );
         a.sample_task_faults(5, &[(5, 130, 2), (7, 9, 0)]);
         let p = a.process_by_pid(5).unwrap();
         // 20 (tid 6) + 30 (tid 5) + 9 (tid 7, born while traced).
@@ -813,6 +825,7 @@ mod tests {
                 min_flt,
                 maj_flt,
                 process_start_ns: 0,
+                comm: [0; 16],
             })
         };
         a.record(&exit(8, 60, 0));
