@@ -76,6 +76,14 @@ pub fn ensure_tools(
     Ok(())
 }
 
+/// Installs Debian `packages` from the machine's own sources: `apt-get update` (retried while
+/// another apt holds the lists), then an install that never removes a package and waits for
+/// dpkg's lock.
+pub fn install_packages(packages: &[&str]) -> anyhow::Result<()> {
+    retry_update(|| status(Command::new("apt-get").args(["update", "-qq"])))?;
+    status(install(&mut Command::new("apt-get"), packages))
+}
+
 /// `apt-get install` of `packages`, never removing anything, waiting for dpkg's lock.
 fn install<'a>(apt_get: &'a mut Command, packages: &[&str]) -> &'a mut Command {
     apt_get

@@ -299,21 +299,13 @@ fn ensure_tool(binary: &str, package: &str) -> Result<PathBuf, String> {
         ));
     }
     eprintln!("xtask bench: installing {package} with apt-get");
-    let installed = Command::new("apt-get")
-        .args([
-            "install",
-            "-y",
-            "-qq",
-            "-o",
-            "DPkg::Lock::Timeout=300",
-            package,
-        ])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status();
+    let installed = crate::apt::install_packages(&[package]);
     match (installed, which(binary)) {
         (_, Some(path)) => Ok(path),
-        (Ok(exit), None) => Err(format!("apt-get install {package} failed ({exit})")),
-        (Err(e), None) => Err(format!("cannot run apt-get: {e}")),
+        (Ok(()), None) => Err(format!(
+            "apt-get installed {package} but {binary} is missing"
+        )),
+        (Err(e), None) => Err(format!("apt-get install {package} failed: {e:#}")),
     }
 }
 

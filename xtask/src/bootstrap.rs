@@ -7,7 +7,10 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::tasks::{capture, is_root, status};
+use crate::{
+    apt,
+    tasks::{capture, is_root, status},
+};
 
 pub fn run() -> anyhow::Result<()> {
     let llvm_major = rustc_llvm_major()?;
@@ -50,13 +53,8 @@ fn ensure_llvm(major: u32) -> anyhow::Result<PathBuf> {
         );
     }
     eprintln!("xtask: installing {} with apt-get", packages.join(" "));
-    status(Command::new("apt-get").args(["update", "-qq"]))?;
-    status(
-        Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&packages)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
+    let packages: Vec<&str> = packages.iter().map(String::as_str).collect();
+    apt::install_packages(&packages)?;
     if !prefix.join("bin/llvm-config").exists() {
         bail!(
             "apt-get installed {} but {} has no llvm-config",
@@ -135,13 +133,7 @@ pub fn ensure_test_tools() -> anyhow::Result<()> {
     eprintln!(
         "xtask: installing {packages} with apt-get (the Go tests build and trace real Go programs)"
     );
-    status(Command::new("apt-get").args(["update", "-qq"]))?;
-    status(
-        Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
+    apt::install_packages(&missing)?;
     if let Some((program, package)) = TEST_TOOLS.iter().find(|(p, _)| which(p).is_none()) {
         bail!("apt-get installed {package} but `{program}` is not on PATH");
     }
