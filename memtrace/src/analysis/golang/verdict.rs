@@ -255,7 +255,8 @@ pub fn expect(go: &GoBuild, godebug: Option<&str>, kernel: &str) -> Expectation 
             };
             let _ = write!(
                 reason,
-                ", so the mode cannot be known ({} unless it sets {SETTING})",
+                ", so the mode cannot be known ({} by default; the compiled-in default may \
+                 change it)",
                 usual.name()
             );
         }
@@ -834,8 +835,8 @@ mod tests {
             unknown.reason,
             format!(
                 "go1.27.3 on Linux 6.18, GODEBUG unset: the compiled-in GODEBUG default cannot \
-                 be read: {TRIMPATH}, so the mode cannot be known (MADV_DONTNEED unless it sets \
-                 madvdontneed)"
+                 be read: {TRIMPATH}, so the mode cannot be known (MADV_DONTNEED by default; the \
+                 compiled-in default may change it)"
             )
         );
         assert_eq!(mode(&build, Some("gctrace=1"), LINUX), None);
