@@ -228,52 +228,54 @@ pub fn expect(go: &GoBuild, godebug: Option<&str>, kernel: &str) -> Expectation 
     let syntax = Syntax::of(version);
     let env = godebug.map(|g| lookup(g, SETTING, syntax));
     let decider = decide(&go.compiled, &env, syntax);
-    let default_free = version < (1, 16);
-    let wants_free = match &decider {
-        Decider::Environment { value, .. } | Decider::Compiled { value, .. } => Some(*value == 0),
-        Decider::VersionDefault => Some(default_free),
-        Decider::Unreadable { .. } => None,
+    let default = if version < (1, 16) {
+        Mode::Free
+    } else {
+        Mode::DontNeed
     };
+    let wanted = decider.mode(default);
     // Without MADV_FREE in the kernel every setting ends in MADV_DONTNEED.
     let old_kernel = kernel_version(kernel).is_some_and(|k| k < KERNEL_WITH_FREE);
-    let mode = match wants_free {
-        _ if old_kernel => Some(Mode::DontNeed),
-        Some(true) => Some(Mode::Free),
-        Some(false) => Some(Mode::DontNeed),
-        None => None,
+    let mode = if old_kernel {
+        Some(Mode::DontNeed)
+    } else {
+        wanted
     };
-    let mut reason = format!("{on}, {}", decider.describe(&go.compiled, &env, syntax));
-    match mode {
-        Some(mode) => {
-            let _ = write!(reason, " → {}", mode.name());
-        }
-        None => {
-            let usual = if default_free {
-                Mode::Free
-            } else {
-                Mode::DontNeed
-            };
-            let _ = write!(
-                reason,
-                ", so the mode cannot be known ({} by default; the compiled-in default may \
-                 change it)",
-                usual.name()
-            );
-        }
+    let settings = decider.describe(&go.compiled, &env, syntax);
+    let conclusion = conclusion(&decider, default, mode, wanted, old_kernel);
+    Expectation {
+        mode,
+        reason: format!("{on}, {settings}{conclusion}"),
     }
-    if matches!(decider, Decider::VersionDefault) && mode.is_some() {
-        let range = if default_free {
-            "1.12–1.15"
-        } else {
-            "≥ 1.16"
+}
+
+/// The end of an expectation's reason: the mode, and what made it.
+fn conclusion(
+    decider: &Decider,
+    default: Mode,
+    mode: Option<Mode>,
+    wanted: Option<Mode>,
+    old_kernel: bool,
+) -> String {
+    let Some(mode) = mode else {
+        return format!(
+            ", so the mode cannot be known ({} by default; the compiled-in default may change \
+             it)",
+            default.name()
+        );
+    };
+    let mut text = format!(" → {}", mode.name());
+    if matches!(decider, Decider::VersionDefault) {
+        let range = match default {
+            Mode::Free => "1.12–1.15",
+            Mode::DontNeed => "≥ 1.16",
         };
-        let _ = write!(reason, " by default (Go {range})");
+        let _ = write!(text, " by default (Go {range})");
     }
-    if old_kernel && wants_free != Some(false) {
-        reason
-            .push_str(": MADV_FREE needs Linux ≥ 4.5, so the runtime falls back to MADV_DONTNEED");
+    if old_kernel && wanted != Some(Mode::DontNeed) {
+        text.push_str(": MADV_FREE needs Linux ≥ 4.5, so the runtime falls back to MADV_DONTNEED");
     }
-    Expectation { mode, reason }
+    text
 }
 
 /// The setting that decides `madvdontneed`, in the order the runtime applies them: the
@@ -321,6 +323,18 @@ fn decide(compiled: &Compiled, env: &Option<Lookup>, syntax: Syntax) -> Decider 
 }
 
 impl Decider {
+    /// The mode it selects, given the version's `default`; `None` when it cannot be known.
+    fn mode(&self, default: Mode) -> Option<Mode> {
+        match self {
+            Self::Environment { value: 0, .. } | Self::Compiled { value: 0, .. } => {
+                Some(Mode::Free)
+            }
+            Self::Environment { .. } | Self::Compiled { .. } => Some(Mode::DontNeed),
+            Self::VersionDefault => Some(default),
+            Self::Unreadable { .. } => None,
+        }
+    }
+
     /// Which settings say what, e.g. `GODEBUG madvdontneed=0 (overrides the compiled-in
     /// madvdontneed=1)`.
     fn describe(&self, compiled: &Compiled, env: &Option<Lookup>, syntax: Syntax) -> String {
