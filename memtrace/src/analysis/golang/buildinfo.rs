@@ -1031,6 +1031,27 @@ mod tests {
         assert_eq!(info.setting("GOOS"), Some("linux"));
     }
 
+    /// What the go command records of `-ldflags`, which `godebug::Compiled` relies on: the
+    /// flags as given, and nothing with `-trimpath` (go.dev/issue/52372), which it records.
+    #[test]
+    fn trimpath_leaves_ldflags_unrecorded() {
+        if !go_available() {
+            return;
+        }
+        let dir = TempDir::new("ldflags");
+        let x = "-ldflags=-X=runtime.godebugDefault=madvdontneed=0";
+        let linked = read(&build_hello(&dir, "linked", &[x])).unwrap().unwrap();
+        assert_eq!(linked.setting("-ldflags"), x.strip_prefix("-ldflags="));
+        assert_eq!(linked.setting("-trimpath"), None);
+        let trimmed = read(&build_hello(&dir, "trimmed", &["-trimpath", x]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(trimmed.setting("-ldflags"), None);
+        assert_eq!(trimmed.setting("-trimpath"), Some("true"));
+        assert_eq!(trimmed.setting("-compiler"), Some("gc"));
+        assert_eq!(trimmed.main_path(), Some("example.com/hello"));
+    }
+
     #[test]
     fn blob_found_without_section_headers() {
         if !go_available() {
