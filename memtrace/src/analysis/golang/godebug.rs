@@ -14,7 +14,8 @@
 //!   default by passing `-X=runtime.godebugDefault=<DefaultGODEBUG>` to the linker before the
 //!   user's `-ldflags`, and the linker keeps the last `-X` for a name, so a user's
 //!   `-X runtime.godebugDefault=…` replaces the whole default. Before 1.21 the variable does
-//!   not exist and the linker ignores `-X` for it.
+//!   not exist (1.19's source; a public copy of 1.20's `runtime.go` has only `godebugenv`) and
+//!   the linker ignores `-X` for a missing symbol (`addstrdata`).
 //! - `madvdontneed` is a plain (not atomic) runtime variable: it is read once at start, and a
 //!   later `os.Setenv("GODEBUG", …)` does not change it (`reparsedebugvars` updates only the
 //!   atomic ones).
