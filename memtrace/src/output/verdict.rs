@@ -3,7 +3,11 @@
 use std::fmt::Write as _;
 
 use crate::{
-    analysis::golang::verdict::{SETTING, Verdict, madvdontneed},
+    analysis::golang::{
+        buildinfo::version_number,
+        godebug::{Compiled, FIRST_WITH_COMPILED_DEFAULT, Lookup, Source, Syntax, lookup},
+        verdict::{SETTING, Verdict},
+    },
     units::human_bytes,
 };
 
@@ -15,12 +19,17 @@ pub fn text(v: &Verdict) -> String {
         None => "not a Go binary".to_owned(),
     };
     let _ = writeln!(out, "pid {} ({}): {what}", v.pid, v.comm);
-    if v.go {
-        let compiled = v
-            .default_godebug
+    if let Some(compiled) = &v.compiled_godebug {
+        let syntax = v
+            .go_version
             .as_deref()
-            .map_or_else(|| "none".to_owned(), describe_default_godebug);
-        let _ = writeln!(out, "  DefaultGODEBUG  {compiled}");
+            .and_then(version_number)
+            .map(Syntax::of);
+        let _ = writeln!(
+            out,
+            "  DefaultGODEBUG  {}",
+            describe_compiled(compiled, syntax)
+        );
         let env = v.godebug.as_deref().unwrap_or("unset");
         let _ = writeln!(
             out,
@@ -78,15 +87,35 @@ pub fn text(v: &Verdict) -> String {
     out
 }
 
-/// DefaultGODEBUG in a few words: it lists dozens of unrelated settings, so only the count and
-/// the one that matters here are shown (the JSON has it all).
-fn describe_default_godebug(settings: &str) -> String {
+/// The compiled-in GODEBUG default in a few words. DefaultGODEBUG lists dozens of unrelated
+/// settings, so only the count and the one that matters here are shown (the JSON has it all).
+/// `syntax` is how the binary's Go reads numbers, `None` when its version is unknown.
+fn describe_compiled(compiled: &Compiled, syntax: Option<Syntax>) -> String {
+    let (settings, from) = match compiled {
+        Compiled::None => {
+            let (major, minor) = FIRST_WITH_COMPILED_DEFAULT;
+            return format!("none (Go before {major}.{minor} has no compiled-in GODEBUG)");
+        }
+        Compiled::Unreadable { reason } => return format!("cannot be read: {reason}"),
+        Compiled::Known { value, from } => (value, from),
+    };
+    let source = match from {
+        Source::DefaultGodebug => "",
+        Source::Ldflags => "replaced by -X runtime.godebugDefault in -ldflags: ",
+    };
     let count = settings.split(',').filter(|s| !s.is_empty()).count();
-    let plural = if count == 1 { "" } else { "s" };
-    match madvdontneed(settings) {
-        Some(value) => format!("{count} setting{plural}, including {SETTING}={value}"),
-        None => format!("{count} setting{plural}, none about {SETTING}"),
+    if count == 0 {
+        return format!("{source}none");
     }
+    let plural = if count == 1 { "" } else { "s" };
+    let about = match syntax.map(|syntax| lookup(settings, SETTING, syntax)) {
+        Some(Lookup::Set { written, .. } | Lookup::Skipped { written }) => {
+            format!("including {SETTING}={written}")
+        }
+        Some(Lookup::Absent) => format!("none about {SETTING}"),
+        None => format!("{SETTING} unknown"),
+    };
+    format!("{source}{count} setting{plural}, {about}")
 }
 
 #[cfg(test)]
@@ -111,6 +140,14 @@ mod tests {
             go: go.map(|(version, default_godebug)| GoBuild {
                 version: version.to_owned(),
                 default_godebug: default_godebug.map(str::to_owned),
+                compiled: if version_number(version) < Some(FIRST_WITH_COMPILED_DEFAULT) {
+                    Compiled::None
+                } else {
+                    Compiled::Known {
+                        value: default_godebug.unwrap_or_default().to_owned(),
+                        from: Source::DefaultGodebug,
+                    }
+                },
             }),
             not_go_reason: "no Go build information found".to_owned(),
             kernel: "6.18.0-1-amd64".to_owned(),
@@ -167,14 +204,42 @@ mod tests {
     }
 
     #[test]
-    fn default_godebug_is_summarised() {
+    fn the_compiled_in_default_is_summarised() {
+        let (old, new) = (Some(Syntax::Atoi32), Some(Syntax::ParseInt));
+        let recorded = |value: &str| Compiled::Known {
+            value: value.to_owned(),
+            from: Source::DefaultGodebug,
+        };
         assert_eq!(
-            describe_default_godebug("panicnil=1,httpmuxgo121=1"),
+            describe_compiled(&recorded("panicnil=1,httpmuxgo121=1"), new),
             "2 settings, none about madvdontneed"
         );
+        assert_eq!(describe_compiled(&recorded(""), new), "none");
         assert_eq!(
-            describe_default_godebug("madvdontneed=0"),
-            "1 setting, including madvdontneed=0"
+            describe_compiled(&recorded("panicnil=1"), None),
+            "1 setting, madvdontneed unknown"
+        );
+        let linked = Compiled::Known {
+            value: "madvdontneed=+0".to_owned(),
+            from: Source::Ldflags,
+        };
+        for syntax in [old, new] {
+            assert_eq!(
+                describe_compiled(&linked, syntax),
+                "replaced by -X runtime.godebugDefault in -ldflags: 1 setting, including \
+                 madvdontneed=+0"
+            );
+        }
+        assert_eq!(
+            describe_compiled(&Compiled::None, old),
+            "none (Go before 1.21 has no compiled-in GODEBUG)"
+        );
+        let trimmed = Compiled::Unreadable {
+            reason: "built with -trimpath".to_owned(),
+        };
+        assert_eq!(
+            describe_compiled(&trimmed, new),
+            "cannot be read: built with -trimpath"
         );
         let v = verdict(Some(("go1.27.3", Some("panicnil=1,x=2"))), &[]);
         assert!(text(&v).contains("DefaultGODEBUG  2 settings, none about madvdontneed"));

@@ -137,6 +137,9 @@ fn plan(build: &Build, extra: &[PathBuf]) -> anyhow::Result<Tree> {
             tree.add(&fixtures)?;
         }
     }
+    if build.go_programs.is_dir() {
+        tree.add(&build.go_programs)?;
+    }
     for path in extra {
         // Absolute, but a symlink stays a symlink (with its target).
         let path =

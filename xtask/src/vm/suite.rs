@@ -17,7 +17,13 @@ pub struct Build {
     pub binaries: Vec<TestBinary>,
     /// The workspace's own programs the tests run (CARGO_BIN_EXE_*), at their build paths.
     pub programs: Vec<PathBuf>,
+    /// Where memtrace/tests/golang.rs keeps the Go programs its toolchain matrix built (under
+    /// CARGO_TARGET_TMPDIR): a guest gets these, not the toolchains (~1.5 GiB) that built them.
+    pub go_programs: PathBuf,
 }
+
+/// [`Build::go_programs`] below the target directory.
+const GO_PROGRAMS: &str = "tmp/go-toolchains/built";
 
 /// One integration test target (`memtrace/tests/madvise.rs` → `madvise`).
 pub struct TestBinary {
@@ -47,9 +53,15 @@ pub fn build() -> anyhow::Result<Build> {
         "--quiet",
         "--message-format=json-render-diagnostics",
     ]))?;
+    let metadata = capture(cargo().args(["metadata", "--format-version", "1", "--no-deps"]))?;
+    let metadata: Value = serde_json::from_str(&metadata).context("cargo metadata")?;
+    let target = metadata["target_directory"]
+        .as_str()
+        .context("cargo metadata has no target_directory")?;
     let mut build = Build {
         binaries: Vec::new(),
         programs: Vec::new(),
+        go_programs: Path::new(target).join(GO_PROGRAMS),
     };
     for message in json
         .lines()

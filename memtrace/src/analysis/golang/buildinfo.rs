@@ -50,6 +50,8 @@ const MODINFO_END: [u8; 16] = [
 /// Both sentinels plus at least one byte of content.
 const MIN_FRAMED_LEN: usize = 33;
 
+/// Prefix of the modinfo line naming the main package.
+const PATH_PREFIX: &str = "path\t";
 /// Prefix of the modinfo lines holding build settings.
 const SETTING_PREFIX: &str = "build\t";
 /// The setting Go >= 1.21 records the compiled-in `GODEBUG` defaults under.
@@ -83,10 +85,20 @@ impl BuildInfo {
             .map(|(_, value)| value.as_str())
     }
 
-    /// The compiled-in DefaultGODEBUG setting, if any.
+    /// The main package's import path (modinfo's `path` line), e.g. `example.com/svc/cmd/svc`
+    /// or `command-line-arguments` for `go build main.go`.
+    pub fn main_path(&self) -> Option<&str> {
+        self.module_info
+            .as_deref()?
+            .lines()
+            .find_map(|line| line.strip_prefix(PATH_PREFIX))
+    }
+
+    /// The DefaultGODEBUG build setting, if any.
     ///
-    /// Go >= 1.21 derives it from the main module's `go` line and `//go:debug` directives; it
-    /// decides runtime behaviour the binary was built with unless `GODEBUG` overrides it.
+    /// Go >= 1.21 derives it from the main module's `go` line and `//go:debug` directives and
+    /// links it in as the runtime's compiled-in default, unless the user's
+    /// `-X runtime.godebugDefault=…` replaces it (`godebug::Compiled` tells which).
     pub fn default_godebug(&self) -> Option<&str> {
         self.setting(DEFAULT_GODEBUG)
     }
@@ -999,6 +1011,7 @@ mod tests {
             module_info.starts_with("path\texample.com/hello\n"),
             "{module_info:?}"
         );
+        assert_eq!(info.main_path(), Some("example.com/hello"));
         let (major, minor) = version_number(&info.go_version).unwrap();
         if (major, minor) < (1, 21) {
             assert_eq!(info.default_godebug(), None);
@@ -1016,6 +1029,27 @@ mod tests {
         assert_eq!(Some(info.go_version.clone()), go_version_of(&path));
         assert!(info.setting("-ldflags").unwrap().contains("-s -w"));
         assert_eq!(info.setting("GOOS"), Some("linux"));
+    }
+
+    /// What the go command records of `-ldflags`, which `godebug::Compiled` relies on: the
+    /// flags as given, and nothing with `-trimpath` (go.dev/issue/52372), which it records.
+    #[test]
+    fn trimpath_leaves_ldflags_unrecorded() {
+        if !go_available() {
+            return;
+        }
+        let dir = TempDir::new("ldflags");
+        let x = "-ldflags=-X=runtime.godebugDefault=madvdontneed=0";
+        let linked = read(&build_hello(&dir, "linked", &[x])).unwrap().unwrap();
+        assert_eq!(linked.setting("-ldflags"), x.strip_prefix("-ldflags="));
+        assert_eq!(linked.setting("-trimpath"), None);
+        let trimmed = read(&build_hello(&dir, "trimmed", &["-trimpath", x]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(trimmed.setting("-ldflags"), None);
+        assert_eq!(trimmed.setting("-trimpath"), Some("true"));
+        assert_eq!(trimmed.setting("-compiler"), Some("gc"));
+        assert_eq!(trimmed.main_path(), Some("example.com/hello"));
     }
 
     #[test]
@@ -1152,6 +1186,7 @@ mod tests {
         assert_eq!(info.default_godebug(), Some("panicnil=1,httpmuxgo121=1"));
         assert_eq!(info.setting("GOOS"), Some("linux"));
         assert_eq!(info.settings.len(), 4);
+        assert_eq!(info.main_path(), Some("example.com/new"));
     }
 
     #[test]

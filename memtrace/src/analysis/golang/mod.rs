@@ -2,10 +2,13 @@
 //! runtime gives memory back (`memtrace go`, and the Go part of the default report).
 
 pub mod buildinfo;
+pub mod godebug;
+pub mod ldflags;
 pub mod verdict;
 
 use std::{fs, io, path::PathBuf};
 
+use godebug::Compiled;
 use verdict::GoBuild;
 
 /// What memtrace reads about a process before tracing it (the executable and the environment
@@ -38,6 +41,7 @@ impl Target {
             Ok(info) => (
                 Some(GoBuild {
                     default_godebug: info.default_godebug().map(str::to_owned),
+                    compiled: Compiled::of(&info),
                     version: info.go_version,
                 }),
                 String::new(),
@@ -52,9 +56,10 @@ impl Target {
     }
 }
 
-/// `GODEBUG` in /proc/PID/environ (the environment the process was started with). Only this
-/// variable is extracted; the rest of the environment is neither kept nor shown. Like the Go
-/// runtime's `gogetenv`, the first entry wins.
+/// `GODEBUG` in /proc/PID/environ: the environment the process was started with, which is
+/// what the Go runtime reads its settings from at start. Only this variable is extracted; the
+/// rest of the environment is neither kept nor shown. Like the Go runtime's `gogetenv`, the
+/// first entry wins.
 fn godebug(pid: u32) -> Option<String> {
     let environ = fs::read(format!("/proc/{pid}/environ")).ok()?;
     environ_var(&environ, "GODEBUG")
