@@ -4,7 +4,9 @@
 mod support;
 
 use std::{
+    fs,
     io::{BufRead as _, BufReader},
+    os::unix::fs::MetadataExt as _,
     process::{Command, Output},
 };
 
@@ -32,6 +34,13 @@ fn assert_one_line_error(output: &Output, needle: &str) {
     );
     assert!(stderr.contains(needle), "expected {needle:?} in:\n{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Exactly `line` on stderr, nothing else, and exit code 1.
+fn assert_error_line(output: &Output, line: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr, format!("{line}\n"));
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
 }
 
 /// A pid that existed a moment ago and is gone now.
@@ -102,8 +111,54 @@ fn tracefs_not_mounted() {
         .args(["--mount", "--propagation", "private", "sh", "-c", &script])
         .output()
         .expect("run unshare");
-    assert_one_line_error(&output, "tracefs is not mounted");
-    assert!(String::from_utf8_lossy(&output.stderr).contains("mount -t tracefs"));
+    assert_error_line(
+        &output,
+        "memtrace: tracefs is not mounted: run `mount -t tracefs nodev /sys/kernel/tracing` (as root) and retry",
+    );
+}
+
+/// README's unprivileged setup, CAP_BPF and CAP_PERFMON without root, meets tracefs mounted
+/// but root's alone (as the kernel mounts it by default): memtrace says it cannot read it, and
+/// what grants access, instead of calling it unmounted.
+#[test]
+fn tracefs_not_readable_by_a_user_with_bpf_and_perfmon() {
+    if !privileged() {
+        return;
+    }
+    // The premise, from the kernel: tracefs is mounted at /sys/kernel/tracing, and nobody
+    // (uid and gid 65534) may not enter it.
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
+    assert!(
+        mountinfo
+            .lines()
+            .any(|l| l.contains(" /sys/kernel/tracing ") && l.contains(" - tracefs ")),
+        "tracefs is not mounted at /sys/kernel/tracing:\n{mountinfo}"
+    );
+    let root = fs::metadata("/sys/kernel/tracing").expect("stat /sys/kernel/tracing");
+    assert!(
+        root.mode() & 0o005 == 0 && root.uid() != 65534 && root.gid() != 65534,
+        "tracefs is open to nobody here (mode {:o}, uid {}, gid {}): mounted with gid= or mode=?",
+        root.mode(),
+        root.uid(),
+        root.gid()
+    );
+    let output = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=+bpf,+perfmon",
+            "--ambient-caps=+bpf,+perfmon",
+        ])
+        .args([MEMTRACE, "--duration", "1"])
+        .output()
+        .expect("run setpriv");
+    assert_error_line(
+        &output,
+        "memtrace: tracefs at /sys/kernel/tracing is not readable by this user (permission denied): \
+         run memtrace as root, or let a group of yours read tracefs \
+         (as root: `mount -o remount,gid=GROUP,mode=0750 /sys/kernel/tracing`)",
+    );
 }
 
 #[test]

@@ -71,11 +71,7 @@ impl Tracer {
     /// `options.pids`.
     pub fn attach(options: &Options) -> anyhow::Result<Self> {
         check_privileges()?;
-        let Some(events_dir) = tracefs::events_dir() else {
-            bail!(
-                "tracefs is not mounted: run `mount -t tracefs nodev /sys/kernel/tracing` (as root) and retry"
-            );
-        };
+        let events_dir = tracefs::events_dir().map_err(|why| anyhow!("{why}"))?;
         raise_memlock_limit();
         let offsets = {
             // Parsed once (a few MiB) and freed before aya loads its own copy: both at once
