@@ -333,8 +333,9 @@ impl Session {
         let mut drain_timer = tokio::time::interval(DRAIN_INTERVAL);
         let mut backlog = false;
         let every = mode.every();
-        // An interval shorter than a second samples as often as it prints; it never samples
-        // on its own tick, which would double the /proc reads.
+        // An interval shorter than a second samples as often as it prints. Each interval
+        // samples for itself and restarts this timer, so the timer never reads /proc again
+        // right after it.
         let mut sample_timer =
             tokio::time::interval(every.map_or(SAMPLE_INTERVAL, |e| e.min(SAMPLE_INTERVAL)));
         let period = every.unwrap_or(Duration::MAX / 4);
@@ -352,16 +353,15 @@ impl Session {
                 // The last drain stopped at its limit: more is waiting, come straight back (but
                 // through select!, so timers and signals get their turn).
                 () = std::future::ready(()), if backlog => None,
-                _ = sample_timer.tick() => {
-                    self.sample(mode);
-                    // With --follow, tracing goes on while any followed child lives.
-                    (targets_gone && self.follow && self.live_targets() == 0)
-                        .then_some(StopReason::TargetExited)
-                }
+                _ = sample_timer.tick() => self.sample_and_check(mode, targets_gone),
                 _ = interval_timer.tick(), if every.is_some() => {
-                    self.drain(mode);
+                    // Sampled (which drains the ring too) before drawing: a frame drawn before
+                    // the next timed sample would show the counters of a period ago (faults at
+                    // 0/s under load).
+                    let stop = self.sample_and_check(mode, targets_gone);
+                    sample_timer.reset();
                     mode.interval(self);
-                    None
+                    stop
                 }
                 () = kernel_log_ready(&mut self.kernel_log) => None,
                 _ = interrupt.recv() => Some(StopReason::Interrupted),
@@ -463,6 +463,14 @@ impl Session {
                 attribution.exited(pid);
             }
         }
+    }
+
+    /// Samples, then says whether to stop: with --follow, tracing goes on while any followed
+    /// child lives.
+    fn sample_and_check(&mut self, mode: &mut impl Mode, targets_gone: bool) -> Option<StopReason> {
+        self.sample(mode);
+        (targets_gone && self.follow && self.live_targets() == 0)
+            .then_some(StopReason::TargetExited)
     }
 
     /// The one sampling tick: the kernel's counters, then /proc.
