@@ -1,12 +1,12 @@
 //! What memtrace shows while it traces, once per `--interval`: a compact top-style screen when
 //! stdout is a terminal, one plain line per interval when it is not (logs, pipes).
 //!
-//! Pure: rendered from a snapshot and the previous interval's totals (the only state kept
+//! Pure: rendered from a snapshot and what the previous frame counted (the only state kept
 //! here), so both forms are unit-tested without a kernel or a terminal.
 
 use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
-use memtrace_common::advice;
+use memtrace_common::{advice, events::rss::RssMember};
 
 use crate::{
     analysis::snapshot::{ProcessView, Snapshot},
@@ -16,12 +16,15 @@ use crate::{
 /// Moves the cursor home and clears the screen (ANSI), so each frame replaces the last.
 const CLEAR: &str = "\x1b[H\x1b[2J";
 
-/// The per-process totals a rate is computed from.
+/// What a frame counts from attach on, per process: rates are differences of these between
+/// frames, the plain line's totals their sums.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Totals {
     minor: u64,
     major: u64,
     released: u64,
+    free: u64,
+    dontneed: u64,
 }
 
 impl Totals {
@@ -30,36 +33,72 @@ impl Totals {
             minor: p.faults.minor.unwrap_or(0),
             major: p.faults.major.unwrap_or(0),
             released: p.released_bytes,
+            free: p.released_with(advice::FREE),
+            dontneed: p.released_with(advice::DONTNEED),
+        }
+    }
+
+    fn add(&mut self, other: Self) {
+        self.minor += other.minor;
+        self.major += other.major;
+        self.released += other.released;
+        self.free += other.free;
+        self.dontneed += other.dontneed;
+    }
+}
+
+/// Per-second rates over the time between two frames.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Rates {
+    minor: f64,
+    major: f64,
+    released: f64,
+}
+
+impl Rates {
+    fn between(before: Totals, now: Totals, seconds: f64) -> Self {
+        // Two frames never come from one snapshot; the floor only keeps a division by zero out.
+        let per_second = |b: u64, n: u64| n.saturating_sub(b) as f64 / seconds.max(1e-3);
+        Self {
+            minor: per_second(before.minor, now.minor),
+            major: per_second(before.major, now.major),
+            released: per_second(before.released, now.released),
         }
     }
 }
 
-/// Remembers the previous interval's totals to turn counters into per-second rates.
+/// Processes an earlier frame listed that the snapshot no longer has: exited ones the session
+/// dropped to bound its memory (or, with --comm, ones an exec renamed). What they had counted
+/// at their last frame stays in the plain line's totals, so the totals never go down.
+#[derive(Debug, Default)]
+struct Departed {
+    processes: u64,
+    totals: Totals,
+}
+
+/// Remembers what the previous frame counted, to turn counters into rates.
 #[derive(Debug, Default)]
 pub struct Live {
+    /// Each listed process's totals at the previous frame. Empty before the first frame: at
+    /// attach every count was zero.
     previous: BTreeMap<u32, Totals>,
-    frames: u64,
+    /// When the previous frame's snapshot was taken, in ns since attach (0 before the first
+    /// frame, whose rates so cover everything since attach).
+    previous_ns: u64,
+    departed: Departed,
 }
 
 /// One row of the screen.
 struct Row<'a> {
     p: &'a ProcessView,
-    free: u64,
-    dontneed: u64,
-    minor_per_s: f64,
-    major_per_s: f64,
-    released_per_s: f64,
+    totals: Totals,
+    rates: Rates,
 }
 
 impl Live {
     /// The next full screen (terminal).
-    pub fn screen(
-        &mut self,
-        snapshot: &Snapshot,
-        top: Option<usize>,
-        interval: Duration,
-    ) -> String {
-        let rows = self.rows(snapshot, interval);
+    pub fn screen(&mut self, snapshot: &Snapshot, top: Option<usize>) -> String {
+        let rows = self.rows(snapshot);
         let lost = snapshot.lost.total();
         let elapsed = Duration::from_nanos(snapshot.elapsed_ns);
         let mut out = String::from(CLEAR);
@@ -89,27 +128,20 @@ impl Live {
         let shown = top.unwrap_or(usize::MAX);
         for row in rows.iter().take(shown) {
             let m = &row.p.mappings;
-            let (rss, lazy) = row
-                .p
-                .smaps_rollup
-                .last
-                .map_or((String::from("-"), String::from("-")), |s| {
-                    (human_bytes(s.rss), human_bytes(s.lazy_free))
-                });
             let _ = writeln!(
                 out,
-                "{:>7} {:<15} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9.0} {:>8.0} {:>10} {:>10}",
+                "{:>7} {:<15} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>8} {:>10} {:>10}",
                 row.p.pid,
                 truncate(&row.p.comm, 15),
-                human_bytes(row.free),
-                human_bytes(row.dontneed),
-                human_bytes(row.released_per_s as u64),
+                human_bytes(row.totals.free),
+                human_bytes(row.totals.dontneed),
+                human_bytes(whole(row.rates.released)),
                 human_bytes(m.grown_bytes()),
                 human_bytes(m.shrunk_bytes()),
-                row.minor_per_s,
-                row.major_per_s,
-                rss,
-                lazy,
+                whole(row.rates.minor),
+                whole(row.rates.major),
+                resident(row.p).text(),
+                lazy_free(row.p).text(),
             );
         }
         if rows.len() > shown {
@@ -118,75 +150,145 @@ impl Live {
         out
     }
 
-    /// The next plain line (not a terminal): totals over the shown processes.
-    pub fn line(&mut self, snapshot: &Snapshot, interval: Duration) -> String {
-        let rows = self.rows(snapshot, interval);
+    /// The next plain line (not a terminal): totals over the listed processes.
+    pub fn line(&mut self, snapshot: &Snapshot) -> String {
+        let rows = self.rows(snapshot);
         let lost = snapshot.lost.total();
         let elapsed = Duration::from_nanos(snapshot.elapsed_ns);
-        let sum = |f: fn(&Row<'_>) -> f64| rows.iter().map(f).sum::<f64>();
-        let free: u64 = rows.iter().map(|r| r.free).sum();
-        let dontneed: u64 = rows.iter().map(|r| r.dontneed).sum();
-        let rss: u64 = rows
-            .iter()
-            .filter_map(|r| r.p.smaps_rollup.last)
-            .map(|s| s.rss)
-            .sum();
-        let lazy: u64 = rows
-            .iter()
-            .filter_map(|r| r.p.smaps_rollup.last)
-            .map(|s| s.lazy_free)
-            .sum();
+        let mut totals = self.departed.totals;
+        let mut rates = Rates::default();
+        for row in &rows {
+            totals.add(row.totals);
+            rates.minor += row.rates.minor;
+            rates.major += row.rates.major;
+            rates.released += row.rates.released;
+        }
         let mut line = format!("{:.1}s", elapsed.as_secs_f64());
         if let [row] = rows.as_slice() {
             let _ = write!(line, " pid {} ({})", row.p.pid, row.p.comm);
         } else {
             let _ = write!(line, " {} processes", rows.len());
         }
+        if self.departed.processes > 0 {
+            let _ = write!(
+                line,
+                " (+{} no longer listed, still counted)",
+                self.departed.processes
+            );
+        }
         let _ = write!(
             line,
-            ": released FREE {} DONTNEED {} ({}/s); faults {:.0}/s minor {:.0}/s major; rss {} lazyfree {}; lost {lost}",
-            human_bytes(free),
-            human_bytes(dontneed),
-            human_bytes(sum(|r| r.released_per_s) as u64),
-            sum(|r| r.minor_per_s),
-            sum(|r| r.major_per_s),
-            human_bytes(rss),
-            human_bytes(lazy),
+            ": released FREE {} DONTNEED {} ({}/s); faults {}/s minor {}/s major; rss {} lazyfree {}; lost {lost}",
+            human_bytes(totals.free),
+            human_bytes(totals.dontneed),
+            human_bytes(whole(rates.released)),
+            whole(rates.minor),
+            whole(rates.major),
+            Amount::sum(rows.iter().map(|r| resident(r.p))).text(),
+            Amount::sum(rows.iter().map(|r| lazy_free(r.p))).text(),
         );
         line
     }
 
-    fn rows<'a>(&mut self, snapshot: &'a Snapshot, interval: Duration) -> Vec<Row<'a>> {
-        // The first frame has no previous interval: show no rate rather than a huge one.
-        let first = self.frames == 0;
-        self.frames += 1;
-        let secs = interval.as_secs_f64().max(1e-3);
-        let rate = |now: u64, before: u64| {
-            if first {
-                0.0
-            } else {
-                now.saturating_sub(before) as f64 / secs
-            }
-        };
+    /// The snapshot's processes with their rates since the previous frame (since attach for
+    /// the first); processes no longer listed move to [`Departed`].
+    fn rows<'a>(&mut self, snapshot: &'a Snapshot) -> Vec<Row<'a>> {
+        let seconds = Duration::from_nanos(snapshot.elapsed_ns.saturating_sub(self.previous_ns))
+            .as_secs_f64();
         let rows: Vec<Row<'a>> = snapshot
             .processes
             .iter()
             .map(|p| {
-                let now = Totals::of(p);
-                let before = self.previous.get(&p.pid).copied().unwrap_or_default();
+                let totals = Totals::of(p);
+                let before = self.previous.remove(&p.pid).unwrap_or_default();
                 Row {
                     p,
-                    free: p.released_with(advice::FREE),
-                    dontneed: p.released_with(advice::DONTNEED),
-                    minor_per_s: rate(now.minor, before.minor),
-                    major_per_s: rate(now.major, before.major),
-                    released_per_s: rate(now.released, before.released),
+                    totals,
+                    rates: Rates::between(before, totals, seconds),
                 }
             })
             .collect();
-        self.previous = rows.iter().map(|r| (r.p.pid, Totals::of(r.p))).collect();
+        // What is left was listed by the previous frame and is not by this one.
+        for (_, gone) in std::mem::take(&mut self.previous) {
+            self.departed.processes += 1;
+            self.departed.totals.add(gone);
+        }
+        self.previous = rows.iter().map(|r| (r.p.pid, r.totals)).collect();
+        self.previous_ns = snapshot.elapsed_ns;
         rows
     }
+}
+
+/// A rate as a whole number, never negative: an f64 sum of no rows is -0.0, which `{:.0}`
+/// prints as "-0" (the cast takes -0.0, like anything below zero, to 0).
+fn whole(rate: f64) -> u64 {
+    rate.round() as u64
+}
+
+/// A size as far as memtrace knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Amount {
+    Exactly(u64),
+    /// What is known of it; more is not.
+    AtLeast(u64),
+    Unknown,
+}
+
+impl Amount {
+    /// The sum of the parts (zero, exactly, of no parts).
+    fn sum(parts: impl Iterator<Item = Self>) -> Self {
+        parts.reduce(Self::plus).unwrap_or(Self::Exactly(0))
+    }
+
+    /// Exact when both are, unknown when neither is known, else at least the known part.
+    fn plus(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::Exactly(a), Self::Exactly(b)) => Self::Exactly(a + b),
+            (Self::Unknown, Self::Unknown) => Self::Unknown,
+            (a, b) => Self::AtLeast(a.known() + b.known()),
+        }
+    }
+
+    fn known(self) -> u64 {
+        match self {
+            Self::Exactly(bytes) | Self::AtLeast(bytes) => bytes,
+            Self::Unknown => 0,
+        }
+    }
+
+    fn text(self) -> String {
+        match self {
+            Self::Exactly(bytes) => human_bytes(bytes),
+            Self::AtLeast(bytes) => format!("≥{}", human_bytes(bytes)),
+            Self::Unknown => "?".to_owned(),
+        }
+    }
+}
+
+/// The kernel's RSS counters that count resident pages (`swap` counts swapped-out ones).
+const RESIDENT: [RssMember; 3] = [RssMember::File, RssMember::Anon, RssMember::Shmem];
+
+/// A process's resident memory: smaps_rollup's Rss where it is sampled (the named targets,
+/// read just before the frame); else the kernel's counters as rss_stat last reported them,
+/// which know a member only once it changed while traced (system-wide, nothing else is read).
+fn resident(p: &ProcessView) -> Amount {
+    if let Some(smaps) = p.smaps_rollup.last {
+        return Amount::Exactly(smaps.rss);
+    }
+    let members = p
+        .rss
+        .size
+        .iter()
+        .filter(|(member, _)| RESIDENT.contains(member))
+        .map(|(_, size)| size.map_or(Amount::Unknown, Amount::Exactly));
+    Amount::sum(members)
+}
+
+/// LazyFree, from smaps_rollup: known only where it is sampled.
+fn lazy_free(p: &ProcessView) -> Amount {
+    p.smaps_rollup
+        .last
+        .map_or(Amount::Unknown, |s| Amount::Exactly(s.lazy_free))
 }
 
 fn truncate(s: &str, width: usize) -> String {
@@ -198,48 +300,80 @@ mod tests {
     use super::*;
     use crate::{
         analysis::snapshot::{Selection, Window},
-        kernel::LostCounts,
-        model::{Model, event::test_madvise},
+        kernel::{LostCounts, procfs::SmapsRollup},
+        model::{Model, attribution::Rss, event::test_madvise},
     };
     use memtrace_common::lost::Lost;
+
+    const MIB: u64 = 1 << 20;
 
     fn release(model: &mut Model, pid: u32, advice: u32, len: u64) {
         model.record(&test_madvise(pid, advice, len, None));
     }
 
-    fn at(model: &Model, secs: u64) -> Snapshot {
+    /// A process created while traced, whose threads' fault counters read `(minor, major)`.
+    fn faulted(model: &mut Model, pid: u32, minor: u64, major: u64) {
+        model.attribution.born_while_traced(pid);
+        model
+            .attribution
+            .sample_task_faults(pid, &[(pid, minor, major)]);
+    }
+
+    fn at_ms(model: &Model, ms: u64) -> Snapshot {
         Snapshot::new(
             model,
             &Selection::default(),
             Window {
-                elapsed_ns: secs * 1_000_000_000,
+                elapsed_ns: ms * 1_000_000,
                 ..Window::default()
             },
         )
     }
 
+    fn at(model: &Model, secs: u64) -> Snapshot {
+        at_ms(model, secs * 1000)
+    }
+
+    fn row(screen: &str) -> &str {
+        screen.lines().nth(2).unwrap_or_default()
+    }
+
     #[test]
-    fn screen_shows_each_process_and_rates_from_the_second_frame() {
+    fn the_first_frame_has_rates_since_attach() {
         let mut model = Model::default();
         model.attribution.name(7, "server");
-        release(&mut model, 7, advice::FREE, 4 << 20);
+        release(&mut model, 7, advice::FREE, 4 * MIB);
+        faulted(&mut model, 7, 300, 2);
         let mut live = Live::default();
-        let second = Duration::from_secs(1);
-        let first = live.screen(&at(&model, 1), None, second);
+        // Two seconds after attach, when every count was zero.
+        let first = live.screen(&at(&model, 2), None);
         assert!(first.starts_with(CLEAR));
-        let row = first.lines().nth(2).unwrap();
         assert_eq!(
-            row,
-            "      7 server             4.0 MiB        0 B        0 B        0 B        0 B         0        0          -          -"
+            row(&first),
+            "      7 server             4.0 MiB        0 B    2.0 MiB        0 B        0 B       150        1          ?          ?"
         );
-        release(&mut model, 7, advice::DONTNEED, 2 << 20);
+        assert_eq!(
+            Live::default().line(&at(&model, 2)),
+            "2.0s pid 7 (server): released FREE 4.0 MiB DONTNEED 0 B (2.0 MiB/s); faults 150/s minor 1/s major; rss ? lazyfree ?; lost 0"
+        );
+    }
+
+    #[test]
+    fn later_rates_cover_the_time_since_the_previous_frame() {
+        let mut model = Model::default();
+        model.attribution.name(7, "server");
+        faulted(&mut model, 7, 100, 0);
+        let mut live = Live::default();
+        live.screen(&at(&model, 1), None);
+        release(&mut model, 7, advice::DONTNEED, 3 * MIB);
+        model.attribution.sample_task_faults(7, &[(7, 400, 0)]);
         model.lost = LostCounts::default().with(Lost::RingFull, vec![3]);
-        let next = live.screen(&at(&model, 2), None, second);
+        // The frame came 2.5 s after the previous one, whatever the interval asked for.
+        let next = live.screen(&at_ms(&model, 3500), None);
         assert!(next.contains("lost events 3 (undercounts!)"), "{next}");
-        let row = next.lines().nth(2).unwrap();
-        assert!(
-            row.starts_with("      7 server             4.0 MiB    2.0 MiB    2.0 MiB"),
-            "{row}"
+        assert_eq!(
+            row(&next),
+            "      7 server                 0 B    3.0 MiB    1.2 MiB        0 B        0 B       120        0          ?          ?"
         );
     }
 
@@ -249,18 +383,106 @@ mod tests {
         model.attribution.name(7, "server");
         release(&mut model, 7, advice::DONTNEED, 8192);
         let mut live = Live::default();
-        let second = Duration::from_secs(1);
         assert_eq!(
-            live.line(&at(&model, 1), second),
-            "1.0s pid 7 (server): released FREE 0 B DONTNEED 8.0 KiB (0 B/s); faults 0/s minor 0/s major; rss 0 B lazyfree 0 B; lost 0"
+            live.line(&at(&model, 1)),
+            "1.0s pid 7 (server): released FREE 0 B DONTNEED 8.0 KiB (8.0 KiB/s); faults 0/s minor 0/s major; rss ? lazyfree ?; lost 0"
         );
         release(&mut model, 8, advice::FREE, 4096);
-        let line = live.line(&at(&model, 2), second);
-        assert!(
-            line.starts_with(
-                "2.0s 2 processes: released FREE 4.0 KiB DONTNEED 8.0 KiB (4.0 KiB/s)"
-            ),
-            "{line}"
+        assert_eq!(
+            live.line(&at(&model, 2)),
+            "2.0s 2 processes: released FREE 4.0 KiB DONTNEED 8.0 KiB (4.0 KiB/s); faults 0/s minor 0/s major; rss ? lazyfree ?; lost 0"
         );
+    }
+
+    #[test]
+    fn no_rate_reads_minus_zero() {
+        // The cause: Rust sums f64s from -0.0, so a sum of no rows formats as "-0".
+        assert_eq!(
+            format!("{:.0}", std::iter::empty::<f64>().sum::<f64>()),
+            "-0"
+        );
+        assert_eq!(whole(-0.0), 0);
+        let mut live = Live::default();
+        let model = Model::default();
+        for secs in 1..=2 {
+            assert_eq!(
+                live.line(&at(&model, secs)),
+                format!(
+                    "{secs}.0s 0 processes: released FREE 0 B DONTNEED 0 B (0 B/s); faults 0/s minor 0/s major; rss 0 B lazyfree 0 B; lost 0"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn resident_memory_is_what_is_known_of_it() {
+        let mut model = Model::default();
+        model.attribution.name(7, "seen");
+        model.attribution.name(8, "unseen");
+        release(&mut model, 8, advice::FREE, 4096);
+        // rss_stat reported file and anon (and swap, which is not resident), not shmem yet.
+        let mut rss = Rss {
+            size: [Some(MIB), Some(2 * MIB), Some(5 * MIB), None],
+            ..Rss::default()
+        };
+        model.attribution.set_rss(BTreeMap::from([(7, rss)]));
+        let mut live = Live::default();
+        assert!(
+            live.line(&at(&model, 1))
+                .contains("; rss ≥3.0 MiB lazyfree ?;")
+        );
+        let screen = live.screen(&at(&model, 2), None);
+        assert_eq!(
+            screen.lines().skip(2).collect::<Vec<_>>(),
+            [
+                "      8 unseen             4.0 KiB        0 B        0 B        0 B        0 B         0        0          ?          ?",
+                "      7 seen                   0 B        0 B        0 B        0 B        0 B         0        0   ≥3.0 MiB          ?",
+            ]
+        );
+        // Every resident member seen: exact.
+        rss.size[RssMember::Shmem as usize] = Some(MIB);
+        model
+            .attribution
+            .set_rss(BTreeMap::from([(7, rss), (8, rss)]));
+        assert!(
+            live.line(&at(&model, 3))
+                .contains("; rss 8.0 MiB lazyfree ?;")
+        );
+        // smaps_rollup, where sampled, is read just before the frame: it wins.
+        let smaps = SmapsRollup {
+            rss: 6 * MIB,
+            lazy_free: MIB,
+            ..SmapsRollup::default()
+        };
+        model.attribution.sample_smaps(7, smaps);
+        model.attribution.sample_smaps(8, smaps);
+        assert!(
+            live.line(&at(&model, 4))
+                .contains("; rss 12.0 MiB lazyfree 2.0 MiB;")
+        );
+    }
+
+    #[test]
+    fn totals_keep_what_processes_no_longer_listed_had_counted() {
+        let mut model = Model::default();
+        model.attribution.name(7, "gone");
+        model.attribution.name(8, "stays");
+        release(&mut model, 7, advice::DONTNEED, MIB);
+        release(&mut model, 8, advice::DONTNEED, 2 * MIB);
+        let mut live = Live::default();
+        assert!(
+            live.line(&at(&model, 1))
+                .starts_with("1.0s 2 processes: released FREE 0 B DONTNEED 3.0 MiB (3.0 MiB/s)")
+        );
+        // The session drops exited processes past its limit: 7 has exited.
+        assert_eq!(model.attribution.forget_exited(1, |pid| pid == 8), vec![7]);
+        assert_eq!(
+            live.line(&at(&model, 2)),
+            "2.0s pid 8 (stays) (+1 no longer listed, still counted): released FREE 0 B DONTNEED 3.0 MiB (0 B/s); faults 0/s minor 0/s major; rss ? lazyfree ?; lost 0"
+        );
+        release(&mut model, 8, advice::DONTNEED, MIB);
+        assert!(live.line(&at(&model, 3)).contains(
+            "(+1 no longer listed, still counted): released FREE 0 B DONTNEED 4.0 MiB (1.0 MiB/s)"
+        ));
     }
 }

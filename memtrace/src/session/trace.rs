@@ -82,9 +82,9 @@ impl Mode for Trace {
         };
         let snapshot = session.snapshot(Vec::new());
         let frame = if *terminal {
-            live.screen(&snapshot, self.top, self.interval)
+            live.screen(&snapshot, self.top)
         } else {
-            live.line(&snapshot, self.interval)
+            live.line(&snapshot)
         };
         session.out.line(frame.trim_end());
         session.out.flush();
