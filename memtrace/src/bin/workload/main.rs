@@ -50,6 +50,8 @@ enum Command {
     ForkMany(memory::ForkManyArgs),
     /// MADV_FREE a region, wait while the driver creates pressure, count reclaimed pages.
     Lazyfree(memory::LazyFreeArgs),
+    /// Fault in and release the same pages, round after round, until told to stop.
+    Steady(memory::SteadyArgs),
     /// Read a fresh sparse file through the page cache (memcg reclaim inside a small cgroup).
     PageCache(reclaim::PageCacheArgs),
     /// Touch anonymous memory past a cgroup's limit (gets OOM-killed).
@@ -76,6 +78,7 @@ fn main() {
         Command::Exec(args) => memory::run_exec(&args, go),
         Command::ForkMany(args) => memory::run_fork_many(&args, go),
         Command::Lazyfree(args) => memory::run_lazyfree(&args, go),
+        Command::Steady(args) => memory::run_steady(&args, go),
         Command::PageCache(args) => reclaim::run_page_cache(&args, go),
         Command::Hog(args) => reclaim::run_hog(&args, go),
         Command::BenchFaults(args) => bench::run_fault_heavy(&args, go),

@@ -23,6 +23,20 @@ fn rusage_faults() -> (u64, u64) {
     (usage.ru_minflt as u64, usage.ru_majflt as u64)
 }
 
+/// A size line of /proc/self/status (`RssAnon:   65536 kB`), in bytes: the kernel's own RSS
+/// counters of this process.
+fn status_bytes(field: &str) -> io::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|line| {
+            let kib = line.strip_prefix(field)?.strip_prefix(':')?.trim();
+            kib.strip_suffix(" kB")?.parse::<u64>().ok()
+        })
+        .map(|kib| kib * 1024)
+        .ok_or_else(|| io::Error::other(format!("no {field} in /proc/self/status")))
+}
+
 /// A file of `pages` pages in /tmp, removed on drop.
 struct TempFile {
     file: std::fs::File,
@@ -415,6 +429,7 @@ pub fn run_lazyfree(args: &LazyFreeArgs, go: impl FnOnce() -> io::Result<()>) ->
         -1,
     )?;
     go()?;
+    let before = rusage_faults();
     // Allocate, then release, while traced (a tracer learns which address space is ours from
     // our own RSS changes).
     touch(addr, len, false);
@@ -422,7 +437,19 @@ pub fn run_lazyfree(args: &LazyFreeArgs, go: impl FnOnce() -> io::Result<()>) ->
     if unsafe { libc::madvise(addr.cast(), len, libc::MADV_FREE) } != 0 {
         return Err(last_error());
     }
-    println!("{}", json!({ "freed": len }));
+    let after = rusage_faults();
+    // Read last: MADV_FREE'd pages stay resident until reclaimed.
+    let (rss_anon, vm_rss) = (status_bytes("RssAnon")?, status_bytes("VmRSS")?);
+    println!(
+        "{}",
+        json!({
+            "freed": len,
+            "minflt": after.0 - before.0,
+            "majflt": after.1 - before.1,
+            "rss_anon": rss_anon,
+            "vm_rss": vm_rss,
+        })
+    );
     io::stdout().flush()?;
     let mut line = String::new();
     io::stdin().lock().read_line(&mut line)?;
@@ -500,13 +527,31 @@ pub struct ForkManyArgs {
     /// How long each child lives, so they are all alive at once.
     #[arg(long, default_value_t = 3000)]
     hold_ms: u64,
+    /// Pages of the parent's memory each child releases with one MADV_DONTNEED call, at once.
+    #[arg(long, default_value_t = 0)]
+    child_dontneed_pages: usize,
 }
 
-/// Forks `children` children that sleep `hold_ms` and exit, then reaps them all.
+/// Forks `children` children that release `child_dontneed_pages` pages, sleep `hold_ms` and
+/// exit, then reaps them all.
 pub fn run_fork_many(
     args: &ForkManyArgs,
     go: impl FnOnce() -> io::Result<()>,
 ) -> io::Result<Value> {
+    let release = args.child_dontneed_pages * page_size();
+    let region = (release > 0)
+        .then(|| {
+            map(
+                release,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+            )
+        })
+        .transpose()?;
+    if let Some(addr) = region {
+        touch(addr, release, false);
+    }
     go()?;
     let hold = libc::timespec {
         tv_sec: (args.hold_ms / 1000) as libc::time_t,
@@ -517,6 +562,9 @@ pub fn run_fork_many(
         // SAFETY: the child only sleeps and leaves with _exit.
         match unsafe { libc::fork() } {
             0 => unsafe {
+                if let Some(addr) = region {
+                    libc::madvise(addr.cast(), release, libc::MADV_DONTNEED);
+                }
                 libc::nanosleep(&hold, ptr::null_mut());
                 libc::_exit(0)
             },
@@ -528,5 +576,81 @@ pub fn run_fork_many(
         // SAFETY: waits for any of our children.
         unsafe { libc::wait(ptr::null_mut()) };
     }
-    Ok(json!({ "pid": std::process::id(), "children": forked }))
+    Ok(json!({
+        "pid": std::process::id(),
+        "children": forked,
+        "child_dontneed_bytes": release,
+    }))
+}
+
+#[derive(clap::Args)]
+pub struct SteadyArgs {
+    /// Pages each round touches (one fault each) and then releases with MADV_DONTNEED.
+    #[arg(long)]
+    pages: usize,
+    /// Pause between rounds.
+    #[arg(long, default_value_t = 5)]
+    period_ms: u64,
+}
+
+/// After go, faults in and releases the same pages round after round until a line arrives on
+/// stdin: steady work in every interval of a tracer's live view. Then prints what it did (rounds,
+/// bytes released, faults taken) and waits for one more line before it exits.
+///
+/// No thread watches stdin (glibc madvises a thread's stack when the thread exits, a release
+/// the record would not list): each round polls it.
+pub fn run_steady(args: &SteadyArgs, go: impl FnOnce() -> io::Result<()>) -> io::Result<Value> {
+    use std::io::{BufRead as _, Write as _};
+    let len = args.pages * page_size();
+    let addr = map(
+        len,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+        -1,
+    )?;
+    // Base pages only: a huge page would take one fault for 512 pages.
+    // SAFETY: our mapping.
+    unsafe { libc::madvise(addr.cast(), len, libc::MADV_NOHUGEPAGE) };
+    go()?;
+    let mut stdin = io::stdin().lock();
+    let before = rusage_faults();
+    let mut rounds = 0u64;
+    // The driver sends nothing after go until it wants a stop, so stdin's buffer holds
+    // nothing yet and the fd itself says when the stop line came.
+    while !readable(libc::STDIN_FILENO) {
+        touch(addr, len, false);
+        // SAFETY: our mapping.
+        if unsafe { libc::madvise(addr.cast(), len, libc::MADV_DONTNEED) } != 0 {
+            return Err(last_error());
+        }
+        rounds += 1;
+        std::thread::sleep(std::time::Duration::from_millis(args.period_ms));
+    }
+    let after = rusage_faults();
+    let mut line = String::new();
+    stdin.read_line(&mut line)?;
+    println!(
+        "{}",
+        json!({
+            "rounds": rounds,
+            "released": rounds * len as u64,
+            "minflt": after.0 - before.0,
+            "majflt": after.1 - before.1,
+        })
+    );
+    io::stdout().flush()?;
+    line.clear();
+    stdin.read_line(&mut line)?;
+    Ok(json!({ "pid": std::process::id() }))
+}
+
+/// Whether a read from `fd` would not block now.
+fn readable(fd: i32) -> bool {
+    let mut poll = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; a zero timeout returns at once.
+    unsafe { libc::poll(&mut poll, 1, 0) > 0 }
 }
