@@ -171,3 +171,510 @@ fn pipe_gets_one_plain_line_per_interval() {
         "no terminal codes on a pipe:\n{text}"
     );
 }
+
+/// Moves the cursor home and clears the screen: where each frame begins.
+const CLEAR: &str = "\x1b[H\x1b[2J";
+
+/// The screen's columns, by width (one space between them).
+const WIDTHS: [usize; 11] = [7, 15, 10, 10, 10, 10, 10, 9, 8, 10, 10];
+
+/// One process's row of a frame, column by column.
+#[derive(Debug)]
+struct Row {
+    free: String,
+    dontneed: String,
+    released_per_s: String,
+    minor_per_s: u64,
+    rss: String,
+    lazy_free: String,
+}
+
+impl Row {
+    fn parse(line: &str) -> Self {
+        let chars: Vec<char> = line.chars().collect();
+        let mut at = 0;
+        let columns: Vec<String> = WIDTHS
+            .iter()
+            .map(|&width| {
+                let end = (at + width).min(chars.len());
+                let column: String = chars[at.min(end)..end].iter().collect();
+                at = end + 1;
+                column.trim().to_owned()
+            })
+            .collect();
+        let count = |column: &str| {
+            column
+                .parse()
+                .unwrap_or_else(|_| panic!("{column:?} in row {line:?}"))
+        };
+        Self {
+            free: columns[2].clone(),
+            dontneed: columns[3].clone(),
+            released_per_s: columns[4].clone(),
+            minor_per_s: count(&columns[7]),
+            rss: columns[9].clone(),
+            lazy_free: columns[10].clone(),
+        }
+    }
+}
+
+/// A frame's row for the traced process, and when its last byte reached the terminal.
+#[derive(Debug)]
+struct Frame {
+    row: Row,
+    arrived: Instant,
+}
+
+/// Everything written to the terminal, with when each piece arrived.
+#[derive(Default)]
+struct Terminal {
+    bytes: Vec<u8>,
+    /// `(end offset, arrival)` of each read.
+    reads: Vec<(usize, Instant)>,
+}
+
+impl Terminal {
+    fn arrival(&self, offset: usize) -> Instant {
+        self.reads
+            .iter()
+            .find(|(end, _)| *end > offset)
+            .map(|&(_, at)| at)
+            .expect("offset within what was read")
+    }
+
+    /// The frames drawn so far that hold `pid`'s whole row, oldest first.
+    fn frames(&self, pid: u32) -> Vec<Frame> {
+        let text = String::from_utf8_lossy(&self.bytes);
+        let prefix = format!("{pid:>7} ");
+        let mut frames = Vec::new();
+        for (start, _) in text.match_indices(CLEAR) {
+            let body = &text[start + CLEAR.len()..];
+            let body = &body[..body.find(CLEAR).unwrap_or(body.len())];
+            let mut offset = start + CLEAR.len();
+            for line in body.split_inclusive('\n') {
+                offset += line.len();
+                if line.starts_with(&prefix) && line.ends_with('\n') {
+                    frames.push(Frame {
+                        row: Row::parse(line.trim_end()),
+                        arrived: self.arrival(offset - 1),
+                    });
+                }
+            }
+        }
+        frames
+    }
+}
+
+/// memtrace drawing its screen on a pseudo-terminal; returns once it says it is attached.
+struct OnTerminal {
+    child: std::process::Child,
+    terminal: Arc<Mutex<Terminal>>,
+}
+
+impl OnTerminal {
+    fn spawn(args: &[&str]) -> Self {
+        let (mut master, slave) = pty();
+        let mut child = Command::new(MEMTRACE)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(slave))
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn memtrace");
+        let terminal = Arc::new(Mutex::new(Terminal::default()));
+        let sink = Arc::clone(&terminal);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // Reading fails with EIO once the child closed the slave side.
+            while let Ok(n) = master.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let mut terminal = sink.lock().expect("terminal lock");
+                terminal.bytes.extend_from_slice(&buf[..n]);
+                let end = terminal.bytes.len();
+                terminal.reads.push((end, Instant::now()));
+            }
+        });
+        attached(&mut child);
+        Self { child, terminal }
+    }
+
+    /// Waits until the frames drawn so far satisfy `enough`, and returns them.
+    fn frames_until(&self, pid: u32, enough: impl Fn(&[Frame]) -> bool) -> Vec<Frame> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let frames = self.terminal.lock().expect("terminal lock").frames(pid);
+            if enough(&frames) {
+                return frames;
+            }
+            assert!(Instant::now() < deadline, "frames so far: {frames:#?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait(mut self) {
+        let status = self.child.wait().expect("wait memtrace");
+        assert!(status.success(), "{status}");
+    }
+}
+
+/// Reads memtrace's stderr up to its "attached" line, then keeps draining it in the background
+/// (a closed stderr would fail memtrace's later writes).
+fn attached(child: &mut std::process::Child) {
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut seen = Vec::new();
+    for line in stderr.by_ref().map_while(Result::ok) {
+        if line.starts_with("memtrace: attached") {
+            std::thread::spawn(move || stderr.for_each(drop));
+            return;
+        }
+        seen.push(line);
+    }
+    panic!("memtrace did not attach: {seen:?}");
+}
+
+/// Bytes as the live view prints them (`0 B`, `12.3 MiB`, `≥1.0 GiB`), with the rounding of
+/// that display: `(value, plus or minus)`.
+fn bytes_shown(text: &str) -> (f64, f64) {
+    let text = text.trim_start_matches('≥');
+    let (number, unit) = text.split_once(' ').unwrap_or_else(|| panic!("{text:?}"));
+    let number: f64 = number.parse().unwrap_or_else(|_| panic!("{text:?}"));
+    let scale = match unit {
+        "B" => return (number, 0.5),
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        _ => panic!("unit of {text:?}"),
+    };
+    (number * scale, 0.05 * scale)
+}
+
+/// Whether `shown` can be a display of a value in `[low, high]`.
+fn shows_between(shown: &str, low: f64, high: f64) -> bool {
+    let (value, rounding) = bytes_shown(shown);
+    value + rounding >= low && value - rounding <= high
+}
+
+fn number(value: &serde_json::Value) -> u64 {
+    value
+        .as_u64()
+        .unwrap_or_else(|| panic!("not a count: {value}"))
+}
+
+/// The first frame's rates cover the time since attach, when every count was zero: a release
+/// and the faults before it, inside the first interval, show there (they once read 0 B/s and 0/s).
+#[test]
+fn the_first_frame_shows_rates_since_attach() {
+    if !privileged() {
+        return;
+    }
+    let mut workload = Workload::spawn(&["lazyfree", "--mib", "64"]);
+    let pid = workload.pid;
+    let spawned = Instant::now();
+    // An interval long enough for the workload to be done well inside the first one.
+    let memtrace = OnTerminal::spawn(&["--pid", &pid.to_string(), "--interval", "2"]);
+    let mut stdin = workload.go_keeping_stdin();
+    let done = workload.next_line();
+    let (freed, minflt) = (number(&done["freed"]), number(&done["minflt"]));
+    assert_eq!(freed, 64 << 20);
+    let frames = memtrace.frames_until(pid, |frames| !frames.is_empty());
+    let first = &frames[0];
+    // The time the rates divide by: from attach to the frame's snapshot. At least the interval
+    // (timers never fire early), at most the time since memtrace was started.
+    let (shortest, longest) = (2.0, first.arrived.duration_since(spawned).as_secs_f64());
+    assert_eq!(
+        (first.row.free.as_str(), first.row.dontneed.as_str()),
+        ("64.0 MiB", "0 B"),
+        "{first:?}"
+    );
+    assert!(
+        shows_between(
+            &first.row.released_per_s,
+            freed as f64 / longest,
+            freed as f64 / shortest
+        ),
+        "{} B released in {shortest}..{longest} s: {first:?}",
+        freed
+    );
+    // Every fault the workload counted falls in this interval (the process may take a few
+    // more, printing): at least that many per second.
+    assert!(
+        first.row.minor_per_s > 0
+            && first.row.minor_per_s as f64 >= (minflt as f64 / longest).floor(),
+        "{minflt} faults in {shortest}..{longest} s: {first:?}"
+    );
+    // A --pid target's RSS and LazyFree come from smaps_rollup, read just before the frame:
+    // a page-table walk, against the kernel's counters in the workload's /proc/self/status.
+    let (rss_anon, vm_rss) = (
+        number(&done["rss_anon"]) as f64,
+        number(&done["vm_rss"]) as f64,
+    );
+    assert!(
+        shows_between(&first.row.rss, rss_anon - slack(), vm_rss + slack()),
+        "RssAnon {rss_anon}, VmRSS {vm_rss}: {first:?}"
+    );
+    // All 64 MiB are lazily freed but for pages still in a per-CPU LRU batch (see rss.rs).
+    let batched = 31.0 * cpus() * 4096.0;
+    assert!(
+        shows_between(&first.row.lazy_free, freed as f64 - batched, freed as f64),
+        "{first:?}"
+    );
+    stdin.write_all(b"count\n").expect("signal workload");
+    workload.record();
+    memtrace.wait();
+}
+
+fn cpus() -> f64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
+}
+
+/// How far the kernel's RSS counters may be from the truth: they are per-CPU batched, 32 pages
+/// per CPU, on both sides of a comparison (see rss.rs).
+fn slack() -> f64 {
+    2.0 * 32.0 * cpus() * 4096.0
+}
+
+/// Steady faults and releases in every interval show in every frame: each frame is drawn from a
+/// sample taken just before it (drawn before the sample, frames under load read faults 0/s).
+/// Once the work stopped, the totals equal the workload's own count and the rate drops to 0.
+#[test]
+fn every_frame_under_steady_load_counts_its_interval() {
+    if !privileged() {
+        return;
+    }
+    let mut workload = Workload::spawn(&["steady", "--pages", "256", "--period-ms", "5"]);
+    let pid = workload.pid;
+    let memtrace = OnTerminal::spawn(&["--pid", &pid.to_string(), "--interval", "0.5"]);
+    let mut stdin = workload.go_keeping_stdin();
+    let went = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let stopping = Instant::now();
+    stdin.write_all(b"stop\n").expect("stop the workload");
+    let record = workload.next_line();
+    let released = number(&record["released"]) as f64;
+    // Every release drained: a frame whose totals are the workload's.
+    let all_counted = |frame: &Frame| shows_between(&frame.row.dontneed, released, released);
+    let frames = memtrace.frames_until(pid, |frames| {
+        frames
+            .iter()
+            .position(all_counted)
+            .is_some_and(|i| i + 1 < frames.len())
+    });
+    // Frames whose whole interval fell in the work: the previous frame came after go, this one
+    // before the stop.
+    let busy: Vec<&Frame> = frames
+        .windows(2)
+        .filter(|w| w[0].arrived > went && w[1].arrived < stopping)
+        .map(|w| &w[1])
+        .collect();
+    assert!(busy.len() >= 3, "{frames:#?}");
+    for frame in &busy {
+        assert!(
+            frame.row.minor_per_s > 0 && frame.row.released_per_s != "0 B",
+            "a frame under load without faults or releases: {frame:?}\n{frames:#?}"
+        );
+    }
+    let totals: Vec<f64> = frames
+        .iter()
+        .map(|f| bytes_shown(&f.row.dontneed).0)
+        .collect();
+    assert!(totals.is_sorted(), "totals went down: {frames:#?}");
+    // The first frame with every release drained was sampled after the last one; nothing was
+    // released in the next frame's interval.
+    let counted = frames.iter().position(all_counted).unwrap_or_default();
+    assert_eq!(frames[counted].row.free, "0 B");
+    assert_eq!(frames[counted + 1].row.released_per_s, "0 B", "{frames:#?}");
+    stdin.write_all(b"exit\n").expect("end the workload");
+    workload.record();
+    memtrace.wait();
+}
+
+/// memtrace printing plain lines on a pipe; returns once it says it is attached.
+struct OnPipe {
+    child: std::process::Child,
+    lines: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl OnPipe {
+    fn spawn(args: &[&str]) -> Self {
+        let mut child = Command::new(MEMTRACE)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn memtrace");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                sink.lock()
+                    .expect("lines lock")
+                    .push((Instant::now(), line));
+            }
+        });
+        attached(&mut child);
+        Self { child, lines }
+    }
+
+    /// The interval lines printed so far (the report that ends the run is not one of them).
+    fn interval_lines(&self) -> Vec<(Instant, String)> {
+        let lines = self.lines.lock().expect("lines lock");
+        lines
+            .iter()
+            .take_while(|(_, line)| !line.starts_with("memtrace report"))
+            .cloned()
+            .collect()
+    }
+
+    fn wait_for_lines(&self, after: Instant, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self
+            .interval_lines()
+            .iter()
+            .filter(|(at, _)| *at > after)
+            .count()
+            < count
+        {
+            assert!(Instant::now() < deadline, "{:#?}", self.interval_lines());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops it as a user would (Ctrl-C) and returns every interval line.
+    fn interrupt(mut self) -> Vec<(Instant, String)> {
+        // SAFETY: plain kill(2) on our child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = self.child.wait().expect("wait memtrace");
+        assert!(status.success(), "{status}");
+        // The reader thread sees end of file right after the exit.
+        std::thread::sleep(Duration::from_millis(200));
+        self.interval_lines()
+    }
+}
+
+/// The text of a plain line between `key` and the next `until`.
+fn field<'a>(line: &'a str, key: &str, until: &str) -> &'a str {
+    let rest = line
+        .split_once(key)
+        .unwrap_or_else(|| panic!("no {key:?} in {line}"))
+        .1;
+    rest.split_once(until).map_or(rest, |(value, _)| value)
+}
+
+/// System-wide, RSS comes from the kernel's counters, never 0 as a fact; and no rate reads -0
+/// (a sum of no rows once printed "faults -0/s").
+#[test]
+fn system_wide_lines_show_rss_from_the_kernel_and_no_minus_zero() {
+    if !privileged() {
+        return;
+    }
+    let name = format!("live{}", std::process::id());
+    let mut workload = Workload::spawn_named(&name, &["lazyfree", "--mib", "64"]);
+    let pid = workload.pid;
+    // A large ring: every process on the machine streams here.
+    let memtrace = OnPipe::spawn(&["--comm", &name, "--interval", "0.3", "--ring-size", "65536"]);
+    let attached = Instant::now();
+    memtrace.wait_for_lines(attached, 2);
+    let mut stdin = workload.go_keeping_stdin();
+    let went = Instant::now();
+    let done = workload.next_line();
+    let settled = Instant::now();
+    memtrace.wait_for_lines(settled, 3);
+    stdin.write_all(b"count\n").expect("signal workload");
+    workload.record();
+    let lines = memtrace.interrupt();
+
+    for (_, line) in &lines {
+        assert!(!line.contains("-0"), "{line}");
+    }
+    // Before go the workload has done nothing memtrace sees: no process is listed.
+    let before: Vec<&str> = lines
+        .iter()
+        .filter(|(at, _)| *at < went)
+        .map(|(_, line)| line.split_once(' ').map_or("", |(_, rest)| rest))
+        .collect();
+    assert!(!before.is_empty(), "{lines:#?}");
+    for line in before {
+        assert_eq!(
+            line.split_once("; lost ").map_or("", |(head, _)| head),
+            "0 processes: released FREE 0 B DONTNEED 0 B (0 B/s); faults 0/s minor 0/s major; rss 0 B lazyfree 0 B"
+        );
+    }
+    // After the release (printed once its lines drained): the kernel's counters, which have
+    // seen anon memory change. They are at least RssAnon and at most VmRSS of the workload's
+    // own /proc/self/status, to within per-CPU counter batching.
+    let slack = slack();
+    let (rss_anon, vm_rss) = (
+        number(&done["rss_anon"]) as f64,
+        number(&done["vm_rss"]) as f64,
+    );
+    let after: Vec<&str> = lines
+        .iter()
+        .filter(|(at, _)| *at > settled)
+        .map(|(_, line)| line.as_str())
+        .collect();
+    assert!(after.len() >= 3, "{lines:#?}");
+    for line in after {
+        assert!(
+            line.contains(&format!(
+                " pid {pid} ({name}): released FREE 64.0 MiB DONTNEED 0 B "
+            )),
+            "{line}"
+        );
+        let rss = field(line, "; rss ", " lazyfree ");
+        assert!(
+            shows_between(rss, rss_anon - slack, vm_rss + slack),
+            "rss {rss} vs RssAnon {rss_anon}, VmRSS {vm_rss} (±{slack}): {line}"
+        );
+        // LazyFree comes only from smaps_rollup, which system-wide runs do not read.
+        assert_eq!(field(line, " lazyfree ", ";"), "?", "{line}");
+    }
+}
+
+/// Past 4096 processes, exited ones are dropped from memtrace's model; what they released stays
+/// in the plain line's totals, which never go down, and the line says how many left the list.
+#[test]
+fn totals_never_go_down_when_exited_processes_are_dropped() {
+    if !privileged() {
+        return;
+    }
+    let name = format!("drop{}", std::process::id());
+    let mut workload = Workload::spawn_named(
+        &name,
+        &[
+            "fork-many",
+            "--children",
+            "4200",
+            "--hold-ms",
+            "3000",
+            "--child-dontneed-pages",
+            "1",
+        ],
+    );
+    let memtrace = OnPipe::spawn(&["--comm", &name, "--interval", "0.5", "--ring-size", "65536"]);
+    workload.go();
+    let record = workload.record();
+    let ended = Instant::now();
+    // Samples after the children were reaped drop the exited ones past the limit.
+    memtrace.wait_for_lines(ended, 3);
+    let lines = memtrace.interrupt();
+    let released = (number(&record["children"]) * number(&record["child_dontneed_bytes"])) as f64;
+    assert_eq!(released, (4200 * 4096) as f64);
+    let totals: Vec<f64> = lines
+        .iter()
+        .map(|(_, line)| bytes_shown(field(line, " DONTNEED ", " (")).0)
+        .collect();
+    assert!(totals.is_sorted(), "totals went down: {lines:#?}");
+    let (_, last) = lines.last().expect("interval lines");
+    assert!(
+        shows_between(field(last, " DONTNEED ", " ("), released, released),
+        "{released} B released by the children: {last}"
+    );
+    assert!(
+        last.contains(" no longer listed, still counted): "),
+        "no process was dropped (more than 4096 should have been seen): {last}"
+    );
+}

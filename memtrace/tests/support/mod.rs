@@ -108,6 +108,22 @@ impl Workload {
         )
     }
 
+    /// Spawns the workload under its own process name, so a system-wide run picks out this
+    /// test's processes with `--comm` (other tests' workloads may run meanwhile). The kernel
+    /// names a process after the file it executes: a link named `name` (at most 15 bytes),
+    /// removed once the workload runs.
+    pub fn spawn_named(name: &str, args: &[&str]) -> Self {
+        assert!(name.len() <= 15, "{name} is longer than a process name");
+        let dir = std::env::temp_dir().join(format!("memtrace-named-{name}"));
+        std::fs::create_dir_all(&dir).expect("create the link's directory");
+        let link = dir.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(WORKLOAD, &link).expect("link the workload");
+        let workload = Self::spawn_command(Command::new(&link).args(args));
+        let _ = std::fs::remove_dir_all(&dir);
+        workload
+    }
+
     /// The next JSON line the workload prints (for workloads with intermediate lines).
     pub fn next_line(&mut self) -> Value {
         read_json_line(&mut self.stdout).expect("workload line")
