@@ -17,8 +17,8 @@ pub enum Unavailable {
     /// tracefs is mounted at neither place.
     NotMounted,
     /// tracefs (or debugfs, above it) is there, but this user may not read it (EACCES or
-    /// EPERM). tracefs is root's alone by default: its root directory is mode 0700 and its files belong to
-    /// root; CAP_BPF and CAP_PERFMON do not bypass file permissions.
+    /// EPERM). tracefs is root's alone by default: its root directory is mode 0700 and its
+    /// files belong to root; CAP_BPF and CAP_PERFMON do not bypass file permissions.
     NotReadable(&'static str),
 }
 
