@@ -67,6 +67,32 @@ impl Rates {
     }
 }
 
+/// A process as frames tell it apart: its pid, and its start time where known (when a pid
+/// passes to a new process, the snapshot lists both, the ended one and the new one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Identity {
+    pid: u32,
+    start_time: Option<u64>,
+}
+
+impl Identity {
+    fn of(p: &ProcessView) -> Self {
+        Self {
+            pid: p.pid,
+            start_time: p.start_time,
+        }
+    }
+
+    /// Whether an entry of an earlier frame can be this process: the same pid, and start times
+    /// that agree or that one side did not know yet (it can be learnt later).
+    fn may_be(self, earlier: Self) -> bool {
+        self.pid == earlier.pid
+            && (self.start_time == earlier.start_time
+                || self.start_time.is_none()
+                || earlier.start_time.is_none())
+    }
+}
+
 /// Processes an earlier frame listed that the snapshot no longer has: exited ones the session
 /// dropped to bound its memory (or, with --comm, ones an exec renamed). What they had counted
 /// at their last frame stays in the plain line's totals, so the totals never go down.
@@ -79,9 +105,9 @@ struct Departed {
 /// Remembers what the previous frame counted, to turn counters into rates.
 #[derive(Debug, Default)]
 pub struct Live {
-    /// Each listed process's totals at the previous frame. Empty before the first frame: at
-    /// attach every count was zero.
-    previous: BTreeMap<u32, Totals>,
+    /// Each listed process's totals at the previous frame, by pid. Empty before the first
+    /// frame: at attach every count was zero.
+    previous: BTreeMap<u32, Vec<(Identity, Totals)>>,
     /// When the previous frame's snapshot was taken, in ns since attach (0 before the first
     /// frame, whose rates so cover everything since attach).
     previous_ns: u64,
@@ -195,12 +221,13 @@ impl Live {
     fn rows<'a>(&mut self, snapshot: &'a Snapshot) -> Vec<Row<'a>> {
         let seconds = Duration::from_nanos(snapshot.elapsed_ns.saturating_sub(self.previous_ns))
             .as_secs_f64();
+        let before = self.take_previous(&snapshot.processes);
         let rows: Vec<Row<'a>> = snapshot
             .processes
             .iter()
-            .map(|p| {
+            .zip(before)
+            .map(|(p, before)| {
                 let totals = Totals::of(p);
-                let before = self.previous.remove(&p.pid).unwrap_or_default();
                 Row {
                     p,
                     totals,
@@ -208,14 +235,41 @@ impl Live {
                 }
             })
             .collect();
-        // What is left was listed by the previous frame and is not by this one.
-        for (_, gone) in std::mem::take(&mut self.previous) {
+        self.previous = BTreeMap::new();
+        for row in &rows {
+            let entry = (Identity::of(row.p), row.totals);
+            self.previous.entry(row.p.pid).or_default().push(entry);
+        }
+        self.previous_ns = snapshot.elapsed_ns;
+        rows
+    }
+
+    /// Each process's totals at the previous frame (zero if it was not listed), in the order
+    /// of `processes`; what the previous frame listed and these are not goes to [`Departed`].
+    fn take_previous(&mut self, processes: &[ProcessView]) -> Vec<Totals> {
+        let mut previous = std::mem::take(&mut self.previous);
+        let mut before: Vec<Option<Totals>> = vec![None; processes.len()];
+        // Exact identities first, so a process whose start time is not known yet cannot take
+        // the place of the one that has it.
+        for exact in [true, false] {
+            for (slot, p) in before.iter_mut().zip(processes) {
+                let me = Identity::of(p);
+                let Some(earlier) = previous.get_mut(&p.pid).filter(|_| slot.is_none()) else {
+                    continue;
+                };
+                let same = |(was, _): &(Identity, Totals)| {
+                    if exact { *was == me } else { me.may_be(*was) }
+                };
+                if let Some(at) = earlier.iter().position(same) {
+                    *slot = Some(earlier.swap_remove(at).1);
+                }
+            }
+        }
+        for (_, gone) in previous.into_values().flatten() {
             self.departed.processes += 1;
             self.departed.totals.add(gone);
         }
-        self.previous = rows.iter().map(|r| (r.p.pid, r.totals)).collect();
-        self.previous_ns = snapshot.elapsed_ns;
-        rows
+        before.into_iter().map(Option::unwrap_or_default).collect()
     }
 }
 
@@ -268,10 +322,15 @@ impl Amount {
 /// The kernel's RSS counters that count resident pages (`swap` counts swapped-out ones).
 const RESIDENT: [RssMember; 3] = [RssMember::File, RssMember::Anon, RssMember::Shmem];
 
-/// A process's resident memory: smaps_rollup's Rss where it is sampled (the named targets,
-/// read just before the frame); else the kernel's counters as rss_stat last reported them,
-/// which know a member only once it changed while traced (system-wide, nothing else is read).
+/// A process's resident memory: none once it is known to have exited; smaps_rollup's Rss where
+/// it is sampled (the named targets, read just before the frame); else the kernel's counters as
+/// rss_stat last reported them, which know a member only once it changed while traced
+/// (system-wide, nothing else is read).
 fn resident(p: &ProcessView) -> Amount {
+    // Its last counters and sample keep the size it had before it exited.
+    if p.exited {
+        return Amount::Exactly(0);
+    }
     if let Some(smaps) = p.smaps_rollup.last {
         return Amount::Exactly(smaps.rss);
     }
@@ -286,6 +345,9 @@ fn resident(p: &ProcessView) -> Amount {
 
 /// LazyFree, from smaps_rollup: known only where it is sampled.
 fn lazy_free(p: &ProcessView) -> Amount {
+    if p.exited {
+        return Amount::Exactly(0);
+    }
     p.smaps_rollup
         .last
         .map_or(Amount::Unknown, |s| Amount::Exactly(s.lazy_free))
@@ -301,7 +363,11 @@ mod tests {
     use crate::{
         analysis::snapshot::{Selection, Window},
         kernel::{LostCounts, procfs::SmapsRollup},
-        model::{Model, attribution::Rss, event::test_madvise},
+        model::{
+            Model,
+            attribution::Rss,
+            event::{Event, Spawn, test_madvise},
+        },
     };
     use memtrace_common::lost::Lost;
 
@@ -484,5 +550,38 @@ mod tests {
         assert!(live.line(&at(&model, 3)).contains(
             "(+1 no longer listed, still counted): released FREE 0 B DONTNEED 4.0 MiB (1.0 MiB/s)"
         ));
+    }
+
+    #[test]
+    fn a_pid_passed_to_a_new_process_is_another_row() {
+        let mut model = Model::default();
+        model.attribution.name(5, "old");
+        model.attribution.set_start_time(5, 100);
+        release(&mut model, 5, advice::DONTNEED, MIB);
+        let mut live = Live::default();
+        live.line(&at(&model, 1));
+        // The old process ended and a new one got its pid.
+        model.record(&Event::Spawn(Spawn {
+            kind: 0,
+            parent: 1,
+            child: 5,
+            followed: 0,
+        }));
+        model.attribution.name(5, "new");
+        model.attribution.set_start_time(5, 200);
+        release(&mut model, 5, advice::DONTNEED, 2 * MIB);
+        let screen = live.screen(&at(&model, 2), None);
+        // The old one keeps its count, with no rate and no memory; the new one counts from 0.
+        assert_eq!(
+            screen.lines().skip(2).collect::<Vec<_>>(),
+            [
+                "      5 new                    0 B    2.0 MiB    2.0 MiB        0 B        0 B         0        0          ?          ?",
+                "      5 old                    0 B    1.0 MiB        0 B        0 B        0 B         0        0        0 B        0 B",
+            ]
+        );
+        assert!(
+            live.line(&at(&model, 3))
+                .starts_with("3.0s 2 processes: released FREE 0 B DONTNEED 3.0 MiB (0 B/s)")
+        );
     }
 }
