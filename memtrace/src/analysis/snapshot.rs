@@ -75,9 +75,16 @@ fn sort_value(sort: SortKey, p: &ProcessStats) -> u64 {
     match sort {
         SortKey::Released => p.released_bytes(),
         SortKey::Faults => (p.task_faults.minor() + p.task_faults.major()).max(p.faults.user),
-        SortKey::Rss => p
-            .smaps_last
-            .map_or_else(|| p.rss.size.iter().flatten().sum(), |s| s.rss),
+        // Resident pages only: swap entries are not in RSS.
+        SortKey::Rss => p.smaps_last.map_or_else(
+            || {
+                [RssMember::File, RssMember::Anon, RssMember::Shmem]
+                    .iter()
+                    .filter_map(|&m| p.rss.size[m as usize])
+                    .sum()
+            },
+            |s| s.rss,
+        ),
         SortKey::Mapped => {
             let m = &p.mappings;
             m.mapped_bytes() + m.brk_grow.bytes + m.mremap_grow.bytes

@@ -474,7 +474,6 @@ impl Session {
     }
 
     /// The one sampling tick: the kernel's counters, then /proc.
-    /// The one sampling tick: the kernel's counters, then /proc.
     fn sample(&mut self, mode: &mut impl Mode) {
         let kernel = self.read_kernel();
         // Every record committed before those reads, in ring order: a pid that passed to a new
