@@ -7,10 +7,11 @@ use support::{Memtrace, Workload, privileged, proc_faults};
 
 /// Traces a workload from the go signal to its exit and returns memtrace's fault entry, the
 /// workload's record and the /proc delta over the traced window.
-fn trace(args: &[&str]) -> (serde_json::Value, serde_json::Value, (u64, u64)) {
+fn trace(args: &[&str], options: &[&str]) -> (serde_json::Value, serde_json::Value, (u64, u64)) {
     let mut workload = Workload::spawn(args);
     let pid = workload.pid;
-    let memtrace = Memtrace::attach(&["--pid", &pid.to_string()]);
+    let pid_arg = pid.to_string();
+    let memtrace = Memtrace::attach(&[&["--pid", pid_arg.as_str()], options].concat());
     // Window start: memtrace is attached and the workload is blocked waiting for "go".
     let before = proc_faults(pid);
     workload.go();
@@ -26,14 +27,31 @@ fn minor_faults_equal_the_kernel_count() {
     if !privileged() {
         return;
     }
-    let (faults, record, (minflt, majflt)) = trace(&["faults", "--pages", "5000"]);
+    let (faults, record, (minflt, majflt)) = trace(&["faults", "--pages", "5000"], &[]);
     // The workload touched 5000 fresh pages: at least that many faults in its own count.
     assert!(record["minflt"].as_u64().unwrap() >= 5000, "{record}");
     assert_eq!(faults["minor"], minflt, "{faults}");
     assert_eq!(faults["major"], majflt, "{faults}");
-    // Those faults were taken in user mode, on write.
-    assert!(faults["user"].as_u64().unwrap() >= 5000, "{faults}");
+    // The default mode runs no program per fault, so it cannot tell user-mode faults apart.
+    assert!(faults["user"].is_null(), "{faults}");
+    assert!(faults["user_write"].is_null(), "{faults}");
+}
+
+#[test]
+fn fault_events_tell_user_mode_faults_and_writes() {
+    if !privileged() {
+        return;
+    }
+    let (faults, record, (minflt, majflt)) =
+        trace(&["faults", "--pages", "5000"], &["--fault-events"]);
+    assert!(record["minflt"].as_u64().unwrap() >= 5000, "{record}");
+    assert_eq!(faults["minor"], minflt, "{faults}");
+    assert_eq!(faults["major"], majflt, "{faults}");
+    // The 5000 touches were taken in user mode, on write, and are part of the minor count.
+    let user = faults["user"].as_u64().expect("user faults");
+    assert!(user >= 5000, "{faults}");
     assert!(faults["user_write"].as_u64().unwrap() >= 5000, "{faults}");
+    assert!(minflt >= user, "{faults}");
 }
 
 #[test]
@@ -41,7 +59,7 @@ fn major_faults_from_an_evicted_file() {
     if !privileged() {
         return;
     }
-    let (faults, record, (minflt, majflt)) = trace(&["faults", "--file-pages", "256"]);
+    let (faults, record, (minflt, majflt)) = trace(&["faults", "--file-pages", "256"], &[]);
     assert!(
         record["majflt"].as_u64().unwrap() > 0,
         "reading an evicted file must do I/O: {record}"
@@ -56,8 +74,10 @@ fn threads_faults_sum_to_the_process() {
         return;
     }
     // Four threads each touching and releasing pages; they exit with the process.
-    let (faults, _, (minflt, majflt)) =
-        trace(&["madvise", "--threads", "4", "--op", "dontneed:200:1"]);
+    let (faults, _, (minflt, majflt)) = trace(
+        &["madvise", "--threads", "4", "--op", "dontneed:200:1"],
+        &[],
+    );
     assert_eq!(
         (faults["minor"].as_u64(), faults["major"].as_u64()),
         (Some(minflt), Some(majflt))
@@ -94,7 +114,13 @@ fn system_wide_faults_of_a_process_alive_at_attach_count_from_attach() {
     // Once it sleeps on stdin (it may still fault on its way there after saying it is ready),
     // it is blocked waiting for "go" until after memtrace attached: no fault in between.
     let before = settled_faults(pid);
-    let memtrace = Memtrace::attach(&["--comm", "memtrace-worklo", "--ring-size", "65536"]);
+    let memtrace = Memtrace::attach(&[
+        "--comm",
+        "memtrace-worklo",
+        "--ring-size",
+        "65536",
+        "--fault-events",
+    ]);
     workload.go();
     let (_, after) = workload.record_and_final_faults();
     std::thread::sleep(std::time::Duration::from_millis(300));

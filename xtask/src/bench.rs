@@ -685,6 +685,7 @@ fn bpftrace_script(pid: &str, me: u32) -> String {
     let default_run = Run {
         reclaim: false,
         follow: false,
+        fault_events: false,
     };
     let probes: Vec<String> = Program::ALL
         .iter()

@@ -97,6 +97,7 @@ fn kernel_tables() -> String {
             When::Always => "every mode",
             When::Memory => "default, `go`",
             When::Reclaim => "`reclaim`",
+            When::FaultEvents => "default, `go`, with `--fault-events`",
         };
         let since = hook.since.map_or_else(String::new, |Kernel(major, minor)| {
             format!("{major}.{minor}")

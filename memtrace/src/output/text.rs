@@ -167,25 +167,22 @@ fn mappings_text(out: &mut String, m: &MappingsView) {
 
 fn faults_text(out: &mut String, p: &ProcessView, counts_user_faults: bool) {
     let f = &p.faults;
-    let _ = write!(out, "  faults:");
+    let mut parts = Vec::new();
     if let (Some(minor), Some(major)) = (f.minor, f.major) {
-        let _ = write!(out, " {minor} minor, {major} major;");
+        parts.push(format!("{minor} minor, {major} major"));
     }
-    match (counts_user_faults, f.user, f.user_write) {
-        (true, Some(user), Some(write)) => {
-            let _ = write!(out, " {user} taken in user mode ({write} on write)");
-        }
-        _ => {
-            let _ = write!(
-                out,
-                " user-mode faults not counted (page_fault_user unavailable)"
-            );
-        }
+    // Counted only with --fault-events (a program on every fault); when asked for and not
+    // attachable, the start-up warning said so.
+    if let (true, Some(user), Some(write)) = (counts_user_faults, f.user, f.user_write) {
+        parts.push(format!("{user} taken in user mode ({write} on write)"));
     }
     if f.events > 0 {
-        let _ = write!(out, "; {} fault events", f.events);
+        parts.push(format!("{} fault events", f.events));
     }
-    out.push('\n');
+    if parts.is_empty() {
+        parts.push("not known".to_owned());
+    }
+    let _ = writeln!(out, "  faults: {}", parts.join("; "));
 }
 
 fn rss_text(out: &mut String, p: &ProcessView) {

@@ -38,6 +38,7 @@ impl Mode for Go {
         Run {
             reclaim: false,
             follow: false,
+            fault_events: false,
         }
     }
 

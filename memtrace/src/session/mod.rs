@@ -141,7 +141,11 @@ pub async fn run(config: Config, mut mode: impl Mode) -> anyhow::Result<()> {
         None => None,
     };
     let targets = inspect_targets(&config)?;
-    let mut session = Session::attach(&config, mode.run(), targets)?;
+    let run = Run {
+        fault_events: config.fault_events,
+        ..mode.run()
+    };
+    let mut session = Session::attach(&config, run, targets)?;
     session.metrics = exporter.map(Exporter::start);
     for &pid in &config.pids {
         session.first_sight(pid);

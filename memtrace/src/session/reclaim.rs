@@ -26,6 +26,7 @@ impl Mode for Reclaim {
         Run {
             reclaim: true,
             follow: false,
+            fault_events: false,
         }
     }
 

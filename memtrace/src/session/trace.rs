@@ -46,6 +46,8 @@ impl Mode for Trace {
         Run {
             reclaim: false,
             follow: self.follow,
+            // Set by the session from --fault-events.
+            fault_events: false,
         }
     }
 

@@ -198,3 +198,57 @@ pub fn run_mmap_churn(
         json!({ "bytes_per_round": len }),
     ))
 }
+
+#[derive(Args)]
+pub struct RefaultArgs {
+    /// MiB of anonymous memory, touched once before the clock starts.
+    #[arg(long, default_value_t = 64)]
+    mib: usize,
+    /// Passes of (write every page, MADV_DONTNEED the whole range).
+    #[arg(long, default_value_t = 16)]
+    passes: u64,
+}
+
+/// Warms a mapping once, then `passes` times writes every page and drops the range with
+/// MADV_DONTNEED: one minor fault per page per pass. Fresh memory would be dominated by the
+/// host here (the same 512 MiB first touch took 0.29–1.56 s untraced); the pages freed by one
+/// pass are the ones the next gets back, so the fault path itself is what is timed.
+pub fn run_refault(args: &RefaultArgs, go: impl FnOnce() -> io::Result<()>) -> io::Result<Value> {
+    let page = page_size();
+    let len = args.mib.max(1) << 20;
+    let addr = map_anon(len)?;
+    // SAFETY: our own mapping; a hint (one fault per page even where THP is always on).
+    unsafe { libc::madvise(addr.cast(), len, libc::MADV_NOHUGEPAGE) };
+    let touch = || {
+        for offset in (0..len).step_by(page) {
+            // SAFETY: within the writable mapping.
+            unsafe { addr.add(offset).write_volatile(1) };
+        }
+    };
+    let drop_range = || {
+        // SAFETY: the range is our own anonymous mapping.
+        if unsafe { libc::madvise(addr.cast(), len, libc::MADV_DONTNEED) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    touch();
+    drop_range()?;
+    go()?;
+    let before = usage();
+    let started = Instant::now();
+    for _ in 0..args.passes {
+        touch();
+        drop_range()?;
+    }
+    let pages = (len / page) as u64;
+    let record = record(
+        "refault",
+        pages * args.passes,
+        started,
+        before,
+        json!({ "bytes": len, "passes": args.passes }),
+    );
+    unmap(addr, len)?;
+    Ok(record)
+}

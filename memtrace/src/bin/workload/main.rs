@@ -62,6 +62,8 @@ enum Command {
     BenchMadvise(bench::MadviseHeavyArgs),
     /// Benchmark: mmap, touch and munmap a small anonymous region, many times, timed.
     BenchMmap(bench::MmapChurnArgs),
+    /// Benchmark: write every page of a warm mapping, MADV_DONTNEED it, pass after pass, timed.
+    BenchRefault(bench::RefaultArgs),
 }
 
 fn main() {
@@ -84,6 +86,7 @@ fn main() {
         Command::BenchFaults(args) => bench::run_fault_heavy(&args, go),
         Command::BenchMadvise(args) => bench::run_madvise_heavy(&args, go),
         Command::BenchMmap(args) => bench::run_mmap_churn(&args, go),
+        Command::BenchRefault(args) => bench::run_refault(&args, go),
     };
     match result {
         Ok(record) => {
