@@ -9,7 +9,8 @@ named_enum! {
         PendingFull = 1 => "pending_full",
         /// The fault table was full: a new process's faults could not be counted.
         FaultTableFull = 2 => "fault_table_full",
-        /// The target table was full: a forked child could not be followed.
+        /// A forked child's pid lay beyond the filter (`kernel.pid_max` was raised after
+        /// memtrace started): it could not be followed.
         TargetsFull = 3 => "targets_full",
         /// The reclaim pairing table was full: a stall's begin could not be parked.
         ReclaimPendingFull = 4 => "reclaim_pending_full",
@@ -26,7 +27,7 @@ impl Lost {
             Self::RingFull => "ring buffer full",
             Self::PendingFull => "pairing table full",
             Self::FaultTableFull => "fault table full",
-            Self::TargetsFull => "target table full",
+            Self::TargetsFull => "child pid beyond the filter (pid_max raised)",
             Self::ReclaimPendingFull => "reclaim pairing table full",
             Self::RssTableFull => "address-space table full",
         }

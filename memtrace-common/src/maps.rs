@@ -5,7 +5,8 @@
 pub const EVENTS: &str = "EVENTS";
 /// Per-CPU `u64` counters of what the kernel side dropped, indexed by [`crate::lost::Lost`].
 pub const LOST: &str = "LOST";
-/// `u32 tgid -> u8`: processes to trace when [`crate::config::Config::filter_by_tgid`] is set.
+/// `u64` words, a bitmap of the tgids to trace when [`crate::config::Config::filter_by_tgid`]
+/// is set: bit `pid % 64` of word `pid / 64`, sized by [`target_words`].
 pub const TARGETS: &str = "TARGETS";
 /// `u32 tgid -> FaultCounts`, per CPU.
 pub const FAULTS: &str = "FAULTS";
@@ -33,8 +34,10 @@ pub const ALL: [&str; 9] = [
     LRU_SCAN,
 ];
 
-/// Capacity of [`TARGETS`].
-pub const MAX_TARGETS: u32 = 4_096;
+/// Words of [`TARGETS`] covering pids below `pid_max`; one when nothing is filtered.
+pub const fn target_words(filtering: bool, pid_max: u32) -> u32 {
+    if filtering { pid_max.div_ceil(64) } else { 1 }
+}
 /// Slots of the per-thread table that pairs syscall entry with exit (indexed by tid modulo
 /// this).
 pub const MAX_PENDING: u32 = 16_384;

@@ -25,7 +25,7 @@ use memtrace_common::{
 use crate::{
     config::{config, field, member, setting},
     faults,
-    filter::{TARGETS, current_traced, filtering, is_self},
+    filter::{self, current_traced, filtering, is_self},
     ring::{EVENTS, count_lost, submit_flags},
 };
 
@@ -48,7 +48,7 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     let followed = follow(&ctx, child);
     if filtering() && !followed {
         // Only a pid in the filter can have been a traced process; most forks end here.
-        if TARGETS.remove(child).is_err() {
+        if !filter::remove(child) {
             return 0;
         }
     }
@@ -73,9 +73,13 @@ fn follow(ctx: &TracePointContext, child: u32) -> bool {
     if setting(&config().follow_forks) == 0 || !filtering() || current_traced().is_none() {
         return false;
     }
-    if TARGETS.insert(child, 1, 0).is_err() {
+    if filter::add(child).is_err() {
+        // Only when kernel.pid_max was raised after memtrace started.
         count_lost(Lost::TargetsFull);
-        warn!(ctx, "target table full: child {} not followed", child);
+        warn!(
+            ctx,
+            "child {} beyond the filter's pids: not followed", child
+        );
         return false;
     }
     true

@@ -8,6 +8,10 @@
 //! `memtrace --verbose`; nothing is logged on a hot path.
 #![no_std]
 #![no_main]
+// The bpf target has atomic adds but no compare-and-swap, so core's atomic types lack
+// `fetch_add`; the intrinsic is what they would call (filter.rs).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod config;
 mod faults;

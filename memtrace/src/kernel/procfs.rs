@@ -134,6 +134,16 @@ pub fn all_pids() -> Vec<u32> {
         .collect()
 }
 
+/// The largest pid plus one (`kernel.pid_max`); the kernel's limit on 64-bit machines
+/// (`PID_MAX_LIMIT`) when it cannot be read, so every pid is covered either way.
+pub fn pid_max() -> u32 {
+    const PID_MAX_LIMIT: u32 = 4 * 1024 * 1024;
+    fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(PID_MAX_LIMIT)
+}
+
 /// Whether `pid` is a live process (a thread group leader), not a thread or a zombie.
 pub fn is_live_process(pid: u32) -> bool {
     let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {

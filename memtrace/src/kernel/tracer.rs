@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, path::Path};
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
     programs::{TracePoint, trace_point::TracePointLink},
 };
 use memtrace_common::{
@@ -47,7 +47,8 @@ pub struct Tracer {
     attached: Vec<Program>,
     events: Option<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, u64>,
-    targets: HashMap<MapData, u32, u8>,
+    /// The kernel filter's bitmap (see `maps::TARGETS`).
+    targets: Array<MapData, u64>,
     faults: PerCpuHashMap<MapData, u32, FaultCounts>,
     rss: HashMap<MapData, u32, RssState>,
     stalls: PerCpuHashMap<MapData, StallKey, StallHist>,
@@ -105,7 +106,7 @@ impl Tracer {
             links,
             events: Some(RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?)?),
             lost: PerCpuArray::try_from(take_map(&mut ebpf, maps::LOST)?)?,
-            targets: HashMap::try_from(take_map(&mut ebpf, maps::TARGETS)?)?,
+            targets: Array::try_from(take_map(&mut ebpf, maps::TARGETS)?)?,
             faults: PerCpuHashMap::try_from(take_map(&mut ebpf, maps::FAULTS)?)?,
             rss: HashMap::try_from(take_map(&mut ebpf, maps::RSS)?)?,
             stalls: PerCpuHashMap::try_from(take_map(&mut ebpf, maps::STALLS)?)?,
@@ -140,19 +141,14 @@ impl Tracer {
         super::log::KernelLog::init(&mut self.ebpf)
     }
 
-    pub fn add_target(&mut self, pid: u32) -> anyhow::Result<()> {
-        self.targets
-            .insert(pid, 1, 0)
-            .with_context(|| format!("cannot add pid {pid} to the kernel filter"))
-    }
-
-    /// Pids in the kernel filter (targets and, with --follow, their children and threads).
-    pub fn targets(&self) -> Vec<u32> {
-        self.targets.keys().filter_map(Result::ok).collect()
-    }
-
-    pub fn remove_target(&mut self, pid: u32) {
-        let _ = self.targets.remove(&pid);
+    /// Sets `pid`'s bit in the kernel filter. Done only at start: the kernel side changes
+    /// bits with atomic adds, which a read-modify-write from here could undo, and the only
+    /// writer there is a traced parent's fork, none of which is traced before this.
+    fn add_target(&mut self, pid: u32) -> anyhow::Result<()> {
+        let (word, bit) = (pid / 64, 1u64 << (pid % 64));
+        let failed = || format!("cannot add pid {pid} to the kernel filter");
+        let value = self.targets.get(&word, 0).with_context(failed)?;
+        self.targets.set(word, value | bit, 0).with_context(failed)
     }
 
     /// Frees a process's slot in the kernel's fault table once it is forgotten.
@@ -346,6 +342,10 @@ fn load(options: &Options, offsets: &Offsets) -> anyhow::Result<Ebpf> {
         .override_global(config::MEMBER_OFFSETS, &offsets.members, true)
         .override_global(aya_log::LEVEL, &log_level, true)
         .map_max_entries(maps::EVENTS, options.ring_bytes)
+        .map_max_entries(
+            maps::TARGETS,
+            maps::target_words(options.pids.is_some(), procfs::pid_max()),
+        )
         .load(PROGRAMS)
         .map_err(|e| anyhow!("loading the eBPF programs failed: {}", error_chain(&e)))
 }

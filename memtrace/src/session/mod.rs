@@ -199,8 +199,6 @@ struct KernelSample {
     wakeups: Vec<(u32, KswapdWakeups)>,
     scans: [ScanCounts; ScanSlot::COUNT],
     lost: LostCounts,
-    /// With --follow, the kernel filter's pids.
-    followed: Vec<u32>,
 }
 
 /// The traced window: the tracer, the model it feeds, and where output goes.
@@ -221,6 +219,8 @@ pub struct Session {
     memory: bool,
     /// Processes whose smaps_rollup is sampled: the named targets and, with --follow, children.
     sampled: Vec<u32>,
+    /// Pids the kernel added to its filter (`--follow`) since the last sample.
+    followed: Vec<u32>,
     /// Publishes each sample's metrics page to the `--prometheus` server.
     metrics: Option<watch::Sender<Bytes>>,
     /// What was read about each named target at start (Go build info, GODEBUG).
@@ -270,6 +270,7 @@ impl Session {
             follow: config.follow,
             memory: !run.reclaim,
             sampled: config.pids.clone(),
+            followed: Vec::new(),
             metrics: None,
             targets,
         })
@@ -420,6 +421,11 @@ impl Session {
 
     /// Adds what the kernel record lacks, from /proc.
     fn enrich(&mut self, event: &mut Event) {
+        if let Event::Spawn(spawn) = event
+            && spawn.followed != 0
+        {
+            self.followed.push(spawn.child);
+        }
         // process_madvise advises another process's memory: charge the target.
         if let Event::Madvise(m) = event
             && let Some(target) = m.pidfd.and_then(|fd| procfs::pidfd_target(m.caller, fd))
@@ -524,11 +530,6 @@ impl Session {
             wakeups: tracer.kswapd_wakeups(),
             scans: tracer.lru_scan(),
             lost: tracer.lost(),
-            followed: if self.follow {
-                tracer.targets()
-            } else {
-                Vec::new()
-            },
         }
     }
 
@@ -567,12 +568,14 @@ impl Session {
             .collect();
         model.reclaim.scans = kernel.scans;
         model.lost = kernel.lost;
-        self.adopt_children(&kernel.followed);
+        self.adopt_children();
     }
 
-    /// With --follow: children forked after memtrace started, whose faults all count.
-    fn adopt_children(&mut self, followed: &[u32]) {
-        for &pid in followed {
+    /// With --follow: children forked after memtrace started, whose faults all count. The
+    /// kernel put them in its filter and said so in their spawn records; threads are forks
+    /// too and are passed over here.
+    fn adopt_children(&mut self) {
+        for pid in std::mem::take(&mut self.followed) {
             if !self.sampled.contains(&pid) && procfs::is_live_process(pid) {
                 self.model.attribution.born_while_traced(pid);
                 self.sampled.push(pid);
@@ -597,18 +600,14 @@ impl Session {
         }
     }
 
-    /// Live processes in the kernel filter; drops entries that are gone or are threads (forks
-    /// of threads land there too).
-    fn live_targets(&mut self) -> usize {
-        let mut live = 0;
-        for pid in self.tracer.targets() {
-            if procfs::is_live_process(pid) {
-                live += 1;
-            } else {
-                self.tracer.remove_target(pid);
-            }
-        }
-        live
+    /// Traced processes still alive: the targets, followed children, and children whose
+    /// spawn records arrived since the last sample.
+    fn live_targets(&self) -> usize {
+        self.sampled
+            .iter()
+            .chain(&self.followed)
+            .filter(|&&pid| procfs::is_live_process(pid))
+            .count()
     }
 
     /// Names of this kernel's GFP flags.
