@@ -39,7 +39,10 @@ pub struct Config {
     pub follow_forks: u8,
     /// 1 = stream each user-mode fault as a record (`--fault-events`).
     pub stream_faults: u8,
-    pub _pad: [u8; 5],
+    /// 1 = every program returns at once: the cost floor of the hooks themselves, which
+    /// `cargo xtask bench` measures memtrace against (`--bench-empty-programs`).
+    pub empty_programs: u8,
+    pub _pad: [u8; 4],
 }
 
 impl Config {
@@ -51,7 +54,8 @@ impl Config {
         filter_by_tgid: 1,
         follow_forks: 0,
         stream_faults: 0,
-        _pad: [0; 5],
+        empty_programs: 0,
+        _pad: [0; 4],
     };
 }
 

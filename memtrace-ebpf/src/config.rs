@@ -34,6 +34,14 @@ pub fn setting<T: Copy>(value: &'static T) -> T {
     unsafe { core::ptr::read_volatile(value) }
 }
 
+/// Whether this run measures the hooks' own cost: every program returns at once. The
+/// verifier knows the value, so in a normal run the check is pruned, and in a floor run the
+/// rest of the program is.
+#[inline(always)]
+pub fn empty_programs() -> bool {
+    setting(&config().empty_programs) != 0
+}
+
 /// Where a field sits in its tracepoint's record here; 0 when it does not exist.
 #[inline(always)]
 pub fn offset(field: Field) -> usize {

@@ -31,6 +31,9 @@ static FAULTS: PerCpuHashMap<u32, FaultCounts> =
 /// offsets on every kernel (`Layout::Fixed`), loaded straight from the record.
 #[tracepoint]
 pub fn page_fault_user(ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     let Some((tgid, tid)) = current_traced() else {
         return 0;
     };

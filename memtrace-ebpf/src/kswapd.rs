@@ -28,6 +28,9 @@ static KSWAPD_WAKEUPS: LruPerCpuHashMap<u32, KswapdWakeups> =
 /// Someone's allocation found a zone below its low watermark and asked kswapd to wake.
 #[tracepoint]
 pub fn wakeup_kswapd(_ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if KSWAPD_WAKEUPS.get_ptr_mut(tgid).is_none() {
         let _ = KSWAPD_WAKEUPS.insert(tgid, KswapdWakeups::default(), 0);
@@ -44,6 +47,9 @@ pub fn wakeup_kswapd(_ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn kswapd_wake(ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     let nid = field(&ctx, Field::KswapdWakeNid, 0i32);
     let order = field(&ctx, Field::KswapdWakeOrder, -1i32);
     kswapd_event(nid, order, 1)
@@ -51,6 +57,9 @@ pub fn kswapd_wake(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn kswapd_sleep(ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     let nid = field(&ctx, Field::KswapdSleepNid, 0i32);
     kswapd_event(nid, -1, 0)
 }

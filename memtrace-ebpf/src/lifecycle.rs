@@ -38,6 +38,9 @@ use crate::{
 /// userspace prunes them.
 #[tracepoint]
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
     if is_self(parent) {
         return 0;
@@ -91,6 +94,9 @@ fn follow(ctx: &TracePointContext, child: u32) -> bool {
 /// BTF.
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     let Some((tgid, tid)) = current_traced() else {
         return 0;
     };
@@ -151,6 +157,9 @@ fn process_start_ns(task: u64) -> u64 {
 /// over the leader's pid first).
 #[tracepoint]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     let Some((tgid, _)) = current_traced() else {
         return 0;
     };

@@ -91,6 +91,9 @@ fn victim_comm(ctx: &TracePointContext) -> [u8; 16] {
 /// from /proc before it is reaped.
 #[tracepoint]
 pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(mut entry) = EVENTS.reserve::<OomVictim>(0) else {
         count_lost(Lost::RingFull);
@@ -120,21 +123,33 @@ pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn oom_wake_reaper(ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     reaper_event(&ctx, Field::ReaperWakePid, ReaperPhase::Woken)
 }
 
 #[tracepoint]
 pub fn oom_start_reaping(ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     reaper_event(&ctx, Field::ReaperStartPid, ReaperPhase::Start)
 }
 
 #[tracepoint]
 pub fn oom_finish_reaping(ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     reaper_event(&ctx, Field::ReaperFinishPid, ReaperPhase::Finish)
 }
 
 #[tracepoint]
 pub fn oom_skip_reaping(ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     reaper_event(&ctx, Field::ReaperSkipPid, ReaperPhase::Skip)
 }
 

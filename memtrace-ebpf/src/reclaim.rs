@@ -48,6 +48,9 @@ static LRU_SCAN: PerCpuArray<ScanCounts> = PerCpuArray::with_max_entries(ScanSlo
 
 #[tracepoint]
 pub fn direct_reclaim_begin(ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     begin(
         &ctx,
         ReclaimKind::Direct,
@@ -58,11 +61,17 @@ pub fn direct_reclaim_begin(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn direct_reclaim_end(ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     end(&ctx, Field::DirectEndReclaimed)
 }
 
 #[tracepoint]
 pub fn memcg_reclaim_begin(ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     begin(
         &ctx,
         ReclaimKind::Memcg,
@@ -73,6 +82,9 @@ pub fn memcg_reclaim_begin(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn memcg_reclaim_end(ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     end(&ctx, Field::MemcgEndReclaimed)
 }
 
@@ -204,6 +216,9 @@ fn log2_bucket(usecs: u64) -> usize {
 /// to that stall; everything else (kswapd, proactive reclaim) is background.
 #[tracepoint]
 pub fn lru_shrink_inactive(ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     // memtrace's own reclaim (it is never traced) would read as background reclaim.
     if is_self((pid_tgid >> 32) as u32) {

@@ -36,6 +36,9 @@ static RSS: HashMap<u32, RssState> = HashMap::with_max_entries(MAX_RSS_MMS, 0);
 /// (`Layout::Fixed`).
 #[tracepoint]
 pub fn rss_stat(ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     // SAFETY: fixed offsets within this tracepoint's record, checked by the loader.
     let (mm_id, curr, member, size) = unsafe {
         (

@@ -43,61 +43,97 @@ fn slot(tid: u32) -> Option<*mut PendingSyscall> {
 
 #[tracepoint]
 pub fn madvise_enter(ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     enter(&ctx, EventKind::Madvise, 3)
 }
 
 #[tracepoint]
 pub fn madvise_exit(ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     exit(&ctx)
 }
 
 #[tracepoint]
 pub fn process_madvise_enter(ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     enter(&ctx, EventKind::ProcessMadvise, 5)
 }
 
 #[tracepoint]
 pub fn process_madvise_exit(ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     exit(&ctx)
 }
 
 #[tracepoint]
 pub fn mmap_enter(ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     enter(&ctx, EventKind::Mmap, 6)
 }
 
 #[tracepoint]
 pub fn mmap_exit(ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     exit(&ctx)
 }
 
 #[tracepoint]
 pub fn munmap_enter(ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     enter(&ctx, EventKind::Munmap, 2)
 }
 
 #[tracepoint]
 pub fn munmap_exit(ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     exit(&ctx)
 }
 
 #[tracepoint]
 pub fn mremap_enter(ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     enter(&ctx, EventKind::Mremap, 5)
 }
 
 #[tracepoint]
 pub fn mremap_exit(ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     exit(&ctx)
 }
 
 #[tracepoint]
 pub fn brk_enter(ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     enter(&ctx, EventKind::Brk, 1)
 }
 
 #[tracepoint]
 pub fn brk_exit(ctx: TracePointContext) -> u32 {
+    if crate::config::empty_programs() {
+        return 0;
+    }
     exit(&ctx)
 }
 

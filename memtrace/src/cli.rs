@@ -62,10 +62,16 @@ pub struct Cli {
     #[arg(long, requires = "pid")]
     pub follow: bool,
 
-    /// Stream every user-mode page fault (address, ip, read/write) as an event. Costly on
-    /// fault-heavy workloads; counts are kept in the kernel either way.
+    /// Stream every user-mode page fault (address, ip, read/write) as an event, and count
+    /// user-mode faults by access. Costly on fault-heavy workloads: it runs a program on every
+    /// fault. Minor and major fault counts come from the kernel's own counters either way.
     #[arg(long)]
     pub fault_events: bool,
+
+    /// Attach the same hooks with programs that return at once (for `cargo xtask bench`: the
+    /// cost of the hooks themselves). Reports nothing.
+    #[arg(long, hide = true)]
+    pub bench_empty_programs: bool,
 
     /// Order of processes in the report.
     #[arg(long, value_enum, default_value_t = SortKey::Released)]

@@ -58,6 +58,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 pids: cli.pid.clone(),
                 ring_kib: cli.ring_size,
                 fault_events: cli.fault_events,
+                empty_programs: cli.bench_empty_programs,
                 follow: cli.follow,
                 duration: cli.duration,
                 prometheus: cli.prometheus,

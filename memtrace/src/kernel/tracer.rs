@@ -35,6 +35,8 @@ pub struct Options {
     pub ring_bytes: u32,
     /// Stream each user-mode fault.
     pub fault_events: bool,
+    /// Every program returns at once (the benchmark's floor).
+    pub empty_programs: bool,
     /// Keep the kernel programs' diagnostics (`--verbose`).
     pub verbose: bool,
 }
@@ -327,6 +329,7 @@ fn load(options: &Options, offsets: &Offsets) -> anyhow::Result<Ebpf> {
         filter_by_tgid: u8::from(options.pids.is_some()),
         follow_forks: u8::from(options.run.follow),
         stream_faults: u8::from(options.fault_events),
+        empty_programs: u8::from(options.empty_programs),
         ..Config::DEFAULT
     };
     // Logging off unless asked for: the programs' log statements then are dead code the

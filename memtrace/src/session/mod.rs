@@ -97,6 +97,8 @@ pub struct Config {
     pub pids: Vec<u32>,
     pub ring_kib: u32,
     pub fault_events: bool,
+    /// Programs that return at once (`--bench-empty-programs`).
+    pub empty_programs: bool,
     pub follow: bool,
     pub duration: Option<Duration>,
     pub prometheus: Option<SocketAddr>,
@@ -113,6 +115,7 @@ impl Config {
             pids: Vec::new(),
             ring_kib: 4096,
             fault_events: false,
+            empty_programs: false,
             follow: false,
             duration: None,
             prometheus: None,
@@ -238,6 +241,7 @@ impl Session {
             pids: (!system_wide).then(|| config.pids.clone()),
             ring_bytes: config.ring_kib * 1024,
             fault_events: config.fault_events,
+            empty_programs: config.empty_programs,
             verbose: config.verbose,
         })?;
         for warning in &tracer.warnings {
