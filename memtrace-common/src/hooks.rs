@@ -248,9 +248,104 @@ impl Program {
     }
 }
 
+/// Which end of a kernel function a trampoline program runs at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// fentry: on the way in, with the arguments.
+    Entry,
+    /// fexit: on the way out, with the arguments and the return value.
+    Exit,
+}
+
+named_enum! {
+    /// Programs on BPF trampolines (fentry/fexit) that take over a syscall's pair of
+    /// tracepoint programs where the kernel allows it. A trampoline runs only for its own
+    /// function, while any `syscalls/sys_*` tracepoint puts every syscall of every task on the
+    /// slow path. The loader tries them first and keeps the tracepoints as the fallback
+    /// (kernels without BTF trampolines, or where they are refused, as on some hosted VMs).
+    /// Each name is the program's `fn` in memtrace-ebpf.
+    pub enum Trampoline {
+        MadviseEntry = 0 => "madvise_fentry",
+        MadviseExit = 1 => "madvise_fexit",
+        ProcessMadviseEntry = 2 => "process_madvise_fentry",
+        ProcessMadviseExit = 3 => "process_madvise_fexit",
+        MmapEntry = 4 => "mmap_fentry",
+        MmapExit = 5 => "mmap_fexit",
+        MunmapEntry = 6 => "munmap_fentry",
+        MunmapExit = 7 => "munmap_fexit",
+        MremapEntry = 8 => "mremap_fentry",
+        MremapExit = 9 => "mremap_fexit",
+        BrkEntry = 10 => "brk_fentry",
+        BrkExit = 11 => "brk_fexit",
+    }
+}
+
+impl Trampoline {
+    /// The tracepoint program this one stands in for.
+    pub const fn replaces(self) -> Program {
+        match self {
+            Self::MadviseEntry => Program::MadviseEnter,
+            Self::MadviseExit => Program::MadviseExit,
+            Self::ProcessMadviseEntry => Program::ProcessMadviseEnter,
+            Self::ProcessMadviseExit => Program::ProcessMadviseExit,
+            Self::MmapEntry => Program::MmapEnter,
+            Self::MmapExit => Program::MmapExit,
+            Self::MunmapEntry => Program::MunmapEnter,
+            Self::MunmapExit => Program::MunmapExit,
+            Self::MremapEntry => Program::MremapEnter,
+            Self::MremapExit => Program::MremapExit,
+            Self::BrkEntry => Program::BrkEnter,
+            Self::BrkExit => Program::BrkExit,
+        }
+    }
+
+    /// The kernel function it attaches to: the x86-64 syscall entry point, which takes the
+    /// caller's registers (`struct pt_regs *`) on every kernel since 4.17.
+    pub const fn function(self) -> &'static str {
+        match self {
+            Self::MadviseEntry | Self::MadviseExit => "__x64_sys_madvise",
+            Self::ProcessMadviseEntry | Self::ProcessMadviseExit => "__x64_sys_process_madvise",
+            Self::MmapEntry | Self::MmapExit => "__x64_sys_mmap",
+            Self::MunmapEntry | Self::MunmapExit => "__x64_sys_munmap",
+            Self::MremapEntry | Self::MremapExit => "__x64_sys_mremap",
+            Self::BrkEntry | Self::BrkExit => "__x64_sys_brk",
+        }
+    }
+
+    pub const fn end(self) -> End {
+        match self {
+            Self::MadviseEntry
+            | Self::ProcessMadviseEntry
+            | Self::MmapEntry
+            | Self::MunmapEntry
+            | Self::MremapEntry
+            | Self::BrkEntry => End::Entry,
+            _ => End::Exit,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trampolines_replace_syscall_pairs_once_each() {
+        for (i, a) in Trampoline::ALL.iter().enumerate() {
+            assert_eq!(a.replaces().hook().tracepoint.group, "syscalls", "{a:?}");
+            let wants = if a.end() == End::Entry {
+                "sys_enter_"
+            } else {
+                "sys_exit_"
+            };
+            let tracepoint = a.replaces().hook().tracepoint.name;
+            assert!(tracepoint.starts_with(wants), "{a:?} replaces {tracepoint}");
+            assert!(a.function().ends_with(&tracepoint[wants.len()..]), "{a:?}");
+            for b in &Trampoline::ALL[i + 1..] {
+                assert_ne!(a.replaces(), b.replaces(), "{a:?} and {b:?}");
+            }
+        }
+    }
 
     #[test]
     fn each_tracepoint_has_one_program() {

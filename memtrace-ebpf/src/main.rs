@@ -23,6 +23,7 @@ mod reclaim;
 mod ring;
 mod rss;
 mod syscalls;
+mod trampolines;
 
 #[cfg(not(test))]
 #[panic_handler]

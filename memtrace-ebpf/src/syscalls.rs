@@ -4,6 +4,7 @@
 //! syscall number, then each argument as 8 bytes from offset 16. `sys_exit_*` holds `ret` at 16.
 
 use aya_ebpf::{
+    EbpfContext,
     helpers::{bpf_get_current_comm, bpf_ktime_get_ns},
     macros::{map, tracepoint},
     maps::Array,
@@ -137,20 +138,12 @@ pub fn brk_exit(ctx: TracePointContext) -> u32 {
     exit(&ctx)
 }
 
-/// Parks the first `nargs` arguments of a traced thread's syscall.
+/// Parks the first `nargs` arguments of a traced thread's syscall, read from its
+/// `sys_enter_*` record.
 #[inline(always)]
 fn enter(ctx: &TracePointContext, kind: EventKind, nargs: usize) -> u32 {
     let Some((_, tid)) = current_traced() else {
         return 0;
-    };
-    let Some(slot) = slot(tid) else {
-        return 0;
-    };
-    let mut pending = PendingSyscall {
-        kind: kind as u32,
-        tid,
-        enter_ns: unsafe { bpf_ktime_get_ns() },
-        args: [0; SYSCALL_ARGS],
     };
     // SAFETY (all six): the record holds SYSCALL_ARGS 8-byte arguments from offset 16. Written
     // out, not looped: each load needs its offset as a constant.
@@ -163,6 +156,41 @@ fn enter(ctx: &TracePointContext, kind: EventKind, nargs: usize) -> u32 {
             record_field::<u64, { ARGS_OFFSET + 32 }>(ctx),
             record_field::<u64, { ARGS_OFFSET + 40 }>(ctx),
         ]
+    };
+    park(ctx, tid, kind, &args, nargs);
+    0
+}
+
+/// Emits the parked entry of this thread with the result from its `sys_exit_*` record.
+#[inline(always)]
+fn exit(ctx: &TracePointContext) -> u32 {
+    let Some((tgid, tid)) = current_traced() else {
+        return 0;
+    };
+    // SAFETY: `ret` is the 8 bytes at 16 of every sys_exit_* record.
+    let ret = unsafe { record_field::<i64, RET_OFFSET>(ctx) };
+    complete(tgid, tid, ret);
+    0
+}
+
+/// Parks a syscall's first `nargs` arguments in the thread's slot until its exit. Shared by
+/// the tracepoint and the trampoline programs.
+#[inline(always)]
+pub fn park<C: EbpfContext>(
+    ctx: &C,
+    tid: u32,
+    kind: EventKind,
+    args: &[u64; SYSCALL_ARGS],
+    nargs: usize,
+) {
+    let Some(slot) = slot(tid) else {
+        return;
+    };
+    let mut pending = PendingSyscall {
+        kind: kind as u32,
+        tid,
+        enter_ns: unsafe { bpf_ktime_get_ns() },
+        args: [0; SYSCALL_ARGS],
     };
     for (i, arg) in args.iter().enumerate() {
         if i < nargs {
@@ -182,33 +210,27 @@ fn enter(ctx: &TracePointContext, kind: EventKind, nargs: usize) -> u32 {
         }
         *slot = pending;
     }
-    0
 }
 
-/// Emits the parked entry of this thread together with the syscall's result.
+/// Emits this thread's parked syscall with its result. Shared by the tracepoint and the
+/// trampoline programs.
 #[inline(always)]
-fn exit(ctx: &TracePointContext) -> u32 {
-    let Some((tgid, tid)) = current_traced() else {
-        return 0;
-    };
+pub fn complete(tgid: u32, tid: u32, ret: i64) {
     let Some(slot) = slot(tid) else {
-        return 0;
+        return;
     };
     // SAFETY: a map value; copied out, then released.
     let pending = unsafe { *slot };
     if pending.tid != tid {
         // Entered before we attached (or the pid was added mid-call), or the slot was taken by
         // a colliding thread (counted then): nothing to pair with.
-        return 0;
+        return;
     }
     // SAFETY: as above.
     unsafe { (*slot).tid = 0 };
-
-    // SAFETY: `ret` is the 8 bytes at 16 of every sys_exit_* record.
-    let ret = unsafe { record_field::<i64, RET_OFFSET>(ctx) };
     let Some(mut entry) = EVENTS.reserve::<SyscallEvent>(0) else {
         count_lost(Lost::RingFull);
-        return 0;
+        return;
     };
     entry.write(SyscallEvent {
         kind: pending.kind,
@@ -226,5 +248,4 @@ fn exit(ctx: &TracePointContext) -> u32 {
     entry.submit(submit_flags(
         pending.kind == EventKind::ProcessMadvise as u32,
     ));
-    0
 }

@@ -73,6 +73,11 @@ pub struct Cli {
     #[arg(long, hide = true)]
     pub bench_empty_programs: bool,
 
+    /// Keep the syscall programs on their tracepoints even where BPF trampolines work (for
+    /// `cargo xtask bench`: the two compared on one kernel).
+    #[arg(long, hide = true)]
+    pub bench_tracepoints_only: bool,
+
     /// Order of processes in the report.
     #[arg(long, value_enum, default_value_t = SortKey::Released)]
     pub sort: SortKey,

@@ -59,6 +59,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ring_kib: cli.ring_size,
                 fault_events: cli.fault_events,
                 empty_programs: cli.bench_empty_programs,
+                trampolines: !cli.bench_tracepoints_only,
                 follow: cli.follow,
                 duration: cli.duration,
                 prometheus: cli.prometheus,

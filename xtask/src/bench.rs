@@ -184,7 +184,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let costs = match ensure_tool("bpftool", "bpftool") {
         Ok(bpftool) => program_costs(&workloads, &release, &tools, &bpftool)?,
         Err(reason) => {
-            skipped.push(format!("per-program costs: bpftool not available: {reason}"));
+            skipped.push(format!(
+                "per-program costs: bpftool not available: {reason}"
+            ));
             Vec::new()
         }
     };
@@ -201,13 +203,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         .map(|w| w.as_ref().map_or("", |w| w.name))
         .collect();
     let report = render(
-        &machine,
-        &workloads,
-        &names,
-        &results,
-        &costs,
-        &skipped,
-        &tools,
+        &machine, &workloads, &names, &results, &costs, &skipped, &tools,
     );
     println!("{report}");
     let path = if options.quick {
@@ -1182,7 +1178,8 @@ fn budgets(names: &[&str], results: &BTreeMap<(usize, Config), Vec<Sample>>) -> 
     let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
     let mut lines = Vec::new();
     for config in [Config::MemtracePid, Config::MemtraceSystem] {
-        if let (Some(r), Some(floor)) = (ratio("refault", config), ratio("refault", Config::Floor)) {
+        if let (Some(r), Some(floor)) = (ratio("refault", config), ratio("refault", Config::Floor))
+        {
             lines.push(format!(
                 "{}: {} on refault ≤ 1.10× untraced: {r:.2}× (CPU time {}; floor {floor:.2}×)",
                 verdict(r <= 1.10),

@@ -11,7 +11,7 @@ use clap_complete::Shell;
 use memtrace_common::{
     Kernel,
     fields::{Field, Layout},
-    hooks::{Need, Program, When},
+    hooks::{End, Need, Program, Trampoline, When},
 };
 
 // The CLI definition itself, compiled into xtask too. It depends on clap and std only.
@@ -109,6 +109,24 @@ fn kernel_tables() -> String {
             hook.tracepoint.group,
             hook.tracepoint.name,
             hook.feature,
+        );
+    }
+    out.push_str(
+        "\nWhere the kernel allows BPF trampolines, these take over the syscall tracepoint \
+         programs, one syscall at a time (the JSON `start` line's `syscall_hooks` says which \
+         were used):\n\n| program | attaches to | replaces |\n| --- | --- | --- |\n",
+    );
+    for trampoline in Trampoline::ALL {
+        let end = match trampoline.end() {
+            End::Entry => "fentry",
+            End::Exit => "fexit",
+        };
+        let _ = writeln!(
+            out,
+            "| `{}` | {end} `{}` | `{}` |",
+            trampoline.name(),
+            trampoline.function(),
+            trampoline.replaces().name()
         );
     }
     let kernels: Vec<String> = Kernel::TESTED

@@ -10,5 +10,6 @@ mod offsets;
 pub mod procfs;
 pub mod tracefs;
 mod tracer;
+mod trampoline;
 
 pub use tracer::{LostCounts, Options, Tracer, check_privileges};

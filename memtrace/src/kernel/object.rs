@@ -10,7 +10,11 @@ pub static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR")
 mod tests {
     use std::collections::BTreeSet;
 
-    use memtrace_common::{config, hooks::Program, maps};
+    use memtrace_common::{
+        config,
+        hooks::{End, Program, Trampoline},
+        maps,
+    };
     use object::{Object as _, ObjectSection as _, ObjectSymbol as _, SymbolKind};
 
     use super::PROGRAMS;
@@ -47,6 +51,31 @@ mod tests {
             in_object, in_table,
             "programs in the object vs memtrace_common::hooks::Program"
         );
+    }
+
+    /// Each trampoline program sits in the section of its end, naming its function there too
+    /// (`fentry/__x64_sys_madvise`), and the object has no other.
+    #[test]
+    fn every_trampoline_is_in_its_table_and_back() {
+        let mut in_object: BTreeSet<(String, String)> = symbols()
+            .into_iter()
+            .filter(|(_, section)| section.starts_with("fentry/") || section.starts_with("fexit/"))
+            .collect();
+        for trampoline in Trampoline::ALL {
+            let end = match trampoline.end() {
+                End::Entry => "fentry",
+                End::Exit => "fexit",
+            };
+            let expected = (
+                trampoline.name().to_owned(),
+                format!("{end}/{}", trampoline.function()),
+            );
+            assert!(
+                in_object.remove(&expected),
+                "{expected:?} missing from the object"
+            );
+        }
+        assert!(in_object.is_empty(), "not in the table: {in_object:?}");
     }
 
     #[test]

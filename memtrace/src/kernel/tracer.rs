@@ -25,7 +25,14 @@ use memtrace_common::{
     maps,
 };
 
-use super::{btf::Btf, gfp::GfpNames, object::PROGRAMS, offsets::Offsets, procfs, tracefs};
+use super::{
+    btf::Btf,
+    gfp::GfpNames,
+    object::PROGRAMS,
+    offsets::Offsets,
+    procfs, tracefs,
+    trampoline::{self, Link},
+};
 
 /// What to load and trace.
 pub struct Options {
@@ -37,6 +44,8 @@ pub struct Options {
     pub fault_events: bool,
     /// Every program returns at once (the benchmark's floor).
     pub empty_programs: bool,
+    /// Try the syscall programs on BPF trampolines before their tracepoints.
+    pub trampolines: bool,
     /// Keep the kernel programs' diagnostics (`--verbose`).
     pub verbose: bool,
 }
@@ -44,7 +53,7 @@ pub struct Options {
 /// Attached programs and the maps userspace reads. Dropping it detaches everything.
 pub struct Tracer {
     /// The attached hooks; detached together on drop.
-    links: Vec<TracePointLink>,
+    links: Vec<Link>,
     ebpf: Ebpf,
     attached: Vec<Program>,
     events: Option<RingBuf<MapData>>,
@@ -61,6 +70,10 @@ pub struct Tracer {
     pub gfp: GfpNames,
     /// What could not be attached or resolved, and what the user loses.
     pub warnings: Vec<String>,
+    /// Why the syscall programs are on tracepoints rather than trampolines, if they are.
+    pub trampolines_refused: Option<String>,
+    /// The tracepoint programs that trampolines stand in for.
+    replaced: Vec<Program>,
 }
 
 impl Drop for Tracer {
@@ -84,11 +97,18 @@ impl Tracer {
         };
         let mut ebpf = load(options, &offsets)?;
         let mut warnings = offsets.warnings.clone();
-        let mut attached = Vec::new();
-        let mut links = Vec::new();
+        let mut on_trampolines = match options.trampolines {
+            true => trampoline::attach(&mut ebpf, options.run),
+            false => trampoline::OnTrampolines {
+                refused: Some("not tried (--bench-tracepoints-only)".to_owned()),
+                ..Default::default()
+            },
+        };
+        let mut attached = on_trampolines.replaced.clone();
+        let mut links = std::mem::take(&mut on_trampolines.links);
         for &program in Program::ALL {
             let hook = program.hook();
-            if !hook.when.applies(options.run) {
+            if !hook.when.applies(options.run) || attached.contains(&program) {
                 continue;
             }
             let result = match offsets.unusable(hook.tracepoint) {
@@ -97,7 +117,7 @@ impl Tracer {
             };
             match result {
                 Ok(link) => {
-                    links.push(link);
+                    links.push(Link::Tracepoint(link));
                     attached.push(program);
                 }
                 Err(e) if hook.need == Need::Required => return Err(e),
@@ -119,6 +139,8 @@ impl Tracer {
             attached,
             gfp: GfpNames::from_format_file(&events_dir),
             warnings,
+            trampolines_refused: on_trampolines.refused,
+            replaced: on_trampolines.replaced,
         };
         // Only now that everything is attached does the filter let the targets through: no
         // other process can slip in between attaching and choosing whom to trace.
@@ -126,6 +148,20 @@ impl Tracer {
             tracer.add_target(pid)?;
         }
         Ok(tracer)
+    }
+
+    /// How the syscall programs that this run attached are hooked: how many are on
+    /// trampolines, and how many on tracepoints.
+    pub fn syscall_hooks(&self) -> (usize, usize) {
+        let syscall = |p: &&Program| p.hook().tracepoint.group == "syscalls";
+        let on_trampolines = self
+            .attached
+            .iter()
+            .filter(syscall)
+            .filter(|p| self.replaced.contains(p))
+            .count();
+        let all = self.attached.iter().filter(syscall).count();
+        (on_trampolines, all - on_trampolines)
     }
 
     /// Whether a program is attached (e.g. user-mode faults are counted).
@@ -380,7 +416,7 @@ fn attach_one(ebpf: &mut Ebpf, program: Program, events: &Path) -> anyhow::Resul
 /// Detaches every link at once. Each tracepoint detach waits for an RCU grace period (~80 ms
 /// here); one after the other, 25 hooks kept memtrace from exiting for two seconds after its
 /// report. Grace periods waited for concurrently are shared.
-fn detach_all(links: Vec<TracePointLink>) {
+fn detach_all(links: Vec<Link>) {
     std::thread::scope(|scope| {
         for link in links {
             // Closing an fd needs next to no stack.

@@ -124,16 +124,32 @@ pub struct Start<'a> {
     pub version: &'static str,
     /// `--pid` values; empty when tracing every process.
     pub pids: &'a [u32],
+    /// How the memory syscalls are hooked.
+    pub syscall_hooks: SyscallHooks,
 }
 
 impl<'a> Start<'a> {
-    pub fn line(pids: &'a [u32]) -> Line<'a> {
+    pub fn line(pids: &'a [u32], syscall_hooks: SyscallHooks) -> Line<'a> {
         Line::Start(Self {
             schema: SchemaVersion,
             version: env!("CARGO_PKG_VERSION"),
             pids,
+            syscall_hooks,
         })
     }
+}
+
+/// How the memory syscalls are hooked: BPF trampolines (fentry/fexit on each syscall's entry
+/// point, the others untouched) where the kernel allows, else their tracepoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SyscallHooks {
+    Trampolines,
+    Tracepoints,
+    /// Some syscalls on each (an entry point missing on this kernel).
+    Mixed,
+    /// This mode hooks no syscall (`memtrace reclaim`).
+    None,
 }
 
 /// What every system call line has, and the call's own fields.

@@ -51,7 +51,7 @@ use crate::{
         event::{self, Event},
         reclaim::Wakeups,
     },
-    output::{exporter::Exporter, lost, prometheus, stdout::Stdout},
+    output::{exporter::Exporter, json::SyscallHooks, lost, prometheus, stdout::Stdout},
     stop::StopReason,
 };
 use signals::Signals;
@@ -99,6 +99,8 @@ pub struct Config {
     pub fault_events: bool,
     /// Programs that return at once (`--bench-empty-programs`).
     pub empty_programs: bool,
+    /// Syscall programs on BPF trampolines where the kernel allows.
+    pub trampolines: bool,
     pub follow: bool,
     pub duration: Option<Duration>,
     pub prometheus: Option<SocketAddr>,
@@ -116,6 +118,7 @@ impl Config {
             ring_kib: 4096,
             fault_events: false,
             empty_programs: false,
+            trampolines: true,
             follow: false,
             duration: None,
             prometheus: None,
@@ -242,10 +245,16 @@ impl Session {
             ring_bytes: config.ring_kib * 1024,
             fault_events: config.fault_events,
             empty_programs: config.empty_programs,
+            trampolines: config.trampolines,
             verbose: config.verbose,
         })?;
         for warning in &tracer.warnings {
             eprintln!("memtrace: warning: {warning}");
+        }
+        if config.verbose
+            && let Some(why) = &tracer.trampolines_refused
+        {
+            eprintln!("memtrace: memory syscalls traced on tracepoints, not trampolines: {why}");
         }
         let events = tracer
             .take_events()
@@ -612,6 +621,16 @@ impl Session {
             .chain(&self.followed)
             .filter(|&&pid| procfs::is_live_process(pid))
             .count()
+    }
+
+    /// How the memory syscalls are hooked in this run.
+    pub fn syscall_hooks(&self) -> SyscallHooks {
+        match self.tracer.syscall_hooks() {
+            (0, 0) => SyscallHooks::None,
+            (_, 0) => SyscallHooks::Trampolines,
+            (0, _) => SyscallHooks::Tracepoints,
+            _ => SyscallHooks::Mixed,
+        }
     }
 
     /// Names of this kernel's GFP flags.

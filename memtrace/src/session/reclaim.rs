@@ -40,7 +40,9 @@ impl Mode for Reclaim {
 
     fn start(&mut self, session: &mut Session) {
         if self.json {
-            session.out.line(&Start::line(&self.pids).to_json());
+            session
+                .out
+                .line(&Start::line(&self.pids, session.syscall_hooks()).to_json());
             session.out.flush();
         }
     }

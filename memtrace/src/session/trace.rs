@@ -61,7 +61,9 @@ impl Mode for Trace {
 
     fn start(&mut self, session: &mut Session) {
         if self.json {
-            session.out.line(&Start::line(&self.pids).to_json());
+            session
+                .out
+                .line(&Start::line(&self.pids, session.syscall_hooks()).to_json());
             session.out.flush();
         }
     }

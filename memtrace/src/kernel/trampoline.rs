@@ -1,0 +1,94 @@
+//! Attaching the syscall programs on BPF trampolines (`memtrace_common::hooks::Trampoline`)
+//! where the kernel allows it, one syscall at a time, entry and exit together; whatever does
+//! not attach stays on its tracepoints.
+
+use anyhow::anyhow;
+use aya::{
+    Btf, Ebpf,
+    programs::{FEntry, FExit, fentry::FEntryLink, fexit::FExitLink, trace_point::TracePointLink},
+};
+use memtrace_common::hooks::{End, Program, Run, Trampoline};
+
+/// An attached program, owned so that detaching can be done in parallel (see `detach_all`).
+/// Never read: holding it keeps the program attached, dropping it detaches.
+#[allow(dead_code)]
+pub enum Link {
+    Tracepoint(TracePointLink),
+    Entry(FEntryLink),
+    Exit(FExitLink),
+}
+
+/// The syscall programs attached on trampolines.
+#[derive(Default)]
+pub struct OnTrampolines {
+    pub links: Vec<Link>,
+    /// The tracepoint programs they stand in for, not to be attached.
+    pub replaced: Vec<Program>,
+    /// Why none could attach, when none did.
+    pub refused: Option<String>,
+}
+
+/// Attaches every syscall pair this run needs on trampolines, as far as the kernel allows. A
+/// kernel that refuses the first pair (no BTF, no trampolines, or refused by policy: EPERM on
+/// some hosted VMs) is not asked again for the others.
+pub fn attach(ebpf: &mut Ebpf, run: Run) -> OnTrampolines {
+    let mut attached = OnTrampolines::default();
+    let btf = match Btf::from_sys_fs() {
+        Ok(btf) => btf,
+        Err(e) => {
+            attached.refused = Some(format!("no kernel BTF: {e}"));
+            return attached;
+        }
+    };
+    for pair in Trampoline::ALL.chunks_exact(2) {
+        let (entry, exit) = (pair[0], pair[1]);
+        debug_assert!(entry.end() == End::Entry && exit.end() == End::Exit);
+        if !entry.replaces().hook().when.applies(run) {
+            continue;
+        }
+        match attach_pair(ebpf, &btf, entry, exit) {
+            Ok(links) => {
+                attached.links.extend(links);
+                attached
+                    .replaced
+                    .extend([entry.replaces(), exit.replaces()]);
+            }
+            Err(e) if attached.links.is_empty() => {
+                // aya appends the (empty) verifier log to a refused load.
+                let why = e.to_string();
+                let why = why.split(". Verifier output:").next().unwrap_or(&why);
+                attached.refused = Some(format!("{}: {why}", entry.function()));
+                break;
+            }
+            // This syscall's entry point is missing or not attachable here: its tracepoints
+            // stand in.
+            Err(_) => {}
+        }
+    }
+    attached
+}
+
+/// Both ends of one syscall, or neither: a pair half on a trampoline and half on a tracepoint
+/// would work (records pair up by thread), but is harder to reason about for no gain.
+fn attach_pair(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    entry: Trampoline,
+    exit: Trampoline,
+) -> anyhow::Result<[Link; 2]> {
+    let function = entry.function();
+    let entry_program: &mut FEntry = program(ebpf, entry)?.try_into()?;
+    entry_program.load(function, btf)?;
+    let id = entry_program.attach()?;
+    let entry_link = entry_program.take_link(id)?;
+    let exit_program: &mut FExit = program(ebpf, exit)?.try_into()?;
+    exit_program.load(function, btf)?;
+    let id = exit_program.attach()?;
+    let exit_link = exit_program.take_link(id)?;
+    Ok([Link::Entry(entry_link), Link::Exit(exit_link)])
+}
+
+fn program(ebpf: &mut Ebpf, trampoline: Trampoline) -> anyhow::Result<&mut aya::programs::Program> {
+    ebpf.program_mut(trampoline.name())
+        .ok_or_else(|| anyhow!("program {} missing from the eBPF object", trampoline.name()))
+}
