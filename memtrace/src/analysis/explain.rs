@@ -102,6 +102,11 @@ pub fn explain(
             .map(String::as_str)
             .chain([p.comm.as_str()])
             .collect();
+        // Empty: memtrace met the process first at its exec, after its old name was gone.
+        let first = match first.as_str() {
+            "" => "a process whose earlier name memtrace did not see",
+            name => name,
+        };
         sentences.push(format!(
             "It called exec while traced: {first} became {} (a new program and address space).",
             names.join(", then ")

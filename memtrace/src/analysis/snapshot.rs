@@ -218,7 +218,8 @@ pub struct ProcessView {
     /// It exited while traced (a later process with the same pid is another entry).
     pub exited: bool,
     pub comm: String,
-    /// Its names before each exec while traced, oldest first (`comm` is the current one).
+    /// Its names before each exec while traced, oldest first (`comm` is the current one); ""
+    /// where memtrace met the process first at its exec, when the old name was already gone.
     pub comm_before_exec: Vec<String>,
     /// Bytes given back by releasing advice.
     pub released_bytes: u64,

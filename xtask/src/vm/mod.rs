@@ -199,6 +199,44 @@ pub fn command(
     run_command(&machine)
 }
 
+/// Runs `command` (by sh) as root in a guest with the host paths `with` added, and returns its
+/// exit status and output, echoing each line to stderr as it comes.
+pub fn capture(
+    kernel: &'static GuestKernel,
+    with: &[PathBuf],
+    command: &str,
+) -> anyhow::Result<(i32, String)> {
+    let cgroup = Cgroup::V2;
+    ensure_host_tools()?;
+    let kernel = prepare_kernel(kernel, cgroup)?;
+    let image = rootfs::create(&suite::build()?, with, &vm_dir())?;
+    let dir = kernel_dir(&kernel, cgroup)?;
+    let job_image = job(
+        Mode::Steps(vec![command.to_owned()]),
+        cgroup,
+        COMMAND_TIMEOUT,
+        &kernel,
+    )
+    .write_image(&dir)?;
+    let machine = Machine {
+        kernel: &kernel,
+        root: image.path(),
+        job: job_image.path(),
+        console_log: dir.join("console.log"),
+    };
+    let mut session = session::run(&machine, 1, COMMAND_TIMEOUT, |progress| {
+        if let Progress::Line(line) = progress {
+            eprintln!("xtask: {}: {line}", kernel.name);
+        }
+    })?;
+    if let Some(problem) = session.problem {
+        bail!("{problem} (console: {})", machine.console_log.display());
+    }
+    let step = session.steps.remove(0);
+    let status = step.status.context("the command did not finish")?;
+    Ok((status, step.output))
+}
+
 /// Boots `machine`, whose job is one command; prints its output as it comes and returns its
 /// exit status.
 fn run_command(machine: &Machine) -> anyhow::Result<ExitCode> {
