@@ -8,6 +8,7 @@ mod apt;
 mod bench;
 mod bootstrap;
 mod docs;
+mod guest_bench;
 mod layers;
 mod tasks;
 mod vm;
@@ -90,6 +91,11 @@ enum Task {
         /// Runs of each configuration (default 5, or 1 with --quick).
         #[arg(long, value_name = "N")]
         iterations: Option<usize>,
+        /// Instead, compare the syscall programs on BPF trampolines with the same on
+        /// tracepoints in a Debian guest (debian-5.10, debian-6.1 or debian-6.12); writes its
+        /// section of BENCHMARKS.md.
+        #[arg(long, value_name = "KERNEL", value_parser = vm::parse_guest_kernel)]
+        guest: Option<&'static vm::GuestKernel>,
     },
 }
 
@@ -115,9 +121,17 @@ fn main() -> ExitCode {
             .and_then(|()| docs::check_readme_tables(&tasks::workspace_root().join("README.md")))
             .and_then(|()| layers::check(&tasks::workspace_root().join("memtrace/src")))
             .and_then(|()| tasks::lint()),
-        Task::Bench { quick, iterations } => {
-            bootstrap::run().and_then(|()| bench::run(&bench::Options { quick, iterations }))
-        }
+        Task::Bench {
+            quick,
+            iterations,
+            guest,
+        } => bootstrap::run().and_then(|()| {
+            bench::run(&bench::Options {
+                quick,
+                iterations,
+                guest,
+            })
+        }),
         Task::Vm {
             kernel,
             cgroup,

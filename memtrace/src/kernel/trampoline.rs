@@ -54,10 +54,14 @@ pub fn attach(ebpf: &mut Ebpf, run: Run) -> OnTrampolines {
                     .extend([entry.replaces(), exit.replaces()]);
             }
             Err(e) if attached.links.is_empty() => {
-                // aya appends the (empty) verifier log to a refused load.
-                let why = e.to_string();
-                let why = why.split(". Verifier output:").next().unwrap_or(&why);
-                attached.refused = Some(format!("{}: {why}", entry.function()));
+                // aya appends the verifier's log to a refused load: its last line says why.
+                let why = format!("{e:#}");
+                let (what, log) = why.split_once(". Verifier output:").unwrap_or((&why, ""));
+                let verdict = log.lines().rev().find(|l| !l.trim().is_empty());
+                attached.refused = Some(match verdict {
+                    Some(line) => format!("{}: {what} ({})", entry.function(), line.trim()),
+                    None => format!("{}: {what}", entry.function()),
+                });
                 break;
             }
             // This syscall's entry point is missing or not attachable here: its tracepoints

@@ -252,3 +252,30 @@ pub fn run_refault(args: &RefaultArgs, go: impl FnOnce() -> io::Result<()>) -> i
     unmap(addr, len)?;
     Ok(record)
 }
+
+#[derive(Args)]
+pub struct SyscallsArgs {
+    /// Number of getppid calls.
+    #[arg(long, default_value_t = 1_000_000)]
+    calls: u64,
+}
+
+/// Calls getppid, which memtrace does not trace, `calls` times: what a tracer costs every
+/// other syscall of every process (a `syscalls/sys_*` tracepoint puts them all on the slow
+/// path; a trampoline on one syscall does not).
+pub fn run_syscalls(args: &SyscallsArgs, go: impl FnOnce() -> io::Result<()>) -> io::Result<Value> {
+    go()?;
+    let before = usage();
+    let started = Instant::now();
+    for _ in 0..args.calls {
+        // SAFETY: no preconditions.
+        unsafe { libc::getppid() };
+    }
+    Ok(record(
+        "other-syscalls",
+        args.calls,
+        started,
+        before,
+        json!({}),
+    ))
+}

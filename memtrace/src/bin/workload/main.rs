@@ -64,6 +64,8 @@ enum Command {
     BenchMmap(bench::MmapChurnArgs),
     /// Benchmark: write every page of a warm mapping, MADV_DONTNEED it, pass after pass, timed.
     BenchRefault(bench::RefaultArgs),
+    /// Benchmark: a syscall memtrace does not trace (getppid), many times, timed.
+    BenchSyscalls(bench::SyscallsArgs),
 }
 
 fn main() {
@@ -87,6 +89,7 @@ fn main() {
         Command::BenchMadvise(args) => bench::run_madvise_heavy(&args, go),
         Command::BenchMmap(args) => bench::run_mmap_churn(&args, go),
         Command::BenchRefault(args) => bench::run_refault(&args, go),
+        Command::BenchSyscalls(args) => bench::run_syscalls(&args, go),
     };
     match result {
         Ok(record) => {
