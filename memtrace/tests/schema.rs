@@ -190,7 +190,10 @@ fn undocumented_fields_are_refused() {
     // The schema is strict: a field memtrace adds without documenting it fails the test above.
     let schema: Value = serde_json::from_str(SCHEMA).expect("schema is JSON");
     let validator = jsonschema::validator_for(&schema).expect("valid schema");
-    let start = serde_json::json!({"type": "start", "schema": 1, "version": "0.1.0", "pids": [1]});
+    let start = serde_json::json!({
+        "type": "start", "schema": 1, "version": "0.1.0", "pids": [1],
+        "syscall_hooks": "tracepoints"
+    });
     assert!(validator.is_valid(&start));
     let mut extra = start.clone();
     extra["surprise"] = Value::from(1);
