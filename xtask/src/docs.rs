@@ -178,7 +178,11 @@ mod tests {
         generate(&dir).expect("generate docs");
         let man = fs::read_to_string(dir.join("memtrace.1")).expect("man page");
         let bash = fs::read_to_string(dir.join("memtrace.bash")).expect("bash completions");
-        for arg in cli::Cli::command().get_arguments() {
+        // Hidden options (the benchmark's instruments) are left out of the docs on purpose.
+        for arg in cli::Cli::command()
+            .get_arguments()
+            .filter(|arg| !arg.is_hide_set())
+        {
             let Some(long) = arg.get_long() else { continue };
             // roff escapes '-' as '\-'.
             assert!(
@@ -198,6 +202,12 @@ mod tests {
             assert!(
                 tables.contains(&format!("| `{}` |", program.name())),
                 "{program:?}"
+            );
+        }
+        for trampoline in Trampoline::ALL {
+            assert!(
+                tables.contains(&format!("| `{}` |", trampoline.name())),
+                "{trampoline:?}"
             );
         }
         assert!(tables.contains("| `sched_process_fork.child_pid` | 44 | 44 | 44 | 20 |"));
