@@ -582,7 +582,7 @@ fn system_wide_lines_show_rss_from_the_kernel_and_no_minus_zero() {
     let went = Instant::now();
     let done = workload.next_line();
     let settled = Instant::now();
-    memtrace.wait_for_lines(settled, 3);
+    memtrace.wait_for_lines(settled, 4);
     stdin.write_all(b"count\n").expect("signal workload");
     workload.record();
     let lines = memtrace.interrupt();
@@ -611,9 +611,12 @@ fn system_wide_lines_show_rss_from_the_kernel_and_no_minus_zero() {
         number(&done["rss_anon"]) as f64,
         number(&done["vm_rss"]) as f64,
     );
+    // Lines are stamped when read: the first one read after the workload said it was done may
+    // have been drawn just before (seen once in a TCG guest), so it is not judged.
     let after: Vec<&str> = lines
         .iter()
         .filter(|(at, _)| *at > settled)
+        .skip(1)
         .map(|(_, line)| line.as_str())
         .collect();
     assert!(after.len() >= 3, "{lines:#?}");
