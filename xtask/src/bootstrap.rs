@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     apt,
-    tasks::{capture, is_root, status},
+    tasks::{capture, is_root, status, which},
 };
 
 pub fn run() -> anyhow::Result<()> {
@@ -158,13 +158,4 @@ fn ensure_tracefs() {
     {
         eprintln!("xtask: warning: could not mount tracefs: {e:#}");
     }
-}
-
-pub fn which(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    let cargo_bin = std::env::var_os("CARGO_HOME").map(|home| PathBuf::from(home).join("bin"));
-    std::env::split_paths(&path)
-        .chain(cargo_bin)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
 }
