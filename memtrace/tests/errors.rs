@@ -248,3 +248,61 @@ fn closed_stdout_moves_the_report_to_stderr() {
         .expect("traced pid");
     assert_eq!(support::advice_totals(process, 8), Some((40, 0, 40 * 4096)));
 }
+
+/// A pid given twice is one target: listed once in the start line and the summary, its calls
+/// counted once.
+#[test]
+fn a_pid_given_twice_is_traced_once() {
+    if !privileged() {
+        return;
+    }
+    let mut workload = Workload::spawn(&["madvise", "--op", "free:3:1"]);
+    let pid = workload.pid.to_string();
+    let memtrace = Memtrace::attach(&["--pid", &pid, "--pid", &pid]);
+    workload.go();
+    let record = workload.record();
+    let output = memtrace.finish();
+    assert!(output.status.success(), "{}", output.stderr);
+    assert_eq!(output.lines[0]["type"], "start");
+    assert_eq!(
+        output.lines[0]["pids"],
+        serde_json::json!([workload_pid(&record)])
+    );
+    assert_eq!(output.pids(), vec![workload_pid(&record)]);
+    assert_eq!(
+        support::advice_totals(output.process(workload_pid(&record)), 8),
+        Some((3, 0, 3 * 4096))
+    );
+}
+
+/// `--comm` longer than the 15 bytes the kernel keeps matches by those 15, and says so.
+#[test]
+fn a_long_comm_is_cut_where_the_kernel_cuts_it() {
+    if !privileged() {
+        return;
+    }
+    let mut workload =
+        Workload::spawn_named("memtrace-long-name-x", &["madvise", "--op", "free:2:1"]);
+    let memtrace = Memtrace::attach(&["--comm", "memtrace-long-name-x", "--duration", "60"]);
+    workload.go();
+    let record = workload.record();
+    memtrace.interrupt();
+    let output = memtrace.finish();
+    assert!(
+        output.stderr.contains(
+            "--comm memtrace-long-name-x: the kernel keeps only the first 15 bytes of a process's name; matching 'memtrace-long-n'"
+        ),
+        "{}",
+        output.stderr
+    );
+    let pid = workload_pid(&record);
+    assert_eq!(output.process(pid)["comm"], "memtrace-long-n");
+    assert_eq!(
+        support::advice_totals(output.process(pid), 8),
+        Some((2, 0, 2 * 4096))
+    );
+}
+
+fn workload_pid(record: &serde_json::Value) -> u32 {
+    record["pid"].as_u64().expect("pid in the record") as u32
+}
