@@ -217,14 +217,15 @@ fn closed_stdout_moves_the_report_to_stderr() {
     }
     let mut workload = Workload::spawn(&["madvise", "--op", "free:40:1"]);
     let mut memtrace = Memtrace::attach(&["--pid", &workload.pid.to_string()]);
-    // Read the start line, then close our end, like `memtrace --json | head -1`.
+    // Read the start line, let the workload work, then close our end, like
+    // `memtrace --json | head -1`.
     let mut stdout = BufReader::new(memtrace.take_stdout());
     let mut first = String::new();
     stdout.read_line(&mut first).expect("start line");
     assert!(first.contains("\"type\":\"start\""), "{first}");
-    drop(stdout);
     workload.go();
     let record = workload.record();
+    drop(stdout);
     let output = memtrace.finish();
     assert!(output.status.success(), "{}", output.stderr);
     assert!(output.stderr.contains("stdout closed"), "{}", output.stderr);
@@ -305,4 +306,79 @@ fn a_long_comm_is_cut_where_the_kernel_cuts_it() {
 
 fn workload_pid(record: &serde_json::Value) -> u32 {
     record["pid"].as_u64().expect("pid in the record") as u32
+}
+
+/// `memtrace --json | head -1` on a process that does nothing: the reader's leaving is noticed
+/// without a write, and memtrace stops with its report on stderr.
+#[test]
+fn a_closed_pipe_is_noticed_while_nothing_happens() {
+    if !privileged() {
+        return;
+    }
+    // Waits for a go signal that never comes: it makes no memory call.
+    let workload = Workload::spawn(&["madvise", "--op", "free:1:1"]);
+    let mut memtrace = Memtrace::attach(&["--pid", &workload.pid.to_string()]);
+    let mut stdout = BufReader::new(memtrace.take_stdout());
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("start line");
+    drop(stdout);
+    // finish() fails the test if memtrace does not stop by itself within its timeout.
+    let output = memtrace.finish();
+    assert!(output.status.success(), "{}", output.stderr);
+    assert!(output.stderr.contains("stdout closed"), "{}", output.stderr);
+    assert!(
+        output.stderr.contains("\"stop_reason\":\"output_closed\""),
+        "{}",
+        output.stderr
+    );
+}
+
+/// Started with stdout closed (`>&-`): everything goes to stderr, with a warning, instead of
+/// to the /dev/null the runtime put in its place.
+#[test]
+fn stdout_closed_at_start_writes_to_stderr() {
+    if !privileged() {
+        return;
+    }
+    let mut workload = Workload::spawn(&["madvise", "--op", "free:4:1"]);
+    let pid = workload.pid;
+    let mut memtrace = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("exec {} --json --pid {pid} >&-", support::MEMTRACE),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run memtrace");
+    // The go signal only after memtrace attached: wait for its attach line on stderr.
+    let mut stderr = BufReader::new(memtrace.stderr.take().expect("stderr"));
+    let mut seen = String::new();
+    while !seen.contains("memtrace: attached") {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).expect("stderr") > 0, "{seen}");
+        seen.push_str(&line);
+    }
+    workload.go();
+    let record = workload.record();
+    let rest = support::read_all_within(stderr, std::time::Duration::from_secs(30))
+        .expect("memtrace stops when its target exits");
+    assert!(memtrace.wait().expect("memtrace exits").success());
+    let all = seen + &rest;
+    assert!(
+        all.contains("memtrace: warning: stdout is closed; writing everything to stderr"),
+        "{all}"
+    );
+    let summary: serde_json::Value = all
+        .lines()
+        .find_map(|l| {
+            serde_json::from_str(l)
+                .ok()
+                .filter(|v: &serde_json::Value| v["type"] == "summary")
+        })
+        .unwrap_or_else(|| panic!("no summary on stderr:\n{all}"));
+    let process = summary["processes"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["pid"] == workload_pid(&record)))
+        .expect("the workload in the summary");
+    assert_eq!(support::advice_totals(process, 8), Some((4, 0, 4 * 4096)));
 }

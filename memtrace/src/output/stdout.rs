@@ -3,19 +3,29 @@
 //! final report to stderr instead of losing what it gathered; a failure other than the reader
 //! leaving makes memtrace exit non-zero.
 
-use std::io::{self, Write as _};
+use std::{
+    io::{self, Write as _},
+    os::fd::AsRawFd as _,
+};
 
 pub struct Stdout {
-    out: io::BufWriter<io::Stdout>,
+    out: io::BufWriter<Box<dyn io::Write>>,
     closed: bool,
     /// Why writing failed, unless the reader merely went away (a broken pipe).
     error: Option<io::Error>,
 }
 
 impl Stdout {
+    /// stdout, or stderr with a warning when memtrace was started with stdout closed (`>&-`).
     pub fn new() -> Self {
+        let out: Box<dyn io::Write> = if started_closed() {
+            eprintln!("memtrace: warning: stdout is closed; writing everything to stderr");
+            Box::new(io::stderr())
+        } else {
+            Box::new(io::stdout())
+        };
         Self {
-            out: io::BufWriter::new(io::stdout()),
+            out: io::BufWriter::new(out),
             closed: false,
             error: None,
         }
@@ -24,6 +34,14 @@ impl Stdout {
     /// Whether stdout is gone: the caller should stop.
     pub fn closed(&self) -> bool {
         self.closed
+    }
+
+    /// Notices a reader that went away while nothing was written (`memtrace --json | head -1`
+    /// on a quiet process): without this, memtrace learns of it only at its next write.
+    pub fn check_reader(&mut self) {
+        if !self.closed && hung_up(io::stdout().as_raw_fd()) {
+            self.failed(io::ErrorKind::BrokenPipe.into());
+        }
     }
 
     /// A write that failed for another reason than the reader leaving: memtrace must not exit
@@ -71,4 +89,38 @@ impl Stdout {
             self.error = Some(error);
         }
     }
+}
+
+/// Whether memtrace started with stdout closed. Rust's runtime opens /dev/null read-write on
+/// a closed standard fd before `main`; a shell's `>/dev/null` opens it write-only. So stdout
+/// being /dev/null opened read-write means it was closed.
+fn started_closed() -> bool {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+    let fd = io::stdout().as_raw_fd();
+    // SAFETY: reads the flags of an fd number; changes nothing.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    let target = std::fs::metadata(format!("/proc/self/fd/{fd}"));
+    let null = std::fs::metadata("/dev/null");
+    match (target, null) {
+        (Ok(target), Ok(null)) => {
+            flags >= 0
+                && flags & libc::O_ACCMODE == libc::O_RDWR
+                && target.file_type().is_char_device()
+                && target.rdev() == null.rdev()
+        }
+        _ => false,
+    }
+}
+
+/// Whether the reader side of `fd` has gone: a pipe whose reader closed reports POLLERR, a
+/// terminal or socket that hung up POLLHUP, without waiting.
+fn hung_up(fd: i32) -> bool {
+    let mut poll = libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    ready > 0 && poll.revents & (libc::POLLERR | libc::POLLHUP) != 0
 }

@@ -382,7 +382,10 @@ impl Session {
                     guard.clear_ready();
                     None
                 }
-                _ = drain_timer.tick() => None,
+                _ = drain_timer.tick() => {
+                    self.out.check_reader();
+                    None
+                }
                 // The last drain stopped at its limit: more is waiting, come straight back (but
                 // through select!, so timers and signals get their turn).
                 () = std::future::ready(()), if backlog => None,
