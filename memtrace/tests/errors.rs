@@ -216,7 +216,18 @@ fn closed_stdout_moves_the_report_to_stderr() {
         return;
     }
     let mut workload = Workload::spawn(&["madvise", "--op", "free:40:1"]);
-    let mut memtrace = Memtrace::attach(&["--pid", &workload.pid.to_string()]);
+    // A second target that outlives the workload: memtrace stops because its stdout closed,
+    // not because its targets exited.
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("run sleep");
+    let mut memtrace = Memtrace::attach(&[
+        "--pid",
+        &workload.pid.to_string(),
+        "--pid",
+        &sleeper.id().to_string(),
+    ]);
     // Read the start line, let the workload work, then close our end, like
     // `memtrace --json | head -1`.
     let mut stdout = BufReader::new(memtrace.take_stdout());
@@ -227,6 +238,8 @@ fn closed_stdout_moves_the_report_to_stderr() {
     let record = workload.record();
     drop(stdout);
     let output = memtrace.finish();
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
     assert!(output.status.success(), "{}", output.stderr);
     assert!(output.stderr.contains("stdout closed"), "{}", output.stderr);
     // Nothing gathered is lost: the summary, with every call, is on stderr.

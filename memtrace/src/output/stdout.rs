@@ -6,6 +6,7 @@
 use std::{
     io::{self, Write as _},
     os::fd::AsRawFd as _,
+    sync::atomic::{AtomicBool, Ordering},
 };
 
 pub struct Stdout {
@@ -91,25 +92,23 @@ impl Stdout {
     }
 }
 
-/// Whether memtrace started with stdout closed. Rust's runtime opens /dev/null read-write on
-/// a closed standard fd before `main`; a shell's `>/dev/null` opens it write-only. So stdout
-/// being /dev/null opened read-write means it was closed.
+/// Whether fd 1 was closed when memtrace started. Rust's runtime puts /dev/null on a closed
+/// standard fd before `main`, after which a closed stdout cannot be told from `>/dev/null`; a
+/// constructor in `.init_array` runs before that and records it.
+static STDOUT_CLOSED_AT_START: AtomicBool = AtomicBool::new(false);
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static RECORD_STDOUT_AT_START: extern "C" fn() = record_stdout_at_start;
+
+extern "C" fn record_stdout_at_start() {
+    // SAFETY: asks for an fd's flags; changes nothing.
+    let closed = unsafe { libc::fcntl(libc::STDOUT_FILENO, libc::F_GETFD) } == -1;
+    STDOUT_CLOSED_AT_START.store(closed, Ordering::Relaxed);
+}
+
 fn started_closed() -> bool {
-    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
-    let fd = io::stdout().as_raw_fd();
-    // SAFETY: reads the flags of an fd number; changes nothing.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    let target = std::fs::metadata(format!("/proc/self/fd/{fd}"));
-    let null = std::fs::metadata("/dev/null");
-    match (target, null) {
-        (Ok(target), Ok(null)) => {
-            flags >= 0
-                && flags & libc::O_ACCMODE == libc::O_RDWR
-                && target.file_type().is_char_device()
-                && target.rdev() == null.rdev()
-        }
-        _ => false,
-    }
+    STDOUT_CLOSED_AT_START.load(Ordering::Relaxed)
 }
 
 /// Whether the reader side of `fd` has gone: a pipe whose reader closed reports POLLERR, a
