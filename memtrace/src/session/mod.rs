@@ -41,7 +41,9 @@ use crate::{
         snapshot::{Selection, Snapshot, Window},
     },
     kernel::{
-        LostCounts, Options, Tracer, check_privileges,
+        LostCounts, Options, Tracer,
+        cgroup::Cgroups,
+        check_privileges,
         log::KernelLog,
         procfs::{self, PidKind, SmapsRollup},
     },
@@ -246,6 +248,8 @@ pub struct Session {
     metrics: Option<watch::Sender<Bytes>>,
     /// What was read about each named target at start (Go build info, GODEBUG).
     targets: BTreeMap<u32, Target>,
+    /// Names cgroups, and cgroup ids from the kernel.
+    cgroups: Cgroups,
 }
 
 impl Session {
@@ -301,6 +305,7 @@ impl Session {
             followed: Vec::new(),
             metrics: None,
             targets,
+            cgroups: Cgroups::new(),
         })
     }
 
@@ -465,7 +470,11 @@ impl Session {
             m.target_known = true;
         }
         if let Event::OomKill(oom) = event {
-            oom.learn(procfs::oom_victim(oom.tid, oom.trigger_memcg_id));
+            oom.learn(procfs::oom_victim(
+                oom.tid,
+                oom.trigger_memcg_id,
+                &mut self.cgroups,
+            ));
         }
         if let Event::ThreadExit(exit) = event
             && exit.process_start_ns != 0
