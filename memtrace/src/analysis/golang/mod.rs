@@ -1,6 +1,7 @@
 //! Go binaries: which Go built them and with which settings, and the verdict on how the
 //! runtime gives memory back (`memtrace go`, and the Go part of the default report).
 
+pub mod binary;
 pub mod buildinfo;
 pub mod godebug;
 pub mod ldflags;
@@ -8,6 +9,7 @@ pub mod verdict;
 
 use std::{fs, io, path::PathBuf};
 
+use binary::Binary;
 use godebug::Compiled;
 use verdict::GoBuild;
 
@@ -28,7 +30,7 @@ impl Target {
     /// executable cannot be read (no such process, a kernel thread, no permission).
     pub fn inspect(pid: u32) -> Result<Self, String> {
         let exe = PathBuf::from(format!("/proc/{pid}/exe"));
-        let build = buildinfo::read(&exe).map_err(|e| match e.kind() {
+        let binary = Binary::open(&exe).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => {
                 format!(
                     "cannot read {}: no such process, or a kernel thread",
@@ -37,7 +39,7 @@ impl Target {
             }
             _ => format!("cannot read {}: {e}", exe.display()),
         })?;
-        let (go, not_go_reason) = match build {
+        let (go, not_go_reason) = match buildinfo::read(&binary) {
             Ok(info) => (
                 Some(GoBuild {
                     default_godebug: info.default_godebug().map(str::to_owned),
