@@ -666,6 +666,11 @@ impl Session {
             .filter(|(_, target)| !only_go || target.go.is_some())
             .map(|(&pid, target)| {
                 let process = self.model.attribution.process_by_pid(pid);
+                // Read now, not the last periodic sample: that may predate the release.
+                // None once the process has exited.
+                let smaps = SmapsRollup::read(pid);
+                let madv_free = process.and_then(|p| p.madvise.get(&memtrace_common::advice::FREE));
+                let runtime = target.runtime_view(pid, smaps, madv_free.map_or(0, |a| a.bytes));
                 verdict::judge(&Facts {
                     pid,
                     comm: process.map(|p| p.comm.clone()).unwrap_or_default(),
@@ -674,10 +679,9 @@ impl Session {
                     godebug: target.godebug.clone(),
                     kernel: kernel.clone(),
                     madvise: process.map(|p| p.madvise.clone()).unwrap_or_default(),
-                    // Read now, not the last periodic sample: that may predate the release.
-                    // None once the process has exited.
-                    smaps: SmapsRollup::read(pid),
+                    smaps,
                     watched_ns,
+                    runtime,
                 })
             })
             .collect()

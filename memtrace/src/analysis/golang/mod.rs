@@ -3,15 +3,24 @@
 
 pub mod binary;
 pub mod buildinfo;
+pub mod dwarf;
 pub mod godebug;
+pub mod heap;
+pub mod layout;
 pub mod ldflags;
+pub mod locate;
+pub mod reconcile;
 pub mod verdict;
 
 use std::{fs, io, path::PathBuf};
 
 use binary::Binary;
 use godebug::Compiled;
+use heap::{Located, Reason};
+use reconcile::RuntimeView;
 use verdict::GoBuild;
+
+use crate::kernel::procfs::SmapsRollup;
 
 /// What memtrace reads about a process before tracing it (the executable and the environment
 /// cannot be read once it has exited).
@@ -23,6 +32,8 @@ pub struct Target {
     pub not_go_reason: String,
     /// `GODEBUG` from the process's environment, if set.
     pub godebug: Option<String>,
+    /// For a Go binary: where its runtime keeps the heap figures, or why that is unknown.
+    pub runtime: Option<Result<Located, Reason>>,
 }
 
 impl Target {
@@ -39,22 +50,45 @@ impl Target {
             }
             _ => format!("cannot read {}: {e}", exe.display()),
         })?;
-        let (go, not_go_reason) = match buildinfo::read(&binary) {
+        let (go, not_go_reason, runtime) = match buildinfo::read(&binary) {
             Ok(info) => (
                 Some(GoBuild {
                     default_godebug: info.default_godebug().map(str::to_owned),
                     compiled: Compiled::of(&info),
-                    version: info.go_version,
+                    version: info.go_version.clone(),
                 }),
                 String::new(),
+                Some(locate::locate(pid, &binary, &info)),
             ),
-            Err(e) => (None, e.to_string()),
+            Err(e) => (None, e.to_string(), None),
         };
         Ok(Self {
             go,
             not_go_reason,
             godebug: godebug(pid),
+            runtime,
         })
+    }
+
+    /// The runtime's figures read now, next to `smaps` (read at the same moment) and the
+    /// MADV_FREE bytes seen; `None` when not a Go binary.
+    pub fn runtime_view(
+        &self,
+        pid: u32,
+        smaps: Option<SmapsRollup>,
+        madv_free_seen: u64,
+    ) -> Option<RuntimeView> {
+        let view = match self.runtime.as_ref()? {
+            Ok(located) => reconcile::view(
+                Some(located.located_by.clone()),
+                located.note.clone(),
+                heap::read(pid, located),
+                smaps,
+                madv_free_seen,
+            ),
+            Err(reason) => reconcile::view(None, None, Err(reason.clone()), smaps, 0),
+        };
+        Some(view)
     }
 }
 
