@@ -12,6 +12,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod go;
+
 pub const MEMTRACE: &str = env!("CARGO_BIN_EXE_memtrace");
 pub const WORKLOAD: &str = env!("CARGO_BIN_EXE_memtrace-workload");
 

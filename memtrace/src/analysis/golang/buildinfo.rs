@@ -133,6 +133,7 @@ pub enum Error {
 }
 
 /// Reads the build information from the bytes of an ELF Go binary.
+#[cfg(test)]
 pub fn parse(bytes: &[u8]) -> Result<BuildInfo, Error> {
     parse_from(bytes)
 }

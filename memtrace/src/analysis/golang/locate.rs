@@ -14,9 +14,10 @@
 use super::{
     binary::Binary,
     buildinfo::{BuildInfo, version_number},
-    dwarf,
+    debugfile, dwarf,
     heap::{Located, Reason, ReasonCode},
-    layout::NoLayout,
+    layout::{Layout, NoLayout},
+    table,
 };
 use crate::kernel::procmem;
 
@@ -47,24 +48,99 @@ pub fn locate(pid: u32, binary: &Binary, build: &BuildInfo) -> Result<Located, R
             "memtrace reads the Go runtime of 64-bit x86 ELF executables only",
         ));
     }
-    let (layout, located_by) = match dwarf::layout(binary) {
-        Ok(layout) => (layout, "DWARF".to_owned()),
-        Err(NoLayout::NoDwarf) => {
-            return Err(Reason::new(
-                ReasonCode::Stripped,
-                "the binary has no DWARF (built with -ldflags=-w or stripped)",
-            ));
-        }
-        Err(e) => return Err(Reason::new(ReasonCode::NotLocated, e.to_string())),
-    };
     let bias = load_bias(pid, binary)?;
-    Ok(Located {
+    let table = table::entry(build);
+    let located = |layout: Layout, located_by: String, note: Option<String>| Located {
         layout,
         bias,
         go,
         located_by,
-        note: None,
-    })
+        note,
+    };
+    // 1. The binary's own DWARF; 2. a separate debug file's.
+    let mut dwarf_problem = None;
+    match dwarf::layout(binary) {
+        Ok(layout) => {
+            let note = compare(&layout, &table);
+            return Ok(located(layout, "DWARF".to_owned(), note));
+        }
+        Err(NoLayout::NoDwarf) => {}
+        Err(e) => dwarf_problem = Some(e.to_string()),
+    }
+    if let Some((debug, path)) = debugfile::find(pid, binary) {
+        match dwarf::layout(&debug) {
+            Ok(layout) => {
+                let note = compare(&layout, &table);
+                let by = format!("DWARF of the debug file {}", path.display());
+                return Ok(located(layout, by, note));
+            }
+            Err(e) => dwarf_problem = Some(format!("{}: {e}", path.display())),
+        }
+    }
+    if let Some(problem) = dwarf_problem {
+        return Err(Reason::new(ReasonCode::NotLocated, problem));
+    }
+    // 3. The symbol table with the generated offsets; 4. the code, decoded.
+    let entry = table.map_err(|why| {
+        Reason::new(
+            ReasonCode::UnknownLayout,
+            format!("the binary has no DWARF, and {why}"),
+        )
+    })?;
+    let from_symbols = match entry.from_symbols(binary) {
+        Ok(layout) => {
+            let by = format!("symbol table, offsets generated from {}", entry.go);
+            return Ok(located(layout, by, None));
+        }
+        Err(why) => why,
+    };
+    let text_start = || text_start(pid, binary, bias);
+    match entry.from_anchors(binary, text_start) {
+        Ok(layout) => {
+            let by = format!(
+                "runtime code found through .gopclntab, offsets generated from {}",
+                entry.go
+            );
+            Ok(located(layout, by, None))
+        }
+        Err(from_code) => Err(Reason::new(
+            ReasonCode::Stripped,
+            format!("the binary has no DWARF (nor a debug file); {from_symbols}; and {from_code}"),
+        )),
+    }
+}
+
+/// A note when the generated table disagrees with (or lacks) what DWARF says for this release:
+/// a binary of it built without DWARF would be misread (or not read).
+fn compare(dwarf: &Layout, table: &Result<&table::Entry, String>) -> Option<String> {
+    match table {
+        Err(why) => Some(format!(
+            "{why}: a binary of this release without DWARF would have no runtime view"
+        )),
+        Ok(entry) => {
+            let differences = dwarf.differences(&entry.offsets_layout());
+            (!differences.is_empty()).then(|| {
+                format!(
+                    "the offsets generated from {} differ from this binary's DWARF ({}):                      binaries of this release without DWARF are read with the table's",
+                    entry.go,
+                    differences.join("; ")
+                )
+            })
+        }
+    }
+}
+
+/// The text start of a binary whose `.gopclntab` header is relocated at load: read from the
+/// process (its `pcHeader.textStart`), as a link-time address.
+fn text_start(pid: u32, binary: &Binary, bias: u64) -> Option<u64> {
+    let header = binary.section(".gopclntab")?;
+    let mut word = [0u8; 8];
+    let range = procmem::Range {
+        addr: header.addr.checked_add(bias)?.checked_add(24)?,
+        len: 8,
+    };
+    procmem::read_ranges(pid, &[range], &mut word).ok()?;
+    u64::from_le_bytes(word).checked_sub(bias)
 }
 
 /// Where the process has the binary relative to its link-time addresses: AT_ENTRY − e_entry

@@ -3,13 +3,18 @@
 
 pub mod binary;
 pub mod buildinfo;
+mod debugfile;
 pub mod dwarf;
 pub mod godebug;
 pub mod heap;
 pub mod layout;
+mod layouts;
 pub mod ldflags;
 pub mod locate;
+mod pclntab;
 pub mod reconcile;
+mod symtab;
+pub mod table;
 pub mod verdict;
 
 use std::{fs, io, path::PathBuf};
