@@ -36,6 +36,7 @@ use crate::{
     analysis::{
         golang::{
             self, Target,
+            heap::Figures,
             verdict::{self, Facts, Verdict},
         },
         snapshot::{Selection, Snapshot, Window},
@@ -517,9 +518,23 @@ impl Session {
             self.sample_task_faults();
         }
         self.model.reclaim.sample_vmstat(procfs::vmstat());
+        for (&pid, target) in &mut self.targets {
+            target.sample_runtime(pid);
+        }
         if let Some(metrics) = &self.metrics {
             metrics.send_replace(prometheus::render(&self.snapshot(Vec::new())));
         }
+    }
+
+    /// The Go runtime's figures of the named Go targets at the latest sample, with their names.
+    pub fn go_runtime(&self) -> Vec<(u32, String, &Figures)> {
+        self.targets
+            .iter()
+            .filter_map(|(&pid, target)| {
+                let comm = self.model.attribution.process_by_pid(pid)?.comm.clone();
+                Some((pid, comm, target.sampled.as_ref()?))
+            })
+            .collect()
     }
 
     /// Whether /proc's `pid` is still the process memtrace knows by that pid (as far as its

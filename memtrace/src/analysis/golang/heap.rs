@@ -220,8 +220,18 @@ impl Words {
     }
 }
 
-/// Reads the figures of process `pid`.
+/// Reads the figures of process `pid`, retrying until a read is stable and consistent.
 pub fn read(pid: u32, located: &Located) -> Result<Figures, Reason> {
+    read_within(pid, located, ATTEMPTS)
+}
+
+/// One attempt, for periodic samples (the live view, /metrics) that must not hold up the loop:
+/// a read that fails is simply not shown this time.
+pub fn read_once(pid: u32, located: &Located) -> Result<Figures, Reason> {
+    read_within(pid, located, 1)
+}
+
+fn read_within(pid: u32, located: &Located, attempts: u32) -> Result<Figures, Reason> {
     let fields: Vec<(Field, u64)> = Field::ALL
         .iter()
         .filter_map(|&f| Some((f, located.layout.address(f)?.checked_add(located.bias)?)))
@@ -234,7 +244,7 @@ pub fn read(pid: u32, located: &Located) -> Result<Figures, Reason> {
         })
         .collect();
     let mut last = String::new();
-    for attempt in 0..ATTEMPTS {
+    for attempt in 0..attempts {
         if attempt > 0 {
             thread::sleep(PAUSE);
         }
@@ -252,7 +262,7 @@ pub fn read(pid: u32, located: &Located) -> Result<Figures, Reason> {
     Err(Reason::new(
         ReasonCode::Inconsistent,
         format!(
-            "the runtime's own invariants do not hold in {ATTEMPTS} reads ({last}): the layout \
+            "the runtime's own invariants do not hold in {attempts} reads ({last}): the layout \
              does not match this binary, or the process is changing its heap too fast to read"
         ),
     ))
@@ -446,6 +456,13 @@ fn memory_limit_goal(w: &Words, go: (u32, u32)) -> u64 {
     goal.max(heap_marked)
 }
 
+/// Figures of a consistent read (10 MiB in use, 6 MiB idle of which 4 MiB released, 512 KiB of
+/// stacks), for other modules' tests.
+#[cfg(test)]
+pub fn example() -> Figures {
+    figures(&tests::consistent(), (1, 22))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,7 +470,7 @@ mod tests {
     const MIB: i128 = 1 << 20;
 
     /// A consistent set of words: 10 MiB in use, 2 MiB free, 4 MiB released; stacks 512 KiB.
-    fn consistent() -> Words {
+    pub(super) fn consistent() -> Words {
         let mut w = Words([Some(0); Field::COUNT]);
         let mut set = |f: Field, v: i128| w.0[f as usize] = Some(v);
         set(Field::HeapInUse, 10 * MIB);

@@ -21,7 +21,7 @@ use std::{fs, io, path::PathBuf};
 
 use binary::Binary;
 use godebug::Compiled;
-use heap::{Located, Reason};
+use heap::{Figures, Located, Reason};
 use reconcile::RuntimeView;
 use verdict::GoBuild;
 
@@ -39,6 +39,8 @@ pub struct Target {
     pub godebug: Option<String>,
     /// For a Go binary: where its runtime keeps the heap figures, or why that is unknown.
     pub runtime: Option<Result<Located, Reason>>,
+    /// The runtime's figures at the latest sample, for the live view and /metrics.
+    pub sampled: Option<Figures>,
 }
 
 impl Target {
@@ -72,7 +74,16 @@ impl Target {
             not_go_reason,
             godebug: godebug(pid),
             runtime,
+            sampled: None,
         })
+    }
+
+    /// Reads the runtime's figures once (no retries: the loop must not wait), keeping them
+    /// for the live view and /metrics; a failed read leaves none rather than stale ones.
+    pub fn sample_runtime(&mut self, pid: u32) {
+        if let Some(Ok(located)) = &self.runtime {
+            self.sampled = heap::read_once(pid, located).ok();
+        }
     }
 
     /// The runtime's figures read now, next to `smaps` (read at the same moment) and the
