@@ -522,7 +522,9 @@ impl Session {
             target.sample_runtime(pid);
         }
         if let Some(metrics) = &self.metrics {
-            metrics.send_replace(prometheus::render(&self.snapshot(Vec::new())));
+            let page = prometheus::render(&self.snapshot(Vec::new()));
+            let go = prometheus::go_runtime(&self.go_runtime());
+            metrics.send_replace(Bytes::from([&page[..], go.as_bytes()].concat()));
         }
     }
 
