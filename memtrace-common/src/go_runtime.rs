@@ -218,7 +218,7 @@ mod tests {
         ];
         for slot0 in slots {
             for (slot, field) in Field::ring(slot0).into_iter().enumerate() {
-                assert!(field.path().contains(&slot_index(slot)), "{}", field.name());
+                assert!(field.path().contains(slot_index(slot)), "{}", field.name());
                 assert!(field.signed());
             }
         }
