@@ -94,8 +94,8 @@ pub fn locate(pid: u32, binary: &Binary, build: &BuildInfo) -> Result<Located, R
         }
         Err(why) => why,
     };
-    let text_start = || text_start(pid, binary, bias);
-    match entry.from_anchors(binary, text_start) {
+    let text_starts = |in_file| text_starts(pid, binary, bias, in_file);
+    match entry.from_anchors(binary, text_starts) {
         Ok(layout) => {
             let by = format!(
                 "runtime code found through .gopclntab, offsets generated from {}",
@@ -130,9 +130,27 @@ fn compare(dwarf: &Layout, table: &Result<&table::Entry, String>) -> Option<Stri
     }
 }
 
-/// The text start of a binary whose `.gopclntab` header is relocated at load: read from the
-/// process (its `pcHeader.textStart`), as a link-time address.
-fn text_start(pid: u32, binary: &Binary, bias: u64) -> Option<u64> {
+/// Where the Go text may start, to try in turn (anchors that match byte for byte tell the
+/// right one): `.gopclntab`'s header as the file has it; as the process has it (relocated at
+/// load in a PIE); the `.text` section (Go ≥ 1.26 leaves the header's at 0, and an internally
+/// linked binary's Go text starts there).
+fn text_starts(pid: u32, binary: &Binary, bias: u64, in_file: u64) -> Vec<u64> {
+    let mut starts = Vec::new();
+    if in_file != 0 {
+        starts.push(in_file);
+    }
+    if let Some(loaded) = loaded_text_start(pid, binary, bias) {
+        starts.push(loaded);
+    }
+    if let Some(text) = binary.section(".text") {
+        starts.push(text.addr);
+    }
+    starts.dedup();
+    starts
+}
+
+/// `pcHeader.textStart` as the process has it, as a link-time address.
+fn loaded_text_start(pid: u32, binary: &Binary, bias: u64) -> Option<u64> {
     let header = binary.section(".gopclntab")?;
     let mut word = [0u8; 8];
     let range = procmem::Range {
@@ -140,7 +158,10 @@ fn text_start(pid: u32, binary: &Binary, bias: u64) -> Option<u64> {
         len: 8,
     };
     procmem::read_ranges(pid, &[range], &mut word).ok()?;
-    u64::from_le_bytes(word).checked_sub(bias)
+    match u64::from_le_bytes(word) {
+        0 => None,
+        loaded => loaded.checked_sub(bias),
+    }
 }
 
 /// Where the process has the binary relative to its link-time addresses: AT_ENTRY − e_entry

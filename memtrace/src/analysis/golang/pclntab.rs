@@ -23,14 +23,17 @@ const HEADER_LEN: usize = 8 + 8 * 8;
 /// More functions than any real program has.
 const MAX_FUNCTIONS: u64 = 1 << 24;
 
-/// The link-time entry address of each of `names` that the binary has. `text_start` gives the
-/// text start when the file's header holds 0 (a position-independent binary, relocated at
-/// load), from the running process.
-pub fn functions(
-    binary: &Binary,
-    names: &[&str],
-    text_start: impl Fn() -> Option<u64>,
-) -> Result<BTreeMap<&'static str, u64>, String> {
+/// Functions of the binary, by the offset of their entry from the text start.
+pub struct Functions {
+    /// `pcHeader.textStart` as the file has it: 0 where it is relocated at load (PIE), and in
+    /// Go ≥ 1.26, which no longer fills it in.
+    pub text_start: u64,
+    /// The entry offset of each wanted name the binary has.
+    pub entries: BTreeMap<&'static str, u64>,
+}
+
+/// The entry offsets of each of `names` that the binary has.
+pub fn functions(binary: &Binary, names: &[&str]) -> Result<Functions, String> {
     let section = binary
         .section(".gopclntab")
         .ok_or("the binary has no .gopclntab section")?;
@@ -43,21 +46,17 @@ pub fn functions(
         return Err(format!(".gopclntab has an unknown format ({magic:#x})"));
     }
     let nfunc = word(8);
-    let text = match word(24) {
-        0 => text_start().ok_or(".gopclntab's text start is relocated at load")?,
-        text => text,
-    };
-    let (names_at, functab_at) = (word(32), word(64));
-    if nfunc > MAX_FUNCTIONS || names_at >= section.size || functab_at >= section.size {
+    let text = word(24);
+    // The funcname table runs up to the compilation-unit table that follows it.
+    let (names_at, names_end, functab_at) = (word(32), word(40), word(64));
+    if nfunc > MAX_FUNCTIONS
+        || names_at >= names_end
+        || names_end > section.size
+        || functab_at >= section.size
+    {
         return Err(".gopclntab's header is out of range".to_owned());
     }
-    let wanted = name_offsets(
-        binary,
-        section,
-        names_at,
-        functab_at.min(section.size),
-        names,
-    )?;
+    let wanted = name_offsets(binary, section, names_at, names_end, names)?;
     let mut index = Window::new(binary, section, functab_at);
     let mut records = Window::new(binary, section, functab_at);
     let mut found = BTreeMap::new();
@@ -66,13 +65,16 @@ pub fn functions(
         let func_offset = index.u32(i * 8 + 4)?;
         let name_offset = records.u32(u64::from(func_offset) + 4)?;
         if let Some(&name) = wanted.get(&u64::from(name_offset)) {
-            found.insert(name, text + u64::from(entry_offset));
+            found.insert(name, u64::from(entry_offset));
             if found.len() == wanted.len() {
                 break;
             }
         }
     }
-    Ok(found)
+    Ok(Functions {
+        text_start: text,
+        entries: found,
+    })
 }
 
 /// The offset of each wanted name in the funcname table (names are NUL-terminated).

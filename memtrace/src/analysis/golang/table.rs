@@ -8,6 +8,8 @@
 //! another minor release, or built with a GOEXPERIMENT, gets no offsets from it: a reason
 //! rather than a guess.
 
+use std::collections::BTreeMap;
+
 use memtrace_common::go_runtime::{Field, Global};
 
 use super::{
@@ -110,23 +112,41 @@ impl Entry {
     }
 
     /// The globals from the anchor instructions, in a binary without symbols: `.gopclntab`
-    /// gives the functions' addresses; every recorded instruction of a function must match
-    /// byte for byte, and every function that matches must agree on every global.
+    /// gives the functions' offsets from the text start, tried at each of `text_starts` (the
+    /// header's may be 0); every recorded instruction of a function must match byte for byte,
+    /// and every function that matches must agree on every global.
     pub fn from_anchors(
         &self,
         binary: &Binary,
-        text_start: impl Fn() -> Option<u64>,
+        text_starts: impl Fn(u64) -> Vec<u64>,
     ) -> Result<Layout, String> {
         let mut names: Vec<&str> = self.anchors.iter().map(|a| a.function).collect();
         names.dedup();
-        let functions = pclntab::functions(binary, &names, text_start)?;
+        let functions = pclntab::functions(binary, &names)?;
+        let mut last = String::from("no text start to try");
+        for text in text_starts(functions.text_start) {
+            match self.globals_at(binary, text, &functions.entries) {
+                Ok(globals) => return Ok(self.layout(globals)),
+                Err(why) => last = why,
+            }
+        }
+        Err(last)
+    }
+
+    /// The globals the anchors give with the text starting at `text`.
+    fn globals_at(
+        &self,
+        binary: &Binary,
+        text: u64,
+        entries: &BTreeMap<&'static str, u64>,
+    ) -> Result<[u64; Global::ALL.len()], String> {
         let mut globals: [Option<u64>; Global::ALL.len()] = [None; Global::ALL.len()];
         let mut matched = Vec::new();
         for anchor in self.anchors {
-            let Some(&entry) = functions.get(anchor.function) else {
+            let Some(&offset) = entries.get(anchor.function) else {
                 continue;
             };
-            let Some(found) = decode(binary, entry, anchor.refs) else {
+            let Some(found) = decode(binary, text + offset, anchor.refs) else {
                 continue;
             };
             for (global, address) in found {
@@ -159,7 +179,7 @@ impl Entry {
                 )
             })?;
         }
-        Ok(self.layout(addresses))
+        Ok(addresses)
     }
 }
 
