@@ -132,6 +132,9 @@ pub fn render(snapshot: &Snapshot) -> Bytes {
     Bytes::from(page.text)
 }
 
+/// A `memtrace_go_*` gauge: its name, help, and the figure it shows.
+type GoFamily = (&'static str, &'static str, fn(&Figures) -> u64);
+
 /// The Go runtime's own figures of the named Go processes (`memtrace_go_*`), read from each
 /// process at the sample; appended to the page. Empty without Go processes.
 pub fn go_runtime(processes: &[(u32, String, &Figures)]) -> String {
@@ -141,7 +144,7 @@ pub fn go_runtime(processes: &[(u32, String, &Figures)]) -> String {
     if processes.is_empty() {
         return page.text;
     }
-    let families: [(&str, &str, fn(&Figures) -> u64); 8] = [
+    let families: [GoFamily; 8] = [
         (
             "go_heap_inuse_bytes",
             "HeapInuse: bytes in in-use spans, as the Go runtime counts them.",

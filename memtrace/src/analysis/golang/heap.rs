@@ -191,7 +191,8 @@ impl Reason {
         }
     }
 
-    fn from_read(error: &ReadError) -> Self {
+    /// The reason a read of the process's memory (or auxv) failed.
+    pub fn from_read(error: &ReadError) -> Self {
         let code = match error {
             ReadError::Gone => ReasonCode::Exited,
             ReadError::Denied => ReasonCode::PtraceDenied,

@@ -87,7 +87,7 @@ pub fn locate(pid: u32, binary: &Binary, build: &BuildInfo) -> Result<Located, R
             format!("the binary has no DWARF, and {why}"),
         )
     })?;
-    let from_symbols = match entry.from_symbols(binary) {
+    let from_symbols = match entry.locate_by_symbols(binary) {
         Ok(layout) => {
             let by = format!("symbol table, offsets generated from {}", entry.go);
             return Ok(located(layout, by, None));
@@ -95,7 +95,7 @@ pub fn locate(pid: u32, binary: &Binary, build: &BuildInfo) -> Result<Located, R
         Err(why) => why,
     };
     let text_starts = |in_file| text_starts(pid, binary, bias, in_file);
-    match entry.from_anchors(binary, text_starts) {
+    match entry.locate_by_anchors(binary, text_starts) {
         Ok(layout) => {
             let by = format!(
                 "runtime code found through .gopclntab, offsets generated from {}",
@@ -167,14 +167,7 @@ fn loaded_text_start(pid: u32, binary: &Binary, bias: u64) -> Option<u64> {
 /// Where the process has the binary relative to its link-time addresses: AT_ENTRY − e_entry
 /// (0 for a fixed-address executable).
 fn load_bias(pid: u32, binary: &Binary) -> Result<u64, Reason> {
-    let entry = procmem::entry_point(pid).map_err(|e| {
-        let code = match e {
-            procmem::ReadError::Gone => ReasonCode::Exited,
-            procmem::ReadError::Denied => ReasonCode::PtraceDenied,
-            _ => ReasonCode::Unreadable,
-        };
-        Reason::new(code, e.to_string())
-    })?;
+    let entry = procmem::entry_point(pid).map_err(|e| Reason::from_read(&e))?;
     if !binary.position_independent {
         if entry != binary.entry {
             return Err(Reason::new(

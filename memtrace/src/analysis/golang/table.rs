@@ -90,7 +90,7 @@ impl Entry {
     }
 
     /// The globals from the symbol table, checked against the table's sizes.
-    pub fn from_symbols(&self, binary: &Binary) -> Result<Layout, String> {
+    pub fn locate_by_symbols(&self, binary: &Binary) -> Result<Layout, String> {
         let names: Vec<&str> = Global::ALL.iter().map(|g| g.symbol()).collect();
         let symbols = symtab::find(binary, &names)?;
         let mut globals = [0; Global::ALL.len()];
@@ -115,7 +115,7 @@ impl Entry {
     /// gives the functions' offsets from the text start, tried at each of `text_starts` (the
     /// header's may be 0); every recorded instruction of a function must match byte for byte,
     /// and every function that matches must agree on every global.
-    pub fn from_anchors(
+    pub fn locate_by_anchors(
         &self,
         binary: &Binary,
         text_starts: impl Fn(u64) -> Vec<u64>,
