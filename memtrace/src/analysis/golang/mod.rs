@@ -17,11 +17,12 @@ mod symtab;
 pub mod table;
 pub mod verdict;
 
-use std::{fs, io, path::PathBuf};
+use std::{cell::OnceCell, fs, io, path::PathBuf};
 
 use binary::Binary;
+use buildinfo::BuildInfo;
 use godebug::Compiled;
-use heap::{Figures, Located, Reason};
+use heap::{Figures, Located, Reason, ReasonCode};
 use reconcile::RuntimeView;
 use verdict::GoBuild;
 
@@ -37,8 +38,12 @@ pub struct Target {
     pub not_go_reason: String,
     /// `GODEBUG` from the process's environment, if set.
     pub godebug: Option<String>,
-    /// For a Go binary: where its runtime keeps the heap figures, or why that is unknown.
-    pub runtime: Option<Result<Located, Reason>>,
+    /// For a Go binary, its build information, to locate the runtime's figures with.
+    build: Option<BuildInfo>,
+    /// Where the runtime keeps the heap figures, or why that is unknown: located on first use,
+    /// after attaching (reading DWARF must not delay tracing), while the process lives (its
+    /// figures can only be read then anyway).
+    runtime: OnceCell<Result<Located, Reason>>,
     /// The runtime's figures at the latest sample, for the live view and /metrics.
     pub sampled: Option<Figures>,
 }
@@ -57,7 +62,7 @@ impl Target {
             }
             _ => format!("cannot read {}: {e}", exe.display()),
         })?;
-        let (go, not_go_reason, runtime) = match buildinfo::read(&binary) {
+        let (go, not_go_reason, build) = match buildinfo::read(&binary) {
             Ok(info) => (
                 Some(GoBuild {
                     default_godebug: info.default_godebug().map(str::to_owned),
@@ -65,7 +70,7 @@ impl Target {
                     version: info.go_version.clone(),
                 }),
                 String::new(),
-                Some(locate::locate(pid, &binary, &info)),
+                Some(info),
             ),
             Err(e) => (None, e.to_string(), None),
         };
@@ -73,15 +78,32 @@ impl Target {
             go,
             not_go_reason,
             godebug: godebug(pid),
-            runtime,
+            build,
+            runtime: OnceCell::new(),
             sampled: None,
         })
+    }
+
+    /// Where the runtime keeps the heap figures (located on the first call); `None` when not
+    /// a Go binary.
+    fn runtime(&self, pid: u32) -> Option<&Result<Located, Reason>> {
+        let build = self.build.as_ref()?;
+        Some(self.runtime.get_or_init(|| {
+            let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+            match Binary::open(&exe) {
+                Ok(binary) => locate::locate(pid, &binary, build),
+                Err(e) => Err(Reason::new(
+                    ReasonCode::Exited,
+                    format!("cannot read {}: {e}", exe.display()),
+                )),
+            }
+        }))
     }
 
     /// Reads the runtime's figures once (no retries: the loop must not wait), keeping them
     /// for the live view and /metrics; a failed read leaves none rather than stale ones.
     pub fn sample_runtime(&mut self, pid: u32) {
-        if let Some(Ok(located)) = &self.runtime {
+        if let Some(Ok(located)) = self.runtime(pid) {
             self.sampled = heap::read_once(pid, located).ok();
         }
     }
@@ -94,7 +116,7 @@ impl Target {
         smaps: Option<SmapsRollup>,
         madv_free_seen: u64,
     ) -> Option<RuntimeView> {
-        let view = match self.runtime.as_ref()? {
+        let view = match self.runtime(pid)? {
             Ok(located) => reconcile::view(
                 Some(located.located_by.clone()),
                 located.note.clone(),
