@@ -8,7 +8,9 @@
 //! - [`events`]: the records streamed through the ring buffer and the map values, one file per
 //!   event, and [`events::EventKind`];
 //! - [`lost`]: why the kernel side dropped a record;
-//! - [`config`] and [`maps`]: the loader-set globals and the maps userspace reads.
+//! - [`config`] and [`maps`]: the loader-set globals and the maps userspace reads;
+//! - [`go_runtime`]: the Go runtime's heap fields memtrace reads from a live Go process, shared
+//!   with xtask's generator of their offset table.
 //!
 //! Everything shared in memory is `#[repr(C)]` plain data without implicit padding, so both
 //! sides agree on every byte.
@@ -23,6 +25,7 @@ pub mod advice;
 pub mod config;
 pub mod events;
 pub mod fields;
+pub mod go_runtime;
 pub mod hooks;
 pub mod lost;
 pub mod maps;

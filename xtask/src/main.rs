@@ -1,4 +1,5 @@
-//! Developer tasks: `cargo xtask bootstrap | run | test | lint | schema | docs | bench | vm`.
+//! Developer tasks: `cargo xtask bootstrap | run | test | lint | schema | go-layouts | docs |
+//! bench | vm`.
 //!
 //! Every task that builds calls `bootstrap` first, which installs what is missing (rust-src,
 //! LLVM matching rustc, bpf-linker built against it) and mounts tracefs; when everything is
@@ -8,6 +9,7 @@ mod apt;
 mod bench;
 mod bootstrap;
 mod docs;
+mod go_layouts;
 mod guest_bench;
 mod layers;
 mod tasks;
@@ -70,6 +72,10 @@ enum Task {
     },
     /// Regenerate schema/memtrace.schema.json from memtrace's JSON line types.
     Schema,
+    /// Regenerate memtrace/src/analysis/golang/layouts.rs, where the Go runtime keeps its heap
+    /// figures in each Go release the tests build with, from those builds' DWARF and code
+    /// (fetches the toolchains with pip and builds the Go test programs first).
+    GoLayouts,
     /// Generate the man page and bash/zsh/fish completions from memtrace's CLI definition, and
     /// README.md's kernel tables from memtrace-common's hook and field tables.
     Docs {
@@ -115,6 +121,9 @@ fn main() -> ExitCode {
                 Some(kernel) => vm::test(kernel, cgroup, &args),
             }),
         Task::Schema => bootstrap::run().and_then(|()| tasks::schema()),
+        Task::GoLayouts => bootstrap::run()
+            .and_then(|()| bootstrap::ensure_test_tools())
+            .and_then(|()| go_layouts::generate()),
         Task::Docs { out } => docs::generate(&tasks::workspace_root().join(out))
             .and_then(|()| docs::write_readme_tables(&tasks::workspace_root().join("README.md"))),
         Task::Lint => bootstrap::run()

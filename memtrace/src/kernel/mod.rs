@@ -9,6 +9,7 @@ pub mod log;
 mod object;
 mod offsets;
 pub mod procfs;
+pub mod procmem;
 pub mod tracefs;
 mod tracer;
 mod trampoline;

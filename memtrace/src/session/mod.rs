@@ -37,6 +37,7 @@ use crate::{
     analysis::{
         golang::{
             self, Target,
+            heap::Figures,
             verdict::{self, Facts, Verdict},
         },
         snapshot::{Selection, Snapshot, Window},
@@ -565,9 +566,25 @@ impl Session {
             self.sample_task_faults();
         }
         self.model.reclaim.sample_vmstat(procfs::vmstat());
-        if let Some(metrics) = &self.metrics {
-            metrics.send_replace(prometheus::render(&self.snapshot(Vec::new())));
+        for (&pid, target) in &mut self.targets {
+            target.sample_runtime(pid);
         }
+        if let Some(metrics) = &self.metrics {
+            let page = prometheus::render(&self.snapshot(Vec::new()));
+            let go = prometheus::go_runtime(&self.go_runtime());
+            metrics.send_replace(Bytes::from([&page[..], go.as_bytes()].concat()));
+        }
+    }
+
+    /// The Go runtime's figures of the named Go targets at the latest sample, with their names.
+    pub fn go_runtime(&self) -> Vec<(u32, String, &Figures)> {
+        self.targets
+            .iter()
+            .filter_map(|(&pid, target)| {
+                let comm = self.model.attribution.process_by_pid(pid)?.comm.clone();
+                Some((pid, comm, target.sampled.as_ref()?))
+            })
+            .collect()
     }
 
     /// Whether /proc's `pid` is still the process memtrace knows by that pid (as far as its
@@ -714,6 +731,11 @@ impl Session {
             .filter(|(_, target)| !only_go || target.go.is_some())
             .map(|(&pid, target)| {
                 let process = self.model.attribution.process_by_pid(pid);
+                // Read now, not the last periodic sample: that may predate the release.
+                // None once the process has exited.
+                let smaps = SmapsRollup::read(pid);
+                let madv_free = process.and_then(|p| p.madvise.get(&memtrace_common::advice::FREE));
+                let runtime = target.runtime_view(pid, smaps, madv_free.map_or(0, |a| a.bytes));
                 verdict::judge(&Facts {
                     pid,
                     comm: process.map(|p| p.comm.clone()).unwrap_or_default(),
@@ -722,10 +744,9 @@ impl Session {
                     godebug: target.godebug.clone(),
                     kernel: kernel.clone(),
                     madvise: process.map(|p| p.madvise.clone()).unwrap_or_default(),
-                    // Read now, not the last periodic sample: that may predate the release.
-                    // None once the process has exited.
-                    smaps: SmapsRollup::read(pid),
+                    smaps,
                     watched_ns,
+                    runtime,
                 })
             })
             .collect()

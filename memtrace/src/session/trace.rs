@@ -10,7 +10,7 @@ use crate::{
     model::event::Event,
     output::{
         json::{self, Start, Summary},
-        live::Live,
+        live::{self, Live},
         text,
     },
     stop::StopReason,
@@ -85,10 +85,11 @@ impl Mode for Trace {
             return;
         };
         let snapshot = session.snapshot(Vec::new());
+        let go = session.go_runtime();
         let frame = if *terminal {
-            live.screen(&snapshot, self.top)
+            live.screen(&snapshot, self.top) + &live::go_runtime_screen(&go)
         } else {
-            live.line(&snapshot)
+            live.line(&snapshot) + &live::go_runtime_line(&go)
         };
         session.out.line(frame.trim_end());
         session.out.flush();

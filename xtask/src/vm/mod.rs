@@ -138,6 +138,7 @@ pub fn test(choice: KernelChoice, cgroup: Option<Cgroup>, args: &[String]) -> an
     if cases.is_empty() {
         bail!("no integration test matches {args:?}");
     }
+    suite::prepare_on_host(&build)?;
     let image = rootfs::create(&build, &[], &vm_dir())?;
     eprintln!(
         "xtask: guests prepared in {} ({} selected)",

@@ -24,6 +24,10 @@ pub struct Build {
 
 /// [`Build::go_programs`] below the target directory.
 const GO_PROGRAMS: &str = "tmp/go-toolchains/built";
+/// Tests that make on the host what the guests' tests need and cannot make there (a guest has
+/// neither pip nor the Go toolchains): test binary, test name. Run before the root image is
+/// made, so a fresh checkout's guest run works without a host run first.
+const HOST_PREPARATION: [(&str, &str); 1] = [("golang", "prepare_go_builds")];
 
 /// One integration test target (`memtrace/tests/madvise.rs` → `madvise`).
 pub struct TestBinary {
@@ -99,6 +103,24 @@ fn test_binary(message: &Value, executable: &str) -> anyhow::Result<TestBinary> 
             .context("manifest_path has no parent")?
             .to_owned(),
     })
+}
+
+/// Runs the [`HOST_PREPARATION`] tests on the host, failing if one does.
+pub fn prepare_on_host(build: &Build) -> anyhow::Result<()> {
+    for (target, name) in HOST_PREPARATION {
+        let binary = build
+            .binaries
+            .iter()
+            .find(|b| b.target == target)
+            .with_context(|| format!("no test binary {target} to prepare the guests with"))?;
+        eprintln!("xtask: preparing the guests' Go builds on the host ({target}/{name})");
+        crate::tasks::status(
+            Command::new(&binary.path)
+                .args(["--exact", name, "--nocapture", "--test-threads=1"])
+                .current_dir(&binary.package_dir),
+        )?;
+    }
+    Ok(())
 }
 
 /// The tests of every binary that `filters` (libtest arguments, e.g. a name substring)
