@@ -3,6 +3,7 @@
 //! hands the values in), so every rule in it is unit-tested.
 
 pub mod attribution;
+pub mod container;
 pub mod event;
 pub mod reclaim;
 
