@@ -7,6 +7,7 @@ pub mod gfp;
 pub mod log;
 mod object;
 mod offsets;
+pub mod pidns;
 pub mod procfs;
 pub mod tracefs;
 mod tracer;

@@ -124,6 +124,24 @@ impl Workload {
         workload
     }
 
+    /// Spawns the workload as pid 1 of a new pid namespace (`unshare -fp --mount-proc`), as a
+    /// container without the host's pid namespace runs it: `pid` is its pid on the host; the
+    /// pid it printed (its own namespace's) is returned beside it.
+    pub fn spawn_in_pid_namespace(args: &[&str]) -> (Self, u32) {
+        let mut workload = Self::spawn_command(
+            Command::new("unshare")
+                .args(["--fork", "--pid", "--mount-proc", WORKLOAD])
+                .args(args),
+        );
+        let ns_pid = workload.pid;
+        let unshare = workload.child.id();
+        workload.pid = children_of(unshare)
+            .first()
+            .copied()
+            .expect("the workload's pid on the host");
+        (workload, ns_pid)
+    }
+
     /// The next JSON line the workload prints (for workloads with intermediate lines).
     pub fn next_line(&mut self) -> Value {
         read_json_line(&mut self.stdout).expect("workload line")
@@ -314,6 +332,22 @@ impl Drop for MemCgroup {
         }
         eprintln!("warning: could not remove {}", self.path.display());
     }
+}
+
+/// The processes whose parent is `ppid` (field 4 of /proc/PID/stat).
+pub fn children_of(ppid: u32) -> Vec<u32> {
+    let parent = ppid.to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| stat_field(&stat, 4) == Some(parent.as_str()))
+        })
+        .collect()
 }
 
 /// `(minflt, majflt)` of a live process from /proc/PID/stat.
