@@ -276,7 +276,7 @@ pub fn memory_cgroup_by_id(id: u64) -> Option<String> {
 
 /// Where the hierarchy holding the memory controller is mounted: a cgroup v1 mount with the
 /// `memory` option, else a cgroup2 mount whose root offers `memory`.
-fn memory_hierarchy_root() -> Option<PathBuf> {
+pub fn memory_hierarchy_root() -> Option<PathBuf> {
     let mounts = fs::read_to_string("/proc/self/mountinfo").ok()?;
     let cgroup_mounts: Vec<(&str, &str, &str)> =
         mounts.lines().filter_map(parse_mountinfo).collect();
