@@ -1,4 +1,5 @@
-//! Developer tasks: `cargo xtask bootstrap | run | test | lint | schema | docs | bench | vm`.
+//! Developer tasks: `cargo xtask bootstrap | run | test | lint | schema | docs | bench | vm |
+//! image`.
 //!
 //! Every task that builds calls `bootstrap` first, which installs what is missing (rust-src,
 //! LLVM matching rustc, bpf-linker built against it) and mounts tracefs; when everything is
@@ -9,6 +10,7 @@ mod bench;
 mod bootstrap;
 mod docs;
 mod guest_bench;
+mod image;
 mod layers;
 mod tasks;
 mod vm;
@@ -68,6 +70,16 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Build the container image deploy/daemonset.yaml runs (deploy/Dockerfile: a static
+    /// memtrace, FROM scratch) with podman, pulling nothing.
+    Image {
+        /// The image's name and tag.
+        #[arg(long, default_value = image::DEFAULT_TAG)]
+        tag: String,
+        /// Also save the image as an OCI archive at this path (`podman load`, `skopeo copy`).
+        #[arg(long, value_name = "PATH")]
+        archive: Option<std::path::PathBuf>,
+    },
     /// Regenerate schema/memtrace.schema.json from memtrace's JSON line types.
     Schema,
     /// Generate the man page and bash/zsh/fish completions from memtrace's CLI definition, and
@@ -114,6 +126,9 @@ fn main() -> ExitCode {
                 None => tasks::test(&args),
                 Some(kernel) => vm::test(kernel, cgroup, &args),
             }),
+        Task::Image { tag, archive } => {
+            bootstrap::run().and_then(|()| image::build(&image::Options { tag, archive }))
+        }
         Task::Schema => bootstrap::run().and_then(|()| tasks::schema()),
         Task::Docs { out } => docs::generate(&tasks::workspace_root().join(out))
             .and_then(|()| docs::write_readme_tables(&tasks::workspace_root().join("README.md"))),
