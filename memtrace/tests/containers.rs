@@ -2,8 +2,9 @@
 
 mod support;
 
-use std::process::Command;
+use std::{io::Write as _, process::Command, time::Duration};
 
+use serde_json::json;
 use support::{MEMTRACE, Memtrace, WORKLOAD, Workload, advice_totals, privileged};
 
 const FREE: u32 = 8;
@@ -82,4 +83,125 @@ fn a_process_in_its_own_pid_namespace_is_counted_by_its_host_pid() {
     let process = output.process(pid.parse().unwrap());
     assert_eq!(advice_totals(process, FREE), Some((29, 0, 29 * 4096)));
     assert_eq!(advice_totals(process, DONTNEED), Some((41, 0, 41 * 4096)));
+}
+
+/// Exactly the capabilities deploy/daemonset.yaml adds (CAP_SYS_RESOURCE only matters before
+/// Linux 5.11), as root: what memtrace has in the DaemonSet.
+const DAEMONSET_CAPABILITIES: [&str; 3] = [
+    "setpriv",
+    "--bounding-set=-all,+bpf,+perfmon,+sys_resource",
+    "--inh-caps=-all",
+];
+
+/// With the DaemonSet's capabilities (no CAP_SYS_PTRACE), another process's smaps_rollup is
+/// refused on Debian's 6.1 and 6.12 (this machine's 6.18 lets CAP_PERFMON read it). Whatever
+/// the kernel decides (the oracle: `cat` with the same capabilities), memtrace reports exactly
+/// what it may read: smaps_rollup's Rss where allowed; else the RSS of /proc/PID/status, equal
+/// to what status says, with LazyFree unknown and why. The workload is non-dumpable, as a
+/// daemon that dropped privileges is.
+#[test]
+fn without_ptrace_access_rss_comes_from_status() {
+    if !privileged() {
+        return;
+    }
+    let mut workload = Workload::spawn(&["steady", "--pages", "256", "--undumpable"]);
+    let pid = workload.pid;
+    let memtrace = Memtrace::attach_wrapped(
+        &DAEMONSET_CAPABILITIES,
+        &["--json", "--pid", &pid.to_string()],
+    );
+    let mut stdin = workload.go_keeping_stdin();
+    std::thread::sleep(Duration::from_millis(500));
+    stdin.write_all(b"stop\n").expect("stop the workload");
+    let rounds = workload.next_line();
+    assert!(rounds["rounds"].as_u64() > Some(0), "{rounds}");
+    // Idle now, waiting for its last line: its memory holds still while memtrace samples it.
+    let truth = (status_memory(pid), smaps_rss(pid));
+    let refused = !Command::new(DAEMONSET_CAPABILITIES[0])
+        .args(&DAEMONSET_CAPABILITIES[1..])
+        .args(["cat", &format!("/proc/{pid}/smaps_rollup")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run cat with the DaemonSet's capabilities")
+        .success();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        (status_memory(pid), smaps_rss(pid)),
+        truth,
+        "the workload's memory moved"
+    );
+    memtrace.interrupt();
+    let output = memtrace.finish();
+    stdin.write_all(b"exit\n").expect("let the workload exit");
+    workload.record();
+    assert!(output.status.success(), "{}", output.stderr);
+    let warning = format!(
+        "memtrace: warning: pid {pid}: smaps_rollup needs ptrace access to the process (CAP_SYS_PTRACE"
+    );
+    let smaps = &output.process(pid)["smaps_rollup"];
+    let ((rss, anon, file), smaps_rss) = truth;
+    if !refused {
+        eprintln!("this kernel lets the DaemonSet's capabilities read smaps_rollup");
+        assert!(!output.stderr.contains(&warning), "{}", output.stderr);
+        assert_eq!(smaps["last"]["rss"], smaps_rss, "{smaps}");
+        assert_eq!(
+            (&smaps["refused"], &smaps["status"]),
+            (&json!(null), &json!(null))
+        );
+        return;
+    }
+    assert!(output.stderr.contains(&warning), "{}", output.stderr);
+    assert_eq!(
+        (&smaps["first"], &smaps["last"]),
+        (&json!(null), &json!(null))
+    );
+    assert!(
+        smaps["refused"]
+            .as_str()
+            .is_some_and(|why| why.contains("LazyFree, Pss and AnonHugePages unknown")),
+        "{smaps}"
+    );
+    assert_eq!(
+        (
+            &smaps["status"]["rss"],
+            &smaps["status"]["anon"],
+            &smaps["status"]["file"]
+        ),
+        (&json!(rss), &json!(anon), &json!(file)),
+        "{smaps}"
+    );
+}
+
+/// Rss of /proc/PID/smaps_rollup, in bytes (read with the test's full privileges).
+fn smaps_rss(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).expect("smaps_rollup");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("Rss:")?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .expect("an Rss line")
+        * 1024
+}
+
+/// `(VmRSS, RssAnon, RssFile)` of a process from /proc/PID/status, in bytes.
+fn status_memory(pid: u32) -> (u64, u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let kb = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {status}"))
+    };
+    (
+        kb("VmRSS:") * 1024,
+        kb("RssAnon:") * 1024,
+        kb("RssFile:") * 1024,
+    )
 }

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     cli::SortKey,
-    kernel::{LostCounts, procfs::SmapsRollup},
+    kernel::{LostCounts, procfs::SmapsRollup, status::StatusMemory},
     model::{
         Model,
         attribution::{MappingTotals, ProcessStats},
@@ -76,15 +76,19 @@ fn sort_value(sort: SortKey, p: &ProcessStats) -> u64 {
         SortKey::Released => p.released_bytes(),
         SortKey::Faults => (p.task_faults.minor() + p.task_faults.major()).max(p.faults.user),
         // Resident pages only: swap entries are not in RSS.
-        SortKey::Rss => p.smaps_last.map_or_else(
-            || {
-                [RssMember::File, RssMember::Anon, RssMember::Shmem]
-                    .iter()
-                    .filter_map(|&m| p.rss.size[m as usize])
-                    .sum()
-            },
-            |s| s.rss,
-        ),
+        SortKey::Rss => p
+            .smaps_last
+            .map(|s| s.rss)
+            .or(p.status_last.map(|(s, _)| s.rss))
+            .map_or_else(
+                || {
+                    [RssMember::File, RssMember::Anon, RssMember::Shmem]
+                        .iter()
+                        .filter_map(|&m| p.rss.size[m as usize])
+                        .sum()
+                },
+                |rss| rss,
+            ),
         SortKey::Mapped => {
             let m = &p.mappings;
             m.mapped_bytes() + m.brk_grow.bytes + m.mremap_grow.bytes
@@ -274,6 +278,8 @@ impl ProcessView {
             smaps_rollup: SmapsView {
                 first: p.smaps_first,
                 last: p.smaps_last,
+                refused: p.status_last.map(|(_, why)| why),
+                status: p.status_last.map(|(status, _)| status),
             },
             explanation: explain::explain(p, reclaim, taken),
             reclaim: stalls_of(reclaim, p.pid),
@@ -362,6 +368,11 @@ pub struct RssView {
 pub struct SmapsView {
     pub first: Option<SmapsRollup>,
     pub last: Option<SmapsRollup>,
+    /// Why smaps_rollup could not be read (no ptrace access to the process); null when it was,
+    /// or was not sampled.
+    pub refused: Option<&'static str>,
+    /// /proc/PID/status's resident memory, read in its place when it was refused.
+    pub status: Option<StatusMemory>,
 }
 
 /// Stalls of one process (or of all) in one kind of reclaim.

@@ -10,6 +10,7 @@ mod object;
 mod offsets;
 pub mod pidns;
 pub mod procfs;
+pub mod status;
 pub mod tracefs;
 mod tracer;
 mod trampoline;

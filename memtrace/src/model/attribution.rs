@@ -12,7 +12,10 @@ use memtrace_common::{
 };
 
 use super::event::{Event, Madvise, MapKind, MapOp, Mapping, comm_string};
-use crate::kernel::procfs::SmapsRollup;
+use crate::kernel::{
+    procfs::SmapsRollup,
+    status::{Resident, StatusMemory},
+};
 
 /// Calls with one advice value.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -239,6 +242,8 @@ pub struct ProcessStats {
     /// /proc/PID/smaps_rollup when first seen and at the latest sample.
     pub smaps_first: Option<SmapsRollup>,
     pub smaps_last: Option<SmapsRollup>,
+    /// /proc/PID/status at the latest sample, where smaps_rollup was refused, and why it was.
+    pub status_last: Option<(StatusMemory, &'static str)>,
     /// The largest LazyFree sampled: a drop from it means reclaim took MADV_FREE'd pages (or
     /// the process wrote to them again).
     pub lazy_free_peak: Option<u64>,
@@ -432,6 +437,16 @@ impl Attribution {
         }
         for (pid, rss) in by_pid {
             self.process(pid, "").rss = rss;
+        }
+    }
+
+    /// Keeps a sample of a process's resident memory: smaps_rollup's, or status's in its place.
+    pub fn sample_resident(&mut self, pid: u32, sample: Resident) {
+        match sample {
+            Resident::Smaps(smaps) => self.sample_smaps(pid, smaps),
+            Resident::Status(status, why) => {
+                self.process(pid, "").status_last = Some((status, why));
+            }
         }
     }
 

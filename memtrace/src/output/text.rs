@@ -214,6 +214,18 @@ fn rss_text(out: &mut String, p: &ProcessView) {
 }
 
 fn smaps_text(out: &mut String, p: &ProcessView) {
+    if let (Some(status), Some(why)) = (p.smaps_rollup.status, p.smaps_rollup.refused) {
+        let _ = writeln!(
+            out,
+            "  /proc/{}/status: VmRSS {} (anon {}, file {}, shmem {}), VmSwap {}; LazyFree unknown: {why}",
+            p.pid,
+            human_bytes(status.rss),
+            human_bytes(status.anon),
+            human_bytes(status.file),
+            human_bytes(status.shmem),
+            human_bytes(status.swap),
+        );
+    }
     let (Some(first), Some(last)) = (p.smaps_rollup.first, p.smaps_rollup.last) else {
         return;
     };

@@ -44,6 +44,7 @@ use crate::{
         LostCounts, Options, Tracer, check_privileges,
         log::KernelLog,
         procfs::{self, SmapsRollup},
+        status::Resident,
     },
     model::{
         Model,
@@ -320,8 +321,11 @@ impl Session {
         if let Some(brk) = procfs::program_break(pid) {
             attribution.set_initial_brk(pid, brk);
         }
-        if let Some(sample) = SmapsRollup::read(pid) {
-            attribution.sample_smaps(pid, sample);
+        if let Some(sample) = Resident::read(pid) {
+            if let Resident::Status(_, why) = sample {
+                eprintln!("memtrace: warning: pid {pid}: {why}");
+            }
+            attribution.sample_resident(pid, sample);
         }
         attribution.sample_task_faults(pid, &procfs::thread_faults(pid));
     }
@@ -507,10 +511,10 @@ impl Session {
             self.name_if_unnamed(pid);
         }
         for &pid in &self.sampled {
-            if let Some(sample) = SmapsRollup::read(pid)
+            if let Some(sample) = Resident::read(pid)
                 && self.still_the_same(pid)
             {
-                self.model.attribution.sample_smaps(pid, sample);
+                self.model.attribution.sample_resident(pid, sample);
             }
         }
         if self.memory {

@@ -445,7 +445,21 @@ impl Memtrace {
 
     /// Starts `memtrace ARGS` (e.g. a subcommand) and waits until it says it is attached.
     pub fn attach_with(args: &[&str]) -> Self {
-        let mut child = Command::new(MEMTRACE)
+        Self::attach_wrapped(&[], args)
+    }
+
+    /// Starts `WRAPPER… memtrace ARGS` (e.g. `setpriv` with fewer capabilities) and waits
+    /// until it says it is attached.
+    pub fn attach_wrapped(wrapper: &[&str], args: &[&str]) -> Self {
+        let mut command = match wrapper {
+            [program, rest @ ..] => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(MEMTRACE);
+                command
+            }
+            [] => Command::new(MEMTRACE),
+        };
+        let mut child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
