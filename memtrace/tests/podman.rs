@@ -341,23 +341,19 @@ fn workload_image() -> &'static str {
             std::fs::copy(&file, &inside)
                 .unwrap_or_else(|e| panic!("copy {}: {e}", file.display()));
         }
+        let tarball = root.with_extension("tar");
         let tar = Command::new("tar")
-            .args(["--create", "--directory"])
+            .arg("--create")
+            .arg("--file")
+            .arg(&tarball)
+            .arg("--directory")
             .arg(&root)
             .arg(".")
-            .stdout(Stdio::piped())
-            .spawn()
+            .status()
             .expect("run tar");
-        let import = podman()
-            .args(["import", "-", WORKLOAD_IMAGE])
-            .stdin(tar.stdout.expect("tar's stdout"))
-            .output()
-            .expect("podman import");
-        assert!(
-            import.status.success(),
-            "podman import: {}",
-            String::from_utf8_lossy(&import.stderr)
-        );
+        assert!(tar.success(), "tar failed");
+        podman_ok(&["import", &tarball.to_string_lossy(), WORKLOAD_IMAGE]);
+        let _ = std::fs::remove_file(&tarball);
         let _ = std::fs::remove_dir_all(&root);
     });
     WORKLOAD_IMAGE

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use crate::{
     apt::{self, Tool},
     bootstrap::which,
-    tasks::{capture, cargo, status, workspace_root},
+    tasks::{capture, cargo, is_root, status, workspace_root},
 };
 
 /// A static binary needs nothing from the image: no libc, no loader.
@@ -82,6 +82,18 @@ pub fn build(options: &Options) -> anyhow::Result<()> {
         eprintln!("xtask: wrote {}", archive.display());
     }
     Ok(())
+}
+
+/// Builds the image memtrace/tests/podman.rs runs, so the host's tests run the current code.
+/// Not root: the privileged tests skip, and podman needs root here.
+pub fn for_tests() -> anyhow::Result<()> {
+    if !is_root() {
+        return Ok(());
+    }
+    build(&Options {
+        tag: DEFAULT_TAG.to_owned(),
+        archive: None,
+    })
 }
 
 /// The musl target's standard library, from rustup (the pinned toolchain's).

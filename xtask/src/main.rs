@@ -123,7 +123,7 @@ fn main() -> ExitCode {
         } => bootstrap::run()
             .and_then(|()| bootstrap::ensure_test_tools())
             .and_then(|()| match kernel {
-                None => tasks::test(&args),
+                None => image::for_tests().and_then(|()| tasks::test(&args)),
                 Some(kernel) => vm::test(kernel, cgroup, &args),
             }),
         Task::Image { tag, archive } => {
