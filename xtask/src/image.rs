@@ -8,8 +8,7 @@ use anyhow::Context as _;
 
 use crate::{
     apt::{self, Tool},
-    bootstrap::which,
-    tasks::{capture, cargo, is_root, status, workspace_root},
+    tasks::{capture, cargo, is_root, status, which, workspace_root},
 };
 
 /// A static binary needs nothing from the image: no libc, no loader.

@@ -295,10 +295,9 @@ mod tests {
 
     #[test]
     fn reads_a_live_memory_cgroup() {
-        use crate::kernel::procfs;
-        let path = procfs::memory_cgroup(std::process::id()).expect("own memory cgroup");
-        let root = procfs::memory_hierarchy_root().expect("a memory cgroup hierarchy");
-        let usage = MemcgUsage::read(&root.join(path.trim_start_matches('/')));
+        let hierarchy = crate::kernel::cgroup::Hierarchy::find().expect("a cgroup hierarchy");
+        let path = hierarchy.of_process(std::process::id()).expect("own cgroup");
+        let usage = MemcgUsage::read(&hierarchy.dir(&path));
         // The root of a v2 hierarchy has no memory.current: nothing is charged to it alone.
         if let Some(usage) = usage {
             assert!(usage.usage > 0, "{usage:?}");

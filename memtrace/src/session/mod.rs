@@ -41,9 +41,11 @@ use crate::{
         snapshot::{Selection, Snapshot, Window},
     },
     kernel::{
-        LostCounts, Options, Tracer, check_privileges,
+        LostCounts, Options, Tracer,
+        cgroup::Cgroups,
+        check_privileges,
         log::KernelLog,
-        procfs::{self, SmapsRollup},
+        procfs::{self, PidKind, SmapsRollup},
         status::Resident,
     },
     model::{
@@ -165,15 +167,30 @@ pub async fn run(config: Config, mut mode: impl Mode) -> anyhow::Result<()> {
     session.finish(&mut mode, reason)
 }
 
-/// Refuses targets memtrace cannot trace: itself, and kernel threads (no user memory).
+/// Refuses targets memtrace cannot trace: itself, kernel threads (no user memory), a thread id
+/// given for its process, and a zombie (exited, its memory gone).
 fn check_targets(pids: &[u32]) -> anyhow::Result<()> {
     for &pid in pids {
         if pid == std::process::id() {
             bail!("pid {pid} is memtrace itself, which it never traces");
         }
+        let comm = |pid| procfs::comm(pid).unwrap_or_default();
         if procfs::is_kernel_thread(pid) {
-            let comm = procfs::comm(pid).unwrap_or_default();
-            bail!("pid {pid} ({comm}) is a kernel thread: it has no user memory to trace");
+            bail!(
+                "pid {pid} ({}) is a kernel thread: it has no user memory to trace",
+                comm(pid)
+            );
+        }
+        match procfs::pid_kind(pid) {
+            Some(PidKind::Thread { tgid }) => bail!(
+                "pid {pid} is a thread of process {tgid} ({}): trace --pid {tgid}, which covers all its threads",
+                comm(tgid)
+            ),
+            Some(PidKind::Zombie) => bail!(
+                "pid {pid} ({}) has exited (a zombie its parent has not reaped): it has no memory left to trace",
+                comm(pid)
+            ),
+            Some(PidKind::Process) | None => {}
         }
     }
     Ok(())
@@ -232,6 +249,8 @@ pub struct Session {
     metrics: Option<watch::Sender<Bytes>>,
     /// What was read about each named target at start (Go build info, GODEBUG).
     targets: BTreeMap<u32, Target>,
+    /// Names cgroups, and cgroup ids from the kernel.
+    cgroups: Cgroups,
 }
 
 impl Session {
@@ -287,6 +306,7 @@ impl Session {
             followed: Vec::new(),
             metrics: None,
             targets,
+            cgroups: Cgroups::new(),
         })
     }
 
@@ -371,7 +391,10 @@ impl Session {
                     guard.clear_ready();
                     None
                 }
-                _ = drain_timer.tick() => None,
+                _ = drain_timer.tick() => {
+                    self.out.check_reader();
+                    None
+                }
                 // The last drain stopped at its limit: more is waiting, come straight back (but
                 // through select!, so timers and signals get their turn).
                 () = std::future::ready(()), if backlog => None,
@@ -451,7 +474,11 @@ impl Session {
             m.target_known = true;
         }
         if let Event::OomKill(oom) = event {
-            oom.learn(procfs::oom_victim(oom.tid, oom.trigger_memcg_id));
+            oom.learn(procfs::oom_victim(
+                oom.tid,
+                oom.trigger_memcg_id,
+                &mut self.cgroups,
+            ));
         }
         if let Event::ThreadExit(exit) = event
             && exit.process_start_ns != 0

@@ -40,9 +40,8 @@ use self::{
 };
 use crate::{
     apt::{self, Tool},
-    bootstrap::which,
     image,
-    tasks::{self, workspace_root},
+    tasks::{self, which, workspace_root},
 };
 
 /// How long one test may run in a guest (5–7× slower than the host) before it is killed.
