@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::{Memtrace, TraceInstance, Workload, privileged};
 
 /// What `cargo xtask image` tags (xtask/src/image.rs).
@@ -478,9 +478,23 @@ fn containers_are_traced_exactly() {
         &[(MEMCG_BEGIN, filter.clone()), (MEMCG_END, filter)],
     );
     let mut kernel_log = KernelLog::open();
-    let memtrace = Memtrace::attach(&["--comm", "memtrace-worklo", "--top", "10000"]);
+    // System-wide, every process's calls stream as JSON lines: read them as they come (a
+    // full pipe would stall memtrace until its ring buffer overflows), keeping the summary.
+    let mut memtrace = Memtrace::attach(&[
+        "--comm",
+        "memtrace-worklo",
+        "--top",
+        "10000",
+        "--ring-size",
+        "65536",
+    ]);
+    let summary = keep_summary(memtrace.take_stdout());
     let (releaser_pid, reader_pid, hog_pid) = (releaser.pid, reader.pid, hog.pid);
     let hog_id = hog.container.id();
+    let ids = [
+        (releaser_pid, releaser.container.id()),
+        (reader_pid, reader.container.id()),
+    ];
     releaser.go();
     reader.go();
     hog.go();
@@ -506,8 +520,22 @@ fn containers_are_traced_exactly() {
     memtrace.interrupt();
     let output = memtrace.finish();
     assert!(output.status.success(), "{}", output.stderr);
+    let summary = summary
+        .join()
+        .expect("the reader thread")
+        .expect("a summary line");
+    assert_eq!(
+        summary["lost"]["total"], 0,
+        "exact counts need every record"
+    );
+    let process = |pid: u32| {
+        summary["processes"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["pid"] == pid))
+            .unwrap_or_else(|| panic!("pid {pid} missing from the summary"))
+    };
 
-    let releaser = output.process(releaser_pid);
+    let releaser = process(releaser_pid);
     assert_eq!(
         support::advice_totals(releaser, 4),
         Some((41, 0, 41 * 4096))
@@ -523,21 +551,45 @@ fn containers_are_traced_exactly() {
         stalls > 50,
         "the 128 MiB limit should force reclaim: {stalls}"
     );
-    let memcg = &output.process(reader_pid)["reclaim"]["memcg"];
+    let memcg = &process(reader_pid)["reclaim"]["memcg"];
     assert_eq!(
         (&memcg["count"], &memcg["nr_reclaimed"]),
-        (&serde_json::json!(stalls), &serde_json::json!(reclaimed)),
+        (&json!(stalls), &json!(reclaimed)),
         "{memcg}"
     );
 
-    let kills: Vec<&Value> = output.summary()["oom_kills"]
+    let kills: Vec<&Value> = summary["oom_kills"]
         .as_array()
         .expect("oom_kills")
         .iter()
         .filter(|k| k["pid"] == hog_pid)
         .collect();
-    assert_eq!(kills.len(), 1, "{}", output.summary()["oom_kills"]);
+    assert_eq!(kills.len(), 1, "{}", summary["oom_kills"]);
     assert_eq!(kills[0]["cgroup"], hog_memcg.as_str(), "{}", kills[0]);
+    assert_eq!(
+        (
+            &kills[0]["container"]["runtime"],
+            &kills[0]["container"]["id"]
+        ),
+        (&json!("podman"), &json!(hog_id)),
+        "{}",
+        kills[0]
+    );
+    // Every process names its container (the id `podman inspect` gives), its cgroup, and its
+    // pid inside the container.
+    for (pid, id) in ids {
+        let process = process(pid);
+        assert_eq!(
+            (&process["container"], &process["pod"], &process["nspid"]),
+            (
+                &json!({"runtime": "podman", "id": id}),
+                &json!(null),
+                &json!(1)
+            ),
+            "{process}"
+        );
+        assert_eq!(process["cgroup"], format!("/libpod_parent/libpod-{id}"));
+    }
 }
 
 /// The kernel's log from now on (/dev/kmsg, read without blocking).
@@ -587,4 +639,17 @@ impl KernelLog {
         }
         kills
     }
+}
+
+/// Reads memtrace's JSON lines as they come, in a thread; gives the summary line at the end.
+fn keep_summary(stdout: ChildStdout) -> std::thread::JoinHandle<Option<Value>> {
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|line| line.starts_with(r#"{"type":"summary""#))
+            .last()
+            .and_then(|line| serde_json::from_str(&line).ok())
+    })
 }

@@ -25,6 +25,7 @@ use crate::{
     model::{
         Model,
         attribution::{MappingTotals, ProcessStats},
+        container::{Container, Pod},
         event::OomKill,
         reclaim::{KswapdNode, Reclaim, StallStats, bucket_bounds},
     },
@@ -225,6 +226,15 @@ pub struct ProcessView {
     /// Its names before each exec while traced, oldest first (`comm` is the current one); ""
     /// where memtrace met the process first at its exec, when the old name was already gone.
     pub comm_before_exec: Vec<String>,
+    /// Its cgroup (in the v1 memory hierarchy, else v2), as /proc/PID/cgroup shows it; null
+    /// when it was gone before memtrace could read it.
+    pub cgroup: Option<String>,
+    /// The container the cgroup's path names (runtime and id); null for none.
+    pub container: Option<Container>,
+    /// The Kubernetes pod the cgroup's path names (UID and QoS class); null for none.
+    pub pod: Option<Pod>,
+    /// Its pid inside its own pid namespace (`NSpid`): what `ps` shows in its container.
+    pub nspid: Option<u32>,
     /// Bytes given back by releasing advice.
     pub released_bytes: u64,
     /// Pids that used process_madvise on this process.
@@ -258,6 +268,10 @@ impl ProcessView {
             exited: p.exited,
             comm: p.comm.clone(),
             comm_before_exec: p.exec_from.clone(),
+            cgroup: p.whereabouts.cgroup.clone(),
+            container: p.whereabouts.placement.container.clone(),
+            pod: p.whereabouts.placement.pod.clone(),
+            nspid: p.whereabouts.nspid,
             released_bytes: p.released_bytes(),
             advised_by: p.advised_by.iter().copied().collect(),
             madvise: advice_views(&p.madvise),

@@ -296,7 +296,9 @@ mod tests {
     #[test]
     fn reads_a_live_memory_cgroup() {
         let hierarchy = crate::kernel::cgroup::Hierarchy::find().expect("a cgroup hierarchy");
-        let path = hierarchy.of_process(std::process::id()).expect("own cgroup");
+        let path = hierarchy
+            .of_process(std::process::id())
+            .expect("own cgroup");
         let usage = MemcgUsage::read(&hierarchy.dir(&path));
         // The root of a v2 hierarchy has no memory.current: nothing is charged to it alone.
         if let Some(usage) = usage {

@@ -80,8 +80,10 @@ impl Container {
 
 impl fmt::Display for Container {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let runtime = self.runtime.map_or("container", Runtime::name);
-        write!(f, "{runtime} {}", self.short_id())
+        match self.runtime {
+            Some(runtime) => write!(f, "{} container {}", runtime.name(), self.short_id()),
+            None => write!(f, "container {}", self.short_id()),
+        }
     }
 }
 
@@ -200,6 +202,30 @@ fn pod_uid(text: &str) -> Option<String> {
     let uuid = groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]);
     let hash = groups.len() == 1 && text.len() == 32;
     ((uuid || hash) && groups.iter().all(|g| hex(g))).then(|| text.to_ascii_lowercase())
+}
+
+/// Where a process runs: its cgroup, what the cgroup's path says, and its pid inside its own
+/// pid namespace (the pid `ps` shows in its container).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Whereabouts {
+    /// In the hierarchy memtrace names cgroups in (v1 memory, else v2); None when unread.
+    pub cgroup: Option<String>,
+    pub placement: Placement,
+    pub nspid: Option<u32>,
+}
+
+impl Whereabouts {
+    pub fn new(cgroup: Option<String>, nspid: Option<u32>) -> Self {
+        let placement = cgroup
+            .as_deref()
+            .map(Placement::of_path)
+            .unwrap_or_default();
+        Self {
+            cgroup,
+            placement,
+            nspid,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -377,12 +403,29 @@ mod tests {
     }
 
     #[test]
+    fn whereabouts_say_where_a_process_runs() {
+        let path = format!(
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{ID}.scope",
+            UID.replace('-', "_")
+        );
+        let inside = Whereabouts::new(Some(path), Some(7));
+        assert_eq!(
+            inside.placement.container,
+            container(Some(Runtime::Containerd))
+        );
+        assert_eq!(inside.placement.pod, pod(Qos::BestEffort));
+        let host = Whereabouts::new(Some("/system.slice/cron.service".into()), Some(88));
+        assert!(host.placement.is_empty());
+        assert_eq!(Whereabouts::new(None, None), Whereabouts::default());
+    }
+
+    #[test]
     fn static_pod_uids_and_display() {
         let hash = "6a2a4a1b0d3e4f5a6b7c8d9e0f1a2b3c";
         let found = placement(&format!("/kubepods/burstable/pod{hash}/{ID}"));
         assert_eq!(found.pod.map(|p| p.uid), Some(hash.to_owned()));
         let podman = container(Some(Runtime::Podman)).unwrap();
-        assert_eq!(podman.to_string(), "podman 4f797c539e6c");
+        assert_eq!(podman.to_string(), "podman container 4f797c539e6c");
         assert_eq!(
             container(None).unwrap().to_string(),
             "container 4f797c539e6c"

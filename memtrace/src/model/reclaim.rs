@@ -415,6 +415,8 @@ mod tests {
                 ts_ns: 0,
                 cgroup: None,
                 cgroup_of: None,
+                container: None,
+                pod: None,
                 trigger_memcg_id: None,
                 reaper: ReaperOutcome::default(),
             })

@@ -45,12 +45,14 @@ use crate::{
         cgroup::Cgroups,
         check_privileges,
         log::KernelLog,
+        pidns,
         procfs::{self, PidKind, SmapsRollup},
         status::Resident,
     },
     model::{
         Model,
         attribution::{AtAttach, Rss},
+        container::Whereabouts,
         event::{self, Event},
         reclaim::Wakeups,
     },
@@ -258,7 +260,8 @@ impl Session {
         let system_wide = config.pids.is_empty();
         // Read before the programs count anything, so a process's minor and major faults are
         // counted over the kernel's user-mode fault window or a moment more, never less.
-        let at_attach = (!run.reclaim).then(|| fault_counters_now(&config.pids));
+        let mut cgroups = Cgroups::new();
+        let at_attach = (!run.reclaim).then(|| fault_counters_now(&config.pids, &mut cgroups));
         let mut tracer = Tracer::attach(&Options {
             run,
             pids: (!system_wide).then(|| config.pids.clone()),
@@ -306,7 +309,7 @@ impl Session {
             followed: Vec::new(),
             metrics: None,
             targets,
-            cgroups: Cgroups::new(),
+            cgroups,
         })
     }
 
@@ -348,6 +351,7 @@ impl Session {
             attribution.sample_resident(pid, sample);
         }
         attribution.sample_task_faults(pid, &procfs::thread_faults(pid));
+        self.place(pid);
     }
 
     async fn run_until_stopped(
@@ -503,7 +507,18 @@ impl Session {
             if let Some(ticks) = procfs::start_ticks(pid) {
                 self.model.attribution.set_start_time(pid, ticks);
             }
+            self.place(pid);
         }
+    }
+
+    /// Reads where a process runs: its cgroup (and so its container and pod) and its pid
+    /// inside its own pid namespace.
+    fn place(&mut self, pid: u32) {
+        let whereabouts = Whereabouts::new(
+            self.cgroups.of_process(pid),
+            pidns::pid_in_own_namespace(pid),
+        );
+        self.model.attribution.place(pid, whereabouts);
     }
 
     /// Marks the processes that are gone, or whose pid now belongs to a process that started
@@ -764,20 +779,33 @@ impl Session {
     }
 }
 
-/// The threads' fault counters of `pids`, or of every process when none is named.
-fn fault_counters_now(pids: &[u32]) -> AtAttach {
+/// The threads' fault counters of `pids`, or of every process when none is named, and where
+/// each runs.
+fn fault_counters_now(pids: &[u32], cgroups: &mut Cgroups) -> AtAttach {
     let every_process = pids.is_empty();
     let pids = if every_process {
         procfs::all_pids()
     } else {
         pids.to_vec()
     };
+    let threads: BTreeMap<u32, _> = pids
+        .into_iter()
+        .map(|pid| (pid, procfs::thread_faults(pid)))
+        .filter(|(_, threads)| !threads.is_empty())
+        .collect();
+    let whereabouts = threads
+        .keys()
+        .map(|&pid| {
+            let cgroup = cgroups.of_process(pid);
+            (
+                pid,
+                Whereabouts::new(cgroup, pidns::pid_in_own_namespace(pid)),
+            )
+        })
+        .collect();
     AtAttach {
-        threads: pids
-            .into_iter()
-            .map(|pid| (pid, procfs::thread_faults(pid)))
-            .filter(|(_, threads)| !threads.is_empty())
-            .collect(),
+        threads,
+        whereabouts,
         every_process,
     }
 }
