@@ -5,7 +5,7 @@ mod support;
 use std::{io::Write as _, process::Command, time::Duration};
 
 use serde_json::json;
-use support::{MEMTRACE, Memtrace, WORKLOAD, Workload, advice_totals, privileged};
+use support::{MEMTRACE, MemCgroup, Memtrace, WORKLOAD, Workload, advice_totals, privileged};
 
 const FREE: u32 = 8;
 const DONTNEED: u32 = 4;
@@ -81,6 +81,7 @@ fn a_process_in_its_own_pid_namespace_is_counted_by_its_host_pid() {
     let output = memtrace.finish();
     assert!(output.status.success(), "{}", output.stderr);
     let process = output.process(pid.parse().unwrap());
+    assert_eq!(process["nspid"], 1, "its pid inside its namespace: {process}");
     assert_eq!(advice_totals(process, FREE), Some((29, 0, 29 * 4096)));
     assert_eq!(advice_totals(process, DONTNEED), Some((41, 0, 41 * 4096)));
 }
@@ -204,4 +205,40 @@ fn status_memory(pid: u32) -> (u64, u64, u64) {
         kb("RssAnon:") * 1024,
         kb("RssFile:") * 1024,
     )
+}
+
+/// A process in a cgroup named as docker's systemd driver names a container's
+/// (`docker-<id>.scope`), on cgroup v1 or v2, whichever holds the memory controller: memtrace
+/// names the container, its runtime and the cgroup, and the process's pid inside its own
+/// namespace. No container runtime needed, so this runs in every guest kernel too.
+#[test]
+fn a_cgroup_named_as_a_runtime_names_its_container() {
+    if !privileged() {
+        return;
+    }
+    // A fresh id per run: the test's pid, padded to 64 hex digits.
+    let id = format!("{:0>64x}", u64::from(std::process::id()) << 8 | 0xd0);
+    let Some(cgroup) = MemCgroup::named(&format!("docker-{id}.scope"), 256 << 20) else {
+        return;
+    };
+    let mut workload = Workload::spawn_in_cgroup(&cgroup.path, &["madvise", "--op", "free:3:1"]);
+    let pid = workload.pid;
+    let memtrace = Memtrace::attach(&["--pid", &pid.to_string()]);
+    workload.go();
+    workload.record();
+    let output = memtrace.finish();
+    assert!(output.status.success(), "{}", output.stderr);
+    let process = output.process(pid);
+    assert_eq!(
+        (&process["cgroup"], &process["container"], &process["pod"]),
+        (
+            &json!(cgroup.name()),
+            &json!({"runtime": "docker", "id": id}),
+            &json!(null)
+        ),
+        "{process}"
+    );
+    // Not in a pid namespace of its own: the same pid inside.
+    assert_eq!(process["nspid"], pid);
+    assert_eq!(advice_totals(process, FREE), Some((3, 0, 3 * 4096)));
 }

@@ -255,6 +255,15 @@ fn memory_hierarchy() -> Option<(PathBuf, CgroupVersion)> {
 impl MemCgroup {
     /// `None` when no hierarchy offers the memory controller (an error in CI).
     pub fn new(tag: &str, limit_bytes: u64) -> Option<Self> {
+        Self::named(
+            &format!("memtrace-test-{tag}-{}", std::process::id()),
+            limit_bytes,
+        )
+    }
+
+    /// A memory cgroup of this name directly below the root (e.g. named as a container
+    /// runtime names its cgroups).
+    pub fn named(name: &str, limit_bytes: u64) -> Option<Self> {
         let Some((root, version)) = memory_hierarchy() else {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -263,7 +272,7 @@ impl MemCgroup {
             eprintln!("*** SKIPPED: no memory cgroup controller ***");
             return None;
         };
-        let path = root.join(format!("memtrace-test-{tag}-{}", std::process::id()));
+        let path = root.join(name);
         let limit_file = match version {
             CgroupVersion::V1 => "memory.limit_in_bytes",
             CgroupVersion::V2 => {
