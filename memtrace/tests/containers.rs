@@ -81,7 +81,10 @@ fn a_process_in_its_own_pid_namespace_is_counted_by_its_host_pid() {
     let output = memtrace.finish();
     assert!(output.status.success(), "{}", output.stderr);
     let process = output.process(pid.parse().unwrap());
-    assert_eq!(process["nspid"], 1, "its pid inside its namespace: {process}");
+    assert_eq!(
+        process["nspid"], 1,
+        "its pid inside its namespace: {process}"
+    );
     assert_eq!(advice_totals(process, FREE), Some((29, 0, 29 * 4096)));
     assert_eq!(advice_totals(process, DONTNEED), Some((41, 0, 41 * 4096)));
 }

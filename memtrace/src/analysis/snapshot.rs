@@ -18,9 +18,10 @@ use super::{
     by_name::ByName,
     explain,
     golang::verdict::Verdict,
+    groups::{self, GroupView},
 };
 use crate::{
-    cli::SortKey,
+    cli::{GroupBy, SortKey},
     kernel::{LostCounts, procfs::SmapsRollup, status::StatusMemory},
     model::{
         Model,
@@ -36,6 +37,12 @@ use crate::{
 pub struct Selection {
     /// Only processes with one of these names (none: all).
     pub comms: Vec<String>,
+    /// Only processes in one of these containers (full ids or prefixes; none: all).
+    pub containers: Vec<String>,
+    /// Only processes in one of these cgroups or below (none: all).
+    pub cgroups: Vec<String>,
+    /// How the report groups processes.
+    pub by: GroupBy,
     pub sort: SortKey,
     /// The named targets (`--pid`), whose LazyFree the reclaim report follows.
     pub targets: Vec<u32>,
@@ -47,6 +54,9 @@ impl Default for Selection {
     fn default() -> Self {
         Self {
             comms: Vec::new(),
+            containers: Vec::new(),
+            cgroups: Vec::new(),
+            by: GroupBy::Process,
             sort: SortKey::Released,
             targets: Vec::new(),
             counts_user_faults: true,
@@ -55,9 +65,17 @@ impl Default for Selection {
 }
 
 impl Selection {
-    /// Whether a process passes the `--comm` filter.
+    /// Whether a process passes the `--comm`, `--container` and `--cgroup` filters.
     pub fn shows(&self, process: Option<&ProcessStats>) -> bool {
-        self.comms.is_empty() || process.is_some_and(|p| self.comms.contains(&p.comm))
+        let by_comm =
+            self.comms.is_empty() || process.is_some_and(|p| self.comms.contains(&p.comm));
+        let container = process.and_then(|p| p.whereabouts.placement.container.as_ref());
+        let by_container = self.containers.is_empty()
+            || container.is_some_and(|c| self.containers.iter().any(|id| c.id.starts_with(id)));
+        let cgroup = process.and_then(|p| p.whereabouts.cgroup.as_deref());
+        let by_cgroup = self.cgroups.is_empty()
+            || cgroup.is_some_and(|path| self.cgroups.iter().any(|c| within(path, c)));
+        by_comm && by_container && by_cgroup
     }
 
     /// The processes to report, best first by `--sort` (ties in pid order).
@@ -70,6 +88,15 @@ impl Selection {
         processes.sort_by_key(|p| std::cmp::Reverse(sort_value(self.sort, p)));
         processes
     }
+}
+
+/// Whether cgroup `path` is `ancestor` or below it.
+fn within(path: &str, ancestor: &str) -> bool {
+    ancestor == "/"
+        || path == ancestor
+        || path
+            .strip_prefix(ancestor)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 fn sort_value(sort: SortKey, p: &ProcessStats) -> u64 {
@@ -123,6 +150,8 @@ pub struct Snapshot {
     /// reclaimed and reaped over the window: those numbers are then withheld (zero in every
     /// process) and this says why.
     pub taken_withheld: Option<String>,
+    /// The processes grouped by container or cgroup (`--by`); empty by process.
+    pub groups: Vec<GroupView>,
 }
 
 impl Snapshot {
@@ -132,13 +161,14 @@ impl Snapshot {
         let reclaim = &model.reclaim;
         let selected = selection.select(model);
         let taken_withheld = taken_beyond_the_kernel(&selected, model);
-        let processes = selected
+        let processes: Vec<ProcessView> = selected
             .into_iter()
             .map(|p| {
                 let taken = taken_withheld.is_none().then(|| p.taken());
                 ProcessView::new(p, reclaim, selection.counts_user_faults, taken)
             })
             .collect();
+        let groups = groups::group(selection.by, &processes, &reclaim.ooms, &model.memcg);
         Self {
             elapsed_ns: window.elapsed_ns,
             system_wide: window.system_wide,
@@ -160,6 +190,7 @@ impl Snapshot {
             go_verdicts: window.go_verdicts,
             counts_user_faults: selection.counts_user_faults,
             taken_withheld,
+            groups,
         }
     }
 }

@@ -206,6 +206,11 @@ impl Cgroups {
         }
     }
 
+    /// The hierarchy cgroups are named in, if one is mounted.
+    pub fn hierarchy(&self) -> Option<&Hierarchy> {
+        self.hierarchy.as_ref()
+    }
+
     /// The cgroup of a process, from /proc/PID/cgroup; `None` once it is reaped. Learns the
     /// cgroup's id too, so the kernel's id for it is named without a walk.
     pub fn of_process(&mut self, pid: u32) -> Option<String> {

@@ -128,6 +128,26 @@ impl Placement {
     pub fn is_empty(&self) -> bool {
         self.container.is_none() && self.pod.is_none()
     }
+
+    /// The cgroup of the container a path names: the path up to the container's own
+    /// component (crun puts the processes of `libpod-<id>.scope` in its `container` child).
+    pub fn container_cgroup(path: &str) -> Option<String> {
+        let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+        let mut end = None;
+        for (i, component) in components.iter().enumerate() {
+            let parents: Vec<&str> = components[..i]
+                .iter()
+                .copied()
+                .filter(|c| *c != "..")
+                .collect();
+            if pod(component, &parents).is_some() {
+                end = None;
+            } else if container(component, &parents).is_some() {
+                end = Some(i);
+            }
+        }
+        end.map(|end| format!("/{}", components[..=end].join("/")))
+    }
 }
 
 /// A container's cgroup: `<prefix>-<id>[.scope]` for a runtime that prefixes, or a bare id
@@ -400,6 +420,19 @@ mod tests {
         ] {
             assert!(placement(path).is_empty(), "{path}: {:?}", placement(path));
         }
+    }
+
+    #[test]
+    fn a_containers_own_cgroup() {
+        let scope = format!("/machine.slice/libpod-{ID}.scope");
+        assert_eq!(
+            Placement::container_cgroup(&format!("{scope}/container")),
+            Some(scope.clone())
+        );
+        assert_eq!(Placement::container_cgroup(&scope), Some(scope));
+        assert_eq!(Placement::container_cgroup("/user.slice"), None);
+        let pod_only = format!("/kubepods/burstable/pod{UID}");
+        assert_eq!(Placement::container_cgroup(&pod_only), None);
     }
 
     #[test]

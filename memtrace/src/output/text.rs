@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{lost::lost_text, reclaim, verdict};
+use super::{groups, lost::lost_text, reclaim, verdict};
 use crate::{
     analysis::snapshot::{MappingsView, ProcessView, Snapshot},
     model::container::{Container, Pod},
@@ -22,14 +22,22 @@ pub fn report(snapshot: &Snapshot, stop_reason: StopReason, top: Option<usize>) 
     );
     reclaim::oom_text(&mut out, snapshot);
     let processes = &snapshot.processes;
-    let shown = top.unwrap_or(usize::MAX).min(processes.len());
+    // Grouped (--by): the groups take the processes' place.
+    let grouped = !snapshot.groups.is_empty();
+    if grouped {
+        groups::text(&mut out, &snapshot.groups, top);
+    }
+    let shown = match grouped {
+        true => 0,
+        false => top.unwrap_or(usize::MAX).min(processes.len()),
+    };
     for p in &processes[..shown] {
         out.push('\n');
         process_text(&mut out, p, snapshot.counts_user_faults);
         reclaim::process_stalls_text(&mut out, &p.reclaim);
         explanation_text(&mut out, &p.explanation);
     }
-    if shown < processes.len() {
+    if shown < processes.len() && !grouped {
         let more = processes.len() - shown;
         let _ = writeln!(
             out,

@@ -9,7 +9,7 @@ pub mod signals;
 pub mod trace;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     io,
     net::SocketAddr,
     os::fd::{AsRawFd, FromRawFd as _, OwnedFd},
@@ -38,13 +38,16 @@ use crate::{
             self, Target,
             verdict::{self, Facts, Verdict},
         },
+        groups,
         snapshot::{Selection, Snapshot, Window},
     },
+    cli::GroupBy,
     kernel::{
         LostCounts, Options, Tracer,
         cgroup::Cgroups,
         check_privileges,
         log::KernelLog,
+        memcg::MemcgUsage,
         pidns,
         procfs::{self, PidKind, SmapsRollup},
         status::Resident,
@@ -521,6 +524,36 @@ impl Session {
         self.model.attribution.place(pid, whereabouts);
     }
 
+    /// The memory cgroups of the report's groups: their own accounting. A cgroup removed since
+    /// (its container ended) keeps its last reading.
+    fn sample_memcg(&mut self) {
+        /// A node has hundreds of cgroups; past this many, the rest wait for a later sample.
+        const MAX_CGROUPS: usize = 1024;
+        let Some(hierarchy) = self.cgroups.hierarchy() else {
+            return;
+        };
+        let paths: BTreeSet<String> = self
+            .model
+            .attribution
+            .processes()
+            .filter(|p| self.selection.shows(Some(p)))
+            .filter_map(|p| {
+                let w = &p.whereabouts;
+                groups::key_of(
+                    self.selection.by,
+                    w.cgroup.as_deref(),
+                    w.placement.container.as_ref(),
+                )?
+                .1
+            })
+            .collect();
+        for path in paths.into_iter().take(MAX_CGROUPS) {
+            if let Some(usage) = MemcgUsage::read(&hierarchy.dir(&path)) {
+                self.model.memcg.insert(path, usage);
+            }
+        }
+    }
+
     /// Marks the processes that are gone, or whose pid now belongs to a process that started
     /// at another time.
     fn mark_exited(&mut self) {
@@ -563,6 +596,9 @@ impl Session {
             self.sample_task_faults();
         }
         self.model.reclaim.sample_vmstat(procfs::vmstat());
+        if self.selection.by != GroupBy::Process {
+            self.sample_memcg();
+        }
         if let Some(metrics) = &self.metrics {
             metrics.send_replace(prometheus::render(&self.snapshot(Vec::new())));
         }
