@@ -226,11 +226,30 @@ fn a_cgroup_named_as_a_runtime_names_its_container() {
     };
     let mut workload = Workload::spawn_in_cgroup(&cgroup.path, &["madvise", "--op", "free:3:1"]);
     let pid = workload.pid;
-    let memtrace = Memtrace::attach(&["--pid", &pid.to_string()]);
+    let memtrace = Memtrace::attach(&["--pid", &pid.to_string(), "--by", "container"]);
     workload.go();
     workload.record();
     let output = memtrace.finish();
     assert!(output.status.success(), "{}", output.stderr);
+    // Grouped by container: the group is the container, with its memory cgroup's own limit.
+    let groups = &output.summary()["groups"];
+    assert_eq!(groups.as_array().map(Vec::len), Some(1), "{groups}");
+    let group = &groups[0];
+    assert_eq!(
+        (&group["key"], &group["pids"], &group["released_bytes"]),
+        (&json!(id), &json!([pid]), &json!(3 * 4096)),
+        "{group}"
+    );
+    assert_eq!(group["cgroup"], cgroup.name());
+    let version = match cgroup.version {
+        support::CgroupVersion::V1 => "v1",
+        support::CgroupVersion::V2 => "v2",
+    };
+    assert_eq!(
+        (&group["memcg"]["version"], &group["memcg"]["limit"]),
+        (&json!(version), &json!(256u64 << 20)),
+        "{group}"
+    );
     let process = output.process(pid);
     assert_eq!(
         (&process["cgroup"], &process["container"], &process["pod"]),
