@@ -108,15 +108,12 @@ fn sort_value(sort: SortKey, p: &ProcessStats) -> u64 {
             .smaps_last
             .map(|s| s.rss)
             .or(p.status_last.map(|(s, _)| s.rss))
-            .map_or_else(
-                || {
-                    [RssMember::File, RssMember::Anon, RssMember::Shmem]
-                        .iter()
-                        .filter_map(|&m| p.rss.size[m as usize])
-                        .sum()
-                },
-                |rss| rss,
-            ),
+            .unwrap_or_else(|| {
+                [RssMember::File, RssMember::Anon, RssMember::Shmem]
+                    .iter()
+                    .filter_map(|&m| p.rss.size[m as usize])
+                    .sum()
+            }),
         SortKey::Mapped => {
             let m = &p.mappings;
             m.mapped_bytes() + m.brk_grow.bytes + m.mremap_grow.bytes

@@ -155,12 +155,6 @@ impl MemcgUsage {
                 .and_then(|text| keyed(text).get("oom_kill").copied()),
         })
     }
-
-    /// Memory reclaim could take without swap: clean and dirty page cache not mapped by any
-    /// process is the first to go. The inactive file list, as `free`'s "available" reasons.
-    pub fn reclaimable_cache(&self) -> Option<u64> {
-        self.inactive_file
-    }
 }
 
 struct V2Files<'a> {
@@ -235,7 +229,7 @@ mod tests {
             (usage.anon, usage.file),
             (Some(12_582_912), Some(115_343_360))
         );
-        assert_eq!(usage.reclaimable_cache(), Some(104_857_600));
+        assert_eq!(usage.inactive_file, Some(104_857_600));
         assert_eq!(
             (usage.pgscan, usage.pgsteal),
             (Some(190_000), Some(188_000))

@@ -125,7 +125,8 @@ impl Placement {
         placement
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.container.is_none() && self.pod.is_none()
     }
 

@@ -49,7 +49,8 @@ pub enum Event {
     Fault(Fault),
     ThreadExit(ThreadExit),
     Stall(Stall),
-    OomKill(OomKill),
+    /// Boxed: rare, and much larger than the records that stream by the million.
+    OomKill(Box<OomKill>),
     OomReaper(OomReaper),
     Kswapd(Kswapd),
     Exec(Exec),
@@ -368,7 +369,7 @@ pub fn decode(bytes: &[u8], page_size: u64) -> Result<Event, DecodeError> {
                 let reclaim_kind = ReclaimKind::from_u32(raw.reclaim_kind).ok_or(unknown)?;
                 Event::Stall(stall(&raw, reclaim_kind))
             }
-            EventKind::OomKill => Event::OomKill(oom_kill(&record(bytes, kind)?)),
+            EventKind::OomKill => Event::OomKill(Box::new(oom_kill(&record(bytes, kind)?))),
             EventKind::OomReaper => {
                 let raw: OomReaperEvent = record(bytes, kind)?;
                 Event::OomReaper(OomReaper {
