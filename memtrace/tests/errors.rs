@@ -81,18 +81,7 @@ fn not_root() {
     if !privileged() {
         return;
     }
-    // Drop to nobody with no capabilities, as an unprivileged user would run it.
-    let output = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-        ])
-        .args([MEMTRACE, "--pid", "1"])
-        .output()
-        .expect("run setpriv");
+    let output = support::memtrace_unprivileged(&["--pid", "1"]);
     assert_one_line_error(&output, "needs root");
     assert!(String::from_utf8_lossy(&output.stderr).contains("sudo"));
 }

@@ -146,17 +146,7 @@ fn go_without_privileges_says_what_it_needs() {
     if !privileged() {
         return;
     }
-    let output = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-        ])
-        .args([MEMTRACE, "go", "--pid", "1"])
-        .output()
-        .expect("run setpriv");
+    let output = support::memtrace_unprivileged(&["go", "--pid", "1"]);
     refused(&output, "needs root (or CAP_BPF and CAP_PERFMON)");
     assert!(!String::from_utf8_lossy(&output.stderr).contains("Permission denied"));
 }

@@ -219,6 +219,22 @@ impl Drop for Workload {
     }
 }
 
+/// Runs memtrace as user nobody with no capabilities at all, as an unprivileged user would.
+pub fn memtrace_unprivileged(args: &[&str]) -> std::process::Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(MEMTRACE)
+        .args(args)
+        .output()
+        .expect("run setpriv")
+}
+
 /// Which memory cgroup interface this machine offers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CgroupVersion {
