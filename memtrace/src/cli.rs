@@ -7,6 +7,18 @@ use std::{
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// How the report groups processes (`--by`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum GroupBy {
+    #[default]
+    /// Each process on its own.
+    Process,
+    /// Processes by the container their cgroup names (`host` for those of none).
+    Container,
+    /// Processes by cgroup.
+    Cgroup,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SortKey {
     /// Bytes released by madvise.
@@ -58,6 +70,21 @@ pub struct Cli {
     /// bytes, so a longer name is cut there, with a warning). Repeatable.
     #[arg(long, value_name = "NAME")]
     pub comm: Vec<String>,
+
+    /// Only report processes in this container (its id, or a prefix of at least 4 hex digits,
+    /// as `docker ps` and `podman ps` show it). Repeatable.
+    #[arg(long, value_name = "ID", value_parser = parse_container_id)]
+    pub container: Vec<String>,
+
+    /// Only report processes in this cgroup or below it (a path as /proc/PID/cgroup shows
+    /// it: the v1 memory hierarchy's, else v2's). Repeatable.
+    #[arg(long, value_name = "PATH", value_parser = parse_cgroup_path)]
+    pub cgroup: Vec<String>,
+
+    /// Group the report by container or by cgroup, each group with its memory cgroup's own
+    /// accounting (usage, limit, page cache) beside its processes' RSS.
+    #[arg(long, value_enum, default_value_t = GroupBy::Process)]
+    pub by: GroupBy,
 
     /// Also trace children forked by traced processes after memtrace started.
     #[arg(long, requires = "pid")]
@@ -233,6 +260,27 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
     Ok(interval)
 }
 
+fn parse_container_id(s: &str) -> Result<String, String> {
+    let id = s.to_ascii_lowercase();
+    if id.len() < 4 || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{s} is not a container id: 4 to 64 hex digits, as `docker ps` or `podman ps` shows"
+        ));
+    }
+    Ok(id)
+}
+
+fn parse_cgroup_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') {
+        return Err(format!(
+            "{s} is not a cgroup path: it starts with / (as in /proc/PID/cgroup)"
+        ));
+    }
+    // `/a/b/` is `/a/b`; `/` stays.
+    let trimmed = s.trim_end_matches('/');
+    Ok(if trimmed.is_empty() { "/" } else { trimmed }.to_owned())
+}
+
 fn parse_top(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(0) => Err("--top 0 would show no process: give at least 1".to_owned()),
@@ -389,6 +437,12 @@ mod tests {
         );
         assert_eq!(parse_interval("0.5"), Ok(Duration::from_millis(500)));
         assert!(parse_top("0").is_err());
+        assert_eq!(parse_container_id("4F797C53").as_deref(), Ok("4f797c53"));
+        assert!(parse_container_id("4f7").is_err());
+        assert!(parse_container_id("libpod-4f797c53").is_err());
+        assert_eq!(parse_cgroup_path("/a/b/").as_deref(), Ok("/a/b"));
+        assert_eq!(parse_cgroup_path("/").as_deref(), Ok("/"));
+        assert!(parse_cgroup_path("a/b").is_err());
         assert_eq!(parse_top("3"), Ok(3));
         // A negative number reaches the parser (not clap's "unexpected argument").
         let error = Cli::try_parse_from(["memtrace", "-i", "-1"])

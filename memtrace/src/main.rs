@@ -67,6 +67,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 verbose: cli.verbose,
                 selection: Selection {
                     comms: kernel_comms(&cli.comm),
+                    containers: cli.container.clone(),
+                    cgroups: cli.cgroup.clone(),
+                    by: cli.by,
                     sort: cli.sort,
                     targets: pids.clone(),
                     ..Selection::default()

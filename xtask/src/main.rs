@@ -1,5 +1,5 @@
 //! Developer tasks: `cargo xtask bootstrap | run | test | lint | schema | go-layouts | docs |
-//! bench | vm`.
+//! bench | vm | image`.
 //!
 //! Every task that builds calls `bootstrap` first, which installs what is missing (rust-src,
 //! LLVM matching rustc, bpf-linker built against it) and mounts tracefs; when everything is
@@ -11,6 +11,7 @@ mod bootstrap;
 mod docs;
 mod go_layouts;
 mod guest_bench;
+mod image;
 mod layers;
 mod tasks;
 mod vm;
@@ -70,6 +71,16 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Build the container image deploy/daemonset.yaml runs (deploy/Dockerfile: a static
+    /// memtrace, FROM scratch) with podman, pulling nothing.
+    Image {
+        /// The image's name and tag.
+        #[arg(long, default_value = image::DEFAULT_TAG)]
+        tag: String,
+        /// Also save the image as an OCI archive at this path (`podman load`, `skopeo copy`).
+        #[arg(long, value_name = "PATH")]
+        archive: Option<std::path::PathBuf>,
+    },
     /// Regenerate schema/memtrace.schema.json from memtrace's JSON line types.
     Schema,
     /// Regenerate memtrace/src/analysis/golang/layouts.rs, where the Go runtime keeps its heap
@@ -117,9 +128,12 @@ fn main() -> ExitCode {
         } => bootstrap::run()
             .and_then(|()| bootstrap::ensure_test_tools())
             .and_then(|()| match kernel {
-                None => tasks::test(&args),
+                None => image::for_tests().and_then(|()| tasks::test(&args)),
                 Some(kernel) => vm::test(kernel, cgroup, &args),
             }),
+        Task::Image { tag, archive } => {
+            bootstrap::run().and_then(|()| image::build(&image::Options { tag, archive }))
+        }
         Task::Schema => bootstrap::run().and_then(|()| tasks::schema()),
         Task::GoLayouts => bootstrap::run()
             .and_then(|()| bootstrap::ensure_test_tools())

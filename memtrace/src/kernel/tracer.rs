@@ -30,7 +30,7 @@ use super::{
     gfp::GfpNames,
     object::PROGRAMS,
     offsets::Offsets,
-    procfs, tracefs,
+    pidns, procfs, tracefs,
     trampoline::{self, Link},
 };
 
@@ -282,14 +282,15 @@ impl Tracer {
     }
 }
 
-/// Whether this process may load and attach the programs; one clear line if not.
+/// Whether this process may load and attach the programs, and sees the pids they report; one
+/// clear line if not.
 pub fn check_privileges() -> anyhow::Result<()> {
     if !procfs::can_trace() {
         bail!(
             "memtrace needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs: run it with sudo"
         );
     }
-    Ok(())
+    pidns::check_host_pid_namespace()
 }
 
 /// Dropped-record counters: for each [`Lost`] reason, one count per possible CPU.

@@ -11,8 +11,12 @@ use memtrace_common::{
     },
 };
 
+use super::container::Whereabouts;
 use super::event::{Event, Madvise, MapKind, MapOp, Mapping, comm_string};
-use crate::kernel::procfs::SmapsRollup;
+use crate::kernel::{
+    procfs::SmapsRollup,
+    status::{Resident, StatusMemory},
+};
 
 /// Calls with one advice value.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -239,6 +243,8 @@ pub struct ProcessStats {
     /// /proc/PID/smaps_rollup when first seen and at the latest sample.
     pub smaps_first: Option<SmapsRollup>,
     pub smaps_last: Option<SmapsRollup>,
+    /// /proc/PID/status at the latest sample, where smaps_rollup was refused, and why it was.
+    pub status_last: Option<(StatusMemory, &'static str)>,
     /// The largest LazyFree sampled: a drop from it means reclaim took MADV_FREE'd pages (or
     /// the process wrote to them again).
     pub lazy_free_peak: Option<u64>,
@@ -250,6 +256,8 @@ pub struct ProcessStats {
     pub start_time: Option<u64>,
     /// It is known to have exited.
     pub exited: bool,
+    /// Its cgroup, container, pod and pid inside its namespace, read when first met.
+    pub whereabouts: Whereabouts,
     /// Bytes reclaim took per RSS member from its address spaces that are gone (torn down at
     /// exit or exec), which the kernel's per-mm state no longer holds.
     pub taken_from_gone: [u64; RSS_MEMBERS],
@@ -307,10 +315,13 @@ pub struct Attribution {
     at_attach: AtAttach,
 }
 
-/// Per-thread `(tid, minflt, majflt)` of processes when tracing began.
+/// Per-thread `(tid, minflt, majflt)` of processes when tracing began, and where each runs.
 #[derive(Debug, Default)]
 pub struct AtAttach {
     pub threads: BTreeMap<u32, Vec<(u32, u64, u64)>>,
+    /// Read while they ran: a process that exits before memtrace reads /proc for one of its
+    /// records still names its cgroup and container.
+    pub whereabouts: BTreeMap<u32, Whereabouts>,
     /// Whether every process on the machine was read (system-wide): one missing was then born
     /// while traced.
     pub every_process: bool,
@@ -380,6 +391,7 @@ impl Attribution {
     /// is another process's.
     fn pid_passed_on(&mut self, pid: u32) {
         self.at_attach.threads.remove(&pid);
+        self.at_attach.whereabouts.remove(&pid);
         if let Some(mut previous) = self.processes.remove(&pid) {
             previous.exited = true;
             self.ended.push(previous);
@@ -435,6 +447,16 @@ impl Attribution {
         }
     }
 
+    /// Keeps a sample of a process's resident memory: smaps_rollup's, or status's in its place.
+    pub fn sample_resident(&mut self, pid: u32, sample: Resident) {
+        match sample {
+            Resident::Smaps(smaps) => self.sample_smaps(pid, smaps),
+            Resident::Status(status, why) => {
+                self.process(pid, "").status_last = Some((status, why));
+            }
+        }
+    }
+
     /// Keeps the first and the latest smaps_rollup sample of a process.
     pub fn sample_smaps(&mut self, pid: u32, sample: SmapsRollup) {
         let process = self.process(pid, "");
@@ -482,6 +504,9 @@ impl Attribution {
                 None if at_attach.every_process => process.task_faults.born_while_traced(),
                 None => {}
             }
+            if let Some(whereabouts) = at_attach.whereabouts.remove(&pid) {
+                process.whereabouts = whereabouts;
+            }
             process
         });
         if process.comm.is_empty() {
@@ -500,6 +525,11 @@ impl Attribution {
     /// replaces its name with a better one (from /proc).
     pub fn name(&mut self, pid: u32, comm: &str) {
         self.process(pid, comm).comm = comm.to_owned();
+    }
+
+    /// Where a process runs (read from /proc when memtrace first meets it).
+    pub fn place(&mut self, pid: u32, whereabouts: Whereabouts) {
+        self.process(pid, "").whereabouts = whereabouts;
     }
 
     /// Whether a process still has no name.
@@ -625,6 +655,7 @@ mod tests {
         let mut a = Attribution::default();
         a.set_at_attach(AtAttach {
             threads: BTreeMap::from([(5, vec![(5, 100, 1), (6, 50, 0)])]),
+            whereabouts: BTreeMap::from([(5, Whereabouts::new(Some("/jobs/a".into()), Some(1)))]),
             every_process: true,
         });
         // Thread 6 exits before pid 5 is first sampled: only its faults since attach count.
@@ -647,6 +678,9 @@ mod tests {
         let p = a.process_by_pid(5).unwrap();
         // 20 (tid 6) + 30 (tid 5) + 9 (tid 7, born while traced).
         assert_eq!((p.task_faults.minor(), p.task_faults.major()), (59, 1));
+        // Where it ran, read at attach, is kept even though it was never read again.
+        assert_eq!(p.whereabouts.cgroup.as_deref(), Some("/jobs/a"));
+        assert_eq!(p.whereabouts.nspid, Some(1));
         // A process that was not there at attach was born while traced: all its faults count.
         a.sample_task_faults(8, &[(8, 40, 0)]);
         assert_eq!(a.process_by_pid(8).unwrap().task_faults.minor(), 40);
@@ -654,11 +688,16 @@ mod tests {
         let mut a = Attribution::default();
         a.set_at_attach(AtAttach {
             threads: BTreeMap::from([(5, vec![(5, 100, 0)])]),
+            whereabouts: BTreeMap::from([(5, Whereabouts::new(Some("/old".into()), None))]),
             every_process: true,
         });
         a.record(&spawn(5));
         a.sample_task_faults(5, &[(5, 12, 0)]);
         assert_eq!(a.process_by_pid(5).unwrap().task_faults.minor(), 12);
+        assert_eq!(
+            a.process_by_pid(5).unwrap().whereabouts,
+            Whereabouts::default()
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use memtrace_common::events::{
 };
 pub use memtrace_common::events::{exit::ThreadExit, rss::AddressSpaceGone, spawn::Spawn};
 
+use super::container::{Container, Placement, Pod};
 use crate::kernel::procfs::{CgroupOf, VictimFacts};
 
 /// A `madvise` or `process_madvise` call, completed.
@@ -48,7 +49,8 @@ pub enum Event {
     Fault(Fault),
     ThreadExit(ThreadExit),
     Stall(Stall),
-    OomKill(OomKill),
+    /// Boxed: rare, and much larger than the records that stream by the million.
+    OomKill(Box<OomKill>),
     OomReaper(OomReaper),
     Kswapd(Kswapd),
     Exec(Exec),
@@ -141,6 +143,10 @@ pub struct OomKill {
     pub cgroup: Option<String>,
     /// Whose cgroup `cgroup` is.
     pub cgroup_of: Option<CgroupOf>,
+    /// The container `cgroup`'s path names (runtime and id); null for none.
+    pub container: Option<Container>,
+    /// The Kubernetes pod `cgroup`'s path names; null for none.
+    pub pod: Option<Pod>,
     /// Kernfs id (directory inode) of the triggering task's memory cgroup, from the kernel.
     pub trigger_memcg_id: Option<u64>,
     /// What the OOM reaper did with the victim, as far as seen (complete only in summaries).
@@ -154,6 +160,8 @@ impl OomKill {
             self.pid = tgid;
         }
         if let Some((path, of)) = facts.cgroup {
+            let placement = Placement::of_path(&path);
+            (self.container, self.pod) = (placement.container, placement.pod);
             self.cgroup = Some(path);
             self.cgroup_of = Some(of);
         }
@@ -361,7 +369,7 @@ pub fn decode(bytes: &[u8], page_size: u64) -> Result<Event, DecodeError> {
                 let reclaim_kind = ReclaimKind::from_u32(raw.reclaim_kind).ok_or(unknown)?;
                 Event::Stall(stall(&raw, reclaim_kind))
             }
-            EventKind::OomKill => Event::OomKill(oom_kill(&record(bytes, kind)?)),
+            EventKind::OomKill => Event::OomKill(Box::new(oom_kill(&record(bytes, kind)?))),
             EventKind::OomReaper => {
                 let raw: OomReaperEvent = record(bytes, kind)?;
                 Event::OomReaper(OomReaper {
@@ -444,6 +452,8 @@ fn oom_kill(raw: &OomVictim) -> OomKill {
         ts_ns: raw.ts_ns,
         cgroup: None,
         cgroup_of: None,
+        container: None,
+        pod: None,
         trigger_memcg_id: (raw.trigger_memcg_id != 0).then_some(raw.trigger_memcg_id),
         reaper: ReaperOutcome::default(),
     }
@@ -776,6 +786,18 @@ mod tests {
             (99, Some(900), None)
         );
         assert_eq!((o.uid, o.oom_score_adj), (Some(0), None));
+        // The victim's cgroup names its container.
+        let mut o = o;
+        let id = "4f797c539e6c745de61a93ca3ff892358ecbcaccd8414d5db545c38428142970";
+        o.learn(VictimFacts {
+            tgid: Some(99),
+            cgroup: Some((format!("/libpod_parent/libpod-{id}"), CgroupOf::Victim)),
+        });
+        assert_eq!(
+            o.container.as_ref().map(|c| c.to_string()),
+            Some("podman container 4f797c539e6c".to_owned())
+        );
+        assert_eq!(o.pod, None);
         let event = Event::OomKill(o);
         assert_eq!((event.process(), event.tgid()), (None, 99));
     }

@@ -3,6 +3,7 @@
 //! hands the values in), so every rule in it is unit-tested.
 
 pub mod attribution;
+pub mod container;
 pub mod event;
 pub mod reclaim;
 
@@ -10,7 +11,9 @@ use attribution::Attribution;
 use event::Event;
 use reclaim::Reclaim;
 
-use crate::kernel::LostCounts;
+use std::collections::BTreeMap;
+
+use crate::kernel::{LostCounts, memcg::MemcgUsage};
 
 /// What the window has shown so far.
 #[derive(Debug, Default)]
@@ -23,6 +26,9 @@ pub struct Model {
     pub lost: LostCounts,
     /// Records that could not be decoded (a kernel/userspace mismatch; never expected).
     pub undecodable: u64,
+    /// Memory cgroups' own accounting at the latest sample, by cgroup path (read for the
+    /// groups of `--by container|cgroup`).
+    pub memcg: BTreeMap<String, MemcgUsage>,
 }
 
 impl Model {

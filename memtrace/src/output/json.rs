@@ -16,6 +16,7 @@ use crate::{
         ByName, Name,
         advice::{AdviceView, advice_name},
         golang::verdict::Verdict,
+        groups::GroupView,
         snapshot::{KswapdView, ProcessView, Snapshot, StallView, StalledView},
     },
     kernel::{LostCounts, gfp::GfpNames},
@@ -383,6 +384,10 @@ pub struct Summary<'a> {
     pub go_verdicts: Vec<GoVerdictEntry<'a>>,
     /// Every OOM kill of the window, traced process or not.
     pub oom_kills: Vec<OomKillEntry<'a>>,
+    /// With `--by container|cgroup`: the processes grouped, each group with its memory
+    /// cgroup's own accounting; absent otherwise.
+    #[serde(default, skip_serializing_if = "<[GroupView]>::is_empty")]
+    pub groups: &'a [GroupView],
 }
 
 impl<'a> Summary<'a> {
@@ -402,6 +407,7 @@ impl<'a> Summary<'a> {
                 .map(GoVerdictEntry::GoVerdict)
                 .collect(),
             oom_kills: oom_entries(snapshot),
+            groups: &snapshot.groups,
         })
     }
 }

@@ -378,7 +378,8 @@ impl Amount {
 const RESIDENT: [RssMember; 3] = [RssMember::File, RssMember::Anon, RssMember::Shmem];
 
 /// A process's resident memory: none once it is known to have exited; smaps_rollup's Rss where
-/// it is sampled (the named targets, read just before the frame); else the kernel's counters as
+/// it is sampled (the named targets, read just before the frame), or /proc/PID/status's VmRSS
+/// where smaps_rollup is refused; else the kernel's counters as
 /// rss_stat last reported them, which know a member only once it changed while traced
 /// (system-wide, nothing else is read).
 fn resident(p: &ProcessView) -> Amount {
@@ -388,6 +389,10 @@ fn resident(p: &ProcessView) -> Amount {
     }
     if let Some(smaps) = p.smaps_rollup.last {
         return Amount::Exactly(smaps.rss);
+    }
+    // Where smaps_rollup is refused, /proc/PID/status reads the same counters.
+    if let Some(status) = p.smaps_rollup.status {
+        return Amount::Exactly(status.rss);
     }
     let members = p
         .rss
@@ -417,7 +422,11 @@ mod tests {
     use super::*;
     use crate::{
         analysis::snapshot::{Selection, Window},
-        kernel::{LostCounts, procfs::SmapsRollup},
+        kernel::{
+            LostCounts,
+            procfs::SmapsRollup,
+            status::{Resident, StatusMemory},
+        },
         model::{
             Model,
             attribution::Rss,
@@ -580,6 +589,22 @@ mod tests {
         assert!(
             live.line(&at(&model, 4))
                 .contains("; rss 12.0 MiB lazyfree 2.0 MiB;")
+        );
+        // Where smaps_rollup is refused, /proc/PID/status's RSS: LazyFree stays unknown.
+        let mut refused = Model::default();
+        refused.attribution.name(9, "daemon");
+        let status = StatusMemory {
+            rss: 5 * MIB,
+            anon: 4 * MIB,
+            file: MIB,
+            ..StatusMemory::default()
+        };
+        refused
+            .attribution
+            .sample_resident(9, Resident::Status(status, "refused"));
+        assert!(
+            live.line(&at(&refused, 5))
+                .contains("; rss 5.0 MiB lazyfree ?;")
         );
     }
 

@@ -9,7 +9,7 @@ pub mod signals;
 pub mod trace;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     io,
     net::SocketAddr,
     os::fd::{AsRawFd, FromRawFd as _, OwnedFd},
@@ -40,18 +40,24 @@ use crate::{
             heap::Figures,
             verdict::{self, Facts, Verdict},
         },
+        groups,
         snapshot::{Selection, Snapshot, Window},
     },
+    cli::GroupBy,
     kernel::{
         LostCounts, Options, Tracer,
         cgroup::Cgroups,
         check_privileges,
         log::KernelLog,
+        memcg::MemcgUsage,
+        pidns,
         procfs::{self, PidKind, SmapsRollup},
+        status::Resident,
     },
     model::{
         Model,
         attribution::{AtAttach, Rss},
+        container::Whereabouts,
         event::{self, Event},
         reclaim::Wakeups,
     },
@@ -265,7 +271,8 @@ impl Session {
         let system_wide = config.pids.is_empty();
         // Read before the programs count anything, so a process's minor and major faults are
         // counted over the kernel's user-mode fault window or a moment more, never less.
-        let at_attach = (!run.reclaim).then(|| fault_counters_now(&config.pids));
+        let mut cgroups = Cgroups::new();
+        let at_attach = (!run.reclaim).then(|| fault_counters_now(&config.pids, &mut cgroups));
         let mut tracer = Tracer::attach(&Options {
             run,
             pids: (!system_wide).then(|| config.pids.clone()),
@@ -314,7 +321,7 @@ impl Session {
             ring_records: config.ring_kib as usize * 1024 / MIN_RECORD_BYTES,
             metrics: None,
             targets,
-            cgroups: Cgroups::new(),
+            cgroups,
         })
     }
 
@@ -349,10 +356,14 @@ impl Session {
         if let Some(brk) = procfs::program_break(pid) {
             attribution.set_initial_brk(pid, brk);
         }
-        if let Some(sample) = SmapsRollup::read(pid) {
-            attribution.sample_smaps(pid, sample);
+        if let Some(sample) = Resident::read(pid) {
+            if let Resident::Status(_, why) = sample {
+                eprintln!("memtrace: warning: pid {pid}: {why}");
+            }
+            attribution.sample_resident(pid, sample);
         }
         attribution.sample_task_faults(pid, &procfs::thread_faults(pid));
+        self.place(pid);
     }
 
     async fn run_until_stopped(
@@ -521,6 +532,47 @@ impl Session {
             if let Some(ticks) = procfs::start_ticks(pid) {
                 self.model.attribution.set_start_time(pid, ticks);
             }
+            self.place(pid);
+        }
+    }
+
+    /// Reads where a process runs: its cgroup (and so its container and pod) and its pid
+    /// inside its own pid namespace.
+    fn place(&mut self, pid: u32) {
+        let whereabouts = Whereabouts::new(
+            self.cgroups.of_process(pid),
+            pidns::pid_in_own_namespace(pid),
+        );
+        self.model.attribution.place(pid, whereabouts);
+    }
+
+    /// The memory cgroups of the report's groups: their own accounting. A cgroup removed since
+    /// (its container ended) keeps its last reading.
+    fn sample_memcg(&mut self) {
+        /// A node has hundreds of cgroups; past this many, the rest wait for a later sample.
+        const MAX_CGROUPS: usize = 1024;
+        let Some(hierarchy) = self.cgroups.hierarchy() else {
+            return;
+        };
+        let paths: BTreeSet<String> = self
+            .model
+            .attribution
+            .processes()
+            .filter(|p| self.selection.shows(Some(p)))
+            .filter_map(|p| {
+                let w = &p.whereabouts;
+                groups::key_of(
+                    self.selection.by,
+                    w.cgroup.as_deref(),
+                    w.placement.container.as_ref(),
+                )?
+                .1
+            })
+            .collect();
+        for path in paths.into_iter().take(MAX_CGROUPS) {
+            if let Some(usage) = MemcgUsage::read(&hierarchy.dir(&path)) {
+                self.model.memcg.insert(path, usage);
+            }
         }
     }
 
@@ -556,10 +608,10 @@ impl Session {
             self.name_if_unnamed(pid);
         }
         for &pid in &self.sampled {
-            if let Some(sample) = SmapsRollup::read(pid)
+            if let Some(sample) = Resident::read(pid)
                 && self.still_the_same(pid)
             {
-                self.model.attribution.sample_smaps(pid, sample);
+                self.model.attribution.sample_resident(pid, sample);
             }
         }
         if self.memory {
@@ -568,6 +620,9 @@ impl Session {
         self.model.reclaim.sample_vmstat(procfs::vmstat());
         for (&pid, target) in &mut self.targets {
             target.sample_runtime(pid);
+        }
+        if self.selection.by != GroupBy::Process {
+            self.sample_memcg();
         }
         if let Some(metrics) = &self.metrics {
             let page = prometheus::render(&self.snapshot(Vec::new()));
@@ -805,20 +860,33 @@ impl Session {
     }
 }
 
-/// The threads' fault counters of `pids`, or of every process when none is named.
-fn fault_counters_now(pids: &[u32]) -> AtAttach {
+/// The threads' fault counters of `pids`, or of every process when none is named, and where
+/// each runs.
+fn fault_counters_now(pids: &[u32], cgroups: &mut Cgroups) -> AtAttach {
     let every_process = pids.is_empty();
     let pids = if every_process {
         procfs::all_pids()
     } else {
         pids.to_vec()
     };
+    let threads: BTreeMap<u32, _> = pids
+        .into_iter()
+        .map(|pid| (pid, procfs::thread_faults(pid)))
+        .filter(|(_, threads)| !threads.is_empty())
+        .collect();
+    let whereabouts = threads
+        .keys()
+        .map(|&pid| {
+            let cgroup = cgroups.of_process(pid);
+            (
+                pid,
+                Whereabouts::new(cgroup, pidns::pid_in_own_namespace(pid)),
+            )
+        })
+        .collect();
     AtAttach {
-        threads: pids
-            .into_iter()
-            .map(|pid| (pid, procfs::thread_faults(pid)))
-            .filter(|(_, threads)| !threads.is_empty())
-            .collect(),
+        threads,
+        whereabouts,
         every_process,
     }
 }

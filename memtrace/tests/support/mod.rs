@@ -127,6 +127,24 @@ impl Workload {
         workload
     }
 
+    /// Spawns the workload as pid 1 of a new pid namespace (`unshare -fp --mount-proc`), as a
+    /// container without the host's pid namespace runs it: `pid` is its pid on the host; the
+    /// pid it printed (its own namespace's) is returned beside it.
+    pub fn spawn_in_pid_namespace(args: &[&str]) -> (Self, u32) {
+        let mut workload = Self::spawn_command(
+            Command::new("unshare")
+                .args(["--fork", "--pid", "--mount-proc", WORKLOAD])
+                .args(args),
+        );
+        let ns_pid = workload.pid;
+        let unshare = workload.child.id();
+        workload.pid = children_of(unshare)
+            .first()
+            .copied()
+            .expect("the workload's pid on the host");
+        (workload, ns_pid)
+    }
+
     /// The next JSON line the workload prints (for workloads with intermediate lines).
     pub fn next_line(&mut self) -> Value {
         read_json_line(&mut self.stdout).expect("workload line")
@@ -257,6 +275,15 @@ fn memory_hierarchy() -> Option<(PathBuf, CgroupVersion)> {
 impl MemCgroup {
     /// `None` when no hierarchy offers the memory controller (an error in CI).
     pub fn new(tag: &str, limit_bytes: u64) -> Option<Self> {
+        Self::named(
+            &format!("memtrace-test-{tag}-{}", std::process::id()),
+            limit_bytes,
+        )
+    }
+
+    /// A memory cgroup of this name directly below the root (e.g. named as a container
+    /// runtime names its cgroups).
+    pub fn named(name: &str, limit_bytes: u64) -> Option<Self> {
         let Some((root, version)) = memory_hierarchy() else {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -265,7 +292,7 @@ impl MemCgroup {
             eprintln!("*** SKIPPED: no memory cgroup controller ***");
             return None;
         };
-        let path = root.join(format!("memtrace-test-{tag}-{}", std::process::id()));
+        let path = root.join(name);
         let limit_file = match version {
             CgroupVersion::V1 => "memory.limit_in_bytes",
             CgroupVersion::V2 => {
@@ -333,6 +360,22 @@ impl Drop for MemCgroup {
         }
         eprintln!("warning: could not remove {}", self.path.display());
     }
+}
+
+/// The processes whose parent is `ppid` (field 4 of /proc/PID/stat).
+pub fn children_of(ppid: u32) -> Vec<u32> {
+    let parent = ppid.to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| stat_field(&stat, 4) == Some(parent.as_str()))
+        })
+        .collect()
 }
 
 /// `(minflt, majflt)` of a live process from /proc/PID/stat.
@@ -430,7 +473,21 @@ impl Memtrace {
 
     /// Starts `memtrace ARGS` (e.g. a subcommand) and waits until it says it is attached.
     pub fn attach_with(args: &[&str]) -> Self {
-        let mut child = Command::new(MEMTRACE)
+        Self::attach_wrapped(&[], args)
+    }
+
+    /// Starts `WRAPPER… memtrace ARGS` (e.g. `setpriv` with fewer capabilities) and waits
+    /// until it says it is attached.
+    pub fn attach_wrapped(wrapper: &[&str], args: &[&str]) -> Self {
+        let mut command = match wrapper {
+            [program, rest @ ..] => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(MEMTRACE);
+                command
+            }
+            [] => Command::new(MEMTRACE),
+        };
+        let mut child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

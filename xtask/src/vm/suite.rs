@@ -123,11 +123,22 @@ pub fn prepare_on_host(build: &Build) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Test binaries that run on the host only, and why.
+const HOST_ONLY: [(&str, &str); 1] = [(
+    "podman",
+    "the guest has no container runtime (podman, conmon, runc, container storage; and Debian's \
+     cloud kernels build overlayfs as a module, which the guest does not load)",
+)];
+
 /// The tests of every binary that `filters` (libtest arguments, e.g. a name substring)
 /// select, in order, with whether each is `#[ignore]`d.
 pub fn list(build: &Build, filters: &[String]) -> anyhow::Result<Vec<TestCase>> {
     let mut cases = Vec::new();
     for (index, binary) in build.binaries.iter().enumerate() {
+        if let Some((_, why)) = HOST_ONLY.iter().find(|(name, _)| *name == binary.target) {
+            eprintln!("xtask: {} tests run on the host only: {why}", binary.target);
+            continue;
+        }
         let ignored: HashSet<String> = list_binary(binary, filters, true)?.into_iter().collect();
         for name in list_binary(binary, filters, false)? {
             cases.push(TestCase {
