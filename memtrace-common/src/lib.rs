@@ -8,6 +8,8 @@
 //! - [`events`]: the records streamed through the ring buffer and the map values, one file per
 //!   event, and [`events::EventKind`];
 //! - [`lost`]: why the kernel side dropped a record;
+//! - [`regs`]: where a syscall's arguments are at its exit; [`cgroup`]: which memory-cgroup id
+//!   the programs read;
 //! - [`config`] and [`maps`]: the loader-set globals and the maps userspace reads.
 //!
 //! Everything shared in memory is `#[repr(C)]` plain data without implicit padding, so both
@@ -20,6 +22,7 @@ mod named;
 pub use named::Named;
 
 pub mod advice;
+pub mod cgroup;
 pub mod config;
 pub mod events;
 pub mod fields;
@@ -27,6 +30,7 @@ pub mod hooks;
 pub mod lost;
 pub mod maps;
 pub mod members;
+pub mod regs;
 
 /// Lets userspace copy these types in and out of maps and ring-buffer records.
 macro_rules! pod {

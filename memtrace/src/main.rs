@@ -72,7 +72,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 need_targets: false,
             };
-            let mode = Trace::new(cli.pid, cli.follow, cli.json, cli.top, cli.interval);
+            let mut mode = Trace::new(cli.pid, cli.follow, cli.json, cli.top, cli.interval);
+            if cli.no_events {
+                mode = mode.without_events();
+            }
             session::run(config, mode).await
         }
         Some(Command::Reclaim(args)) => {

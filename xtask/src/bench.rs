@@ -825,6 +825,8 @@ fn bpftrace_script(pid: &str, me: u32) -> String {
         reclaim: false,
         follow: false,
         fault_events: false,
+        records: false,
+        args_at_exit: true,
     };
     let probes: Vec<String> = Program::ALL
         .iter()

@@ -234,6 +234,25 @@ fn parse_memory_cgroup(text: &str) -> Option<String> {
         .and_then(path_of)
 }
 
+/// Whether the memory controller is on a cgroup v1 hierarchy (`Some(true)`: its /proc/cgroups
+/// row names a hierarchy) or on the unified one (`Some(false)`); `None` without an enabled
+/// memory controller.
+pub fn memory_controller_on_v1() -> Option<bool> {
+    let text = fs::read_to_string("/proc/cgroups").unwrap_or_default();
+    let row = text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|fields| fields.first() == Some(&"memory"));
+    match row {
+        // subsys_name hierarchy num_cgroups enabled
+        Some(row) if row.get(3) != Some(&"1") => None,
+        Some(row) => Some(row.get(1).is_some_and(|hierarchy| *hierarchy != "0")),
+        // No /proc/cgroups (kernels without cgroup v1): wherever it is mounted.
+        None => memory_hierarchy().map(|(_, v1)| v1),
+    }
+}
+
 /// The memory controller's index among the kernel's cgroup subsystems: /proc/cgroups lists
 /// them in id order.
 pub fn memory_controller_index() -> Option<u32> {
@@ -250,7 +269,7 @@ pub fn memory_controller_index() -> Option<u32> {
 /// controller (cgroup v1 or v2). Bounded: at most 64 levels and 100 000 directories.
 pub fn memory_cgroup_by_id(id: u64) -> Option<String> {
     use std::os::unix::fs::MetadataExt as _;
-    let root = memory_hierarchy_root()?;
+    let (root, _) = memory_hierarchy()?;
     let mut stack = vec![(root.clone(), 0usize)];
     let mut visited = 0;
     while let Some((dir, depth)) = stack.pop() {
@@ -275,8 +294,8 @@ pub fn memory_cgroup_by_id(id: u64) -> Option<String> {
 }
 
 /// Where the hierarchy holding the memory controller is mounted: a cgroup v1 mount with the
-/// `memory` option, else a cgroup2 mount whose root offers `memory`.
-fn memory_hierarchy_root() -> Option<PathBuf> {
+/// `memory` option (`true`), else a cgroup2 mount whose root offers `memory` (`false`).
+fn memory_hierarchy() -> Option<(PathBuf, bool)> {
     let mounts = fs::read_to_string("/proc/self/mountinfo").ok()?;
     let cgroup_mounts: Vec<(&str, &str, &str)> =
         mounts.lines().filter_map(parse_mountinfo).collect();
@@ -284,7 +303,7 @@ fn memory_hierarchy_root() -> Option<PathBuf> {
         *fs_type == "cgroup" && options.split(',').any(|o| o == "memory")
     });
     if let Some((point, _, _)) = v1 {
-        return Some(PathBuf::from(point));
+        return Some((PathBuf::from(point), true));
     }
     cgroup_mounts
         .iter()
@@ -294,6 +313,7 @@ fn memory_hierarchy_root() -> Option<PathBuf> {
             fs::read_to_string(root.join("cgroup.controllers"))
                 .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"))
         })
+        .map(|root| (root, false))
 }
 
 /// `(mount point, filesystem type, super options)` of a /proc/PID/mountinfo line.

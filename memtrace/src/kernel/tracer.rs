@@ -11,6 +11,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
     programs::{TracePoint, trace_point::TracePointLink},
+    util::KernelVersion,
 };
 use memtrace_common::{
     config::{self, Config},
@@ -19,10 +20,12 @@ use memtrace_common::{
         kswapd::KswapdWakeups,
         rss::RssState,
         stall::{ReclaimKind, ScanCounts, ScanSlot, StallHist, StallKey},
+        totals::SyscallTotals,
     },
     hooks::{Need, Program, Run},
     lost::Lost,
     maps,
+    regs::ArgsAt,
 };
 
 use super::{
@@ -66,6 +69,12 @@ pub struct Tracer {
     stalls_all: PerCpuArray<MapData, StallHist>,
     kswapd_wakeups: PerCpuHashMap<MapData, u32, KswapdWakeups>,
     lru_scan: PerCpuArray<MapData, ScanCounts>,
+    /// Memory syscalls counted per process, when this run counts them in the kernel.
+    totals: HashMap<MapData, u32, SyscallTotals>,
+    /// Whether it does.
+    counting: bool,
+    /// Where the syscall exit programs read the arguments in this run (`--verbose` says).
+    pub args_at: ArgsAt,
     /// Names of this kernel's GFP flags.
     pub gfp: GfpNames,
     /// What could not be attached or resolved, and what the user loses.
@@ -93,12 +102,30 @@ impl Tracer {
             // Parsed once (a few MiB) and freed before aya loads its own copy: both at once
             // raised peak RSS by 6 MiB.
             let btf = Btf::from_sys_fs().map_err(|e| format!("cannot read kernel BTF: {e}"));
-            Offsets::resolve(&events_dir, btf.as_ref().map_err(String::as_str))
+            let task_pt_regs = KernelVersion::current()
+                .is_ok_and(|version| version >= KernelVersion::new(5, 15, 0));
+            Offsets::resolve(
+                &events_dir,
+                btf.as_ref().map_err(String::as_str),
+                task_pt_regs,
+            )
         };
-        let mut ebpf = load(options, &offsets)?;
+        // Counted in the kernel unless each call is a record; then the entry programs park
+        // the arguments, as they must where the exit cannot read them.
+        let counting = !options.run.reclaim && !options.run.records;
+        let args_at = if counting {
+            offsets.args_at
+        } else {
+            ArgsAt::Parked
+        };
+        let run = Run {
+            args_at_exit: offsets.args_at != ArgsAt::Parked,
+            ..options.run
+        };
+        let mut ebpf = load(options, &offsets, counting, args_at)?;
         let mut warnings = offsets.warnings.clone();
         let mut on_trampolines = match options.trampolines {
-            true => trampoline::attach(&mut ebpf, options.run),
+            true => trampoline::attach(&mut ebpf, run),
             false => trampoline::OnTrampolines {
                 refused: Some("not tried (--bench-tracepoints-only)".to_owned()),
                 ..Default::default()
@@ -108,7 +135,7 @@ impl Tracer {
         let mut links = std::mem::take(&mut on_trampolines.links);
         for &program in Program::ALL {
             let hook = program.hook();
-            if !hook.when.applies(options.run) || attached.contains(&program) {
+            if !hook.when.applies(run) || attached.contains(&program) {
                 continue;
             }
             let result = match offsets.unusable(hook.tracepoint) {
@@ -135,6 +162,9 @@ impl Tracer {
             stalls_all: PerCpuArray::try_from(take_map(&mut ebpf, maps::STALLS_ALL)?)?,
             kswapd_wakeups: PerCpuHashMap::try_from(take_map(&mut ebpf, maps::KSWAPD_WAKEUPS)?)?,
             lru_scan: PerCpuArray::try_from(take_map(&mut ebpf, maps::LRU_SCAN)?)?,
+            totals: HashMap::try_from(take_map(&mut ebpf, maps::TOTALS)?)?,
+            counting,
+            args_at,
             ebpf,
             attached,
             gfp: GfpNames::from_format_file(&events_dir),
@@ -187,6 +217,35 @@ impl Tracer {
         let failed = || format!("cannot add pid {pid} to the kernel filter");
         let value = self.targets.get(&word, 0).with_context(failed)?;
         self.targets.set(word, value | bit, 0).with_context(failed)
+    }
+
+    /// Whether this run counts the memory syscalls in the kernel ([`Self::syscall_totals`])
+    /// rather than receiving a record per call.
+    pub fn counts_syscalls(&self) -> bool {
+        self.counting
+    }
+
+    /// Every process's memory syscalls counted in the kernel so far (those that exited were
+    /// sent in their final records and are gone from here).
+    pub fn syscall_totals(&self) -> Vec<(u32, SyscallTotals)> {
+        self.totals.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Tells the kernel a process's program break, read from /proc, so that its first brk call
+    /// is measured from there. Only before the process's first counted call: an entry the
+    /// kernel made already knows more.
+    pub fn seed_program_break(&mut self, pid: u32, brk: u64) {
+        if !self.counting || brk == 0 {
+            return;
+        }
+        let entry = SyscallTotals {
+            last_brk: brk,
+            ..SyscallTotals::default()
+        };
+        // `BPF_NOEXIST` (include/uapi/linux/bpf.h): fails, as it should, once the kernel has
+        // made the entry.
+        const BPF_NOEXIST: u64 = 1;
+        let _ = self.totals.insert(pid, entry, BPF_NOEXIST);
     }
 
     /// Frees a process's slot in the kernel's fault table once it is forgotten.
@@ -356,18 +415,32 @@ fn add_stalls(total: &mut StallHist, h: &StallHist) {
 }
 
 /// Loads the object with this run's configuration and this kernel's offsets.
-fn load(options: &Options, offsets: &Offsets) -> anyhow::Result<Ebpf> {
+fn load(
+    options: &Options,
+    offsets: &Offsets,
+    counting: bool,
+    args_at: ArgsAt,
+) -> anyhow::Result<Ebpf> {
     let config = Config {
         self_tgid: std::process::id(),
         memcg_subsys_index: offsets.memcg_subsys_index,
         // Userspace is woken once a quarter of the ring is full; a timer drains the rest.
         wakeup_bytes: u64::from(options.ring_bytes / 4),
+        page_size: u32::try_from(procfs::page_size()).unwrap_or(4096),
+        pt_regs_offset: offsets.pt_regs_offset,
         filter_by_tgid: u8::from(options.pids.is_some()),
         follow_forks: u8::from(options.run.follow),
         stream_faults: u8::from(options.fault_events),
         empty_programs: u8::from(options.empty_programs),
+        count_syscalls: u8::from(counting),
+        args_at: args_at as u8,
+        cgroup_ids: offsets.cgroup_ids as u8,
         ..Config::DEFAULT
     };
+    let targets = options
+        .pids
+        .as_ref()
+        .map(|pids| u32::try_from(pids.len()).unwrap_or(u32::MAX));
     // Logging off unless asked for: the programs' log statements then are dead code the
     // verifier prunes.
     let log_level = if options.verbose {
@@ -384,6 +457,10 @@ fn load(options: &Options, offsets: &Offsets) -> anyhow::Result<Ebpf> {
         .map_max_entries(
             maps::TARGETS,
             maps::target_words(options.pids.is_some(), procfs::pid_max()),
+        )
+        .map_max_entries(
+            maps::TOTALS,
+            maps::totals_capacity(counting, targets, options.run.follow),
         )
         .load(PROGRAMS)
         .map_err(|e| anyhow!("loading the eBPF programs failed: {}", error_chain(&e)))

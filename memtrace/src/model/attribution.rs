@@ -8,10 +8,14 @@ use memtrace_common::{
     events::{
         fault::FaultCounts,
         rss::{RSS_MEMBERS, RssState},
+        totals::{FlushReason, SyscallTotals},
     },
 };
 
-use super::event::{Event, Madvise, MapKind, MapOp, Mapping, comm_string};
+use super::{
+    event::{Event, Madvise, MapKind, MapOp, Mapping, comm_string},
+    kernel_totals::{self, Fit, KernelCounted},
+};
 use crate::kernel::procfs::SmapsRollup;
 
 /// Calls with one advice value.
@@ -253,6 +257,12 @@ pub struct ProcessStats {
     /// Bytes reclaim took per RSS member from its address spaces that are gone (torn down at
     /// exit or exec), which the kernel's per-mm state no longer holds.
     pub taken_from_gone: [u64; RSS_MEMBERS],
+    /// The last copy of its memory syscalls counted in the kernel taken into `madvise` and
+    /// `mappings` (runs that print only totals; see [`kernel_totals`]).
+    pub kernel: Option<KernelCounted>,
+    /// Its memory cgroup's id as the kernel programs read it (`memtrace_common::cgroup`): at
+    /// its first counted syscall, and as a thread of it exits.
+    pub memory_cgroup: Option<u64>,
 }
 
 impl ProcessStats {
@@ -357,9 +367,17 @@ impl Attribution {
                 } else {
                     String::new()
                 };
-                self.process(t.tgid, &comm)
-                    .task_faults
-                    .exit(t.tid, t.min_flt, t.maj_flt);
+                let process = self.process(t.tgid, &comm);
+                process.task_faults.exit(t.tid, t.min_flt, t.maj_flt);
+                if t.cgroup_id != 0 {
+                    process.memory_cgroup = Some(t.cgroup_id);
+                }
+            }
+            Event::Totals(flush) => {
+                self.kernel_totals(flush.tgid, &flush.totals, true);
+                if flush.reason == FlushReason::Exit as u32 {
+                    self.exited(flush.tgid);
+                }
             }
             Event::Stall(s) => {
                 self.process(s.tgid, &s.thread_comm);
@@ -384,6 +402,20 @@ impl Attribution {
             previous.exited = true;
             self.ended.push(previous);
         }
+    }
+
+    /// A copy of a process's memory syscalls counted in the kernel, read from the kernel's map
+    /// (`last`: its final copy, from the ring). It goes to the process it is of: see
+    /// [`kernel_totals::fit`].
+    pub fn kernel_totals(&mut self, pid: u32, totals: &SyscallTotals, last: bool) {
+        let current = self.processes.get(&pid).and_then(|p| p.kernel.as_ref());
+        let ended = self.ended.iter().filter(|p| p.pid == pid);
+        match kernel_totals::fit(totals.start_ns, current, ended) {
+            Fit::Stale => return,
+            Fit::NewProcess => self.pid_passed_on(pid),
+            Fit::Take => {}
+        }
+        kernel_totals::take(self.process(pid, ""), totals, last);
     }
 
     /// A process is known to have exited (its pidfd said so).
@@ -636,6 +668,7 @@ mod tests {
             min_flt: 70,
             maj_flt: 0,
             process_start_ns: 0,
+            cgroup_id: 0,
             comm: *b"t6\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
         }));
         assert_eq!(
@@ -825,6 +858,7 @@ mod tests {
                 min_flt,
                 maj_flt,
                 process_start_ns: 0,
+                cgroup_id: 0,
                 comm: [0; 16],
             })
         };

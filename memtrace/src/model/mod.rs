@@ -4,6 +4,7 @@
 
 pub mod attribution;
 pub mod event;
+pub mod kernel_totals;
 pub mod reclaim;
 
 use attribution::Attribution;
