@@ -204,8 +204,10 @@ fn entry(tgid: u32) -> Option<*mut SyscallTotals> {
         None => {
             let zero = ZERO.get_ptr(0)?;
             // A sibling thread may have made it meanwhile (then this fails): either way, it is
-            // there after.
+            // there after. Passed by reference: by value, the entry would be copied onto the
+            // stack, which cannot hold it.
             // SAFETY: a map value, never written.
+            #[allow(clippy::needless_borrows_for_generic_args)]
             let _ = TOTALS.insert(tgid, unsafe { &*zero }, u64::from(BPF_NOEXIST));
             TOTALS.get_ptr_mut(tgid)?
         }

@@ -11,13 +11,12 @@ use aya_ebpf::{
     macros::{fentry, fexit},
     programs::{FEntryContext, FExitContext},
 };
-use memtrace_common::events::EventKind;
+use memtrace_common::{events::EventKind, regs::ArgsAt};
 
 use crate::{
-    config::empty_programs,
+    config::{config, empty_programs, setting},
     filter::current_traced,
     syscalls::{finish, from_registers, park, take_parked},
-    totals,
 };
 
 /// Parks the syscall's arguments as its tracepoint twin does. Attached only where each call
@@ -50,10 +49,10 @@ fn exit(ctx: &FExitContext, kind: EventKind) -> u32 {
         return 0;
     };
     let ret: i64 = ctx.arg(1);
-    let call = if totals::counting() {
-        from_registers(ctx, tid, kind, ctx.arg(0))
-    } else {
+    let call = if setting(&config().args_at) == ArgsAt::Parked as u8 {
         take_parked(tid, kind)
+    } else {
+        from_registers(ctx, tid, kind, ctx.arg(0))
     };
     if let Some(call) = call {
         finish(tgid, tid, kind, &call, ret);

@@ -78,6 +78,12 @@ pub struct Cli {
     #[arg(long, hide = true)]
     pub bench_tracepoints_only: bool,
 
+    /// Attach the syscall entry programs that park each call's arguments even where the exit
+    /// program can read them from the saved registers (for `cargo xtask bench`: two programs
+    /// per call against one).
+    #[arg(long, hide = true)]
+    pub bench_entry_programs: bool,
+
     /// Order of processes in the report.
     #[arg(long, value_enum, default_value_t = SortKey::Released)]
     pub sort: SortKey,

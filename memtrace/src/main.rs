@@ -60,6 +60,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 fault_events: cli.fault_events,
                 empty_programs: cli.bench_empty_programs,
                 trampolines: !cli.bench_tracepoints_only,
+                entry_programs: cli.bench_entry_programs,
                 follow: cli.follow,
                 duration: cli.duration,
                 prometheus: cli.prometheus,

@@ -43,6 +43,8 @@ const END_MARK: &str = "<!-- bench:generated:end -->";
 pub struct Options {
     pub quick: bool,
     pub iterations: Option<usize>,
+    /// Only these workloads (by name); the report then goes to target/BENCHMARKS-only.md.
+    pub only: Vec<String>,
     /// Compare trampolines with tracepoints in this guest instead.
     pub guest: Option<&'static crate::vm::GuestKernel>,
 }
@@ -54,6 +56,9 @@ enum Config {
     /// memtrace's hooks with programs that return at once: what the hooks cost by themselves.
     Floor,
     MemtracePid,
+    /// `--pid` with an entry program parking each syscall's arguments for the exit, as before
+    /// the exit read them from the saved registers: two programs per call against one.
+    MemtracePidEntries,
     MemtraceSystem,
     MemtraceFaultEvents,
     Bpftrace,
@@ -66,6 +71,7 @@ impl Config {
             Config::Untraced => "untraced",
             Config::Floor => "floor: same hooks, empty programs",
             Config::MemtracePid => "memtrace --pid (default)",
+            Config::MemtracePidEntries => "memtrace --pid, entry + exit programs per call",
             Config::MemtraceSystem => "memtrace system-wide",
             Config::MemtraceFaultEvents => "memtrace --pid --fault-events --json",
             Config::Bpftrace => "bpftrace count()",
@@ -76,7 +82,10 @@ impl Config {
     fn is_memtrace(self) -> bool {
         matches!(
             self,
-            Config::MemtracePid | Config::MemtraceSystem | Config::MemtraceFaultEvents
+            Config::MemtracePid
+                | Config::MemtracePidEntries
+                | Config::MemtraceSystem
+                | Config::MemtraceFaultEvents
         )
     }
 }
@@ -153,7 +162,20 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         taskset: which("taskset"),
     };
     let go_bench = build_go_bench(&root, &release);
-    let workloads = workloads(options.quick, &release, &go_bench);
+    let mut workloads = workloads(options.quick, &release, &go_bench);
+    if !options.only.is_empty() {
+        let known: Vec<&str> = workloads.iter().flatten().map(|w| w.name).collect();
+        if let Some(unknown) = options.only.iter().find(|n| !known.contains(&n.as_str())) {
+            bail!(
+                "no workload {unknown}: the workloads are {}",
+                known.join(", ")
+            );
+        }
+        workloads.retain(|w| {
+            w.as_ref()
+                .is_ok_and(|w| options.only.iter().any(|n| n == w.name))
+        });
+    }
 
     let load_before = loadavg();
     let started = chrono_like_utc();
@@ -220,7 +242,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         &machine, &workloads, &names, &results, &costs, &skipped, &tools,
     );
     println!("{report}");
-    let path = if options.quick {
+    let path = if !options.only.is_empty() {
+        root.join("target/BENCHMARKS-only.md")
+    } else if options.quick {
         root.join("target/BENCHMARKS-quick.md")
     } else {
         root.join("BENCHMARKS.md")
@@ -252,6 +276,16 @@ fn workloads(
         Untraced,
         Floor,
         MemtracePid,
+        MemtraceSystem,
+        Bpftrace,
+        Strace,
+    ];
+    // Where syscalls dominate: one program per call against an entry and an exit.
+    let with_entries = vec![
+        Untraced,
+        Floor,
+        MemtracePid,
+        MemtracePidEntries,
         MemtraceSystem,
         Bpftrace,
         Strace,
@@ -295,14 +329,14 @@ fn workloads(
             argv: args(&["bench-madvise", "--calls", calls]),
             strace_argv: args(&["bench-madvise", "--calls", strace_calls]),
             no_wait: "--no-wait",
-            configs: common.clone(),
+            configs: with_entries.clone(),
         }),
         Ok(Workload {
             name: "mmap-churn",
             argv: args(&["bench-mmap", "--rounds", rounds]),
             strace_argv: args(&["bench-mmap", "--rounds", strace_rounds]),
             no_wait: "--no-wait",
-            configs: common.clone(),
+            configs: with_entries,
         }),
     ];
     list.push(match go_bench {
@@ -413,6 +447,10 @@ fn run_traced(
             &["--pid", &pid, "--bench-empty-programs"],
         )?),
         Config::MemtracePid => Some(Tracer::memtrace(&memtrace, &["--pid", &pid])?),
+        Config::MemtracePidEntries => Some(Tracer::memtrace(
+            &memtrace,
+            &["--pid", &pid, "--bench-entry-programs"],
+        )?),
         Config::MemtraceSystem => Some(Tracer::memtrace(&memtrace, &[])?),
         Config::MemtraceFaultEvents => Some(Tracer::memtrace(
             &memtrace,
@@ -489,7 +527,12 @@ fn program_costs(
     let mut costs = Vec::new();
     let mut result = Ok(());
     'all: for workload in workloads.iter().flatten() {
-        for config in [Config::Floor, Config::MemtracePid, Config::MemtraceSystem] {
+        for config in [
+            Config::Floor,
+            Config::MemtracePid,
+            Config::MemtracePidEntries,
+            Config::MemtraceSystem,
+        ] {
             if !workload.configs.contains(&config) {
                 continue;
             }
@@ -1130,15 +1173,21 @@ fn render(
 
 /// ns per run of each program that ran at least 1000 times, per workload and configuration.
 fn program_cost_table(costs: &[(&str, Config, Vec<ProgramStats>)]) -> String {
-    let configs = [Config::Floor, Config::MemtracePid, Config::MemtraceSystem];
+    let configs = [
+        Config::Floor,
+        Config::MemtracePid,
+        Config::MemtracePidEntries,
+        Config::MemtraceSystem,
+    ];
     let mut out = String::from(
         "\n### Cost per program run (bpf_stats)\n\n\
          One run per configuration with `kernel.bpf_stats_enabled=1` (separate from the timings \
          above: the kernel then reads the clock twice around every program run, which is \
          included in each figure; the floor row shows that share). Programs that ran at least \
-         1000 times.\n\n\
-         | workload | program | runs | floor ns/run | memtrace --pid ns/run | system-wide ns/run |\n\
-         |---|---|---:|---:|---:|---:|\n",
+         1000 times. **entry + exit**: `--pid` with the syscall entry programs parking the \
+         arguments, where the default reads them at exit from the saved registers.\n\n\
+         | workload | program | runs | floor ns/run | memtrace --pid ns/run | entry + exit ns/run | system-wide ns/run |\n\
+         |---|---|---:|---:|---:|---:|---:|\n",
     );
     let mut seen: Vec<(&str, &str)> = Vec::new();
     for (workload, _, programs) in costs {

@@ -90,7 +90,7 @@ pub const fn page_round_up(len: u64, page_size: u64) -> u64 {
     if len > u64::MAX - (page_size - 1) {
         return u64::MAX;
     }
-    (len + page_size - 1) / page_size * page_size
+    len.div_ceil(page_size) * page_size
 }
 
 /// One process's memory syscalls, counted in the kernel since its entry was made.

@@ -49,6 +49,9 @@ pub struct Options {
     pub empty_programs: bool,
     /// Try the syscall programs on BPF trampolines before their tracepoints.
     pub trampolines: bool,
+    /// Park each syscall's arguments at its entry even where the exit could read them from
+    /// the saved registers (the benchmark's comparison of two programs per call with one).
+    pub entry_programs: bool,
     /// Keep the kernel programs' diagnostics (`--verbose`).
     pub verbose: bool,
 }
@@ -113,13 +116,13 @@ impl Tracer {
         // Counted in the kernel unless each call is a record; then the entry programs park
         // the arguments, as they must where the exit cannot read them.
         let counting = !options.run.reclaim && !options.run.records;
-        let args_at = if counting {
-            offsets.args_at
-        } else {
-            ArgsAt::Parked
+        let readable = match options.entry_programs {
+            true => ArgsAt::Parked,
+            false => offsets.args_at,
         };
+        let args_at = if counting { readable } else { ArgsAt::Parked };
         let run = Run {
-            args_at_exit: offsets.args_at != ArgsAt::Parked,
+            args_at_exit: readable != ArgsAt::Parked,
             ..options.run
         };
         let mut ebpf = load(options, &offsets, counting, args_at)?;

@@ -47,9 +47,10 @@ pub fn attach(ebpf: &mut Ebpf, run: Run) -> OnTrampolines {
         if !exit.replaces().hook().when.applies(run) {
             continue;
         }
-        // The exit reads the arguments from the registers the entry point is given, so the
-        // entry is needed only to time each call for its record.
-        let entry = run.records.then_some(entry);
+        // The exit reads the arguments from the registers the entry point is given: the entry
+        // is needed only where the tracepoint entry would be (to time each call for its
+        // record).
+        let entry = entry.replaces().hook().when.applies(run).then_some(entry);
         match attach_pair(ebpf, &btf, entry, exit) {
             Ok(links) => {
                 attached.links.extend(links);

@@ -102,6 +102,9 @@ pub struct Config {
     pub empty_programs: bool,
     /// Syscall programs on BPF trampolines where the kernel allows.
     pub trampolines: bool,
+    /// Entry programs park syscall arguments even where the exit could read them
+    /// (`--bench-entry-programs`).
+    pub entry_programs: bool,
     pub follow: bool,
     pub duration: Option<Duration>,
     pub prometheus: Option<SocketAddr>,
@@ -120,6 +123,7 @@ impl Config {
             fault_events: false,
             empty_programs: false,
             trampolines: true,
+            entry_programs: false,
             follow: false,
             duration: None,
             prometheus: None,
@@ -249,6 +253,7 @@ impl Session {
             fault_events: config.fault_events,
             empty_programs: config.empty_programs,
             trampolines: config.trampolines,
+            entry_programs: config.entry_programs,
             verbose: config.verbose,
         })?;
         for warning in &tracer.warnings {
