@@ -33,27 +33,41 @@ pub fn args_from(regs: u64, kind: EventKind) -> Result<[u64; SYSCALL_ARGS], ()> 
     Ok(ARG_WORDS.map(word))
 }
 
-/// Where the current task's saved user registers are, as this kernel allows finding them
-/// (`Config::args_at`); 0 when not known.
+/// The current syscall's arguments from the current task's saved user registers, as this
+/// kernel allows finding them (`Config::args_at`); `Err` where it does not, or when they hold
+/// another syscall's number.
 #[inline(always)]
-pub fn current_regs() -> u64 {
+pub fn current_args(kind: EventKind) -> Result<[u64; SYSCALL_ARGS], ()> {
     let at = u32::from(setting(&config().args_at));
     if at == ArgsAt::TaskPtRegs as u32 {
         // SAFETY: helpers without preconditions beyond a valid task, which the first returns.
-        return unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+        let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u64;
+        if regs.is_null() {
+            return Err(());
+        }
+        // A typed kernel pointer (`struct pt_regs *`): the verifier checks each load against
+        // the struct's members and makes it fault-safe, so no helper call is needed per read.
+        // SAFETY: word indices within `struct pt_regs`.
+        let word = |index: usize| unsafe { core::ptr::read_volatile(regs.add(index)) };
+        if Some(word(ORIG_AX_WORD)) != kind.syscall_nr() {
+            return Err(());
+        }
+        return Ok(ARG_WORDS.map(word));
     }
     if at == ArgsAt::KernelStack as u32 {
         let stack_at = member(Member::TaskStack);
         if stack_at == 0 {
-            return 0;
+            return Err(());
         }
         // SAFETY: the current task plus an offset from this kernel's BTF; the read is checked.
         let stack =
             unsafe { bpf_probe_read_kernel((bpf_get_current_task() + stack_at) as *const u64) };
         return match stack {
-            Ok(stack) if stack != 0 => stack + u64::from(setting(&config().pt_regs_offset)),
-            _ => 0,
+            Ok(stack) if stack != 0 => {
+                args_from(stack + u64::from(setting(&config().pt_regs_offset)), kind)
+            }
+            _ => Err(()),
         };
     }
-    0
+    Err(())
 }

@@ -153,7 +153,7 @@ fn exit(ctx: &TracePointContext, kind: EventKind) -> u32 {
     let call = if setting(&config().args_at) == ArgsAt::Parked as u8 {
         take_parked(tid, kind)
     } else {
-        from_registers(ctx, tid, kind, regs::current_regs())
+        read_args(ctx, tid, kind, regs::current_args(kind))
     };
     if let Some(call) = call {
         finish(tgid, tid, kind, &call, ret);
@@ -161,17 +161,17 @@ fn exit(ctx: &TracePointContext, kind: EventKind) -> u32 {
     0
 }
 
-/// The call's arguments from the saved registers at `regs`, as if parked at its entry (at its
-/// exit: a record made from it shows no latency, which only records with an entry program
-/// measure).
+/// The call's arguments as read from the saved registers, as if parked at its entry, with no
+/// entry time: a record made from it shows no latency, which only records with an entry program
+/// measure (and the clock read would cost every counted call). Counts a failed read as lost.
 #[inline(always)]
-pub fn from_registers<C: EbpfContext>(
+pub fn read_args<C: EbpfContext>(
     ctx: &C,
     tid: u32,
     kind: EventKind,
-    regs: u64,
+    args: Result<[u64; SYSCALL_ARGS], ()>,
 ) -> Option<PendingSyscall> {
-    let Ok(args) = regs::args_from(regs, kind) else {
+    let Ok(args) = args else {
         count_lost(Lost::ArgsUnread);
         warn!(
             ctx,
@@ -179,18 +179,18 @@ pub fn from_registers<C: EbpfContext>(
         );
         return None;
     };
-    Some(pending(tid, kind, &args))
+    Some(pending(tid, kind, &args, 0))
 }
 
-/// A call of `kind` by thread `tid`, started now, with the arguments that kind has.
+/// A call of `kind` by thread `tid`, started at `enter_ns` (0: unknown), with the arguments
+/// that kind has.
 #[inline(always)]
-fn pending(tid: u32, kind: EventKind, args: &[u64; SYSCALL_ARGS]) -> PendingSyscall {
+fn pending(tid: u32, kind: EventKind, args: &[u64; SYSCALL_ARGS], enter_ns: u64) -> PendingSyscall {
     let nargs = kind.syscall_args();
     let mut call = PendingSyscall {
         kind: kind as u32,
         tid,
-        // SAFETY: helper without preconditions.
-        enter_ns: unsafe { bpf_ktime_get_ns() },
+        enter_ns,
         args: [0; SYSCALL_ARGS],
     };
     for (i, arg) in args.iter().enumerate() {
@@ -208,7 +208,8 @@ pub fn park<C: EbpfContext>(ctx: &C, tid: u32, kind: EventKind, args: &[u64; SYS
     let Some(slot) = slot(tid) else {
         return;
     };
-    let call = pending(tid, kind, args);
+    // SAFETY: helper without preconditions.
+    let call = pending(tid, kind, args, unsafe { bpf_ktime_get_ns() });
     // SAFETY: a map value; only the thread whose tid is stored there reads it back.
     unsafe {
         let holder = (*slot).tid;
@@ -255,14 +256,19 @@ pub fn finish(tgid: u32, tid: u32, kind: EventKind, call: &PendingSyscall, ret: 
         count_lost(Lost::RingFull);
         return;
     };
+    // SAFETY: helper without preconditions.
+    let exit_ns = unsafe { bpf_ktime_get_ns() };
     entry.write(SyscallEvent {
         kind: call.kind,
         tgid,
         tid,
         _pad: 0,
-        enter_ns: call.enter_ns,
-        // SAFETY: helper without preconditions.
-        exit_ns: unsafe { bpf_ktime_get_ns() },
+        enter_ns: if call.enter_ns == 0 {
+            exit_ns
+        } else {
+            call.enter_ns
+        },
+        exit_ns,
         args: call.args,
         ret,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),

@@ -16,7 +16,8 @@ use memtrace_common::{events::EventKind, regs::ArgsAt};
 use crate::{
     config::{config, empty_programs, setting},
     filter::current_traced,
-    syscalls::{finish, from_registers, park, take_parked},
+    regs,
+    syscalls::{finish, park, read_args, take_parked},
 };
 
 /// Parks the syscall's arguments as its tracepoint twin does. Attached only where each call
@@ -30,8 +31,7 @@ fn entry(ctx: &FEntryContext, kind: EventKind) -> u32 {
         return 0;
     };
     // The entry point's one argument: the caller's saved registers.
-    let regs: u64 = ctx.arg(0);
-    if let Some(call) = from_registers(ctx, tid, kind, regs) {
+    if let Some(call) = read_args(ctx, tid, kind, regs::args_from(ctx.arg(0), kind)) {
         park(ctx, tid, kind, &call.args);
     }
     0
@@ -52,7 +52,7 @@ fn exit(ctx: &FExitContext, kind: EventKind) -> u32 {
     let call = if setting(&config().args_at) == ArgsAt::Parked as u8 {
         take_parked(tid, kind)
     } else {
-        from_registers(ctx, tid, kind, ctx.arg(0))
+        read_args(ctx, tid, kind, regs::args_from(ctx.arg(0), kind))
     };
     if let Some(call) = call {
         finish(tgid, tid, kind, &call, ret);

@@ -218,7 +218,13 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         }
     }
     let costs = match ensure_tool("bpftool", "bpftool") {
-        Ok(bpftool) => program_costs(&workloads, &release, &tools, &bpftool)?,
+        Ok(bpftool) => program_costs(
+            &workloads,
+            &release,
+            &tools,
+            &bpftool,
+            iterations.min(COST_RUNS),
+        )?,
         Err(reason) => {
             skipped.push(format!(
                 "per-program costs: bpftool not available: {reason}"
@@ -464,9 +470,9 @@ fn run_traced(
     };
     target.go()?;
     let record = target.json_line()?;
-    let programs = match bpftool {
-        Some(bpftool) => program_stats(bpftool)?,
-        None => Vec::new(),
+    let programs = match (bpftool, &tracer) {
+        (Some(bpftool), Some(tracer)) => program_stats(bpftool, tracer.process.child.id())?,
+        _ => Vec::new(),
     };
     target.wait(RUN_TIMEOUT)?;
     let cost = match tracer.as_mut() {
@@ -484,9 +490,11 @@ struct ProgramStats {
     run_ns: u64,
 }
 
-/// memtrace's loaded programs with the runs and run time the kernel counted, from `bpftool`
-/// (an independent reader; names are cut to 15 bytes by the kernel).
-fn program_stats(bpftool: &Path) -> anyhow::Result<Vec<ProgramStats>> {
+/// The programs of the tracer with pid `owner` with the runs and run time the kernel counted,
+/// from `bpftool` (an independent reader; names are cut to 15 bytes by the kernel). Only the
+/// tracer's own: other memtraces on a shared machine load programs of the same names.
+fn program_stats(bpftool: &Path, owner: u32) -> anyhow::Result<Vec<ProgramStats>> {
+    let owned = owned_programs(owner);
     let output = Command::new(bpftool)
         .args(["prog", "show", "--json"])
         .output()
@@ -498,6 +506,9 @@ fn program_stats(bpftool: &Path) -> anyhow::Result<Vec<ProgramStats>> {
         let Some(kernel_name) = program["name"].as_str() else {
             continue;
         };
+        if !program["id"].as_u64().is_some_and(|id| owned.contains(&id)) {
+            continue;
+        }
         let ours = Program::ALL
             .iter()
             .map(|p| p.name())
@@ -513,45 +524,104 @@ fn program_stats(bpftool: &Path) -> anyhow::Result<Vec<ProgramStats>> {
     Ok(stats)
 }
 
+/// The ids of the BPF programs process `pid` holds (its program and link fds' `prog_id`).
+fn owned_programs(pid: u32) -> Vec<u64> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return Vec::new();
+    };
+    fds.filter_map(Result::ok)
+        .filter_map(|fd| std::fs::read_to_string(fd.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|id| id.trim().parse().ok())
+        })
+        .collect()
+}
+
 /// Per-program cost with `kernel.bpf_stats_enabled` on, in runs of their own: counting adds
 /// two clock reads per run, so these runs are kept out of the timings above.
+/// Runs of each configuration for the per-program costs, interleaved like the timings; each
+/// program's ns per run is the median over them.
+const COST_RUNS: usize = 3;
+
 fn program_costs(
     workloads: &[Result<Workload, String>],
     release: &Path,
     tools: &Tools,
     bpftool: &Path,
+    runs: usize,
 ) -> anyhow::Result<Vec<(&'static str, Config, Vec<ProgramStats>)>> {
     const SWITCH: &str = "/proc/sys/kernel/bpf_stats_enabled";
     let before = std::fs::read_to_string(SWITCH).context("cannot read bpf_stats_enabled")?;
     std::fs::write(SWITCH, "1").context("cannot enable bpf_stats")?;
-    let mut costs = Vec::new();
+    let mut measured: BTreeMap<(usize, Config), Vec<Vec<ProgramStats>>> = BTreeMap::new();
     let mut result = Ok(());
-    'all: for workload in workloads.iter().flatten() {
-        for config in [
-            Config::Floor,
-            Config::MemtracePid,
-            Config::MemtracePidEntries,
-            Config::MemtraceSystem,
-        ] {
-            if !workload.configs.contains(&config) {
-                continue;
-            }
-            eprintln!(
-                "xtask bench: program costs: {} / {}",
-                workload.name,
-                config.label()
-            );
-            match run_traced(workload, config, release, tools, Some(bpftool)) {
-                Ok((_, programs)) => costs.push((workload.name, config, programs)),
-                Err(e) => {
-                    result = Err(e);
-                    break 'all;
+    'all: for (index, workload) in workloads.iter().enumerate() {
+        let Ok(workload) = workload else {
+            continue;
+        };
+        for run in 0..runs {
+            for config in [
+                Config::Floor,
+                Config::MemtracePid,
+                Config::MemtracePidEntries,
+                Config::MemtraceSystem,
+            ] {
+                if !workload.configs.contains(&config) {
+                    continue;
+                }
+                eprintln!(
+                    "xtask bench: program costs: {} / {} ({}/{runs})",
+                    workload.name,
+                    config.label(),
+                    run + 1
+                );
+                match run_traced(workload, config, release, tools, Some(bpftool)) {
+                    Ok((_, programs)) => {
+                        measured.entry((index, config)).or_default().push(programs);
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break 'all;
+                    }
                 }
             }
         }
     }
     std::fs::write(SWITCH, before.trim()).context("cannot restore bpf_stats_enabled")?;
-    result.map(|()| costs)
+    result?;
+    let name = |index: usize| workloads[index].as_ref().map_or("", |w| w.name);
+    Ok(measured
+        .into_iter()
+        .map(|((index, config), runs)| (name(index), config, median_costs(&runs)))
+        .collect())
+}
+
+/// Each program's median ns per run over several workload runs (as `run_ns` over `runs`, runs
+/// being its mean count per workload run).
+fn median_costs(runs: &[Vec<ProgramStats>]) -> Vec<ProgramStats> {
+    let mut names: Vec<&'static str> = runs.iter().flatten().map(|p| p.name).collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| {
+            let of_name = || {
+                runs.iter()
+                    .flatten()
+                    .filter(move |p| p.name == name && p.runs > 0)
+            };
+            let mut per_run: Vec<f64> =
+                of_name().map(|p| p.run_ns as f64 / p.runs as f64).collect();
+            let mean_runs = of_name().map(|p| p.runs).sum::<u64>() / per_run.len().max(1) as u64;
+            ProgramStats {
+                name,
+                runs: mean_runs,
+                run_ns: (median(&mut per_run) * mean_runs as f64) as u64,
+            }
+        })
+        .collect()
 }
 
 /// strace runs the workload itself (pinned: strace on one CPU, the workload on the other;

@@ -90,6 +90,10 @@ pub const fn page_round_up(len: u64, page_size: u64) -> u64 {
     if len > u64::MAX - (page_size - 1) {
         return u64::MAX;
     }
+    if page_size.is_power_of_two() {
+        // Every page size Linux has: a mask, where a division costs the programs ~20 ns.
+        return (len + page_size - 1) & !(page_size - 1);
+    }
     len.div_ceil(page_size) * page_size
 }
 
@@ -177,6 +181,9 @@ mod tests {
         assert_eq!(page_round_up(4096, 4096), 4096);
         assert_eq!(page_round_up(0, 4096), 0);
         assert_eq!(page_round_up(u64::MAX, 4096), u64::MAX);
+        assert_eq!(page_round_up(u64::MAX - 4095, 4096), u64::MAX - 4095);
+        // Not a power of two: the same rule, by division.
+        assert_eq!(page_round_up(5, 3), 6);
     }
 
     #[test]
