@@ -92,7 +92,7 @@ pub const fn page_round_up(len: u64, page_size: u64) -> u64 {
     }
     if page_size.is_power_of_two() {
         // Every page size Linux has: a mask, where a division costs the programs ~20 ns.
-        return (len + page_size - 1) & !(page_size - 1);
+        return (len + (page_size - 1)) & !(page_size - 1);
     }
     len.div_ceil(page_size) * page_size
 }
