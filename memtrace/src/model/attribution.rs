@@ -340,11 +340,13 @@ impl Attribution {
         self.ended.drain(..ended);
         self.forgotten += ended as u64;
         let excess = self.len().saturating_sub(keep);
+        // Not one whose syscall totals the kernel has yet to send complete: the final copy
+        // would come back as a new entry, its counts taken in twice.
         let dropped: Vec<u32> = self
             .processes
-            .keys()
-            .copied()
-            .filter(|&pid| !alive(pid))
+            .iter()
+            .filter(|(pid, p)| !alive(**pid) && p.kernel.as_ref().is_none_or(|k| k.last))
+            .map(|(pid, _)| *pid)
             .take(excess)
             .collect();
         for pid in &dropped {
@@ -919,6 +921,15 @@ mod tests {
         assert_eq!(a.forgotten, 3);
         // Under the cap nothing goes, even when exited.
         assert!(a.forget_exited(3, |_| false).is_empty());
+        // Nor one whose kernel-counted totals have not arrived complete.
+        let t = memtrace_common::events::totals::SyscallTotals {
+            start_ns: 7,
+            ..Default::default()
+        };
+        a.kernel_totals(7, &t, false);
+        a.kernel_totals(8, &t, true);
+        assert_eq!(a.forget_exited(2, |_| false), vec![2, 4, 6]);
+        assert_eq!(a.pids(), vec![7, 8], "7 kept, over the cap");
     }
 
     #[test]
