@@ -76,6 +76,8 @@ pub struct Tracer {
     totals: HashMap<MapData, u32, SyscallTotals>,
     /// Whether it does.
     counting: bool,
+    /// The totals map's capacity.
+    totals_capacity: u32,
     /// Where the syscall exit programs read the arguments in this run (`--verbose` says).
     pub args_at: ArgsAt,
     /// Names of this kernel's GFP flags.
@@ -125,7 +127,12 @@ impl Tracer {
             args_at_exit: readable != ArgsAt::Parked,
             ..options.run
         };
-        let mut ebpf = load(options, &offsets, counting, args_at)?;
+        let targets = options
+            .pids
+            .as_ref()
+            .map(|pids| u32::try_from(pids.len()).unwrap_or(u32::MAX));
+        let totals_capacity = maps::totals_capacity(counting, targets, options.run.follow);
+        let mut ebpf = load(options, &offsets, (counting, totals_capacity), args_at)?;
         let mut warnings = offsets.warnings.clone();
         let mut on_trampolines = match options.trampolines {
             true => trampoline::attach(&mut ebpf, run),
@@ -167,6 +174,7 @@ impl Tracer {
             lru_scan: PerCpuArray::try_from(take_map(&mut ebpf, maps::LRU_SCAN)?)?,
             totals: HashMap::try_from(take_map(&mut ebpf, maps::TOTALS)?)?,
             counting,
+            totals_capacity,
             args_at,
             ebpf,
             attached,
@@ -231,7 +239,23 @@ impl Tracer {
     /// Every process's memory syscalls counted in the kernel so far (those that exited were
     /// sent in their final records and are gone from here).
     pub fn syscall_totals(&self) -> Vec<(u32, SyscallTotals)> {
-        self.totals.iter().filter_map(Result::ok).collect()
+        // A key deleted between two steps (its process's final copy sent meanwhile) makes the
+        // kernel start over from the first key: keys already read are passed over, and the
+        // walk is bounded, so a run where processes exit all the time still ends.
+        let bound = 4 * self.totals_capacity as usize + 64;
+        let mut seen = std::collections::BTreeSet::new();
+        let mut totals = Vec::new();
+        for key in self.totals.keys().take(bound) {
+            let Ok(key) = key else {
+                break;
+            };
+            if seen.insert(key)
+                && let Ok(value) = self.totals.get(&key, 0)
+            {
+                totals.push((key, value));
+            }
+        }
+        totals
     }
 
     /// Tells the kernel a process's program break, read from /proc, so that its first brk call
@@ -418,10 +442,11 @@ fn add_stalls(total: &mut StallHist, h: &StallHist) {
 }
 
 /// Loads the object with this run's configuration and this kernel's offsets.
+/// `totals`: whether the syscalls are counted in the kernel, and the capacity of their map.
 fn load(
     options: &Options,
     offsets: &Offsets,
-    counting: bool,
+    (counting, totals_capacity): (bool, u32),
     args_at: ArgsAt,
 ) -> anyhow::Result<Ebpf> {
     let config = Config {
@@ -440,10 +465,6 @@ fn load(
         cgroup_ids: offsets.cgroup_ids as u8,
         ..Config::DEFAULT
     };
-    let targets = options
-        .pids
-        .as_ref()
-        .map(|pids| u32::try_from(pids.len()).unwrap_or(u32::MAX));
     // Logging off unless asked for: the programs' log statements then are dead code the
     // verifier prunes.
     let log_level = if options.verbose {
@@ -461,10 +482,7 @@ fn load(
             maps::TARGETS,
             maps::target_words(options.pids.is_some(), procfs::pid_max()),
         )
-        .map_max_entries(
-            maps::TOTALS,
-            maps::totals_capacity(counting, targets, options.run.follow),
-        )
+        .map_max_entries(maps::TOTALS, totals_capacity)
         .load(PROGRAMS)
         .map_err(|e| anyhow!("loading the eBPF programs failed: {}", error_chain(&e)))
 }
