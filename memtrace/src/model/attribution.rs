@@ -8,7 +8,7 @@ use memtrace_common::{
     events::{
         fault::FaultCounts,
         rss::{RSS_MEMBERS, RssState},
-        totals::{FlushReason, SyscallTotals},
+        totals::{COUNTED_ADVICE, FlushReason, MapSyscall, MmapKind, SyscallTotals},
     },
 };
 
@@ -98,6 +98,32 @@ impl MappingTotals {
                 old_len, new_len, ..
             } => self.mremap_shrink.add(old_len - new_len),
             MapOp::Brk { requested, result } => self.record_brk(requested, result),
+        }
+    }
+
+    /// Adds what the kernel counted (the growth of its totals since the last copy).
+    fn add_counted(&mut self, grown: &SyscallTotals) {
+        let add = |into: &mut CallBytes, count: &memtrace_common::events::totals::CallCount| {
+            into.calls += count.calls;
+            into.bytes += count.bytes;
+        };
+        for &kind in MmapKind::ALL {
+            let count = &grown.mmap[kind as usize];
+            if count.calls > 0 {
+                add(self.mmap.entry(MapKind::from(kind)).or_default(), count);
+            }
+        }
+        add(&mut self.munmap, &grown.munmap);
+        add(&mut self.mremap_grow, &grown.mremap_grow);
+        add(&mut self.mremap_shrink, &grown.mremap_shrink);
+        add(&mut self.brk_grow, &grown.brk_grow);
+        add(&mut self.brk_shrink, &grown.brk_shrink);
+        self.brk_unknown += grown.brk_unknown;
+        for &syscall in MapSyscall::ALL {
+            let failed = grown.failed[syscall as usize];
+            if failed > 0 {
+                *self.failed.entry(syscall.name()).or_default() += failed;
+            }
         }
     }
 
@@ -274,6 +300,24 @@ impl ProcessStats {
         self.mappings.last_brk = None;
     }
 
+    /// Takes in a copy of its syscall totals counted in the kernel: what grew since the last
+    /// one is added to its totals by advice and by mapping kind.
+    fn take_kernel_totals(&mut self, totals: &SyscallTotals, last: bool) {
+        let grown = kernel_totals::growth(&mut self.kernel, totals, last);
+        for (advice, count) in grown.madvise.iter().enumerate().take(COUNTED_ADVICE) {
+            if count.calls > 0 {
+                let into = self.madvise.entry(advice as u32).or_default();
+                into.calls += count.calls;
+                into.failed += count.failed;
+                into.bytes += count.bytes;
+            }
+        }
+        self.mappings.add_counted(&grown);
+        if totals.cgroup_id != 0 {
+            self.memory_cgroup = Some(totals.cgroup_id);
+        }
+    }
+
     /// Bytes given back by successful releasing advice (DONTNEED, FREE, REMOVE, PAGEOUT).
     /// One of its address spaces was torn down with `taken` bytes taken from it: they move
     /// from the live address spaces' sum (as last sampled) to the gone ones'.
@@ -411,13 +455,17 @@ impl Attribution {
     /// [`kernel_totals::fit`].
     pub fn kernel_totals(&mut self, pid: u32, totals: &SyscallTotals, last: bool) {
         let current = self.processes.get(&pid).and_then(|p| p.kernel.as_ref());
-        let ended = self.ended.iter().filter(|p| p.pid == pid);
+        let ended = self
+            .ended
+            .iter()
+            .filter(|p| p.pid == pid)
+            .map(|p| p.kernel.as_ref());
         match kernel_totals::fit(totals.start_ns, current, ended) {
             Fit::Stale => return,
             Fit::NewProcess => self.pid_passed_on(pid),
             Fit::Take => {}
         }
-        kernel_totals::take(self.process(pid, ""), totals, last);
+        self.process(pid, "").take_kernel_totals(totals, last);
     }
 
     /// A process is known to have exited (its pidfd said so).
@@ -930,6 +978,64 @@ mod tests {
         a.kernel_totals(8, &t, true);
         assert_eq!(a.forget_exited(2, |_| false), vec![2, 4, 6]);
         assert_eq!(a.pids(), vec![7, 8], "7 kept, over the cap");
+    }
+
+    /// The same calls, as records and as the kernel's totals (taken in twice, as a sample and
+    /// then the final copy), give the same totals.
+    #[test]
+    fn kernel_totals_give_what_records_give() {
+        use memtrace_common::events::totals::{AdviceCount, CallCount};
+        let mut records = Attribution::default();
+        for _ in 0..3 {
+            records.record(&madvise(7, 7, advice::DONTNEED, 8192, None));
+        }
+        records.record(&madvise(7, 7, advice::FREE, 4096, Some(libc::EINVAL)));
+        let mmap = MapOp::Mmap {
+            addr: 0x1000,
+            len: 12288,
+            kind: MapKind::FileShared,
+            prot: 3,
+            fd: 3,
+        };
+        records.record(&mapping(mmap, None));
+        // A brk whose break did not move where asked (decoded as ENOMEM).
+        records.record(&mapping(
+            MapOp::Brk {
+                requested: 0x9000,
+                result: 0x8000,
+            },
+            Some(libc::ENOMEM),
+        ));
+        let mut t = SyscallTotals {
+            start_ns: 5,
+            cgroup_id: 9,
+            ..SyscallTotals::default()
+        };
+        t.madvise[advice::DONTNEED as usize] = AdviceCount {
+            calls: 3,
+            failed: 0,
+            bytes: 3 * 8192,
+        };
+        t.madvise[advice::FREE as usize] = AdviceCount {
+            calls: 1,
+            failed: 1,
+            bytes: 0,
+        };
+        t.mmap[MmapKind::FileShared as usize] = CallCount {
+            calls: 1,
+            bytes: 12288,
+        };
+        t.failed[MapSyscall::Brk as usize] = 1;
+        let mut counted = Attribution::default();
+        counted.kernel_totals(7, &t, false);
+        counted.kernel_totals(7, &t, true);
+        let (r, c) = (
+            records.process_by_pid(7).unwrap(),
+            counted.process_by_pid(7).unwrap(),
+        );
+        assert_eq!(r.madvise, c.madvise);
+        assert_eq!(r.mappings, c.mappings);
+        assert_eq!(c.memory_cgroup, Some(9));
     }
 
     #[test]
