@@ -3,6 +3,7 @@
 //! memtrace-common and small structs of its own) and knows nothing of reports.
 
 pub mod btf;
+pub mod cgroup;
 pub mod gfp;
 pub mod log;
 mod object;

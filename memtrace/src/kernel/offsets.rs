@@ -13,7 +13,11 @@ use memtrace_common::{
     regs::{ArgsAt, PT_REGS_SIZE, STACK_PADDING, STACK_PADDING_FRED, THREAD_SIZE},
 };
 
-use super::{btf::Btf, procfs, tracefs};
+use super::{
+    btf::Btf,
+    cgroup::{Hierarchy, Version},
+    procfs, tracefs,
+};
 
 /// The offsets to pass to the programs, and what is missing.
 pub struct Offsets {
@@ -141,9 +145,11 @@ impl Offsets {
                 "{e}; the syscall totals of a process that exits reach memtrace at its next sample or when its pid is reused"
             ));
         }
-        self.cgroup_ids = match procfs::memory_controller_on_v1() {
-            Some(true) if self.memcg_subsys_index != u32::MAX => CgroupIds::MemoryV1,
-            Some(false) => CgroupIds::Unified,
+        // The hierarchy memtrace names cgroups in (`cgroup.rs`): its ids are what the programs
+        // must read.
+        self.cgroup_ids = match Hierarchy::find().map(|h| h.version) {
+            Some(Version::V1Memory) if self.memcg_subsys_index != u32::MAX => CgroupIds::MemoryV1,
+            Some(Version::V2) => CgroupIds::Unified,
             _ => CgroupIds::Unknown,
         };
     }
@@ -254,12 +260,12 @@ mod tests {
 /// from each (`cargo xtask vm --kernel debian-X -- cat …/format`; the host's for 6.18) into
 /// `formats/<major.minor>.txt`: a `=== group/name` line, then that tracepoint's `format` file.
 #[cfg(test)]
-mod tested_kernels {
+pub(crate) mod captured {
     use memtrace_common::{Kernel, fields::Field};
 
     use crate::kernel::tracefs::parse_field_offset;
 
-    fn formats(kernel: Kernel) -> &'static str {
+    pub(crate) fn formats(kernel: Kernel) -> &'static str {
         match (kernel.0, kernel.1) {
             (5, 10) => include_str!("formats/5.10.txt"),
             (6, 1) => include_str!("formats/6.1.txt"),
@@ -270,7 +276,7 @@ mod tested_kernels {
     }
 
     /// The `format` file of `group/name` in a capture.
-    fn format_of<'a>(capture: &'a str, tracepoint: &str) -> &'a str {
+    pub(crate) fn format_of<'a>(capture: &'a str, tracepoint: &str) -> &'a str {
         let start = capture
             .find(&format!("=== {tracepoint}\n"))
             .unwrap_or_else(|| panic!("{tracepoint} not captured"));

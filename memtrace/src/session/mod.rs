@@ -31,6 +31,7 @@ use memtrace_common::{
 use tokio::{
     io::{Interest, unix::AsyncFd},
     sync::watch,
+    time::MissedTickBehavior,
 };
 
 use crate::{
@@ -42,9 +43,11 @@ use crate::{
         snapshot::{Selection, Snapshot, Window},
     },
     kernel::{
-        LostCounts, Options, Tracer, check_privileges,
+        LostCounts, Options, Tracer,
+        cgroup::Cgroups,
+        check_privileges,
         log::KernelLog,
-        procfs::{self, SmapsRollup},
+        procfs::{self, PidKind, SmapsRollup},
     },
     model::{
         Model,
@@ -62,6 +65,9 @@ use signals::Signals;
 const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 /// Records decoded per drain before the loop serves its timers and signals again.
 pub const MAX_DRAIN: usize = 16_384;
+/// The fewest bytes a record takes in the ring: the kernel's 8-byte header, and at least a
+/// kind and a pid, rounded up to the ring's 8-byte alignment.
+const MIN_RECORD_BYTES: usize = 16;
 /// Processes kept when tracing every process: past this, exited ones are forgotten, so a
 /// DaemonSet running for weeks keeps bounded memory (and the kernel's fault table has room).
 const MAX_PROCESSES: usize = 4096;
@@ -169,15 +175,30 @@ pub async fn run(config: Config, mut mode: impl Mode) -> anyhow::Result<()> {
     session.finish(&mut mode, reason)
 }
 
-/// Refuses targets memtrace cannot trace: itself, and kernel threads (no user memory).
+/// Refuses targets memtrace cannot trace: itself, kernel threads (no user memory), a thread id
+/// given for its process, and a zombie (exited, its memory gone).
 fn check_targets(pids: &[u32]) -> anyhow::Result<()> {
     for &pid in pids {
         if pid == std::process::id() {
             bail!("pid {pid} is memtrace itself, which it never traces");
         }
+        let comm = |pid| procfs::comm(pid).unwrap_or_default();
         if procfs::is_kernel_thread(pid) {
-            let comm = procfs::comm(pid).unwrap_or_default();
-            bail!("pid {pid} ({comm}) is a kernel thread: it has no user memory to trace");
+            bail!(
+                "pid {pid} ({}) is a kernel thread: it has no user memory to trace",
+                comm(pid)
+            );
+        }
+        match procfs::pid_kind(pid) {
+            Some(PidKind::Thread { tgid }) => bail!(
+                "pid {pid} is a thread of process {tgid} ({}): trace --pid {tgid}, which covers all its threads",
+                comm(tgid)
+            ),
+            Some(PidKind::Zombie) => bail!(
+                "pid {pid} ({}) has exited (a zombie its parent has not reaped): it has no memory left to trace",
+                comm(pid)
+            ),
+            Some(PidKind::Process) | None => {}
         }
     }
     Ok(())
@@ -234,10 +255,15 @@ pub struct Session {
     sampled: Vec<u32>,
     /// Pids the kernel added to its filter (`--follow`) since the last sample.
     followed: Vec<u32>,
+    /// The most records the ring can hold: its size over the smallest record (an 8-byte
+    /// header, and at least a kind and a pid, 8-byte aligned).
+    ring_records: usize,
     /// Publishes each sample's metrics page to the `--prometheus` server.
     metrics: Option<watch::Sender<Bytes>>,
     /// What was read about each named target at start (Go build info, GODEBUG).
     targets: BTreeMap<u32, Target>,
+    /// Names cgroups, and cgroup ids from the kernel.
+    cgroups: Cgroups,
 }
 
 impl Session {
@@ -298,8 +324,10 @@ impl Session {
             memory: !run.reclaim,
             sampled: config.pids.clone(),
             followed: Vec::new(),
+            ring_records: config.ring_kib as usize * 1024 / MIN_RECORD_BYTES,
             metrics: None,
             targets,
+            cgroups: Cgroups::new(),
         })
     }
 
@@ -374,19 +402,25 @@ impl Session {
         let period = every.unwrap_or(Duration::MAX / 4);
         let mut interval_timer =
             tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        // Ticks missed while memtrace was stopped (SIGSTOP) or busy are not made up in a burst:
+        // catch-up frames would all carry the same instant, with rates that never happened.
+        for timer in [&mut drain_timer, &mut sample_timer, &mut interval_timer] {
+            timer.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        }
 
         loop {
+            // Biased: what stops the run is looked at first, then the timers, then the ring, so
+            // neither a flood of records nor a slow sample keeps a signal waiting.
             let reason = tokio::select! {
-                guard = self.events.readable_mut() => {
-                    let mut guard = guard.context("waiting on the events ring buffer")?;
-                    guard.clear_ready();
-                    None
+                biased;
+                _ = interrupt.recv() => Some(StopReason::Interrupted),
+                _ = terminate.recv() => Some(StopReason::Interrupted),
+                _ = hangup.recv() => Some(StopReason::Interrupted),
+                () = &mut deadline, if duration.is_some() => Some(StopReason::Duration),
+                () = &mut targets_exited, if !targets_gone => {
+                    targets_gone = true;
+                    (!self.follow || self.live_targets() == 0).then_some(StopReason::TargetExited)
                 }
-                _ = drain_timer.tick() => None,
-                // The last drain stopped at its limit: more is waiting, come straight back (but
-                // through select!, so timers and signals get their turn).
-                () = std::future::ready(()), if backlog => None,
-                _ = sample_timer.tick() => self.sample_and_check(mode, targets_gone),
                 _ = interval_timer.tick(), if every.is_some() => {
                     // Sampled (which drains the ring too) before drawing: a frame drawn before
                     // the next timed sample would show the counters of a period ago (faults at
@@ -396,15 +430,21 @@ impl Session {
                     mode.interval(self);
                     stop
                 }
-                () = kernel_log_ready(&mut self.kernel_log) => None,
-                _ = interrupt.recv() => Some(StopReason::Interrupted),
-                _ = terminate.recv() => Some(StopReason::Interrupted),
-                _ = hangup.recv() => Some(StopReason::Interrupted),
-                () = &mut deadline, if duration.is_some() => Some(StopReason::Duration),
-                () = &mut targets_exited, if !targets_gone => {
-                    targets_gone = true;
-                    (!self.follow || self.live_targets() == 0).then_some(StopReason::TargetExited)
+                _ = sample_timer.tick() => self.sample_and_check(mode, targets_gone),
+                _ = drain_timer.tick() => {
+                    self.out.check_reader();
+                    None
                 }
+                () = kernel_log_ready(&mut self.kernel_log) => None,
+                guard = self.events.readable_mut() => {
+                    let mut guard = guard.context("waiting on the events ring buffer")?;
+                    guard.clear_ready();
+                    None
+                }
+                // The last drain stopped at its limit: more is waiting. Come back after one turn
+                // of the runtime, which polls its driver: a branch that is always ready would
+                // keep signals, timers and pidfds from ever being seen.
+                () = tokio::task::yield_now(), if backlog => None,
             };
             backlog = self.drain(mode) == MAX_DRAIN;
             if self.out.closed() {
@@ -440,13 +480,17 @@ impl Session {
         drained
     }
 
-    /// Drains what is left after the stop condition, in bounded batches; gives up after a few
-    /// rings' worth so a flood cannot keep memtrace from reporting.
+    /// Drains what was committed before a sample: at most what the ring can hold, so a flood
+    /// that refills it meanwhile cannot keep memtrace from sampling (64 batches once took tens
+    /// of seconds under a flood, with signals and scrapes waiting).
     fn drain_remaining(&mut self, mode: &mut impl Mode) {
-        for _ in 0..64 {
-            if self.drain(mode) < MAX_DRAIN {
+        let mut left = self.ring_records;
+        while left > 0 {
+            let drained = self.drain(mode);
+            if drained < MAX_DRAIN {
                 return;
             }
+            left = left.saturating_sub(drained);
         }
     }
 
@@ -465,7 +509,11 @@ impl Session {
             m.target_known = true;
         }
         if let Event::OomKill(oom) = event {
-            oom.learn(procfs::oom_victim(oom.tid, oom.trigger_memcg_id));
+            oom.learn(procfs::oom_victim(
+                oom.tid,
+                oom.trigger_memcg_id,
+                &mut self.cgroups,
+            ));
         }
         if let Event::ThreadExit(exit) = event
             && exit.process_start_ns != 0
@@ -742,7 +790,10 @@ impl Session {
         if reason == StopReason::Interrupted {
             signals::second_one_kills();
         }
-        self.drain_remaining(mode);
+        // The window ends here: with the programs detached the ring stops filling, so draining
+        // it whole ends, and a flood cannot hold the report back.
+        self.tracer.detach();
+        while self.drain(mode) == MAX_DRAIN {}
         self.mark_exited();
         // Records logged just before the stop may not have woken the loop yet.
         if let Some(log) = self.kernel_log.as_mut() {
