@@ -8,6 +8,8 @@
 //! - [`events`]: the records streamed through the ring buffer and the map values, one file per
 //!   event, and [`events::EventKind`];
 //! - [`lost`]: why the kernel side dropped a record;
+//! - [`regs`]: where a syscall's arguments are at its exit; [`cgroup`]: which memory-cgroup id
+//!   the programs read;
 //! - [`config`] and [`maps`]: the loader-set globals and the maps userspace reads;
 //! - [`go_runtime`]: the Go runtime's heap fields memtrace reads from a live Go process, shared
 //!   with xtask's generator of their offset table.
@@ -22,6 +24,7 @@ mod named;
 pub use named::Named;
 
 pub mod advice;
+pub mod cgroup;
 pub mod config;
 pub mod events;
 pub mod fields;
@@ -30,6 +33,7 @@ pub mod hooks;
 pub mod lost;
 pub mod maps;
 pub mod members;
+pub mod regs;
 
 /// Lets userspace copy these types in and out of maps and ring-buffer records.
 macro_rules! pod {

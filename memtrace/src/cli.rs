@@ -106,6 +106,12 @@ pub struct Cli {
     #[arg(long, hide = true)]
     pub bench_tracepoints_only: bool,
 
+    /// Attach the syscall entry programs that park each call's arguments even where the exit
+    /// program can read them from the saved registers (for `cargo xtask bench`: two programs
+    /// per call against one).
+    #[arg(long, hide = true)]
+    pub bench_entry_programs: bool,
+
     /// Order of processes in the report.
     #[arg(long, value_enum, default_value_t = SortKey::Released)]
     pub sort: SortKey,
@@ -128,6 +134,12 @@ pub struct Cli {
     /// Print JSON Lines on stdout: one object per event, then a summary object.
     #[arg(long)]
     pub json: bool,
+
+    /// With --json, print only the start and summary lines, no line per event. The memory
+    /// syscalls are then counted in the kernel rather than sent one by one, as for the text
+    /// report and --prometheus: the same totals, at a lower cost to the traced processes.
+    #[arg(long, requires = "json")]
+    pub no_events: bool,
 
     /// Size of the kernel-to-userspace events ring buffer, in KiB (a power of two from 4 to
     /// 1048576, i.e. 1 GiB).

@@ -61,6 +61,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 fault_events: cli.fault_events,
                 empty_programs: cli.bench_empty_programs,
                 trampolines: !cli.bench_tracepoints_only,
+                entry_programs: cli.bench_entry_programs,
                 follow: cli.follow,
                 duration: cli.duration,
                 prometheus: cli.prometheus,
@@ -76,7 +77,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 need_targets: false,
             };
-            let mode = Trace::new(pids, cli.follow, cli.json, cli.top, cli.interval);
+            let mut mode = Trace::new(pids, cli.follow, cli.json, cli.top, cli.interval);
+            if cli.no_events {
+                mode = mode.without_events();
+            }
             session::run(config, mode).await
         }
         Some(Command::Reclaim(args)) => {

@@ -108,6 +108,10 @@ enum Task {
         /// Runs of each configuration (default 5, or 1 with --quick).
         #[arg(long, value_name = "N")]
         iterations: Option<usize>,
+        /// Only this workload (repeatable: refault, fault-heavy, fault-heavy-2t,
+        /// madvise-heavy, mmap-churn, go-mixed); writes target/BENCHMARKS-only.md.
+        #[arg(long, value_name = "WORKLOAD")]
+        only: Vec<String>,
         /// Instead, compare the syscall programs on BPF trampolines with the same on
         /// tracepoints in a Debian guest (debian-5.10, debian-6.1 or debian-6.12); writes its
         /// section of BENCHMARKS.md.
@@ -147,11 +151,13 @@ fn main() -> ExitCode {
         Task::Bench {
             quick,
             iterations,
+            only,
             guest,
         } => bootstrap::run().and_then(|()| {
             bench::run(&bench::Options {
                 quick,
                 iterations,
+                only,
                 guest,
             })
         }),

@@ -250,6 +250,12 @@ pub struct ProcessView {
     pub start_time: Option<u64>,
     /// It exited while traced (a later process with the same pid is another entry).
     pub exited: bool,
+    /// Its memory cgroup's id as the kernel programs read it: the inode number of the cgroup's
+    /// directory in the hierarchy that holds the memory controller (cgroup v2: the process's
+    /// own cgroup; v1: its cgroup in the memory hierarchy). Read when it first made a syscall
+    /// counted in the kernel (runs without event lines) and as its threads exit; null when
+    /// neither happened while traced.
+    pub memory_cgroup_id: Option<u64>,
     pub comm: String,
     /// Its names before each exec while traced, oldest first (`comm` is the current one); ""
     /// where memtrace met the process first at its exec, when the old name was already gone.
@@ -294,6 +300,7 @@ impl ProcessView {
             pid: p.pid,
             start_time: p.start_time,
             exited: p.exited,
+            memory_cgroup_id: p.memory_cgroup,
             comm: p.comm.clone(),
             comm_before_exec: p.exec_from.clone(),
             cgroup: p.whereabouts.cgroup.clone(),

@@ -8,11 +8,15 @@ use memtrace_common::{
     events::{
         fault::FaultCounts,
         rss::{RSS_MEMBERS, RssState},
+        totals::{COUNTED_ADVICE, FlushReason, MapSyscall, MmapKind, SyscallTotals},
     },
 };
 
-use super::container::Whereabouts;
-use super::event::{Event, Madvise, MapKind, MapOp, Mapping, comm_string};
+use super::{
+    container::Whereabouts,
+    event::{Event, Madvise, MapKind, MapOp, Mapping, comm_string},
+    kernel_totals::{self, Fit, KernelCounted},
+};
 use crate::kernel::{
     procfs::SmapsRollup,
     status::{Resident, StatusMemory},
@@ -98,6 +102,32 @@ impl MappingTotals {
                 old_len, new_len, ..
             } => self.mremap_shrink.add(old_len - new_len),
             MapOp::Brk { requested, result } => self.record_brk(requested, result),
+        }
+    }
+
+    /// Adds what the kernel counted (the growth of its totals since the last copy).
+    fn add_counted(&mut self, grown: &SyscallTotals) {
+        let add = |into: &mut CallBytes, count: &memtrace_common::events::totals::CallCount| {
+            into.calls += count.calls;
+            into.bytes += count.bytes;
+        };
+        for &kind in MmapKind::ALL {
+            let count = &grown.mmap[kind as usize];
+            if count.calls > 0 {
+                add(self.mmap.entry(MapKind::from(kind)).or_default(), count);
+            }
+        }
+        add(&mut self.munmap, &grown.munmap);
+        add(&mut self.mremap_grow, &grown.mremap_grow);
+        add(&mut self.mremap_shrink, &grown.mremap_shrink);
+        add(&mut self.brk_grow, &grown.brk_grow);
+        add(&mut self.brk_shrink, &grown.brk_shrink);
+        self.brk_unknown += grown.brk_unknown;
+        for &syscall in MapSyscall::ALL {
+            let failed = grown.failed[syscall as usize];
+            if failed > 0 {
+                *self.failed.entry(syscall.name()).or_default() += failed;
+            }
         }
     }
 
@@ -261,6 +291,12 @@ pub struct ProcessStats {
     /// Bytes reclaim took per RSS member from its address spaces that are gone (torn down at
     /// exit or exec), which the kernel's per-mm state no longer holds.
     pub taken_from_gone: [u64; RSS_MEMBERS],
+    /// The last copy of its memory syscalls counted in the kernel taken into `madvise` and
+    /// `mappings` (runs that print only totals; see [`kernel_totals`]).
+    pub kernel: Option<KernelCounted>,
+    /// Its memory cgroup's id as the kernel programs read it (`memtrace_common::cgroup`): at
+    /// its first counted syscall, and as a thread of it exits.
+    pub memory_cgroup: Option<u64>,
 }
 
 impl ProcessStats {
@@ -270,6 +306,24 @@ impl ProcessStats {
         let old = std::mem::replace(&mut self.comm, comm.to_owned());
         self.exec_from.push(old);
         self.mappings.last_brk = None;
+    }
+
+    /// Takes in a copy of its syscall totals counted in the kernel: what grew since the last
+    /// one is added to its totals by advice and by mapping kind.
+    fn take_kernel_totals(&mut self, totals: &SyscallTotals, last: bool) {
+        let grown = kernel_totals::growth(&mut self.kernel, totals, last);
+        for (advice, count) in grown.madvise.iter().enumerate().take(COUNTED_ADVICE) {
+            if count.calls > 0 {
+                let into = self.madvise.entry(advice as u32).or_default();
+                into.calls += count.calls;
+                into.failed += count.failed;
+                into.bytes += count.bytes;
+            }
+        }
+        self.mappings.add_counted(&grown);
+        if totals.cgroup_id != 0 {
+            self.memory_cgroup = Some(totals.cgroup_id);
+        }
     }
 
     /// Bytes given back by successful releasing advice (DONTNEED, FREE, REMOVE, PAGEOUT).
@@ -341,11 +395,13 @@ impl Attribution {
         self.ended.drain(..ended);
         self.forgotten += ended as u64;
         let excess = self.len().saturating_sub(keep);
+        // Not one whose syscall totals the kernel has yet to send complete: the final copy
+        // would come back as a new entry, its counts taken in twice.
         let dropped: Vec<u32> = self
             .processes
-            .keys()
-            .copied()
-            .filter(|&pid| !alive(pid))
+            .iter()
+            .filter(|(pid, p)| !alive(**pid) && p.kernel.as_ref().is_none_or(|k| k.last))
+            .map(|(pid, _)| *pid)
             .take(excess)
             .collect();
         for pid in &dropped {
@@ -368,9 +424,17 @@ impl Attribution {
                 } else {
                     String::new()
                 };
-                self.process(t.tgid, &comm)
-                    .task_faults
-                    .exit(t.tid, t.min_flt, t.maj_flt);
+                let process = self.process(t.tgid, &comm);
+                process.task_faults.exit(t.tid, t.min_flt, t.maj_flt);
+                if t.cgroup_id != 0 {
+                    process.memory_cgroup = Some(t.cgroup_id);
+                }
+            }
+            Event::Totals(flush) => {
+                self.kernel_totals(flush.tgid, &flush.totals, true);
+                if flush.reason == FlushReason::Exit as u32 {
+                    self.exited(flush.tgid);
+                }
             }
             Event::Stall(s) => {
                 self.process(s.tgid, &s.thread_comm);
@@ -396,6 +460,24 @@ impl Attribution {
             previous.exited = true;
             self.ended.push(previous);
         }
+    }
+
+    /// A copy of a process's memory syscalls counted in the kernel, read from the kernel's map
+    /// (`last`: its final copy, from the ring). It goes to the process it is of: see
+    /// [`kernel_totals::fit`].
+    pub fn kernel_totals(&mut self, pid: u32, totals: &SyscallTotals, last: bool) {
+        let current = self.processes.get(&pid).and_then(|p| p.kernel.as_ref());
+        let ended = self
+            .ended
+            .iter()
+            .filter(|p| p.pid == pid)
+            .map(|p| p.kernel.as_ref());
+        match kernel_totals::fit(totals.start_ns, current, ended) {
+            Fit::Stale => return,
+            Fit::NewProcess => self.pid_passed_on(pid),
+            Fit::Take => {}
+        }
+        self.process(pid, "").take_kernel_totals(totals, last);
     }
 
     /// A process is known to have exited (its pidfd said so).
@@ -667,6 +749,7 @@ mod tests {
             min_flt: 70,
             maj_flt: 0,
             process_start_ns: 0,
+            cgroup_id: 0,
             comm: *b"t6\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
         }));
         assert_eq!(
@@ -864,6 +947,7 @@ mod tests {
                 min_flt,
                 maj_flt,
                 process_start_ns: 0,
+                cgroup_id: 0,
                 comm: [0; 16],
             })
         };
@@ -924,6 +1008,73 @@ mod tests {
         assert_eq!(a.forgotten, 3);
         // Under the cap nothing goes, even when exited.
         assert!(a.forget_exited(3, |_| false).is_empty());
+        // Nor one whose kernel-counted totals have not arrived complete.
+        let t = memtrace_common::events::totals::SyscallTotals {
+            start_ns: 7,
+            ..Default::default()
+        };
+        a.kernel_totals(7, &t, false);
+        a.kernel_totals(8, &t, true);
+        assert_eq!(a.forget_exited(2, |_| false), vec![2, 4, 6]);
+        assert_eq!(a.pids(), vec![7, 8], "7 kept, over the cap");
+    }
+
+    /// The same calls, as records and as the kernel's totals (taken in twice, as a sample and
+    /// then the final copy), give the same totals.
+    #[test]
+    fn kernel_totals_give_what_records_give() {
+        use memtrace_common::events::totals::{AdviceCount, CallCount};
+        let mut records = Attribution::default();
+        for _ in 0..3 {
+            records.record(&madvise(7, 7, advice::DONTNEED, 8192, None));
+        }
+        records.record(&madvise(7, 7, advice::FREE, 4096, Some(libc::EINVAL)));
+        let mmap = MapOp::Mmap {
+            addr: 0x1000,
+            len: 12288,
+            kind: MapKind::FileShared,
+            prot: 3,
+            fd: 3,
+        };
+        records.record(&mapping(mmap, None));
+        // A brk whose break did not move where asked (decoded as ENOMEM).
+        records.record(&mapping(
+            MapOp::Brk {
+                requested: 0x9000,
+                result: 0x8000,
+            },
+            Some(libc::ENOMEM),
+        ));
+        let mut t = SyscallTotals {
+            start_ns: 5,
+            cgroup_id: 9,
+            ..SyscallTotals::default()
+        };
+        t.madvise[advice::DONTNEED as usize] = AdviceCount {
+            calls: 3,
+            failed: 0,
+            bytes: 3 * 8192,
+        };
+        t.madvise[advice::FREE as usize] = AdviceCount {
+            calls: 1,
+            failed: 1,
+            bytes: 0,
+        };
+        t.mmap[MmapKind::FileShared as usize] = CallCount {
+            calls: 1,
+            bytes: 12288,
+        };
+        t.failed[MapSyscall::Brk as usize] = 1;
+        let mut counted = Attribution::default();
+        counted.kernel_totals(7, &t, false);
+        counted.kernel_totals(7, &t, true);
+        let (r, c) = (
+            records.process_by_pid(7).unwrap(),
+            counted.process_by_pid(7).unwrap(),
+        );
+        assert_eq!(r.madvise, c.madvise);
+        assert_eq!(r.mappings, c.mappings);
+        assert_eq!(c.memory_cgroup, Some(9));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Decoding ring-buffer records into typed events.
 
+use memtrace_common::events::totals::{MmapKind, page_round_up};
 use memtrace_common::events::{
     EventKind, Record,
     exec::ExecEvent,
@@ -9,7 +10,9 @@ use memtrace_common::events::{
     stall::{ReclaimKind, ReclaimStall},
     syscall::SyscallEvent,
 };
-pub use memtrace_common::events::{exit::ThreadExit, rss::AddressSpaceGone, spawn::Spawn};
+pub use memtrace_common::events::{
+    exit::ThreadExit, rss::AddressSpaceGone, spawn::Spawn, totals::TotalsFlush,
+};
 
 use super::container::{Container, Placement, Pod};
 use crate::kernel::procfs::{CgroupOf, VictimFacts};
@@ -56,6 +59,9 @@ pub enum Event {
     Exec(Exec),
     AddressSpaceGone(AddressSpaceGone),
     Spawn(Spawn),
+    /// A process's memory syscalls counted in the kernel, sent as it exits or its pid passes
+    /// on.
+    Totals(Box<TotalsFlush>),
 }
 
 impl Event {
@@ -79,6 +85,7 @@ impl Event {
             Self::Exec(e) => Some(e.tgid),
             Self::Stall(s) => Some(s.tgid),
             Self::AddressSpaceGone(g) => Some(g.tgid),
+            Self::Totals(t) => Some(t.tgid),
             // About a pid's next holder, which nothing is known of yet.
             Self::Spawn(_) => None,
             Self::OomKill(_) | Self::OomReaper(_) | Self::Kswapd(_) => None,
@@ -268,16 +275,7 @@ impl MapKind {
     /// From mmap's flags: MAP_ANONYMOUS picks anonymous; MAP_SHARED or MAP_SHARED_VALIDATE
     /// picks shared.
     pub fn from_flags(flags: u64) -> Self {
-        let anonymous = flags & libc::MAP_ANONYMOUS as u64 != 0;
-        let sharing = flags & 0x3;
-        let shared =
-            sharing == libc::MAP_SHARED as u64 || sharing == libc::MAP_SHARED_VALIDATE as u64;
-        match (anonymous, shared) {
-            (true, false) => Self::AnonPrivate,
-            (true, true) => Self::AnonShared,
-            (false, false) => Self::FilePrivate,
-            (false, true) => Self::FileShared,
-        }
+        MmapKind::from_flags(flags).into()
     }
 
     pub fn name(self) -> &'static str {
@@ -286,6 +284,17 @@ impl MapKind {
             Self::AnonShared => "anon_shared",
             Self::FilePrivate => "file_private",
             Self::FileShared => "file_shared",
+        }
+    }
+}
+
+impl From<MmapKind> for MapKind {
+    fn from(kind: MmapKind) -> Self {
+        match kind {
+            MmapKind::AnonPrivate => Self::AnonPrivate,
+            MmapKind::AnonShared => Self::AnonShared,
+            MmapKind::FilePrivate => Self::FilePrivate,
+            MmapKind::FileShared => Self::FileShared,
         }
     }
 }
@@ -388,6 +397,7 @@ pub fn decode(bytes: &[u8], page_size: u64) -> Result<Event, DecodeError> {
             }
             EventKind::AddressSpaceGone => Event::AddressSpaceGone(record(bytes, kind)?),
             EventKind::Spawn => Event::Spawn(record(bytes, kind)?),
+            EventKind::Totals => Event::Totals(Box::new(record(bytes, kind)?)),
             EventKind::Kswapd => {
                 let raw: KswapdEvent = record(bytes, kind)?;
                 Event::Kswapd(Kswapd {
@@ -549,7 +559,7 @@ fn fault(raw: &FaultEvent) -> Fault {
 }
 
 fn round_up(len: u64, page_size: u64) -> u64 {
-    len.div_ceil(page_size).saturating_mul(page_size)
+    page_round_up(len, page_size)
 }
 
 /// A NUL-padded kernel `comm` as text.

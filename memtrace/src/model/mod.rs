@@ -5,6 +5,7 @@
 pub mod attribution;
 pub mod container;
 pub mod event;
+pub mod kernel_totals;
 pub mod reclaim;
 
 use attribution::Attribution;

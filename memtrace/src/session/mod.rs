@@ -24,6 +24,7 @@ use memtrace_common::{
         fault::FaultCounts,
         kswapd::KswapdWakeups,
         stall::{ReclaimKind, ScanCounts, ScanSlot, StallHist, StallKey},
+        totals::SyscallTotals,
     },
     hooks::{Program, Run},
 };
@@ -114,6 +115,9 @@ pub struct Config {
     pub empty_programs: bool,
     /// Syscall programs on BPF trampolines where the kernel allows.
     pub trampolines: bool,
+    /// Entry programs park syscall arguments even where the exit could read them
+    /// (`--bench-entry-programs`).
+    pub entry_programs: bool,
     pub follow: bool,
     pub duration: Option<Duration>,
     pub prometheus: Option<SocketAddr>,
@@ -132,6 +136,7 @@ impl Config {
             fault_events: false,
             empty_programs: false,
             trampolines: true,
+            entry_programs: false,
             follow: false,
             duration: None,
             prometheus: None,
@@ -233,6 +238,8 @@ struct KernelSample {
     wakeups: Vec<(u32, KswapdWakeups)>,
     scans: [ScanCounts; ScanSlot::COUNT],
     lost: LostCounts,
+    /// Memory syscalls counted per process, when the kernel counts them.
+    totals: Vec<(u32, SyscallTotals)>,
 }
 
 /// The traced window: the tracer, the model it feeds, and where output goes.
@@ -280,6 +287,7 @@ impl Session {
             fault_events: config.fault_events,
             empty_programs: config.empty_programs,
             trampolines: config.trampolines,
+            entry_programs: config.entry_programs,
             verbose: config.verbose,
         })?;
         for warning in &tracer.warnings {
@@ -289,6 +297,12 @@ impl Session {
             && let Some(why) = &tracer.trampolines_refused
         {
             eprintln!("memtrace: memory syscalls traced on tracepoints, not trampolines: {why}");
+        }
+        if config.verbose && tracer.counts_syscalls() {
+            eprintln!(
+                "memtrace: memory syscalls counted in the kernel; arguments read at exit from {}",
+                tracer.args_at.name()
+            );
         }
         let events = tracer
             .take_events()
@@ -355,6 +369,7 @@ impl Session {
         }
         if let Some(brk) = procfs::program_break(pid) {
             attribution.set_initial_brk(pid, brk);
+            self.tracer.seed_program_break(pid, brk);
         }
         if let Some(sample) = Resident::read(pid) {
             if let Resident::Status(_, why) = sample {
@@ -465,6 +480,9 @@ impl Session {
                 Ok(mut event) => {
                     self.enrich(&mut event);
                     self.model.record(&event);
+                    if let Event::Totals(flush) = &event {
+                        self.start_from_totals(flush.tgid, flush.totals.start_ns);
+                    }
                     mode.event(self, &event);
                 }
                 Err(_) => self.model.undecodable += 1,
@@ -519,6 +537,22 @@ impl Session {
         }
         if let Some(pid) = event.process() {
             self.name_if_unnamed(pid);
+        }
+    }
+
+    /// When a process started, from the kernel's copy of its syscall totals just taken in (the
+    /// model checked the copy is of the process it holds for the pid).
+    fn start_from_totals(&mut self, pid: u32, start_ns: u64) {
+        let attribution = &mut self.model.attribution;
+        let taken = attribution
+            .process_by_pid(pid)
+            .and_then(|p| p.kernel.as_ref())
+            .is_some_and(|k| k.start_ns() == start_ns);
+        if start_ns != 0
+            && taken
+            && let Some(ticks) = procfs::boot_ns_to_ticks(start_ns)
+        {
+            attribution.set_start_time_from_kernel(pid, ticks);
         }
     }
 
@@ -663,10 +697,19 @@ impl Session {
             wakeups: tracer.kswapd_wakeups(),
             scans: tracer.lru_scan(),
             lost: tracer.lost(),
+            totals: match tracer.counts_syscalls() {
+                true => tracer.syscall_totals(),
+                false => Vec::new(),
+            },
         }
     }
 
     fn apply_kernel(&mut self, kernel: KernelSample) {
+        // First: a copy of a process that exited must find it before it may be forgotten.
+        for (pid, totals) in &kernel.totals {
+            self.model.attribution.kernel_totals(*pid, totals, false);
+            self.start_from_totals(*pid, totals.start_ns);
+        }
         let model = &mut self.model;
         if self.system_wide && model.attribution.len() > MAX_PROCESSES {
             let forgotten = model

@@ -425,7 +425,21 @@ pub struct Output {
     pub status: std::process::ExitStatus,
     pub lines: Vec<Value>,
     pub stderr: String,
+    /// What a second memtrace that counted the same processes' syscalls in the kernel
+    /// printed ([`Twins`]).
+    pub counted: Option<Box<Output>>,
 }
+
+/// What a process's summary entry says about its memory syscalls: the same whether the calls
+/// came as records or were counted in the kernel.
+const SYSCALL_TOTALS: [&str; 6] = [
+    "madvise",
+    "mappings",
+    "released_bytes",
+    "advised_by",
+    "start_time",
+    "exited",
+];
 
 impl Output {
     /// The final summary object.
@@ -441,12 +455,17 @@ impl Output {
         last
     }
 
-    /// The summary's entry for `pid`.
+    /// The summary's entry for `pid`; with a [`Twins`] run, checked to say the same of its
+    /// syscalls as the kernel-counted run's.
     pub fn process(&self, pid: u32) -> &Value {
-        self.summary()["processes"]
+        let process = self.summary()["processes"]
             .as_array()
             .and_then(|ps| ps.iter().find(|p| p["pid"] == pid))
-            .unwrap_or_else(|| panic!("pid {pid} missing from summary {}", self.summary()))
+            .unwrap_or_else(|| panic!("pid {pid} missing from summary {}", self.summary()));
+        if let Some(counted) = &self.counted {
+            assert_same_syscalls(process, counted.process(pid));
+        }
+        process
     }
 
     /// Pids in the summary, in increasing order.
@@ -578,6 +597,7 @@ impl Memtrace {
             status,
             lines,
             stderr: self.stderr_seen.join("\n"),
+            counted: None,
         }
     }
 }
@@ -586,6 +606,66 @@ impl Drop for Memtrace {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Two memtraces on the same processes: one with a record per call (`--json`), one counting
+/// the calls in the kernel (`--json --no-events`, as the text report and Prometheus do), so
+/// that a test's truths hold for both ways of counting. The second's output is the first's
+/// [`Output::counted`].
+pub struct Twins {
+    records: Memtrace,
+    counted: Memtrace,
+}
+
+impl Twins {
+    /// Starts both with `ARGS` and waits until both are attached.
+    pub fn attach(args: &[&str]) -> Self {
+        let records = Memtrace::attach(args);
+        let counted = Memtrace::attach(&[&["--no-events"], args].concat());
+        Self { records, counted }
+    }
+
+    /// The pids of the one with records and the one that counts in the kernel.
+    pub fn pids(&self) -> (u32, u32) {
+        (self.records.pid(), self.counted.pid())
+    }
+
+    pub fn interrupt(&self) {
+        self.records.interrupt();
+        self.counted.interrupt();
+    }
+
+    /// Waits for both to stop and collects what they printed; both must agree on every
+    /// process's syscalls.
+    pub fn finish(self) -> Output {
+        let counted = self.counted.finish();
+        let mut output = self.records.finish();
+        assert!(
+            counted.status.success(),
+            "memtrace --no-events failed: {}\n{}",
+            counted.status,
+            counted.stderr
+        );
+        assert!(
+            counted
+                .lines
+                .iter()
+                .all(|l| l["type"] == "start" || l["type"] == "summary"),
+            "--no-events printed event lines"
+        );
+        output.counted = Some(Box::new(counted));
+        output
+    }
+}
+
+/// A process's syscall totals as recorded per call and as counted in the kernel are the same.
+pub fn assert_same_syscalls(records: &Value, counted: &Value) {
+    for key in SYSCALL_TOTALS {
+        assert_eq!(
+            records[key], counted[key],
+            "{key} differs between per-call records and kernel counts\nrecords: {records}\ncounted: {counted}"
+        );
     }
 }
 
