@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::{io::Write as _, time::Duration};
+use std::io::Write as _;
 
 use support::{MemCgroup, Memtrace, Workload, privileged};
 
@@ -26,11 +26,13 @@ fn lazyfree_pages_reclaimed_under_cgroup_pressure_are_an_external_drop() {
     let pressure =
         Workload::spawn_in_cgroup(&cgroup.path, &["--no-wait", "faults", "--pages", "38400"]);
     pressure.record();
-    // Let memtrace take a smaps_rollup sample after the reclaim.
-    std::thread::sleep(Duration::from_millis(1500));
+    // memtrace stops while the workload still runs: its final sample reads smaps_rollup after
+    // the reclaim (no sleep waiting for a periodic one). Nothing reclaims after the pressure
+    // exited, so the workload's own count below sees the same pages.
+    memtrace.interrupt();
+    let output = memtrace.finish();
     stdin.write_all(b"count\n").expect("signal workload");
     let record = lazy.record();
-    let output = memtrace.finish();
     assert!(output.status.success(), "{}", output.stderr);
 
     let reclaimed = record["zero_pages"].as_u64().unwrap() * 4096;
