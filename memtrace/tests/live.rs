@@ -128,13 +128,15 @@ fn pipe_gets_one_plain_line_per_interval() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn memtrace");
-    let mut stdout = memtrace.stdout.take().expect("stdout");
+    let stdout = BufReader::new(memtrace.stdout.take().expect("stdout"));
     let screen = Arc::new(Mutex::new(String::new()));
     let sink = Arc::clone(&screen);
     std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        *sink.lock().expect("lock") = text;
+        for line in stdout.lines().map_while(Result::ok) {
+            let mut text = sink.lock().expect("lock");
+            text.push_str(&line);
+            text.push('\n');
+        }
     });
     // Go only once memtrace says it is attached.
     // (stderr stays drained afterwards: a closed stderr would fail memtrace's later writes.)
@@ -147,7 +149,13 @@ fn pipe_gets_one_plain_line_per_interval() {
     std::thread::spawn(move || stderr.for_each(drop));
     let mut stdin = workload.go_keeping_stdin();
     assert_eq!(workload.next_line()["freed"], 4 << 20);
-    std::thread::sleep(Duration::from_millis(800));
+    // Three interval lines after the release, before the workload ends.
+    wait_for(&screen, |text| {
+        text.lines()
+            .filter(|l| l.contains("released FREE 4.0 MiB DONTNEED 0 B"))
+            .count()
+            >= 3
+    });
     stdin.write_all(b"count\n").expect("signal workload");
     workload.record();
     assert!(memtrace.wait().expect("wait").success());
