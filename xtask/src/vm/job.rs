@@ -14,8 +14,9 @@ use std::{
 use anyhow::Context as _;
 
 use super::{
-    Cgroup, RunFile, recreate_dir,
-    rootfs::{Layout, make_ext4},
+    Cgroup, RunFile,
+    disk::{Layout, make_ext4},
+    recreate_dir,
 };
 use crate::tasks::status;
 

@@ -12,6 +12,8 @@
 //! trace the whole system and count exactly, so a neighbour would disturb them. It also gives
 //! each test its own time limit and log.
 
+mod disk;
+mod format;
 mod job;
 mod kernels;
 mod qemu;
@@ -31,10 +33,11 @@ use anyhow::{Context as _, bail};
 
 pub use self::kernels::GuestKernel;
 use self::{
+    format::seconds,
     job::{Job, Mode, shell_quote},
     kernels::{GUESTS, Prepared},
     qemu::Machine,
-    report::{KernelReport, Outcome, Verdict, seconds},
+    report::{KernelReport, Outcome, Verdict},
     session::Progress,
     suite::{Build, TestCase},
 };
@@ -304,7 +307,7 @@ fn ensure_host_tools() -> anyhow::Result<()> {
 }
 
 fn host_has(program: &str) -> bool {
-    which(program).is_some() || program == "mkfs.ext4" && rootfs::mkfs_ext4().is_ok()
+    which(program).is_some() || program == "mkfs.ext4" && disk::mkfs_ext4().is_ok()
 }
 
 /// Runs every selected test on `kernel`, one step per test.

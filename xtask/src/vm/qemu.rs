@@ -18,7 +18,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{kernels::Prepared, rootfs::ROOT_PARTUUID};
+use super::{disk::ROOT_PARTUUID, kernels::Prepared};
 
 const QEMU: &str = "qemu-system-x86_64";
 /// Prefix of init's report lines (see guest/init.sh); other lines are step output.

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::session::StepResult;
+use super::{format::seconds, session::StepResult};
 
 /// What a test binary prints when a test body gave up for lack of something (see
 /// memtrace/tests/support/mod.rs); with CI set the tests panic instead, but a skip must never
@@ -211,20 +211,6 @@ impl KernelReport {
                 println!("      log: {}", log.display());
             }
         }
-    }
-}
-
-/// `4.2 s` or `5 min 12 s`.
-pub fn seconds(duration: Duration) -> String {
-    let secs = duration.as_secs_f64();
-    if secs < 60.0 {
-        format!("{secs:.1} s")
-    } else {
-        format!(
-            "{} min {} s",
-            duration.as_secs() / 60,
-            duration.as_secs() % 60
-        )
     }
 }
 
