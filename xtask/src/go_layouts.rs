@@ -178,7 +178,7 @@ fn render(versions: &[&str], entries: &[String]) -> String {
         versions.join(", ")
     );
     out.push_str("use memtrace_common::go_runtime::Global;\n\n");
-    out.push_str("use super::table::{Anchor, Entry, Ref};\n\n");
+    out.push_str("use super::release::{Anchor, Entry, Ref};\n\n");
     out.push_str("/// One entry per Go release the tests build with.\n");
     out.push_str("pub const ENTRIES: &[Entry] = &[\n");
     for entry in entries {

@@ -2,7 +2,7 @@
 
 use memtrace_common::go_runtime::Global;
 
-use super::table::{Anchor, Entry, Ref};
+use super::release::{Anchor, Entry, Ref};
 
 /// One entry per Go release the tests build with.
 pub const ENTRIES: &[Entry] = &[

@@ -17,7 +17,7 @@ use super::{
     debugfile, dwarf,
     heap::{Located, Reason, ReasonCode},
     layout::{Layout, NoLayout},
-    table,
+    release, table,
 };
 use crate::kernel::procmem;
 
@@ -112,7 +112,7 @@ pub fn locate(pid: u32, binary: &Binary, build: &BuildInfo) -> Result<Located, R
 
 /// A note when the generated table disagrees with (or lacks) what DWARF says for this release:
 /// a binary of it built without DWARF would be misread (or not read).
-fn compare(dwarf: &Layout, table: &Result<&table::Entry, String>) -> Option<String> {
+fn compare(dwarf: &Layout, table: &Result<&release::Entry, String>) -> Option<String> {
     match table {
         Err(why) => Some(format!(
             "{why}: a binary of this release without DWARF would have no runtime view"

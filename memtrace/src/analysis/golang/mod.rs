@@ -13,6 +13,7 @@ pub mod ldflags;
 pub mod locate;
 mod pclntab;
 pub mod reconcile;
+mod release;
 mod symtab;
 pub mod table;
 pub mod verdict;
