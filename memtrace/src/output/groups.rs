@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::text::placement_notes;
+use super::placement::placement_notes;
 use crate::{
     analysis::groups::GroupView,
     kernel::memcg::{CgroupVersion, MemcgUsage},

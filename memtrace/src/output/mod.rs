@@ -6,6 +6,7 @@ pub mod groups;
 pub mod json;
 pub mod live;
 pub mod lost;
+pub mod placement;
 pub mod prometheus;
 pub mod reclaim;
 pub mod stdout;

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use memtrace_common::events::stall::{ReclaimKind, STALL_BUCKETS};
 
-use super::text;
+use super::placement;
 use crate::{
     analysis::{
         ByName,
@@ -39,7 +39,7 @@ pub fn oom_text(out: &mut String, snapshot: &Snapshot) {
             o.oom_score_adj
                 .map_or_else(|| "?".to_owned(), |a| a.to_string())
         );
-        let mut notes = text::placement_notes(o.container.as_ref(), o.pod.as_ref());
+        let mut notes = placement::placement_notes(o.container.as_ref(), o.pod.as_ref());
         if o.cgroup_of == Some(CgroupOf::Trigger) {
             notes.push("of the triggering task".to_owned());
         }

@@ -2,10 +2,9 @@
 
 use std::fmt::Write as _;
 
-use super::{groups, lost::lost_text, reclaim, verdict};
+use super::{groups, lost::lost_text, placement::placement_notes, reclaim, verdict};
 use crate::{
     analysis::snapshot::{MappingsView, ProcessView, Snapshot},
-    model::container::{Container, Pod},
     stop::StopReason,
     units::{human_bytes, secs, signed_bytes},
 };
@@ -103,18 +102,6 @@ fn whereabouts_text(out: &mut String, p: &ProcessView) {
             let _ = writeln!(out, "  cgroup {cgroup} ({})", notes.join(", "));
         }
     }
-}
-
-/// `podman container 4f797c539e6c`, `pod <uid> (burstable)`: what a cgroup's path names.
-pub fn placement_notes(container: Option<&Container>, pod: Option<&Pod>) -> Vec<String> {
-    let mut notes = Vec::new();
-    if let Some(container) = container {
-        notes.push(container.to_string());
-    }
-    if let Some(pod) = pod {
-        notes.push(format!("pod {} ({})", pod.uid, pod.qos.name()));
-    }
-    notes
 }
 
 fn madvise_text(out: &mut String, p: &ProcessView) {
