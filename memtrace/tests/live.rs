@@ -16,15 +16,28 @@ use support::{MEMTRACE, Workload, privileged};
 
 /// A pseudo-terminal pair: (master to read from, slave to hand to the child).
 fn pty() -> (File, OwnedFd) {
+    pty_of(None)
+}
+
+/// A pseudo-terminal pair whose terminal has `(rows, columns)`, or no size (0×0).
+fn pty_of(size: Option<(u16, u16)>) -> (File, OwnedFd) {
     let (mut master, mut slave) = (-1, -1);
-    // SAFETY: openpty writes two fds into the given ints; name/termios/winsize may be null.
+    let size = size.map(|(rows, cols)| libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    });
+    let size_ptr = size.as_ref().map_or(std::ptr::null(), std::ptr::from_ref);
+    // SAFETY: openpty writes two fds into the given ints; name/termios may be null, winsize
+    // is null or points to a live struct.
     let rc = unsafe {
         libc::openpty(
             &mut master,
             &mut slave,
             std::ptr::null_mut(),
             std::ptr::null(),
-            std::ptr::null(),
+            size_ptr,
         )
     };
     assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
@@ -112,6 +125,46 @@ fn terminal_screen_shows_the_traced_process() {
     wait_for(&screen, |s| {
         s.contains("memtrace report:") && s.contains("lost events: 0")
     });
+}
+
+/// System-wide in a 60×15 terminal: frames on the alternate screen, each fitting the terminal
+/// (no line wider than 60 columns, at most 14 lines, so nothing scrolls), and the final report
+/// printed after leaving it.
+#[test]
+fn a_small_terminal_gets_frames_that_fit_on_the_alternate_screen() {
+    if !privileged() {
+        return;
+    }
+    const ENTER: &str = "\x1b[?1049h";
+    const LEAVE: &str = "\x1b[?1049l";
+    let (master, slave) = pty_of(Some((15, 60)));
+    let mut memtrace = Command::new(MEMTRACE)
+        .args(["--interval", "0.2"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(slave))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn memtrace");
+    let screen = collect(master);
+    let frames = |text: &str| text.matches(CLEAR).count();
+    wait_for(&screen, |text| frames(text) >= 3);
+    // SAFETY: plain kill(2) on our child.
+    unsafe { libc::kill(memtrace.id() as i32, libc::SIGINT) };
+    assert!(memtrace.wait().expect("wait").success());
+    let text = wait_for(&screen, |text| text.contains("memtrace report:"));
+    let (drawn, after) = text.split_once(LEAVE).expect("left the alternate screen");
+    let drawn = drawn.strip_prefix(ENTER).expect("frames on the alternate screen");
+    assert!(after.contains("memtrace report:") && !after.contains(CLEAR));
+    for frame in drawn.split(CLEAR).filter(|f| !f.is_empty()) {
+        // The terminal turns each newline into CR LF.
+        let lines: Vec<&str> = frame.lines().map(|l| l.trim_end_matches('\r')).collect();
+        assert!(lines.len() <= 14, "{} lines:\n{frame}", lines.len());
+        assert!(
+            lines.iter().all(|l| l.chars().count() <= 60),
+            "a line wider than 60 columns:\n{frame}"
+        );
+        assert!(lines[0].starts_with("memtrace — "), "{frame}");
+    }
 }
 
 #[test]

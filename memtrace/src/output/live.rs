@@ -18,6 +18,20 @@ use crate::{
 
 /// Moves the cursor home and clears the screen (ANSI), so each frame replaces the last.
 const CLEAR: &str = "\x1b[H\x1b[2J";
+/// The terminal's alternate screen (xterm, as `top` and `less` use it): frames drawn there
+/// leave nothing in the scrollback, and leaving it brings back what was on the terminal, under
+/// which the final report is printed.
+pub const ENTER_ALTERNATE_SCREEN: &str = "\x1b[?1049h";
+pub const LEAVE_ALTERNATE_SCREEN: &str = "\x1b[?1049l";
+/// The screen's lines besides process rows: the title, the column heads and the `… more` line.
+const SCREEN_OVERHEAD: usize = 3;
+
+/// A terminal's size in character cells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Size {
+    pub rows: usize,
+    pub cols: usize,
+}
 
 /// What a frame counts from attach on, per process: rates are differences of these between
 /// frames, the plain line's totals their sums.
@@ -178,7 +192,14 @@ fn next_gc(f: &Figures) -> String {
 
 impl Live {
     /// The next full screen (terminal).
-    pub fn screen(&mut self, snapshot: &Snapshot, top: Option<usize>) -> String {
+    /// Given the terminal's `size`, only the process rows that fit are drawn (lines are cut
+    /// to its width by [`fit`]).
+    pub fn screen(
+        &mut self,
+        snapshot: &Snapshot,
+        top: Option<usize>,
+        size: Option<Size>,
+    ) -> String {
         let rows = self.rows(snapshot);
         let lost = snapshot.lost.total();
         let elapsed = Duration::from_nanos(snapshot.elapsed_ns);
@@ -206,7 +227,11 @@ impl Live {
             "RSS",
             "LAZYFREE",
         );
-        let shown = top.unwrap_or(usize::MAX);
+        // The last line stays empty: a newline there would scroll the title away.
+        let fits = size.map_or(usize::MAX, |s| {
+            s.rows.saturating_sub(SCREEN_OVERHEAD + 1).max(1)
+        });
+        let shown = top.unwrap_or(usize::MAX).min(fits);
         for row in rows.iter().take(shown) {
             let m = &row.p.mappings;
             let _ = writeln!(
@@ -226,7 +251,12 @@ impl Live {
             );
         }
         if rows.len() > shown {
-            let _ = writeln!(out, "… {} more (--top, --sort)", rows.len() - shown);
+            let hint = if shown == fits {
+                "a taller terminal, --sort"
+            } else {
+                "--top, --sort"
+            };
+            let _ = writeln!(out, "… {} more ({hint})", rows.len() - shown);
         }
         out
     }
@@ -417,6 +447,24 @@ fn truncate(s: &str, width: usize) -> String {
     s.chars().take(width).collect()
 }
 
+/// A screen fitted to the terminal: each line cut to its width (a wrapped line would push the
+/// title off the top), and no more lines than leave its last row empty.
+pub fn fit(screen: &str, size: Option<Size>) -> String {
+    let Some(size) = size else {
+        return screen.to_owned();
+    };
+    let (clear, body) = match screen.strip_prefix(CLEAR) {
+        Some(body) => (CLEAR, body),
+        None => ("", screen),
+    };
+    let mut out = String::from(clear);
+    for line in body.lines().take(size.rows.saturating_sub(1).max(1)) {
+        out.push_str(&truncate(line, size.cols));
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,7 +524,7 @@ mod tests {
         faulted(&mut model, 7, 300, 2);
         let mut live = Live::default();
         // Two seconds after attach, when every count was zero.
-        let first = live.screen(&at(&model, 2), None);
+        let first = live.screen(&at(&model, 2), None, None);
         assert!(first.starts_with(CLEAR));
         assert_eq!(
             row(&first),
@@ -488,18 +536,48 @@ mod tests {
         );
     }
 
+    /// In a 60×15 terminal, 30 processes: the rows that fit, none wrapped, the last line empty.
+    #[test]
+    fn a_small_terminal_gets_the_rows_that_fit_cut_to_its_width() {
+        let mut model = Model::default();
+        for pid in 1..=30 {
+            model.attribution.name(pid, "server");
+            release(&mut model, pid, advice::FREE, u64::from(pid) * MIB);
+        }
+        let size = Size { rows: 15, cols: 60 };
+        let mut live = Live::default();
+        let screen = fit(&live.screen(&at(&model, 2), None, Some(size)), Some(size));
+        let body = screen.strip_prefix(CLEAR).expect("starts with a clear");
+        let lines: Vec<&str> = body.lines().collect();
+        assert_eq!(lines.len(), 14, "{screen}");
+        assert!(lines.iter().all(|l| l.chars().count() <= 60), "{screen}");
+        // Title, heads, 11 rows, and how many more.
+        assert_eq!(
+            lines.iter().filter(|l| l.contains(" server ")).count(),
+            11,
+            "{screen}"
+        );
+        assert_eq!(lines[13], "… 19 more (a taller terminal, --sort)");
+        // --top below what fits keeps its own hint; no size, nothing cut.
+        let top = live.screen(&at(&model, 3), Some(5), Some(size));
+        assert!(top.contains("… 25 more (--top, --sort)"), "{top}");
+        let whole = live.screen(&at(&model, 4), None, None);
+        assert_eq!(fit(&whole, None), whole);
+        assert_eq!(whole.lines().filter(|l| l.contains(" server ")).count(), 30);
+    }
+
     #[test]
     fn later_rates_cover_the_time_since_the_previous_frame() {
         let mut model = Model::default();
         model.attribution.name(7, "server");
         faulted(&mut model, 7, 100, 0);
         let mut live = Live::default();
-        live.screen(&at(&model, 1), None);
+        live.screen(&at(&model, 1), None, None);
         release(&mut model, 7, advice::DONTNEED, 3 * MIB);
         model.attribution.sample_task_faults(7, &[(7, 400, 0)]);
         model.lost = LostCounts::default().with(Lost::RingFull, vec![3]);
         // The frame came 2.5 s after the previous one, whatever the interval asked for.
-        let next = live.screen(&at_ms(&model, 3500), None);
+        let next = live.screen(&at_ms(&model, 3500), None, None);
         assert!(next.contains("lost events 3 (undercounts!)"), "{next}");
         assert_eq!(
             row(&next),
@@ -561,7 +639,7 @@ mod tests {
             live.line(&at(&model, 1))
                 .contains("; rss ≥3.0 MiB lazyfree ?;")
         );
-        let screen = live.screen(&at(&model, 2), None);
+        let screen = live.screen(&at(&model, 2), None, None);
         assert_eq!(
             screen.lines().skip(2).collect::<Vec<_>>(),
             [
@@ -650,7 +728,7 @@ mod tests {
         model.attribution.name(5, "new");
         model.attribution.set_start_time(5, 200);
         release(&mut model, 5, advice::DONTNEED, 2 * MIB);
-        let screen = live.screen(&at(&model, 2), None);
+        let screen = live.screen(&at(&model, 2), None, None);
         // The old one keeps its count, with no rate and no memory; the new one counts from 0.
         assert_eq!(
             screen.lines().skip(2).collect::<Vec<_>>(),

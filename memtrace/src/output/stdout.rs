@@ -61,6 +61,16 @@ impl Stdout {
         }
     }
 
+    /// Text as it is, without a newline (terminal control sequences); nothing once stdout is
+    /// gone.
+    pub fn raw(&mut self, text: &str) {
+        if !self.closed
+            && let Err(e) = self.out.write_all(text.as_bytes())
+        {
+            self.failed(e);
+        }
+    }
+
     pub fn flush(&mut self) {
         if !self.closed
             && let Err(e) = self.out.flush()
@@ -122,4 +132,19 @@ fn hung_up(fd: i32) -> bool {
     // SAFETY: one valid pollfd, no wait.
     let ready = unsafe { libc::poll(&mut poll, 1, 0) };
     ready > 0 && poll.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
+/// The size of the terminal on stdout as `(rows, columns)`, when it says one: a pseudo-terminal
+/// opened without a size reports 0×0, which is no size.
+pub fn terminal_size() -> Option<(usize, usize)> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize into the struct given; it changes nothing.
+    let done = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    (done && size.ws_row > 0 && size.ws_col > 0)
+        .then_some((usize::from(size.ws_row), usize::from(size.ws_col)))
 }

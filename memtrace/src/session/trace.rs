@@ -11,7 +11,7 @@ use crate::{
     output::{
         json::{self, Start, Summary},
         live::{self, Live},
-        text,
+        stdout, text,
     },
     stop::StopReason,
 };
@@ -28,6 +28,8 @@ pub struct Trace {
     /// The live view, unless --json: `true` draws a screen (stdout is a terminal), `false`
     /// prints one line per interval.
     live: Option<(Live, bool)>,
+    /// Whether the screen is drawn on the terminal's alternate screen, to leave at the end.
+    alternate: bool,
 }
 
 impl Trace {
@@ -40,6 +42,7 @@ impl Trace {
             json,
             events: json,
             interval,
+            alternate: false,
         }
     }
 
@@ -98,10 +101,17 @@ impl Mode for Trace {
         let Some((live, terminal)) = &mut self.live else {
             return;
         };
+        if *terminal && !self.alternate {
+            session.out.raw(live::ENTER_ALTERNATE_SCREEN);
+            self.alternate = true;
+        }
         let snapshot = session.snapshot(Vec::new());
         let go = session.go_runtime();
         let frame = if *terminal {
-            live.screen(&snapshot, self.top) + &live::go_runtime_screen(&go)
+            // Read each frame: the terminal may have been resized.
+            let size = stdout::terminal_size().map(|(rows, cols)| live::Size { rows, cols });
+            let screen = live.screen(&snapshot, self.top, size) + &live::go_runtime_screen(&go);
+            live::fit(&screen, size)
         } else {
             live.line(&snapshot) + &live::go_runtime_line(&go)
         };
@@ -110,6 +120,10 @@ impl Mode for Trace {
     }
 
     fn finish(&mut self, session: &mut Session, reason: StopReason) -> anyhow::Result<()> {
+        if self.alternate {
+            // The terminal as it was before memtrace, the report under it.
+            session.out.raw(live::LEAVE_ALTERNATE_SCREEN);
+        }
         let snapshot = session.snapshot(session.verdicts(true));
         let report = if self.json {
             Summary::line(&snapshot, reason).to_json()
