@@ -10,7 +10,7 @@ use std::{
     process::{Command, Output},
 };
 
-use support::{MEMTRACE, Memtrace, Workload, privileged};
+use support::{MEMTRACE, Memtrace, Workload, memtrace_as_nobody, privileged};
 
 fn memtrace(args: &[&str]) -> Output {
     Command::new(MEMTRACE)
@@ -131,17 +131,7 @@ fn tracefs_not_readable_by_a_user_with_bpf_and_perfmon() {
         root.uid(),
         root.gid()
     );
-    let output = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=+bpf,+perfmon",
-            "--ambient-caps=+bpf,+perfmon",
-        ])
-        .args([MEMTRACE, "--duration", "1"])
-        .output()
-        .expect("run setpriv");
+    let output = memtrace_as_nobody(&["bpf", "perfmon"], &["--duration", "1"]);
     assert_error_line(
         &output,
         "memtrace: tracefs at /sys/kernel/tracing is not readable by this user (permission denied): \

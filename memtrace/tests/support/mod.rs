@@ -225,14 +225,22 @@ impl Drop for Workload {
 
 /// Runs memtrace as user nobody with no capabilities at all, as an unprivileged user would.
 pub fn memtrace_unprivileged(args: &[&str]) -> std::process::Output {
-    Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-        ])
+    memtrace_as_nobody(&[], args)
+}
+
+/// memtrace run as `nobody` with only the capabilities `caps` (`bpf`, `perfmon`, …), as an
+/// agent given exactly those would run.
+pub fn memtrace_as_nobody(caps: &[&str], args: &[&str]) -> std::process::Output {
+    let mut setpriv = Command::new("setpriv");
+    setpriv.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+    if caps.is_empty() {
+        setpriv.args(["--inh-caps=-all", "--bounding-set=-all"]);
+    } else {
+        let caps: Vec<String> = caps.iter().map(|c| format!("+{c}")).collect();
+        let caps = caps.join(",");
+        setpriv.args([format!("--inh-caps={caps}"), format!("--ambient-caps={caps}")]);
+    }
+    setpriv
         .arg(MEMTRACE)
         .args(args)
         .output()
