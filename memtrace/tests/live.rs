@@ -153,7 +153,9 @@ fn a_small_terminal_gets_frames_that_fit_on_the_alternate_screen() {
     assert!(memtrace.wait().expect("wait").success());
     let text = wait_for(&screen, |text| text.contains("memtrace report:"));
     let (drawn, after) = text.split_once(LEAVE).expect("left the alternate screen");
-    let drawn = drawn.strip_prefix(ENTER).expect("frames on the alternate screen");
+    let drawn = drawn
+        .strip_prefix(ENTER)
+        .expect("frames on the alternate screen");
     assert!(after.contains("memtrace report:") && !after.contains(CLEAR));
     for frame in drawn.split(CLEAR).filter(|f| !f.is_empty()) {
         // The terminal turns each newline into CR LF.

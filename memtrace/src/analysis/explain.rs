@@ -21,6 +21,34 @@ const NOTABLE_LAZYFREE_PERCENT: u64 = 10;
 /// RSS changes smaller than this are noise in an incident.
 const NOTABLE_RSS_CHANGE: u64 = 1 << 20;
 
+/// What a sentence may be said from: one process's totals, the reclaim report, and what
+/// reclaim and the OOM reaper took per RSS member (None when it is not known).
+struct Facts<'a> {
+    p: &'a ProcessStats,
+    reclaim: &'a Reclaim,
+    taken: Option<[u64; RSS_MEMBERS]>,
+}
+
+impl Facts<'_> {
+    /// Bytes released with one madvise advice.
+    fn released(&self, advice: u32) -> u64 {
+        self.p.madvise.get(&advice).map_or(0, |t| t.bytes)
+    }
+}
+
+/// The rules, most important first: each says one thing, or nothing.
+const RULES: [fn(&Facts) -> Option<String>; 9] = [
+    memcg_stalls,
+    direct_stalls,
+    madv_free,
+    madv_dontneed,
+    taken_while_not_running,
+    exec,
+    failed_madvise,
+    major_faults,
+    rss_change,
+];
+
 /// Sentences explaining a process's memory over the traced window, most important first.
 /// `taken`: what reclaim and the OOM reaper took per RSS member, None when it is not known.
 pub fn explain(
@@ -28,31 +56,44 @@ pub fn explain(
     reclaim: &Reclaim,
     taken: Option<[u64; RSS_MEMBERS]>,
 ) -> Vec<String> {
-    let mut sentences = Vec::new();
-    for (kind, why) in [
-        (ReclaimKind::Memcg, "its memory cgroup was at its limit"),
-        (
-            ReclaimKind::Direct,
-            "free memory fell below the min watermark",
-        ),
-    ] {
-        if let Some(s) = reclaim.of(p.pid, kind) {
-            sentences.push(format!(
-                "Its allocations stalled {} times in {} reclaim ({why}), {:.3} ms in all, the \
-                 longest {:.3} ms.",
-                s.count,
-                kind.name(),
-                s.total_ns as f64 / 1e6,
-                s.max_ns as f64 / 1e6,
-            ));
-        }
+    let facts = Facts { p, reclaim, taken };
+    let sentences: Vec<String> = RULES.iter().filter_map(|rule| rule(&facts)).collect();
+    if sentences.is_empty() {
+        return vec!["No memory was released, and RSS did not change, while traced.".to_owned()];
     }
-    let bytes = |value| p.madvise.get(&value).map_or(0, |t| t.bytes);
-    let (free, dontneed) = (bytes(advice::FREE), bytes(advice::DONTNEED));
-    let last = p.smaps_last;
+    sentences
+}
+
+fn memcg_stalls(f: &Facts) -> Option<String> {
+    stalls(f, ReclaimKind::Memcg, "its memory cgroup was at its limit")
+}
+
+fn direct_stalls(f: &Facts) -> Option<String> {
+    stalls(
+        f,
+        ReclaimKind::Direct,
+        "free memory fell below the min watermark",
+    )
+}
+
+fn stalls(f: &Facts, kind: ReclaimKind, why: &str) -> Option<String> {
+    let s = f.reclaim.of(f.p.pid, kind)?;
+    Some(format!(
+        "Its allocations stalled {} times in {} reclaim ({why}), {:.3} ms in all, the longest \
+         {:.3} ms.",
+        s.count,
+        kind.name(),
+        s.total_ns as f64 / 1e6,
+        s.max_ns as f64 / 1e6,
+    ))
+}
+
+/// MADV_FREE: whether its pages are still in RSS as LazyFree, as far as that is known.
+fn madv_free(f: &Facts) -> Option<String> {
+    let free = f.released(advice::FREE);
+    let last = f.p.smaps_last;
     let rss = last.map_or(0, |s| s.rss);
     let lazy = last.map_or(0, |s| s.lazy_free);
-
     if lazy > 0 && lazy * 100 >= rss * NOTABLE_LAZYFREE_PERCENT {
         let released = if free > 0 {
             format!(
@@ -62,83 +103,92 @@ pub fn explain(
         } else {
             "it was released with MADV_FREE (before tracing started)".to_owned()
         };
-        sentences.push(format!(
+        return Some(format!(
             "RSS {} is high partly because {released}: {} of it is LazyFree, which the kernel \
              takes back only under memory pressure. That is reclaimable memory, not a leak.",
             human_bytes(rss),
             human_bytes(lazy),
         ));
-    } else if free > 0 && last.is_none() {
-        sentences.push(free_without_smaps(p, free));
-    } else if free > 0 {
-        sentences.push(format!(
+    }
+    match (free, last) {
+        (0, _) => None,
+        (free, None) => Some(free_without_smaps(f.p, free)),
+        (free, Some(_)) => Some(format!(
             "{} was released with MADV_FREE; little of it is still LazyFree (it was reclaimed, \
              written to again or unmapped).",
             human_bytes(free)
-        ));
+        )),
     }
-    if dontneed > 0 {
-        sentences.push(format!(
+}
+
+fn madv_dontneed(f: &Facts) -> Option<String> {
+    let dontneed = f.released(advice::DONTNEED);
+    (dontneed > 0).then(|| {
+        format!(
             "{} was released with MADV_DONTNEED: those pages left RSS at once.",
             human_bytes(dontneed)
-        ));
-    }
-    let taken = taken.map_or(0, |t| {
+        )
+    })
+}
+
+fn taken_while_not_running(f: &Facts) -> Option<String> {
+    let taken = f.taken.map_or(0, |t| {
         t[RssMember::Anon as usize] + t[RssMember::File as usize]
     });
-    if taken > 0 {
-        sentences.push(format!(
+    (taken > 0).then(|| {
+        format!(
             "Reclaim or the OOM reaper took {} of its resident memory while it was not running.",
             human_bytes(taken)
-        ));
+        )
+    })
+}
+
+fn exec(f: &Facts) -> Option<String> {
+    let p = f.p;
+    let first = p.exec_from.first()?;
+    let names: Vec<&str> = p.exec_from[1..]
+        .iter()
+        .map(String::as_str)
+        .chain([p.comm.as_str()])
+        .collect();
+    // Empty: memtrace met the process first at its exec, after its old name was gone.
+    let first = match first.as_str() {
+        "" => "a process whose earlier name memtrace did not see",
+        name => name,
+    };
+    Some(format!(
+        "It called exec while traced: {first} became {} (a new program and address space).",
+        names.join(", then ")
+    ))
+}
+
+fn failed_madvise(f: &Facts) -> Option<String> {
+    let failed: u64 = f.p.madvise.values().map(|t| t.failed).sum();
+    (failed > 0).then(|| format!("{failed} madvise calls failed and released nothing."))
+}
+
+fn major_faults(f: &Facts) -> Option<String> {
+    let major = f.p.task_faults.major();
+    (major > 0)
+        .then(|| format!("It waited on I/O for {major} major page faults (file or swap reads)."))
+}
+
+fn rss_change(f: &Facts) -> Option<String> {
+    let (first, last) = (f.p.smaps_first?, f.p.smaps_last?);
+    if first.rss.abs_diff(last.rss) < NOTABLE_RSS_CHANGE {
+        return None;
     }
-    if let Some(first) = p.exec_from.first() {
-        let names: Vec<&str> = p.exec_from[1..]
-            .iter()
-            .map(String::as_str)
-            .chain([p.comm.as_str()])
-            .collect();
-        // Empty: memtrace met the process first at its exec, after its old name was gone.
-        let first = match first.as_str() {
-            "" => "a process whose earlier name memtrace did not see",
-            name => name,
-        };
-        sentences.push(format!(
-            "It called exec while traced: {first} became {} (a new program and address space).",
-            names.join(", then ")
-        ));
-    }
-    let failed: u64 = p.madvise.values().map(|t| t.failed).sum();
-    if failed > 0 {
-        sentences.push(format!(
-            "{failed} madvise calls failed and released nothing."
-        ));
-    }
-    let major = p.task_faults.major();
-    if major > 0 {
-        sentences.push(format!(
-            "It waited on I/O for {major} major page faults (file or swap reads)."
-        ));
-    }
-    if let (Some(first), Some(last)) = (p.smaps_first, last)
-        && first.rss.abs_diff(last.rss) >= NOTABLE_RSS_CHANGE
-    {
-        let (verb, change) = if last.rss > first.rss {
-            ("grew", last.rss - first.rss)
-        } else {
-            ("fell", first.rss - last.rss)
-        };
-        sentences.push(format!(
-            "RSS {verb} by {} over the window ({} → {}).",
-            human_bytes(change),
-            human_bytes(first.rss),
-            human_bytes(last.rss)
-        ));
-    }
-    if sentences.is_empty() {
-        sentences.push("No memory was released, and RSS did not change, while traced.".to_owned());
-    }
-    sentences
+    let (verb, change) = if last.rss > first.rss {
+        ("grew", last.rss - first.rss)
+    } else {
+        ("fell", first.rss - last.rss)
+    };
+    Some(format!(
+        "RSS {verb} by {} over the window ({} → {}).",
+        human_bytes(change),
+        human_bytes(first.rss),
+        human_bytes(last.rss)
+    ))
 }
 
 /// MADV_FREE bytes of a process whose LazyFree is not read (smaps_rollup is read for `--pid`

@@ -238,7 +238,10 @@ pub fn memtrace_as_nobody(caps: &[&str], args: &[&str]) -> std::process::Output 
     } else {
         let caps: Vec<String> = caps.iter().map(|c| format!("+{c}")).collect();
         let caps = caps.join(",");
-        setpriv.args([format!("--inh-caps={caps}"), format!("--ambient-caps={caps}")]);
+        setpriv.args([
+            format!("--inh-caps={caps}"),
+            format!("--ambient-caps={caps}"),
+        ]);
     }
     setpriv
         .arg(MEMTRACE)
