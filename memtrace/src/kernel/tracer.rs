@@ -138,10 +138,20 @@ impl Tracer {
             .as_ref()
             .map(|pids| u32::try_from(pids.len()).unwrap_or(u32::MAX));
         let totals_capacity = maps::totals_capacity(counting, targets, options.run.follow);
-        let mut ebpf = load(options, &offsets, (counting, totals_capacity), args_at)?;
+        // aya's reading of the kernel's BTF, parsed once for the loader (CO-RE relocations)
+        // and the trampolines (their functions' types), and freed after attaching. memtrace's
+        // own reader above resolves only the members it names; its copy is gone by now.
+        let kernel_btf = aya::Btf::from_sys_fs();
+        let mut ebpf = load(
+            options,
+            &offsets,
+            (counting, totals_capacity),
+            args_at,
+            kernel_btf.as_ref().ok(),
+        )?;
         let mut warnings = offsets.warnings.clone();
         let mut on_trampolines = match options.trampolines {
-            true => trampoline::attach(&mut ebpf, run),
+            true => trampoline::attach(&mut ebpf, kernel_btf.as_ref(), run),
             false => trampoline::OnTrampolines {
                 refused: Some("not tried (--bench-tracepoints-only)".to_owned()),
                 ..Default::default()
@@ -455,6 +465,7 @@ fn load(
     offsets: &Offsets,
     (counting, totals_capacity): (bool, u32),
     args_at: ArgsAt,
+    kernel_btf: Option<&aya::Btf>,
 ) -> anyhow::Result<Ebpf> {
     let config = Config {
         self_tgid: std::process::id(),
@@ -480,6 +491,7 @@ fn load(
         0
     };
     EbpfLoader::new()
+        .btf(kernel_btf)
         .override_global(config::CONFIG, &config, true)
         .override_global(config::FIELD_OFFSETS, &offsets.fields, true)
         .override_global(config::MEMBER_OFFSETS, &offsets.members, true)

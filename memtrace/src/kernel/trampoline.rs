@@ -5,7 +5,7 @@
 
 use anyhow::anyhow;
 use aya::{
-    Btf, Ebpf,
+    Btf, BtfError, Ebpf,
     programs::{
         FEntry, FExit, ProgramError, fentry::FEntryLink, fexit::FExitLink,
         trace_point::TracePointLink,
@@ -35,9 +35,9 @@ pub struct OnTrampolines {
 /// Attaches every syscall pair this run needs on trampolines, as far as the kernel allows. A
 /// kernel that refuses the first pair (no BTF, no trampolines, or refused by policy: EPERM on
 /// some hosted VMs) is not asked again for the others.
-pub fn attach(ebpf: &mut Ebpf, run: Run) -> OnTrampolines {
+pub fn attach(ebpf: &mut Ebpf, btf: Result<&Btf, &BtfError>, run: Run) -> OnTrampolines {
     let mut attached = OnTrampolines::default();
-    let btf = match Btf::from_sys_fs() {
+    let btf = match btf {
         Ok(btf) => btf,
         Err(e) => {
             attached.refused = Some(format!("no kernel BTF: {e}"));
@@ -54,7 +54,7 @@ pub fn attach(ebpf: &mut Ebpf, run: Run) -> OnTrampolines {
         // is needed only where the tracepoint entry would be (to time each call for its
         // record).
         let entry = entry.replaces().hook().when.applies(run).then_some(entry);
-        match attach_pair(ebpf, &btf, entry, exit) {
+        match attach_pair(ebpf, btf, entry, exit) {
             Ok(links) => {
                 attached.links.extend(links);
                 // Both tracepoint programs stand aside, the entry's too when not needed.
