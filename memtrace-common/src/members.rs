@@ -33,6 +33,31 @@ named_enum! {
     }
 }
 
+impl Member {
+    /// How many bytes the programs read at the member: for `css_set.subsys`, an array of
+    /// pointers, at each of its elements. Userspace passes an offset only where the kernel's
+    /// BTF gives the member this size (a whole multiple of it, for the array), so no program
+    /// reads part of a field or past it.
+    pub const fn read_bytes(self) -> u32 {
+        match self {
+            // `unsigned int flags`, `atomic_t live` (an int).
+            Member::TaskFlags | Member::SignalLive => 4,
+            // `unsigned long` counters, `u64` times and ids, and pointers.
+            Member::TaskMinFlt
+            | Member::TaskMajFlt
+            | Member::TaskCgroups
+            | Member::CssSetSubsys
+            | Member::CssCgroup
+            | Member::CgroupKn
+            | Member::KernfsNodeId
+            | Member::TaskGroupLeader
+            | Member::TaskStartBoottime
+            | Member::TaskStack
+            | Member::TaskSignal => 8,
+        }
+    }
+}
+
 /// `task_struct.flags` bit of a task in direct or memcg reclaim, or of kswapd
 /// (`include/linux/sched.h`, the same since 2.6).
 pub const PF_MEMALLOC: u32 = 0x0000_0800;

@@ -282,7 +282,6 @@ impl Btf {
     /// Byte size of the member's type (follow typedef/const/volatile/restrict/type_tag to the
     /// underlying int/pointer/struct/enum/array; pointer = 8 on 64-bit), so callers can check
     /// `unsigned long` is 8 bytes. For a bitfield this is the size of its declared type.
-    #[allow(dead_code, reason = "API for callers that check a member's width")]
     pub fn member_size(&self, ty: &str, member: &str) -> Result<u32, Error> {
         let found = self.find(ty, member)?;
         self.size_of(found.type_id)
@@ -1063,6 +1062,23 @@ mod tests {
                 dump.member_offset(ty, name),
                 "{ty}.{name}"
             );
+        }
+    }
+
+    /// This kernel's members are as wide as the programs read them (`Member::read_bytes`), so
+    /// the loader passes every offset on.
+    #[test]
+    fn kernel_members_are_as_wide_as_the_programs_read_them() {
+        use memtrace_common::members::Member;
+        let Some(btf) = kernel_btf() else { return };
+        for member in Member::ALL {
+            let (ty, name) = member.path();
+            let size = btf.member_size(ty, name).expect("member size");
+            let read = member.read_bytes();
+            match member {
+                Member::CssSetSubsys => assert_eq!(size % read, 0, "{ty}.{name}: {size}"),
+                _ => assert_eq!(size, read, "{ty}.{name}"),
+            }
         }
     }
 

@@ -99,6 +99,7 @@ impl Offsets {
             let at = btf
                 .member_offset(ty, name)
                 .map_err(|e| format!("kernel BTF: {ty}.{name}: {e}"))?;
+            check_width(btf, member)?;
             self.members[member as usize] = at;
             Ok(())
         };
@@ -129,7 +130,8 @@ impl Offsets {
         let index = memcg
             .into_iter()
             .try_for_each(&mut found)
-            .and_then(|()| memory_controller_id(btf));
+            .and_then(|()| memory_controller_id(btf))
+            .and_then(|index| subsys_has(btf, index));
         match index {
             Ok(index) => self.memcg_subsys_index = index,
             Err(e) => self.warnings.push(format!(
@@ -182,6 +184,42 @@ impl Offsets {
         };
         self.args_at = ArgsAt::KernelStack;
         self.pt_regs_offset = THREAD_SIZE - padding - PT_REGS_SIZE;
+    }
+}
+
+/// Whether the member is as wide as the programs read it (see `Member::read_bytes`).
+fn check_width(btf: &Btf, member: Member) -> Result<(), String> {
+    let (ty, name) = member.path();
+    let size = btf
+        .member_size(ty, name)
+        .map_err(|e| format!("kernel BTF: {ty}.{name}: {e}"))?;
+    let read = member.read_bytes();
+    let fits = match member {
+        Member::CssSetSubsys => size % read == 0,
+        _ => size == read,
+    };
+    match fits {
+        true => Ok(()),
+        false => Err(format!(
+            "kernel BTF: {ty}.{name} is {size} bytes where memtrace reads {read}"
+        )),
+    }
+}
+
+/// `index`, if `css_set.subsys` has that many entries and more: the programs read the entry
+/// at the memory controller's index.
+fn subsys_has(btf: Result<&Btf, &str>, index: u32) -> Result<u32, String> {
+    let (ty, name) = Member::CssSetSubsys.path();
+    let entries = btf
+        .map_err(str::to_owned)?
+        .member_size(ty, name)
+        .map_err(|e| format!("kernel BTF: {ty}.{name}: {e}"))?
+        / Member::CssSetSubsys.read_bytes();
+    match index < entries {
+        true => Ok(index),
+        false => Err(format!(
+            "the memory controller's index {index} is past {ty}.{name}'s {entries} entries"
+        )),
     }
 }
 
