@@ -42,7 +42,9 @@ pub struct Config {
     /// 1 = every program returns at once: the cost floor of the hooks themselves, which
     /// `cargo xtask bench` measures memtrace against (`--bench-empty-programs`).
     pub empty_programs: u8,
-    pub _pad: [u8; 4],
+    /// 1 = count the caller stacks of memory syscalls and reclaim stalls (`--stacks`).
+    pub stacks: u8,
+    pub _pad: [u8; 3],
 }
 
 impl Config {
@@ -55,7 +57,8 @@ impl Config {
         follow_forks: 0,
         stream_faults: 0,
         empty_programs: 0,
-        _pad: [0; 4],
+        stacks: 0,
+        _pad: [0; 3],
     };
 }
 

@@ -8,7 +8,8 @@
 //! - [`events`]: the records streamed through the ring buffer and the map values, one file per
 //!   event, and [`events::EventKind`];
 //! - [`lost`]: why the kernel side dropped a record;
-//! - [`config`] and [`maps`]: the loader-set globals and the maps userspace reads.
+//! - [`config`] and [`maps`]: the loader-set globals and the maps userspace reads;
+//! - [`stacks`]: the caller stacks counted in the kernel with `--stacks`.
 //!
 //! Everything shared in memory is `#[repr(C)]` plain data without implicit padding, so both
 //! sides agree on every byte.
@@ -27,6 +28,7 @@ pub mod hooks;
 pub mod lost;
 pub mod maps;
 pub mod members;
+pub mod stacks;
 
 /// Lets userspace copy these types in and out of maps and ring-buffer records.
 macro_rules! pod {

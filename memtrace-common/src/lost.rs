@@ -17,6 +17,9 @@ named_enum! {
         /// The address-space table was full: a process's RSS and what reclaim took from it
         /// could not be followed.
         RssTableFull = 5 => "rss_table_full",
+        /// The stack tables were full (`--stacks`): a call on a stack not counted before
+        /// could not be counted by stack.
+        StackTableFull = 6 => "stack_table_full",
     }
 }
 
@@ -30,6 +33,7 @@ impl Lost {
             Self::TargetsFull => "child pid beyond the filter (pid_max raised)",
             Self::ReclaimPendingFull => "reclaim pairing table full",
             Self::RssTableFull => "address-space table full",
+            Self::StackTableFull => "stack table full",
         }
     }
 
@@ -41,7 +45,8 @@ impl Lost {
             | Self::FaultTableFull
             | Self::TargetsFull
             | Self::ReclaimPendingFull
-            | Self::RssTableFull => None,
+            | Self::RssTableFull
+            | Self::StackTableFull => None,
         }
     }
 }

@@ -23,6 +23,9 @@ named_enum! {
         /// When a task started, in ns of CLOCK_BOOTTIME (/proc/PID/stat's starttime in clock
         /// ticks), since 5.5.
         TaskStartBoottime = 9 => "task_struct.start_boottime",
+        /// A thread's kernel stack, at whose top the entry code saved its user registers
+        /// (`--stacks` reads the user stack pointer there).
+        TaskStack = 10 => "task_struct.stack",
     }
 }
 

@@ -56,6 +56,7 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
         }
     }
     faults::forget(child);
+    crate::stacks::forget(child);
     let Some(mut entry) = EVENTS.reserve::<Spawn>(0) else {
         count_lost(Lost::RingFull);
         return 0;

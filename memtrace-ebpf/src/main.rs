@@ -22,6 +22,7 @@ mod oom;
 mod reclaim;
 mod ring;
 mod rss;
+mod stacks;
 mod syscalls;
 mod trampolines;
 

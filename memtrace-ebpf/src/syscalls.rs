@@ -141,7 +141,7 @@ fn exit(ctx: &TracePointContext) -> u32 {
     };
     // SAFETY: `ret` is the 8 bytes at 16 of every sys_exit_* record.
     let ret = unsafe { record_field::<i64, RET_OFFSET>(ctx) };
-    complete(tgid, tid, ret);
+    complete(ctx, tgid, tid, ret);
     0
 }
 
@@ -187,7 +187,7 @@ pub fn park<C: EbpfContext>(
 /// Emits this thread's parked syscall with its result. Shared by the tracepoint and the
 /// trampoline programs.
 #[inline(always)]
-pub fn complete(tgid: u32, tid: u32, ret: i64) {
+pub fn complete<C: EbpfContext>(ctx: &C, tgid: u32, tid: u32, ret: i64) {
     let Some(slot) = slot(tid) else {
         return;
     };
@@ -200,6 +200,7 @@ pub fn complete(tgid: u32, tid: u32, ret: i64) {
     }
     // SAFETY: as above.
     unsafe { (*slot).tid = 0 };
+    crate::stacks::syscall(ctx, tgid, pending.kind, &pending.args, ret);
     let Some(mut entry) = EVENTS.reserve::<SyscallEvent>(0) else {
         count_lost(Lost::RingFull);
         return;

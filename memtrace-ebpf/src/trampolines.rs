@@ -57,7 +57,7 @@ fn exit(ctx: &FExitContext) -> u32 {
         return 0;
     };
     let ret: i64 = ctx.arg(1);
-    complete(tgid, tid, ret);
+    complete(ctx, tgid, tid, ret);
     0
 }
 

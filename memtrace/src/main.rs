@@ -71,6 +71,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ..Selection::default()
                 },
                 need_targets: false,
+                stacks: cli.stacks,
             };
             let mode = Trace::new(cli.pid, cli.follow, cli.json, cli.top, cli.interval);
             session::run(config, mode).await

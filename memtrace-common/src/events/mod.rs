@@ -47,6 +47,8 @@ named_enum! {
         /// A task was created with a pid that may have been another process's
         /// ([`spawn::Spawn`]).
         Spawn = 15 => "spawn",
+        /// A new caller stack was counted (`--stacks`; [`crate::stacks::StackSeen`]).
+        StackSeen = 16 => "stack_seen",
     }
 }
 

@@ -6,5 +6,6 @@ mod by_name;
 pub mod explain;
 pub mod golang;
 pub mod snapshot;
+pub mod stacks;
 
 pub use by_name::{ByName, Name};

@@ -18,6 +18,7 @@ use super::{
     by_name::ByName,
     explain,
     golang::verdict::Verdict,
+    stacks::StacksView,
 };
 use crate::{
     cli::SortKey,
@@ -131,7 +132,9 @@ impl Snapshot {
             .into_iter()
             .map(|p| {
                 let taken = taken_withheld.is_none().then(|| p.taken());
-                ProcessView::new(p, reclaim, selection.counts_user_faults, taken)
+                let mut view = ProcessView::new(p, reclaim, selection.counts_user_faults, taken);
+                view.stacks = StacksView::of(&model.stacks, p.pid);
+                view
             })
             .collect();
         Self {
@@ -236,6 +239,8 @@ pub struct ProcessView {
     pub explanation: Vec<String>,
     /// This process's direct and memcg reclaim stalls.
     pub reclaim: ByName<ReclaimKind, Option<StallView>>,
+    /// With `--stacks`: where its calls and stalls came from; null without.
+    pub stacks: Option<StacksView>,
 }
 
 impl ProcessView {
@@ -277,6 +282,7 @@ impl ProcessView {
             },
             explanation: explain::explain(p, reclaim, taken),
             reclaim: stalls_of(reclaim, p.pid),
+            stacks: None,
         }
     }
 

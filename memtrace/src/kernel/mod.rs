@@ -8,8 +8,10 @@ pub mod log;
 mod object;
 mod offsets;
 pub mod procfs;
+pub mod symbols;
 pub mod tracefs;
 mod tracer;
 mod trampoline;
+mod unwind;
 
 pub use tracer::{LostCounts, Options, Tracer, check_privileges};

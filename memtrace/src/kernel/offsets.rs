@@ -96,6 +96,11 @@ impl Offsets {
                 "{e}; the start time of a process that exits before memtrace reads /proc is unknown"
             ));
         }
+        if let Err(e) = found(Member::TaskStack) {
+            self.warnings.push(format!(
+                "{e}; with --stacks, the caller of a function that makes its system call without a frame (libc's and Go's wrappers) is left out"
+            ));
+        }
         if let Err(e) = found(Member::TaskFlags) {
             self.warnings.push(format!(
                 "{e}; memory that reclaim takes from a process is not counted"

@@ -23,6 +23,7 @@ use memtrace_common::{
     hooks::{Need, Program, Run},
     lost::Lost,
     maps,
+    stacks::{Frames, StackCounts, StackKey, StackRef},
 };
 
 use super::{
@@ -48,6 +49,8 @@ pub struct Options {
     pub trampolines: bool,
     /// Keep the kernel programs' diagnostics (`--verbose`).
     pub verbose: bool,
+    /// Count caller stacks (`--stacks`).
+    pub stacks: bool,
 }
 
 /// Attached programs and the maps userspace reads. Dropping it detaches everything.
@@ -66,6 +69,8 @@ pub struct Tracer {
     stalls_all: PerCpuArray<MapData, StallHist>,
     kswapd_wakeups: PerCpuHashMap<MapData, u32, KswapdWakeups>,
     lru_scan: PerCpuArray<MapData, ScanCounts>,
+    stack_counts: HashMap<MapData, StackKey, StackCounts>,
+    stacks: HashMap<MapData, StackRef, Frames>,
     /// Names of this kernel's GFP flags.
     pub gfp: GfpNames,
     /// What could not be attached or resolved, and what the user loses.
@@ -135,6 +140,8 @@ impl Tracer {
             stalls_all: PerCpuArray::try_from(take_map(&mut ebpf, maps::STALLS_ALL)?)?,
             kswapd_wakeups: PerCpuHashMap::try_from(take_map(&mut ebpf, maps::KSWAPD_WAKEUPS)?)?,
             lru_scan: PerCpuArray::try_from(take_map(&mut ebpf, maps::LRU_SCAN)?)?,
+            stack_counts: HashMap::try_from(take_map(&mut ebpf, maps::STACK_COUNTS)?)?,
+            stacks: HashMap::try_from(take_map(&mut ebpf, maps::STACKS)?)?,
             ebpf,
             attached,
             gfp: GfpNames::from_format_file(&events_dir),
@@ -260,6 +267,16 @@ impl Tracer {
         [slot(ScanSlot::InStall), slot(ScanSlot::Background)]
     }
 
+    /// What `--stacks` counted so far, per process, call and stack.
+    pub fn stack_counts(&self) -> Vec<(StackKey, StackCounts)> {
+        self.stack_counts.iter().filter_map(Result::ok).collect()
+    }
+
+    /// A stored stack's frames.
+    pub fn frames(&self, stack: &StackRef) -> Option<Frames> {
+        self.stacks.get(stack, 0).ok()
+    }
+
     /// Records dropped in the kernel so far, per reason, per CPU.
     pub fn lost(&self) -> LostCounts {
         LostCounts {
@@ -366,6 +383,7 @@ fn load(options: &Options, offsets: &Offsets) -> anyhow::Result<Ebpf> {
         follow_forks: u8::from(options.run.follow),
         stream_faults: u8::from(options.fault_events),
         empty_programs: u8::from(options.empty_programs),
+        stacks: u8::from(options.stacks),
         ..Config::DEFAULT
     };
     // Logging off unless asked for: the programs' log statements then are dead code the
@@ -375,7 +393,13 @@ fn load(options: &Options, offsets: &Offsets) -> anyhow::Result<Ebpf> {
     } else {
         0
     };
+    // The stack maps exist either way; they get room only when used (STACKS alone holds
+    // 528 bytes per entry, preallocated).
+    let stack_room = |capacity: u32| if options.stacks { capacity } else { 1 };
     EbpfLoader::new()
+        .map_max_entries(maps::STACK_COUNTS, stack_room(maps::MAX_STACK_COUNTS))
+        .map_max_entries(maps::STACKS, stack_room(maps::MAX_STACKS))
+        .map_max_entries(maps::LAST_BREAK, stack_room(maps::MAX_BREAKS))
         .override_global(config::CONFIG, &config, true)
         .override_global(config::FIELD_OFFSETS, &offsets.fields, true)
         .override_global(config::MEMBER_OFFSETS, &offsets.members, true)

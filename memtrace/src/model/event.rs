@@ -10,6 +10,7 @@ use memtrace_common::events::{
     syscall::SyscallEvent,
 };
 pub use memtrace_common::events::{exit::ThreadExit, rss::AddressSpaceGone, spawn::Spawn};
+use memtrace_common::stacks::{StackRef, StackSeen};
 
 use crate::kernel::procfs::{CgroupOf, VictimFacts};
 
@@ -54,6 +55,8 @@ pub enum Event {
     Exec(Exec),
     AddressSpaceGone(AddressSpaceGone),
     Spawn(Spawn),
+    /// A new stack counted with `--stacks`, to be symbolized now.
+    StackSeen(StackRef),
 }
 
 impl Event {
@@ -77,6 +80,7 @@ impl Event {
             Self::Exec(e) => Some(e.tgid),
             Self::Stall(s) => Some(s.tgid),
             Self::AddressSpaceGone(g) => Some(g.tgid),
+            Self::StackSeen(s) => Some(s.tgid),
             // About a pid's next holder, which nothing is known of yet.
             Self::Spawn(_) => None,
             Self::OomKill(_) | Self::OomReaper(_) | Self::Kswapd(_) => None,
@@ -380,6 +384,10 @@ pub fn decode(bytes: &[u8], page_size: u64) -> Result<Event, DecodeError> {
             }
             EventKind::AddressSpaceGone => Event::AddressSpaceGone(record(bytes, kind)?),
             EventKind::Spawn => Event::Spawn(record(bytes, kind)?),
+            EventKind::StackSeen => {
+                let raw: StackSeen = record(bytes, kind)?;
+                Event::StackSeen(raw.stack)
+            }
             EventKind::Kswapd => {
                 let raw: KswapdEvent = record(bytes, kind)?;
                 Event::Kswapd(Kswapd {

@@ -463,7 +463,9 @@ pub fn event_line(event: &Event, gfp: &GfpNames) -> Option<String> {
         Event::Stall(s) => Line::ReclaimStall(stall_line(s, gfp)),
         Event::OomKill(o) => Line::OomKill(o),
         Event::OomReaper(r) => Line::OomReaper(reaper_line(r)),
-        Event::Kswapd(_) | Event::AddressSpaceGone(_) | Event::Spawn(_) => return None,
+        Event::Kswapd(_) | Event::AddressSpaceGone(_) | Event::Spawn(_) | Event::StackSeen(_) => {
+            return None;
+        }
     };
     Some(line.to_json())
 }

@@ -26,6 +26,7 @@ use memtrace_common::{
         stall::{ReclaimKind, ScanCounts, ScanSlot, StallHist, StallKey},
     },
     hooks::{Program, Run},
+    stacks::{Frames, StackCounts, StackKey, StackRef},
 };
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -44,6 +45,7 @@ use crate::{
         LostCounts, Options, Tracer, check_privileges,
         log::KernelLog,
         procfs::{self, SmapsRollup},
+        symbols::{Located, Symbols},
     },
     model::{
         Model,
@@ -108,6 +110,8 @@ pub struct Config {
     pub selection: Selection,
     /// Whether a target that is not a readable executable is an error (`memtrace go`).
     pub need_targets: bool,
+    /// Count caller stacks (`--stacks`).
+    pub stacks: bool,
 }
 
 impl Config {
@@ -125,6 +129,7 @@ impl Config {
             verbose: false,
             selection: Selection::default(),
             need_targets: false,
+            stacks: false,
         }
     }
 }
@@ -205,6 +210,7 @@ struct KernelSample {
     wakeups: Vec<(u32, KswapdWakeups)>,
     scans: [ScanCounts; ScanSlot::COUNT],
     lost: LostCounts,
+    stacks: Vec<(StackKey, StackCounts)>,
 }
 
 /// The traced window: the tracer, the model it feeds, and where output goes.
@@ -231,6 +237,11 @@ pub struct Session {
     metrics: Option<watch::Sender<Bytes>>,
     /// What was read about each named target at start (Go build info, GODEBUG).
     targets: BTreeMap<u32, Target>,
+    /// Names stacks as they are announced (`--stacks`).
+    symbols: Option<Symbols>,
+    /// Stacks announced since the last sample, placed in their files (user stacks), with
+    /// their frames: named at the next sample.
+    located: Vec<(StackRef, Option<Located>, Frames)>,
 }
 
 impl Session {
@@ -247,6 +258,7 @@ impl Session {
             empty_programs: config.empty_programs,
             trampolines: config.trampolines,
             verbose: config.verbose,
+            stacks: config.stacks,
         })?;
         for warning in &tracer.warnings {
             eprintln!("memtrace: warning: {warning}");
@@ -270,6 +282,7 @@ impl Session {
         if let Some(at_attach) = at_attach {
             model.attribution.set_at_attach(at_attach);
         }
+        model.stacks.enabled = config.stacks;
         Ok(Self {
             events: watch_fd(events).context("cannot watch the events ring buffer")?,
             kernel_log,
@@ -286,6 +299,8 @@ impl Session {
             followed: Vec::new(),
             metrics: None,
             targets,
+            symbols: config.stacks.then(Symbols::default),
+            located: Vec::new(),
         })
     }
 
@@ -457,8 +472,47 @@ impl Session {
                 .attribution
                 .set_start_time_from_kernel(exit.tgid, ticks);
         }
+        if let Event::StackSeen(stack) = event {
+            self.locate_stack(*stack);
+        }
         if let Some(pid) = event.process() {
             self.name_if_unnamed(pid);
+        }
+    }
+
+    /// Places a new user stack in the process's files now: its addresses mean something only
+    /// with the process's memory map, gone once the process exits. Naming the frames waits
+    /// for the next sample ([`Session::name_stacks`]), so a burst of new stacks is placed
+    /// before any is named.
+    fn locate_stack(&mut self, stack: StackRef) {
+        let Some(symbols) = self.symbols.as_mut() else {
+            return;
+        };
+        if self.model.stacks.is_named(&stack) || self.located.iter().any(|(s, _, _)| *s == stack) {
+            return;
+        }
+        let Some(frames) = self.tracer.frames(&stack) else {
+            return;
+        };
+        let located = (stack.kernel == 0).then(|| symbols.locate(stack.tgid, &frames));
+        self.located.push((stack, located, frames));
+    }
+
+    /// Names the stacks placed since the last sample, and any the counts refer to that were
+    /// never announced (a full ring buffer).
+    fn name_stacks(&mut self) {
+        for stack in self.model.stacks.unnamed() {
+            self.locate_stack(stack);
+        }
+        let Some(symbols) = self.symbols.as_mut() else {
+            return;
+        };
+        for (stack, located, frames) in std::mem::take(&mut self.located) {
+            let named = match located {
+                Some(located) => symbols.name(&located),
+                None => symbols.kernel(&frames),
+            };
+            self.model.stacks.name(stack, named);
         }
     }
 
@@ -543,6 +597,10 @@ impl Session {
             wakeups: tracer.kswapd_wakeups(),
             scans: tracer.lru_scan(),
             lost: tracer.lost(),
+            stacks: match self.symbols {
+                Some(_) => tracer.stack_counts(),
+                None => Vec::new(),
+            },
         }
     }
 
@@ -581,6 +639,8 @@ impl Session {
             .collect();
         model.reclaim.scans = kernel.scans;
         model.lost = kernel.lost;
+        model.stacks.set_counts(kernel.stacks);
+        self.name_stacks();
         self.adopt_children();
     }
 
