@@ -81,11 +81,25 @@ pub struct FrameView {
     /// Not walked by the kernel: the return address a frameless function (a system-call
     /// wrapper) left at the stack top, confirmed by its unwind information.
     pub recovered: bool,
+    /// A function the compiler inlined into the next frame: same address, no frame of its own.
+    pub inlined: bool,
 }
 
-impl From<&Frame> for FrameView {
-    fn from(f: &Frame) -> Self {
-        Self {
+impl FrameView {
+    /// A frame, preceded by the functions inlined at its address (innermost first).
+    fn all(f: &Frame) -> impl Iterator<Item = Self> + '_ {
+        let inlined = f.inlined.iter().map(|(function, file, line)| Self {
+            address: f.address,
+            function: Some(function.clone()),
+            offset: 0,
+            module: f.module.clone(),
+            file: file.clone(),
+            line: *line,
+            unknown: None,
+            recovered: f.recovered,
+            inlined: true,
+        });
+        inlined.chain(std::iter::once(Self {
             address: f.address,
             function: f.function.clone(),
             offset: f.offset,
@@ -94,14 +108,15 @@ impl From<&Frame> for FrameView {
             line: f.line,
             unknown: f.unknown.clone(),
             recovered: f.recovered,
-        }
+            inlined: false,
+        }))
     }
 }
 
 impl From<&Stack> for FramesView {
     fn from(s: &Stack) -> Self {
         Self {
-            frames: s.frames.iter().map(FrameView::from).collect(),
+            frames: s.frames.iter().flat_map(FrameView::all).collect(),
             truncated: s.truncated,
             doubts: s.doubts.clone(),
         }
@@ -200,6 +215,7 @@ impl FrameView {
             .as_deref()
             .map(|m| m.rsplit('/').next().unwrap_or(m));
         let mut text = match &self.function {
+            Some(function) if self.inlined => format!("{function} (inlined)"),
             Some(function) => format!("{function}+{:#x}", self.offset),
             None => format!("{:#x}", self.address),
         };

@@ -41,6 +41,9 @@ pub struct Frame {
     /// Not walked by the kernel: the return address left at the stack top by a function that
     /// had not set up its frame, confirmed by that function's unwind information.
     pub recovered: bool,
+    /// Functions the compiler inlined at this address, innermost first: `(function, file,
+    /// line)`. They are callers too, with no frame of their own.
+    pub inlined: Vec<(String, Option<String>, Option<u32>)>,
 }
 
 /// A stack with its frames named.
@@ -121,7 +124,13 @@ impl Symbols {
             vmlinux: MaybeDefault::None,
             ..Kernel::default()
         });
-        let named = self.symbolizer.symbolize(&source, Input::AbsAddr(ips));
+        // Return addresses (all but the first) are named by their call instruction.
+        let calls: Vec<u64> = ips
+            .iter()
+            .enumerate()
+            .map(|(i, &ip)| ip.saturating_sub(u64::from(i > 0)))
+            .collect();
+        let named = self.symbolizer.symbolize(&source, Input::AbsAddr(&calls));
         let frames_out = ips
             .iter()
             .enumerate()
@@ -132,7 +141,10 @@ impl Symbols {
                     ..Frame::default()
                 };
                 match named.as_ref().map(|n| n.get(i)) {
-                    Ok(Some(symbolized)) => name(&mut frame, symbolized),
+                    Ok(Some(symbolized)) => {
+                        name(&mut frame, symbolized);
+                        frame.offset += u64::from(i > 0 && frame.function.is_some());
+                    }
                     Ok(None) => frame.unknown = Some("not symbolized".to_owned()),
                     Err(e) => frame.unknown = Some(format!("kallsyms unreadable: {e}")),
                 }
@@ -258,7 +270,13 @@ impl Symbols {
             }
         }
         for (path, entries) in by_file {
-            let offsets: Vec<u64> = entries.iter().map(|&(_, offset)| offset).collect();
+            // A return address (every frame but the first) is named by its call instruction,
+            // the byte before: the address itself may already be the next line, or the next
+            // function.
+            let offsets: Vec<u64> = entries
+                .iter()
+                .map(|&(i, offset)| offset.saturating_sub(u64::from(i > 0)))
+                .collect();
             let indices: Vec<usize> = entries.iter().map(|&(i, _)| i).collect();
             let source = Source::Elf(Elf::new(path));
             match self
@@ -268,6 +286,9 @@ impl Symbols {
                 Ok(results) => {
                     for (&i, symbolized) in indices.iter().zip(&results) {
                         name(&mut named[i], symbolized);
+                        if i > 0 && named[i].function.is_some() {
+                            named[i].offset += 1;
+                        }
                     }
                 }
                 Err(e) => {
@@ -414,6 +435,20 @@ fn name(frame: &mut Frame, symbolized: &Symbolized<'_>) {
                 frame.file = Some(code.file.to_string_lossy().into_owned());
                 frame.line = code.line;
             }
+            // blazesym lists them outermost first.
+            frame.inlined = sym
+                .inlined
+                .iter()
+                .rev()
+                .map(|f| {
+                    let code = f.code_info.as_ref();
+                    (
+                        f.name.to_string(),
+                        code.map(|c| c.file.to_string_lossy().into_owned()),
+                        code.and_then(|c| c.line),
+                    )
+                })
+                .collect();
         }
         Symbolized::Unknown(reason) => frame.unknown = Some(unknown_reason(*reason).to_owned()),
     }

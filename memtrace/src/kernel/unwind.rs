@@ -70,7 +70,7 @@ impl Module {
         let elf = object::File::parse(&cache).ok()?;
         let section = |name: &str| {
             let s = elf.section_by_name(name)?;
-            Some((s.data().ok()?.to_vec(), s.address()))
+            Some((s.uncompressed_data().ok()?.into_owned(), s.address()))
         };
         let cfi = match section(".eh_frame") {
             Some((data, address)) if !data.is_empty() => Some((data, address, true)),
