@@ -150,7 +150,7 @@ fn source_line(text: &str) -> u64 {
 }
 
 #[test]
-fn each_function_counted_exactly_with_its_frame_named() {
+fn stacks_each_function_counted_exactly_with_its_frame_named() {
     if !privileged() {
         return;
     }
@@ -242,7 +242,7 @@ fn each_function_counted_exactly_with_its_frame_named() {
 }
 
 #[test]
-fn a_stripped_binary_says_so() {
+fn stacks_of_a_stripped_binary_say_so() {
     if !privileged() {
         return;
     }
@@ -413,7 +413,7 @@ impl Drop for Oracle {
 }
 
 #[test]
-fn go_release_through_free_os_memory_from_a_named_function() {
+fn stacks_go_release_through_free_os_memory_from_a_named_function() {
     if !privileged() {
         return;
     }
