@@ -17,7 +17,7 @@ use std::{
 };
 
 use serde_json::Value;
-use support::{Memtrace, Output, privileged};
+use support::{MemCgroup, Memtrace, Output, TraceInstance, Workload, privileged};
 
 const WORKLOAD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/stacks-workload"));
 const STRIPPED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/stacks-workload-stripped"));
@@ -476,5 +476,68 @@ fn stacks_go_release_through_free_os_memory_from_a_named_function() {
         // runtime.madvise makes the call without a frame: its caller comes from the stack top.
         assert_eq!(function(&frames[0]), "runtime.madvise", "{frames:#?}");
         assert_eq!(frames[1]["recovered"], true, "{frames:#?}");
+    }
+}
+
+/// memcg reclaim stalls counted per stack against an independent tracefs count of the same
+/// tracepoint for the stalled process: every stall, and every page reclaimed, under a kernel
+/// stack that runs through memory-cgroup reclaim.
+#[test]
+fn stacks_of_memcg_reclaim_stalls() {
+    if !privileged() {
+        return;
+    }
+    let Some(cgroup) = MemCgroup::new("stacks", 128 << 20) else {
+        return;
+    };
+    let mut reader = Workload::spawn_in_cgroup(&cgroup.path, &["page-cache", "--mib", "384"]);
+    let pid = reader.pid;
+    let oracle = TraceInstance::new(
+        "stacks",
+        &[(
+            "vmscan/mm_vmscan_memcg_reclaim_end",
+            format!("common_pid == {pid}"),
+        )],
+    );
+    let memtrace = Memtrace::attach(&["--stacks", "--pid", &pid.to_string()]);
+    reader.go();
+    let record = reader.record();
+    assert_eq!(record["bytes_read"], 384u64 << 20);
+    let output = memtrace.finish();
+    assert!(output.status.success(), "{}", output.stderr);
+    let (mut stalls, mut reclaimed) = (0u64, 0u64);
+    for line in oracle.lines() {
+        if let Some((_, rest)) = line.split_once("mm_vmscan_memcg_reclaim_end:") {
+            stalls += 1;
+            reclaimed += support::trace_number(rest, "nr_reclaimed=");
+        }
+    }
+    assert!(
+        stalls > 10,
+        "the cgroup should have forced reclaim: {stalls}"
+    );
+    let process = output.process(pid);
+    let memcg: Vec<&Value> = stacks(process)
+        .iter()
+        .filter(|s| s["call"] == "memcg_reclaim")
+        .collect();
+    // Few distinct stacks (one read loop): all are among the top ones shown.
+    assert_eq!(process["stacks"]["others"], 0, "{process:#}");
+    let sum = |field: &str| -> u64 { memcg.iter().map(|s| s[field].as_u64().unwrap_or(0)).sum() };
+    assert_eq!((sum("calls"), sum("reclaimed_pages")), (stalls, reclaimed));
+    for stack in memcg {
+        let kernel = stack["kernel"]["frames"].as_array().expect("kernel frames");
+        assert!(
+            kernel
+                .iter()
+                .any(|f| function(f) == "try_to_free_mem_cgroup_pages"),
+            "{kernel:#?}"
+        );
+        assert!(
+            stack["stall_ns"].as_u64().is_some_and(|ns| ns > 0),
+            "{stack}"
+        );
+        // The reader stalled in a read(): its user stack starts in libc's wrapper.
+        assert!(!user_frames(stack).is_empty(), "{stack}");
     }
 }

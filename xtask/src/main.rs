@@ -96,6 +96,14 @@ enum Task {
         /// section of BENCHMARKS.md.
         #[arg(long, value_name = "KERNEL", value_parser = vm::parse_guest_kernel)]
         guest: Option<&'static vm::GuestKernel>,
+        /// Only this workload (refault, fault-heavy, fault-heavy-2t, madvise-heavy, mmap-churn,
+        /// go-mixed); repeatable. A partial run writes target/BENCHMARKS-partial.md.
+        #[arg(long, value_name = "WORKLOAD")]
+        only: Vec<String>,
+        /// Only this configuration (untraced, floor, pid, system, fault-events, bpftrace,
+        /// stacks, bpftrace-ustack, strace); repeatable.
+        #[arg(long = "config", value_name = "CONFIG")]
+        configs: Vec<String>,
     },
 }
 
@@ -125,11 +133,15 @@ fn main() -> ExitCode {
             quick,
             iterations,
             guest,
+            only,
+            configs,
         } => bootstrap::run().and_then(|()| {
             bench::run(&bench::Options {
                 quick,
                 iterations,
                 guest,
+                only,
+                configs,
             })
         }),
         Task::Vm {

@@ -9,6 +9,7 @@ use super::advice::advice_name;
 use crate::{
     kernel::symbols::{Frame, Stack},
     model::stacks::Stacks,
+    units::human_bytes,
 };
 
 /// How many stacks a process shows: this many by bytes, and this many by calls.
@@ -196,6 +197,28 @@ impl StackView {
             user: frames(key.user, 0),
             kernel: frames(key.kernel, 1),
         }
+    }
+
+    /// One line for the live view: what, how much, and the first named callers.
+    pub fn brief(&self, callers: usize) -> String {
+        let amount = match self.stall_ns {
+            Some(ns) => format!("{} stalls, {:.1} ms", self.calls, ns as f64 / 1e6),
+            None => format!("{} calls, {}", self.calls, human_bytes(self.bytes)),
+        };
+        let names: Vec<&str> = self
+            .user
+            .iter()
+            .chain(&self.kernel)
+            .flat_map(|f| &f.frames)
+            .filter_map(|f| f.function.as_deref())
+            .take(callers)
+            .collect();
+        let path = if names.is_empty() {
+            "frames unknown".to_owned()
+        } else {
+            names.join(" ← ")
+        };
+        format!("{} ({amount}): {path}", self.what())
     }
 
     /// "madvise DONTNEED", "brk grow", "direct_reclaim".
