@@ -63,13 +63,14 @@ fn enabled() -> bool {
     setting(&config().stacks) != 0
 }
 
-/// Counts a completed memory syscall under its caller's user stack. `kind` is an
-/// `EventKind`, `args` the raw arguments, `ret` the result.
+/// Counts a completed memory syscall under its caller's user stack: `args` are the raw
+/// arguments, `ret` the result. Each program passes its own syscall as a constant, so the
+/// compiler keeps only that syscall's arm of [`classify`] (the verifier then walks one).
 #[inline(always)]
 pub fn syscall<C: EbpfContext>(
     ctx: &C,
     tgid: u32,
-    kind: u32,
+    kind: EventKind,
     args: &[u64; SYSCALL_ARGS],
     ret: i64,
 ) {
@@ -135,42 +136,35 @@ pub fn forget(pid: u32) {
     }
 }
 
-const MADVISE: u32 = EventKind::Madvise as u32;
-const PROCESS_MADVISE: u32 = EventKind::ProcessMadvise as u32;
-const MMAP: u32 = EventKind::Mmap as u32;
-const MUNMAP: u32 = EventKind::Munmap as u32;
-const MREMAP: u32 = EventKind::Mremap as u32;
-const BRK: u32 = EventKind::Brk as u32;
-
 /// `(site, detail, bytes, failed)` of a call, counted as the report counts it
 /// (`memtrace/src/model/event.rs`): lengths rounded up to pages, bytes only for calls that
 /// succeeded.
 #[inline(always)]
 fn classify(
     tgid: u32,
-    kind: u32,
+    kind: EventKind,
     args: &[u64; SYSCALL_ARGS],
     ret: i64,
 ) -> Option<(StackSite, u32, u64, bool)> {
     let failed = ret < 0;
     let ok = |bytes: u64| if failed { 0 } else { bytes };
     Some(match kind {
-        MADVISE => (
+        EventKind::Madvise => (
             StackSite::Madvise,
             args[2] as u32,
             ok(pages(args[1])),
             failed,
         ),
         // Returns the bytes advised.
-        PROCESS_MADVISE => (
+        EventKind::ProcessMadvise => (
             StackSite::ProcessMadvise,
             args[3] as u32,
             ok(ret as u64),
             failed,
         ),
-        MMAP => (StackSite::Mmap, 0, ok(pages(args[1])), failed),
-        MUNMAP => (StackSite::Munmap, 0, ok(pages(args[1])), failed),
-        MREMAP => {
+        EventKind::Mmap => (StackSite::Mmap, 0, ok(pages(args[1])), failed),
+        EventKind::Munmap => (StackSite::Munmap, 0, ok(pages(args[1])), failed),
+        EventKind::Mremap => {
             let (old, new) = (pages(args[1]), pages(args[2]));
             let (change, bytes) = if new >= old {
                 (Change::Grow, new - old)
@@ -179,7 +173,7 @@ fn classify(
             };
             (StackSite::Mremap, change as u32, ok(bytes), failed)
         }
-        BRK => brk(tgid, args[0], ret as u64),
+        EventKind::Brk => brk(tgid, args[0], ret as u64),
         _ => return None,
     })
 }

@@ -49,7 +49,7 @@ pub fn madvise_enter(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn madvise_exit(ctx: TracePointContext) -> u32 {
-    exit(&ctx)
+    exit(&ctx, EventKind::Madvise)
 }
 
 #[tracepoint]
@@ -59,7 +59,7 @@ pub fn process_madvise_enter(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn process_madvise_exit(ctx: TracePointContext) -> u32 {
-    exit(&ctx)
+    exit(&ctx, EventKind::ProcessMadvise)
 }
 
 #[tracepoint]
@@ -69,7 +69,7 @@ pub fn mmap_enter(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn mmap_exit(ctx: TracePointContext) -> u32 {
-    exit(&ctx)
+    exit(&ctx, EventKind::Mmap)
 }
 
 #[tracepoint]
@@ -79,7 +79,7 @@ pub fn munmap_enter(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn munmap_exit(ctx: TracePointContext) -> u32 {
-    exit(&ctx)
+    exit(&ctx, EventKind::Munmap)
 }
 
 #[tracepoint]
@@ -89,7 +89,7 @@ pub fn mremap_enter(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn mremap_exit(ctx: TracePointContext) -> u32 {
-    exit(&ctx)
+    exit(&ctx, EventKind::Mremap)
 }
 
 #[tracepoint]
@@ -99,7 +99,7 @@ pub fn brk_enter(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn brk_exit(ctx: TracePointContext) -> u32 {
-    exit(&ctx)
+    exit(&ctx, EventKind::Brk)
 }
 
 /// Parks the first `nargs` arguments of a traced thread's syscall, read from its
@@ -131,7 +131,7 @@ fn enter(ctx: &TracePointContext, kind: EventKind, nargs: usize) -> u32 {
 
 /// Emits the parked entry of this thread with the result from its `sys_exit_*` record.
 #[inline(always)]
-fn exit(ctx: &TracePointContext) -> u32 {
+fn exit(ctx: &TracePointContext, kind: EventKind) -> u32 {
     // The benchmark's floor: every program that calls this returns here first.
     if crate::config::empty_programs() {
         return 0;
@@ -141,7 +141,7 @@ fn exit(ctx: &TracePointContext) -> u32 {
     };
     // SAFETY: `ret` is the 8 bytes at 16 of every sys_exit_* record.
     let ret = unsafe { record_field::<i64, RET_OFFSET>(ctx) };
-    complete(ctx, tgid, tid, ret);
+    complete(ctx, kind, tgid, tid, ret);
     0
 }
 
@@ -185,9 +185,9 @@ pub fn park<C: EbpfContext>(
 }
 
 /// Emits this thread's parked syscall with its result. Shared by the tracepoint and the
-/// trampoline programs.
+/// trampoline programs; `kind` is the program's own syscall, a constant there.
 #[inline(always)]
-pub fn complete<C: EbpfContext>(ctx: &C, tgid: u32, tid: u32, ret: i64) {
+pub fn complete<C: EbpfContext>(ctx: &C, kind: EventKind, tgid: u32, tid: u32, ret: i64) {
     let Some(slot) = slot(tid) else {
         return;
     };
@@ -200,7 +200,7 @@ pub fn complete<C: EbpfContext>(ctx: &C, tgid: u32, tid: u32, ret: i64) {
     }
     // SAFETY: as above.
     unsafe { (*slot).tid = 0 };
-    crate::stacks::syscall(ctx, tgid, pending.kind, &pending.args, ret);
+    crate::stacks::syscall(ctx, tgid, kind, &pending.args, ret);
     let Some(mut entry) = EVENTS.reserve::<SyscallEvent>(0) else {
         count_lost(Lost::RingFull);
         return;

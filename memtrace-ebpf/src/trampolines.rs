@@ -49,7 +49,7 @@ fn entry(ctx: &FEntryContext, kind: EventKind, nargs: usize) -> u32 {
 /// Emits the parked call with the value the entry point returned (the argument slot after
 /// its one argument; `bpf_get_func_ret` would need 5.17).
 #[inline(always)]
-fn exit(ctx: &FExitContext) -> u32 {
+fn exit(ctx: &FExitContext, kind: EventKind) -> u32 {
     if empty_programs() {
         return 0;
     }
@@ -57,7 +57,7 @@ fn exit(ctx: &FExitContext) -> u32 {
         return 0;
     };
     let ret: i64 = ctx.arg(1);
-    complete(ctx, tgid, tid, ret);
+    complete(ctx, kind, tgid, tid, ret);
     0
 }
 
@@ -68,7 +68,7 @@ pub fn madvise_fentry(ctx: FEntryContext) -> u32 {
 
 #[fexit(function = "__x64_sys_madvise")]
 pub fn madvise_fexit(ctx: FExitContext) -> u32 {
-    exit(&ctx)
+    exit(&ctx, EventKind::Madvise)
 }
 
 #[fentry(function = "__x64_sys_process_madvise")]
@@ -78,7 +78,7 @@ pub fn process_madvise_fentry(ctx: FEntryContext) -> u32 {
 
 #[fexit(function = "__x64_sys_process_madvise")]
 pub fn process_madvise_fexit(ctx: FExitContext) -> u32 {
-    exit(&ctx)
+    exit(&ctx, EventKind::ProcessMadvise)
 }
 
 #[fentry(function = "__x64_sys_mmap")]
@@ -88,7 +88,7 @@ pub fn mmap_fentry(ctx: FEntryContext) -> u32 {
 
 #[fexit(function = "__x64_sys_mmap")]
 pub fn mmap_fexit(ctx: FExitContext) -> u32 {
-    exit(&ctx)
+    exit(&ctx, EventKind::Mmap)
 }
 
 #[fentry(function = "__x64_sys_munmap")]
@@ -98,7 +98,7 @@ pub fn munmap_fentry(ctx: FEntryContext) -> u32 {
 
 #[fexit(function = "__x64_sys_munmap")]
 pub fn munmap_fexit(ctx: FExitContext) -> u32 {
-    exit(&ctx)
+    exit(&ctx, EventKind::Munmap)
 }
 
 #[fentry(function = "__x64_sys_mremap")]
@@ -108,7 +108,7 @@ pub fn mremap_fentry(ctx: FEntryContext) -> u32 {
 
 #[fexit(function = "__x64_sys_mremap")]
 pub fn mremap_fexit(ctx: FExitContext) -> u32 {
-    exit(&ctx)
+    exit(&ctx, EventKind::Mremap)
 }
 
 #[fentry(function = "__x64_sys_brk")]
@@ -118,5 +118,5 @@ pub fn brk_fentry(ctx: FEntryContext) -> u32 {
 
 #[fexit(function = "__x64_sys_brk")]
 pub fn brk_fexit(ctx: FExitContext) -> u32 {
-    exit(&ctx)
+    exit(&ctx, EventKind::Brk)
 }

@@ -179,7 +179,7 @@ mod tests {
         // Without BTF, the member offsets stay unknown, with what that costs.
         assert_eq!(offsets.members, [0; Member::COUNT]);
         assert_eq!(offsets.memcg_subsys_index, u32::MAX);
-        assert_eq!(offsets.warnings.len(), 4, "{:?}", offsets.warnings);
+        assert_eq!(offsets.warnings.len(), 5, "{:?}", offsets.warnings);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -15,8 +15,9 @@ use serde_json::Value;
 pub const MEMTRACE: &str = env!("CARGO_BIN_EXE_memtrace");
 pub const WORKLOAD: &str = env!("CARGO_BIN_EXE_memtrace-workload");
 
-/// How long memtrace may take to load and attach (the first load also JITs every program).
-const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long memtrace may take to load and attach (the first load also JITs every program; in a
+/// TCG guest on a busy machine, verifying the programs alone takes most of a minute).
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(120);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Whether the privileged tests can run. In CI (`CI` set) they must: not being root fails the
