@@ -5,6 +5,7 @@
 pub mod btf;
 pub mod gfp;
 pub mod log;
+pub mod namer;
 mod object;
 mod offsets;
 pub mod procfs;

@@ -26,7 +26,7 @@ use memtrace_common::{
         stall::{ReclaimKind, ScanCounts, ScanSlot, StallHist, StallKey},
     },
     hooks::{Program, Run},
-    stacks::{Frames, StackCounts, StackKey, StackRef},
+    stacks::{StackCounts, StackKey, StackRef},
 };
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -44,8 +44,9 @@ use crate::{
     kernel::{
         LostCounts, Options, Tracer, check_privileges,
         log::KernelLog,
+        namer::Namer,
         procfs::{self, SmapsRollup},
-        symbols::{Located, Symbols},
+        symbols::Symbols,
     },
     model::{
         Model,
@@ -66,6 +67,8 @@ pub const MAX_DRAIN: usize = 16_384;
 /// Processes kept when tracing every process: past this, exited ones are forgotten, so a
 /// DaemonSet running for weeks keeps bounded memory (and the kernel's fault table has room).
 const MAX_PROCESSES: usize = 4096;
+/// How long the end of a run waits for stacks still being named (`--stacks`).
+const NAMING_PATIENCE: Duration = Duration::from_secs(30);
 /// How often kernel counters (faults, RSS, stalls) and /proc are sampled, at most.
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -237,11 +240,12 @@ pub struct Session {
     metrics: Option<watch::Sender<Bytes>>,
     /// What was read about each named target at start (Go build info, GODEBUG).
     targets: BTreeMap<u32, Target>,
-    /// Names stacks as they are announced (`--stacks`).
+    /// Places stacks in their processes' files as they are announced (`--stacks`).
     symbols: Option<Symbols>,
-    /// Stacks announced since the last sample, placed in their files (user stacks), with
-    /// their frames: named at the next sample.
-    located: Vec<(StackRef, Option<Located>, Frames)>,
+    /// Names them, on a thread of its own.
+    namer: Option<Namer>,
+    /// Stacks placed and sent to be named, not named yet.
+    naming: std::collections::HashSet<StackRef>,
 }
 
 impl Session {
@@ -300,7 +304,8 @@ impl Session {
             metrics: None,
             targets,
             symbols: config.stacks.then(Symbols::default),
-            located: Vec::new(),
+            namer: config.stacks.then(Namer::start).flatten(),
+            naming: std::collections::HashSet::new(),
         })
     }
 
@@ -481,37 +486,39 @@ impl Session {
     }
 
     /// Places a new user stack in the process's files now: its addresses mean something only
-    /// with the process's memory map, gone once the process exits. Naming the frames waits
-    /// for the next sample ([`Session::name_stacks`]), so a burst of new stacks is placed
-    /// before any is named.
+    /// with the process's memory map, gone once the process exits. Naming its frames (reading
+    /// symbols and DWARF) is left to the naming thread, so the loop is never held up by it.
     fn locate_stack(&mut self, stack: StackRef) {
-        let Some(symbols) = self.symbols.as_mut() else {
+        let (Some(symbols), Some(namer)) = (self.symbols.as_mut(), self.namer.as_mut()) else {
             return;
         };
-        if self.model.stacks.is_named(&stack) || self.located.iter().any(|(s, _, _)| *s == stack) {
+        if self.model.stacks.is_named(&stack) || self.naming.contains(&stack) {
             return;
         }
         let Some(frames) = self.tracer.frames(&stack) else {
             return;
         };
-        let located = (stack.kernel == 0).then(|| symbols.locate(stack.tgid, &frames));
-        self.located.push((stack, located, frames));
+        if stack.kernel != 0 {
+            namer.kernel(stack, frames);
+        } else {
+            namer.user(stack, symbols.locate(stack.tgid, &frames));
+        }
+        self.naming.insert(stack);
     }
 
-    /// Names the stacks placed since the last sample, and any the counts refer to that were
-    /// never announced (a full ring buffer).
+    /// Takes the names the naming thread has ready, after sending it any stack the counts
+    /// refer to that was never announced (a full ring buffer).
     fn name_stacks(&mut self) {
         for stack in self.model.stacks.unnamed() {
             self.locate_stack(stack);
         }
-        let Some(symbols) = self.symbols.as_mut() else {
-            return;
-        };
-        for (stack, located, frames) in std::mem::take(&mut self.located) {
-            let named = match located {
-                Some(located) => symbols.name(&located),
-                None => symbols.kernel(&frames),
-            };
+        let names = self.namer.as_mut().map(Namer::ready).unwrap_or_default();
+        self.learn_names(names);
+    }
+
+    fn learn_names(&mut self, names: Vec<(StackRef, crate::kernel::symbols::Stack)>) {
+        for (stack, named) in names {
+            self.naming.remove(&stack);
             self.model.stacks.name(stack, named);
         }
     }
@@ -766,6 +773,13 @@ impl Session {
             log.get_mut().flush();
         }
         self.sample(mode);
+        // The names still being read: the report shows them.
+        let names = self
+            .namer
+            .as_mut()
+            .map(|namer| namer.rest(NAMING_PATIENCE))
+            .unwrap_or_default();
+        self.learn_names(names);
         let reason = if self.out.closed() {
             StopReason::OutputClosed
         } else {
