@@ -265,7 +265,7 @@ fn hash(w: &Walk, len: usize) -> u64 {
 
 /// Frames hashed per unrolled block.
 const BLOCK: usize = 16;
-const _: () = assert!(WALK_FRAMES % BLOCK == 0);
+const _: () = assert!(WALK_FRAMES.is_multiple_of(BLOCK));
 
 /// Reads the word at the top of the thread's user stack, keeping it when it follows a call
 /// instruction (see `Frames::leaf`). The user stack pointer comes from the registers the
@@ -382,7 +382,7 @@ fn store(tgid: u32, id: u64, which: u32) {
     };
     // SAFETY: `Walk` starts with a `Frames`; the map copies that many bytes.
     let frames = unsafe { &*slot.cast::<Frames>() };
-    match STACKS.insert(&stack, frames, u64::from(BPF_NOEXIST)) {
+    match STACKS.insert(stack, frames, u64::from(BPF_NOEXIST)) {
         Ok(()) => announce(stack),
         Err(e) if e == -EEXIST => {}
         Err(_) => count_lost(Lost::StackTableFull),

@@ -23,6 +23,10 @@ const WORKLOAD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/stacks-workloa
 const STRIPPED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/stacks-workload-stripped"));
 const SOURCE: &str = include_str!("c/stacks.c");
 
+/// How long a workload lives after its work, for memtrace to place its stacks in its files (a
+/// debug build in a TCG guest is slow).
+const PLACING: Duration = Duration::from_secs(3);
+
 /// Writes an embedded program to the target's scratch directory, once per name.
 fn program(name: &str, bytes: &[u8]) -> PathBuf {
     assert!(
@@ -77,7 +81,7 @@ impl Program {
         read_json(&mut self.stdout)
     }
 
-    /// Sends the line the Go program waits for before exiting.
+    /// Sends the line the program waits for before exiting.
     fn bye(&mut self) {
         if let Some(stdin) = self.stdin.as_mut() {
             let _ = stdin.write_all(b"bye\n");
@@ -105,8 +109,11 @@ fn run_c(binary: &Path) -> (Value, Output) {
     let pid = workload.pid.to_string();
     let memtrace = Memtrace::attach(&["--stacks", "--pid", &pid]);
     let record = workload.go();
-    // The workload exits by itself (after lingering briefly): memtrace then stops, and must
-    // still name the stacks of a process that is gone.
+    // memtrace places each new stack in the process's files as soon as the kernel announces
+    // it; under QEMU a debug build can take a while. Then the workload exits, memtrace stops,
+    // and must still name the stacks of a process that is gone.
+    std::thread::sleep(PLACING);
+    workload.bye();
     let output = memtrace.finish();
     assert!(
         output.status.success(),
@@ -201,7 +208,7 @@ fn stacks_each_function_counted_exactly_with_its_frame_named() {
                     .is_some_and(|f| f.ends_with("stacks.c")),
                 "{caller}"
             );
-            assert_eq!(function(&frames[2]), "main", "{name}: {frames:#?}");
+            assert_eq!(function(frames[2]), "main", "{name}: {frames:#?}");
             assert_eq!(stack["user"]["truncated"], false);
         }
     }
@@ -431,7 +438,7 @@ fn stacks_go_release_through_free_os_memory_from_a_named_function() {
     );
     program.go();
     // Let memtrace place the stacks in the process's files while it lives, then let it exit.
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(PLACING);
     let expected = oracle.finish();
     program.bye();
     let output = memtrace.finish();
@@ -474,7 +481,7 @@ fn stacks_go_release_through_free_os_memory_from_a_named_function() {
         );
         let frames = calls(stack);
         // runtime.madvise makes the call without a frame: its caller comes from the stack top.
-        assert_eq!(function(&frames[0]), "runtime.madvise", "{frames:#?}");
+        assert_eq!(function(frames[0]), "runtime.madvise", "{frames:#?}");
         assert_eq!(frames[1]["recovered"], true, "{frames:#?}");
     }
 }

@@ -4,8 +4,8 @@
  * each function did. memtrace/build.rs builds it with frame pointers (and a stripped copy).
  *
  * Protocol, as memtrace-workload's: prints {"ready":true,"pid":N}, waits for a line on stdin,
- * does its work, prints its record, waits LINGER_MS (so memtrace can read its memory map while
- * it lives) and exits.
+ * does its work, prints its record, and exits on another line (the test lets memtrace read its
+ * memory map first, while it lives; memtrace names the frames after it exited).
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -13,11 +13,9 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 #define PAGE 4096
-#define LINGER_MS 300
 
 /* Through libc's madvise wrapper, which makes the system call without a frame. */
 __attribute__((noinline)) int release_dontneed(char *p, size_t len) {
@@ -110,7 +108,5 @@ int main(void) {
 	       getpid(), DONTNEED_CALLS, DONTNEED_CALLS * 3 * PAGE, FREE_CALLS, FREE_CALLS * PAGE,
 	       MAP_CALLS, MAP_CALLS * (int)map_len, MAP_CALLS, MAP_CALLS * (int)map_len, 2 * PAGE, PAGE);
 	fflush(stdout);
-	struct timespec linger = {0, LINGER_MS * 1000000L};
-	nanosleep(&linger, NULL);
-	return 0;
+	return fgets(line, sizeof line, stdin) ? 0 : 1;
 }
