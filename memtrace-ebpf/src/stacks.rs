@@ -241,31 +241,45 @@ fn walk<C: EbpfContext>(ctx: &C, which: u32) -> u64 {
 
 /// A 64-bit hash of the frames and the leaf word (FNV-1a's multiply with an extra shift).
 ///
-/// Hashed in blocks of [`BLOCK`] frames, each unrolled: the slots past `len` are zero (the
-/// kernel clears them), so a partly used block hashes the same every time. A loop that stopped
-/// at `len` exactly made the verifier walk the rest of the program once per possible length:
-/// minutes of loading under QEMU on Debian's 6.1.
+/// Straight-line code: the frames are hashed in blocks of 16, written out, the slots past
+/// `len` being zero (the kernel clears them), so a partly used block hashes the same every
+/// time. A loop that stopped at `len` made the verifier walk the rest of the program once per
+/// possible length (minutes of loading under QEMU on Debian's 6.1), and Debian's 5.10 refused
+/// a loop over the blocks (EINVAL): it could not bound it.
 #[inline(always)]
 fn hash(w: &Walk, len: usize) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ (len as u64) ^ w.leaf.rotate_left(17);
-    let mut block = 0;
-    while block < WALK_FRAMES / BLOCK {
-        if block * BLOCK >= len {
-            break;
-        }
-        let first = block * BLOCK;
-        for i in 0..BLOCK {
-            h = (h ^ w.ips[first + i]).wrapping_mul(0x0000_0100_0000_01b3);
-            h ^= h >> 29;
-        }
-        block += 1;
+    let h = 0xcbf2_9ce4_8422_2325u64 ^ (len as u64) ^ w.leaf.rotate_left(17);
+    let h = block(h, &w.ips, 0);
+    if len <= 16 {
+        return h;
     }
+    let h = block(h, &w.ips, 16);
+    if len <= 32 {
+        return h;
+    }
+    let h = block(h, &w.ips, 32);
+    if len <= 48 {
+        return h;
+    }
+    block(h, &w.ips, 48)
+}
+
+/// Mixes the 16 frames from `first` into `h`, unrolled by hand: no back-edge for the verifier.
+#[inline(always)]
+fn block(mut h: u64, ips: &[u64; WALK_FRAMES], first: usize) -> u64 {
+    macro_rules! mix {
+        ($($i:literal)+) => {
+            $(
+                h = (h ^ ips[first + $i]).wrapping_mul(0x0000_0100_0000_01b3);
+                h ^= h >> 29;
+            )+
+        };
+    }
+    mix!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
     h
 }
 
-/// Frames hashed per unrolled block.
-const BLOCK: usize = 16;
-const _: () = assert!(WALK_FRAMES.is_multiple_of(BLOCK));
+const _: () = assert!(WALK_FRAMES == 64);
 
 /// Reads the word at the top of the thread's user stack, keeping it when it follows a call
 /// instruction (see `Frames::leaf`). The user stack pointer comes from the registers the

@@ -876,23 +876,23 @@ impl Tracer {
 const USTACK_PROBES: [(&str, &str); 5] = [
     (
         "sys_enter_madvise",
-        "@[ustack, probe, args->behavior] = count(); @bytes[ustack, probe, args->behavior] = sum(args->len_in);",
+        "@stacks[ustack, probe, args->behavior] = count(); @stack_bytes[ustack, probe, args->behavior] = sum(args->len_in);",
     ),
     (
         "sys_enter_mmap",
-        "@[ustack, probe, 0] = count(); @bytes[ustack, probe, 0] = sum(args->len);",
+        "@stacks[ustack, probe, 0] = count(); @stack_bytes[ustack, probe, 0] = sum(args->len);",
     ),
     (
         "sys_enter_munmap",
-        "@[ustack, probe, 0] = count(); @bytes[ustack, probe, 0] = sum(args->len);",
+        "@stacks[ustack, probe, 0] = count(); @stack_bytes[ustack, probe, 0] = sum(args->len);",
     ),
     (
         "sys_enter_mremap",
-        "@[ustack, probe, 0] = count(); @bytes[ustack, probe, 0] = sum(args->new_len);",
+        "@stacks[ustack, probe, 0] = count(); @stack_bytes[ustack, probe, 0] = sum(args->new_len);",
     ),
     (
         "sys_enter_brk",
-        "@[ustack, probe, 0] = count(); @bytes[ustack, probe, 0] = sum(args->brk);",
+        "@stacks[ustack, probe, 0] = count(); @stack_bytes[ustack, probe, 0] = sum(args->brk);",
     ),
 ];
 
