@@ -361,20 +361,27 @@ fn count(key: &StackKey, add: &StackCounts) {
 
 #[inline(always)]
 fn add_to(counts: *mut StackCounts, add: &StackCounts) {
-    // SAFETY: a map value shared by every CPU, changed only with atomic adds (the plain
-    // BPF_XADD every supported kernel has).
+    // SAFETY: a map value shared by every CPU, changed only with atomic adds.
     unsafe {
-        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*counts).calls, add.calls);
-        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*counts).failed, add.failed);
-        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*counts).bytes, add.bytes);
-        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
-            &raw mut (*counts).stall_ns,
-            add.stall_ns,
-        );
-        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
-            &raw mut (*counts).reclaimed_pages,
-            add.reclaimed_pages,
-        );
+        add_atomic(&raw mut (*counts).calls, add.calls);
+        add_atomic(&raw mut (*counts).failed, add.failed);
+        add_atomic(&raw mut (*counts).bytes, add.bytes);
+        add_atomic(&raw mut (*counts).stall_ns, add.stall_ns);
+        add_atomic(&raw mut (*counts).reclaimed_pages, add.reclaimed_pages);
+    }
+}
+
+/// The plain atomic add (BPF_XADD) every supported kernel has. Adding a zero is skipped, not
+/// just wasted: LLVM turns an atomic add of a known 0 into an atomic OR, which kernels before
+/// 5.12 refuse ("BPF_STX uses reserved fields").
+///
+/// # Safety
+/// `to` points into a map value, 8-byte aligned.
+#[inline(always)]
+unsafe fn add_atomic(to: *mut u64, value: u64) {
+    if value != 0 {
+        // SAFETY: per the contract; the old value is not used.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(to, value) };
     }
 }
 
