@@ -344,7 +344,8 @@ struct Oracle {
     lines: std::sync::mpsc::Receiver<String>,
 }
 
-const BPFTRACE_TIMEOUT: Duration = Duration::from_secs(60);
+/// (bpftrace attaches its uprobes slowly in a TCG guest: over a minute on 5.10.)
+const BPFTRACE_TIMEOUT: Duration = Duration::from_secs(180);
 
 impl Oracle {
     fn attach(binary: &Path, pid: u32, function: &str, done: &str) -> Self {
