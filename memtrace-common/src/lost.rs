@@ -17,9 +17,12 @@ named_enum! {
         /// The address-space table was full: a process's RSS and what reclaim took from it
         /// could not be followed.
         RssTableFull = 5 => "rss_table_full",
+        /// A syscall's arguments were not where this kernel keeps the caller's saved registers
+        /// (they held another syscall's number): the call could not be counted.
+        ArgsUnread = 6 => "args_unread",
         /// The stack tables were full (`--stacks`): a call on a stack not counted before
         /// could not be counted by stack.
-        StackTableFull = 6 => "stack_table_full",
+        StackTableFull = 7 => "stack_table_full",
     }
 }
 
@@ -33,6 +36,7 @@ impl Lost {
             Self::TargetsFull => "child pid beyond the filter (pid_max raised)",
             Self::ReclaimPendingFull => "reclaim pairing table full",
             Self::RssTableFull => "address-space table full",
+            Self::ArgsUnread => "syscall arguments not found in the saved registers",
             Self::StackTableFull => "stack table full",
         }
     }
@@ -47,6 +51,7 @@ impl Lost {
             | Self::ReclaimPendingFull
             | Self::RssTableFull
             | Self::StackTableFull => None,
+            Self::ArgsUnread => Some("please report it with `uname -r`"),
         }
     }
 }

@@ -20,6 +20,9 @@ pub const STALLS_ALL: &str = "STALLS_ALL";
 pub const KSWAPD_WAKEUPS: &str = "KSWAPD_WAKEUPS";
 /// `ScanSlot -> ScanCounts`, per CPU: inactive-LRU pages scanned and reclaimed.
 pub const LRU_SCAN: &str = "LRU_SCAN";
+/// `u32 tgid -> SyscallTotals`: memory syscalls counted per process in the kernel
+/// (`Config::count_syscalls`); resized at load time ([`totals_capacity`]).
+pub const TOTALS: &str = "TOTALS";
 
 /// `StackKey -> StackCounts` (`--stacks`): calls, bytes and stalls per process and stack.
 pub const STACK_COUNTS: &str = "STACK_COUNTS";
@@ -31,7 +34,7 @@ pub const STACKS: &str = "STACKS";
 pub const LAST_BREAK: &str = "LAST_BREAK";
 
 /// Every map userspace takes from the loaded object.
-pub const ALL: [&str; 11] = [
+pub const ALL: [&str; 12] = [
     EVENTS,
     LOST,
     TARGETS,
@@ -41,6 +44,7 @@ pub const ALL: [&str; 11] = [
     STALLS_ALL,
     KSWAPD_WAKEUPS,
     LRU_SCAN,
+    TOTALS,
     STACK_COUNTS,
     STACKS,
 ];
@@ -60,6 +64,19 @@ pub const MAX_RSS_MMS: u32 = 16_384;
 pub const MAX_STALL_PROCESSES: u32 = 8_192;
 /// Capacity of [`KSWAPD_WAKEUPS`].
 pub const MAX_WAKEUP_PROCESSES: u32 = 4_096;
+/// Capacity of [`TOTALS`] when counting for every process or following children: processes
+/// with calls counted and not yet exited (~1 KiB each, preallocated). A process that finds it
+/// full has its calls sent as records instead, so nothing is lost.
+pub const MAX_TOTALS_PROCESSES: u32 = 8_192;
+
+/// Capacity of [`TOTALS`] for a run: every process, or only the named ones.
+pub const fn totals_capacity(counting: bool, targets: Option<u32>, follow: bool) -> u32 {
+    match (counting, targets) {
+        (false, _) => 1,
+        (true, Some(targets)) if !follow => targets,
+        (true, _) => MAX_TOTALS_PROCESSES,
+    }
+}
 /// Capacity of [`STACK_COUNTS`] with `--stacks` (one entry without: the maps are created
 /// either way).
 pub const MAX_STACK_COUNTS: u32 = 16_384;

@@ -24,8 +24,14 @@ named_enum! {
         /// ticks), since 5.5.
         TaskStartBoottime = 9 => "task_struct.start_boottime",
         /// A thread's kernel stack, at whose top the entry code saved its user registers
-        /// (`--stacks` reads the user stack pointer there).
+        /// (`pt_regs`: the syscall arguments at exit, and `--stacks` reads the user stack
+        /// pointer there).
         TaskStack = 10 => "task_struct.stack",
+        /// The process's shared state, and in it the count of its threads that have not yet
+        /// begun to exit: 0 once the last one has (`do_exit` decrements it before the exit
+        /// tracepoint).
+        TaskSignal = 11 => "task_struct.signal",
+        SignalLive = 12 => "signal_struct.live",
     }
 }
 

@@ -20,18 +20,9 @@ pub const MAX_FRAMES: usize = 63;
 /// Frames asked of `bpf_get_stack`.
 pub const WALK_FRAMES: usize = MAX_FRAMES + 1;
 
-/// The x86-64 page: madvise, mmap, munmap and mremap round lengths up to it.
-pub const PAGE_SIZE: u64 = 4096;
-
-/// Where x86-64 keeps a thread's user registers while it is in the kernel: a `struct pt_regs`
-/// (21 words) at the top of its kernel stack of `THREAD_SIZE` bytes (16 KiB; 32 KiB only with
-/// KASAN, where the check below fails and the word at the stack top is not read).
-pub const THREAD_SIZE: u64 = 16 << 10;
-pub const PT_REGS_SIZE: u64 = 21 * 8;
-/// Offset in `struct pt_regs` of `cs`, followed by `flags`, `sp` and `ss`.
-pub const PT_REGS_CS: u64 = 17 * 8;
-/// The segment selectors every entry from user mode saves (`__USER_CS`, `__USER_DS`): what
-/// tells the registers found there from anything else.
+/// The segment selectors every entry from user mode saves in `pt_regs` (`__USER_CS`,
+/// `__USER_DS`; where `pt_regs` is: `crate::regs`): what tells the registers found there from
+/// anything else (a KASAN kernel's larger stack puts them elsewhere, and the check fails).
 pub const USER_CS: u64 = 0x33;
 pub const USER_SS: u64 = 0x2b;
 

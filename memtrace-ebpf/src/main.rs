@@ -13,6 +13,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod cgroup;
 mod config;
 mod faults;
 mod filter;
@@ -20,10 +21,13 @@ mod kswapd;
 mod lifecycle;
 mod oom;
 mod reclaim;
+mod regs;
 mod ring;
 mod rss;
 mod stacks;
 mod syscalls;
+mod task;
+mod totals;
 mod trampolines;
 
 #[cfg(not(test))]

@@ -15,13 +15,13 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray},
 };
 use memtrace_common::{
-    events::{EventKind, stall::ReclaimKind, syscall::SYSCALL_ARGS},
+    events::{EventKind, stall::ReclaimKind, syscall::SYSCALL_ARGS, totals::page_round_up},
     lost::Lost,
     members::Member,
+    regs::CS_WORD,
     stacks::{
-        Change, Frames, LEAF_READ, MAX_FRAMES, NO_REGISTERS, PAGE_SIZE, PT_REGS_CS, PT_REGS_SIZE,
-        StackCounts, StackKey, StackRef, StackSeen, StackSite, THREAD_SIZE, USER_CS, USER_SS,
-        WALK_FRAMES,
+        Change, Frames, LEAF_READ, MAX_FRAMES, NO_REGISTERS, StackCounts, StackKey, StackRef,
+        StackSeen, StackSite, USER_CS, USER_SS, WALK_FRAMES,
     },
 };
 
@@ -198,7 +198,7 @@ fn brk(tgid: u32, requested: u64, result: u64) -> (StackSite, u32, u64, bool) {
 
 #[inline(always)]
 fn pages(len: u64) -> u64 {
-    len.wrapping_add(PAGE_SIZE - 1) & !(PAGE_SIZE - 1)
+    page_round_up(len, u64::from(setting(&config().page_size)))
 }
 
 /// Walks the current thread's user (`USER`) or kernel (`KERNEL`) stack into its per-CPU slot
@@ -283,12 +283,14 @@ const _: () = assert!(WALK_FRAMES == 64);
 
 /// Reads the word at the top of the thread's user stack, keeping it when it follows a call
 /// instruction (see `Frames::leaf`). The user stack pointer comes from the registers the
-/// entry code saved at the top of the thread's kernel stack; they are checked by their
-/// user-mode segment selectors before anything is trusted.
+/// entry code saved at the top of the thread's kernel stack (`Config::pt_regs_offset`, as the
+/// syscall exit programs find the arguments); they are checked by their user-mode segment
+/// selectors before anything is trusted.
 #[inline(always)]
 fn read_leaf(w: &mut Walk) {
     let stack_at = member(Member::TaskStack);
-    if stack_at == 0 {
+    let regs_at = u64::from(setting(&config().pt_regs_offset));
+    if stack_at == 0 || regs_at == 0 {
         w.flags |= NO_REGISTERS;
         return;
     }
@@ -299,10 +301,9 @@ fn read_leaf(w: &mut Walk) {
         w.flags |= NO_REGISTERS;
         return;
     };
-    let regs = stack + THREAD_SIZE - PT_REGS_SIZE;
+    let cs = stack + regs_at + 8 * CS_WORD as u64;
     // cs, flags, sp, ss.
-    let Ok(tail) = (unsafe { bpf_probe_read_kernel((regs + PT_REGS_CS) as *const [u64; 4]) })
-    else {
+    let Ok(tail) = (unsafe { bpf_probe_read_kernel(cs as *const [u64; 4]) }) else {
         w.flags |= NO_REGISTERS;
         return;
     };

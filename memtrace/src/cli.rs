@@ -1,11 +1,23 @@
 //! Command line.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs as _},
     time::Duration,
 };
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// How the report groups processes (`--by`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum GroupBy {
+    #[default]
+    /// Each process on its own.
+    Process,
+    /// Processes by the container their cgroup names (`host` for those of none).
+    Container,
+    /// Processes by cgroup.
+    Cgroup,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SortKey {
@@ -54,9 +66,25 @@ pub struct Cli {
           value_parser = parse_pid, allow_negative_numbers = true)]
     pub pid: Vec<u32>,
 
-    /// Only report processes with this name (as in /proc/PID/comm). Repeatable.
+    /// Only report processes with this name (as in /proc/PID/comm: the kernel keeps the first 15
+    /// bytes, so a longer name is cut there, with a warning). Repeatable.
     #[arg(long, value_name = "NAME")]
     pub comm: Vec<String>,
+
+    /// Only report processes in this container (its id, or a prefix of at least 4 hex digits,
+    /// as `docker ps` and `podman ps` show it). Repeatable.
+    #[arg(long, value_name = "ID", value_parser = parse_container_id)]
+    pub container: Vec<String>,
+
+    /// Only report processes in this cgroup or below it (a path as /proc/PID/cgroup shows
+    /// it: the v1 memory hierarchy's, else v2's). Repeatable.
+    #[arg(long, value_name = "PATH", value_parser = parse_cgroup_path)]
+    pub cgroup: Vec<String>,
+
+    /// Group the report by container or by cgroup, each group with its memory cgroup's own
+    /// accounting (usage, limit, page cache) beside its processes' RSS.
+    #[arg(long, value_enum, default_value_t = GroupBy::Process)]
+    pub by: GroupBy,
 
     /// Also trace children forked by traced processes after memtrace started.
     #[arg(long, requires = "pid")]
@@ -85,6 +113,12 @@ pub struct Cli {
     #[arg(long, hide = true)]
     pub bench_tracepoints_only: bool,
 
+    /// Attach the syscall entry programs that park each call's arguments even where the exit
+    /// program can read them from the saved registers (for `cargo xtask bench`: two programs
+    /// per call against one).
+    #[arg(long, hide = true)]
+    pub bench_entry_programs: bool,
+
     /// Order of processes in the report.
     #[arg(long, value_enum, default_value_t = SortKey::Released)]
     pub sort: SortKey,
@@ -107,6 +141,12 @@ pub struct Cli {
     /// Print JSON Lines on stdout: one object per event, then a summary object.
     #[arg(long)]
     pub json: bool,
+
+    /// With --json, print only the start and summary lines, no line per event. The memory
+    /// syscalls are then counted in the kernel rather than sent one by one, as for the text
+    /// report and --prometheus: the same totals, at a lower cost to the traced processes.
+    #[arg(long, requires = "json")]
+    pub no_events: bool,
 
     /// Size of the kernel-to-userspace events ring buffer, in KiB (a power of two from 4 to
     /// 1048576, i.e. 1 GiB).
@@ -239,6 +279,27 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
     Ok(interval)
 }
 
+fn parse_container_id(s: &str) -> Result<String, String> {
+    let id = s.to_ascii_lowercase();
+    if id.len() < 4 || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{s} is not a container id: 4 to 64 hex digits, as `docker ps` or `podman ps` shows"
+        ));
+    }
+    Ok(id)
+}
+
+fn parse_cgroup_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') {
+        return Err(format!(
+            "{s} is not a cgroup path: it starts with / (as in /proc/PID/cgroup)"
+        ));
+    }
+    // `/a/b/` is `/a/b`; `/` stays.
+    let trimmed = s.trim_end_matches('/');
+    Ok(if trimmed.is_empty() { "/" } else { trimmed }.to_owned())
+}
+
 fn parse_top(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(0) => Err("--top 0 would show no process: give at least 1".to_owned()),
@@ -251,14 +312,57 @@ fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
     let s = s.trim();
     let addr = match s.trim_start_matches(':').parse::<u16>() {
         Ok(port) => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
-        Err(_) => s
-            .parse()
-            .map_err(|_| format!("'{s}' is not PORT or HOST:PORT (e.g. 9464 or 0.0.0.0:9464)"))?,
+        Err(_) => match s.parse() {
+            Ok(addr) => addr,
+            Err(_) => resolve(s)?,
+        },
     };
     if addr.port() == 0 {
         return Err("port 0 would listen on a random port nobody knows: give a port".to_owned());
     }
     Ok(addr)
+}
+
+/// `NAME:PORT` through the system's resolver (`localhost:9464`): its first IPv4 address, which
+/// scrapers reach most often, else its first address.
+fn resolve(s: &str) -> Result<SocketAddr, String> {
+    let not_addr = || format!("'{s}' is not PORT or HOST:PORT (e.g. 9464 or 0.0.0.0:9464)");
+    let (host, port) = s.rsplit_once(':').ok_or_else(not_addr)?;
+    let port: u16 = port.parse().map_err(|_| not_addr())?;
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve '{host}' for --prometheus: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("'{host}' resolves to no address"))
+}
+
+/// The kernel keeps the first 15 bytes of a process's name (`TASK_COMM_LEN` 16, with the
+/// terminating NUL): what `--comm` compares with. Returns the name cut there (at a character
+/// boundary), and whether it was cut.
+pub fn comm_as_kernel_keeps(name: &str) -> (&str, bool) {
+    const KEPT: usize = 15;
+    if name.len() <= KEPT {
+        return (name, false);
+    }
+    let mut end = KEPT;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&name[..end], true)
+}
+
+/// `--pid` values in the order given, each once.
+pub fn unique(pids: &[u32]) -> Vec<u32> {
+    let mut seen = std::collections::BTreeSet::new();
+    pids.iter()
+        .copied()
+        .filter(|pid| seen.insert(*pid))
+        .collect()
 }
 
 fn parse_ring_kib(s: &str) -> Result<u32, String> {
@@ -278,6 +382,51 @@ fn parse_ring_kib(s: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        let local = |port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+        assert_eq!(parse_listen_addr("9464"), Ok(local(9464)));
+        assert_eq!(parse_listen_addr(":9464"), Ok(local(9464)));
+        assert_eq!(parse_listen_addr("localhost:9464"), Ok(local(9464)));
+        assert_eq!(
+            parse_listen_addr("0.0.0.0:9464").map(|a| a.ip().is_unspecified()),
+            Ok(true)
+        );
+        assert!(
+            parse_listen_addr("localhost")
+                .unwrap_err()
+                .contains("not PORT or HOST:PORT")
+        );
+        assert!(
+            parse_listen_addr("no-such-host.invalid:9464")
+                .unwrap_err()
+                .contains("cannot resolve 'no-such-host.invalid'")
+        );
+    }
+
+    #[test]
+    fn names_as_the_kernel_keeps_them() {
+        assert_eq!(comm_as_kernel_keeps("nginx"), ("nginx", false));
+        assert_eq!(
+            comm_as_kernel_keeps("prometheus-node-exporter"),
+            ("prometheus-node", true)
+        );
+        assert_eq!(
+            comm_as_kernel_keeps("fifteen-chars-x"),
+            ("fifteen-chars-x", false)
+        );
+        // 14 ASCII bytes then a 2-byte character: cut before it, not inside it.
+        assert_eq!(
+            comm_as_kernel_keeps("abcdefghijklmné!"),
+            ("abcdefghijklmn", true)
+        );
+    }
+
+    #[test]
+    fn pids_once_each_in_order() {
+        assert_eq!(unique(&[7, 3, 7, 9, 3]), vec![7, 3, 9]);
+    }
 
     #[test]
     fn pids_must_be_positive() {
@@ -307,6 +456,12 @@ mod tests {
         );
         assert_eq!(parse_interval("0.5"), Ok(Duration::from_millis(500)));
         assert!(parse_top("0").is_err());
+        assert_eq!(parse_container_id("4F797C53").as_deref(), Ok("4f797c53"));
+        assert!(parse_container_id("4f7").is_err());
+        assert!(parse_container_id("libpod-4f797c53").is_err());
+        assert_eq!(parse_cgroup_path("/a/b/").as_deref(), Ok("/a/b"));
+        assert_eq!(parse_cgroup_path("/").as_deref(), Ok("/"));
+        assert!(parse_cgroup_path("a/b").is_err());
         assert_eq!(parse_top("3"), Ok(3));
         // A negative number reaches the parser (not clap's "unexpected argument").
         let error = Cli::try_parse_from(["memtrace", "-i", "-1"])

@@ -102,12 +102,12 @@ fn read_json(reader: &mut impl std::io::BufRead) -> Value {
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"))
 }
 
-/// Runs `memtrace --stacks` on a fresh C workload until it exits; its record and memtrace's
-/// output.
-fn run_c(binary: &Path) -> (Value, Output) {
+/// Runs `memtrace --stacks` (with `extra` arguments) on a fresh C workload until it exits; its
+/// record and memtrace's output.
+fn run_c(binary: &Path, extra: &[&str]) -> (Value, Output) {
     let mut workload = Program::spawn(&mut Command::new(binary));
     let pid = workload.pid.to_string();
-    let memtrace = Memtrace::attach(&["--stacks", "--pid", &pid]);
+    let memtrace = Memtrace::attach(&[&["--stacks", "--pid", &pid], extra].concat());
     let record = workload.go();
     // memtrace places each new stack in the process's files as soon as the kernel announces
     // it; under QEMU a debug build can take a while. Then the workload exits, memtrace stops,
@@ -161,7 +161,21 @@ fn stacks_each_function_counted_exactly_with_its_frame_named() {
     if !privileged() {
         return;
     }
-    let (record, output) = run_c(&program("memtrace-stacks", WORKLOAD));
+    each_function_counted_exactly(&[]);
+}
+
+/// The same where only totals are printed: the kernel then counts each call itself, from
+/// arguments read at its exit, and sends no record per call; the stacks must be the same.
+#[test]
+fn stacks_counted_exactly_where_the_kernel_counts_the_calls() {
+    if !privileged() {
+        return;
+    }
+    each_function_counted_exactly(&["--no-events"]);
+}
+
+fn each_function_counted_exactly(extra: &[&str]) {
+    let (record, output) = run_c(&program("memtrace-stacks", WORKLOAD), extra);
     let pid = record["pid"].as_u64().expect("pid") as u32;
     let process = output.process(pid);
     let stacks = stacks(process);
@@ -253,7 +267,7 @@ fn stacks_of_a_stripped_binary_say_so() {
     if !privileged() {
         return;
     }
-    let (record, output) = run_c(&program("memtrace-stripd", STRIPPED));
+    let (record, output) = run_c(&program("memtrace-stripd", STRIPPED), &[]);
     let pid = record["pid"].as_u64().expect("pid") as u32;
     let process = output.process(pid);
     let dontneed = stacks(process)

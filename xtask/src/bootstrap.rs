@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     apt,
-    tasks::{capture, is_root, status},
+    tasks::{capture, is_root, status, which},
 };
 
 pub fn run() -> anyhow::Result<()> {
@@ -107,10 +107,21 @@ fn linked_llvm_major(binary: &Path) -> Option<u32> {
         })
 }
 
-/// Programs the tests run: `go` builds the Go test programs, `bpftrace` is their independent
-/// madvise count. Installed from Debian when missing; only `cargo xtask test` needs them.
-/// When they cannot be installed the Go tests skip, except under CI, where they must run.
-const TEST_TOOLS: [(&str, &str); 2] = [("go", "golang-go"), ("bpftrace", "bpftrace")];
+/// Programs the tests run: `go` builds the Go test programs (`gcc` their cgo builds),
+/// `bpftrace` is their independent madvise count, `objcopy` splits debug files off a Go binary
+/// as Debian's packaging does, prometheus-node-exporter is the real Debian Go daemon whose own
+/// gauges check memtrace's reading of its runtime, and `bpftool` reads the kernel's BTF
+/// independently of memtrace's own reader. Installed from Debian when missing; only `cargo
+/// xtask test` needs them. When they cannot be installed the tests that need them skip, except
+/// under CI, where they must run.
+const TEST_TOOLS: [(&str, &str); 6] = [
+    ("go", "golang-go"),
+    ("gcc", "gcc"),
+    ("bpftrace", "bpftrace"),
+    ("objcopy", "binutils"),
+    ("prometheus-node-exporter", "prometheus-node-exporter"),
+    ("bpftool", "bpftool"),
+];
 
 pub fn ensure_test_tools() -> anyhow::Result<()> {
     let missing: Vec<&str> = TEST_TOOLS
@@ -125,13 +136,15 @@ pub fn ensure_test_tools() -> anyhow::Result<()> {
     if !is_root() || which("apt-get").is_none() {
         let advice = format!("install {packages} (e.g. `sudo apt-get install -y {packages}`)");
         if std::env::var_os("CI").is_some() {
-            bail!("the Go tests need {packages} and CI is set: {advice}");
+            bail!("the tests need {packages} and CI is set: {advice}");
         }
-        eprintln!("xtask: WARNING: {packages} missing: the Go tests will be SKIPPED; {advice}");
+        eprintln!(
+            "xtask: WARNING: {packages} missing: tests that need them will be SKIPPED; {advice}"
+        );
         return Ok(());
     }
     eprintln!(
-        "xtask: installing {packages} with apt-get (the Go tests build and trace real Go programs)"
+        "xtask: installing {packages} with apt-get (the tests build and trace real Go programs and check memtrace against independent tools)"
     );
     apt::install_packages(&missing)?;
     if let Some((program, package)) = TEST_TOOLS.iter().find(|(p, _)| which(p).is_none()) {
@@ -158,13 +171,4 @@ fn ensure_tracefs() {
     {
         eprintln!("xtask: warning: could not mount tracefs: {e:#}");
     }
-}
-
-pub fn which(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    let cargo_bin = std::env::var_os("CARGO_HOME").map(|home| PathBuf::from(home).join("bin"));
-    std::env::split_paths(&path)
-        .chain(cargo_bin)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
 }

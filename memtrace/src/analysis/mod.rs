@@ -5,6 +5,7 @@ pub mod advice;
 mod by_name;
 pub mod explain;
 pub mod golang;
+pub mod groups;
 pub mod snapshot;
 pub mod stacks;
 

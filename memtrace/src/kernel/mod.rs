@@ -3,12 +3,17 @@
 //! memtrace-common and small structs of its own) and knows nothing of reports.
 
 pub mod btf;
+pub mod cgroup;
 pub mod gfp;
 pub mod log;
+pub mod memcg;
 pub mod namer;
 mod object;
 mod offsets;
+pub mod pidns;
 pub mod procfs;
+pub mod procmem;
+pub mod status;
 pub mod symbols;
 pub mod tracefs;
 mod tracer;

@@ -1,6 +1,10 @@
 //! What /proc says about processes, the system and memtrace itself.
 
-use std::{fs, path::PathBuf};
+use std::fs;
+
+use super::cgroup::Cgroups;
+
+use memtrace_common::members::PF_KTHREAD;
 
 /// A process's name (`/proc/PID/comm`), if it still exists.
 pub fn comm(pid: u32) -> Option<String> {
@@ -57,7 +61,8 @@ fn parse_smaps_rollup(text: &str) -> Option<SmapsRollup> {
 }
 
 /// The current program break of a process: the end of its `[heap]` mapping, or `start_brk`
-/// (field 47 of /proc/PID/stat) when the heap was never grown.
+/// (field 47 of /proc/PID/stat) when the heap was never grown. `None` without ptrace access
+/// to the process: /proc/PID/maps is refused then, and the kernel writes 0 for `start_brk`.
 pub fn program_break(pid: u32) -> Option<u64> {
     let maps = fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
     let heap_end = maps
@@ -67,7 +72,7 @@ pub fn program_break(pid: u32) -> Option<u64> {
             let range = l.split_whitespace().next()?;
             u64::from_str_radix(range.split_once('-')?.1, 16).ok()
         });
-    heap_end.or_else(|| stat_field(pid, 47))
+    heap_end.or_else(|| stat_field(pid, 47).filter(|&start_brk| start_brk != 0))
 }
 
 /// A numeric field of /proc/PID/stat, numbered from 1 as in proc(5).
@@ -91,8 +96,7 @@ fn stat_value(stat: &str, field: usize) -> Option<u64> {
 /// Whether `pid` is a kernel thread (`PF_KTHREAD` in /proc/PID/stat's flags): it has no user
 /// memory.
 pub fn is_kernel_thread(pid: u32) -> bool {
-    const PF_KTHREAD: u64 = 0x0020_0000;
-    stat_field(pid, 9).is_some_and(|flags| flags & PF_KTHREAD != 0)
+    stat_field(pid, 9).is_some_and(|flags| flags & u64::from(PF_KTHREAD) != 0)
 }
 
 /// When a process started, in clock ticks since boot (field 22 of /proc/PID/stat).
@@ -144,18 +148,39 @@ pub fn pid_max() -> u32 {
         .unwrap_or(PID_MAX_LIMIT)
 }
 
-/// Whether `pid` is a live process (a thread group leader), not a thread or a zombie.
-pub fn is_live_process(pid: u32) -> bool {
-    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
+/// What a pid names, as /proc/PID/status says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PidKind {
+    /// A live process: a thread group leader that has not exited.
+    Process,
+    /// A thread of process `tgid`.
+    Thread { tgid: u32 },
+    /// A process that has exited but that its parent has not reaped yet.
+    Zombie,
+}
+
+/// What `pid` names, or `None` when no task has it.
+pub fn pid_kind(pid: u32) -> Option<PidKind> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
         status
             .lines()
             .find_map(|l| l.strip_prefix(name))
             .map(str::trim)
     };
-    field("Tgid:") == Some(&pid.to_string()) && !field("State:").is_some_and(|s| s.starts_with('Z'))
+    let tgid: u32 = field("Tgid:")?.parse().ok()?;
+    Some(if tgid != pid {
+        PidKind::Thread { tgid }
+    } else if field("State:").is_some_and(|s| s.starts_with('Z')) {
+        PidKind::Zombie
+    } else {
+        PidKind::Process
+    })
+}
+
+/// Whether `pid` is a live process (a thread group leader), not a thread or a zombie.
+pub fn is_live_process(pid: u32) -> bool {
+    pid_kind(pid) == Some(PidKind::Process)
 }
 
 /// The pid a caller's pidfd refers to, from `/proc/CALLER/fdinfo/FD` (`Pid:` line). `None` once
@@ -217,23 +242,6 @@ fn parse_vmstat(text: &str) -> std::collections::BTreeMap<String, u64> {
         .collect()
 }
 
-/// The memory cgroup of a task from `/proc/PID/cgroup`: the cgroup v1 `memory` hierarchy's path
-/// if mounted, else the v2 path. `None` once the task is reaped.
-pub fn memory_cgroup(pid: u32) -> Option<String> {
-    parse_memory_cgroup(&fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)
-}
-
-fn parse_memory_cgroup(text: &str) -> Option<String> {
-    let path_of = |line: &str| line.splitn(3, ':').nth(2).map(str::to_owned);
-    let v1 = text.lines().find(|line| {
-        line.split(':')
-            .nth(1)
-            .is_some_and(|controllers| controllers.split(',').any(|c| c == "memory"))
-    });
-    v1.or_else(|| text.lines().find(|line| line.starts_with("0::")))
-        .and_then(path_of)
-}
-
 /// The memory controller's index among the kernel's cgroup subsystems: /proc/cgroups lists
 /// them in id order.
 pub fn memory_controller_index() -> Option<u32> {
@@ -243,67 +251,6 @@ pub fn memory_controller_index() -> Option<u32> {
         .filter(|line| !line.starts_with('#'))
         .position(|line| line.split_whitespace().next() == Some("memory"))?;
     u32::try_from(index).ok()
-}
-
-/// The path (as /proc/PID/cgroup shows it) of the memory cgroup whose directory has inode
-/// number `id` (a cgroup's kernfs id), found by walking the hierarchy that holds the memory
-/// controller (cgroup v1 or v2). Bounded: at most 64 levels and 100 000 directories.
-pub fn memory_cgroup_by_id(id: u64) -> Option<String> {
-    use std::os::unix::fs::MetadataExt as _;
-    let root = memory_hierarchy_root()?;
-    let mut stack = vec![(root.clone(), 0usize)];
-    let mut visited = 0;
-    while let Some((dir, depth)) = stack.pop() {
-        visited += 1;
-        if visited > 100_000 {
-            return None;
-        }
-        if fs::metadata(&dir).is_ok_and(|m| m.ino() == id) {
-            let relative = dir.strip_prefix(&root).ok()?;
-            return Some(format!("/{}", relative.display()));
-        }
-        if depth >= 64 {
-            continue;
-        }
-        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push((entry.path(), depth + 1));
-            }
-        }
-    }
-    None
-}
-
-/// Where the hierarchy holding the memory controller is mounted: a cgroup v1 mount with the
-/// `memory` option, else a cgroup2 mount whose root offers `memory`.
-fn memory_hierarchy_root() -> Option<PathBuf> {
-    let mounts = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let cgroup_mounts: Vec<(&str, &str, &str)> =
-        mounts.lines().filter_map(parse_mountinfo).collect();
-    let v1 = cgroup_mounts.iter().find(|(_, fs_type, options)| {
-        *fs_type == "cgroup" && options.split(',').any(|o| o == "memory")
-    });
-    if let Some((point, _, _)) = v1 {
-        return Some(PathBuf::from(point));
-    }
-    cgroup_mounts
-        .iter()
-        .filter(|(_, fs_type, _)| *fs_type == "cgroup2")
-        .map(|(point, _, _)| PathBuf::from(point))
-        .find(|root| {
-            fs::read_to_string(root.join("cgroup.controllers"))
-                .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"))
-        })
-}
-
-/// `(mount point, filesystem type, super options)` of a /proc/PID/mountinfo line.
-fn parse_mountinfo(line: &str) -> Option<(&str, &str, &str)> {
-    let (before, after) = line.split_once(" - ")?;
-    let point = before.split(' ').nth(4)?;
-    let mut after = after.split(' ');
-    let fs_type = after.next()?;
-    let _source = after.next()?;
-    Some((point, fs_type, after.next().unwrap_or_default()))
 }
 
 /// Whether a task has begun to exit (PF_EXITING in /proc/PID/stat's flags) or is gone: cgroup
@@ -343,13 +290,15 @@ pub struct VictimFacts {
 
 /// Reads what /proc says about an OOM victim task while it is (at best) a zombie;
 /// `trigger_memcg_id` is the kernfs id of the triggering task's memory cgroup, the fallback.
-pub fn oom_victim(tid: u32, trigger_memcg_id: Option<u64>) -> VictimFacts {
+pub fn oom_victim(tid: u32, trigger_memcg_id: Option<u64>, cgroups: &mut Cgroups) -> VictimFacts {
     // Read first, then check the task had not begun to exit: a path read before is right.
-    let victim = memory_cgroup(tid).filter(|path| path != "/" || !exiting(tid));
+    let victim = cgroups
+        .of_process(tid)
+        .filter(|path| path != "/" || !exiting(tid));
     let cgroup = match victim {
         Some(path) => Some((path, CgroupOf::Victim)),
         None => trigger_memcg_id
-            .and_then(memory_cgroup_by_id)
+            .and_then(|id| cgroups.path_of(id).ok())
             .map(|path| (path, CgroupOf::Trigger)),
     };
     VictimFacts {
@@ -370,14 +319,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_cgroups_and_vmstat() {
-        let v1 = "9:name=systemd:/\n4:memory:/jobs/a\n1:cpu:/\n0::/\n";
-        assert_eq!(parse_memory_cgroup(v1).as_deref(), Some("/jobs/a"));
-        let v2 = "0::/system.slice/x.service\n";
-        assert_eq!(
-            parse_memory_cgroup(v2).as_deref(),
-            Some("/system.slice/x.service")
-        );
+    fn parses_vmstat() {
         let vmstat = parse_vmstat("nr_free_pages 5\npglazyfreed 7\npgscan_direct 9\n");
         assert_eq!(vmstat.len(), 2);
         assert_eq!(vmstat["pglazyfreed"], 7);
@@ -386,21 +328,6 @@ mod tests {
         assert!(!is_reclaim_counter("nr_free_pages"));
         assert_eq!(tgid_of(std::process::id()), Some(std::process::id()));
         assert!(!exiting(std::process::id()));
-    }
-
-    #[test]
-    fn parses_mountinfo() {
-        let v1 = "35 25 0:30 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory";
-        assert_eq!(
-            parse_mountinfo(v1),
-            Some(("/sys/fs/cgroup/memory", "cgroup", "rw,memory"))
-        );
-        let v2 = "30 25 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate";
-        assert_eq!(
-            parse_mountinfo(v2),
-            Some(("/sys/fs/cgroup", "cgroup2", "rw,nsdelegate"))
-        );
-        assert_eq!(parse_mountinfo("garbage"), None);
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! Attaching the syscall programs on BPF trampolines (`memtrace_common::hooks::Trampoline`)
-//! where the kernel allows it, one syscall at a time, entry and exit together; whatever does
-//! not attach stays on its tracepoints.
+//! where the kernel allows it, one syscall at a time, entry and exit together (or the exit
+//! alone where only totals are printed: it reads the arguments itself); whatever does not
+//! attach stays on its tracepoints.
 
 use anyhow::anyhow;
 use aya::{
     Btf, Ebpf,
-    programs::{FEntry, FExit, fentry::FEntryLink, fexit::FExitLink, trace_point::TracePointLink},
+    programs::{
+        FEntry, FExit, ProgramError, fentry::FEntryLink, fexit::FExitLink,
+        trace_point::TracePointLink,
+    },
 };
 use memtrace_common::hooks::{End, Program, Run, Trampoline};
 
@@ -43,25 +47,23 @@ pub fn attach(ebpf: &mut Ebpf, run: Run) -> OnTrampolines {
     for pair in Trampoline::ALL.chunks_exact(2) {
         let (entry, exit) = (pair[0], pair[1]);
         debug_assert!(entry.end() == End::Entry && exit.end() == End::Exit);
-        if !entry.replaces().hook().when.applies(run) {
+        if !exit.replaces().hook().when.applies(run) {
             continue;
         }
+        // The exit reads the arguments from the registers the entry point is given: the entry
+        // is needed only where the tracepoint entry would be (to time each call for its
+        // record).
+        let entry = entry.replaces().hook().when.applies(run).then_some(entry);
         match attach_pair(ebpf, &btf, entry, exit) {
             Ok(links) => {
                 attached.links.extend(links);
+                // Both tracepoint programs stand aside, the entry's too when not needed.
                 attached
                     .replaced
-                    .extend([entry.replaces(), exit.replaces()]);
+                    .extend([pair[0].replaces(), exit.replaces()]);
             }
             Err(e) if attached.links.is_empty() => {
-                // aya appends the verifier's log to a refused load: its last line says why.
-                let why = format!("{e:#}");
-                let (what, log) = why.split_once(". Verifier output:").unwrap_or((&why, ""));
-                let verdict = log.lines().rev().find(|l| !l.trim().is_empty());
-                attached.refused = Some(match verdict {
-                    Some(line) => format!("{}: {what} ({})", entry.function(), line.trim()),
-                    None => format!("{}: {what}", entry.function()),
-                });
+                attached.refused = Some(format!("{}: {}", exit.function(), refusal(&e)));
                 break;
             }
             // This syscall's entry point is missing or not attachable here: its tracepoints
@@ -72,27 +74,71 @@ pub fn attach(ebpf: &mut Ebpf, run: Run) -> OnTrampolines {
     attached
 }
 
-/// Both ends of one syscall, or neither: a pair half on a trampoline and half on a tracepoint
-/// would work (records pair up by thread), but is harder to reason about for no gain.
+/// Why a load or attach failed, in one line: for a load the kernel refused, the system call's
+/// error and the verifier's verdict; otherwise the error itself.
+fn refusal(error: &anyhow::Error) -> String {
+    match error.downcast_ref::<ProgramError>() {
+        Some(ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        }) => load_refusal(io_error, &verifier_log.to_string()),
+        _ => format!("{error:#}"),
+    }
+}
+
+/// The verifier log's last non-empty line is its verdict.
+fn load_refusal(io_error: &std::io::Error, verifier_log: &str) -> String {
+    match verifier_log.lines().rev().find(|l| !l.trim().is_empty()) {
+        Some(verdict) => format!("loading failed: {io_error} ({})", verdict.trim()),
+        None => format!("loading failed: {io_error}"),
+    }
+}
+
+/// Both ends of one syscall (or its exit alone), or neither: a pair half on a trampoline and
+/// half on a tracepoint would work (records pair up by thread), but is harder to reason about
+/// for no gain.
 fn attach_pair(
     ebpf: &mut Ebpf,
     btf: &Btf,
-    entry: Trampoline,
+    entry: Option<Trampoline>,
     exit: Trampoline,
-) -> anyhow::Result<[Link; 2]> {
-    let function = entry.function();
-    let entry_program: &mut FEntry = program(ebpf, entry)?.try_into()?;
-    entry_program.load(function, btf)?;
-    let id = entry_program.attach()?;
-    let entry_link = entry_program.take_link(id)?;
+) -> anyhow::Result<Vec<Link>> {
+    let function = exit.function();
+    let mut links = Vec::with_capacity(2);
+    if let Some(entry) = entry {
+        let entry_program: &mut FEntry = program(ebpf, entry)?.try_into()?;
+        entry_program.load(function, btf)?;
+        let id = entry_program.attach()?;
+        links.push(Link::Entry(entry_program.take_link(id)?));
+    }
     let exit_program: &mut FExit = program(ebpf, exit)?.try_into()?;
     exit_program.load(function, btf)?;
     let id = exit_program.attach()?;
-    let exit_link = exit_program.take_link(id)?;
-    Ok([Link::Entry(entry_link), Link::Exit(exit_link)])
+    links.push(Link::Exit(exit_program.take_link(id)?));
+    Ok(links)
 }
 
 fn program(ebpf: &mut Ebpf, trampoline: Trampoline) -> anyhow::Result<&mut aya::programs::Program> {
     ebpf.program_mut(trampoline.name())
         .ok_or_else(|| anyhow!("program {} missing from the eBPF object", trampoline.name()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_load_says_the_verifiers_verdict() {
+        let einval = std::io::Error::from_raw_os_error(libc::EINVAL);
+        assert_eq!(
+            load_refusal(&einval, "func#0 @0\ninvalid bpf_context access off=8\n\n"),
+            "loading failed: Invalid argument (os error 22) (invalid bpf_context access off=8)"
+        );
+        assert_eq!(
+            load_refusal(&einval, ""),
+            "loading failed: Invalid argument (os error 22)"
+        );
+        let plain = anyhow::Error::from(ProgramError::NotAttached);
+        assert_eq!(refusal(&plain), "the program is not attached");
+    }
 }

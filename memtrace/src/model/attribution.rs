@@ -8,11 +8,19 @@ use memtrace_common::{
     events::{
         fault::FaultCounts,
         rss::{RSS_MEMBERS, RssState},
+        totals::{COUNTED_ADVICE, FlushReason, MapSyscall, MmapKind, SyscallTotals},
     },
 };
 
-use super::event::{Event, Madvise, MapKind, MapOp, Mapping, comm_string};
-use crate::kernel::procfs::SmapsRollup;
+use super::{
+    container::Whereabouts,
+    event::{Event, Madvise, MapKind, MapOp, Mapping, comm_string},
+    kernel_totals::{self, Fit, KernelCounted},
+};
+use crate::kernel::{
+    procfs::SmapsRollup,
+    status::{Resident, StatusMemory},
+};
 
 /// Calls with one advice value.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -94,6 +102,32 @@ impl MappingTotals {
                 old_len, new_len, ..
             } => self.mremap_shrink.add(old_len - new_len),
             MapOp::Brk { requested, result } => self.record_brk(requested, result),
+        }
+    }
+
+    /// Adds what the kernel counted (the growth of its totals since the last copy).
+    fn add_counted(&mut self, grown: &SyscallTotals) {
+        let add = |into: &mut CallBytes, count: &memtrace_common::events::totals::CallCount| {
+            into.calls += count.calls;
+            into.bytes += count.bytes;
+        };
+        for &kind in MmapKind::ALL {
+            let count = &grown.mmap[kind as usize];
+            if count.calls > 0 {
+                add(self.mmap.entry(MapKind::from(kind)).or_default(), count);
+            }
+        }
+        add(&mut self.munmap, &grown.munmap);
+        add(&mut self.mremap_grow, &grown.mremap_grow);
+        add(&mut self.mremap_shrink, &grown.mremap_shrink);
+        add(&mut self.brk_grow, &grown.brk_grow);
+        add(&mut self.brk_shrink, &grown.brk_shrink);
+        self.brk_unknown += grown.brk_unknown;
+        for &syscall in MapSyscall::ALL {
+            let failed = grown.failed[syscall as usize];
+            if failed > 0 {
+                *self.failed.entry(syscall.name()).or_default() += failed;
+            }
         }
     }
 
@@ -239,6 +273,8 @@ pub struct ProcessStats {
     /// /proc/PID/smaps_rollup when first seen and at the latest sample.
     pub smaps_first: Option<SmapsRollup>,
     pub smaps_last: Option<SmapsRollup>,
+    /// /proc/PID/status at the latest sample, where smaps_rollup was refused, and why it was.
+    pub status_last: Option<(StatusMemory, &'static str)>,
     /// The largest LazyFree sampled: a drop from it means reclaim took MADV_FREE'd pages (or
     /// the process wrote to them again).
     pub lazy_free_peak: Option<u64>,
@@ -250,9 +286,17 @@ pub struct ProcessStats {
     pub start_time: Option<u64>,
     /// It is known to have exited.
     pub exited: bool,
+    /// Its cgroup, container, pod and pid inside its namespace, read when first met.
+    pub whereabouts: Whereabouts,
     /// Bytes reclaim took per RSS member from its address spaces that are gone (torn down at
     /// exit or exec), which the kernel's per-mm state no longer holds.
     pub taken_from_gone: [u64; RSS_MEMBERS],
+    /// The last copy of its memory syscalls counted in the kernel taken into `madvise` and
+    /// `mappings` (runs that print only totals; see [`kernel_totals`]).
+    pub kernel: Option<KernelCounted>,
+    /// Its memory cgroup's id as the kernel programs read it (`memtrace_common::cgroup`): at
+    /// its first counted syscall, and as a thread of it exits.
+    pub memory_cgroup: Option<u64>,
 }
 
 impl ProcessStats {
@@ -262,6 +306,24 @@ impl ProcessStats {
         let old = std::mem::replace(&mut self.comm, comm.to_owned());
         self.exec_from.push(old);
         self.mappings.last_brk = None;
+    }
+
+    /// Takes in a copy of its syscall totals counted in the kernel: what grew since the last
+    /// one is added to its totals by advice and by mapping kind.
+    fn take_kernel_totals(&mut self, totals: &SyscallTotals, last: bool) {
+        let grown = kernel_totals::growth(&mut self.kernel, totals, last);
+        for (advice, count) in grown.madvise.iter().enumerate().take(COUNTED_ADVICE) {
+            if count.calls > 0 {
+                let into = self.madvise.entry(advice as u32).or_default();
+                into.calls += count.calls;
+                into.failed += count.failed;
+                into.bytes += count.bytes;
+            }
+        }
+        self.mappings.add_counted(&grown);
+        if totals.cgroup_id != 0 {
+            self.memory_cgroup = Some(totals.cgroup_id);
+        }
     }
 
     /// Bytes given back by successful releasing advice (DONTNEED, FREE, REMOVE, PAGEOUT).
@@ -307,10 +369,13 @@ pub struct Attribution {
     at_attach: AtAttach,
 }
 
-/// Per-thread `(tid, minflt, majflt)` of processes when tracing began.
+/// Per-thread `(tid, minflt, majflt)` of processes when tracing began, and where each runs.
 #[derive(Debug, Default)]
 pub struct AtAttach {
     pub threads: BTreeMap<u32, Vec<(u32, u64, u64)>>,
+    /// Read while they ran: a process that exits before memtrace reads /proc for one of its
+    /// records still names its cgroup and container.
+    pub whereabouts: BTreeMap<u32, Whereabouts>,
     /// Whether every process on the machine was read (system-wide): one missing was then born
     /// while traced.
     pub every_process: bool,
@@ -330,11 +395,13 @@ impl Attribution {
         self.ended.drain(..ended);
         self.forgotten += ended as u64;
         let excess = self.len().saturating_sub(keep);
+        // Not one whose syscall totals the kernel has yet to send complete: the final copy
+        // would come back as a new entry, its counts taken in twice.
         let dropped: Vec<u32> = self
             .processes
-            .keys()
-            .copied()
-            .filter(|&pid| !alive(pid))
+            .iter()
+            .filter(|(pid, p)| !alive(**pid) && p.kernel.as_ref().is_none_or(|k| k.last))
+            .map(|(pid, _)| *pid)
             .take(excess)
             .collect();
         for pid in &dropped {
@@ -357,9 +424,17 @@ impl Attribution {
                 } else {
                     String::new()
                 };
-                self.process(t.tgid, &comm)
-                    .task_faults
-                    .exit(t.tid, t.min_flt, t.maj_flt);
+                let process = self.process(t.tgid, &comm);
+                process.task_faults.exit(t.tid, t.min_flt, t.maj_flt);
+                if t.cgroup_id != 0 {
+                    process.memory_cgroup = Some(t.cgroup_id);
+                }
+            }
+            Event::Totals(flush) => {
+                self.kernel_totals(flush.tgid, &flush.totals, true);
+                if flush.reason == FlushReason::Exit as u32 {
+                    self.exited(flush.tgid);
+                }
             }
             Event::Stall(s) => {
                 self.process(s.tgid, &s.thread_comm);
@@ -382,10 +457,29 @@ impl Attribution {
     /// is another process's.
     fn pid_passed_on(&mut self, pid: u32) {
         self.at_attach.threads.remove(&pid);
+        self.at_attach.whereabouts.remove(&pid);
         if let Some(mut previous) = self.processes.remove(&pid) {
             previous.exited = true;
             self.ended.push(previous);
         }
+    }
+
+    /// A copy of a process's memory syscalls counted in the kernel, read from the kernel's map
+    /// (`last`: its final copy, from the ring). It goes to the process it is of: see
+    /// [`kernel_totals::fit`].
+    pub fn kernel_totals(&mut self, pid: u32, totals: &SyscallTotals, last: bool) {
+        let current = self.processes.get(&pid).and_then(|p| p.kernel.as_ref());
+        let ended = self
+            .ended
+            .iter()
+            .filter(|p| p.pid == pid)
+            .map(|p| p.kernel.as_ref());
+        match kernel_totals::fit(totals.start_ns, current, ended) {
+            Fit::Stale => return,
+            Fit::NewProcess => self.pid_passed_on(pid),
+            Fit::Take => {}
+        }
+        self.process(pid, "").take_kernel_totals(totals, last);
     }
 
     /// A process is known to have exited (its pidfd said so).
@@ -437,6 +531,16 @@ impl Attribution {
         }
     }
 
+    /// Keeps a sample of a process's resident memory: smaps_rollup's, or status's in its place.
+    pub fn sample_resident(&mut self, pid: u32, sample: Resident) {
+        match sample {
+            Resident::Smaps(smaps) => self.sample_smaps(pid, smaps),
+            Resident::Status(status, why) => {
+                self.process(pid, "").status_last = Some((status, why));
+            }
+        }
+    }
+
     /// Keeps the first and the latest smaps_rollup sample of a process.
     pub fn sample_smaps(&mut self, pid: u32, sample: SmapsRollup) {
         let process = self.process(pid, "");
@@ -484,6 +588,9 @@ impl Attribution {
                 None if at_attach.every_process => process.task_faults.born_while_traced(),
                 None => {}
             }
+            if let Some(whereabouts) = at_attach.whereabouts.remove(&pid) {
+                process.whereabouts = whereabouts;
+            }
             process
         });
         if process.comm.is_empty() {
@@ -502,6 +609,11 @@ impl Attribution {
     /// replaces its name with a better one (from /proc).
     pub fn name(&mut self, pid: u32, comm: &str) {
         self.process(pid, comm).comm = comm.to_owned();
+    }
+
+    /// Where a process runs (read from /proc when memtrace first meets it).
+    pub fn place(&mut self, pid: u32, whereabouts: Whereabouts) {
+        self.process(pid, "").whereabouts = whereabouts;
     }
 
     /// Whether a process still has no name.
@@ -627,6 +739,7 @@ mod tests {
         let mut a = Attribution::default();
         a.set_at_attach(AtAttach {
             threads: BTreeMap::from([(5, vec![(5, 100, 1), (6, 50, 0)])]),
+            whereabouts: BTreeMap::from([(5, Whereabouts::new(Some("/jobs/a".into()), Some(1)))]),
             every_process: true,
         });
         // Thread 6 exits before pid 5 is first sampled: only its faults since attach count.
@@ -638,6 +751,7 @@ mod tests {
             min_flt: 70,
             maj_flt: 0,
             process_start_ns: 0,
+            cgroup_id: 0,
             comm: *b"t6\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
         }));
         assert_eq!(
@@ -649,6 +763,9 @@ mod tests {
         let p = a.process_by_pid(5).unwrap();
         // 20 (tid 6) + 30 (tid 5) + 9 (tid 7, born while traced).
         assert_eq!((p.task_faults.minor(), p.task_faults.major()), (59, 1));
+        // Where it ran, read at attach, is kept even though it was never read again.
+        assert_eq!(p.whereabouts.cgroup.as_deref(), Some("/jobs/a"));
+        assert_eq!(p.whereabouts.nspid, Some(1));
         // A process that was not there at attach was born while traced: all its faults count.
         a.sample_task_faults(8, &[(8, 40, 0)]);
         assert_eq!(a.process_by_pid(8).unwrap().task_faults.minor(), 40);
@@ -656,11 +773,16 @@ mod tests {
         let mut a = Attribution::default();
         a.set_at_attach(AtAttach {
             threads: BTreeMap::from([(5, vec![(5, 100, 0)])]),
+            whereabouts: BTreeMap::from([(5, Whereabouts::new(Some("/old".into()), None))]),
             every_process: true,
         });
         a.record(&spawn(5));
         a.sample_task_faults(5, &[(5, 12, 0)]);
         assert_eq!(a.process_by_pid(5).unwrap().task_faults.minor(), 12);
+        assert_eq!(
+            a.process_by_pid(5).unwrap().whereabouts,
+            Whereabouts::default()
+        );
     }
 
     #[test]
@@ -827,6 +949,7 @@ mod tests {
                 min_flt,
                 maj_flt,
                 process_start_ns: 0,
+                cgroup_id: 0,
                 comm: [0; 16],
             })
         };
@@ -887,6 +1010,73 @@ mod tests {
         assert_eq!(a.forgotten, 3);
         // Under the cap nothing goes, even when exited.
         assert!(a.forget_exited(3, |_| false).is_empty());
+        // Nor one whose kernel-counted totals have not arrived complete.
+        let t = memtrace_common::events::totals::SyscallTotals {
+            start_ns: 7,
+            ..Default::default()
+        };
+        a.kernel_totals(7, &t, false);
+        a.kernel_totals(8, &t, true);
+        assert_eq!(a.forget_exited(2, |_| false), vec![2, 4, 6]);
+        assert_eq!(a.pids(), vec![7, 8], "7 kept, over the cap");
+    }
+
+    /// The same calls, as records and as the kernel's totals (taken in twice, as a sample and
+    /// then the final copy), give the same totals.
+    #[test]
+    fn kernel_totals_give_what_records_give() {
+        use memtrace_common::events::totals::{AdviceCount, CallCount};
+        let mut records = Attribution::default();
+        for _ in 0..3 {
+            records.record(&madvise(7, 7, advice::DONTNEED, 8192, None));
+        }
+        records.record(&madvise(7, 7, advice::FREE, 4096, Some(libc::EINVAL)));
+        let mmap = MapOp::Mmap {
+            addr: 0x1000,
+            len: 12288,
+            kind: MapKind::FileShared,
+            prot: 3,
+            fd: 3,
+        };
+        records.record(&mapping(mmap, None));
+        // A brk whose break did not move where asked (decoded as ENOMEM).
+        records.record(&mapping(
+            MapOp::Brk {
+                requested: 0x9000,
+                result: 0x8000,
+            },
+            Some(libc::ENOMEM),
+        ));
+        let mut t = SyscallTotals {
+            start_ns: 5,
+            cgroup_id: 9,
+            ..SyscallTotals::default()
+        };
+        t.madvise[advice::DONTNEED as usize] = AdviceCount {
+            calls: 3,
+            failed: 0,
+            bytes: 3 * 8192,
+        };
+        t.madvise[advice::FREE as usize] = AdviceCount {
+            calls: 1,
+            failed: 1,
+            bytes: 0,
+        };
+        t.mmap[MmapKind::FileShared as usize] = CallCount {
+            calls: 1,
+            bytes: 12288,
+        };
+        t.failed[MapSyscall::Brk as usize] = 1;
+        let mut counted = Attribution::default();
+        counted.kernel_totals(7, &t, false);
+        counted.kernel_totals(7, &t, true);
+        let (r, c) = (
+            records.process_by_pid(7).unwrap(),
+            counted.process_by_pid(7).unwrap(),
+        );
+        assert_eq!(r.madvise, c.madvise);
+        assert_eq!(r.mappings, c.mappings);
+        assert_eq!(c.memory_cgroup, Some(9));
     }
 
     #[test]

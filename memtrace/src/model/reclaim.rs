@@ -211,7 +211,7 @@ impl Reclaim {
     pub fn record(&mut self, event: &Event) {
         match event {
             Event::Stall(s) => self.record_stall(s),
-            Event::OomKill(o) => self.ooms.push(o.clone()),
+            Event::OomKill(o) => self.ooms.push(OomKill::clone(o)),
             Event::OomReaper(r) => {
                 // The latest kill of that task: the reaper follows it.
                 if let Some(kill) = self.ooms.iter_mut().rev().find(|k| k.tid == r.pid) {
@@ -398,7 +398,7 @@ mod tests {
     fn reaper_steps_attach_to_their_kill() {
         use memtrace_common::events::oom::ReaperPhase;
         let kill = |tid: u32| {
-            Event::OomKill(OomKill {
+            Event::OomKill(Box::new(OomKill {
                 pid: tid,
                 tid,
                 comm: String::new(),
@@ -415,9 +415,11 @@ mod tests {
                 ts_ns: 0,
                 cgroup: None,
                 cgroup_of: None,
+                container: None,
+                pod: None,
                 trigger_memcg_id: None,
                 reaper: ReaperOutcome::default(),
-            })
+            }))
         };
         let step = |pid, phase, ts_ns| Event::OomReaper(OomReaper { pid, phase, ts_ns });
         let mut r = Reclaim::default();

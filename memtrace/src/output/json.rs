@@ -16,6 +16,7 @@ use crate::{
         ByName, Name,
         advice::{AdviceView, advice_name},
         golang::verdict::Verdict,
+        groups::GroupView,
         snapshot::{KswapdView, ProcessView, Snapshot, StallView, StalledView},
     },
     kernel::{LostCounts, gfp::GfpNames},
@@ -232,6 +233,10 @@ pub struct ThreadExitLine {
     pub last_thread: Option<bool>,
     pub minflt: u64,
     pub majflt: u64,
+    /// The id of the thread's memory cgroup as it exited: the inode number of the cgroup's
+    /// directory in the hierarchy that holds the memory controller (cgroup v2: the thread's
+    /// own cgroup; v1: its cgroup in the memory hierarchy); null when unknown.
+    pub memory_cgroup_id: Option<u64>,
 }
 
 #[derive(Serialize, JsonSchema)]
@@ -383,6 +388,10 @@ pub struct Summary<'a> {
     pub go_verdicts: Vec<GoVerdictEntry<'a>>,
     /// Every OOM kill of the window, traced process or not.
     pub oom_kills: Vec<OomKillEntry<'a>>,
+    /// With `--by container|cgroup`: the processes grouped, each group with its memory
+    /// cgroup's own accounting; absent otherwise.
+    #[serde(default, skip_serializing_if = "<[GroupView]>::is_empty")]
+    pub groups: &'a [GroupView],
 }
 
 impl<'a> Summary<'a> {
@@ -402,6 +411,7 @@ impl<'a> Summary<'a> {
                 .map(GoVerdictEntry::GoVerdict)
                 .collect(),
             oom_kills: oom_entries(snapshot),
+            groups: &snapshot.groups,
         })
     }
 }
@@ -463,7 +473,11 @@ pub fn event_line(event: &Event, gfp: &GfpNames) -> Option<String> {
         Event::Stall(s) => Line::ReclaimStall(stall_line(s, gfp)),
         Event::OomKill(o) => Line::OomKill(o),
         Event::OomReaper(r) => Line::OomReaper(reaper_line(r)),
-        Event::Kswapd(_) | Event::AddressSpaceGone(_) | Event::Spawn(_) | Event::StackSeen(_) => {
+        Event::Kswapd(_)
+        | Event::AddressSpaceGone(_)
+        | Event::Spawn(_)
+        | Event::Totals(_)
+        | Event::StackSeen(_) => {
             return None;
         }
     };
@@ -562,6 +576,7 @@ fn thread_exit_line(t: &ThreadExit) -> ThreadExitLine {
         last_thread: (t.group_dead != GROUP_DEAD_UNKNOWN).then_some(t.group_dead != 0),
         minflt: t.min_flt,
         majflt: t.maj_flt,
+        memory_cgroup_id: (t.cgroup_id != 0).then_some(t.cgroup_id),
     }
 }
 

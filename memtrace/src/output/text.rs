@@ -2,12 +2,13 @@
 
 use std::fmt::Write as _;
 
-use super::{lost::lost_text, reclaim, verdict};
+use super::{groups, lost::lost_text, reclaim, verdict};
 use crate::{
     analysis::{
         snapshot::{MappingsView, ProcessView, Snapshot},
         stacks::{FramesView, StacksView},
     },
+    model::container::{Container, Pod},
     stop::StopReason,
     units::{human_bytes, secs, signed_bytes},
 };
@@ -24,14 +25,22 @@ pub fn report(snapshot: &Snapshot, stop_reason: StopReason, top: Option<usize>) 
     );
     reclaim::oom_text(&mut out, snapshot);
     let processes = &snapshot.processes;
-    let shown = top.unwrap_or(usize::MAX).min(processes.len());
+    // Grouped (--by): the groups take the processes' place.
+    let grouped = !snapshot.groups.is_empty();
+    if grouped {
+        groups::text(&mut out, &snapshot.groups, top);
+    }
+    let shown = match grouped {
+        true => 0,
+        false => top.unwrap_or(usize::MAX).min(processes.len()),
+    };
     for p in &processes[..shown] {
         out.push('\n');
         process_text(&mut out, p, snapshot.counts_user_faults);
         reclaim::process_stalls_text(&mut out, &p.reclaim);
         explanation_text(&mut out, &p.explanation);
     }
-    if shown < processes.len() {
+    if shown < processes.len() && !grouped {
         let more = processes.len() - shown;
         let _ = writeln!(
             out,
@@ -72,6 +81,7 @@ fn process_text(out: &mut String, p: &ProcessView, counts_user_faults: bool) {
         notes.push_str(", exited");
     }
     let _ = writeln!(out, "pid {} ({}{notes})", p.pid, p.comm);
+    whereabouts_text(out, p);
     madvise_text(out, p);
     mappings_text(out, &p.mappings);
     faults_text(out, p, counts_user_faults);
@@ -134,6 +144,37 @@ fn frames_text(out: &mut String, label: &str, frames: &FramesView, labelled: boo
     for doubt in &frames.doubts {
         let _ = writeln!(out, "      ? {doubt}");
     }
+}
+
+/// `  cgroup /libpod_parent/libpod-4f79… (podman container 4f797c539e6c, pid 1 inside)`.
+fn whereabouts_text(out: &mut String, p: &ProcessView) {
+    let Some(cgroup) = &p.cgroup else {
+        return;
+    };
+    let mut notes = placement_notes(p.container.as_ref(), p.pod.as_ref());
+    if let Some(nspid) = p.nspid.filter(|&n| n != p.pid) {
+        notes.push(format!("pid {nspid} inside"));
+    }
+    match notes.is_empty() {
+        true => {
+            let _ = writeln!(out, "  cgroup {cgroup}");
+        }
+        false => {
+            let _ = writeln!(out, "  cgroup {cgroup} ({})", notes.join(", "));
+        }
+    }
+}
+
+/// `podman container 4f797c539e6c`, `pod <uid> (burstable)`: what a cgroup's path names.
+pub fn placement_notes(container: Option<&Container>, pod: Option<&Pod>) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(container) = container {
+        notes.push(container.to_string());
+    }
+    if let Some(pod) = pod {
+        notes.push(format!("pod {} ({})", pod.uid, pod.qos.name()));
+    }
+    notes
 }
 
 fn madvise_text(out: &mut String, p: &ProcessView) {
@@ -274,6 +315,18 @@ fn rss_text(out: &mut String, p: &ProcessView) {
 }
 
 fn smaps_text(out: &mut String, p: &ProcessView) {
+    if let (Some(status), Some(why)) = (p.smaps_rollup.status, p.smaps_rollup.refused) {
+        let _ = writeln!(
+            out,
+            "  /proc/{}/status: VmRSS {} (anon {}, file {}, shmem {}), VmSwap {}; LazyFree unknown: {why}",
+            p.pid,
+            human_bytes(status.rss),
+            human_bytes(status.anon),
+            human_bytes(status.file),
+            human_bytes(status.shmem),
+            human_bytes(status.swap),
+        );
+    }
     let (Some(first), Some(last)) = (p.smaps_rollup.first, p.smaps_rollup.last) else {
         return;
     };
@@ -321,7 +374,7 @@ mod tests {
         analysis::snapshot::{Selection, Window},
         cli::SortKey,
         kernel::LostCounts,
-        model::{Model, event::test_madvise},
+        model::{Model, container::Whereabouts, event::test_madvise},
     };
 
     fn snapshot(model: &Model, selection: &Selection) -> Snapshot {
@@ -357,8 +410,9 @@ mod tests {
              \x20 released: 204.0 KiB (FREE 204.0 KiB)\n\
              \x20 mappings: mmap 0 calls 0 B; munmap 0 calls 0 B; net +0 B\n\
              \x20 faults: 0 taken in user mode (0 on write)\n\
-             \x20 in short: 204.0 KiB was released with MADV_FREE: those pages stay in RSS as LazyFree until\n\
-             \x20   memory pressure reclaims them. 1 madvise calls failed and released nothing.\n\
+             \x20 in short: 204.0 KiB was released with MADV_FREE: such pages stay in RSS as LazyFree until\n\
+             \x20   memory pressure reclaims them, unless they are written to again or unmapped (how much is\n\
+             \x20   still LazyFree is read only for --pid targets). 1 madvise calls failed and released nothing.\n\
              \n\
              lost events: 3 (ring buffer full: 3 [cpu1=3]) — totals above are undercounts; retry with a larger --ring-size\n"
         );
@@ -394,6 +448,36 @@ mod tests {
         };
         let pids: Vec<u32> = snapshot_pids(&model, &comm);
         assert_eq!(pids, vec![1]);
+    }
+
+    #[test]
+    fn a_process_names_its_cgroup_container_and_pid_inside() {
+        let mut model = Model::default();
+        model.record(&test_madvise(42, advice::FREE, 4096, None));
+        let id = "4f797c539e6c745de61a93ca3ff892358ecbcaccd8414d5db545c38428142970";
+        model.attribution.place(
+            42,
+            Whereabouts::new(Some(format!("/libpod_parent/libpod-{id}")), Some(1)),
+        );
+        model.record(&test_madvise(43, advice::FREE, 4096, None));
+        model
+            .attribution
+            .place(43, Whereabouts::new(Some("/user.slice".into()), Some(43)));
+        let report = report(
+            &snapshot(&model, &Selection::default()),
+            StopReason::Duration,
+            None,
+        );
+        assert!(
+            report.contains(&format!(
+                "pid 42 (test)\n  cgroup /libpod_parent/libpod-{id} (podman container 4f797c539e6c, pid 1 inside)\n"
+            )),
+            "{report}"
+        );
+        assert!(
+            report.contains("pid 43 (test)\n  cgroup /user.slice\n"),
+            "{report}"
+        );
     }
 
     fn snapshot_pids(model: &Model, selection: &Selection) -> Vec<u32> {

@@ -9,7 +9,7 @@ pub mod signals;
 pub mod trace;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     io,
     net::SocketAddr,
     os::fd::{AsRawFd, FromRawFd as _, OwnedFd},
@@ -24,6 +24,7 @@ use memtrace_common::{
         fault::FaultCounts,
         kswapd::KswapdWakeups,
         stall::{ReclaimKind, ScanCounts, ScanSlot, StallHist, StallKey},
+        totals::SyscallTotals,
     },
     hooks::{Program, Run},
     stacks::{StackCounts, StackKey, StackRef},
@@ -31,26 +32,36 @@ use memtrace_common::{
 use tokio::{
     io::{Interest, unix::AsyncFd},
     sync::watch,
+    time::MissedTickBehavior,
 };
 
 use crate::{
     analysis::{
         golang::{
             self, Target,
+            heap::Figures,
             verdict::{self, Facts, Verdict},
         },
+        groups,
         snapshot::{Selection, Snapshot, Window},
     },
+    cli::GroupBy,
     kernel::{
-        LostCounts, Options, Tracer, check_privileges,
+        LostCounts, Options, Tracer,
+        cgroup::Cgroups,
+        check_privileges,
         log::KernelLog,
+        memcg::MemcgUsage,
         namer::Namer,
-        procfs::{self, SmapsRollup},
+        pidns,
+        procfs::{self, PidKind, SmapsRollup},
+        status::Resident,
         symbols::Symbols,
     },
     model::{
         Model,
         attribution::{AtAttach, Rss},
+        container::Whereabouts,
         event::{self, Event},
         reclaim::Wakeups,
     },
@@ -64,6 +75,9 @@ use signals::Signals;
 const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 /// Records decoded per drain before the loop serves its timers and signals again.
 pub const MAX_DRAIN: usize = 16_384;
+/// The fewest bytes a record takes in the ring: the kernel's 8-byte header, and at least a
+/// kind and a pid, rounded up to the ring's 8-byte alignment.
+const MIN_RECORD_BYTES: usize = 16;
 /// Processes kept when tracing every process: past this, exited ones are forgotten, so a
 /// DaemonSet running for weeks keeps bounded memory (and the kernel's fault table has room).
 const MAX_PROCESSES: usize = 4096;
@@ -106,6 +120,9 @@ pub struct Config {
     pub empty_programs: bool,
     /// Syscall programs on BPF trampolines where the kernel allows.
     pub trampolines: bool,
+    /// Entry programs park syscall arguments even where the exit could read them
+    /// (`--bench-entry-programs`).
+    pub entry_programs: bool,
     pub follow: bool,
     pub duration: Option<Duration>,
     pub prometheus: Option<SocketAddr>,
@@ -126,6 +143,7 @@ impl Config {
             fault_events: false,
             empty_programs: false,
             trampolines: true,
+            entry_programs: false,
             follow: false,
             duration: None,
             prometheus: None,
@@ -172,15 +190,30 @@ pub async fn run(config: Config, mut mode: impl Mode) -> anyhow::Result<()> {
     session.finish(&mut mode, reason)
 }
 
-/// Refuses targets memtrace cannot trace: itself, and kernel threads (no user memory).
+/// Refuses targets memtrace cannot trace: itself, kernel threads (no user memory), a thread id
+/// given for its process, and a zombie (exited, its memory gone).
 fn check_targets(pids: &[u32]) -> anyhow::Result<()> {
     for &pid in pids {
         if pid == std::process::id() {
             bail!("pid {pid} is memtrace itself, which it never traces");
         }
+        let comm = |pid| procfs::comm(pid).unwrap_or_default();
         if procfs::is_kernel_thread(pid) {
-            let comm = procfs::comm(pid).unwrap_or_default();
-            bail!("pid {pid} ({comm}) is a kernel thread: it has no user memory to trace");
+            bail!(
+                "pid {pid} ({}) is a kernel thread: it has no user memory to trace",
+                comm(pid)
+            );
+        }
+        match procfs::pid_kind(pid) {
+            Some(PidKind::Thread { tgid }) => bail!(
+                "pid {pid} is a thread of process {tgid} ({}): trace --pid {tgid}, which covers all its threads",
+                comm(tgid)
+            ),
+            Some(PidKind::Zombie) => bail!(
+                "pid {pid} ({}) has exited (a zombie its parent has not reaped): it has no memory left to trace",
+                comm(pid)
+            ),
+            Some(PidKind::Process) | None => {}
         }
     }
     Ok(())
@@ -213,6 +246,8 @@ struct KernelSample {
     wakeups: Vec<(u32, KswapdWakeups)>,
     scans: [ScanCounts; ScanSlot::COUNT],
     lost: LostCounts,
+    /// Memory syscalls counted per process, when the kernel counts them.
+    totals: Vec<(u32, SyscallTotals)>,
     stacks: Vec<(StackKey, StackCounts)>,
 }
 
@@ -236,6 +271,9 @@ pub struct Session {
     sampled: Vec<u32>,
     /// Pids the kernel added to its filter (`--follow`) since the last sample.
     followed: Vec<u32>,
+    /// The most records the ring can hold: its size over the smallest record (an 8-byte
+    /// header, and at least a kind and a pid, 8-byte aligned).
+    ring_records: usize,
     /// Publishes each sample's metrics page to the `--prometheus` server.
     metrics: Option<watch::Sender<Bytes>>,
     /// What was read about each named target at start (Go build info, GODEBUG).
@@ -246,6 +284,8 @@ pub struct Session {
     namer: Option<Namer>,
     /// Stacks placed and sent to be named, not named yet.
     naming: std::collections::HashSet<StackRef>,
+    /// Names cgroups, and cgroup ids from the kernel.
+    cgroups: Cgroups,
 }
 
 impl Session {
@@ -253,7 +293,8 @@ impl Session {
         let system_wide = config.pids.is_empty();
         // Read before the programs count anything, so a process's minor and major faults are
         // counted over the kernel's user-mode fault window or a moment more, never less.
-        let at_attach = (!run.reclaim).then(|| fault_counters_now(&config.pids));
+        let mut cgroups = Cgroups::new();
+        let at_attach = (!run.reclaim).then(|| fault_counters_now(&config.pids, &mut cgroups));
         let mut tracer = Tracer::attach(&Options {
             run,
             pids: (!system_wide).then(|| config.pids.clone()),
@@ -261,6 +302,7 @@ impl Session {
             fault_events: config.fault_events,
             empty_programs: config.empty_programs,
             trampolines: config.trampolines,
+            entry_programs: config.entry_programs,
             verbose: config.verbose,
             stacks: config.stacks,
         })?;
@@ -271,6 +313,12 @@ impl Session {
             && let Some(why) = &tracer.trampolines_refused
         {
             eprintln!("memtrace: memory syscalls traced on tracepoints, not trampolines: {why}");
+        }
+        if config.verbose && tracer.counts_syscalls() {
+            eprintln!(
+                "memtrace: memory syscalls counted in the kernel; arguments read at exit from {}",
+                tracer.args_at.name()
+            );
         }
         let events = tracer
             .take_events()
@@ -301,11 +349,13 @@ impl Session {
             memory: !run.reclaim,
             sampled: config.pids.clone(),
             followed: Vec::new(),
+            ring_records: config.ring_kib as usize * 1024 / MIN_RECORD_BYTES,
             metrics: None,
             targets,
             symbols: config.stacks.then(Symbols::default),
             namer: config.stacks.then(Namer::start).flatten(),
             naming: std::collections::HashSet::new(),
+            cgroups,
         })
     }
 
@@ -339,11 +389,16 @@ impl Session {
         }
         if let Some(brk) = procfs::program_break(pid) {
             attribution.set_initial_brk(pid, brk);
+            self.tracer.seed_program_break(pid, brk);
         }
-        if let Some(sample) = SmapsRollup::read(pid) {
-            attribution.sample_smaps(pid, sample);
+        if let Some(sample) = Resident::read(pid) {
+            if let Resident::Status(_, why) = sample {
+                eprintln!("memtrace: warning: pid {pid}: {why}");
+            }
+            attribution.sample_resident(pid, sample);
         }
         attribution.sample_task_faults(pid, &procfs::thread_faults(pid));
+        self.place(pid);
     }
 
     async fn run_until_stopped(
@@ -379,19 +434,25 @@ impl Session {
         let period = every.unwrap_or(Duration::MAX / 4);
         let mut interval_timer =
             tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        // Ticks missed while memtrace was stopped (SIGSTOP) or busy are not made up in a burst:
+        // catch-up frames would all carry the same instant, with rates that never happened.
+        for timer in [&mut drain_timer, &mut sample_timer, &mut interval_timer] {
+            timer.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        }
 
         loop {
+            // Biased: what stops the run is looked at first, then the timers, then the ring, so
+            // neither a flood of records nor a slow sample keeps a signal waiting.
             let reason = tokio::select! {
-                guard = self.events.readable_mut() => {
-                    let mut guard = guard.context("waiting on the events ring buffer")?;
-                    guard.clear_ready();
-                    None
+                biased;
+                _ = interrupt.recv() => Some(StopReason::Interrupted),
+                _ = terminate.recv() => Some(StopReason::Interrupted),
+                _ = hangup.recv() => Some(StopReason::Interrupted),
+                () = &mut deadline, if duration.is_some() => Some(StopReason::Duration),
+                () = &mut targets_exited, if !targets_gone => {
+                    targets_gone = true;
+                    (!self.follow || self.live_targets() == 0).then_some(StopReason::TargetExited)
                 }
-                _ = drain_timer.tick() => None,
-                // The last drain stopped at its limit: more is waiting, come straight back (but
-                // through select!, so timers and signals get their turn).
-                () = std::future::ready(()), if backlog => None,
-                _ = sample_timer.tick() => self.sample_and_check(mode, targets_gone),
                 _ = interval_timer.tick(), if every.is_some() => {
                     // Sampled (which drains the ring too) before drawing: a frame drawn before
                     // the next timed sample would show the counters of a period ago (faults at
@@ -401,15 +462,21 @@ impl Session {
                     mode.interval(self);
                     stop
                 }
-                () = kernel_log_ready(&mut self.kernel_log) => None,
-                _ = interrupt.recv() => Some(StopReason::Interrupted),
-                _ = terminate.recv() => Some(StopReason::Interrupted),
-                _ = hangup.recv() => Some(StopReason::Interrupted),
-                () = &mut deadline, if duration.is_some() => Some(StopReason::Duration),
-                () = &mut targets_exited, if !targets_gone => {
-                    targets_gone = true;
-                    (!self.follow || self.live_targets() == 0).then_some(StopReason::TargetExited)
+                _ = sample_timer.tick() => self.sample_and_check(mode, targets_gone),
+                _ = drain_timer.tick() => {
+                    self.out.check_reader();
+                    None
                 }
+                () = kernel_log_ready(&mut self.kernel_log) => None,
+                guard = self.events.readable_mut() => {
+                    let mut guard = guard.context("waiting on the events ring buffer")?;
+                    guard.clear_ready();
+                    None
+                }
+                // The last drain stopped at its limit: more is waiting. Come back after one turn
+                // of the runtime, which polls its driver: a branch that is always ready would
+                // keep signals, timers and pidfds from ever being seen.
+                () = tokio::task::yield_now(), if backlog => None,
             };
             backlog = self.drain(mode) == MAX_DRAIN;
             if self.out.closed() {
@@ -433,6 +500,9 @@ impl Session {
                 Ok(mut event) => {
                     self.enrich(&mut event);
                     self.model.record(&event);
+                    if let Event::Totals(flush) = &event {
+                        self.start_from_totals(flush.tgid, flush.totals.start_ns);
+                    }
                     mode.event(self, &event);
                 }
                 Err(_) => self.model.undecodable += 1,
@@ -442,13 +512,17 @@ impl Session {
         drained
     }
 
-    /// Drains what is left after the stop condition, in bounded batches; gives up after a few
-    /// rings' worth so a flood cannot keep memtrace from reporting.
+    /// Drains what was committed before a sample: at most what the ring can hold, so a flood
+    /// that refills it meanwhile cannot keep memtrace from sampling (64 batches once took tens
+    /// of seconds under a flood, with signals and scrapes waiting).
     fn drain_remaining(&mut self, mode: &mut impl Mode) {
-        for _ in 0..64 {
-            if self.drain(mode) < MAX_DRAIN {
+        let mut left = self.ring_records;
+        while left > 0 {
+            let drained = self.drain(mode);
+            if drained < MAX_DRAIN {
                 return;
             }
+            left = left.saturating_sub(drained);
         }
     }
 
@@ -467,7 +541,11 @@ impl Session {
             m.target_known = true;
         }
         if let Event::OomKill(oom) = event {
-            oom.learn(procfs::oom_victim(oom.tid, oom.trigger_memcg_id));
+            oom.learn(procfs::oom_victim(
+                oom.tid,
+                oom.trigger_memcg_id,
+                &mut self.cgroups,
+            ));
         }
         if let Event::ThreadExit(exit) = event
             && exit.process_start_ns != 0
@@ -523,6 +601,22 @@ impl Session {
         }
     }
 
+    /// When a process started, from the kernel's copy of its syscall totals just taken in (the
+    /// model checked the copy is of the process it holds for the pid).
+    fn start_from_totals(&mut self, pid: u32, start_ns: u64) {
+        let attribution = &mut self.model.attribution;
+        let taken = attribution
+            .process_by_pid(pid)
+            .and_then(|p| p.kernel.as_ref())
+            .is_some_and(|k| k.start_ns() == start_ns);
+        if start_ns != 0
+            && taken
+            && let Some(ticks) = procfs::boot_ns_to_ticks(start_ns)
+        {
+            attribution.set_start_time_from_kernel(pid, ticks);
+        }
+    }
+
     /// Names a process met for the first time, and learns when it started: events arrive
     /// within a drain interval, long before its pid can pass to another process.
     fn name_if_unnamed(&mut self, pid: u32) {
@@ -532,6 +626,47 @@ impl Session {
             self.model.attribution.name(pid, &comm);
             if let Some(ticks) = procfs::start_ticks(pid) {
                 self.model.attribution.set_start_time(pid, ticks);
+            }
+            self.place(pid);
+        }
+    }
+
+    /// Reads where a process runs: its cgroup (and so its container and pod) and its pid
+    /// inside its own pid namespace.
+    fn place(&mut self, pid: u32) {
+        let whereabouts = Whereabouts::new(
+            self.cgroups.of_process(pid),
+            pidns::pid_in_own_namespace(pid),
+        );
+        self.model.attribution.place(pid, whereabouts);
+    }
+
+    /// The memory cgroups of the report's groups: their own accounting. A cgroup removed since
+    /// (its container ended) keeps its last reading.
+    fn sample_memcg(&mut self) {
+        /// A node has hundreds of cgroups; past this many, the rest wait for a later sample.
+        const MAX_CGROUPS: usize = 1024;
+        let Some(hierarchy) = self.cgroups.hierarchy() else {
+            return;
+        };
+        let paths: BTreeSet<String> = self
+            .model
+            .attribution
+            .processes()
+            .filter(|p| self.selection.shows(Some(p)))
+            .filter_map(|p| {
+                let w = &p.whereabouts;
+                groups::key_of(
+                    self.selection.by,
+                    w.cgroup.as_deref(),
+                    w.placement.container.as_ref(),
+                )?
+                .1
+            })
+            .collect();
+        for path in paths.into_iter().take(MAX_CGROUPS) {
+            if let Some(usage) = MemcgUsage::read(&hierarchy.dir(&path)) {
+                self.model.memcg.insert(path, usage);
             }
         }
     }
@@ -568,19 +703,38 @@ impl Session {
             self.name_if_unnamed(pid);
         }
         for &pid in &self.sampled {
-            if let Some(sample) = SmapsRollup::read(pid)
+            if let Some(sample) = Resident::read(pid)
                 && self.still_the_same(pid)
             {
-                self.model.attribution.sample_smaps(pid, sample);
+                self.model.attribution.sample_resident(pid, sample);
             }
         }
         if self.memory {
             self.sample_task_faults();
         }
         self.model.reclaim.sample_vmstat(procfs::vmstat());
-        if let Some(metrics) = &self.metrics {
-            metrics.send_replace(prometheus::render(&self.snapshot(Vec::new())));
+        for (&pid, target) in &mut self.targets {
+            target.sample_runtime(pid);
         }
+        if self.selection.by != GroupBy::Process {
+            self.sample_memcg();
+        }
+        if let Some(metrics) = &self.metrics {
+            let page = prometheus::render(&self.snapshot(Vec::new()));
+            let go = prometheus::go_runtime(&self.go_runtime());
+            metrics.send_replace(Bytes::from([&page[..], go.as_bytes()].concat()));
+        }
+    }
+
+    /// The Go runtime's figures of the named Go targets at the latest sample, with their names.
+    pub fn go_runtime(&self) -> Vec<(u32, String, &Figures)> {
+        self.targets
+            .iter()
+            .filter_map(|(&pid, target)| {
+                let comm = self.model.attribution.process_by_pid(pid)?.comm.clone();
+                Some((pid, comm, target.sampled.as_ref()?))
+            })
+            .collect()
     }
 
     /// Whether /proc's `pid` is still the process memtrace knows by that pid (as far as its
@@ -608,10 +762,19 @@ impl Session {
                 Some(_) => tracer.stack_counts(),
                 None => Vec::new(),
             },
+            totals: match tracer.counts_syscalls() {
+                true => tracer.syscall_totals(),
+                false => Vec::new(),
+            },
         }
     }
 
     fn apply_kernel(&mut self, kernel: KernelSample) {
+        // First: a copy of a process that exited must find it before it may be forgotten.
+        for (pid, totals) in &kernel.totals {
+            self.model.attribution.kernel_totals(*pid, totals, false);
+            self.start_from_totals(*pid, totals.start_ns);
+        }
         let model = &mut self.model;
         if self.system_wide && model.attribution.len() > MAX_PROCESSES {
             let forgotten = model
@@ -733,6 +896,11 @@ impl Session {
             .filter(|(_, target)| !only_go || target.go.is_some())
             .map(|(&pid, target)| {
                 let process = self.model.attribution.process_by_pid(pid);
+                // Read now, not the last periodic sample: that may predate the release.
+                // None once the process has exited.
+                let smaps = SmapsRollup::read(pid);
+                let madv_free = process.and_then(|p| p.madvise.get(&memtrace_common::advice::FREE));
+                let runtime = target.runtime_view(pid, smaps, madv_free.map_or(0, |a| a.bytes));
                 verdict::judge(&Facts {
                     pid,
                     comm: process.map(|p| p.comm.clone()).unwrap_or_default(),
@@ -741,10 +909,9 @@ impl Session {
                     godebug: target.godebug.clone(),
                     kernel: kernel.clone(),
                     madvise: process.map(|p| p.madvise.clone()).unwrap_or_default(),
-                    // Read now, not the last periodic sample: that may predate the release.
-                    // None once the process has exited.
-                    smaps: SmapsRollup::read(pid),
+                    smaps,
                     watched_ns,
+                    runtime,
                 })
             })
             .collect()
@@ -766,7 +933,10 @@ impl Session {
         if reason == StopReason::Interrupted {
             signals::second_one_kills();
         }
-        self.drain_remaining(mode);
+        // The window ends here: with the programs detached the ring stops filling, so draining
+        // it whole ends, and a flood cannot hold the report back.
+        self.tracer.detach();
+        while self.drain(mode) == MAX_DRAIN {}
         self.mark_exited();
         // Records logged just before the stop may not have woken the loop yet.
         if let Some(log) = self.kernel_log.as_mut() {
@@ -807,20 +977,33 @@ impl Session {
     }
 }
 
-/// The threads' fault counters of `pids`, or of every process when none is named.
-fn fault_counters_now(pids: &[u32]) -> AtAttach {
+/// The threads' fault counters of `pids`, or of every process when none is named, and where
+/// each runs.
+fn fault_counters_now(pids: &[u32], cgroups: &mut Cgroups) -> AtAttach {
     let every_process = pids.is_empty();
     let pids = if every_process {
         procfs::all_pids()
     } else {
         pids.to_vec()
     };
+    let threads: BTreeMap<u32, _> = pids
+        .into_iter()
+        .map(|pid| (pid, procfs::thread_faults(pid)))
+        .filter(|(_, threads)| !threads.is_empty())
+        .collect();
+    let whereabouts = threads
+        .keys()
+        .map(|&pid| {
+            let cgroup = cgroups.of_process(pid);
+            (
+                pid,
+                Whereabouts::new(cgroup, pidns::pid_in_own_namespace(pid)),
+            )
+        })
+        .collect();
     AtAttach {
-        threads: pids
-            .into_iter()
-            .map(|pid| (pid, procfs::thread_faults(pid)))
-            .filter(|(_, threads)| !threads.is_empty())
-            .collect(),
+        threads,
+        whereabouts,
         every_process,
     }
 }

@@ -28,10 +28,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use super::{RunFile, recreate_dir, report::seconds, suite::Build};
-use crate::{
-    bootstrap::which,
-    tasks::{capture, status},
-};
+use crate::tasks::{capture, status, which};
 
 /// PID 1 of the guest.
 const INIT: &str = include_str!("guest/init.sh");
@@ -40,8 +37,21 @@ const INIT: &str = include_str!("guest/init.sh");
 const VM_DIR: &str = "/vm";
 /// Programs the integration tests start by name, copied from the host when it has them:
 /// `sh -c` scripts, `setpriv` and `unshare` (util-linux, as on the host), bpftrace (the
-/// independent oracle) and go (the Go tests build a real Go program).
-const PROGRAMS: [&str; 6] = ["sh", "true", "setpriv", "unshare", "bpftrace", "go"];
+/// independent oracle), go (the Go tests build a real Go program), binutils' objcopy, strip
+/// and readelf (debug files split off a Go binary) and prometheus-node-exporter (a real Go
+/// daemon).
+const PROGRAMS: [&str; 10] = [
+    "sh",
+    "true",
+    "setpriv",
+    "unshare",
+    "bpftrace",
+    "go",
+    "objcopy",
+    "strip",
+    "readelf",
+    "prometheus-node-exporter",
+];
 /// The shell system(3), popen(3) and `#!/bin/sh` scripts run, whatever PATH says (clang,
 /// inside bpftrace, crashes without it).
 const BIN_SH: &str = "/bin/sh";
