@@ -35,7 +35,8 @@ pub struct Config {
     pub wakeup_bytes: u64,
     /// The system's page size: lengths are counted rounded up to whole pages.
     pub page_size: u32,
-    /// Where `pt_regs` sits from `task_struct.stack` ([`ArgsAt::KernelStack`]).
+    /// Where `pt_regs` sits from `task_struct.stack` ([`ArgsAt::KernelStack`], and `--stacks`'
+    /// user stack pointer); 0 when unknown.
     pub pt_regs_offset: u32,
     /// 1 = trace only the tgids in the `TARGETS` map; 0 = every process.
     pub filter_by_tgid: u8,
@@ -54,7 +55,8 @@ pub struct Config {
     pub args_at: u8,
     /// A [`CgroupIds`]: which memory-cgroup id the programs read.
     pub cgroup_ids: u8,
-    pub _pad: [u8; 1],
+    /// 1 = count the caller stacks of memory syscalls and reclaim stalls (`--stacks`).
+    pub stacks: u8,
 }
 
 impl Config {
@@ -72,7 +74,7 @@ impl Config {
         count_syscalls: 0,
         args_at: ArgsAt::Parked as u8,
         cgroup_ids: CgroupIds::Unknown as u8,
-        _pad: [0; 1],
+        stacks: 0,
     };
 }
 

@@ -12,7 +12,8 @@
 //!   the programs read;
 //! - [`config`] and [`maps`]: the loader-set globals and the maps userspace reads;
 //! - [`go_runtime`]: the Go runtime's heap fields memtrace reads from a live Go process, shared
-//!   with xtask's generator of their offset table.
+//!   with xtask's generator of their offset table;
+//! - [`stacks`]: the caller stacks counted in the kernel with `--stacks`.
 //!
 //! Everything shared in memory is `#[repr(C)]` plain data without implicit padding, so both
 //! sides agree on every byte.
@@ -34,6 +35,7 @@ pub mod lost;
 pub mod maps;
 pub mod members;
 pub mod regs;
+pub mod stacks;
 
 /// Lets userspace copy these types in and out of maps and ring-buffer records.
 macro_rules! pod {

@@ -20,6 +20,9 @@ named_enum! {
         /// A syscall's arguments were not where this kernel keeps the caller's saved registers
         /// (they held another syscall's number): the call could not be counted.
         ArgsUnread = 6 => "args_unread",
+        /// The stack tables were full (`--stacks`): a call on a stack not counted before
+        /// could not be counted by stack.
+        StackTableFull = 7 => "stack_table_full",
     }
 }
 
@@ -34,6 +37,7 @@ impl Lost {
             Self::ReclaimPendingFull => "reclaim pairing table full",
             Self::RssTableFull => "address-space table full",
             Self::ArgsUnread => "syscall arguments not found in the saved registers",
+            Self::StackTableFull => "stack table full",
         }
     }
 
@@ -45,7 +49,8 @@ impl Lost {
             | Self::FaultTableFull
             | Self::TargetsFull
             | Self::ReclaimPendingFull
-            | Self::RssTableFull => None,
+            | Self::RssTableFull
+            | Self::StackTableFull => None,
             Self::ArgsUnread => Some("please report it with `uname -r`"),
         }
     }

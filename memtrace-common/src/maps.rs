@@ -24,8 +24,17 @@ pub const LRU_SCAN: &str = "LRU_SCAN";
 /// (`Config::count_syscalls`); resized at load time ([`totals_capacity`]).
 pub const TOTALS: &str = "TOTALS";
 
+/// `StackKey -> StackCounts` (`--stacks`): calls, bytes and stalls per process and stack.
+pub const STACK_COUNTS: &str = "STACK_COUNTS";
+/// `StackRef -> Frames` (`--stacks`): the stacks [`STACK_COUNTS`] refers to.
+pub const STACKS: &str = "STACKS";
+
+/// `u32 tgid -> u64` (LRU): each process's break after its last brk (`--stacks`); only resized
+/// by the loader.
+pub const LAST_BREAK: &str = "LAST_BREAK";
+
 /// Every map userspace takes from the loaded object.
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 12] = [
     EVENTS,
     LOST,
     TARGETS,
@@ -36,6 +45,8 @@ pub const ALL: [&str; 10] = [
     KSWAPD_WAKEUPS,
     LRU_SCAN,
     TOTALS,
+    STACK_COUNTS,
+    STACKS,
 ];
 
 /// Words of [`TARGETS`] covering pids below `pid_max`; one when nothing is filtered.
@@ -66,5 +77,13 @@ pub const fn totals_capacity(counting: bool, targets: Option<u32>, follow: bool)
         (true, _) => MAX_TOTALS_PROCESSES,
     }
 }
+/// Capacity of [`STACK_COUNTS`] with `--stacks` (one entry without: the maps are created
+/// either way).
+pub const MAX_STACK_COUNTS: u32 = 16_384;
+/// Capacity of [`STACKS`] with `--stacks`; each entry holds 528 bytes, preallocated.
+pub const MAX_STACKS: u32 = 8_192;
+/// Capacity of the table of each process's last program break (`--stacks`: how far a brk
+/// moved it).
+pub const MAX_BREAKS: u32 = 4_096;
 /// Capacity of the per-thread table that pairs reclaim begin with end.
 pub const MAX_PENDING_RECLAIM: u32 = 16_384;

@@ -19,6 +19,9 @@ pub const PT_REGS_SIZE: u32 = 8 * PT_REGS_WORDS as u32;
 pub const ARG_WORDS: [usize; 6] = [14, 13, 12, 7, 9, 8];
 /// Index of `orig_ax`: the syscall number, kept there for the whole call.
 pub const ORIG_AX_WORD: usize = 15;
+/// Index of `cs`, followed by `flags`, `sp` and `ss`: the user stack pointer, and the segment
+/// selectors that tell registers saved on entry from user mode (`--stacks`).
+pub const CS_WORD: usize = 17;
 
 /// The words of `pt_regs` the exit programs read: r10 (7) up to orig_ax (15). One read covers
 /// every argument register and the syscall number.

@@ -59,6 +59,7 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
         }
     }
     faults::forget(child);
+    crate::stacks::forget(child);
     if totals::counting() {
         // The pid's previous holder is gone: its totals go first, so that in the ring they
         // come before the record that hands the pid to the new process.

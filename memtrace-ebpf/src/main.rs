@@ -24,6 +24,7 @@ mod reclaim;
 mod regs;
 mod ring;
 mod rss;
+mod stacks;
 mod syscalls;
 mod task;
 mod totals;

@@ -129,6 +129,7 @@ fn end(ctx: &TracePointContext, reclaimed: Field) -> u32 {
         reclaim_kind: pending.reclaim_kind,
     };
     add_stall(&key, bucket, latency_ns, nr_reclaimed, pending.nr_scanned);
+    crate::stacks::stall(ctx, tgid, key.reclaim_kind, latency_ns, nr_reclaimed);
 
     let Some(mut entry) = EVENTS.reserve::<ReclaimStall>(0) else {
         count_lost(Lost::RingFull);

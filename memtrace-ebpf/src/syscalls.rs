@@ -156,7 +156,7 @@ fn exit(ctx: &TracePointContext, kind: EventKind) -> u32 {
         read_args(ctx, tid, kind, regs::current_args(kind))
     };
     if let Some(call) = call {
-        finish(tgid, tid, kind, &call, ret);
+        finish(ctx, tgid, tid, kind, &call, ret);
     }
     0
 }
@@ -244,11 +244,20 @@ pub fn take_parked(tid: u32, kind: EventKind) -> Option<PendingSyscall> {
     (call.kind == kind as u32).then_some(call)
 }
 
-/// A completed call: counted in the kernel where this run only prints totals, else (and for
-/// what cannot be counted there) sent as a record with its result. Shared by the tracepoint
-/// and the trampoline programs.
+/// A completed call: its caller's stack counted with `--stacks`, then the call counted in the
+/// kernel where this run only prints totals, else (and for what cannot be counted there) sent
+/// as a record with its result. Shared by the tracepoint and the trampoline programs; `kind`
+/// is the program's own syscall, a constant there.
 #[inline(always)]
-pub fn finish(tgid: u32, tid: u32, kind: EventKind, call: &PendingSyscall, ret: i64) {
+pub fn finish<C: EbpfContext>(
+    ctx: &C,
+    tgid: u32,
+    tid: u32,
+    kind: EventKind,
+    call: &PendingSyscall,
+    ret: i64,
+) {
+    crate::stacks::syscall(ctx, tgid, kind, &call.args, ret);
     if totals::counting() && totals::count(tgid, kind, &call.args, ret) {
         return;
     }

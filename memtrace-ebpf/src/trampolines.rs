@@ -55,7 +55,7 @@ fn exit(ctx: &FExitContext, kind: EventKind) -> u32 {
         read_args(ctx, tid, kind, regs::args_from(ctx.arg(0), kind))
     };
     if let Some(call) = call {
-        finish(tgid, tid, kind, &call, ret);
+        finish(ctx, tgid, tid, kind, &call, ret);
     }
     0
 }

@@ -96,6 +96,13 @@ pub struct Cli {
     #[arg(long)]
     pub fault_events: bool,
 
+    /// Count where memory calls come from: the user stack of every madvise, mmap, munmap,
+    /// mremap and brk call, and the kernel and user stacks of reclaim stalls, counted per
+    /// process and stack in the kernel. The report shows each process's top stacks by bytes
+    /// and by calls, named while the process lives.
+    #[arg(long)]
+    pub stacks: bool,
+
     /// Attach the same hooks with programs that return at once (for `cargo xtask bench`: the
     /// cost of the hooks themselves). Reports nothing.
     #[arg(long, hide = true)]

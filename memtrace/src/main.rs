@@ -76,6 +76,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ..Selection::default()
                 },
                 need_targets: false,
+                stacks: cli.stacks,
             };
             let mut mode = Trace::new(pids, cli.follow, cli.json, cli.top, cli.interval);
             if cli.no_events {

@@ -40,8 +40,11 @@ const END_MARK: &str = "<!-- bench:generated:end -->";
 pub struct Options {
     pub quick: bool,
     pub iterations: Option<usize>,
-    /// Only these workloads (by name); the report then goes to target/BENCHMARKS-only.md.
+    /// Only these workloads (by name); all when empty.
     pub only: Vec<String>,
+    /// Only these configurations (by [`Config::key`]); all when empty. A partial run's report
+    /// goes to target/BENCHMARKS-only.md.
+    pub configs: Vec<String>,
     /// Compare trampolines with tracepoints in this guest instead.
     pub guest: Option<&'static crate::vm::GuestKernel>,
 }
@@ -59,6 +62,10 @@ enum Config {
     MemtraceSystem,
     MemtraceFaultEvents,
     Bpftrace,
+    /// `memtrace --pid --stacks`: caller stacks counted in the kernel.
+    MemtraceStacks,
+    /// bpftrace counting the same hooks, and the memory syscalls per user stack.
+    BpftraceUstack,
     Strace,
 }
 
@@ -72,7 +79,25 @@ impl Config {
             Config::MemtraceSystem => "memtrace system-wide",
             Config::MemtraceFaultEvents => "memtrace --pid --fault-events --json",
             Config::Bpftrace => "bpftrace count()",
+            Config::MemtraceStacks => "memtrace --pid --stacks",
+            Config::BpftraceUstack => "bpftrace count() + @[ustack] per syscall",
             Config::Strace => "strace -f -e trace=memory",
+        }
+    }
+
+    /// The name `cargo xtask bench --config` selects it by.
+    fn key(self) -> &'static str {
+        match self {
+            Config::Untraced => "untraced",
+            Config::Floor => "floor",
+            Config::MemtracePid => "pid",
+            Config::MemtracePidEntries => "pid-entries",
+            Config::MemtraceSystem => "system",
+            Config::MemtraceFaultEvents => "fault-events",
+            Config::Bpftrace => "bpftrace",
+            Config::MemtraceStacks => "stacks",
+            Config::BpftraceUstack => "bpftrace-ustack",
+            Config::Strace => "strace",
         }
     }
 
@@ -83,6 +108,7 @@ impl Config {
                 | Config::MemtracePidEntries
                 | Config::MemtraceSystem
                 | Config::MemtraceFaultEvents
+                | Config::MemtraceStacks
         )
     }
 }
@@ -168,10 +194,18 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 known.join(", ")
             );
         }
+    }
+    let partial = !options.only.is_empty() || !options.configs.is_empty();
+    if partial {
         workloads.retain(|w| {
             w.as_ref()
-                .is_ok_and(|w| options.only.iter().any(|n| n == w.name))
+                .is_ok_and(|w| options.only.is_empty() || options.only.iter().any(|o| o == w.name))
         });
+        for workload in workloads.iter_mut().flatten() {
+            workload.configs.retain(|c| {
+                options.configs.is_empty() || options.configs.iter().any(|k| k == c.key())
+            });
+        }
     }
 
     let load_before = loadavg();
@@ -245,7 +279,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         &machine, &workloads, &names, &results, &costs, &skipped, &tools,
     );
     println!("{report}");
-    let path = if !options.only.is_empty() {
+    let path = if partial {
         root.join("target/BENCHMARKS-only.md")
     } else if options.quick {
         root.join("target/BENCHMARKS-quick.md")
@@ -283,7 +317,8 @@ fn workloads(
         Bpftrace,
         Strace,
     ];
-    // Where syscalls dominate: one program per call against an entry and an exit.
+    // Where syscalls dominate: one program per call against an entry and an exit, and
+    // --stacks (a stack walked per call) against bpftrace's ustack.
     let with_entries = vec![
         Untraced,
         Floor,
@@ -292,6 +327,8 @@ fn workloads(
         MemtraceSystem,
         Bpftrace,
         Strace,
+        MemtraceStacks,
+        BpftraceUstack,
     ];
     let mut list = vec![
         // The same pages faulted in and dropped pass after pass: the fault path itself, where
@@ -364,7 +401,7 @@ fn workloads(
 
 fn unavailable(config: Config, tools: &Tools) -> Option<String> {
     match config {
-        Config::Bpftrace => tools.bpftrace.as_ref().err().cloned(),
+        Config::Bpftrace | Config::BpftraceUstack => tools.bpftrace.as_ref().err().cloned(),
         Config::Strace => tools.strace.as_ref().err().cloned(),
         _ => None,
     }
@@ -459,10 +496,12 @@ fn run_traced(
             &memtrace,
             &["--pid", &pid, "--fault-events", "--json"],
         )?),
-        Config::Bpftrace => Some(Tracer::bpftrace(
+        Config::Bpftrace | Config::BpftraceUstack => Some(Tracer::bpftrace(
             tools.bpftrace.as_ref().map_err(|e| anyhow!("{e}"))?,
             &pid,
+            config == Config::BpftraceUstack,
         )?),
+        Config::MemtraceStacks => Some(Tracer::memtrace(&memtrace, &["--pid", &pid, "--stacks"])?),
         Config::Strace => unreachable!("handled above"),
     };
     target.go()?;
@@ -855,9 +894,9 @@ impl Tracer {
     /// target pid. bpftrace attaches probes one by one and fires BEGIN before the others, so
     /// readiness is two probes on getppid placed first and last in the script: once both fire
     /// (the bench calls getppid until they do), everything in between is attached.
-    fn bpftrace(binary: &Path, pid: &str) -> anyhow::Result<Self> {
+    fn bpftrace(binary: &Path, pid: &str, ustack: bool) -> anyhow::Result<Self> {
         let me = std::process::id();
-        let script = bpftrace_script(pid, me);
+        let script = bpftrace_script(pid, me, ustack);
         let started = Instant::now();
         let mut process =
             Running::spawn_with(Command::new(binary).args(["-e", &script]), false, true)?;
@@ -929,7 +968,34 @@ impl Tracer {
     }
 }
 
-fn bpftrace_script(pid: &str, me: u32) -> String {
+/// The memory syscalls `--stacks` counts by caller, and what bpftrace sums for each with its
+/// user stack (`ustack`: a stack-trace map, walked by frame pointers as memtrace's are).
+const USTACK_PROBES: [(&str, &str); 5] = [
+    (
+        "sys_enter_madvise",
+        "@stacks[ustack, probe, args->behavior] = count(); @stack_bytes[ustack, probe, args->behavior] = sum(args->len_in);",
+    ),
+    (
+        "sys_enter_mmap",
+        "@stacks[ustack, probe, 0] = count(); @stack_bytes[ustack, probe, 0] = sum(args->len);",
+    ),
+    (
+        "sys_enter_munmap",
+        "@stacks[ustack, probe, 0] = count(); @stack_bytes[ustack, probe, 0] = sum(args->len);",
+    ),
+    (
+        "sys_enter_mremap",
+        "@stacks[ustack, probe, 0] = count(); @stack_bytes[ustack, probe, 0] = sum(args->new_len);",
+    ),
+    (
+        "sys_enter_brk",
+        "@stacks[ustack, probe, 0] = count(); @stack_bytes[ustack, probe, 0] = sum(args->brk);",
+    ),
+];
+
+/// bpftrace counting what memtrace attaches by default; with `ustack`, the memory syscalls
+/// are counted per user stack (and their bytes summed) instead.
+fn bpftrace_script(pid: &str, me: u32, ustack: bool) -> String {
     // Exactly what memtrace attaches by default: the hook table says.
     let default_run = Run {
         reclaim: false,
@@ -938,10 +1004,12 @@ fn bpftrace_script(pid: &str, me: u32) -> String {
         records: false,
         args_at_exit: true,
     };
+    let by_stack = |name: &str| ustack && USTACK_PROBES.iter().any(|(probe, _)| *probe == name);
     let probes: Vec<String> = Program::ALL
         .iter()
         .map(|program| program.hook())
         .filter(|hook| hook.when.applies(default_run))
+        .filter(|hook| !by_stack(hook.tracepoint.name))
         .map(|hook| {
             format!(
                 "tracepoint:{}:{}",
@@ -949,9 +1017,17 @@ fn bpftrace_script(pid: &str, me: u32) -> String {
             )
         })
         .collect();
+    let stacks: String = USTACK_PROBES
+        .iter()
+        .filter(|_| ustack)
+        .map(|(probe, action)| {
+            format!("tracepoint:syscalls:{probe} /pid == {pid}/ {{ {action} }}\n")
+        })
+        .collect();
     format!(
         "tracepoint:syscalls:sys_enter_getppid /pid == {me}/ {{ printf(\"memtrace-bench-ready-first\\n\"); }}\n\
          {} /pid == {pid}/ {{ @[probe, pid] = count(); }}\n\
+         {stacks}\
          tracepoint:syscalls:sys_exit_getppid /pid == {me}/ {{ printf(\"memtrace-bench-ready-last\\n\"); }}\n",
         probes.join(",\n")
     )
@@ -1215,7 +1291,18 @@ fn render(
         let _ = writeln!(
             out,
             "bpftrace -e '{}'",
-            bpftrace_script("PID", 0).replace("pid == 0", "pid == BENCH")
+            bpftrace_script("PID", 0, false).replace("pid == 0", "pid == BENCH")
+        );
+        let _ = writeln!(
+            out,
+            "bpftrace with @[ustack] (madvise-heavy, mmap-churn): the same, with these for the memory syscalls:\n{}",
+            USTACK_PROBES
+                .iter()
+                .map(|(probe, action)| format!(
+                    "tracepoint:syscalls:{probe} /pid == PID/ {{ {action} }}"
+                ))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     }
     if tools.strace.is_ok() {
@@ -1348,6 +1435,19 @@ fn budgets(names: &[&str], results: &BTreeMap<(usize, Config), Vec<Sample>>) -> 
                 verdict(m < b),
                 cpu(name, Config::MemtracePid),
                 cpu(name, Config::Bpftrace)
+            ));
+        }
+    }
+    for name in names.iter().filter(|n| !n.is_empty()) {
+        if let (Some(m), Some(b)) = (
+            ratio(name, Config::MemtraceStacks),
+            ratio(name, Config::BpftraceUstack),
+        ) {
+            lines.push(format!(
+                "{}: --stacks below bpftrace's ustack count on {name}: {m:.2}× vs {b:.2}× (CPU time {} vs {})",
+                verdict(m < b),
+                cpu(name, Config::MemtraceStacks),
+                cpu(name, Config::BpftraceUstack)
             ));
         }
     }

@@ -108,15 +108,19 @@ enum Task {
         /// Runs of each configuration (default 5, or 1 with --quick).
         #[arg(long, value_name = "N")]
         iterations: Option<usize>,
-        /// Only this workload (repeatable: refault, fault-heavy, fault-heavy-2t,
-        /// madvise-heavy, mmap-churn, go-mixed); writes target/BENCHMARKS-only.md.
-        #[arg(long, value_name = "WORKLOAD")]
-        only: Vec<String>,
         /// Instead, compare the syscall programs on BPF trampolines with the same on
         /// tracepoints in a Debian guest (debian-5.10, debian-6.1 or debian-6.12); writes its
         /// section of BENCHMARKS.md.
         #[arg(long, value_name = "KERNEL", value_parser = vm::parse_guest_kernel)]
         guest: Option<&'static vm::GuestKernel>,
+        /// Only this workload (refault, fault-heavy, fault-heavy-2t, madvise-heavy, mmap-churn,
+        /// go-mixed); repeatable. A partial run writes target/BENCHMARKS-only.md.
+        #[arg(long, value_name = "WORKLOAD")]
+        only: Vec<String>,
+        /// Only this configuration (untraced, floor, pid, pid-entries, system, fault-events,
+        /// bpftrace, stacks, bpftrace-ustack, strace); repeatable.
+        #[arg(long = "config", value_name = "CONFIG")]
+        configs: Vec<String>,
     },
 }
 
@@ -151,14 +155,16 @@ fn main() -> ExitCode {
         Task::Bench {
             quick,
             iterations,
-            only,
             guest,
+            only,
+            configs,
         } => bootstrap::run().and_then(|()| {
             bench::run(&bench::Options {
                 quick,
                 iterations,
-                only,
                 guest,
+                only,
+                configs,
             })
         }),
         Task::Vm {

@@ -51,6 +51,8 @@ named_enum! {
         /// A process's memory syscalls counted in the kernel, sent when it exits or its pid
         /// passes to a new process ([`totals::TotalsFlush`]).
         Totals = 16 => "totals",
+        /// A new caller stack was counted (`--stacks`; [`crate::stacks::StackSeen`]).
+        StackSeen = 17 => "stack_seen",
     }
 }
 

@@ -7,5 +7,6 @@ pub mod explain;
 pub mod golang;
 pub mod groups;
 pub mod snapshot;
+pub mod stacks;
 
 pub use by_name::{ByName, Name};

@@ -19,6 +19,7 @@ use super::{
     explain,
     golang::verdict::Verdict,
     groups::{self, GroupView},
+    stacks::StacksView,
 };
 use crate::{
     cli::{GroupBy, SortKey},
@@ -162,7 +163,9 @@ impl Snapshot {
             .into_iter()
             .map(|p| {
                 let taken = taken_withheld.is_none().then(|| p.taken());
-                ProcessView::new(p, reclaim, selection.counts_user_faults, taken)
+                let mut view = ProcessView::new(p, reclaim, selection.counts_user_faults, taken);
+                view.stacks = StacksView::of(&model.stacks, p.pid);
+                view
             })
             .collect();
         let groups = groups::group(selection.by, &processes, &reclaim.ooms, &model.memcg);
@@ -284,6 +287,8 @@ pub struct ProcessView {
     pub explanation: Vec<String>,
     /// This process's direct and memcg reclaim stalls.
     pub reclaim: ByName<ReclaimKind, Option<StallView>>,
+    /// With `--stacks`: where its calls and stalls came from; null without.
+    pub stacks: Option<StacksView>,
 }
 
 impl ProcessView {
@@ -332,6 +337,7 @@ impl ProcessView {
             },
             explanation: explain::explain(p, reclaim, taken),
             reclaim: stalls_of(reclaim, p.pid),
+            stacks: None,
         }
     }
 

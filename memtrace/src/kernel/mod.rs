@@ -7,14 +7,17 @@ pub mod cgroup;
 pub mod gfp;
 pub mod log;
 pub mod memcg;
+pub mod namer;
 mod object;
 mod offsets;
 pub mod pidns;
 pub mod procfs;
 pub mod procmem;
 pub mod status;
+pub mod symbols;
 pub mod tracefs;
 mod tracer;
 mod trampoline;
+mod unwind;
 
 pub use tracer::{LostCounts, Options, Tracer, check_privileges};

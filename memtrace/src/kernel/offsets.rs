@@ -115,6 +115,11 @@ impl Offsets {
                 "{e}; the start time of a process that exits before memtrace reads /proc is unknown"
             ));
         }
+        if let Err(e) = found(Member::TaskStack) {
+            self.warnings.push(format!(
+                "{e}; with --stacks, the caller of a function that makes its system call without a frame (libc's and Go's wrappers) is left out"
+            ));
+        }
         if let Err(e) = found(Member::TaskFlags) {
             self.warnings.push(format!(
                 "{e}; memory that reclaim takes from a process is not counted"
@@ -167,23 +172,22 @@ impl Offsets {
         if btf.struct_size("pt_regs") != Ok(PT_REGS_SIZE) {
             return;
         }
+        // Found on every kernel (`task_struct.stack` was resolved with the other members):
+        // `--stacks` reads the user stack pointer there too.
+        if self.members[Member::TaskStack as usize] != 0 {
+            // The entry code built with FRED (6.9+) leaves 16 bytes above pt_regs.
+            let padding = if btf.has_function("fred_entry_from_user") {
+                STACK_PADDING_FRED
+            } else {
+                STACK_PADDING
+            };
+            self.pt_regs_offset = THREAD_SIZE - padding - PT_REGS_SIZE;
+        }
         if task_pt_regs {
             self.args_at = ArgsAt::TaskPtRegs;
-            return;
+        } else if self.pt_regs_offset != 0 {
+            self.args_at = ArgsAt::KernelStack;
         }
-        let (ty, name) = Member::TaskStack.path();
-        let Ok(stack_at) = btf.member_offset(ty, name) else {
-            return;
-        };
-        self.members[Member::TaskStack as usize] = stack_at;
-        // The entry code built with FRED (6.9+) leaves 16 bytes above pt_regs.
-        let padding = if btf.has_function("fred_entry_from_user") {
-            STACK_PADDING_FRED
-        } else {
-            STACK_PADDING
-        };
-        self.args_at = ArgsAt::KernelStack;
-        self.pt_regs_offset = THREAD_SIZE - padding - PT_REGS_SIZE;
     }
 }
 
@@ -289,7 +293,7 @@ mod tests {
         assert_eq!(offsets.members, [0; Member::COUNT]);
         assert_eq!(offsets.memcg_subsys_index, u32::MAX);
         assert_eq!(offsets.args_at, ArgsAt::Parked, "no BTF to confirm pt_regs");
-        assert_eq!(offsets.warnings.len(), 5, "{:?}", offsets.warnings);
+        assert_eq!(offsets.warnings.len(), 6, "{:?}", offsets.warnings);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

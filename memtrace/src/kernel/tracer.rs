@@ -26,6 +26,7 @@ use memtrace_common::{
     lost::Lost,
     maps,
     regs::ArgsAt,
+    stacks::{Frames, StackCounts, StackKey, StackRef},
 };
 
 use super::{
@@ -54,6 +55,8 @@ pub struct Options {
     pub entry_programs: bool,
     /// Keep the kernel programs' diagnostics (`--verbose`).
     pub verbose: bool,
+    /// Count caller stacks (`--stacks`).
+    pub stacks: bool,
 }
 
 /// Attached programs and the maps userspace reads. Dropping it detaches everything.
@@ -80,6 +83,8 @@ pub struct Tracer {
     totals_capacity: u32,
     /// Where the syscall exit programs read the arguments in this run (`--verbose` says).
     pub args_at: ArgsAt,
+    stack_counts: HashMap<MapData, StackKey, StackCounts>,
+    stacks: HashMap<MapData, StackRef, Frames>,
     /// Names of this kernel's GFP flags.
     pub gfp: GfpNames,
     /// What could not be attached or resolved, and what the user loses.
@@ -192,6 +197,8 @@ impl Tracer {
             counting,
             totals_capacity,
             args_at,
+            stack_counts: HashMap::try_from(take_map(&mut ebpf, maps::STACK_COUNTS)?)?,
+            stacks: HashMap::try_from(take_map(&mut ebpf, maps::STACKS)?)?,
             ebpf,
             attached,
             gfp: GfpNames::from_format_file(&events_dir),
@@ -362,6 +369,16 @@ impl Tracer {
         [slot(ScanSlot::InStall), slot(ScanSlot::Background)]
     }
 
+    /// What `--stacks` counted so far, per process, call and stack.
+    pub fn stack_counts(&self) -> Vec<(StackKey, StackCounts)> {
+        self.stack_counts.iter().filter_map(Result::ok).collect()
+    }
+
+    /// A stored stack's frames.
+    pub fn frames(&self, stack: &StackRef) -> Option<Frames> {
+        self.stacks.get(stack, 0).ok()
+    }
+
     /// Records dropped in the kernel so far, per reason, per CPU.
     pub fn lost(&self) -> LostCounts {
         LostCounts {
@@ -481,7 +498,7 @@ fn load(
         count_syscalls: u8::from(counting),
         args_at: args_at as u8,
         cgroup_ids: offsets.cgroup_ids as u8,
-        ..Config::DEFAULT
+        stacks: u8::from(options.stacks),
     };
     // Logging off unless asked for: the programs' log statements then are dead code the
     // verifier prunes.
@@ -490,8 +507,14 @@ fn load(
     } else {
         0
     };
+    // The stack maps exist either way; they get room only when used (STACKS alone holds
+    // 528 bytes per entry, preallocated).
+    let stack_room = |capacity: u32| if options.stacks { capacity } else { 1 };
     EbpfLoader::new()
         .btf(kernel_btf)
+        .map_max_entries(maps::STACK_COUNTS, stack_room(maps::MAX_STACK_COUNTS))
+        .map_max_entries(maps::STACKS, stack_room(maps::MAX_STACKS))
+        .map_max_entries(maps::LAST_BREAK, stack_room(maps::MAX_BREAKS))
         .override_global(config::CONFIG, &config, true)
         .override_global(config::FIELD_OFFSETS, &offsets.fields, true)
         .override_global(config::MEMBER_OFFSETS, &offsets.members, true)

@@ -443,6 +443,8 @@ impl Attribution {
             Event::Spawn(s) => self.pid_passed_on(s.child),
             // The system's, not a process's (see `super::reclaim`).
             Event::OomKill(_) | Event::OomReaper(_) | Event::Kswapd(_) => {}
+            // Named by the session and kept in `super::stacks`.
+            Event::StackSeen(_) => {}
         }
     }
 

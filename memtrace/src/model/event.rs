@@ -13,6 +13,7 @@ use memtrace_common::events::{
 pub use memtrace_common::events::{
     exit::ThreadExit, rss::AddressSpaceGone, spawn::Spawn, totals::TotalsFlush,
 };
+use memtrace_common::stacks::{StackRef, StackSeen};
 
 use super::container::{Container, Placement, Pod};
 use crate::kernel::procfs::{CgroupOf, VictimFacts};
@@ -62,6 +63,8 @@ pub enum Event {
     /// A process's memory syscalls counted in the kernel, sent as it exits or its pid passes
     /// on.
     Totals(Box<TotalsFlush>),
+    /// A new stack counted with `--stacks`, to be symbolized now.
+    StackSeen(StackRef),
 }
 
 impl Event {
@@ -86,6 +89,7 @@ impl Event {
             Self::Stall(s) => Some(s.tgid),
             Self::AddressSpaceGone(g) => Some(g.tgid),
             Self::Totals(t) => Some(t.tgid),
+            Self::StackSeen(s) => Some(s.tgid),
             // About a pid's next holder, which nothing is known of yet.
             Self::Spawn(_) => None,
             Self::OomKill(_) | Self::OomReaper(_) | Self::Kswapd(_) => None,
@@ -398,6 +402,10 @@ pub fn decode(bytes: &[u8], page_size: u64) -> Result<Event, DecodeError> {
             EventKind::AddressSpaceGone => Event::AddressSpaceGone(record(bytes, kind)?),
             EventKind::Spawn => Event::Spawn(record(bytes, kind)?),
             EventKind::Totals => Event::Totals(Box::new(record(bytes, kind)?)),
+            EventKind::StackSeen => {
+                let raw: StackSeen = record(bytes, kind)?;
+                Event::StackSeen(raw.stack)
+            }
             EventKind::Kswapd => {
                 let raw: KswapdEvent = record(bytes, kind)?;
                 Event::Kswapd(Kswapd {

@@ -7,10 +7,12 @@ pub mod container;
 pub mod event;
 pub mod kernel_totals;
 pub mod reclaim;
+pub mod stacks;
 
 use attribution::Attribution;
 use event::Event;
 use reclaim::Reclaim;
+use stacks::Stacks;
 
 use std::collections::BTreeMap;
 
@@ -23,6 +25,8 @@ pub struct Model {
     pub attribution: Attribution,
     /// Reclaim stalls, kswapd, OOM kills: the system's, and per process.
     pub reclaim: Reclaim,
+    /// Caller stacks (`--stacks`).
+    pub stacks: Stacks,
     /// Records the kernel side dropped, as of the latest sample.
     pub lost: LostCounts,
     /// Records that could not be decoded (a kernel/userspace mismatch; never expected).

@@ -473,7 +473,11 @@ pub fn event_line(event: &Event, gfp: &GfpNames) -> Option<String> {
         Event::Stall(s) => Line::ReclaimStall(stall_line(s, gfp)),
         Event::OomKill(o) => Line::OomKill(o),
         Event::OomReaper(r) => Line::OomReaper(reaper_line(r)),
-        Event::Kswapd(_) | Event::AddressSpaceGone(_) | Event::Spawn(_) | Event::Totals(_) => {
+        Event::Kswapd(_)
+        | Event::AddressSpaceGone(_)
+        | Event::Spawn(_)
+        | Event::Totals(_)
+        | Event::StackSeen(_) => {
             return None;
         }
     };

@@ -249,6 +249,10 @@ impl Live {
                 resident(row.p).text(),
                 lazy_free(row.p).text(),
             );
+            // With --stacks: where most of its bytes came from.
+            if let Some(top) = row.p.stacks.as_ref().and_then(|s| s.top.first()) {
+                let _ = writeln!(out, "{:>7} ↳ {}", "", truncate(&top.brief(4), 120));
+            }
         }
         if rows.len() > shown {
             let hint = if shown == fits {

@@ -27,6 +27,7 @@ use memtrace_common::{
         totals::SyscallTotals,
     },
     hooks::{Program, Run},
+    stacks::{StackCounts, StackKey, StackRef},
 };
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -51,9 +52,11 @@ use crate::{
         check_privileges,
         log::KernelLog,
         memcg::MemcgUsage,
+        namer::Namer,
         pidns,
         procfs::{self, PidKind, SmapsRollup},
         status::Resident,
+        symbols::Symbols,
     },
     model::{
         Model,
@@ -78,6 +81,8 @@ const MIN_RECORD_BYTES: usize = 16;
 /// Processes kept when tracing every process: past this, exited ones are forgotten, so a
 /// DaemonSet running for weeks keeps bounded memory (and the kernel's fault table has room).
 const MAX_PROCESSES: usize = 4096;
+/// How long the end of a run waits for stacks still being named (`--stacks`).
+const NAMING_PATIENCE: Duration = Duration::from_secs(30);
 /// How often kernel counters (faults, RSS, stalls) and /proc are sampled, at most.
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -125,6 +130,8 @@ pub struct Config {
     pub selection: Selection,
     /// Whether a target that is not a readable executable is an error (`memtrace go`).
     pub need_targets: bool,
+    /// Count caller stacks (`--stacks`).
+    pub stacks: bool,
 }
 
 impl Config {
@@ -143,6 +150,7 @@ impl Config {
             verbose: false,
             selection: Selection::default(),
             need_targets: false,
+            stacks: false,
         }
     }
 }
@@ -240,6 +248,7 @@ struct KernelSample {
     lost: LostCounts,
     /// Memory syscalls counted per process, when the kernel counts them.
     totals: Vec<(u32, SyscallTotals)>,
+    stacks: Vec<(StackKey, StackCounts)>,
 }
 
 /// The traced window: the tracer, the model it feeds, and where output goes.
@@ -269,6 +278,12 @@ pub struct Session {
     metrics: Option<watch::Sender<Bytes>>,
     /// What was read about each named target at start (Go build info, GODEBUG).
     targets: BTreeMap<u32, Target>,
+    /// Places stacks in their processes' files as they are announced (`--stacks`).
+    symbols: Option<Symbols>,
+    /// Names them, on a thread of its own.
+    namer: Option<Namer>,
+    /// Stacks placed and sent to be named, not named yet.
+    naming: std::collections::HashSet<StackRef>,
     /// Names cgroups, and cgroup ids from the kernel.
     cgroups: Cgroups,
 }
@@ -289,6 +304,7 @@ impl Session {
             trampolines: config.trampolines,
             entry_programs: config.entry_programs,
             verbose: config.verbose,
+            stacks: config.stacks,
         })?;
         for warning in &tracer.warnings {
             eprintln!("memtrace: warning: {warning}");
@@ -318,6 +334,7 @@ impl Session {
         if let Some(at_attach) = at_attach {
             model.attribution.set_at_attach(at_attach);
         }
+        model.stacks.enabled = config.stacks;
         Ok(Self {
             events: watch_fd(events).context("cannot watch the events ring buffer")?,
             kernel_log,
@@ -335,6 +352,9 @@ impl Session {
             ring_records: config.ring_kib as usize * 1024 / MIN_RECORD_BYTES,
             metrics: None,
             targets,
+            symbols: config.stacks.then(Symbols::default),
+            namer: config.stacks.then(Namer::start).flatten(),
+            naming: std::collections::HashSet::new(),
             cgroups,
         })
     }
@@ -535,8 +555,49 @@ impl Session {
                 .attribution
                 .set_start_time_from_kernel(exit.tgid, ticks);
         }
+        if let Event::StackSeen(stack) = event {
+            self.locate_stack(*stack);
+        }
         if let Some(pid) = event.process() {
             self.name_if_unnamed(pid);
+        }
+    }
+
+    /// Places a new user stack in the process's files now: its addresses mean something only
+    /// with the process's memory map, gone once the process exits. Naming its frames (reading
+    /// symbols and DWARF) is left to the naming thread, so the loop is never held up by it.
+    fn locate_stack(&mut self, stack: StackRef) {
+        let (Some(symbols), Some(namer)) = (self.symbols.as_mut(), self.namer.as_mut()) else {
+            return;
+        };
+        if self.model.stacks.is_named(&stack) || self.naming.contains(&stack) {
+            return;
+        }
+        let Some(frames) = self.tracer.frames(&stack) else {
+            return;
+        };
+        if stack.kernel != 0 {
+            namer.kernel(stack, frames);
+        } else {
+            namer.user(stack, symbols.locate(stack.tgid, &frames));
+        }
+        self.naming.insert(stack);
+    }
+
+    /// Takes the names the naming thread has ready, after sending it any stack the counts
+    /// refer to that was never announced (a full ring buffer).
+    fn name_stacks(&mut self) {
+        for stack in self.model.stacks.unnamed() {
+            self.locate_stack(stack);
+        }
+        let names = self.namer.as_mut().map(Namer::ready).unwrap_or_default();
+        self.learn_names(names);
+    }
+
+    fn learn_names(&mut self, names: Vec<(StackRef, crate::kernel::symbols::Stack)>) {
+        for (stack, named) in names {
+            self.naming.remove(&stack);
+            self.model.stacks.name(stack, named);
         }
     }
 
@@ -697,6 +758,10 @@ impl Session {
             wakeups: tracer.kswapd_wakeups(),
             scans: tracer.lru_scan(),
             lost: tracer.lost(),
+            stacks: match self.symbols {
+                Some(_) => tracer.stack_counts(),
+                None => Vec::new(),
+            },
             totals: match tracer.counts_syscalls() {
                 true => tracer.syscall_totals(),
                 false => Vec::new(),
@@ -744,6 +809,8 @@ impl Session {
             .collect();
         model.reclaim.scans = kernel.scans;
         model.lost = kernel.lost;
+        model.stacks.set_counts(kernel.stacks);
+        self.name_stacks();
         self.adopt_children();
     }
 
@@ -876,6 +943,13 @@ impl Session {
             log.get_mut().flush();
         }
         self.sample(mode);
+        // The names still being read: the report shows them.
+        let names = self
+            .namer
+            .as_mut()
+            .map(|namer| namer.rest(NAMING_PATIENCE))
+            .unwrap_or_default();
+        self.learn_names(names);
         let reason = if self.out.closed() {
             StopReason::OutputClosed
         } else {
