@@ -538,10 +538,13 @@ fn nothing_released_within_wait_is_expected_not_confirmed() {
     assert_eq!(v["observed"], Value::Null);
     assert_eq!(v["released_bytes"], 0);
     let summary = v["summary"].as_str().unwrap();
-    assert!(
-        summary.starts_with("EXPECTED MADV_FREE (not yet observed: no release in 1."),
-        "{summary}"
-    );
+    // The window is --wait long at least (longer on a loaded machine: it ends at a tick).
+    let waited: f64 = summary
+        .strip_prefix("EXPECTED MADV_FREE (not yet observed: no release in ")
+        .and_then(|rest| rest.split_once(" s)"))
+        .and_then(|(secs, _)| secs.parse().ok())
+        .unwrap_or_else(|| panic!("{summary}"));
+    assert!(waited >= 1.0, "{summary}");
     // Nothing was released: the heap is all in RSS and none of it is LazyFree.
     assert_eq!(v["memory"]["lazy_free"], 0);
     assert!(v["memory"]["anonymous"].as_u64().unwrap() >= HEAP_MIB * MIB);

@@ -36,8 +36,11 @@ fn program(name: &str, bytes: &[u8]) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("stacks-workloads");
     std::fs::create_dir_all(&dir).expect("create the workloads' directory");
     let path = dir.join(name);
-    // Written to a fresh name and renamed: another test may be running the old file.
-    let fresh = dir.join(format!("{name}.{}", std::process::id()));
+    // Written to a fresh name and renamed: another test may be running the old file. Fresh
+    // per call, not per process: this binary's tests run in parallel threads.
+    static WRITES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let fresh = dir.join(format!("{name}.{}.{write}", std::process::id()));
     std::fs::write(&fresh, bytes).expect("write the workload");
     std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     std::fs::rename(&fresh, &path).expect("rename the workload");
