@@ -108,9 +108,14 @@ fn linked_llvm_major(binary: &Path) -> Option<u32> {
 }
 
 /// Programs the tests run: `go` builds the Go test programs, `bpftrace` is their independent
-/// madvise count. Installed from Debian when missing; only `cargo xtask test` needs them.
-/// When they cannot be installed the Go tests skip, except under CI, where they must run.
-const TEST_TOOLS: [(&str, &str); 2] = [("go", "golang-go"), ("bpftrace", "bpftrace")];
+/// madvise count, `promtool` (Debian's `prometheus`) validates the metrics page. Installed from
+/// Debian when missing; only `cargo xtask test` needs them. When they cannot be installed the
+/// tests that need them skip, except under CI, where they must run.
+const TEST_TOOLS: [(&str, &str); 3] = [
+    ("go", "golang-go"),
+    ("bpftrace", "bpftrace"),
+    ("promtool", "prometheus"),
+];
 
 pub fn ensure_test_tools() -> anyhow::Result<()> {
     let missing: Vec<&str> = TEST_TOOLS
@@ -125,13 +130,16 @@ pub fn ensure_test_tools() -> anyhow::Result<()> {
     if !is_root() || which("apt-get").is_none() {
         let advice = format!("install {packages} (e.g. `sudo apt-get install -y {packages}`)");
         if std::env::var_os("CI").is_some() {
-            bail!("the Go tests need {packages} and CI is set: {advice}");
+            bail!("the tests need {packages} and CI is set: {advice}");
         }
-        eprintln!("xtask: WARNING: {packages} missing: the Go tests will be SKIPPED; {advice}");
+        eprintln!(
+            "xtask: WARNING: {packages} missing: the tests that run them will be SKIPPED; {advice}"
+        );
         return Ok(());
     }
     eprintln!(
-        "xtask: installing {packages} with apt-get (the Go tests build and trace real Go programs)"
+        "xtask: installing {packages} with apt-get (the tests build and trace real Go programs, \
+         count with bpftrace, check the metrics page with promtool)"
     );
     apt::install_packages(&missing)?;
     if let Some((program, package)) = TEST_TOOLS.iter().find(|(p, _)| which(p).is_none()) {

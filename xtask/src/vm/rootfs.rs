@@ -40,8 +40,11 @@ const INIT: &str = include_str!("guest/init.sh");
 const VM_DIR: &str = "/vm";
 /// Programs the integration tests start by name, copied from the host when it has them:
 /// `sh -c` scripts, `setpriv` and `unshare` (util-linux, as on the host), bpftrace (the
-/// independent oracle) and go (the Go tests build a real Go program).
-const PROGRAMS: [&str; 6] = ["sh", "true", "setpriv", "unshare", "bpftrace", "go"];
+/// independent oracle), go (the Go tests build a real Go program) and promtool (checks the
+/// metrics page).
+const PROGRAMS: [&str; 7] = [
+    "sh", "true", "setpriv", "unshare", "bpftrace", "go", "promtool",
+];
 /// The shell system(3), popen(3) and `#!/bin/sh` scripts run, whatever PATH says (clang,
 /// inside bpftrace, crashes without it).
 const BIN_SH: &str = "/bin/sh";
