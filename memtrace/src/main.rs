@@ -71,6 +71,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ..Selection::default()
                 },
                 need_targets: false,
+                max_processes: cli.max_processes,
+                keep_top: cli.top,
+                metrics_processes: cli.prometheus_processes.unwrap_or(if cli.pid.is_empty() {
+                    0
+                } else {
+                    20
+                }),
             };
             let mode = Trace::new(cli.pid, cli.follow, cli.json, cli.top, cli.interval);
             session::run(config, mode).await

@@ -16,6 +16,7 @@ use serde::Serialize;
 use super::{
     advice::{AdviceView, advice_views},
     by_name::ByName,
+    cgroups::{self, CgroupView, Sum, TotalsView},
     explain,
     golang::verdict::Verdict,
 };
@@ -59,37 +60,28 @@ impl Selection {
         self.comms.is_empty() || process.is_some_and(|p| self.comms.contains(&p.comm))
     }
 
-    /// The processes to report, best first by `--sort` (ties in pid order).
+    /// The processes to report, best first by `--sort` (ties in the order kept: earlier
+    /// holders of reused pids, then by pid).
     fn select<'a>(&self, model: &'a Model) -> Vec<&'a ProcessStats> {
         let mut processes: Vec<&ProcessStats> = model
             .attribution
             .processes()
             .filter(|p| self.shows(Some(p)))
             .collect();
-        processes.sort_by_key(|p| std::cmp::Reverse(sort_value(self.sort, p)));
+        processes.sort_by_key(|p| std::cmp::Reverse(p.rank(self.sort)));
         processes
     }
 }
 
-fn sort_value(sort: SortKey, p: &ProcessStats) -> u64 {
-    match sort {
-        SortKey::Released => p.released_bytes(),
-        SortKey::Faults => (p.task_faults.minor() + p.task_faults.major()).max(p.faults.user),
-        // Resident pages only: swap entries are not in RSS.
-        SortKey::Rss => p.smaps_last.map_or_else(
-            || {
-                [RssMember::File, RssMember::Anon, RssMember::Shmem]
-                    .iter()
-                    .filter_map(|&m| p.rss.size[m as usize])
-                    .sum()
-            },
-            |s| s.rss,
-        ),
-        SortKey::Mapped => {
-            let m = &p.mappings;
-            m.mapped_bytes() + m.brk_grow.bytes + m.mremap_grow.bytes
-        }
-    }
+/// How much a snapshot holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Detail {
+    /// Every process selected, with its plain-English explanation: reports and summaries.
+    #[default]
+    Report,
+    /// For the metrics page, built every second: the top `processes` by `--sort` (the rest
+    /// summed in [`Snapshot::others`]), no explanations, no per-process reclaim report.
+    Metrics { processes: usize },
 }
 
 /// Everything a report shows, at one moment.
@@ -102,9 +94,20 @@ pub struct Snapshot {
     pub processes: Vec<ProcessView>,
     /// process_madvise calls whose target could not be resolved.
     pub unattributed: Vec<AdviceView>,
-    /// Exited processes dropped to keep memory bounded.
+    /// Exited processes dropped to keep memory bounded (their counts are in `cgroups` and
+    /// `totals`).
     pub forgotten: u64,
+    /// Per cgroup, the processes dropped included, cgroup order (unknown last).
+    pub cgroups: Vec<CgroupView>,
+    /// Every process selected, the dropped ones included.
+    pub totals: TotalsView,
+    /// With [`Detail::Metrics`], what the processes beyond the top N counted, dropped ones
+    /// included; `None` otherwise, or when no process is listed.
+    pub others: Option<TotalsView>,
+    /// The most recent OOM kills (a bounded number), oldest first.
     pub oom_kills: Vec<OomKill>,
+    /// Every OOM kill seen.
+    pub oom_kills_total: u64,
     /// Every stall of the traced processes, per kind.
     pub system_stalls: ByName<ReclaimKind, Option<StallView>>,
     /// Processes with stalls (most stall time first), then `--pid` targets without any.
@@ -125,13 +128,31 @@ impl Snapshot {
     /// open.
     pub fn new(model: &Model, selection: &Selection, window: Window) -> Self {
         let reclaim = &model.reclaim;
-        let selected = selection.select(model);
+        let mut selected = selection.select(model);
         let taken_withheld = taken_beyond_the_kernel(&selected, model);
+        let (cgroups, totals) = cgroups::totals(model, selection, taken_withheld.is_none());
+        let (explain, others) = match window.detail {
+            Detail::Report => (true, None),
+            Detail::Metrics { processes } => {
+                let rest = selected.split_off(processes.min(selected.len()));
+                let others = (processes > 0).then(|| {
+                    let mut sum = Sum::default();
+                    rest.iter().for_each(|p| sum.add(model, p));
+                    model
+                        .attribution
+                        .folded
+                        .values()
+                        .for_each(|f| sum.add_folded(f));
+                    sum.view(selection.counts_user_faults, taken_withheld.is_none())
+                });
+                (false, others)
+            }
+        };
         let processes = selected
             .into_iter()
             .map(|p| {
                 let taken = taken_withheld.is_none().then(|| p.taken());
-                ProcessView::new(p, reclaim, selection.counts_user_faults, taken)
+                ProcessView::new(p, reclaim, selection.counts_user_faults, taken, explain)
             })
             .collect();
         Self {
@@ -140,7 +161,11 @@ impl Snapshot {
             processes,
             unattributed: advice_views(&model.attribution.unattributed),
             forgotten: model.attribution.forgotten,
-            oom_kills: reclaim.ooms.clone(),
+            cgroups,
+            totals,
+            others,
+            oom_kills: reclaim.ooms.recent.iter().cloned().collect(),
+            oom_kills_total: reclaim.ooms.total,
             system_stalls: ByName::from_fn(|kind| {
                 reclaim
                     .system
@@ -148,7 +173,10 @@ impl Snapshot {
                     .filter(|s| s.count > 0)
                     .map(StallView::from)
             }),
-            stalled: stalled(model, &selection.targets),
+            stalled: match window.detail {
+                Detail::Report => stalled(model, &selection.targets),
+                Detail::Metrics { .. } => Vec::new(),
+            },
             kswapd: KswapdView::new(reclaim, window.now_ns),
             vmstat_delta: reclaim.vmstat_delta(),
             lost: model.lost.clone(),
@@ -189,12 +217,8 @@ fn kernel_taken_bound(model: &Model) -> Option<u64> {
     // Every page reclaim frees, memory-cgroup reclaim included, by type (5.8+);
     // `pgsteal_kswapd`/`_direct` leave out memory-cgroup reclaim.
     let stolen_pages = *delta.get("pgsteal_anon")? + *delta.get("pgsteal_file")?;
-    let mut bound = u64::try_from(stolen_pages).unwrap_or(0) * crate::kernel::procfs::page_size();
-    for kill in &reclaim.ooms {
-        let rss_kb = [kill.anon_rss_kb, kill.file_rss_kb, kill.shmem_rss_kb];
-        bound += rss_kb.into_iter().sum::<Option<u64>>()? * 1024;
-    }
-    Some(bound)
+    let bound = u64::try_from(stolen_pages).unwrap_or(0) * crate::kernel::procfs::page_size();
+    Some(bound + reclaim.ooms.victims_rss_kb()? * 1024)
 }
 
 /// When and how the snapshot is taken.
@@ -205,6 +229,7 @@ pub struct Window {
     pub now_ns: u64,
     pub system_wide: bool,
     pub go_verdicts: Vec<Verdict>,
+    pub detail: Detail,
 }
 
 /// One process, as every report shows it.
@@ -221,6 +246,9 @@ pub struct ProcessView {
     /// Its names before each exec while traced, oldest first (`comm` is the current one); ""
     /// where memtrace met the process first at its exec, when the old name was already gone.
     pub comm_before_exec: Vec<String>,
+    /// The cgroup it is counted in (see the summary's `cgroups`); null when unknown, or not
+    /// learnt yet.
+    pub cgroup: Option<String>,
     /// Bytes given back by releasing advice.
     pub released_bytes: u64,
     /// Pids that used process_madvise on this process.
@@ -246,6 +274,7 @@ impl ProcessView {
         reclaim: &Reclaim,
         counts_user_faults: bool,
         taken: Option<[u64; RSS_MEMBERS]>,
+        explain: bool,
     ) -> Self {
         let known = p.task_faults.known();
         Self {
@@ -254,6 +283,7 @@ impl ProcessView {
             exited: p.exited,
             comm: p.comm.clone(),
             comm_before_exec: p.exec_from.clone(),
+            cgroup: p.cgroup.as_ref().and_then(|c| c.path()).map(str::to_owned),
             released_bytes: p.released_bytes(),
             advised_by: p.advised_by.iter().copied().collect(),
             madvise: advice_views(&p.madvise),
@@ -275,7 +305,12 @@ impl ProcessView {
                 first: p.smaps_first,
                 last: p.smaps_last,
             },
-            explanation: explain::explain(p, reclaim, taken),
+            // Prose is for people: the metrics page, built every second, has none.
+            explanation: if explain {
+                explain::explain(p, reclaim, taken)
+            } else {
+                Vec::new()
+            },
             reclaim: stalls_of(reclaim, p.pid),
         }
     }

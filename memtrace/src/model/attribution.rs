@@ -1,18 +1,28 @@
 //! Per-process totals built from decoded events. Pure: fed events, never touches the kernel or
 //! /proc, so every rule here is unit-tested.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
 use memtrace_common::{
     advice,
     events::{
         fault::FaultCounts,
-        rss::{RSS_MEMBERS, RssState},
+        rss::{RSS_MEMBERS, RssMember, RssState},
     },
 };
 
-use super::event::{Event, Madvise, MapKind, MapOp, Mapping, comm_string};
-use crate::kernel::procfs::SmapsRollup;
+use super::{
+    event::{Event, Madvise, MapKind, MapOp, Mapping, comm_string},
+    totals::{CgroupKey, Totals},
+};
+use crate::{cli::SortKey, kernel::procfs::SmapsRollup};
+
+/// Children whose parent is remembered, at most (threads are forks too, and never claim
+/// theirs: the oldest go first).
+const MAX_BORN_IN: usize = 16_384;
+/// How far back among earlier holders of reused pids an answer about one is looked for (they
+/// end in order, and an answer comes within a second).
+const MAX_ENDED_SEARCH: usize = 4096;
 
 /// Calls with one advice value.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -253,6 +263,20 @@ pub struct ProcessStats {
     /// Bytes reclaim took per RSS member from its address spaces that are gone (torn down at
     /// exit or exec), which the kernel's per-mm state no longer holds.
     pub taken_from_gone: [u64; RSS_MEMBERS],
+    /// Tells this entry from every other, earlier or later, with the same pid: what the
+    /// session read about "pid N" a moment ago applies only if N's entry is still this one.
+    pub serial: u64,
+    /// The cgroup it is counted in; `None` until settled (see
+    /// [`Attribution::settle_cgroup`]). Settled once: its counts never move to another
+    /// cgroup's totals.
+    pub cgroup: Option<CgroupKey>,
+    /// The process that forked it, when that was seen while tracing.
+    pub parent: Option<u32>,
+    /// Where it was when tracing began (read at attach), or where it was born (its parent's
+    /// cgroup when it forked it), as far as known: its cgroup when /proc no longer shows it.
+    pub cgroup_at_start: Option<String>,
+    /// Its memory cgroup's id as a kernel program read it (the directory's inode number).
+    pub memcg_id: Option<u64>,
 }
 
 impl ProcessStats {
@@ -287,6 +311,106 @@ impl ProcessStats {
             .map(|(_, totals)| totals.bytes)
             .sum()
     }
+
+    /// Resident memory in bytes, while it lives: smaps_rollup's Rss where sampled, else the
+    /// kernel's counters (file + anon + shmem, those seen). `None` once it has exited — RSS is
+    /// a current quantity, and an exited process holds none.
+    pub fn resident_bytes(&self) -> Option<u64> {
+        if self.exited {
+            return None;
+        }
+        self.smaps_last.map(|s| s.rss).or_else(|| {
+            [RssMember::File, RssMember::Anon, RssMember::Shmem]
+                .iter()
+                .filter_map(|&m| self.rss.size[m as usize])
+                .reduce(|a, b| a + b)
+        })
+    }
+
+    /// Its value for `--sort`: what the report's (and the metrics') top N is chosen by.
+    pub fn rank(&self, sort: SortKey) -> u64 {
+        match sort {
+            SortKey::Released => self.released_bytes(),
+            SortKey::Faults => {
+                (self.task_faults.minor() + self.task_faults.major()).max(self.faults.user)
+            }
+            SortKey::Rss => self.resident_bytes().unwrap_or(0),
+            SortKey::Mapped => {
+                let m = &self.mappings;
+                m.mapped_bytes() + m.brk_grow.bytes + m.mremap_grow.bytes
+            }
+        }
+    }
+}
+
+/// How a long system-wide run keeps its memory bounded (see [`Attribution::take_for_bound`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    /// Processes kept, at most; live ones are never let go, so there may be more.
+    pub max_processes: usize,
+    /// Exited processes ranking in the top this many by `sort` are kept whatever the bound, so
+    /// the report's top N is chosen from every process seen.
+    pub keep_top: usize,
+    pub sort: SortKey,
+}
+
+/// An entry to look up in /proc: the current holder of `pid`, if it still is entry `serial`;
+/// `parent` to read the cgroup of if its own is gone (where it was born).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fresh {
+    pub pid: u32,
+    pub serial: u64,
+    pub parent: Option<u32>,
+}
+
+/// What /proc said about a process when the session looked it up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub comm: Option<String>,
+    /// Clock ticks after boot (`starttime` of /proc/PID/stat).
+    pub start_ticks: Option<u64>,
+    /// Its cgroup path (see `kernel::cgroup`).
+    pub cgroup: Option<String>,
+    /// When its own could not be read: its parent's (where it was born, unless it moved).
+    pub parent_cgroup: Option<String>,
+}
+
+/// What the session's periodic look at /proc found for a process.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reading {
+    /// None once the pid is gone.
+    pub start_ticks: Option<u64>,
+    /// Neither gone nor a zombie.
+    pub alive: bool,
+    /// Per thread `(tid, minflt, majflt)`, if its fault counters were read.
+    pub threads: Option<Vec<(u32, u64, u64)>>,
+    pub smaps: Option<SmapsRollup>,
+}
+
+/// Where exited processes' cgroups come from when /proc no longer shows them: per child pid,
+/// its parent and (if settled then) the parent's cgroup at fork, bounded.
+#[derive(Debug, Default)]
+struct BornIn {
+    by_child: BTreeMap<u32, (u32, Option<String>)>,
+    order: VecDeque<u32>,
+}
+
+impl BornIn {
+    fn insert(&mut self, child: u32, parent: u32, cgroup: Option<String>) {
+        if self.by_child.insert(child, (parent, cgroup)).is_none() {
+            self.order.push_back(child);
+        }
+        while self.order.len() > MAX_BORN_IN {
+            if let Some(oldest) = self.order.pop_front() {
+                self.by_child.remove(&oldest);
+            }
+        }
+    }
+
+    fn take(&mut self, child: u32) -> Option<(u32, Option<String>)> {
+        // Its slot in `order` goes when it reaches the front.
+        self.by_child.remove(&child)
+    }
 }
 
 /// Totals for every process seen.
@@ -302,15 +426,24 @@ pub struct Attribution {
     pub unattributed: BTreeMap<u32, AdviceTotals>,
     /// Exited processes dropped to keep a long system-wide run's memory bounded.
     pub forgotten: u64,
+    /// What the dropped processes had counted, per cgroup (those `--comm` shows).
+    pub folded: BTreeMap<CgroupKey, Totals>,
     /// The threads' fault counters of the processes alive when tracing began, until each is
     /// first met: its faults then count from there, over the same window as the kernel's.
     at_attach: AtAttach,
+    /// The next entry's [`ProcessStats::serial`].
+    next_serial: u64,
+    /// Entries created since the session last looked.
+    fresh: Vec<Fresh>,
+    born_in: BornIn,
 }
 
 /// Per-thread `(tid, minflt, majflt)` of processes when tracing began.
 #[derive(Debug, Default)]
 pub struct AtAttach {
     pub threads: BTreeMap<u32, Vec<(u32, u64, u64)>>,
+    /// Each process's cgroup.
+    pub cgroups: BTreeMap<u32, String>,
     /// Whether every process on the machine was read (system-wide): one missing was then born
     /// while traced.
     pub every_process: bool,
@@ -322,26 +455,199 @@ impl Attribution {
         self.processes.len() + self.ended.len()
     }
 
-    /// Drops exited processes (lowest pids first) until at most `keep` remain; returns the
-    /// pids dropped. `alive` says whether a pid still runs; live processes are never dropped.
-    pub fn forget_exited(&mut self, keep: usize, alive: impl Fn(u32) -> bool) -> Vec<u32> {
-        // Earlier holders of reused pids go first: they ended before any current one.
-        let ended = self.ended.len().min(self.len().saturating_sub(keep));
-        self.ended.drain(..ended);
-        self.forgotten += ended as u64;
-        let excess = self.len().saturating_sub(keep);
-        let dropped: Vec<u32> = self
-            .processes
-            .keys()
-            .copied()
-            .filter(|&pid| !alive(pid))
-            .take(excess)
-            .collect();
-        for pid in &dropped {
-            self.processes.remove(pid);
+    /// Lets go of exited processes until at most `bound.max_processes` are kept, lowest-ranked
+    /// by `bound.sort` first (oldest first among equals), and returns them for the caller to
+    /// fold ([`Attribution::fold`]). Never a live process, nor one of the top
+    /// `bound.keep_top` of those `shows` selects: a counter only grows, so a process let go
+    /// below the top can never rise into it, and the top N stays that of every process seen.
+    /// A process whose cgroup is not settled yet waits for it (unless the bound is far
+    /// exceeded).
+    /// Each comes with whether it was the current holder of its pid (else an earlier holder of
+    /// a reused pid).
+    pub fn take_for_bound(
+        &mut self,
+        bound: &Bound,
+        shows: impl Fn(&ProcessStats) -> bool,
+    ) -> Vec<(ProcessStats, bool)> {
+        let excess = self.len().saturating_sub(bound.max_processes);
+        if excess == 0 {
+            return Vec::new();
         }
-        self.forgotten += dropped.len() as u64;
-        dropped
+        let rank = |p: &ProcessStats| if shows(p) { p.rank(bound.sort) } else { 0 };
+        let mut shown: Vec<(u64, u64)> = self
+            .processes()
+            .filter(|p| shows(p))
+            .map(|p| (rank(p), p.serial))
+            .collect();
+        shown.sort_unstable_by_key(|&(rank, serial)| (std::cmp::Reverse(rank), serial));
+        let top: HashSet<u64> = shown
+            .iter()
+            .take(bound.keep_top)
+            .map(|&(_, serial)| serial)
+            .collect();
+        let far_over = self.len() > 2 * bound.max_processes;
+        let mut candidates: Vec<(u64, u64)> = self
+            .processes()
+            .filter(|p| p.exited && !top.contains(&p.serial))
+            .filter(|p| p.cgroup.is_some() || far_over)
+            .map(|p| (rank(p), p.serial))
+            .collect();
+        candidates.sort_unstable();
+        let chosen: HashSet<u64> = candidates
+            .into_iter()
+            .take(excess)
+            .map(|(_, serial)| serial)
+            .collect();
+        let mut taken = Vec::with_capacity(chosen.len());
+        let ended = std::mem::take(&mut self.ended);
+        for p in ended {
+            if chosen.contains(&p.serial) {
+                taken.push((p, false));
+            } else {
+                self.ended.push(p);
+            }
+        }
+        let current: Vec<u32> = self
+            .processes
+            .values()
+            .filter(|p| chosen.contains(&p.serial))
+            .map(|p| p.pid)
+            .collect();
+        for pid in current {
+            taken.extend(self.processes.remove(&pid).map(|p| (p, true)));
+        }
+        self.forgotten += taken.len() as u64;
+        taken
+    }
+
+    /// Adds a process that was let go, with its stalls, to its cgroup's folded totals.
+    pub fn fold<'a>(
+        &mut self,
+        p: &ProcessStats,
+        stalls: impl IntoIterator<
+            Item = (
+                memtrace_common::events::stall::ReclaimKind,
+                &'a super::reclaim::StallStats,
+            ),
+        >,
+    ) {
+        let key = p.cgroup.clone().unwrap_or(CgroupKey::Unknown);
+        self.folded.entry(key).or_default().add_process(p, stalls);
+    }
+
+    /// Whether the current holder of `pid` is the entry with `serial`.
+    fn is_current(&self, pid: u32, serial: u64) -> bool {
+        self.processes.get(&pid).is_some_and(|p| p.serial == serial)
+    }
+
+    /// Entry `serial` of `pid`, and whether it is the pid's current holder: an earlier holder
+    /// (its pid passed on since) is looked for among the most recent ones.
+    fn entry_mut(&mut self, pid: u32, serial: u64) -> Option<(&mut ProcessStats, bool)> {
+        if self.is_current(pid, serial) {
+            return self.processes.get_mut(&pid).map(|p| (p, true));
+        }
+        self.ended
+            .iter_mut()
+            .rev()
+            .take(MAX_ENDED_SEARCH)
+            .find(|p| p.serial == serial)
+            .map(|p| (p, false))
+    }
+
+    /// Entries created since the last call, to look up.
+    pub fn take_fresh(&mut self) -> Vec<Fresh> {
+        std::mem::take(&mut self.fresh)
+    }
+
+    /// Applies what /proc said about entry `serial` of `pid`, if /proc showed that same process:
+    /// the start times agree — and are known, for an entry whose pid passed to another process
+    /// since (/proc then likely showed that one). Returns the kernel's memory-cgroup id to name
+    /// when /proc did not show its cgroup (see [`Attribution::settle_cgroup`]).
+    pub fn identify(&mut self, pid: u32, serial: u64, identity: Identity) -> Option<u64> {
+        let (process, current) = self.entry_mut(pid, serial)?;
+        let same = match (process.start_time, identity.start_ticks) {
+            (Some(known), Some(read)) => known == read,
+            _ => current,
+        };
+        if process.cgroup_at_start.is_none() {
+            // The parent's, read only when the process itself was gone.
+            process.cgroup_at_start = identity.parent_cgroup;
+        }
+        if !same {
+            // Another process has the pid by now: nothing read is about this one.
+            return settle(process, None);
+        }
+        if let Some(ticks) = identity.start_ticks {
+            process.start_time.get_or_insert(ticks);
+        }
+        // An exec seen since gave a better name than /proc's read, which may predate it.
+        if let Some(comm) = identity.comm
+            && process.exec_from.is_empty()
+        {
+            process.comm = comm;
+        }
+        settle(process, identity.cgroup)
+    }
+
+    /// Settles the cgroup of entry `serial` of `pid` (see [`settle`]).
+    pub fn settle_cgroup(
+        &mut self,
+        pid: u32,
+        serial: u64,
+        from_proc: Option<String>,
+    ) -> Option<u64> {
+        let (process, _) = self.entry_mut(pid, serial)?;
+        settle(process, from_proc)
+    }
+
+    /// The kernel's memory-cgroup id of entry `serial` named (or not: then its parent's cgroup
+    /// at fork, else unknown).
+    pub fn named_memcg(&mut self, pid: u32, serial: u64, path: Option<String>) {
+        if let Some((process, _)) = self.entry_mut(pid, serial)
+            && process.cgroup.is_none()
+        {
+            let path = path.or_else(|| process.cgroup_at_start.clone());
+            process.cgroup = Some(path.map_or(CgroupKey::Unknown, CgroupKey::Path));
+        }
+    }
+
+    /// The memory cgroup id a kernel program read for a process (an exit record's).
+    pub fn set_memcg_id(&mut self, pid: u32, id: u64) {
+        self.process(pid, "").memcg_id = Some(id);
+    }
+
+    /// Applies the session's periodic reading of `pid`'s /proc entries, if its current holder
+    /// is still entry `serial`: a pid gone, a zombie, or now another process's (another start
+    /// time) means that process exited.
+    pub fn read(&mut self, pid: u32, serial: u64, reading: Reading) {
+        if !self.is_current(pid, serial) {
+            return;
+        }
+        let Some(process) = self.processes.get_mut(&pid) else {
+            return;
+        };
+        let same = match (process.start_time, reading.start_ticks) {
+            (_, None) => false,
+            (Some(known), Some(read)) => known == read,
+            (None, Some(_)) => true,
+        };
+        if !same || !reading.alive {
+            process.exited = true;
+        }
+        if !same {
+            return;
+        }
+        if let Some(threads) = reading.threads.filter(|t| !t.is_empty()) {
+            process.task_faults.sample(&threads);
+        }
+        if let Some(smaps) = reading.smaps {
+            self.sample_smaps(pid, smaps);
+        }
+    }
+
+    /// The entry's serial of the current holder of `pid`.
+    pub fn serial_of(&self, pid: u32) -> Option<u64> {
+        self.processes.get(&pid).map(|p| p.serial)
     }
 
     pub fn record(&mut self, event: &Event) {
@@ -357,18 +663,47 @@ impl Attribution {
                 } else {
                     String::new()
                 };
-                self.process(t.tgid, &comm)
-                    .task_faults
-                    .exit(t.tid, t.min_flt, t.maj_flt);
+                let process = self.process(t.tgid, &comm);
+                process.task_faults.exit(t.tid, t.min_flt, t.maj_flt);
+                // The last thread (known from Linux 6.18 on): the process is gone.
+                if t.group_dead == 1 {
+                    process.exited = true;
+                }
             }
             Event::Stall(s) => {
                 self.process(s.tgid, &s.thread_comm);
             }
             Event::AddressSpaceGone(g) => self.process(g.tgid, "").address_space_gone(g.taken),
-            Event::Spawn(s) => self.pid_passed_on(s.child),
+            Event::Spawn(s) => {
+                self.pid_passed_on(s.child);
+                let cgroup = self.cgroup_known(s.parent);
+                self.born_in.insert(s.child, s.parent, cgroup);
+            }
+            // The kernel read the memory cgroup of the task that triggered it: its process's,
+            // when memtrace knows that process.
+            Event::OomKill(o) => {
+                if let Some(id) = o.trigger_memcg_id
+                    && self.processes.contains_key(&o.trigger_pid)
+                {
+                    self.set_memcg_id(o.trigger_pid, id);
+                }
+            }
             // The system's, not a process's (see `super::reclaim`).
-            Event::OomKill(_) | Event::OomReaper(_) | Event::Kswapd(_) => {}
+            Event::OomReaper(_) | Event::Kswapd(_) => {}
         }
+    }
+
+    /// Where a process is, as far as known without /proc: its settled cgroup, else where it was
+    /// at attach, else where it was born.
+    fn cgroup_known(&self, pid: u32) -> Option<String> {
+        let settled = self.processes.get(&pid).and_then(|p| match &p.cgroup {
+            Some(key) => key.path(),
+            None => p.cgroup_at_start.as_deref(),
+        });
+        settled
+            .or_else(|| self.at_attach.cgroups.get(&pid).map(String::as_str))
+            .or_else(|| self.born_in.by_child.get(&pid)?.1.as_deref())
+            .map(str::to_owned)
     }
 
     /// The fault counters when tracing began (read just before the programs attached).
@@ -380,16 +715,10 @@ impl Attribution {
     /// is another process's.
     fn pid_passed_on(&mut self, pid: u32) {
         self.at_attach.threads.remove(&pid);
+        self.at_attach.cgroups.remove(&pid);
         if let Some(mut previous) = self.processes.remove(&pid) {
             previous.exited = true;
             self.ended.push(previous);
-        }
-    }
-
-    /// A process is known to have exited (its pidfd said so).
-    pub fn exited(&mut self, pid: u32) {
-        if let Some(process) = self.processes.get_mut(&pid) {
-            process.exited = true;
         }
     }
 
@@ -447,6 +776,7 @@ impl Attribution {
         );
     }
 
+    #[cfg(test)]
     pub fn pids(&self) -> Vec<u32> {
         self.processes.keys().copied().collect()
     }
@@ -472,9 +802,23 @@ impl Attribution {
     /// The stats of `pid`, created on first sight with `fallback_comm` as its name.
     fn process(&mut self, pid: u32, fallback_comm: &str) -> &mut ProcessStats {
         let at_attach = &mut self.at_attach;
+        let (next_serial, fresh, born_in) =
+            (&mut self.next_serial, &mut self.fresh, &mut self.born_in);
         let process = self.processes.entry(pid).or_insert_with(|| {
+            *next_serial += 1;
+            let (parent, born) = born_in.take(pid).unzip();
+            let cgroup_at_start = at_attach.cgroups.remove(&pid).or(born.flatten());
+            fresh.push(Fresh {
+                pid,
+                serial: *next_serial,
+                // The parent's cgroup is read only while it is not known already.
+                parent: parent.filter(|_| cgroup_at_start.is_none()),
+            });
             let mut process = ProcessStats {
                 pid,
+                serial: *next_serial,
+                parent,
+                cgroup_at_start,
                 ..ProcessStats::default()
             };
             match at_attach.threads.remove(&pid) {
@@ -502,11 +846,6 @@ impl Attribution {
         self.process(pid, comm).comm = comm.to_owned();
     }
 
-    /// Whether a process still has no name.
-    pub fn unnamed(&self, pid: u32) -> bool {
-        self.processes.get(&pid).is_none_or(|p| p.comm.is_empty())
-    }
-
     pub fn process_by_pid(&self, pid: u32) -> Option<&ProcessStats> {
         self.processes.get(&pid)
     }
@@ -515,6 +854,24 @@ impl Attribution {
     pub fn processes(&self) -> impl Iterator<Item = &ProcessStats> {
         self.ended.iter().chain(self.processes.values())
     }
+}
+
+/// Settles a process's cgroup, once: the path /proc showed; else, when the kernel reported its
+/// memory cgroup's id, that id, returned for the caller to name (then
+/// [`Attribution::named_memcg`]); else its parent's at fork; else unknown.
+fn settle(process: &mut ProcessStats, from_proc: Option<String>) -> Option<u64> {
+    if process.cgroup.is_some() {
+        return None;
+    }
+    match (from_proc, process.memcg_id) {
+        (Some(path), _) => process.cgroup = Some(CgroupKey::Path(path)),
+        (None, Some(id)) => return Some(id),
+        (None, None) => {
+            let born = process.cgroup_at_start.clone();
+            process.cgroup = Some(born.map_or(CgroupKey::Unknown, CgroupKey::Path));
+        }
+    }
+    None
 }
 
 fn add_call(totals: &mut AdviceTotals, m: &Madvise) {
@@ -586,9 +943,13 @@ mod tests {
     }
 
     fn spawn(child: u32) -> Event {
+        spawn_of(1, child)
+    }
+
+    fn spawn_of(parent: u32, child: u32) -> Event {
         Event::Spawn(Spawn {
             kind: 15,
-            parent: 1,
+            parent,
             child,
             followed: 0,
         })
@@ -626,6 +987,7 @@ mod tests {
         a.set_at_attach(AtAttach {
             threads: BTreeMap::from([(5, vec![(5, 100, 1), (6, 50, 0)])]),
             every_process: true,
+            ..AtAttach::default()
         });
         // Thread 6 exits before pid 5 is first sampled: only its faults since attach count.
         a.record(&Event::ThreadExit(ThreadExit {
@@ -655,6 +1017,7 @@ mod tests {
         a.set_at_attach(AtAttach {
             threads: BTreeMap::from([(5, vec![(5, 100, 0)])]),
             every_process: true,
+            ..AtAttach::default()
         });
         a.record(&spawn(5));
         a.sample_task_faults(5, &[(5, 12, 0)]);
@@ -872,19 +1235,287 @@ mod tests {
         assert_eq!((f.minor(), f.major()), (12, 1));
     }
 
+    fn settled(a: &mut Attribution, pid: u32, cgroup: &str) {
+        let serial = a.serial_of(pid).unwrap();
+        a.settle_cgroup(pid, serial, Some(cgroup.to_owned()));
+    }
+
+    fn exit_now(a: &mut Attribution, pid: u32) {
+        let serial = a.serial_of(pid).unwrap();
+        a.read(pid, serial, Reading::default());
+    }
+
     #[test]
-    fn only_exited_processes_are_forgotten() {
+    fn the_bound_lets_go_of_the_lowest_ranked_exited_processes() {
         let mut a = Attribution::default();
+        // pid N released N pages; 2 and 4 still run, the others exited. 5, the biggest
+        // exited releaser, is among the top 2 of everything seen.
         for pid in 1..=6 {
-            a.record(&madvise(pid, pid, advice::DONTNEED, 4096, None));
+            a.record(&madvise(
+                pid,
+                pid,
+                advice::DONTNEED,
+                u64::from(pid) * 4096,
+                None,
+            ));
+            settled(&mut a, pid, "/jobs");
         }
-        // 2 and 4 still run; the others exited. Keep at most 3.
-        let dropped = a.forget_exited(3, |pid| pid == 2 || pid == 4);
-        assert_eq!(dropped, vec![1, 3, 5]);
-        assert_eq!(a.pids(), vec![2, 4, 6]);
-        assert_eq!(a.forgotten, 3);
-        // Under the cap nothing goes, even when exited.
-        assert!(a.forget_exited(3, |_| false).is_empty());
+        for pid in [1, 3, 5, 6] {
+            exit_now(&mut a, pid);
+        }
+        let bound = Bound {
+            max_processes: 3,
+            keep_top: 2,
+            sort: SortKey::Released,
+        };
+        let taken = a.take_for_bound(&bound, |_| true);
+        let taken: Vec<(u32, bool)> = taken.iter().map(|(p, current)| (p.pid, *current)).collect();
+        // 6 and 5 are the top 2; live 2 and 4 stay; of 1 and 3, both must go (6 > 3).
+        assert_eq!(taken, vec![(1, true), (3, true)]);
+        assert_eq!(a.pids(), vec![2, 4, 5, 6]);
+        assert_eq!(a.forgotten, 2);
+        // Under the bound nothing goes, even when exited.
+        let loose = Bound {
+            max_processes: 4,
+            ..bound
+        };
+        assert!(a.take_for_bound(&loose, |_| true).is_empty());
+        // Not shown by --comm: ranked last, so let go first.
+        let tight = Bound {
+            max_processes: 3,
+            keep_top: 0,
+            ..bound
+        };
+        let taken = a.take_for_bound(&tight, |p| p.pid != 6);
+        assert_eq!(taken[0].0.pid, 6);
+    }
+
+    #[test]
+    fn exited_processes_wait_for_their_cgroup_before_they_are_let_go() {
+        let mut a = Attribution::default();
+        for pid in 1..=3 {
+            a.record(&madvise(pid, pid, advice::DONTNEED, 4096, None));
+            exit_now(&mut a, pid);
+        }
+        settled(&mut a, 3, "/a");
+        let bound = Bound {
+            max_processes: 2,
+            keep_top: 0,
+            sort: SortKey::Released,
+        };
+        let taken: Vec<u32> = a
+            .take_for_bound(&bound, |_| true)
+            .iter()
+            .map(|(p, _)| p.pid)
+            .collect();
+        assert_eq!(taken, vec![3]);
+    }
+
+    #[test]
+    fn the_cgroup_comes_from_proc_else_the_kernel_else_the_parent() {
+        let mut a = Attribution::default();
+        // /proc showed it.
+        a.record(&madvise(5, 5, advice::DONTNEED, 4096, None));
+        let fresh = a.take_fresh();
+        assert_eq!(
+            fresh,
+            vec![Fresh {
+                pid: 5,
+                serial: 1,
+                parent: None
+            }]
+        );
+        let identity = Identity {
+            comm: Some("app".into()),
+            start_ticks: Some(100),
+            cgroup: Some("/jobs/a".into()),
+            parent_cgroup: None,
+        };
+        assert_eq!(a.identify(5, 1, identity.clone()), None);
+        let p = a.process_by_pid(5).unwrap();
+        assert_eq!((p.comm.as_str(), p.start_time), ("app", Some(100)));
+        assert_eq!(p.cgroup, Some(CgroupKey::Path("/jobs/a".into())));
+        // Settled once: a later reading does not move its counts.
+        a.settle_cgroup(5, 1, Some("/elsewhere".into()));
+        assert_eq!(
+            a.process_by_pid(5).unwrap().cgroup,
+            Some(CgroupKey::Path("/jobs/a".into()))
+        );
+
+        // Its child exits before /proc is read: born in the parent's cgroup.
+        a.record(&spawn_of(5, 6));
+        a.record(&madvise(6, 6, advice::DONTNEED, 4096, None));
+        assert_eq!(
+            a.take_fresh()[0].parent,
+            None,
+            "the parent's cgroup is known"
+        );
+        assert_eq!(a.identify(6, 2, Identity::default()), None);
+        assert_eq!(
+            a.process_by_pid(6).unwrap().cgroup,
+            Some(CgroupKey::Path("/jobs/a".into()))
+        );
+
+        // The kernel named its memory cgroup: that id is what to name.
+        a.record(&madvise(7, 7, advice::DONTNEED, 4096, None));
+        a.set_memcg_id(7, 4242);
+        assert_eq!(a.identify(7, 3, Identity::default()), Some(4242));
+        assert_eq!(
+            a.process_by_pid(7).unwrap().cgroup,
+            None,
+            "waits for the name"
+        );
+        a.named_memcg(7, 3, Some("/jobs/b".into()));
+        assert_eq!(
+            a.process_by_pid(7).unwrap().cgroup,
+            Some(CgroupKey::Path("/jobs/b".into()))
+        );
+
+        // Alive when tracing began, gone before /proc was read again: where it was then.
+        a.set_at_attach(AtAttach {
+            cgroups: BTreeMap::from([(20, "/at/attach".to_owned())]),
+            ..AtAttach::default()
+        });
+        // Its child, forked before memtrace met it, gone too: born there.
+        a.record(&spawn_of(20, 21));
+        for pid in [21, 20] {
+            a.record(&madvise(pid, pid, advice::DONTNEED, 4096, None));
+            let serial = a.serial_of(pid).unwrap();
+            a.identify(pid, serial, Identity::default());
+            assert_eq!(
+                a.process_by_pid(pid).unwrap().cgroup,
+                Some(CgroupKey::Path("/at/attach".into()))
+            );
+        }
+
+        // Nothing known: unknown, said as such.
+        a.record(&madvise(8, 8, advice::DONTNEED, 4096, None));
+        let serial = a.serial_of(8).unwrap();
+        a.identify(8, serial, Identity::default());
+        assert_eq!(
+            a.process_by_pid(8).unwrap().cgroup,
+            Some(CgroupKey::Unknown)
+        );
+
+        // Forked by a process memtrace had not met: /proc showed the parent's cgroup.
+        a.record(&spawn_of(30, 9));
+        a.record(&madvise(9, 9, advice::DONTNEED, 4096, None));
+        let fresh = a.take_fresh();
+        assert_eq!(fresh.last().and_then(|f| f.parent), Some(30));
+        let parents = Identity {
+            parent_cgroup: Some("/jobs/c".into()),
+            ..Identity::default()
+        };
+        let serial = a.serial_of(9).unwrap();
+        a.identify(9, serial, parents);
+        assert_eq!(
+            a.process_by_pid(9).unwrap().cgroup,
+            Some(CgroupKey::Path("/jobs/c".into()))
+        );
+    }
+
+    #[test]
+    fn what_proc_said_of_another_holder_of_the_pid_is_not_applied() {
+        let mut a = Attribution::default();
+        a.record(&madvise(5, 5, advice::DONTNEED, 4096, None));
+        a.set_start_time_from_kernel(5, 100);
+        // /proc shows a process that started later: another one has the pid now.
+        let later = Identity {
+            comm: Some("other".into()),
+            start_ticks: Some(900),
+            cgroup: Some("/other".into()),
+            parent_cgroup: None,
+        };
+        a.identify(5, 1, later);
+        let p = a.process_by_pid(5).unwrap();
+        assert_eq!(
+            (p.comm.as_str(), p.cgroup.clone()),
+            ("t5", Some(CgroupKey::Unknown))
+        );
+        // A stale serial: the entry was replaced meanwhile.
+        a.record(&spawn(5));
+        a.record(&madvise(5, 5, advice::DONTNEED, 4096, None));
+        a.identify(
+            5,
+            1,
+            Identity {
+                comm: Some("x".into()),
+                ..Identity::default()
+            },
+        );
+        assert_eq!(a.process_by_pid(5).unwrap().comm, "t5");
+        // A reading of another start time: the holder memtrace knew exited.
+        a.set_start_time(5, 200);
+        let serial = a.serial_of(5).unwrap();
+        let reading = |start| Reading {
+            start_ticks: Some(start),
+            alive: true,
+            threads: Some(vec![(5, 10, 0)]),
+            smaps: None,
+        };
+        a.read(5, serial, reading(200));
+        assert!(!a.process_by_pid(5).unwrap().exited);
+        a.read(5, serial, reading(300));
+        assert!(a.process_by_pid(5).unwrap().exited);
+    }
+
+    /// An answer about a process whose pid passed on meanwhile still settles its cgroup; /proc's
+    /// name and cgroup count only if its start time says /proc showed that very process.
+    #[test]
+    fn an_earlier_holder_of_a_pid_is_still_settled() {
+        let mut a = Attribution::default();
+        a.record(&madvise(5, 5, advice::DONTNEED, 4096, None));
+        a.record(&madvise(6, 6, advice::DONTNEED, 4096, None));
+        a.set_start_time_from_kernel(6, 60);
+        a.record(&spawn(5));
+        a.record(&spawn(6));
+        let seen = |start| Identity {
+            comm: Some("late".into()),
+            start_ticks: Some(start),
+            cgroup: Some("/later".into()),
+            parent_cgroup: None,
+        };
+        a.identify(5, 1, seen(70));
+        a.identify(6, 2, seen(60));
+        let ended: Vec<_> = a
+            .processes()
+            .map(|p| (p.comm.clone(), p.cgroup.clone()))
+            .collect();
+        assert_eq!(
+            ended,
+            [
+                ("t5".to_owned(), Some(CgroupKey::Unknown)),
+                ("late".to_owned(), Some(CgroupKey::Path("/later".into()))),
+            ]
+        );
+    }
+
+    #[test]
+    fn resident_memory_is_a_live_process_s_only() {
+        let mut a = Attribution::default();
+        a.set_rss(BTreeMap::from([(
+            5,
+            Rss {
+                // File, anon, swap (not resident), shmem not seen yet.
+                size: [Some(4096), Some(8192), Some(4096), None],
+                external_drop: [0; RSS_MEMBERS],
+            },
+        )]));
+        assert_eq!(a.process_by_pid(5).unwrap().resident_bytes(), Some(12288));
+        assert_eq!(a.process_by_pid(5).unwrap().rank(SortKey::Rss), 12288);
+        a.record(&Event::ThreadExit(ThreadExit {
+            kind: 8,
+            tgid: 5,
+            tid: 5,
+            group_dead: 1,
+            min_flt: 0,
+            maj_flt: 0,
+            process_start_ns: 0,
+            comm: [0; 16],
+        }));
+        let p = a.process_by_pid(5).unwrap();
+        assert!(p.exited, "the last thread exited");
+        assert_eq!((p.resident_bytes(), p.rank(SortKey::Rss)), (None, 0));
     }
 
     #[test]

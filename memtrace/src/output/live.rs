@@ -37,14 +37,6 @@ impl Totals {
             dontneed: p.released_with(advice::DONTNEED),
         }
     }
-
-    fn add(&mut self, other: Self) {
-        self.minor += other.minor;
-        self.major += other.major;
-        self.released += other.released;
-        self.free += other.free;
-        self.dontneed += other.dontneed;
-    }
 }
 
 /// Per-second rates over the time between two frames.
@@ -93,15 +85,6 @@ impl Identity {
     }
 }
 
-/// Processes an earlier frame listed that the snapshot no longer has: exited ones the session
-/// dropped to bound its memory (or, with --comm, ones an exec renamed). What they had counted
-/// at their last frame stays in the plain line's totals, so the totals never go down.
-#[derive(Debug, Default)]
-struct Departed {
-    processes: u64,
-    totals: Totals,
-}
-
 /// Remembers what the previous frame counted, to turn counters into rates.
 #[derive(Debug, Default)]
 pub struct Live {
@@ -111,7 +94,6 @@ pub struct Live {
     /// When the previous frame's snapshot was taken, in ns since attach (0 before the first
     /// frame, whose rates so cover everything since attach).
     previous_ns: u64,
-    departed: Departed,
 }
 
 /// One row of the screen.
@@ -176,15 +158,27 @@ impl Live {
         out
     }
 
-    /// The next plain line (not a terminal): totals over the listed processes.
+    /// The next plain line (not a terminal): totals over every process selected, those the
+    /// session let go to bound its memory included (so they never go down); rates and memory
+    /// over the listed ones.
     pub fn line(&mut self, snapshot: &Snapshot) -> String {
         let rows = self.rows(snapshot);
         let lost = snapshot.lost.total();
         let elapsed = Duration::from_nanos(snapshot.elapsed_ns);
-        let mut totals = self.departed.totals;
+        let released_with = |advice: u32| {
+            let madvise = &snapshot.totals.madvise;
+            madvise
+                .iter()
+                .find(|a| a.advice == advice)
+                .map_or(0, |a| a.bytes)
+        };
+        let totals = Totals {
+            free: released_with(advice::FREE),
+            dontneed: released_with(advice::DONTNEED),
+            ..Totals::default()
+        };
         let mut rates = Rates::default();
         for row in &rows {
-            totals.add(row.totals);
             rates.minor += row.rates.minor;
             rates.major += row.rates.major;
             rates.released += row.rates.released;
@@ -195,11 +189,11 @@ impl Live {
         } else {
             let _ = write!(line, " {} processes", rows.len());
         }
-        if self.departed.processes > 0 {
+        if snapshot.forgotten > 0 {
             let _ = write!(
                 line,
                 " (+{} no longer listed, still counted)",
-                self.departed.processes
+                snapshot.forgotten
             );
         }
         let _ = write!(
@@ -245,7 +239,7 @@ impl Live {
     }
 
     /// Each process's totals at the previous frame (zero if it was not listed), in the order
-    /// of `processes`; what the previous frame listed and these are not goes to [`Departed`].
+    /// of `processes`.
     fn take_previous(&mut self, processes: &[ProcessView]) -> Vec<Totals> {
         let mut previous = std::mem::take(&mut self.previous);
         let mut before: Vec<Option<Totals>> = vec![None; processes.len()];
@@ -264,10 +258,6 @@ impl Live {
                     *slot = Some(earlier.swap_remove(at).1);
                 }
             }
-        }
-        for (_, gone) in previous.into_values().flatten() {
-            self.departed.processes += 1;
-            self.departed.totals.add(gone);
         }
         before.into_iter().map(Option::unwrap_or_default).collect()
     }
@@ -365,7 +355,7 @@ mod tests {
         kernel::{LostCounts, procfs::SmapsRollup},
         model::{
             Model,
-            attribution::Rss,
+            attribution::{Bound, Reading, Rss},
             event::{Event, Spawn, test_madvise},
         },
     };
@@ -540,8 +530,21 @@ mod tests {
             live.line(&at(&model, 1))
                 .starts_with("1.0s 2 processes: released FREE 0 B DONTNEED 3.0 MiB (3.0 MiB/s)")
         );
-        // The session drops exited processes past its limit: 7 has exited.
-        assert_eq!(model.attribution.forget_exited(1, |pid| pid == 8), vec![7]);
+        // The session lets go of exited processes past its limit: 7 has exited.
+        for pid in [7, 8] {
+            let serial = model.attribution.serial_of(pid).unwrap();
+            model
+                .attribution
+                .settle_cgroup(pid, serial, Some("/jobs".to_owned()));
+        }
+        let serial = model.attribution.serial_of(7).unwrap();
+        model.attribution.read(7, serial, Reading::default());
+        let bound = Bound {
+            max_processes: 1,
+            keep_top: 0,
+            sort: crate::cli::SortKey::Released,
+        };
+        assert_eq!(model.bound(&bound, |_| true), vec![7]);
         assert_eq!(
             live.line(&at(&model, 2)),
             "2.0s pid 8 (stays) (+1 no longer listed, still counted): released FREE 0 B DONTNEED 3.0 MiB (0 B/s); faults 0/s minor 0/s major; rss ? lazyfree ?; lost 0"

@@ -45,12 +45,8 @@ pub fn report(snapshot: &Snapshot, stop_reason: StopReason, top: Option<usize>) 
     if let Some(why) = &snapshot.taken_withheld {
         let _ = writeln!(out, "\n{why}");
     }
-    if snapshot.forgotten > 0 {
-        let _ = writeln!(
-            out,
-            "\n{} exited processes were dropped from these totals to keep memtrace's memory bounded",
-            snapshot.forgotten
-        );
+    if snapshot.system_wide {
+        totals_text(&mut out, snapshot);
     }
     for v in &snapshot.go_verdicts {
         let _ = write!(out, "\nGo release mode\n{}", verdict::text(v));
@@ -58,6 +54,47 @@ pub fn report(snapshot: &Snapshot, stop_reason: StopReason, top: Option<usize>) 
     out.push('\n');
     lost_text(&mut out, &snapshot.lost);
     out
+}
+
+/// How many cgroups the report lists, most released first.
+const CGROUPS_SHOWN: usize = 10;
+
+/// Every process together, those no longer listed included, and per cgroup.
+fn totals_text(out: &mut String, snapshot: &Snapshot) {
+    let t = &snapshot.totals;
+    let _ = writeln!(
+        out,
+        "\nall {} processes: released {}; mapped {}; faults {} minor, {} major",
+        t.processes,
+        human_bytes(t.released_bytes),
+        human_bytes(t.mappings.grown_bytes()),
+        t.faults.minor,
+        t.faults.major,
+    );
+    if snapshot.forgotten > 0 {
+        let _ = writeln!(
+            out,
+            "  ({} exited ones are no longer listed, to keep memtrace's memory bounded: what they counted is in these totals)",
+            snapshot.forgotten
+        );
+    }
+    let mut cgroups: Vec<_> = snapshot.cgroups.iter().collect();
+    cgroups.sort_by_key(|c| std::cmp::Reverse(c.totals.released_bytes));
+    let _ = writeln!(out, "by cgroup, most released first:");
+    for c in cgroups.iter().take(CGROUPS_SHOWN) {
+        let _ = writeln!(
+            out,
+            "  {:>10} released, {:>8} processes ({} live)  {}",
+            human_bytes(c.totals.released_bytes),
+            c.totals.processes,
+            c.totals.live_processes,
+            c.label()
+        );
+    }
+    if cgroups.len() > CGROUPS_SHOWN {
+        let more = cgroups.len() - CGROUPS_SHOWN;
+        let _ = writeln!(out, "  … and {more} more cgroups (see --json)");
+    }
 }
 
 fn process_text(out: &mut String, p: &ProcessView, counts_user_faults: bool) {
