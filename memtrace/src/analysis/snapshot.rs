@@ -79,6 +79,8 @@ pub enum Detail {
     /// Every process selected, with its plain-English explanation: reports and summaries.
     #[default]
     Report,
+    /// Every process selected, without prose: a frame of the live view.
+    Frame,
     /// For the metrics page, built every second: the top `processes` by `--sort` (the rest
     /// summed in [`Snapshot::others`]), no explanations, no per-process reclaim report.
     Metrics { processes: usize },
@@ -133,6 +135,7 @@ impl Snapshot {
         let (cgroups, totals) = cgroups::totals(model, selection, taken_withheld.is_none());
         let (explain, others) = match window.detail {
             Detail::Report => (true, None),
+            Detail::Frame => (false, None),
             Detail::Metrics { processes } => {
                 let rest = selected.split_off(processes.min(selected.len()));
                 let others = (processes > 0).then(|| {
@@ -175,7 +178,7 @@ impl Snapshot {
             }),
             stalled: match window.detail {
                 Detail::Report => stalled(model, &selection.targets),
-                Detail::Metrics { .. } => Vec::new(),
+                Detail::Frame | Detail::Metrics { .. } => Vec::new(),
             },
             kswapd: KswapdView::new(reclaim, window.now_ns),
             vmstat_delta: reclaim.vmstat_delta(),

@@ -382,7 +382,7 @@ fn memory_families(page: &mut Page, prefix: &str, series: &[Series]) {
         (
             &format!("{prefix}rss_bytes"),
             "gauge",
-            "Resident memory of live processes from the kernel's RSS counters (kmem/rss_stat), by member; summed per process, so shared pages count once per process.",
+            "Resident memory of live processes from the kernel's RSS counters (kmem/rss_stat), by member, as far as each counter changed while traced (one that did not is not counted); summed per process, so shared pages count once per process.",
         ),
         series,
         |c| {

@@ -71,6 +71,9 @@ pub const MAX_DRAIN: usize = 16_384;
 pub const MAX_PROCESSES: usize = 4096;
 /// How often kernel counters (faults, RSS, stalls) and /proc are sampled, at most.
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+/// When tracing every process, how often it looks at each one's /proc entries (alive? fault
+/// counters) at most, unless the live view's frames come more often.
+const SYSTEM_LOOK_INTERVAL: Duration = Duration::from_secs(5);
 /// At the end, how long memtrace waits for the worker's last answers (a last look at /proc,
 /// the names of processes just met) before it reports without them.
 const LAST_ANSWERS: Duration = Duration::from_secs(5);
@@ -258,6 +261,8 @@ pub struct Session {
     sampler: Sampler,
     /// A periodic look at /proc is under way.
     sampling: bool,
+    /// When the last one was asked.
+    last_look: Option<Instant>,
     /// A frame of the mode (`Mode::interval`) waits for the look under way.
     frame_due: bool,
     /// OOM kills whose victim the worker is reading, shown to the mode once it answers.
@@ -334,6 +339,7 @@ impl Session {
             targets,
             sampler: Sampler::start(cgroups).context("cannot start the /proc reader")?,
             sampling: false,
+            last_look: None,
             frame_due: false,
             pending_ooms: Vec::new(),
             targets_gone: config.pids.is_empty(),
@@ -539,17 +545,31 @@ impl Session {
         }
     }
 
-    /// The sampling tick: the kernel's counters now, then a look at /proc on the worker (one at
-    /// a time: a tick that finds one under way leaves it be).
+    /// The sampling tick: the kernel's counters now, then a look at /proc on the worker when
+    /// one is due (one at a time: a tick that finds one under way leaves it be). The metrics
+    /// page follows the look when one is asked, else the kernel's counters at once.
     fn sample(&mut self, mode: &mut impl Mode) {
         let kernel = self.read_kernel();
         // Every record committed before those reads, in ring order: a pid that passed to a new
         // process meanwhile is the new one's by now, so the values below go to the right entry.
         self.drain_remaining(mode);
         self.apply_kernel(kernel);
-        if !self.sampling {
+        if self.sampling {
+            return;
+        }
+        // System-wide, reading every process's /proc entries is most of memtrace's own cost:
+        // at most every SYSTEM_LOOK_INTERVAL, unless a frame needs fresh counters.
+        let due = !self.system_wide
+            || self.frame_due
+            || self
+                .last_look
+                .is_none_or(|at| at.elapsed() >= SYSTEM_LOOK_INTERVAL);
+        if due {
             self.sampling = true;
+            self.last_look = Some(Instant::now());
             self.sampler.ask(Request::Sample(self.probes()));
+        } else {
+            self.publish_metrics();
         }
     }
 
@@ -770,6 +790,11 @@ impl Session {
     /// The model as reports show it now.
     pub fn snapshot(&self, go_verdicts: Vec<Verdict>) -> Snapshot {
         self.snapshot_with(go_verdicts, Detail::Report)
+    }
+
+    /// The model as a frame of the live view shows it now (no prose).
+    pub fn frame_snapshot(&self) -> Snapshot {
+        self.snapshot_with(Vec::new(), Detail::Frame)
     }
 
     fn snapshot_with(&self, go_verdicts: Vec<Verdict>, detail: Detail) -> Snapshot {

@@ -84,7 +84,7 @@ impl Mode for Trace {
         let Some((live, terminal)) = &mut self.live else {
             return;
         };
-        let snapshot = session.snapshot(Vec::new());
+        let snapshot = session.frame_snapshot();
         let frame = if *terminal {
             live.screen(&snapshot, self.top)
         } else {
