@@ -96,6 +96,11 @@ enum Task {
         /// section of BENCHMARKS.md.
         #[arg(long, value_name = "KERNEL", value_parser = vm::parse_guest_kernel)]
         guest: Option<&'static vm::GuestKernel>,
+        /// Only this case: a workload (refault, fault-heavy, fault-heavy-2t, madvise-heavy,
+        /// mmap-churn, go-mixed) or node-scale (memtrace as a busy node's --prometheus agent:
+        /// 1,500 idle processes, 40 new ones a second, 60 s; its own section of BENCHMARKS.md).
+        #[arg(long, value_name = "NAME", conflicts_with = "guest")]
+        case: Option<String>,
     },
 }
 
@@ -125,11 +130,13 @@ fn main() -> ExitCode {
             quick,
             iterations,
             guest,
+            case,
         } => bootstrap::run().and_then(|()| {
             bench::run(&bench::Options {
                 quick,
                 iterations,
                 guest,
+                case,
             })
         }),
         Task::Vm {
