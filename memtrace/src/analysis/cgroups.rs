@@ -35,6 +35,10 @@ pub struct TotalsView {
     /// Resident memory of the live processes, from the kernel's RSS counters, bytes: each
     /// process's counters summed, so pages shared between processes count once per process.
     pub rss: ByName<RssMember, u64>,
+    /// Whether some live process has a resident member (file, anon, shmem) whose counter did
+    /// not change while traced, so `rss` counts less than is resident.
+    #[serde(skip)]
+    pub rss_partial: bool,
     /// Taken from the processes by other tasks (reclaim, OOM reaper), bytes.
     pub rss_taken: ByName<RssMember, u64>,
     pub reclaim: ByName<ReclaimKind, Option<StallView>>,
@@ -76,6 +80,7 @@ pub(super) struct Sum {
     totals: Totals,
     live: u64,
     rss: [u64; memtrace_common::events::rss::RSS_MEMBERS],
+    rss_partial: bool,
 }
 
 impl Sum {
@@ -93,6 +98,8 @@ impl Sum {
             for (sum, size) in self.rss.iter_mut().zip(p.rss.size) {
                 *sum += size.unwrap_or(0);
             }
+            let resident = [RssMember::File, RssMember::Anon, RssMember::Shmem];
+            self.rss_partial |= resident.iter().any(|&m| p.rss.size[m as usize].is_none());
         }
     }
 
@@ -117,6 +124,7 @@ impl Sum {
                 user_write: counts_user_faults.then_some(t.user_faults.write),
             },
             rss: ByName::from_fn(|m: RssMember| self.rss[m as usize]),
+            rss_partial: self.rss_partial,
             rss_taken: ByName::from_fn(
                 |m: RssMember| {
                     if taken_known { t.taken[m as usize] } else { 0 }

@@ -79,8 +79,9 @@ pub enum Detail {
     /// Every process selected, with its plain-English explanation: reports and summaries.
     #[default]
     Report,
-    /// Every process selected, without prose: a frame of the live view.
-    Frame,
+    /// A frame of the live view, without prose: the top `rows` processes by `--sort` (every
+    /// one when `None`); [`Snapshot::listed`] says how many there are.
+    Frame { rows: Option<usize> },
     /// For the metrics page, built every second: the top `processes` by `--sort` (the rest
     /// summed in [`Snapshot::others`]), no explanations, no per-process reclaim report.
     Metrics { processes: usize },
@@ -92,8 +93,11 @@ pub struct Snapshot {
     /// Since tracing began.
     pub elapsed_ns: u64,
     pub system_wide: bool,
-    /// Selected by `--comm`, best first by `--sort`.
+    /// Selected by `--comm`, best first by `--sort` (with [`Detail::Frame`] or
+    /// [`Detail::Metrics`], the top ones only).
     pub processes: Vec<ProcessView>,
+    /// How many processes are selected and kept (`processes` may list fewer).
+    pub listed: usize,
     /// process_madvise calls whose target could not be resolved.
     pub unattributed: Vec<AdviceView>,
     /// Exited processes dropped to keep memory bounded (their counts are in `cgroups` and
@@ -131,11 +135,15 @@ impl Snapshot {
     pub fn new(model: &Model, selection: &Selection, window: Window) -> Self {
         let reclaim = &model.reclaim;
         let mut selected = selection.select(model);
+        let listed = selected.len();
         let taken_withheld = taken_beyond_the_kernel(&selected, model);
         let (cgroups, totals) = cgroups::totals(model, selection, taken_withheld.is_none());
         let (explain, others) = match window.detail {
             Detail::Report => (true, None),
-            Detail::Frame => (false, None),
+            Detail::Frame { rows } => {
+                selected.truncate(rows.unwrap_or(usize::MAX));
+                (false, None)
+            }
             Detail::Metrics { processes } => {
                 let rest = selected.split_off(processes.min(selected.len()));
                 let others = (processes > 0).then(|| {
@@ -162,6 +170,7 @@ impl Snapshot {
             elapsed_ns: window.elapsed_ns,
             system_wide: window.system_wide,
             processes,
+            listed,
             unattributed: advice_views(&model.attribution.unattributed),
             forgotten: model.attribution.forgotten,
             cgroups,
@@ -178,7 +187,7 @@ impl Snapshot {
             }),
             stalled: match window.detail {
                 Detail::Report => stalled(model, &selection.targets),
-                Detail::Frame | Detail::Metrics { .. } => Vec::new(),
+                Detail::Frame { .. } | Detail::Metrics { .. } => Vec::new(),
             },
             kswapd: KswapdView::new(reclaim, window.now_ns),
             vmstat_delta: reclaim.vmstat_delta(),

@@ -792,9 +792,10 @@ impl Session {
         self.snapshot_with(go_verdicts, Detail::Report)
     }
 
-    /// The model as a frame of the live view shows it now (no prose).
-    pub fn frame_snapshot(&self) -> Snapshot {
-        self.snapshot_with(Vec::new(), Detail::Frame)
+    /// The model as a frame of the live view shows it now (no prose): the top `rows`
+    /// processes, or every one.
+    pub fn frame_snapshot(&self, rows: Option<usize>) -> Snapshot {
+        self.snapshot_with(Vec::new(), Detail::Frame { rows })
     }
 
     fn snapshot_with(&self, go_verdicts: Vec<Verdict>, detail: Detail) -> Snapshot {

@@ -84,7 +84,10 @@ impl Mode for Trace {
         let Some((live, terminal)) = &mut self.live else {
             return;
         };
-        let snapshot = session.frame_snapshot();
+        // The plain line of a system-wide run shows totals (and one process only when it is
+        // the only one): no view of each of thousands of processes is built for it.
+        let rows = (!*terminal && session.system_wide).then_some(1);
+        let snapshot = session.frame_snapshot(rows);
         let frame = if *terminal {
             live.screen(&snapshot, self.top)
         } else {
