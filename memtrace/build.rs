@@ -8,6 +8,11 @@ fn main() -> anyhow::Result<()> {
     // build only, so toggling it never invalidates the host build.
     // SAFETY: build scripts are single-threaded at this point.
     unsafe { std::env::set_var("RUSTC_BOOTSTRAP", "1") };
+    // aya-build passes every line the nested cargo prints to cargo as a `cargo:warning`, so its
+    // progress (Downloading, Compiling, Finished) read as dozens of warnings in a fresh build.
+    // Quiet, the nested cargo prints only diagnostics: real warnings and errors.
+    // SAFETY: as above.
+    unsafe { std::env::set_var("CARGO_TERM_QUIET", "true") };
 
     // Build with the same pinned toolchain (rust-toolchain.toml) as the host: bpf-linker is built
     // against its LLVM major. aya-build's default (nightly) may carry a newer LLVM.

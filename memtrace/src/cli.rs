@@ -1,7 +1,7 @@
 //! Command line.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs as _},
     time::Duration,
 };
 
@@ -55,7 +55,8 @@ pub struct Cli {
           value_parser = parse_pid, allow_negative_numbers = true)]
     pub pid: Vec<u32>,
 
-    /// Only report processes with this name (as in /proc/PID/comm). Repeatable.
+    /// Only report processes with this name (as in /proc/PID/comm: the kernel keeps the first 15
+    /// bytes, so a longer name is cut there, with a warning). Repeatable.
     #[arg(long, value_name = "NAME")]
     pub comm: Vec<String>,
 
@@ -270,14 +271,57 @@ fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
     let s = s.trim();
     let addr = match s.trim_start_matches(':').parse::<u16>() {
         Ok(port) => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
-        Err(_) => s
-            .parse()
-            .map_err(|_| format!("'{s}' is not PORT or HOST:PORT (e.g. 9464 or 0.0.0.0:9464)"))?,
+        Err(_) => match s.parse() {
+            Ok(addr) => addr,
+            Err(_) => resolve(s)?,
+        },
     };
     if addr.port() == 0 {
         return Err("port 0 would listen on a random port nobody knows: give a port".to_owned());
     }
     Ok(addr)
+}
+
+/// `NAME:PORT` through the system's resolver (`localhost:9464`): its first IPv4 address, which
+/// scrapers reach most often, else its first address.
+fn resolve(s: &str) -> Result<SocketAddr, String> {
+    let not_addr = || format!("'{s}' is not PORT or HOST:PORT (e.g. 9464 or 0.0.0.0:9464)");
+    let (host, port) = s.rsplit_once(':').ok_or_else(not_addr)?;
+    let port: u16 = port.parse().map_err(|_| not_addr())?;
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve '{host}' for --prometheus: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("'{host}' resolves to no address"))
+}
+
+/// The kernel keeps the first 15 bytes of a process's name (`TASK_COMM_LEN` 16, with the
+/// terminating NUL): what `--comm` compares with. Returns the name cut there (at a character
+/// boundary), and whether it was cut.
+pub fn comm_as_kernel_keeps(name: &str) -> (&str, bool) {
+    const KEPT: usize = 15;
+    if name.len() <= KEPT {
+        return (name, false);
+    }
+    let mut end = KEPT;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&name[..end], true)
+}
+
+/// `--pid` values in the order given, each once.
+pub fn unique(pids: &[u32]) -> Vec<u32> {
+    let mut seen = std::collections::BTreeSet::new();
+    pids.iter()
+        .copied()
+        .filter(|pid| seen.insert(*pid))
+        .collect()
 }
 
 fn parse_ring_kib(s: &str) -> Result<u32, String> {
@@ -297,6 +341,51 @@ fn parse_ring_kib(s: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        let local = |port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+        assert_eq!(parse_listen_addr("9464"), Ok(local(9464)));
+        assert_eq!(parse_listen_addr(":9464"), Ok(local(9464)));
+        assert_eq!(parse_listen_addr("localhost:9464"), Ok(local(9464)));
+        assert_eq!(
+            parse_listen_addr("0.0.0.0:9464").map(|a| a.ip().is_unspecified()),
+            Ok(true)
+        );
+        assert!(
+            parse_listen_addr("localhost")
+                .unwrap_err()
+                .contains("not PORT or HOST:PORT")
+        );
+        assert!(
+            parse_listen_addr("no-such-host.invalid:9464")
+                .unwrap_err()
+                .contains("cannot resolve 'no-such-host.invalid'")
+        );
+    }
+
+    #[test]
+    fn names_as_the_kernel_keeps_them() {
+        assert_eq!(comm_as_kernel_keeps("nginx"), ("nginx", false));
+        assert_eq!(
+            comm_as_kernel_keeps("prometheus-node-exporter"),
+            ("prometheus-node", true)
+        );
+        assert_eq!(
+            comm_as_kernel_keeps("fifteen-chars-x"),
+            ("fifteen-chars-x", false)
+        );
+        // 14 ASCII bytes then a 2-byte character: cut before it, not inside it.
+        assert_eq!(
+            comm_as_kernel_keeps("abcdefghijklmné!"),
+            ("abcdefghijklmn", true)
+        );
+    }
+
+    #[test]
+    fn pids_once_each_in_order() {
+        assert_eq!(unique(&[7, 3, 7, 9, 3]), vec![7, 3, 9]);
+    }
 
     #[test]
     fn pids_must_be_positive() {

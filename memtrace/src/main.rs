@@ -54,8 +54,9 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None => {
+            let pids = cli::unique(&cli.pid);
             let config = Config {
-                pids: cli.pid.clone(),
+                pids: pids.clone(),
                 ring_kib: cli.ring_size,
                 fault_events: cli.fault_events,
                 empty_programs: cli.bench_empty_programs,
@@ -65,9 +66,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 prometheus: cli.prometheus,
                 verbose: cli.verbose,
                 selection: Selection {
-                    comms: cli.comm,
+                    comms: kernel_comms(&cli.comm),
                     sort: cli.sort,
-                    targets: cli.pid.clone(),
+                    targets: pids.clone(),
                     ..Selection::default()
                 },
                 need_targets: false,
@@ -79,23 +80,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     20
                 }),
             };
-            let mode = Trace::new(cli.pid, cli.follow, cli.json, cli.top, cli.interval);
+            let mode = Trace::new(pids, cli.follow, cli.json, cli.top, cli.interval);
             session::run(config, mode).await
         }
         Some(Command::Reclaim(args)) => {
+            let pids = cli::unique(&args.pid);
             let config = Config {
-                pids: args.pid.clone(),
+                pids: pids.clone(),
                 ring_kib: args.ring_size,
                 duration: args.duration,
                 verbose: args.verbose,
                 selection: Selection {
-                    targets: args.pid.clone(),
+                    targets: pids.clone(),
                     ..Selection::default()
                 },
                 ..Config::quiet()
             };
             let mode = Reclaim {
-                pids: args.pid,
+                pids,
                 json: args.json,
                 interval: args.interval,
             };
@@ -116,6 +118,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             session::run(config, Go::new(args.json, args.wait)).await
         }
     }
+}
+
+/// `--comm` names as the kernel keeps them, with a warning for each it had to cut.
+fn kernel_comms(names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .map(|name| {
+            let (kept, cut) = cli::comm_as_kernel_keeps(name);
+            if cut {
+                eprintln!(
+                    "memtrace: warning: --comm {name}: the kernel keeps only the first 15 bytes of a process's name; matching '{kept}'"
+                );
+            }
+            kept.to_owned()
+        })
+        .collect()
 }
 
 /// Loading reads the kernel's BTF (megabytes) into buffers freed right after. glibc then raises

@@ -8,7 +8,9 @@ pub fn human_bytes(bytes: u64) -> String {
     }
     let mut value = bytes as f64 / 1024.0;
     let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
+    // Move up a unit when the value would print as 1024.0 or more at one decimal, so 1 MiB − 1 B
+    // reads "1.0 MiB", not "1024.0 KiB".
+    while value >= 1023.95 && unit < UNITS.len() - 1 {
         value /= 1024.0;
         unit += 1;
     }
@@ -43,6 +45,9 @@ mod tests {
     fn sizes_are_human() {
         assert_eq!(human_bytes(0), "0 B");
         assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KiB");
+        assert_eq!(human_bytes((1 << 20) - 1), "1.0 MiB");
+        assert_eq!(human_bytes(1_048_064), "1023.5 KiB");
         assert_eq!(human_bytes(208_896), "204.0 KiB");
         assert_eq!(human_bytes(512 << 20), "512.0 MiB");
         assert_eq!(human_bytes(3 << 30), "3.0 GiB");

@@ -81,18 +81,7 @@ fn not_root() {
     if !privileged() {
         return;
     }
-    // Drop to nobody with no capabilities, as an unprivileged user would run it.
-    let output = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-        ])
-        .args([MEMTRACE, "--pid", "1"])
-        .output()
-        .expect("run setpriv");
+    let output = support::memtrace_unprivileged(&["--pid", "1"]);
     assert_one_line_error(&output, "needs root");
     assert!(String::from_utf8_lossy(&output.stderr).contains("sudo"));
 }
@@ -216,16 +205,30 @@ fn closed_stdout_moves_the_report_to_stderr() {
         return;
     }
     let mut workload = Workload::spawn(&["madvise", "--op", "free:40:1"]);
-    let mut memtrace = Memtrace::attach(&["--pid", &workload.pid.to_string()]);
-    // Read the start line, then close our end, like `memtrace --json | head -1`.
+    // A second target that outlives the workload: memtrace stops because its stdout closed,
+    // not because its targets exited.
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("run sleep");
+    let mut memtrace = Memtrace::attach(&[
+        "--pid",
+        &workload.pid.to_string(),
+        "--pid",
+        &sleeper.id().to_string(),
+    ]);
+    // Read the start line, let the workload work, then close our end, like
+    // `memtrace --json | head -1`.
     let mut stdout = BufReader::new(memtrace.take_stdout());
     let mut first = String::new();
     stdout.read_line(&mut first).expect("start line");
     assert!(first.contains("\"type\":\"start\""), "{first}");
-    drop(stdout);
     workload.go();
     let record = workload.record();
+    drop(stdout);
     let output = memtrace.finish();
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
     assert!(output.status.success(), "{}", output.stderr);
     assert!(output.stderr.contains("stdout closed"), "{}", output.stderr);
     // Nothing gathered is lost: the summary, with every call, is on stderr.
@@ -247,4 +250,137 @@ fn closed_stdout_moves_the_report_to_stderr() {
         .find(|p| p["pid"] == pid)
         .expect("traced pid");
     assert_eq!(support::advice_totals(process, 8), Some((40, 0, 40 * 4096)));
+}
+
+/// A pid given twice is one target: listed once in the start line and the summary, its calls
+/// counted once.
+#[test]
+fn a_pid_given_twice_is_traced_once() {
+    if !privileged() {
+        return;
+    }
+    let mut workload = Workload::spawn(&["madvise", "--op", "free:3:1"]);
+    let pid = workload.pid.to_string();
+    let memtrace = Memtrace::attach(&["--pid", &pid, "--pid", &pid]);
+    workload.go();
+    let record = workload.record();
+    let output = memtrace.finish();
+    assert!(output.status.success(), "{}", output.stderr);
+    assert_eq!(output.lines[0]["type"], "start");
+    assert_eq!(
+        output.lines[0]["pids"],
+        serde_json::json!([workload_pid(&record)])
+    );
+    assert_eq!(output.pids(), vec![workload_pid(&record)]);
+    assert_eq!(
+        support::advice_totals(output.process(workload_pid(&record)), 8),
+        Some((3, 0, 3 * 4096))
+    );
+}
+
+/// `--comm` longer than the 15 bytes the kernel keeps matches by those 15, and says so.
+#[test]
+fn a_long_comm_is_cut_where_the_kernel_cuts_it() {
+    if !privileged() {
+        return;
+    }
+    let mut workload =
+        Workload::spawn_named("memtrace-long-name-x", &["madvise", "--op", "free:2:1"]);
+    let memtrace = Memtrace::attach(&["--comm", "memtrace-long-name-x", "--duration", "60"]);
+    workload.go();
+    let record = workload.record();
+    memtrace.interrupt();
+    let output = memtrace.finish();
+    assert!(
+        output.stderr.contains(
+            "--comm memtrace-long-name-x: the kernel keeps only the first 15 bytes of a process's name; matching 'memtrace-long-n'"
+        ),
+        "{}",
+        output.stderr
+    );
+    let pid = workload_pid(&record);
+    assert_eq!(output.process(pid)["comm"], "memtrace-long-n");
+    assert_eq!(
+        support::advice_totals(output.process(pid), 8),
+        Some((2, 0, 2 * 4096))
+    );
+}
+
+fn workload_pid(record: &serde_json::Value) -> u32 {
+    record["pid"].as_u64().expect("pid in the record") as u32
+}
+
+/// `memtrace --json | head -1` on a process that does nothing: the reader's leaving is noticed
+/// without a write, and memtrace stops with its report on stderr.
+#[test]
+fn a_closed_pipe_is_noticed_while_nothing_happens() {
+    if !privileged() {
+        return;
+    }
+    // Waits for a go signal that never comes: it makes no memory call.
+    let workload = Workload::spawn(&["madvise", "--op", "free:1:1"]);
+    let mut memtrace = Memtrace::attach(&["--pid", &workload.pid.to_string()]);
+    let mut stdout = BufReader::new(memtrace.take_stdout());
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("start line");
+    drop(stdout);
+    // finish() fails the test if memtrace does not stop by itself within its timeout.
+    let output = memtrace.finish();
+    assert!(output.status.success(), "{}", output.stderr);
+    assert!(output.stderr.contains("stdout closed"), "{}", output.stderr);
+    assert!(
+        output.stderr.contains("\"stop_reason\":\"output_closed\""),
+        "{}",
+        output.stderr
+    );
+}
+
+/// Started with stdout closed (`>&-`): everything goes to stderr, with a warning, instead of
+/// to the /dev/null the runtime put in its place.
+#[test]
+fn stdout_closed_at_start_writes_to_stderr() {
+    if !privileged() {
+        return;
+    }
+    let mut workload = Workload::spawn(&["madvise", "--op", "free:4:1"]);
+    let pid = workload.pid;
+    let mut memtrace = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("exec {} --json --pid {pid} >&-", support::MEMTRACE),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run memtrace");
+    // The go signal only after memtrace attached: wait for its attach line on stderr.
+    let mut stderr = BufReader::new(memtrace.stderr.take().expect("stderr"));
+    let mut seen = String::new();
+    while !seen.contains("memtrace: attached") {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).expect("stderr") > 0, "{seen}");
+        seen.push_str(&line);
+    }
+    workload.go();
+    let record = workload.record();
+    let rest = support::read_all_within(stderr, std::time::Duration::from_secs(30))
+        .expect("memtrace stops when its target exits");
+    assert!(memtrace.wait().expect("memtrace exits").success());
+    let all = seen + &rest;
+    assert!(
+        all.contains("memtrace: warning: stdout is closed; writing everything to stderr"),
+        "{all}"
+    );
+    let summary: serde_json::Value = all
+        .lines()
+        .find_map(|l| {
+            serde_json::from_str(l)
+                .ok()
+                .filter(|v: &serde_json::Value| v["type"] == "summary")
+        })
+        .unwrap_or_else(|| panic!("no summary on stderr:\n{all}"));
+    let process = summary["processes"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["pid"] == workload_pid(&record)))
+        .expect("the workload in the summary");
+    assert_eq!(support::advice_totals(process, 8), Some((4, 0, 4 * 4096)));
 }

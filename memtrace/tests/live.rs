@@ -681,3 +681,57 @@ fn totals_never_go_down_when_exited_processes_are_dropped() {
         "no process was dropped (more than 4096 should have been seen): {last}"
     );
 }
+
+/// Stopped (SIGSTOP) and continued, memtrace draws the next frame and goes on at its interval:
+/// no burst of catch-up frames stamped with the same instant (whose rates would cover next to
+/// no time and read as rates that never happened).
+#[test]
+fn a_stopped_and_continued_run_draws_no_catch_up_frames() {
+    if !privileged() {
+        return;
+    }
+    let mut sleeper = Command::new("sleep").arg("60").spawn().expect("run sleep");
+    let mut memtrace = Command::new(MEMTRACE)
+        .args(["--pid", &sleeper.id().to_string(), "--interval", "0.2"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn memtrace");
+    let stdout = BufReader::new(memtrace.stdout.take().expect("stdout"));
+    let screen = Arc::new(Mutex::new(String::new()));
+    let sink = Arc::clone(&screen);
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let mut text = sink.lock().expect("lock");
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+    let frames = |text: &str| text.lines().filter(|l| l.contains(" pid ")).count();
+    wait_for(&screen, |text| frames(text) >= 2);
+    let pid = memtrace.id() as i32;
+    // SAFETY: plain kill(2) on our child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_secs(2));
+    let before = frames(&screen.lock().expect("lock"));
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    wait_for(&screen, |text| frames(text) >= before + 3);
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    assert!(memtrace.wait().expect("wait").success());
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    let text = screen.lock().expect("lock").clone();
+    let stamps: Vec<f64> = text
+        .lines()
+        .filter(|l| l.contains(" pid "))
+        .filter_map(|l| l.split('s').next()?.parse().ok())
+        .collect();
+    assert!(stamps.len() >= before + 3, "{text}");
+    assert!(
+        stamps.windows(2).all(|w| w[1] > w[0]),
+        "every frame covers time of its own:\n{text}"
+    );
+}

@@ -63,6 +63,71 @@ fn a_kernel_thread_is_refused() {
     }
 }
 
+/// A thread id names its process in the refusal (pidfd_open says only ENOENT); the test's own
+/// thread is a thread of the test process.
+#[test]
+fn a_thread_id_names_its_process() {
+    if !privileged() {
+        return;
+    }
+    let pid = std::process::id();
+    let tid = std::thread::spawn(|| {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u32;
+        let output = memtrace(&["--pid", &tid.to_string()]);
+        (tid, output)
+    });
+    let (tid, output) = tid.join().expect("the thread ran");
+    assert_ne!(tid, pid);
+    refused(
+        &output,
+        &format!("pid {tid} is a thread of process {pid} ("),
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains(&format!("trace --pid {pid}")));
+}
+
+/// A zombie has no memory: said as such, not as a missing process or a kernel thread.
+#[test]
+fn a_zombie_is_refused_as_exited() {
+    if !privileged() {
+        return;
+    }
+    // sh forks /bin/true, then becomes `sleep`, which never reaps it.
+    let mut parent = Command::new("sh")
+        .args(["-c", "/bin/true & exec sleep 30"])
+        .spawn()
+        .expect("run sh");
+    let children = format!("/proc/{0}/task/{0}/children", parent.id());
+    let zombie = (0..100)
+        .find_map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let child: u32 = std::fs::read_to_string(&children)
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+            stat.rsplit(')')
+                .next()?
+                .trim_start()
+                .starts_with('Z')
+                .then_some(child)
+        })
+        .expect("sh's child became a zombie");
+    for args in [
+        &["--pid", &zombie.to_string()][..],
+        &["go", "--pid", &zombie.to_string()],
+    ] {
+        let output = memtrace(args);
+        refused(
+            &output,
+            &format!("pid {zombie} (true) has exited (a zombie"),
+        );
+    }
+    let _ = parent.kill();
+    let _ = parent.wait();
+}
+
 #[test]
 fn memtrace_itself_is_refused() {
     if !privileged() {
@@ -81,17 +146,7 @@ fn go_without_privileges_says_what_it_needs() {
     if !privileged() {
         return;
     }
-    let output = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-        ])
-        .args([MEMTRACE, "go", "--pid", "1"])
-        .output()
-        .expect("run setpriv");
+    let output = support::memtrace_unprivileged(&["go", "--pid", "1"]);
     refused(&output, "needs root (or CAP_BPF and CAP_PERFMON)");
     assert!(!String::from_utf8_lossy(&output.stderr).contains("Permission denied"));
 }

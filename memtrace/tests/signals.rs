@@ -98,3 +98,59 @@ fn a_report_that_cannot_be_written_fails_the_run() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A signal while the kernel produces events faster than memtrace drains them: the loop must
+/// still hand the runtime its turn, or it never sees the signal (a Ctrl-C once went unanswered
+/// for minutes under a flood).
+#[test]
+fn a_signal_during_a_flood_ends_with_the_report() {
+    if !privileged() {
+        return;
+    }
+    // Tens of millions of calls each, from several processes: far more than memtrace drains,
+    // so every drain stops at its bound.
+    let mut workloads: Vec<Workload> = (0..3)
+        .map(|_| Workload::spawn(&["bench-madvise", "--calls", "50000000"]))
+        .collect();
+    let pids: Vec<String> = workloads.iter().map(|w| w.pid.to_string()).collect();
+    let mut child = Command::new(MEMTRACE)
+        .arg("--json")
+        .args(pids.iter().flat_map(|pid| ["--pid", pid.as_str()]))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn memtrace");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut stderr = std::io::BufReader::new(stderr);
+    let mut attached = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut attached).expect("attach line");
+    assert!(attached.starts_with("memtrace: attached"), "{attached}");
+    let stdout = child.stdout.take().expect("stdout");
+    let lines = std::thread::spawn(move || read_all_within(stdout, Duration::from_secs(120)));
+    for workload in &mut workloads {
+        workload.go();
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: plain kill(2) on our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let ended = (0..600).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !ended {
+        let _ = child.kill();
+    }
+    assert!(
+        ended,
+        "memtrace did not end within 60 s of SIGINT under a flood"
+    );
+    let stdout = lines.join().expect("reader").expect("stdout ends");
+    let summary = stdout.lines().rev().find_map(|l| {
+        serde_json::from_str::<Value>(l)
+            .ok()
+            .filter(|v| v["type"] == "summary")
+    });
+    let summary = summary.expect("a summary after the signal");
+    assert_eq!(summary["stop_reason"], "interrupted");
+}

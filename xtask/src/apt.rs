@@ -20,10 +20,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{
-    bootstrap::which,
-    tasks::{capture, is_root, status},
-};
+use crate::tasks::{capture, is_root, status, which};
 
 /// How long `apt-get install` waits for another dpkg to finish.
 const LOCK_TIMEOUT_SECS: u32 = 600;

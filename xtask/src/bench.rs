@@ -29,10 +29,7 @@ use anyhow::{Context as _, anyhow, bail};
 use memtrace_common::hooks::{Program, Run};
 use serde_json::Value;
 
-use crate::{
-    bootstrap::which,
-    tasks::{capture, cargo, is_root, status, workspace_root},
-};
+use crate::tasks::{capture, cargo, is_root, status, which, workspace_root};
 
 /// How long a tracer may take to attach, and any single run to finish.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);

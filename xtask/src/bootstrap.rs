@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     apt,
-    tasks::{capture, is_root, status},
+    tasks::{capture, is_root, status, which},
 };
 
 pub fn run() -> anyhow::Result<()> {
@@ -108,12 +108,14 @@ fn linked_llvm_major(binary: &Path) -> Option<u32> {
 }
 
 /// Programs the tests run: `go` builds the Go test programs, `bpftrace` is their independent
-/// madvise count, `promtool` (Debian's `prometheus`) validates the metrics page. Installed from
-/// Debian when missing; only `cargo xtask test` needs them. When they cannot be installed the
-/// tests that need them skip, except under CI, where they must run.
-const TEST_TOOLS: [(&str, &str); 3] = [
+/// madvise count, `bpftool` reads the kernel's BTF independently of memtrace's own reader,
+/// `promtool` (Debian's `prometheus`) validates the metrics page. Installed from Debian when
+/// missing; only `cargo xtask test` needs them. When they cannot be installed the tests that
+/// need them skip, except under CI, where they must run.
+const TEST_TOOLS: [(&str, &str); 4] = [
     ("go", "golang-go"),
     ("bpftrace", "bpftrace"),
+    ("bpftool", "bpftool"),
     ("promtool", "prometheus"),
 ];
 
@@ -133,13 +135,12 @@ pub fn ensure_test_tools() -> anyhow::Result<()> {
             bail!("the tests need {packages} and CI is set: {advice}");
         }
         eprintln!(
-            "xtask: WARNING: {packages} missing: the tests that run them will be SKIPPED; {advice}"
+            "xtask: WARNING: {packages} missing: tests that need them will be SKIPPED; {advice}"
         );
         return Ok(());
     }
     eprintln!(
-        "xtask: installing {packages} with apt-get (the tests build and trace real Go programs, \
-         count with bpftrace, check the metrics page with promtool)"
+        "xtask: installing {packages} with apt-get (the tests build and trace real Go programs and check memtrace against independent tools)"
     );
     apt::install_packages(&missing)?;
     if let Some((program, package)) = TEST_TOOLS.iter().find(|(p, _)| which(p).is_none()) {
@@ -166,13 +167,4 @@ fn ensure_tracefs() {
     {
         eprintln!("xtask: warning: could not mount tracefs: {e:#}");
     }
-}
-
-pub fn which(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    let cargo_bin = std::env::var_os("CARGO_HOME").map(|home| PathBuf::from(home).join("bin"));
-    std::env::split_paths(&path)
-        .chain(cargo_bin)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
 }

@@ -13,16 +13,18 @@ pub fn workspace_root() -> PathBuf {
 }
 
 pub fn is_root() -> bool {
-    // Avoid a libc dependency: /proc/self/status has the effective uid second on its Uid: line.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .map(str::to_owned)
-        })
-        .and_then(|uids| uids.split_whitespace().nth(1).map(|euid| euid == "0"))
-        .unwrap_or(false)
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Where `program` is: on PATH, or in cargo's own bin directory (where `cargo install` put
+/// bpf-linker, even when that directory is not on PATH, as under sudo).
+pub fn which(program: &str) -> Option<PathBuf> {
+    let cargo_bin = std::env::var_os("CARGO_HOME").map(|home| PathBuf::from(home).join("bin"));
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path).chain(cargo_bin);
+    let search = std::env::join_paths(dirs).ok()?;
+    which::which_in(program, Some(search), workspace_root()).ok()
 }
 
 pub fn cargo() -> Command {

@@ -69,15 +69,11 @@ pub fn explain(
             human_bytes(lazy),
         ));
     } else if free > 0 && last.is_none() {
-        sentences.push(format!(
-            "{} was released with MADV_FREE: those pages stay in RSS as LazyFree until memory \
-             pressure reclaims them.",
-            human_bytes(free)
-        ));
+        sentences.push(free_without_smaps(p, free));
     } else if free > 0 {
         sentences.push(format!(
-            "{} was released with MADV_FREE; little of it is still LazyFree (it was reclaimed \
-             or written to again).",
+            "{} was released with MADV_FREE; little of it is still LazyFree (it was reclaimed, \
+             written to again or unmapped).",
             human_bytes(free)
         ));
     }
@@ -143,6 +139,30 @@ pub fn explain(
         sentences.push("No memory was released, and RSS did not change, while traced.".to_owned());
     }
     sentences
+}
+
+/// MADV_FREE bytes of a process whose LazyFree is not read (smaps_rollup is read for `--pid`
+/// targets only): what can be said for sure. LazyFree pages are anonymous pages, so the
+/// kernel's anonymous RSS counter bounds them; an exited process holds none.
+fn free_without_smaps(p: &ProcessStats, free: u64) -> String {
+    let free_text = human_bytes(free);
+    match (p.exited, p.rss.size[RssMember::Anon as usize]) {
+        (true, _) => format!(
+            "{free_text} was released with MADV_FREE; the process has exited, so none of it is \
+             resident any more."
+        ),
+        (false, Some(anon)) if anon < free => format!(
+            "{free_text} was released with MADV_FREE; at most {} of it can still be in RSS as \
+             LazyFree (its anonymous RSS now): the rest was reclaimed, written to again or \
+             unmapped.",
+            human_bytes(anon)
+        ),
+        _ => format!(
+            "{free_text} was released with MADV_FREE: such pages stay in RSS as LazyFree until \
+             memory pressure reclaims them, unless they are written to again or unmapped (how \
+             much is still LazyFree is read only for --pid targets)."
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -266,6 +286,43 @@ mod tests {
               address space)."
             ]
         );
+    }
+
+    /// Without smaps_rollup (system-wide), the sentence says only what the kernel's counters
+    /// bound: 576 MiB freed then unmapped is not "in RSS as LazyFree" with 92 KiB of anon RSS.
+    #[test]
+    fn free_without_smaps_says_only_what_is_known() {
+        let explain_free = |anon: Option<u64>, exited: bool| {
+            let mut a = Attribution::default();
+            a.record(&test_madvise(1, advice::FREE, 576 << 20, None));
+            let mut rss = crate::model::attribution::Rss::default();
+            rss.size[RssMember::Anon as usize] = anon;
+            a.set_rss([(1, rss)].into());
+            if exited {
+                a.exited(1);
+            }
+            explain(
+                a.process_by_pid(1).expect("process"),
+                &Reclaim::default(),
+                Some([0; 4]),
+            )
+        };
+        assert_eq!(
+            explain_free(Some(92 << 10), false),
+            [
+                "576.0 MiB was released with MADV_FREE; at most 92.0 KiB of it can still be in RSS \
+                 as LazyFree (its anonymous RSS now): the rest was reclaimed, written to again or \
+                 unmapped."
+            ]
+        );
+        assert!(
+            explain_free(None, false)[0]
+                .contains("how much is still LazyFree is read only for --pid targets")
+        );
+        assert!(
+            explain_free(Some(600 << 20), false)[0].contains("unless they are written to again")
+        );
+        assert!(explain_free(Some(600 << 20), true)[0].contains("the process has exited"));
     }
 
     #[test]

@@ -954,13 +954,138 @@ mod tests {
     #[test]
     fn kernel_nested_member() {
         let Some(btf) = kernel_btf() else { return };
-        // Nested in anonymous structs on recent kernels; an atomic_t either way.
-        match btf.member_offset("mm_struct", "mm_count") {
-            Ok(offset) => {
-                eprintln!("mm_struct.mm_count at {offset}");
-                assert_eq!(btf.member_size("mm_struct", "mm_count"), Ok(4));
+        // mm_users sits in anonymous structs on every tested kernel (5.10–6.18): found through
+        // them, at the offset bpftool reads.
+        let offset = btf
+            .member_offset("mm_struct", "mm_users")
+            .expect("mm_struct.mm_users is found through anonymous members");
+        assert_eq!(
+            btf.member_size("mm_struct", "mm_users"),
+            Ok(4),
+            "an atomic_t"
+        );
+        if let Some(dump) = bpftool_raw() {
+            assert_eq!(Some(offset), dump.member_offset("mm_struct", "mm_users"));
+        }
+    }
+
+    /// Every member the programs read sits where bpftool, reading the same BTF independently,
+    /// says it does.
+    #[test]
+    fn kernel_members_agree_with_bpftool() {
+        let Some(btf) = kernel_btf() else { return };
+        let Some(dump) = bpftool_raw() else { return };
+        for member in memtrace_common::members::Member::ALL {
+            let (ty, name) = member.path();
+            assert_eq!(
+                btf.member_offset(ty, name).ok(),
+                dump.member_offset(ty, name),
+                "{ty}.{name}"
+            );
+        }
+    }
+
+    /// `bpftool btf dump file /sys/kernel/btf/vmlinux format raw`, parsed just enough to find
+    /// a member's offset: structs and unions with their members.
+    struct RawDump {
+        types: std::collections::HashMap<u32, RawType>,
+    }
+
+    struct RawType {
+        /// A struct or a union.
+        aggregate: bool,
+        name: String,
+        /// `(name, type id, bit offset)`.
+        members: Vec<(String, u32, u32)>,
+    }
+
+    /// The dump, or `None` (and a note) where bpftool is missing, except under CI.
+    fn bpftool_raw() -> Option<RawDump> {
+        let output = std::process::Command::new("bpftool")
+            .args(["btf", "dump", "file", SYS_FS_PATH, "format", "raw"])
+            .output();
+        let output = match output {
+            Ok(output) if output.status.success() => output,
+            other => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "bpftool is needed under CI: {other:?}"
+                );
+                eprintln!("skipping the comparison with bpftool: {other:?}");
+                return None;
             }
-            Err(e) => eprintln!("skipping mm_struct.mm_count: {e}"),
+        };
+        let text = String::from_utf8_lossy(&output.stdout);
+        let mut types = std::collections::HashMap::new();
+        let mut current = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix('[') {
+                let (id, rest) = rest.split_once("] ").expect("[id] KIND 'name'");
+                let mut words = rest.split_whitespace();
+                let kind = words.next().unwrap_or_default();
+                let name = rest.split('\'').nth(1).unwrap_or_default().to_owned();
+                let id: u32 = id.parse().expect("numeric id");
+                let aggregate = matches!(kind, "STRUCT" | "UNION");
+                let members = Vec::new();
+                types.insert(
+                    id,
+                    RawType {
+                        aggregate,
+                        name,
+                        members,
+                    },
+                );
+                current = Some(id);
+            } else if let (Some(id), Some(rest)) = (current, line.trim().strip_prefix('\'')) {
+                let (name, rest) = rest.split_once('\'').expect("'member'");
+                let field = |key: &str| -> u32 {
+                    rest.split_whitespace()
+                        .find_map(|w| w.strip_prefix(key))
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(u32::MAX)
+                };
+                let member = (name.to_owned(), field("type_id="), field("bits_offset="));
+                if let Some(ty) = types.get_mut(&id) {
+                    ty.members.push(member);
+                }
+            }
+        }
+        Some(RawDump { types })
+    }
+
+    impl RawDump {
+        /// The byte offset of `member` in the first struct or union named `ty` that has it,
+        /// looking into anonymous members depth-first.
+        fn member_offset(&self, ty: &str, member: &str) -> Option<u32> {
+            let mut ids: Vec<&u32> = self.types.keys().collect();
+            ids.sort();
+            ids.into_iter()
+                .filter(|id| {
+                    self.types
+                        .get(id)
+                        .is_some_and(|t| t.aggregate && t.name == ty)
+                })
+                .find_map(|&id| self.bits_in(id, member, 0))
+                .map(|bits| bits / 8)
+        }
+
+        fn bits_in(&self, id: u32, member: &str, depth: u32) -> Option<u32> {
+            if depth > 8 {
+                return None;
+            }
+            self.types
+                .get(&id)?
+                .members
+                .iter()
+                .find_map(|(name, type_id, bits)| {
+                    if name == member {
+                        Some(*bits)
+                    } else if name == "(anon)" {
+                        Some(bits + self.bits_in(*type_id, member, depth + 1)?)
+                    } else {
+                        None
+                    }
+                })
         }
     }
 

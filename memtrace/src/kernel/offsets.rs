@@ -183,12 +183,12 @@ mod tests {
 /// from each (`cargo xtask vm --kernel debian-X -- cat …/format`; the host's for 6.18) into
 /// `formats/<major.minor>.txt`: a `=== group/name` line, then that tracepoint's `format` file.
 #[cfg(test)]
-mod tested_kernels {
+pub(crate) mod captured {
     use memtrace_common::{Kernel, fields::Field};
 
     use crate::kernel::tracefs::parse_field_offset;
 
-    fn formats(kernel: Kernel) -> &'static str {
+    pub(crate) fn formats(kernel: Kernel) -> &'static str {
         match (kernel.0, kernel.1) {
             (5, 10) => include_str!("formats/5.10.txt"),
             (6, 1) => include_str!("formats/6.1.txt"),
@@ -199,7 +199,7 @@ mod tested_kernels {
     }
 
     /// The `format` file of `group/name` in a capture.
-    fn format_of<'a>(capture: &'a str, tracepoint: &str) -> &'a str {
+    pub(crate) fn format_of<'a>(capture: &'a str, tracepoint: &str) -> &'a str {
         let start = capture
             .find(&format!("=== {tracepoint}\n"))
             .unwrap_or_else(|| panic!("{tracepoint} not captured"));

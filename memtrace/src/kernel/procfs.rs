@@ -2,6 +2,8 @@
 
 use std::fs;
 
+use memtrace_common::members::PF_KTHREAD;
+
 /// A process's name (`/proc/PID/comm`), if it still exists.
 pub fn comm(pid: u32) -> Option<String> {
     let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
@@ -91,8 +93,7 @@ fn stat_value(stat: &str, field: usize) -> Option<u64> {
 /// Whether `pid` is a kernel thread (`PF_KTHREAD` in /proc/PID/stat's flags): it has no user
 /// memory.
 pub fn is_kernel_thread(pid: u32) -> bool {
-    const PF_KTHREAD: u64 = 0x0020_0000;
-    stat_field(pid, 9).is_some_and(|flags| flags & PF_KTHREAD != 0)
+    stat_field(pid, 9).is_some_and(|flags| flags & u64::from(PF_KTHREAD) != 0)
 }
 
 /// A process's start time (as [`start_ticks`]) and whether it still runs (neither a zombie nor
@@ -152,18 +153,39 @@ pub fn pid_max() -> u32 {
         .unwrap_or(PID_MAX_LIMIT)
 }
 
-/// Whether `pid` is a live process (a thread group leader), not a thread or a zombie.
-pub fn is_live_process(pid: u32) -> bool {
-    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
+/// What a pid names, as /proc/PID/status says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PidKind {
+    /// A live process: a thread group leader that has not exited.
+    Process,
+    /// A thread of process `tgid`.
+    Thread { tgid: u32 },
+    /// A process that has exited but that its parent has not reaped yet.
+    Zombie,
+}
+
+/// What `pid` names, or `None` when no task has it.
+pub fn pid_kind(pid: u32) -> Option<PidKind> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
         status
             .lines()
             .find_map(|l| l.strip_prefix(name))
             .map(str::trim)
     };
-    field("Tgid:") == Some(&pid.to_string()) && !field("State:").is_some_and(|s| s.starts_with('Z'))
+    let tgid: u32 = field("Tgid:")?.parse().ok()?;
+    Some(if tgid != pid {
+        PidKind::Thread { tgid }
+    } else if field("State:").is_some_and(|s| s.starts_with('Z')) {
+        PidKind::Zombie
+    } else {
+        PidKind::Process
+    })
+}
+
+/// Whether `pid` is a live process (a thread group leader), not a thread or a zombie.
+pub fn is_live_process(pid: u32) -> bool {
+    pid_kind(pid) == Some(PidKind::Process)
 }
 
 /// The pid a caller's pidfd refers to, from `/proc/CALLER/fdinfo/FD` (`Pid:` line). `None` once

@@ -83,6 +83,12 @@ impl Drop for Tracer {
 }
 
 impl Tracer {
+    /// Detaches every program: nothing more is counted or sent, while the maps and the ring
+    /// buffer stay readable. At the end of a run, so that what the ring holds is all there is.
+    pub fn detach(&mut self) {
+        detach_all(std::mem::take(&mut self.links));
+    }
+
     /// Checks privileges and tracefs, loads and attaches the programs, then starts tracing
     /// `options.pids`.
     pub fn attach(options: &Options) -> anyhow::Result<Self> {

@@ -5,7 +5,10 @@
 use anyhow::anyhow;
 use aya::{
     Btf, Ebpf,
-    programs::{FEntry, FExit, fentry::FEntryLink, fexit::FExitLink, trace_point::TracePointLink},
+    programs::{
+        FEntry, FExit, ProgramError, fentry::FEntryLink, fexit::FExitLink,
+        trace_point::TracePointLink,
+    },
 };
 use memtrace_common::hooks::{End, Program, Run, Trampoline};
 
@@ -54,14 +57,7 @@ pub fn attach(ebpf: &mut Ebpf, run: Run) -> OnTrampolines {
                     .extend([entry.replaces(), exit.replaces()]);
             }
             Err(e) if attached.links.is_empty() => {
-                // aya appends the verifier's log to a refused load: its last line says why.
-                let why = format!("{e:#}");
-                let (what, log) = why.split_once(". Verifier output:").unwrap_or((&why, ""));
-                let verdict = log.lines().rev().find(|l| !l.trim().is_empty());
-                attached.refused = Some(match verdict {
-                    Some(line) => format!("{}: {what} ({})", entry.function(), line.trim()),
-                    None => format!("{}: {what}", entry.function()),
-                });
+                attached.refused = Some(format!("{}: {}", entry.function(), refusal(&e)));
                 break;
             }
             // This syscall's entry point is missing or not attachable here: its tracepoints
@@ -70,6 +66,26 @@ pub fn attach(ebpf: &mut Ebpf, run: Run) -> OnTrampolines {
         }
     }
     attached
+}
+
+/// Why a load or attach failed, in one line: for a load the kernel refused, the system call's
+/// error and the verifier's verdict; otherwise the error itself.
+fn refusal(error: &anyhow::Error) -> String {
+    match error.downcast_ref::<ProgramError>() {
+        Some(ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        }) => load_refusal(io_error, &verifier_log.to_string()),
+        _ => format!("{error:#}"),
+    }
+}
+
+/// The verifier log's last non-empty line is its verdict.
+fn load_refusal(io_error: &std::io::Error, verifier_log: &str) -> String {
+    match verifier_log.lines().rev().find(|l| !l.trim().is_empty()) {
+        Some(verdict) => format!("loading failed: {io_error} ({})", verdict.trim()),
+        None => format!("loading failed: {io_error}"),
+    }
 }
 
 /// Both ends of one syscall, or neither: a pair half on a trampoline and half on a tracepoint
@@ -95,4 +111,24 @@ fn attach_pair(
 fn program(ebpf: &mut Ebpf, trampoline: Trampoline) -> anyhow::Result<&mut aya::programs::Program> {
     ebpf.program_mut(trampoline.name())
         .ok_or_else(|| anyhow!("program {} missing from the eBPF object", trampoline.name()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_load_says_the_verifiers_verdict() {
+        let einval = std::io::Error::from_raw_os_error(libc::EINVAL);
+        assert_eq!(
+            load_refusal(&einval, "func#0 @0\ninvalid bpf_context access off=8\n\n"),
+            "loading failed: Invalid argument (os error 22) (invalid bpf_context access off=8)"
+        );
+        assert_eq!(
+            load_refusal(&einval, ""),
+            "loading failed: Invalid argument (os error 22)"
+        );
+        let plain = anyhow::Error::from(ProgramError::NotAttached);
+        assert_eq!(refusal(&plain), "the program is not attached");
+    }
 }

@@ -722,6 +722,15 @@ impl Attribution {
         }
     }
 
+    /// A process is known to have exited (for tests; the session learns it from /proc's
+    /// readings, see [`Attribution::read`]).
+    #[cfg(test)]
+    pub fn exited(&mut self, pid: u32) {
+        if let Some(process) = self.processes.get_mut(&pid) {
+            process.exited = true;
+        }
+    }
+
     /// When a process started (see [`ProcessStats::start_time`]), as /proc showed it: kept
     /// only while nothing better is known.
     pub fn set_start_time(&mut self, pid: u32, ticks: u64) {

@@ -3,19 +3,30 @@
 //! final report to stderr instead of losing what it gathered; a failure other than the reader
 //! leaving makes memtrace exit non-zero.
 
-use std::io::{self, Write as _};
+use std::{
+    io::{self, Write as _},
+    os::fd::AsRawFd as _,
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 pub struct Stdout {
-    out: io::BufWriter<io::Stdout>,
+    out: io::BufWriter<Box<dyn io::Write>>,
     closed: bool,
     /// Why writing failed, unless the reader merely went away (a broken pipe).
     error: Option<io::Error>,
 }
 
 impl Stdout {
+    /// stdout, or stderr with a warning when memtrace was started with stdout closed (`>&-`).
     pub fn new() -> Self {
+        let out: Box<dyn io::Write> = if started_closed() {
+            eprintln!("memtrace: warning: stdout is closed; writing everything to stderr");
+            Box::new(io::stderr())
+        } else {
+            Box::new(io::stdout())
+        };
         Self {
-            out: io::BufWriter::new(io::stdout()),
+            out: io::BufWriter::new(out),
             closed: false,
             error: None,
         }
@@ -24,6 +35,14 @@ impl Stdout {
     /// Whether stdout is gone: the caller should stop.
     pub fn closed(&self) -> bool {
         self.closed
+    }
+
+    /// Notices a reader that went away while nothing was written (`memtrace --json | head -1`
+    /// on a quiet process): without this, memtrace learns of it only at its next write.
+    pub fn check_reader(&mut self) {
+        if !self.closed && hung_up(io::stdout().as_raw_fd()) {
+            self.failed(io::ErrorKind::BrokenPipe.into());
+        }
     }
 
     /// A write that failed for another reason than the reader leaving: memtrace must not exit
@@ -71,4 +90,36 @@ impl Stdout {
             self.error = Some(error);
         }
     }
+}
+
+/// Whether fd 1 was closed when memtrace started. Rust's runtime puts /dev/null on a closed
+/// standard fd before `main`, after which a closed stdout cannot be told from `>/dev/null`; a
+/// constructor in `.init_array` runs before that and records it.
+static STDOUT_CLOSED_AT_START: AtomicBool = AtomicBool::new(false);
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static RECORD_STDOUT_AT_START: extern "C" fn() = record_stdout_at_start;
+
+extern "C" fn record_stdout_at_start() {
+    // SAFETY: asks for an fd's flags; changes nothing.
+    let closed = unsafe { libc::fcntl(libc::STDOUT_FILENO, libc::F_GETFD) } == -1;
+    STDOUT_CLOSED_AT_START.store(closed, Ordering::Relaxed);
+}
+
+fn started_closed() -> bool {
+    STDOUT_CLOSED_AT_START.load(Ordering::Relaxed)
+}
+
+/// Whether the reader side of `fd` has gone: a pipe whose reader closed reports POLLERR, a
+/// terminal or socket that hung up POLLHUP, without waiting.
+fn hung_up(fd: i32) -> bool {
+    let mut poll = libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    ready > 0 && poll.revents & (libc::POLLERR | libc::POLLHUP) != 0
 }

@@ -334,8 +334,9 @@ mod tests {
              \x20 released: 204.0 KiB (FREE 204.0 KiB)\n\
              \x20 mappings: mmap 0 calls 0 B; munmap 0 calls 0 B; net +0 B\n\
              \x20 faults: 0 taken in user mode (0 on write)\n\
-             \x20 in short: 204.0 KiB was released with MADV_FREE: those pages stay in RSS as LazyFree until\n\
-             \x20   memory pressure reclaims them. 1 madvise calls failed and released nothing.\n\
+             \x20 in short: 204.0 KiB was released with MADV_FREE: such pages stay in RSS as LazyFree until\n\
+             \x20   memory pressure reclaims them, unless they are written to again or unmapped (how much is\n\
+             \x20   still LazyFree is read only for --pid targets). 1 madvise calls failed and released nothing.\n\
              \n\
              lost events: 3 (ring buffer full: 3 [cpu1=3]) — totals above are undercounts; retry with a larger --ring-size\n"
         );

@@ -31,6 +31,7 @@ use memtrace_common::{
 use tokio::{
     io::{Interest, unix::AsyncFd},
     sync::watch,
+    time::MissedTickBehavior,
 };
 
 use crate::{
@@ -46,7 +47,7 @@ use crate::{
         cgroup::Cgroups,
         check_privileges,
         log::KernelLog,
-        procfs::{self, SmapsRollup},
+        procfs::{self, PidKind, SmapsRollup},
     },
     model::{
         Model,
@@ -65,6 +66,9 @@ use signals::Signals;
 const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 /// Records decoded per drain before the loop serves its timers and signals again.
 pub const MAX_DRAIN: usize = 16_384;
+/// The fewest bytes a record takes in the ring: the kernel's 8-byte header, and at least a
+/// kind and a pid, rounded up to the ring's 8-byte alignment.
+const MIN_RECORD_BYTES: usize = 16;
 /// Processes kept when tracing every process: past this, exited ones are folded into their
 /// cgroup's totals and let go, so a DaemonSet running for weeks keeps bounded memory (and the
 /// kernel's fault table has room). `--max-processes` changes it.
@@ -184,19 +188,35 @@ pub async fn run(config: Config, mut mode: impl Mode) -> anyhow::Result<()> {
     if reason == StopReason::Interrupted {
         signals::second_one_kills();
     }
+    session.end_window(&mut mode);
     session.last_answers(&mut mode).await;
     session.finish(&mut mode, reason)
 }
 
-/// Refuses targets memtrace cannot trace: itself, and kernel threads (no user memory).
+/// Refuses targets memtrace cannot trace: itself, kernel threads (no user memory), a thread id
+/// given for its process, and a zombie (exited, its memory gone).
 fn check_targets(pids: &[u32]) -> anyhow::Result<()> {
     for &pid in pids {
         if pid == std::process::id() {
             bail!("pid {pid} is memtrace itself, which it never traces");
         }
+        let comm = |pid| procfs::comm(pid).unwrap_or_default();
         if procfs::is_kernel_thread(pid) {
-            let comm = procfs::comm(pid).unwrap_or_default();
-            bail!("pid {pid} ({comm}) is a kernel thread: it has no user memory to trace");
+            bail!(
+                "pid {pid} ({}) is a kernel thread: it has no user memory to trace",
+                comm(pid)
+            );
+        }
+        match procfs::pid_kind(pid) {
+            Some(PidKind::Thread { tgid }) => bail!(
+                "pid {pid} is a thread of process {tgid} ({}): trace --pid {tgid}, which covers all its threads",
+                comm(tgid)
+            ),
+            Some(PidKind::Zombie) => bail!(
+                "pid {pid} ({}) has exited (a zombie its parent has not reaped): it has no memory left to trace",
+                comm(pid)
+            ),
+            Some(PidKind::Process) | None => {}
         }
     }
     Ok(())
@@ -253,6 +273,9 @@ pub struct Session {
     followed: Vec<u32>,
     /// Followed pids the worker is looking at.
     adopting: usize,
+    /// The most records the ring can hold: its size over the smallest record (an 8-byte
+    /// header, and at least a kind and a pid, 8-byte aligned).
+    ring_records: usize,
     /// Publishes each sample's metrics page to the `--prometheus` server.
     metrics: Option<watch::Sender<Bytes>>,
     /// What was read about each named target at start (Go build info, GODEBUG).
@@ -335,6 +358,7 @@ impl Session {
             sampled: config.pids.clone(),
             followed: Vec::new(),
             adopting: 0,
+            ring_records: config.ring_kib as usize * 1024 / MIN_RECORD_BYTES,
             metrics: None,
             targets,
             sampler: Sampler::start(cgroups).context("cannot start the /proc reader")?,
@@ -428,21 +452,24 @@ impl Session {
         let period = every.unwrap_or(Duration::MAX / 4);
         let mut interval_timer =
             tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        // Ticks missed while memtrace was stopped (SIGSTOP) or busy are not made up in a burst:
+        // catch-up frames would all carry the same instant, with rates that never happened.
+        for timer in [&mut drain_timer, &mut sample_timer, &mut interval_timer] {
+            timer.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        }
 
         loop {
+            // Biased: what stops the run is looked at first, then the timers, then the ring, so
+            // neither a flood of records nor a slow sample keeps a signal waiting.
             let reason = tokio::select! {
-                guard = self.events.readable_mut() => {
-                    let mut guard = guard.context("waiting on the events ring buffer")?;
-                    guard.clear_ready();
-                    None
-                }
-                _ = drain_timer.tick() => None,
-                // The last drain stopped at its limit: more is waiting, come straight back (but
-                // through select!, so timers and signals get their turn).
-                () = std::future::ready(()), if backlog => None,
-                _ = sample_timer.tick() => {
-                    self.sample(mode);
-                    None
+                biased;
+                _ = interrupt.recv() => Some(StopReason::Interrupted),
+                _ = terminate.recv() => Some(StopReason::Interrupted),
+                _ = hangup.recv() => Some(StopReason::Interrupted),
+                () = &mut deadline, if duration.is_some() => Some(StopReason::Duration),
+                () = &mut targets_exited, if !self.targets_gone => {
+                    self.targets_gone = true;
+                    (!self.follow || self.live_targets() == 0).then_some(StopReason::TargetExited)
                 }
                 _ = interval_timer.tick(), if every.is_some() => {
                     // The frame is drawn once the look at /proc this starts has answered: a
@@ -453,16 +480,25 @@ impl Session {
                     sample_timer.reset();
                     None
                 }
-                answer = self.sampler.next() => self.answered(mode, answer),
-                () = kernel_log_ready(&mut self.kernel_log) => None,
-                _ = interrupt.recv() => Some(StopReason::Interrupted),
-                _ = terminate.recv() => Some(StopReason::Interrupted),
-                _ = hangup.recv() => Some(StopReason::Interrupted),
-                () = &mut deadline, if duration.is_some() => Some(StopReason::Duration),
-                () = &mut targets_exited, if !self.targets_gone => {
-                    self.targets_gone = true;
-                    (!self.follow || self.live_targets() == 0).then_some(StopReason::TargetExited)
+                _ = sample_timer.tick() => {
+                    self.sample(mode);
+                    None
                 }
+                answer = self.sampler.next() => self.answered(mode, answer),
+                _ = drain_timer.tick() => {
+                    self.out.check_reader();
+                    None
+                }
+                () = kernel_log_ready(&mut self.kernel_log) => None,
+                guard = self.events.readable_mut() => {
+                    let mut guard = guard.context("waiting on the events ring buffer")?;
+                    guard.clear_ready();
+                    None
+                }
+                // The last drain stopped at its limit: more is waiting. Come back after one turn
+                // of the runtime, which polls its driver: a branch that is always ready would
+                // keep signals, timers and pidfds from ever being seen.
+                () = tokio::task::yield_now(), if backlog => None,
             };
             backlog = self.drain(mode) == MAX_DRAIN;
             if self.out.closed() {
@@ -509,13 +545,17 @@ impl Session {
         drained
     }
 
-    /// Drains what is left after the stop condition, in bounded batches; gives up after a few
-    /// rings' worth so a flood cannot keep memtrace from reporting.
+    /// Drains what was committed before a sample: at most what the ring can hold, so a flood
+    /// that refills it meanwhile cannot keep memtrace from sampling (64 batches once took tens
+    /// of seconds under a flood, with signals and scrapes waiting).
     fn drain_remaining(&mut self, mode: &mut impl Mode) {
-        for _ in 0..64 {
-            if self.drain(mode) < MAX_DRAIN {
+        let mut left = self.ring_records;
+        while left > 0 {
+            let drained = self.drain(mode);
+            if drained < MAX_DRAIN {
                 return;
             }
+            left = left.saturating_sub(drained);
         }
     }
 
@@ -668,10 +708,17 @@ impl Session {
         }
     }
 
-    /// At the end: a last look at /proc, and the answers still due (processes just met, OOM
-    /// victims), waiting at most [`LAST_ANSWERS`].
+    /// The window ends here: with the programs detached the ring stops filling, so draining it
+    /// whole ends, and a flood cannot hold the report back.
+    fn end_window(&mut self, mode: &mut impl Mode) {
+        self.tracer.detach();
+        while self.drain(mode) == MAX_DRAIN {}
+    }
+
+    /// At the end: the kernel's maps (which outlive the programs), a last look at /proc, and
+    /// the answers still due (processes just met, OOM victims), waiting at most
+    /// [`LAST_ANSWERS`].
     async fn last_answers(&mut self, mode: &mut impl Mode) {
-        self.drain_remaining(mode);
         let kernel = self.read_kernel();
         self.drain_remaining(mode);
         self.apply_kernel(kernel);
@@ -849,7 +896,6 @@ impl Session {
 
     /// Whatever arrived after the stop condition still counts; then the mode reports.
     fn finish(mut self, mode: &mut impl Mode, reason: StopReason) -> anyhow::Result<()> {
-        self.drain_remaining(mode);
         // Records logged just before the stop may not have woken the loop yet.
         if let Some(log) = self.kernel_log.as_mut() {
             log.get_mut().flush();

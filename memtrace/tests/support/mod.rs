@@ -110,10 +110,9 @@ impl Workload {
 
     /// Spawns the workload under its own process name, so a system-wide run picks out this
     /// test's processes with `--comm` (other tests' workloads may run meanwhile). The kernel
-    /// names a process after the file it executes: a link named `name` (at most 15 bytes),
-    /// removed once the workload runs.
+    /// names a process after the file it executes: a link named `name` (of which the kernel
+    /// keeps the first 15 bytes), removed once the workload runs.
     pub fn spawn_named(name: &str, args: &[&str]) -> Self {
-        assert!(name.len() <= 15, "{name} is longer than a process name");
         let dir = std::env::temp_dir().join(format!("memtrace-named-{name}"));
         std::fs::create_dir_all(&dir).expect("create the link's directory");
         let link = dir.join(name);
@@ -223,6 +222,22 @@ impl Drop for Workload {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs memtrace as user nobody with no capabilities at all, as an unprivileged user would.
+pub fn memtrace_unprivileged(args: &[&str]) -> std::process::Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(MEMTRACE)
+        .args(args)
+        .output()
+        .expect("run setpriv")
 }
 
 /// Which memory cgroup interface this machine offers.

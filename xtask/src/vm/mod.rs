@@ -40,8 +40,7 @@ use self::{
 };
 use crate::{
     apt::{self, Tool},
-    bootstrap::which,
-    tasks::{self, workspace_root},
+    tasks::{self, which, workspace_root},
 };
 
 /// How long one test may run in a guest (5–7× slower than the host) before it is killed.

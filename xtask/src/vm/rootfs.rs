@@ -28,10 +28,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use super::{RunFile, recreate_dir, report::seconds, suite::Build};
-use crate::{
-    bootstrap::which,
-    tasks::{capture, status},
-};
+use crate::tasks::{capture, status, which};
 
 /// PID 1 of the guest.
 const INIT: &str = include_str!("guest/init.sh");
