@@ -1,7 +1,7 @@
 //! The globals userspace sets when it loads the kernel programs. They live in the object's
 //! read-only data: the verifier sees their values as constants and prunes what they turn off.
 
-use crate::{fields::Field, members::Member, pod};
+use crate::{cgroup::CgroupIds, fields::Field, members::Member, pod, regs::ArgsAt};
 
 /// Name of the [`Config`] global.
 pub const CONFIG: &str = "CONFIG";
@@ -33,6 +33,10 @@ pub struct Config {
     /// Wake userspace once this many bytes wait in the ring buffer; below that, records are
     /// committed without a wakeup and userspace drains them on a timer.
     pub wakeup_bytes: u64,
+    /// The system's page size: lengths are counted rounded up to whole pages.
+    pub page_size: u32,
+    /// Where `pt_regs` sits from `task_struct.stack` ([`ArgsAt::KernelStack`]).
+    pub pt_regs_offset: u32,
     /// 1 = trace only the tgids in the `TARGETS` map; 0 = every process.
     pub filter_by_tgid: u8,
     /// 1 = add children forked by traced processes to `TARGETS` (`--follow`).
@@ -42,7 +46,15 @@ pub struct Config {
     /// 1 = every program returns at once: the cost floor of the hooks themselves, which
     /// `cargo xtask bench` measures memtrace against (`--bench-empty-programs`).
     pub empty_programs: u8,
-    pub _pad: [u8; 4],
+    /// 1 = count the memory syscalls per process in the kernel
+    /// ([`crate::events::totals::SyscallTotals`]) instead of sending a record per call: for runs
+    /// that print only totals.
+    pub count_syscalls: u8,
+    /// An [`ArgsAt`]: where the syscall exit programs find the call's arguments.
+    pub args_at: u8,
+    /// A [`CgroupIds`]: which memory-cgroup id the programs read.
+    pub cgroup_ids: u8,
+    pub _pad: [u8; 1],
 }
 
 impl Config {
@@ -51,11 +63,16 @@ impl Config {
         self_tgid: 0,
         memcg_subsys_index: u32::MAX,
         wakeup_bytes: 64 << 10,
+        page_size: 4096,
+        pt_regs_offset: 0,
         filter_by_tgid: 1,
         follow_forks: 0,
         stream_faults: 0,
         empty_programs: 0,
-        _pad: [0; 4],
+        count_syscalls: 0,
+        args_at: ArgsAt::Parked as u8,
+        cgroup_ids: CgroupIds::Unknown as u8,
+        _pad: [0; 1],
     };
 }
 

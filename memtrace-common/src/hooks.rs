@@ -37,6 +37,12 @@ pub enum When {
     /// The default report and `memtrace go`, only with `--fault-events`: a program on every
     /// user-mode fault costs more than the fault counts the kernel keeps anyway (BENCHMARKS.md).
     FaultEvents,
+    /// A memory syscall's entry: the default report and `memtrace go`, only where the exit
+    /// program cannot do the whole job alone: when each call is sent as a record with its
+    /// latency (`--json` with events, `memtrace go`), or when this kernel's saved registers
+    /// cannot be read at exit (no BTF). Otherwise the exit program reads the arguments from
+    /// the registers and counts the call: one program per call instead of two.
+    SyscallEntry,
 }
 
 /// What a run is, as far as choosing hooks goes.
@@ -47,6 +53,12 @@ pub struct Run {
     pub follow: bool,
     /// `--fault-events`: every user-mode fault, counted by access and streamed.
     pub fault_events: bool,
+    /// A record per memory syscall (`--json` with events, `memtrace go`); otherwise they are
+    /// counted per process in the kernel.
+    pub records: bool,
+    /// Whether the syscall exit programs can read the call's arguments from the caller's saved
+    /// registers on this kernel (set by the loader).
+    pub args_at_exit: bool,
 }
 
 impl When {
@@ -56,6 +68,7 @@ impl When {
             Self::Memory => !run.reclaim,
             Self::Reclaim => run.reclaim,
             Self::FaultEvents => !run.reclaim && run.fault_events,
+            Self::SyscallEntry => !run.reclaim && (run.records || !run.args_at_exit),
         }
     }
 }
@@ -135,14 +148,14 @@ named_enum! {
 impl Program {
     /// Where the program attaches and what it is for.
     pub const fn hook(self) -> Hook {
-        use When::{Always, Memory, Reclaim};
+        use When::{Always, Memory, Reclaim, SyscallEntry};
         const SYSCALLS: &str = "syscalls";
         const VMSCAN: &str = "vmscan";
         const OOM: &str = "oom";
         match self {
             Self::MadviseEnter => required(hook(
                 tp(SYSCALLS, "sys_enter_madvise"),
-                Memory,
+                SyscallEntry,
                 "madvise calls",
             )),
             Self::MadviseExit => required(hook(
@@ -154,7 +167,7 @@ impl Program {
                 Kernel(5, 10),
                 hook(
                     tp(SYSCALLS, "sys_enter_process_madvise"),
-                    Memory,
+                    SyscallEntry,
                     "process_madvise",
                 ),
             ),
@@ -166,13 +179,21 @@ impl Program {
                     "process_madvise",
                 ),
             ),
-            Self::MmapEnter => hook(tp(SYSCALLS, "sys_enter_mmap"), Memory, "mmap calls"),
+            Self::MmapEnter => hook(tp(SYSCALLS, "sys_enter_mmap"), SyscallEntry, "mmap calls"),
             Self::MmapExit => hook(tp(SYSCALLS, "sys_exit_mmap"), Memory, "mmap calls"),
-            Self::MunmapEnter => hook(tp(SYSCALLS, "sys_enter_munmap"), Memory, "munmap calls"),
+            Self::MunmapEnter => hook(
+                tp(SYSCALLS, "sys_enter_munmap"),
+                SyscallEntry,
+                "munmap calls",
+            ),
             Self::MunmapExit => hook(tp(SYSCALLS, "sys_exit_munmap"), Memory, "munmap calls"),
-            Self::MremapEnter => hook(tp(SYSCALLS, "sys_enter_mremap"), Memory, "mremap calls"),
+            Self::MremapEnter => hook(
+                tp(SYSCALLS, "sys_enter_mremap"),
+                SyscallEntry,
+                "mremap calls",
+            ),
             Self::MremapExit => hook(tp(SYSCALLS, "sys_exit_mremap"), Memory, "mremap calls"),
-            Self::BrkEnter => hook(tp(SYSCALLS, "sys_enter_brk"), Memory, "brk calls"),
+            Self::BrkEnter => hook(tp(SYSCALLS, "sys_enter_brk"), SyscallEntry, "brk calls"),
             Self::BrkExit => hook(tp(SYSCALLS, "sys_exit_brk"), Memory, "brk calls"),
             Self::PageFaultUser => hook(
                 tp("exceptions", "page_fault_user"),
@@ -362,6 +383,16 @@ mod tests {
             reclaim: false,
             follow: false,
             fault_events: false,
+            records: false,
+            args_at_exit: true,
+        };
+        let records = Run {
+            records: true,
+            ..memory
+        };
+        let no_registers = Run {
+            args_at_exit: false,
+            ..memory
         };
         let fault_events = Run {
             fault_events: true,
@@ -369,8 +400,9 @@ mod tests {
         };
         let reclaim = Run {
             reclaim: true,
-            follow: false,
             fault_events: true,
+            records: true,
+            ..memory
         };
         let attached = |run| {
             Program::ALL
@@ -384,8 +416,15 @@ mod tests {
         assert!(!Program::PageFaultUser.hook().when.applies(reclaim));
         assert!(!Program::PageFaultUser.hook().when.applies(memory));
         assert!(Program::PageFaultUser.hook().when.applies(fault_events));
-        assert_eq!(attached(memory), 26);
-        assert_eq!(attached(fault_events), 27);
+        // Syscall entries only where records are sent or the exit cannot read the registers.
+        assert!(!Program::MadviseEnter.hook().when.applies(memory));
+        assert!(Program::MadviseEnter.hook().when.applies(records));
+        assert!(Program::MadviseEnter.hook().when.applies(no_registers));
+        assert!(Program::MadviseExit.hook().when.applies(memory));
+        assert_eq!(attached(memory), 20);
+        assert_eq!(attached(records), 26);
+        assert_eq!(attached(no_registers), 26);
+        assert_eq!(attached(fault_events), 21);
         assert_eq!(attached(reclaim), 13);
     }
 }

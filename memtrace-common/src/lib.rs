@@ -8,7 +8,11 @@
 //! - [`events`]: the records streamed through the ring buffer and the map values, one file per
 //!   event, and [`events::EventKind`];
 //! - [`lost`]: why the kernel side dropped a record;
-//! - [`config`] and [`maps`]: the loader-set globals and the maps userspace reads.
+//! - [`regs`]: where a syscall's arguments are at its exit; [`cgroup`]: which memory-cgroup id
+//!   the programs read;
+//! - [`config`] and [`maps`]: the loader-set globals and the maps userspace reads;
+//! - [`go_runtime`]: the Go runtime's heap fields memtrace reads from a live Go process, shared
+//!   with xtask's generator of their offset table.
 //!
 //! Everything shared in memory is `#[repr(C)]` plain data without implicit padding, so both
 //! sides agree on every byte.
@@ -20,13 +24,16 @@ mod named;
 pub use named::Named;
 
 pub mod advice;
+pub mod cgroup;
 pub mod config;
 pub mod events;
 pub mod fields;
+pub mod go_runtime;
 pub mod hooks;
 pub mod lost;
 pub mod maps;
 pub mod members;
+pub mod regs;
 
 /// Lets userspace copy these types in and out of maps and ring-buffer records.
 macro_rules! pod {

@@ -17,6 +17,9 @@ named_enum! {
         /// The address-space table was full: a process's RSS and what reclaim took from it
         /// could not be followed.
         RssTableFull = 5 => "rss_table_full",
+        /// A syscall's arguments were not where this kernel keeps the caller's saved registers
+        /// (they held another syscall's number): the call could not be counted.
+        ArgsUnread = 6 => "args_unread",
     }
 }
 
@@ -30,6 +33,7 @@ impl Lost {
             Self::TargetsFull => "child pid beyond the filter (pid_max raised)",
             Self::ReclaimPendingFull => "reclaim pairing table full",
             Self::RssTableFull => "address-space table full",
+            Self::ArgsUnread => "syscall arguments not found in the saved registers",
         }
     }
 
@@ -42,6 +46,7 @@ impl Lost {
             | Self::TargetsFull
             | Self::ReclaimPendingFull
             | Self::RssTableFull => None,
+            Self::ArgsUnread => Some("please report it with `uname -r`"),
         }
     }
 }

@@ -20,9 +20,12 @@ pub const STALLS_ALL: &str = "STALLS_ALL";
 pub const KSWAPD_WAKEUPS: &str = "KSWAPD_WAKEUPS";
 /// `ScanSlot -> ScanCounts`, per CPU: inactive-LRU pages scanned and reclaimed.
 pub const LRU_SCAN: &str = "LRU_SCAN";
+/// `u32 tgid -> SyscallTotals`: memory syscalls counted per process in the kernel
+/// (`Config::count_syscalls`); resized at load time ([`totals_capacity`]).
+pub const TOTALS: &str = "TOTALS";
 
 /// Every map userspace takes from the loaded object.
-pub const ALL: [&str; 9] = [
+pub const ALL: [&str; 10] = [
     EVENTS,
     LOST,
     TARGETS,
@@ -32,6 +35,7 @@ pub const ALL: [&str; 9] = [
     STALLS_ALL,
     KSWAPD_WAKEUPS,
     LRU_SCAN,
+    TOTALS,
 ];
 
 /// Words of [`TARGETS`] covering pids below `pid_max`; one when nothing is filtered.
@@ -49,5 +53,18 @@ pub const MAX_RSS_MMS: u32 = 16_384;
 pub const MAX_STALL_PROCESSES: u32 = 8_192;
 /// Capacity of [`KSWAPD_WAKEUPS`].
 pub const MAX_WAKEUP_PROCESSES: u32 = 4_096;
+/// Capacity of [`TOTALS`] when counting for every process or following children: processes
+/// with calls counted and not yet exited (~1 KiB each, preallocated). A process that finds it
+/// full has its calls sent as records instead, so nothing is lost.
+pub const MAX_TOTALS_PROCESSES: u32 = 8_192;
+
+/// Capacity of [`TOTALS`] for a run: every process, or only the named ones.
+pub const fn totals_capacity(counting: bool, targets: Option<u32>, follow: bool) -> u32 {
+    match (counting, targets) {
+        (false, _) => 1,
+        (true, Some(targets)) if !follow => targets,
+        (true, _) => MAX_TOTALS_PROCESSES,
+    }
+}
 /// Capacity of the per-thread table that pairs reclaim begin with end.
 pub const MAX_PENDING_RECLAIM: u32 = 16_384;

@@ -23,6 +23,13 @@ named_enum! {
         /// When a task started, in ns of CLOCK_BOOTTIME (/proc/PID/stat's starttime in clock
         /// ticks), since 5.5.
         TaskStartBoottime = 9 => "task_struct.start_boottime",
+        /// The task's kernel stack, at whose top its saved user registers sit (`pt_regs`).
+        TaskStack = 10 => "task_struct.stack",
+        /// The process's shared state, and in it the count of its threads that have not yet
+        /// begun to exit: 0 once the last one has (`do_exit` decrements it before the exit
+        /// tracepoint).
+        TaskSignal = 11 => "task_struct.signal",
+        SignalLive = 12 => "signal_struct.live",
     }
 }
 

@@ -1,10 +1,10 @@
-//! Process lifecycle: following forked children (`--follow`), exec, and reading a thread's
-//! fault counters as it exits.
+//! Process lifecycle: following forked children (`--follow`), exec, reading a thread's fault
+//! counters as it exits, and sending a process's syscall totals when it exits or its pid passes
+//! to a new process.
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-        bpf_probe_read_kernel,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
     macros::tracepoint,
     programs::TracePointContext,
@@ -16,6 +16,7 @@ use memtrace_common::{
         exec::ExecEvent,
         exit::{GROUP_DEAD_UNKNOWN, ThreadExit},
         spawn::Spawn,
+        totals::FlushReason,
     },
     fields::Field,
     lost::Lost,
@@ -23,10 +24,12 @@ use memtrace_common::{
 };
 
 use crate::{
+    cgroup::current_cgroup_id,
     config::{config, field, member, setting},
     faults,
     filter::{self, current_traced, filtering, is_self},
     ring::{EVENTS, count_lost, submit_flags},
+    task, totals,
 };
 
 /// `sched/sched_process_fork` runs in the parent, before the child can run. A pid is reused
@@ -56,6 +59,11 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
         }
     }
     faults::forget(child);
+    if totals::counting() {
+        // The pid's previous holder is gone: its totals go first, so that in the ring they
+        // come before the record that hands the pid to the new process.
+        totals::flush(child, FlushReason::PidReused);
+    }
     let Some(mut entry) = EVENTS.reserve::<Spawn>(0) else {
         count_lost(Lost::RingFull);
         return 0;
@@ -91,7 +99,7 @@ fn follow(ctx: &TracePointContext, child: u32) -> bool {
 /// `sched/sched_process_exit` runs in the exiting thread. Its `min_flt`/`maj_flt` are final
 /// here: the kernel counts faults per task (`mm_account_fault`), and /proc/PID/stat sums them.
 /// No tracepoint carries them, so they are read at offsets userspace took from the kernel's
-/// BTF.
+/// BTF. When it is the process's last thread, the process's syscall totals go to userspace.
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     if crate::config::empty_programs() {
@@ -100,25 +108,42 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let Some((tgid, tid)) = current_traced() else {
         return 0;
     };
-    let (min_offset, maj_offset) = (member(Member::TaskMinFlt), member(Member::TaskMajFlt));
-    if min_offset == 0 || maj_offset == 0 {
-        return 0;
-    }
+    let task = task::current();
     let group_dead = match field(&ctx, Field::ExitGroupDead, u8::MAX) {
         u8::MAX => GROUP_DEAD_UNKNOWN,
         dead => u32::from(dead),
     };
+    thread_exit(tgid, tid, task, group_dead);
+    if totals::counting() {
+        let last = match group_dead {
+            GROUP_DEAD_UNKNOWN => task::process_exiting(task),
+            dead => Some(dead != 0),
+        };
+        if last == Some(true) {
+            totals::flush(tgid, FlushReason::Exit);
+        }
+    }
+    0
+}
+
+/// Sends a thread's final fault counters, its process's start time and memory cgroup.
+#[inline(always)]
+fn thread_exit(tgid: u32, tid: u32, task: u64, group_dead: u32) {
+    let (min_offset, maj_offset) = (member(Member::TaskMinFlt), member(Member::TaskMajFlt));
+    if min_offset == 0 || maj_offset == 0 {
+        return;
+    }
     // SAFETY: current task pointer plus member offsets from this kernel's BTF; the reads are
     // checked by bpf_probe_read_kernel.
-    let task = unsafe { bpf_get_current_task() };
     let read = |offset: u64| unsafe { bpf_probe_read_kernel((task + offset) as *const u64) };
     let (Ok(min_flt), Ok(maj_flt)) = (read(min_offset), read(maj_offset)) else {
-        return 0;
+        return;
     };
-    let process_start_ns = process_start_ns(task);
+    let process_start_ns = task::process_start_ns(task);
+    let cgroup_id = current_cgroup_id();
     let Some(mut entry) = EVENTS.reserve::<ThreadExit>(0) else {
         count_lost(Lost::RingFull);
-        return 0;
+        return;
     };
     entry.write(ThreadExit {
         kind: EventKind::ThreadExit as u32,
@@ -128,28 +153,10 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         min_flt,
         maj_flt,
         process_start_ns,
+        cgroup_id,
         comm: bpf_get_current_comm().unwrap_or_default(),
     });
     entry.submit(submit_flags(false));
-    0
-}
-
-/// When `task`'s process started (its leader's `start_boottime`), or 0 when unknown here.
-#[inline(always)]
-fn process_start_ns(task: u64) -> u64 {
-    let (leader_at, start_at) = (
-        member(Member::TaskGroupLeader),
-        member(Member::TaskStartBoottime),
-    );
-    if leader_at == 0 || start_at == 0 {
-        return 0;
-    }
-    // SAFETY: task pointers and member offsets from this kernel's BTF; reads are checked.
-    unsafe {
-        bpf_probe_read_kernel((task + leader_at) as *const u64)
-            .and_then(|leader| bpf_probe_read_kernel((leader + start_at) as *const u64))
-            .unwrap_or(0)
-    }
 }
 
 /// `sched/sched_process_exec` runs in the process once its new program is in place: `comm` is
@@ -163,6 +170,9 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let Some((tgid, _)) = current_traced() else {
         return 0;
     };
+    if totals::counting() {
+        totals::exec(tgid);
+    }
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
         count_lost(Lost::RingFull);
         return 0;

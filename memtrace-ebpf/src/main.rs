@@ -13,6 +13,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod cgroup;
 mod config;
 mod faults;
 mod filter;
@@ -20,9 +21,12 @@ mod kswapd;
 mod lifecycle;
 mod oom;
 mod reclaim;
+mod regs;
 mod ring;
 mod rss;
 mod syscalls;
+mod task;
+mod totals;
 mod trampolines;
 
 #[cfg(not(test))]

@@ -1,10 +1,7 @@
 //! The OOM killer and the OOM reaper. Never filtered: an OOM kill matters whoever it hits.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-        bpf_probe_read_kernel,
-    },
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -16,47 +13,13 @@ use memtrace_common::{
     },
     fields::Field,
     lost::Lost,
-    members::Member,
 };
 
 use crate::{
-    config::{config, field, member, offset, setting},
+    cgroup::memory_controller_cgroup_id,
+    config::{field, offset},
     ring::{EVENTS, count_lost, submit_flags},
 };
-
-/// The kernfs id of the current task's memory cgroup, or 0. Five dependent reads at offsets
-/// userspace took from BTF; each is checked by bpf_probe_read_kernel. Userspace maps the id to
-/// a path. Used only for OOM kills (rare), where /proc may no longer show the victim's cgroup.
-#[inline(always)]
-fn current_memcg_id() -> u64 {
-    let index = setting(&config().memcg_subsys_index);
-    if index >= 64 {
-        return 0;
-    }
-    // SAFETY: the current task pointer, then pointers read from kernel memory; every read goes
-    // through bpf_probe_read_kernel, which fails cleanly on a bad address.
-    unsafe {
-        let read = |address: u64| bpf_probe_read_kernel(address as *const u64).unwrap_or(0);
-        let task = bpf_get_current_task();
-        let cset = read(task + member(Member::TaskCgroups));
-        if cset == 0 {
-            return 0;
-        }
-        let css = read(cset + member(Member::CssSetSubsys) + 8 * u64::from(index));
-        if css == 0 {
-            return 0;
-        }
-        let cgroup = read(css + member(Member::CssCgroup));
-        if cgroup == 0 {
-            return 0;
-        }
-        let kn = read(cgroup + member(Member::CgroupKn));
-        if kn == 0 {
-            return 0;
-        }
-        read(kn + member(Member::KernfsNodeId))
-    }
-}
 
 /// The victim's name from `mark_victim`'s `comm`, a `__data_loc char[]`: the low 16 bits of
 /// the field are the string's offset in the record, the high 16 its length.
@@ -113,7 +76,7 @@ pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
         file_rss_kb: field(&ctx, Field::OomFileRss, u64::MAX),
         shmem_rss_kb: field(&ctx, Field::OomShmemRss, u64::MAX),
         pgtables_kb: field(&ctx, Field::OomPgtables, u64::MAX),
-        trigger_memcg_id: current_memcg_id(),
+        trigger_memcg_id: memory_controller_cgroup_id(),
         comm: victim_comm(&ctx),
         trigger_comm: bpf_get_current_comm().unwrap_or_default(),
     });

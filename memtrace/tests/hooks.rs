@@ -5,12 +5,13 @@
 
 mod support;
 
-use support::{Memtrace, Workload, advice_totals, privileged};
+use support::{Twins, Workload, advice_totals, privileged};
 
 const DONTNEED: u32 = 4;
 const FREE: u32 = 8;
-/// Syscalls with a trampoline pair: madvise, process_madvise, mmap, munmap, mremap, brk.
-const TRAMPOLINE_PAIRS: usize = 6;
+/// Syscalls on trampolines: madvise, process_madvise, mmap, munmap, mremap, brk. With a record
+/// per call, each has an entry and an exit; counting in the kernel, the exit alone.
+const TRAMPOLINE_SYSCALLS: usize = 6;
 
 /// Links of memtrace's that the kernel reports as trampolines (`link_type: tracing`).
 fn trampoline_links(pid: u32) -> usize {
@@ -31,19 +32,23 @@ fn syscall_hooks_are_what_the_kernel_has_attached_and_count_exactly() {
     }
     let mut workload = Workload::spawn(&["madvise", "--op", "dontneed:3:1", "--op", "free:2:1"]);
     let pid = workload.pid;
-    let memtrace = Memtrace::attach(&["--pid", &pid.to_string()]);
-    let links = trampoline_links(memtrace.pid());
+    let memtrace = Twins::attach(&["--pid", &pid.to_string()]);
+    let (records_pid, counted_pid) = memtrace.pids();
+    let links = (trampoline_links(records_pid), trampoline_links(counted_pid));
     workload.go();
     let record = workload.record();
     let output = memtrace.finish();
     assert!(output.status.success(), "{}", output.stderr);
-    let start = output.lines.first().expect("a start line");
-    let expected_links = match start["syscall_hooks"].as_str() {
-        Some("trampolines") => 2 * TRAMPOLINE_PAIRS,
-        Some("tracepoints") => 0,
-        other => panic!("syscall_hooks {other:?} in {start}"),
-    };
-    assert_eq!(links, expected_links, "{start}");
+    let counted = output.counted.as_ref().expect("the twin's output");
+    for (output, links, per_syscall) in [(&output, links.0, 2), (counted, links.1, 1)] {
+        let start = output.lines.first().expect("a start line");
+        let expected_links = match start["syscall_hooks"].as_str() {
+            Some("trampolines") => per_syscall * TRAMPOLINE_SYSCALLS,
+            Some("tracepoints") => 0,
+            other => panic!("syscall_hooks {other:?} in {start}"),
+        };
+        assert_eq!(links, expected_links, "{start}");
+    }
     // The workload's own record of what it called.
     let called = |advice: u32| {
         record["advice"]

@@ -8,7 +8,9 @@ mod support;
 use std::sync::Mutex;
 
 use serde_json::Value;
-use support::{Memtrace, Output, Workload, advice_totals, privileged, start_time};
+use support::{
+    Output, Twins, Workload, advice_totals, assert_same_syscalls, privileged, start_time,
+};
 
 const DONTNEED: u32 = 4;
 
@@ -31,15 +33,29 @@ fn spawn_with_pid(pid: u32, args: &[&str]) -> Workload {
     panic!("could not get pid {pid} back from the kernel");
 }
 
-/// Every entry of the summary with this pid.
+/// Every entry of the summary with this pid; with a twin run, checked to be the same, entry
+/// for entry, as those of the run that counted in the kernel.
 fn entries(output: &Output, pid: u32) -> Vec<Value> {
-    output.summary()["processes"]
-        .as_array()
-        .expect("processes")
-        .iter()
-        .filter(|p| p["pid"] == pid)
-        .cloned()
-        .collect()
+    let of = |output: &Output| -> Vec<Value> {
+        let mut entries: Vec<Value> = output.summary()["processes"]
+            .as_array()
+            .expect("processes")
+            .iter()
+            .filter(|p| p["pid"] == pid)
+            .cloned()
+            .collect();
+        entries.sort_by_key(|p| p["start_time"].as_u64());
+        entries
+    };
+    let entries = of(output);
+    if let Some(counted) = &output.counted {
+        let counted = of(counted);
+        assert_eq!(entries.len(), counted.len(), "{entries:?}\n{counted:?}");
+        for (records, counted) in entries.iter().zip(&counted) {
+            assert_same_syscalls(records, counted);
+        }
+    }
+    entries
 }
 
 /// A (madvise 3×DONTNEED) runs and exits; B then gets A's pid and makes 5 calls. Runs memtrace
@@ -55,7 +71,7 @@ fn reuse_a_pid(args: &[&str]) -> (Output, u64, u64, u32) {
     if args.is_empty() {
         memtrace_args = vec!["--pid", &pid_arg, "--pid", &still_pid];
     }
-    let memtrace = Memtrace::attach(&memtrace_args);
+    let memtrace = Twins::attach(&memtrace_args);
     a.go();
     let _ = a.record();
     // Another clock tick, so the two start times differ.
@@ -134,7 +150,7 @@ fn nothing_is_taken_when_nothing_was_reclaimed_while_processes_come_and_go() {
     }
     let _pids = PIDS.lock().unwrap_or_else(|e| e.into_inner());
     let before = reclaimed();
-    let memtrace = Memtrace::attach(&[
+    let memtrace = Twins::attach(&[
         "--comm",
         "memtrace-worklo",
         "--comm",

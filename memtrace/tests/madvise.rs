@@ -3,7 +3,7 @@
 mod support;
 
 use serde_json::Value;
-use support::{Memtrace, Workload, advice_totals, advice_values, privileged};
+use support::{Twins, Workload, advice_totals, advice_values, privileged};
 
 const FREE: u32 = 8;
 const DONTNEED: u32 = 4;
@@ -14,7 +14,7 @@ const PAGEOUT: u32 = 21;
 fn trace(args: &[&str]) -> (Value, support::Output) {
     let mut workload = Workload::spawn(args);
     let pid = workload.pid.to_string();
-    let memtrace = Memtrace::attach(&["--pid", &pid]);
+    let memtrace = Twins::attach(&["--pid", &pid]);
     workload.go();
     let record = workload.record();
     // memtrace stops by itself when the traced process exits.
@@ -166,7 +166,7 @@ fn another_process_madvising_at_the_same_time_is_not_reported() {
     }
     let mut traced = Workload::spawn(&["madvise", "--op", "dontneed:20:1"]);
     let mut other = Workload::spawn(&["madvise", "--op", "dontneed:30:1", "--op", "free:30:1"]);
-    let memtrace = Memtrace::attach(&["--pid", &traced.pid.to_string()]);
+    let memtrace = Twins::attach(&["--pid", &traced.pid.to_string()]);
     other.go();
     traced.go();
     let other_record = other.record();

@@ -3,11 +3,11 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{Memtrace, Workload, privileged};
+use support::{Twins, Workload, privileged};
 
 fn trace(args: &[&str]) -> (Value, Value) {
     let mut workload = Workload::spawn(args);
-    let memtrace = Memtrace::attach(&["--pid", &workload.pid.to_string()]);
+    let memtrace = Twins::attach(&["--pid", &workload.pid.to_string()]);
     workload.go();
     let record = workload.record();
     let output = memtrace.finish();

@@ -3,7 +3,7 @@
 mod support;
 
 use serde_json::json;
-use support::{Memtrace, Workload, advice_totals, privileged};
+use support::{Twins, Workload, advice_totals, privileged};
 
 const DONTNEED: u32 = 4;
 
@@ -20,7 +20,7 @@ fn trace_fork(extra: &[&str]) -> (serde_json::Value, support::Output) {
     let pid = workload.pid.to_string();
     let mut args = vec!["--pid", pid.as_str()];
     args.extend_from_slice(extra);
-    let memtrace = Memtrace::attach(&args);
+    let memtrace = Twins::attach(&args);
     workload.go();
     let record = workload.record();
     let output = memtrace.finish();
@@ -75,7 +75,7 @@ fn system_wide_sees_every_process() {
     // No --pid: everything is traced; --comm keeps the report to the workloads.
     // Every process on the machine streams here: a large ring keeps a busy machine from
     // overflowing it (exactness needs no lost events, checked below).
-    let memtrace = Memtrace::attach(&["--comm", "memtrace-worklo", "--ring-size", "65536"]);
+    let memtrace = Twins::attach(&["--comm", "memtrace-worklo", "--ring-size", "65536"]);
     first.go();
     second.go();
     let (first, second) = (first.record(), second.record());
@@ -112,7 +112,7 @@ fn system_wide_counts_every_fault_of_a_process_born_while_traced() {
     if !privileged() {
         return;
     }
-    let memtrace = Memtrace::attach(&["--comm", "memtrace-worklo", "--ring-size", "65536"]);
+    let memtrace = Twins::attach(&["--comm", "memtrace-worklo", "--ring-size", "65536"]);
     // Born at least one clock tick after memtrace attached.
     std::thread::sleep(std::time::Duration::from_millis(30));
     let mut workload = Workload::spawn(&["faults", "--pages", "3000"]);
@@ -154,7 +154,7 @@ fn exec_names_the_new_program_and_keeps_counting() {
         "dontneed:3:1",
     ]);
     let pid = workload.pid;
-    let memtrace = Memtrace::attach(&["--pid", &pid.to_string()]);
+    let memtrace = Twins::attach(&["--pid", &pid.to_string()]);
     workload.go();
     // The new program announces itself under the same pid, then does its work.
     assert_eq!(workload.next_line()["pid"], pid);
@@ -206,7 +206,7 @@ fn every_child_is_followed_however_many() {
         "1",
     ]);
     let pid = workload.pid;
-    let memtrace = Memtrace::attach(&["--pid", &pid.to_string(), "--follow"]);
+    let memtrace = Twins::attach(&["--pid", &pid.to_string(), "--follow"]);
     workload.go();
     let record = workload.record();
     let output = memtrace.finish();

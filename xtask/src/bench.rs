@@ -48,6 +48,8 @@ pub struct Options {
     pub iterations: Option<usize>,
     /// Only this case: a workload's name or [`NODE_SCALE`].
     pub case: Option<String>,
+    /// Only these workloads (by name); the report then goes to target/BENCHMARKS-only.md.
+    pub only: Vec<String>,
     /// Compare trampolines with tracepoints in this guest instead.
     pub guest: Option<&'static crate::vm::GuestKernel>,
 }
@@ -59,6 +61,9 @@ enum Config {
     /// memtrace's hooks with programs that return at once: what the hooks cost by themselves.
     Floor,
     MemtracePid,
+    /// `--pid` with an entry program parking each syscall's arguments for the exit, as before
+    /// the exit read them from the saved registers: two programs per call against one.
+    MemtracePidEntries,
     MemtraceSystem,
     MemtraceFaultEvents,
     Bpftrace,
@@ -71,6 +76,7 @@ impl Config {
             Config::Untraced => "untraced",
             Config::Floor => "floor: same hooks, empty programs",
             Config::MemtracePid => "memtrace --pid (default)",
+            Config::MemtracePidEntries => "memtrace --pid, entry + exit programs per call",
             Config::MemtraceSystem => "memtrace system-wide",
             Config::MemtraceFaultEvents => "memtrace --pid --fault-events --json",
             Config::Bpftrace => "bpftrace count()",
@@ -81,7 +87,10 @@ impl Config {
     fn is_memtrace(self) -> bool {
         matches!(
             self,
-            Config::MemtracePid | Config::MemtraceSystem | Config::MemtraceFaultEvents
+            Config::MemtracePid
+                | Config::MemtracePidEntries
+                | Config::MemtraceSystem
+                | Config::MemtraceFaultEvents
         )
     }
 }
@@ -168,6 +177,19 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             bail!("no case {case}: the cases are {NODE_SCALE} and the workloads of BENCHMARKS.md");
         }
     }
+    if !options.only.is_empty() {
+        let known: Vec<&str> = workloads.iter().flatten().map(|w| w.name).collect();
+        if let Some(unknown) = options.only.iter().find(|n| !known.contains(&n.as_str())) {
+            bail!(
+                "no workload {unknown}: the workloads are {}",
+                known.join(", ")
+            );
+        }
+        workloads.retain(|w| {
+            w.as_ref()
+                .is_ok_and(|w| options.only.iter().any(|n| n == w.name))
+        });
+    }
 
     let load_before = loadavg();
     let started = chrono_like_utc();
@@ -210,7 +232,13 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         }
     }
     let costs = match ensure_tool("bpftool", "bpftool") {
-        Ok(bpftool) => program_costs(&workloads, &release, &tools, &bpftool)?,
+        Ok(bpftool) => program_costs(
+            &workloads,
+            &release,
+            &tools,
+            &bpftool,
+            iterations.min(COST_RUNS),
+        )?,
         Err(reason) => {
             skipped.push(format!(
                 "per-program costs: bpftool not available: {reason}"
@@ -234,7 +262,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         &machine, &workloads, &names, &results, &costs, &skipped, &tools,
     );
     println!("{report}");
-    let path = if options.quick {
+    let path = if !options.only.is_empty() || options.case.is_some() {
+        root.join("target/BENCHMARKS-only.md")
+    } else if options.quick {
         root.join("target/BENCHMARKS-quick.md")
     } else {
         root.join("BENCHMARKS.md")
@@ -242,7 +272,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     write_report(&path, &report)?;
     eprintln!("xtask bench: wrote {}", path.display());
     // The whole bench includes the node-scale case (a minute); a smoke run or one case not.
-    if !options.quick && options.case.is_none() {
+    if !options.quick && options.case.is_none() && options.only.is_empty() {
         node_scale_section(&root, &release)?;
     }
     Ok(())
@@ -288,6 +318,16 @@ fn workloads(
         Bpftrace,
         Strace,
     ];
+    // Where syscalls dominate: one program per call against an entry and an exit.
+    let with_entries = vec![
+        Untraced,
+        Floor,
+        MemtracePid,
+        MemtracePidEntries,
+        MemtraceSystem,
+        Bpftrace,
+        Strace,
+    ];
     let mut list = vec![
         // The same pages faulted in and dropped pass after pass: the fault path itself, where
         // fresh memory is dominated by the host (DESIGN.md §6).
@@ -327,14 +367,14 @@ fn workloads(
             argv: args(&["bench-madvise", "--calls", calls]),
             strace_argv: args(&["bench-madvise", "--calls", strace_calls]),
             no_wait: "--no-wait",
-            configs: common.clone(),
+            configs: with_entries.clone(),
         }),
         Ok(Workload {
             name: "mmap-churn",
             argv: args(&["bench-mmap", "--rounds", rounds]),
             strace_argv: args(&["bench-mmap", "--rounds", strace_rounds]),
             no_wait: "--no-wait",
-            configs: common.clone(),
+            configs: with_entries,
         }),
     ];
     list.push(match go_bench {
@@ -445,6 +485,10 @@ fn run_traced(
             &["--pid", &pid, "--bench-empty-programs"],
         )?),
         Config::MemtracePid => Some(Tracer::memtrace(&memtrace, &["--pid", &pid])?),
+        Config::MemtracePidEntries => Some(Tracer::memtrace(
+            &memtrace,
+            &["--pid", &pid, "--bench-entry-programs"],
+        )?),
         Config::MemtraceSystem => Some(Tracer::memtrace(&memtrace, &[])?),
         Config::MemtraceFaultEvents => Some(Tracer::memtrace(
             &memtrace,
@@ -458,9 +502,9 @@ fn run_traced(
     };
     target.go()?;
     let record = target.json_line()?;
-    let programs = match bpftool {
-        Some(bpftool) => program_stats(bpftool)?,
-        None => Vec::new(),
+    let programs = match (bpftool, &tracer) {
+        (Some(bpftool), Some(tracer)) => program_stats(bpftool, tracer.process.child.id())?,
+        _ => Vec::new(),
     };
     target.wait(RUN_TIMEOUT)?;
     let cost = match tracer.as_mut() {
@@ -478,9 +522,11 @@ struct ProgramStats {
     run_ns: u64,
 }
 
-/// memtrace's loaded programs with the runs and run time the kernel counted, from `bpftool`
-/// (an independent reader; names are cut to 15 bytes by the kernel).
-fn program_stats(bpftool: &Path) -> anyhow::Result<Vec<ProgramStats>> {
+/// The programs of the tracer with pid `owner` with the runs and run time the kernel counted,
+/// from `bpftool` (an independent reader; names are cut to 15 bytes by the kernel). Only the
+/// tracer's own: other memtraces on a shared machine load programs of the same names.
+fn program_stats(bpftool: &Path, owner: u32) -> anyhow::Result<Vec<ProgramStats>> {
+    let owned = owned_programs(owner);
     let output = Command::new(bpftool)
         .args(["prog", "show", "--json"])
         .output()
@@ -492,6 +538,9 @@ fn program_stats(bpftool: &Path) -> anyhow::Result<Vec<ProgramStats>> {
         let Some(kernel_name) = program["name"].as_str() else {
             continue;
         };
+        if !program["id"].as_u64().is_some_and(|id| owned.contains(&id)) {
+            continue;
+        }
         let ours = Program::ALL
             .iter()
             .map(|p| p.name())
@@ -507,40 +556,104 @@ fn program_stats(bpftool: &Path) -> anyhow::Result<Vec<ProgramStats>> {
     Ok(stats)
 }
 
+/// The ids of the BPF programs process `pid` holds (its program and link fds' `prog_id`).
+fn owned_programs(pid: u32) -> Vec<u64> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return Vec::new();
+    };
+    fds.filter_map(Result::ok)
+        .filter_map(|fd| std::fs::read_to_string(fd.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|id| id.trim().parse().ok())
+        })
+        .collect()
+}
+
 /// Per-program cost with `kernel.bpf_stats_enabled` on, in runs of their own: counting adds
 /// two clock reads per run, so these runs are kept out of the timings above.
+/// Runs of each configuration for the per-program costs, interleaved like the timings; each
+/// program's ns per run is the median over them.
+const COST_RUNS: usize = 3;
+
 fn program_costs(
     workloads: &[Result<Workload, String>],
     release: &Path,
     tools: &Tools,
     bpftool: &Path,
+    runs: usize,
 ) -> anyhow::Result<Vec<(&'static str, Config, Vec<ProgramStats>)>> {
     const SWITCH: &str = "/proc/sys/kernel/bpf_stats_enabled";
     let before = std::fs::read_to_string(SWITCH).context("cannot read bpf_stats_enabled")?;
     std::fs::write(SWITCH, "1").context("cannot enable bpf_stats")?;
-    let mut costs = Vec::new();
+    let mut measured: BTreeMap<(usize, Config), Vec<Vec<ProgramStats>>> = BTreeMap::new();
     let mut result = Ok(());
-    'all: for workload in workloads.iter().flatten() {
-        for config in [Config::Floor, Config::MemtracePid, Config::MemtraceSystem] {
-            if !workload.configs.contains(&config) {
-                continue;
-            }
-            eprintln!(
-                "xtask bench: program costs: {} / {}",
-                workload.name,
-                config.label()
-            );
-            match run_traced(workload, config, release, tools, Some(bpftool)) {
-                Ok((_, programs)) => costs.push((workload.name, config, programs)),
-                Err(e) => {
-                    result = Err(e);
-                    break 'all;
+    'all: for (index, workload) in workloads.iter().enumerate() {
+        let Ok(workload) = workload else {
+            continue;
+        };
+        for run in 0..runs {
+            for config in [
+                Config::Floor,
+                Config::MemtracePid,
+                Config::MemtracePidEntries,
+                Config::MemtraceSystem,
+            ] {
+                if !workload.configs.contains(&config) {
+                    continue;
+                }
+                eprintln!(
+                    "xtask bench: program costs: {} / {} ({}/{runs})",
+                    workload.name,
+                    config.label(),
+                    run + 1
+                );
+                match run_traced(workload, config, release, tools, Some(bpftool)) {
+                    Ok((_, programs)) => {
+                        measured.entry((index, config)).or_default().push(programs);
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break 'all;
+                    }
                 }
             }
         }
     }
     std::fs::write(SWITCH, before.trim()).context("cannot restore bpf_stats_enabled")?;
-    result.map(|()| costs)
+    result?;
+    let name = |index: usize| workloads[index].as_ref().map_or("", |w| w.name);
+    Ok(measured
+        .into_iter()
+        .map(|((index, config), runs)| (name(index), config, median_costs(&runs)))
+        .collect())
+}
+
+/// Each program's median ns per run over several workload runs (as `run_ns` over `runs`, runs
+/// being its mean count per workload run).
+fn median_costs(runs: &[Vec<ProgramStats>]) -> Vec<ProgramStats> {
+    let mut names: Vec<&'static str> = runs.iter().flatten().map(|p| p.name).collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| {
+            let of_name = || {
+                runs.iter()
+                    .flatten()
+                    .filter(move |p| p.name == name && p.runs > 0)
+            };
+            let mut per_run: Vec<f64> =
+                of_name().map(|p| p.run_ns as f64 / p.runs as f64).collect();
+            let mean_runs = of_name().map(|p| p.runs).sum::<u64>() / per_run.len().max(1) as u64;
+            ProgramStats {
+                name,
+                runs: mean_runs,
+                run_ns: (median(&mut per_run) * mean_runs as f64) as u64,
+            }
+        })
+        .collect()
 }
 
 /// strace runs the workload itself (pinned: strace on one CPU, the workload on the other;
@@ -857,6 +970,8 @@ fn bpftrace_script(pid: &str, me: u32) -> String {
         reclaim: false,
         follow: false,
         fault_events: false,
+        records: false,
+        args_at_exit: true,
     };
     let probes: Vec<String> = Program::ALL
         .iter()
@@ -1160,15 +1275,21 @@ fn render(
 
 /// ns per run of each program that ran at least 1000 times, per workload and configuration.
 fn program_cost_table(costs: &[(&str, Config, Vec<ProgramStats>)]) -> String {
-    let configs = [Config::Floor, Config::MemtracePid, Config::MemtraceSystem];
+    let configs = [
+        Config::Floor,
+        Config::MemtracePid,
+        Config::MemtracePidEntries,
+        Config::MemtraceSystem,
+    ];
     let mut out = String::from(
         "\n### Cost per program run (bpf_stats)\n\n\
          One run per configuration with `kernel.bpf_stats_enabled=1` (separate from the timings \
          above: the kernel then reads the clock twice around every program run, which is \
          included in each figure; the floor row shows that share). Programs that ran at least \
-         1000 times.\n\n\
-         | workload | program | runs | floor ns/run | memtrace --pid ns/run | system-wide ns/run |\n\
-         |---|---|---:|---:|---:|---:|\n",
+         1000 times. **entry + exit**: `--pid` with the syscall entry programs parking the \
+         arguments, where the default reads them at exit from the saved registers.\n\n\
+         | workload | program | runs | floor ns/run | memtrace --pid ns/run | entry + exit ns/run | system-wide ns/run |\n\
+         |---|---|---:|---:|---:|---:|---:|\n",
     );
     let mut seen: Vec<(&str, &str)> = Vec::new();
     for (workload, _, programs) in costs {

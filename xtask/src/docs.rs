@@ -98,6 +98,7 @@ fn kernel_tables() -> String {
             When::Memory => "default, `go`",
             When::Reclaim => "`reclaim`",
             When::FaultEvents => "default, `go`, with `--fault-events`",
+            When::SyscallEntry => "`--json` (with events), `go`; default only without BTF",
         };
         let since = hook.since.map_or_else(String::new, |Kernel(major, minor)| {
             format!("{major}.{minor}")

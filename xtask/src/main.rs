@@ -1,4 +1,5 @@
-//! Developer tasks: `cargo xtask bootstrap | run | test | lint | schema | docs | bench | vm`.
+//! Developer tasks: `cargo xtask bootstrap | run | test | lint | schema | go-layouts | docs |
+//! bench | vm | image`.
 //!
 //! Every task that builds calls `bootstrap` first, which installs what is missing (rust-src,
 //! LLVM matching rustc, bpf-linker built against it) and mounts tracefs; when everything is
@@ -8,7 +9,9 @@ mod apt;
 mod bench;
 mod bootstrap;
 mod docs;
+mod go_layouts;
 mod guest_bench;
+mod image;
 mod layers;
 mod tasks;
 mod vm;
@@ -68,8 +71,22 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Build the container image deploy/daemonset.yaml runs (deploy/Dockerfile: a static
+    /// memtrace, FROM scratch) with podman, pulling nothing.
+    Image {
+        /// The image's name and tag.
+        #[arg(long, default_value = image::DEFAULT_TAG)]
+        tag: String,
+        /// Also save the image as an OCI archive at this path (`podman load`, `skopeo copy`).
+        #[arg(long, value_name = "PATH")]
+        archive: Option<std::path::PathBuf>,
+    },
     /// Regenerate schema/memtrace.schema.json from memtrace's JSON line types.
     Schema,
+    /// Regenerate memtrace/src/analysis/golang/layouts.rs, where the Go runtime keeps its heap
+    /// figures in each Go release the tests build with, from those builds' DWARF and code
+    /// (fetches the toolchains with pip and builds the Go test programs first).
+    GoLayouts,
     /// Generate the man page and bash/zsh/fish completions from memtrace's CLI definition, and
     /// README.md's kernel tables from memtrace-common's hook and field tables.
     Docs {
@@ -91,6 +108,10 @@ enum Task {
         /// Runs of each configuration (default 5, or 1 with --quick).
         #[arg(long, value_name = "N")]
         iterations: Option<usize>,
+        /// Only this workload (repeatable: refault, fault-heavy, fault-heavy-2t,
+        /// madvise-heavy, mmap-churn, go-mixed); writes target/BENCHMARKS-only.md.
+        #[arg(long, value_name = "WORKLOAD")]
+        only: Vec<String>,
         /// Instead, compare the syscall programs on BPF trampolines with the same on
         /// tracepoints in a Debian guest (debian-5.10, debian-6.1 or debian-6.12); writes its
         /// section of BENCHMARKS.md.
@@ -116,10 +137,16 @@ fn main() -> ExitCode {
         } => bootstrap::run()
             .and_then(|()| bootstrap::ensure_test_tools())
             .and_then(|()| match kernel {
-                None => tasks::test(&args),
+                None => image::for_tests().and_then(|()| tasks::test(&args)),
                 Some(kernel) => vm::test(kernel, cgroup, &args),
             }),
+        Task::Image { tag, archive } => {
+            bootstrap::run().and_then(|()| image::build(&image::Options { tag, archive }))
+        }
         Task::Schema => bootstrap::run().and_then(|()| tasks::schema()),
+        Task::GoLayouts => bootstrap::run()
+            .and_then(|()| bootstrap::ensure_test_tools())
+            .and_then(|()| go_layouts::generate()),
         Task::Docs { out } => docs::generate(&tasks::workspace_root().join(out))
             .and_then(|()| docs::write_readme_tables(&tasks::workspace_root().join("README.md"))),
         Task::Lint => bootstrap::run()
@@ -129,12 +156,14 @@ fn main() -> ExitCode {
         Task::Bench {
             quick,
             iterations,
+            only,
             guest,
             case,
         } => bootstrap::run().and_then(|()| {
             bench::run(&bench::Options {
                 quick,
                 iterations,
+                only,
                 guest,
                 case,
             })

@@ -1,4 +1,5 @@
-//! Thread exits (`sched/sched_process_exit`), carrying the thread's final fault counters.
+//! Thread exits (`sched/sched_process_exit`), carrying the thread's final fault counters and
+//! memory cgroup.
 
 use super::{EventKind, Record};
 use crate::pod;
@@ -20,6 +21,8 @@ pub struct ThreadExit {
     pub maj_flt: u64,
     /// When its process started (`group_leader->start_boottime`, ns); 0 when unknown.
     pub process_start_ns: u64,
+    /// The thread's memory cgroup as it exits ([`crate::cgroup`]); 0 when unknown.
+    pub cgroup_id: u64,
     /// The thread's name, NUL padded: the process's name when the thread is its leader (a
     /// process that exits before memtrace reads /proc is still named).
     pub comm: [u8; 16],

@@ -10,6 +10,7 @@ pub mod rss;
 pub mod spawn;
 pub mod stall;
 pub mod syscall;
+pub mod totals;
 
 named_enum! {
     /// What a ring-buffer record describes. Every record starts with this as a `u32`, so
@@ -47,6 +48,9 @@ named_enum! {
         /// A task was created with a pid that may have been another process's
         /// ([`spawn::Spawn`]).
         Spawn = 15 => "spawn",
+        /// A process's memory syscalls counted in the kernel, sent when it exits or its pid
+        /// passes to a new process ([`totals::TotalsFlush`]).
+        Totals = 16 => "totals",
     }
 }
 

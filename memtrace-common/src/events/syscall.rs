@@ -40,6 +40,20 @@ impl Record for SyscallEvent {
     ];
 }
 
+impl EventKind {
+    /// How many arguments a syscall record's kind takes (the rest of a record's are 0).
+    pub const fn syscall_args(self) -> usize {
+        match self {
+            Self::Brk => 1,
+            Self::Munmap => 2,
+            Self::Madvise => 3,
+            Self::Mremap | Self::ProcessMadvise => 5,
+            Self::Mmap => 6,
+            _ => 0,
+        }
+    }
+}
+
 /// Syscall arguments parked between `sys_enter` and `sys_exit` of one thread.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

@@ -24,6 +24,15 @@ impl<E: Named, T> ByName<E, T> {
         }
     }
 
+    /// The value for `key`.
+    pub fn get(&self, key: E) -> &T
+    where
+        E: PartialEq,
+    {
+        let index = E::ALL.iter().position(|&k| k == key).unwrap_or_default();
+        &self.values[index]
+    }
+
     /// `(key, value)` in `E::ALL` order.
     pub fn iter(&self) -> impl Iterator<Item = (E, &T)> {
         E::ALL.iter().copied().zip(&self.values)

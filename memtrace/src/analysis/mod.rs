@@ -6,6 +6,7 @@ mod by_name;
 pub mod cgroups;
 pub mod explain;
 pub mod golang;
+pub mod groups;
 pub mod snapshot;
 
 pub use by_name::{ByName, Name};

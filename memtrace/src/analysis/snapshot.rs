@@ -19,13 +19,15 @@ use super::{
     cgroups::{self, CgroupView, Sum, TotalsView},
     explain,
     golang::verdict::Verdict,
+    groups::{self, GroupView},
 };
 use crate::{
-    cli::SortKey,
-    kernel::{LostCounts, procfs::SmapsRollup},
+    cli::{GroupBy, SortKey},
+    kernel::{LostCounts, procfs::SmapsRollup, status::StatusMemory},
     model::{
         Model,
         attribution::{MappingTotals, ProcessStats},
+        container::{Container, Pod},
         event::OomKill,
         reclaim::{KswapdNode, Reclaim, StallStats, bucket_bounds},
     },
@@ -36,6 +38,12 @@ use crate::{
 pub struct Selection {
     /// Only processes with one of these names (none: all).
     pub comms: Vec<String>,
+    /// Only processes in one of these containers (full ids or prefixes; none: all).
+    pub containers: Vec<String>,
+    /// Only processes in one of these cgroups or below (none: all).
+    pub cgroups: Vec<String>,
+    /// How the report groups processes.
+    pub by: GroupBy,
     pub sort: SortKey,
     /// The named targets (`--pid`), whose LazyFree the reclaim report follows.
     pub targets: Vec<u32>,
@@ -47,6 +55,9 @@ impl Default for Selection {
     fn default() -> Self {
         Self {
             comms: Vec::new(),
+            containers: Vec::new(),
+            cgroups: Vec::new(),
+            by: GroupBy::Process,
             sort: SortKey::Released,
             targets: Vec::new(),
             counts_user_faults: true,
@@ -55,9 +66,17 @@ impl Default for Selection {
 }
 
 impl Selection {
-    /// Whether a process passes the `--comm` filter.
+    /// Whether a process passes the `--comm`, `--container` and `--cgroup` filters.
     pub fn shows(&self, process: Option<&ProcessStats>) -> bool {
-        self.comms.is_empty() || process.is_some_and(|p| self.comms.contains(&p.comm))
+        let by_comm =
+            self.comms.is_empty() || process.is_some_and(|p| self.comms.contains(&p.comm));
+        let container = process.and_then(|p| p.whereabouts.placement.container.as_ref());
+        let by_container = self.containers.is_empty()
+            || container.is_some_and(|c| self.containers.iter().any(|id| c.id.starts_with(id)));
+        let cgroup = process.and_then(|p| p.whereabouts.cgroup.as_deref());
+        let by_cgroup = self.cgroups.is_empty()
+            || cgroup.is_some_and(|path| self.cgroups.iter().any(|c| within(path, c)));
+        by_comm && by_container && by_cgroup
     }
 
     /// The processes to report, best first by `--sort` (ties in the order kept: earlier
@@ -85,6 +104,15 @@ pub enum Detail {
     /// For the metrics page, built every second: the top `processes` by `--sort` (the rest
     /// summed in [`Snapshot::others`]), no explanations, no per-process reclaim report.
     Metrics { processes: usize },
+}
+
+/// Whether cgroup `path` is `ancestor` or below it.
+fn within(path: &str, ancestor: &str) -> bool {
+    ancestor == "/"
+        || path == ancestor
+        || path
+            .strip_prefix(ancestor)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// Everything a report shows, at one moment.
@@ -127,6 +155,8 @@ pub struct Snapshot {
     /// reclaimed and reaped over the window: those numbers are then withheld (zero in every
     /// process) and this says why.
     pub taken_withheld: Option<String>,
+    /// The processes grouped by container or cgroup (`--by`); empty by process.
+    pub groups: Vec<GroupView>,
 }
 
 impl Snapshot {
@@ -159,13 +189,14 @@ impl Snapshot {
                 (false, others)
             }
         };
-        let processes = selected
+        let processes: Vec<ProcessView> = selected
             .into_iter()
             .map(|p| {
                 let taken = taken_withheld.is_none().then(|| p.taken());
                 ProcessView::new(p, reclaim, selection.counts_user_faults, taken, explain)
             })
             .collect();
+        let groups = groups::group(selection.by, &processes, &reclaim.ooms.recent, &model.memcg);
         Self {
             elapsed_ns: window.elapsed_ns,
             system_wide: window.system_wide,
@@ -195,6 +226,7 @@ impl Snapshot {
             go_verdicts: window.go_verdicts,
             counts_user_faults: selection.counts_user_faults,
             taken_withheld,
+            groups,
         }
     }
 }
@@ -254,13 +286,26 @@ pub struct ProcessView {
     pub start_time: Option<u64>,
     /// It exited while traced (a later process with the same pid is another entry).
     pub exited: bool,
+    /// Its memory cgroup's id as the kernel programs read it: the inode number of the cgroup's
+    /// directory in the hierarchy that holds the memory controller (cgroup v2: the process's
+    /// own cgroup; v1: its cgroup in the memory hierarchy). Read when it first made a syscall
+    /// counted in the kernel (runs without event lines) and as its threads exit; null when
+    /// neither happened while traced.
+    pub memory_cgroup_id: Option<u64>,
     pub comm: String,
     /// Its names before each exec while traced, oldest first (`comm` is the current one); ""
     /// where memtrace met the process first at its exec, when the old name was already gone.
     pub comm_before_exec: Vec<String>,
-    /// The cgroup it is counted in (see the summary's `cgroups`); null when unknown, or not
-    /// learnt yet.
+    /// The cgroup it is counted in (see the summary's `cgroups`), in the v1 memory hierarchy,
+    /// else v2: as /proc/PID/cgroup showed it, else the kernel's memory cgroup id named, else
+    /// its parent's at fork or where it was at attach; null when unknown, or not learnt yet.
     pub cgroup: Option<String>,
+    /// The container the cgroup's path names (runtime and id); null for none.
+    pub container: Option<Container>,
+    /// The Kubernetes pod the cgroup's path names (UID and QoS class); null for none.
+    pub pod: Option<Pod>,
+    /// Its pid inside its own pid namespace (`NSpid`): what `ps` shows in its container.
+    pub nspid: Option<u32>,
     /// Bytes given back by releasing advice.
     pub released_bytes: u64,
     /// Pids that used process_madvise on this process.
@@ -293,9 +338,13 @@ impl ProcessView {
             pid: p.pid,
             start_time: p.start_time,
             exited: p.exited,
+            memory_cgroup_id: p.memory_cgroup,
             comm: p.comm.clone(),
             comm_before_exec: p.exec_from.clone(),
             cgroup: p.cgroup.as_ref().and_then(|c| c.path()).map(str::to_owned),
+            container: p.whereabouts.placement.container.clone(),
+            pod: p.whereabouts.placement.pod.clone(),
+            nspid: p.whereabouts.nspid,
             released_bytes: p.released_bytes(),
             advised_by: p.advised_by.iter().copied().collect(),
             madvise: advice_views(&p.madvise),
@@ -316,6 +365,8 @@ impl ProcessView {
             smaps_rollup: SmapsView {
                 first: p.smaps_first,
                 last: p.smaps_last,
+                refused: p.status_last.map(|(_, why)| why),
+                status: p.status_last.map(|(status, _)| status),
             },
             // Prose is for people: the metrics page, built every second, has none.
             explanation: if explain {
@@ -409,6 +460,11 @@ pub struct RssView {
 pub struct SmapsView {
     pub first: Option<SmapsRollup>,
     pub last: Option<SmapsRollup>,
+    /// Why smaps_rollup could not be read (no ptrace access to the process); null when it was,
+    /// or was not sampled.
+    pub refused: Option<&'static str>,
+    /// /proc/PID/status's resident memory, read in its place when it was refused.
+    pub status: Option<StatusMemory>,
 }
 
 /// Stalls of one process (or of all) in one kind of reclaim.

@@ -155,6 +155,11 @@ enum Detail {
         elem: u32,
         nelems: u32,
     },
+    /// An enum's values: `Btf::enumerators[start..start + len]`.
+    Enumerators {
+        start: u32,
+        len: u16,
+    },
 }
 
 /// One `btf_member`, its offset decoded once whatever the parent's `kind_flag`. A bitfield's
@@ -178,6 +183,8 @@ pub struct Btf {
     /// Type id `n` is `types[n - 1]`; id 0 is `void`.
     types: Vec<Type>,
     members: Vec<Member>,
+    /// Every 32-bit enum's values, as `(name offset, value)`.
+    enumerators: Vec<(u32, i64)>,
     /// The string section; it starts and ends with NUL, so every in-range offset names a
     /// NUL-terminated string.
     strings: Vec<u8>,
@@ -199,12 +206,64 @@ impl Btf {
                 "string section does not start and end with NUL",
             ));
         }
-        let (types, members) = parse_types(type_section, strings.len())?;
+        let (types, members, enumerators) = parse_types(type_section, strings.len())?;
         Ok(Self {
             types,
             members,
+            enumerators,
             strings: strings.to_vec(),
         })
+    }
+
+    /// The value of `enumerator` in the enum named `ty` (e.g. `memory_cgrp_id` in
+    /// `cgroup_subsys_id`: an index that depends on the kernel's configuration).
+    pub fn enum_value(&self, ty: &str, enumerator: &str) -> Result<i64, Error> {
+        let mut seen_enum = false;
+        for t in &self.types {
+            if t.kind != Kind::Enum || self.name(t.name_off) != ty.as_bytes() {
+                continue;
+            }
+            seen_enum = true;
+            let Detail::Enumerators { start, len } = t.detail else {
+                continue;
+            };
+            let start = index(start);
+            let values = start
+                .checked_add(usize::from(len))
+                .and_then(|end| self.enumerators.get(start..end))
+                .unwrap_or_default();
+            if let Some(&(_, value)) = values
+                .iter()
+                .find(|(name_off, _)| self.name(*name_off) == enumerator.as_bytes())
+            {
+                return Ok(value);
+            }
+        }
+        Err(if seen_enum {
+            Error::NoMember {
+                ty: ty.to_owned(),
+                member: enumerator.to_owned(),
+            }
+        } else {
+            Error::NoStruct(ty.to_owned())
+        })
+    }
+
+    /// The size in bytes of the struct named `ty`.
+    pub fn struct_size(&self, ty: &str) -> Result<u32, Error> {
+        self.types
+            .iter()
+            .find(|t| t.kind == Kind::Struct && self.name(t.name_off) == ty.as_bytes())
+            .map(|t| t.size_or_type)
+            .ok_or_else(|| Error::NoStruct(ty.to_owned()))
+    }
+
+    /// Whether the kernel has a function named `name` (one BTF knows: most non-inlined ones),
+    /// which tells what its configuration built in.
+    pub fn has_function(&self, name: &str) -> bool {
+        self.types
+            .iter()
+            .any(|t| t.kind == Kind::Func && self.name(t.name_off) == name.as_bytes())
     }
 
     /// Byte offset of `member` inside the struct named `ty`, searching through anonymous
@@ -407,7 +466,11 @@ fn section(body: &[u8], offset: u32, len: u32) -> Result<&[u8], Error> {
 
 /// Decodes the type section, checking every name offset against the string section's length
 /// (`strings_len`) so that lookups never need to.
-fn parse_types(section: &[u8], strings_len: usize) -> Result<(Vec<Type>, Vec<Member>), Error> {
+#[allow(clippy::type_complexity, reason = "the three tables a parse fills")]
+fn parse_types(
+    section: &[u8],
+    strings_len: usize,
+) -> Result<(Vec<Type>, Vec<Member>, Vec<(u32, i64)>), Error> {
     let check_name = |name_off: u32| {
         if index(name_off) < strings_len {
             Ok(name_off)
@@ -418,6 +481,7 @@ fn parse_types(section: &[u8], strings_len: usize) -> Result<(Vec<Type>, Vec<Mem
     let mut cursor = Cursor(section);
     let mut types = Vec::new();
     let mut members = Vec::new();
+    let mut enumerators = Vec::new();
     while !cursor.is_empty() {
         let [name_off, info, size_or_type] = [cursor.u32()?, cursor.u32()?, cursor.u32()?];
         let name_off = check_name(name_off)?;
@@ -447,6 +511,23 @@ fn parse_types(section: &[u8], strings_len: usize) -> Result<(Vec<Type>, Vec<Mem
                 let nelems = trailing.u32()?;
                 Detail::Array { elem, nelems }
             }
+            Kind::Enum => {
+                let start = u32::try_from(enumerators.len())
+                    .map_err(|_| Error::Malformed("too many enumerators"))?;
+                // The kind flag says whether the values are signed.
+                let signed = info >> 31 == 1;
+                for _ in 0..vlen {
+                    let name_off = check_name(trailing.u32()?)?;
+                    let raw = trailing.u32()?;
+                    let value = if signed {
+                        i64::from(raw as i32)
+                    } else {
+                        i64::from(raw)
+                    };
+                    enumerators.push((name_off, value));
+                }
+                Detail::Enumerators { start, len: vlen }
+            }
             _ => Detail::None,
         };
         types.push(Type {
@@ -456,7 +537,7 @@ fn parse_types(section: &[u8], strings_len: usize) -> Result<(Vec<Type>, Vec<Mem
             detail,
         });
     }
-    Ok((types, members))
+    Ok((types, members, enumerators))
 }
 
 /// The bit offset in a `btf_member`'s `offset`: all of it, or, when the parent's `kind_flag`
@@ -1087,6 +1168,56 @@ mod tests {
                     }
                 })
         }
+    }
+
+    #[test]
+    fn enum_values_struct_sizes_and_functions() {
+        let mut b = Builder::new();
+        b.ty("cgroup_subsys_id", KIND_ENUM, 3, false, 4);
+        let (cpu, memory, count) = (b.name("cpu_cgrp_id"), b.name("memory_cgrp_id"), b.name("n"));
+        b.word(cpu)
+            .word(0)
+            .word(memory)
+            .word(4)
+            .word(count)
+            .word(13);
+        b.ty("signed", KIND_ENUM, 1, true, 4);
+        let minus = b.name("minus_one");
+        b.word(minus).word(u32::MAX);
+        b.ty("pt_regs", KIND_STRUCT, 0, false, 168);
+        let proto = b.ty("", KIND_FUNC_PROTO, 0, false, 0);
+        b.ty("fred_entry_from_user", 12, 0, false, proto);
+        let btf = Btf::parse(&b.build()).expect("parses");
+        assert_eq!(btf.enum_value("cgroup_subsys_id", "memory_cgrp_id"), Ok(4));
+        assert_eq!(btf.enum_value("cgroup_subsys_id", "n"), Ok(13));
+        assert_eq!(btf.enum_value("signed", "minus_one"), Ok(-1));
+        assert!(matches!(
+            btf.enum_value("cgroup_subsys_id", "pids_cgrp_id"),
+            Err(Error::NoMember { .. })
+        ));
+        assert_eq!(
+            btf.enum_value("nosuch", "x"),
+            Err(Error::NoStruct("nosuch".into()))
+        );
+        assert_eq!(btf.struct_size("pt_regs"), Ok(168));
+        assert!(btf.has_function("fred_entry_from_user"));
+        assert!(!btf.has_function("pt_regs"));
+    }
+
+    #[test]
+    fn kernel_memory_controller_and_registers() {
+        let Some(btf) = kernel_btf() else { return };
+        // What /proc/cgroups lists in id order says the same as the enum.
+        let index = btf
+            .enum_value("cgroup_subsys_id", "memory_cgrp_id")
+            .expect("memory_cgrp_id");
+        if let Some(row) = crate::kernel::procfs::memory_controller_index() {
+            assert_eq!(index, i64::from(row));
+        }
+        assert_eq!(
+            btf.struct_size("pt_regs"),
+            Ok(memtrace_common::regs::PT_REGS_SIZE)
+        );
     }
 
     #[test]

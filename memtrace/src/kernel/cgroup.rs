@@ -124,7 +124,7 @@ impl Hierarchy {
     }
 
     /// The directory of a cgroup path.
-    fn dir(&self, path: &str) -> PathBuf {
+    pub fn dir(&self, path: &str) -> PathBuf {
         self.root.join(path.trim_start_matches('/'))
     }
 
@@ -208,6 +208,11 @@ impl Cgroups {
             named: std::collections::HashSet::new(),
             last_walk: None,
         }
+    }
+
+    /// The hierarchy cgroups are named in, if one is mounted.
+    pub fn hierarchy(&self) -> Option<&Hierarchy> {
+        self.hierarchy.as_ref()
     }
 
     /// The cgroup of a process, from /proc/PID/cgroup; `None` once it is reaped. Learns the

@@ -5,13 +5,19 @@
 use std::path::Path;
 
 use memtrace_common::{
+    cgroup::CgroupIds,
     config::{FieldOffsets, MemberOffsets},
     fields::{Field, Layout},
     hooks::{Need, Tracepoint},
     members::Member,
+    regs::{ArgsAt, PT_REGS_SIZE, STACK_PADDING, STACK_PADDING_FRED, THREAD_SIZE},
 };
 
-use super::{btf::Btf, procfs, tracefs};
+use super::{
+    btf::Btf,
+    cgroup::{Hierarchy, Version},
+    procfs, tracefs,
+};
 
 /// The offsets to pass to the programs, and what is missing.
 pub struct Offsets {
@@ -20,6 +26,13 @@ pub struct Offsets {
     /// The memory controller's index in `css_set.subsys`; `u32::MAX` when the path to a
     /// task's memory cgroup is not known here.
     pub memcg_subsys_index: u32,
+    /// Which memory-cgroup id the programs can read here.
+    pub cgroup_ids: CgroupIds,
+    /// Where a syscall exit program can find the call's arguments here ([`ArgsAt::Parked`]:
+    /// only from an entry program).
+    pub args_at: ArgsAt,
+    /// Where `pt_regs` sits from `task_struct.stack` ([`ArgsAt::KernelStack`]).
+    pub pt_regs_offset: u32,
     /// Tracepoints whose programs cannot work here, and why.
     unusable: Vec<(Tracepoint, String)>,
     /// What the user loses because something optional is missing.
@@ -28,12 +41,16 @@ pub struct Offsets {
 
 impl Offsets {
     /// Resolves every [`Field`] from the tracefs `events` directory and every [`Member`] from
-    /// the kernel's BTF (or the error reading it).
-    pub fn resolve(events: &Path, btf: Result<&Btf, &str>) -> Self {
+    /// the kernel's BTF (or the error reading it). `task_pt_regs`: whether this kernel has the
+    /// `bpf_task_pt_regs` helper (5.15+).
+    pub fn resolve(events: &Path, btf: Result<&Btf, &str>, task_pt_regs: bool) -> Self {
         let mut offsets = Self {
             fields: [0; Field::COUNT],
             members: [0; Member::COUNT],
             memcg_subsys_index: u32::MAX,
+            cgroup_ids: CgroupIds::Unknown,
+            args_at: ArgsAt::Parked,
+            pt_regs_offset: 0,
             unusable: Vec::new(),
             warnings: Vec::new(),
         };
@@ -41,6 +58,7 @@ impl Offsets {
             offsets.resolve_field(events, field);
         }
         offsets.resolve_members(btf);
+        offsets.resolve_registers(btf, task_pt_regs);
         offsets
     }
 
@@ -108,17 +126,75 @@ impl Offsets {
             Member::CgroupKn,
             Member::KernfsNodeId,
         ];
-        let index = memcg.into_iter().try_for_each(&mut found).and_then(|()| {
-            procfs::memory_controller_index()
-                .ok_or_else(|| "no memory controller in /proc/cgroups".to_owned())
-        });
+        let index = memcg
+            .into_iter()
+            .try_for_each(&mut found)
+            .and_then(|()| memory_controller_id(btf));
         match index {
             Ok(index) => self.memcg_subsys_index = index,
             Err(e) => self.warnings.push(format!(
                 "{e}; an OOM victim's memory cgroup is known only while /proc shows it"
             )),
         }
+        let group_dead = self.fields[Field::ExitGroupDead as usize] != 0;
+        let exiting = [Member::TaskSignal, Member::SignalLive];
+        if let Err(e) = exiting.into_iter().try_for_each(&mut found)
+            && !group_dead
+        {
+            self.warnings.push(format!(
+                "{e}; the syscall totals of a process that exits reach memtrace at its next sample or when its pid is reused"
+            ));
+        }
+        // The hierarchy memtrace names cgroups in (`cgroup.rs`): its ids are what the programs
+        // must read.
+        self.cgroup_ids = match Hierarchy::find().map(|h| h.version) {
+            Some(Version::V1Memory) if self.memcg_subsys_index != u32::MAX => CgroupIds::MemoryV1,
+            Some(Version::V2) => CgroupIds::Unified,
+            _ => CgroupIds::Unknown,
+        };
     }
+
+    /// Where a syscall's exit program finds the call's arguments: the caller's saved registers
+    /// (`pt_regs`, whose layout BTF must confirm), through `bpf_task_pt_regs` where the kernel
+    /// has it, else at the top of the task's kernel stack. Without either, an entry program
+    /// parks them.
+    fn resolve_registers(&mut self, btf: Result<&Btf, &str>, task_pt_regs: bool) {
+        let Ok(btf) = btf else {
+            return;
+        };
+        if btf.struct_size("pt_regs") != Ok(PT_REGS_SIZE) {
+            return;
+        }
+        if task_pt_regs {
+            self.args_at = ArgsAt::TaskPtRegs;
+            return;
+        }
+        let (ty, name) = Member::TaskStack.path();
+        let Ok(stack_at) = btf.member_offset(ty, name) else {
+            return;
+        };
+        self.members[Member::TaskStack as usize] = stack_at;
+        // The entry code built with FRED (6.9+) leaves 16 bytes above pt_regs.
+        let padding = if btf.has_function("fred_entry_from_user") {
+            STACK_PADDING_FRED
+        } else {
+            STACK_PADDING
+        };
+        self.args_at = ArgsAt::KernelStack;
+        self.pt_regs_offset = THREAD_SIZE - padding - PT_REGS_SIZE;
+    }
+}
+
+/// The memory controller's index among the kernel's cgroup subsystems: `memory_cgrp_id` from
+/// BTF, else its row in /proc/cgroups (which lists them in id order).
+fn memory_controller_id(btf: Result<&Btf, &str>) -> Result<u32, String> {
+    let from_btf = btf
+        .ok()
+        .and_then(|btf| btf.enum_value("cgroup_subsys_id", "memory_cgrp_id").ok())
+        .and_then(|id| u32::try_from(id).ok());
+    from_btf
+        .or_else(procfs::memory_controller_index)
+        .ok_or_else(|| "no memory controller in the kernel's BTF or /proc/cgroups".to_owned())
 }
 
 #[cfg(test)]
@@ -157,7 +233,7 @@ mod tests {
     #[test]
     fn optional_fields_read_as_absent_and_required_ones_disable_their_hook() {
         let dir = old_kernel_events();
-        let offsets = Offsets::resolve(&dir, Err("no BTF here"));
+        let offsets = Offsets::resolve(&dir, Err("no BTF here"), true);
         let at = |field: Field| offsets.fields[field as usize];
         assert_eq!(at(Field::OomPid), 8);
         // Absent optional fields are passed as 0: the program reports them unknown.
@@ -174,7 +250,8 @@ mod tests {
         // Without BTF, the member offsets stay unknown, with what that costs.
         assert_eq!(offsets.members, [0; Member::COUNT]);
         assert_eq!(offsets.memcg_subsys_index, u32::MAX);
-        assert_eq!(offsets.warnings.len(), 4, "{:?}", offsets.warnings);
+        assert_eq!(offsets.args_at, ArgsAt::Parked, "no BTF to confirm pt_regs");
+        assert_eq!(offsets.warnings.len(), 5, "{:?}", offsets.warnings);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -59,7 +59,8 @@ fn parse_smaps_rollup(text: &str) -> Option<SmapsRollup> {
 }
 
 /// The current program break of a process: the end of its `[heap]` mapping, or `start_brk`
-/// (field 47 of /proc/PID/stat) when the heap was never grown.
+/// (field 47 of /proc/PID/stat) when the heap was never grown. `None` without ptrace access
+/// to the process: /proc/PID/maps is refused then, and the kernel writes 0 for `start_brk`.
 pub fn program_break(pid: u32) -> Option<u64> {
     let maps = fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
     let heap_end = maps
@@ -69,7 +70,7 @@ pub fn program_break(pid: u32) -> Option<u64> {
             let range = l.split_whitespace().next()?;
             u64::from_str_radix(range.split_once('-')?.1, 16).ok()
         });
-    heap_end.or_else(|| stat_field(pid, 47))
+    heap_end.or_else(|| stat_field(pid, 47).filter(|&start_brk| start_brk != 0))
 }
 
 /// A numeric field of /proc/PID/stat, numbered from 1 as in proc(5).

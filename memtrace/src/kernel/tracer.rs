@@ -11,6 +11,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
     programs::{TracePoint, trace_point::TracePointLink},
+    util::KernelVersion,
 };
 use memtrace_common::{
     config::{self, Config},
@@ -19,10 +20,12 @@ use memtrace_common::{
         kswapd::KswapdWakeups,
         rss::RssState,
         stall::{ReclaimKind, ScanCounts, ScanSlot, StallHist, StallKey},
+        totals::SyscallTotals,
     },
     hooks::{Need, Program, Run},
     lost::Lost,
     maps,
+    regs::ArgsAt,
 };
 
 use super::{
@@ -30,7 +33,7 @@ use super::{
     gfp::GfpNames,
     object::PROGRAMS,
     offsets::Offsets,
-    procfs, tracefs,
+    pidns, procfs, tracefs,
     trampoline::{self, Link},
 };
 
@@ -46,6 +49,9 @@ pub struct Options {
     pub empty_programs: bool,
     /// Try the syscall programs on BPF trampolines before their tracepoints.
     pub trampolines: bool,
+    /// Park each syscall's arguments at its entry even where the exit could read them from
+    /// the saved registers (the benchmark's comparison of two programs per call with one).
+    pub entry_programs: bool,
     /// Keep the kernel programs' diagnostics (`--verbose`).
     pub verbose: bool,
 }
@@ -66,6 +72,14 @@ pub struct Tracer {
     stalls_all: PerCpuArray<MapData, StallHist>,
     kswapd_wakeups: PerCpuHashMap<MapData, u32, KswapdWakeups>,
     lru_scan: PerCpuArray<MapData, ScanCounts>,
+    /// Memory syscalls counted per process, when this run counts them in the kernel.
+    totals: HashMap<MapData, u32, SyscallTotals>,
+    /// Whether it does.
+    counting: bool,
+    /// The totals map's capacity.
+    totals_capacity: u32,
+    /// Where the syscall exit programs read the arguments in this run (`--verbose` says).
+    pub args_at: ArgsAt,
     /// Names of this kernel's GFP flags.
     pub gfp: GfpNames,
     /// What could not be attached or resolved, and what the user loses.
@@ -99,12 +113,35 @@ impl Tracer {
             // Parsed once (a few MiB) and freed before aya loads its own copy: both at once
             // raised peak RSS by 6 MiB.
             let btf = Btf::from_sys_fs().map_err(|e| format!("cannot read kernel BTF: {e}"));
-            Offsets::resolve(&events_dir, btf.as_ref().map_err(String::as_str))
+            let task_pt_regs = KernelVersion::current()
+                .is_ok_and(|version| version >= KernelVersion::new(5, 15, 0));
+            Offsets::resolve(
+                &events_dir,
+                btf.as_ref().map_err(String::as_str),
+                task_pt_regs,
+            )
         };
-        let mut ebpf = load(options, &offsets)?;
+        // Counted in the kernel unless each call is a record; then the entry programs park
+        // the arguments, as they must where the exit cannot read them.
+        let counting = !options.run.reclaim && !options.run.records;
+        let readable = match options.entry_programs {
+            true => ArgsAt::Parked,
+            false => offsets.args_at,
+        };
+        let args_at = if counting { readable } else { ArgsAt::Parked };
+        let run = Run {
+            args_at_exit: readable != ArgsAt::Parked,
+            ..options.run
+        };
+        let targets = options
+            .pids
+            .as_ref()
+            .map(|pids| u32::try_from(pids.len()).unwrap_or(u32::MAX));
+        let totals_capacity = maps::totals_capacity(counting, targets, options.run.follow);
+        let mut ebpf = load(options, &offsets, (counting, totals_capacity), args_at)?;
         let mut warnings = offsets.warnings.clone();
         let mut on_trampolines = match options.trampolines {
-            true => trampoline::attach(&mut ebpf, options.run),
+            true => trampoline::attach(&mut ebpf, run),
             false => trampoline::OnTrampolines {
                 refused: Some("not tried (--bench-tracepoints-only)".to_owned()),
                 ..Default::default()
@@ -114,7 +151,7 @@ impl Tracer {
         let mut links = std::mem::take(&mut on_trampolines.links);
         for &program in Program::ALL {
             let hook = program.hook();
-            if !hook.when.applies(options.run) || attached.contains(&program) {
+            if !hook.when.applies(run) || attached.contains(&program) {
                 continue;
             }
             let result = match offsets.unusable(hook.tracepoint) {
@@ -141,6 +178,10 @@ impl Tracer {
             stalls_all: PerCpuArray::try_from(take_map(&mut ebpf, maps::STALLS_ALL)?)?,
             kswapd_wakeups: PerCpuHashMap::try_from(take_map(&mut ebpf, maps::KSWAPD_WAKEUPS)?)?,
             lru_scan: PerCpuArray::try_from(take_map(&mut ebpf, maps::LRU_SCAN)?)?,
+            totals: HashMap::try_from(take_map(&mut ebpf, maps::TOTALS)?)?,
+            counting,
+            totals_capacity,
+            args_at,
             ebpf,
             attached,
             gfp: GfpNames::from_format_file(&events_dir),
@@ -193,6 +234,51 @@ impl Tracer {
         let failed = || format!("cannot add pid {pid} to the kernel filter");
         let value = self.targets.get(&word, 0).with_context(failed)?;
         self.targets.set(word, value | bit, 0).with_context(failed)
+    }
+
+    /// Whether this run counts the memory syscalls in the kernel ([`Self::syscall_totals`])
+    /// rather than receiving a record per call.
+    pub fn counts_syscalls(&self) -> bool {
+        self.counting
+    }
+
+    /// Every process's memory syscalls counted in the kernel so far (those that exited were
+    /// sent in their final records and are gone from here).
+    pub fn syscall_totals(&self) -> Vec<(u32, SyscallTotals)> {
+        // A key deleted between two steps (its process's final copy sent meanwhile) makes the
+        // kernel start over from the first key: keys already read are passed over, and the
+        // walk is bounded, so a run where processes exit all the time still ends.
+        let bound = 4 * self.totals_capacity as usize + 64;
+        let mut seen = std::collections::BTreeSet::new();
+        let mut totals = Vec::new();
+        for key in self.totals.keys().take(bound) {
+            let Ok(key) = key else {
+                break;
+            };
+            if seen.insert(key)
+                && let Ok(value) = self.totals.get(&key, 0)
+            {
+                totals.push((key, value));
+            }
+        }
+        totals
+    }
+
+    /// Tells the kernel a process's program break, read from /proc, so that its first brk call
+    /// is measured from there. Only before the process's first counted call: an entry the
+    /// kernel made already knows more.
+    pub fn seed_program_break(&mut self, pid: u32, brk: u64) {
+        if !self.counting || brk == 0 {
+            return;
+        }
+        let entry = SyscallTotals {
+            last_brk: brk,
+            ..SyscallTotals::default()
+        };
+        // `BPF_NOEXIST` (include/uapi/linux/bpf.h): fails, as it should, once the kernel has
+        // made the entry.
+        const BPF_NOEXIST: u64 = 1;
+        let _ = self.totals.insert(pid, entry, BPF_NOEXIST);
     }
 
     /// Frees a process's slot in the kernel's fault table once it is forgotten.
@@ -294,14 +380,15 @@ impl Tracer {
     }
 }
 
-/// Whether this process may load and attach the programs; one clear line if not.
+/// Whether this process may load and attach the programs, and sees the pids they report; one
+/// clear line if not.
 pub fn check_privileges() -> anyhow::Result<()> {
     if !procfs::can_trace() {
         bail!(
             "memtrace needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs: run it with sudo"
         );
     }
-    Ok(())
+    pidns::check_host_pid_namespace()
 }
 
 /// Dropped-record counters: for each [`Lost`] reason, one count per possible CPU.
@@ -374,16 +461,27 @@ fn add_stalls(total: &mut StallHist, h: &StallHist) {
 }
 
 /// Loads the object with this run's configuration and this kernel's offsets.
-fn load(options: &Options, offsets: &Offsets) -> anyhow::Result<Ebpf> {
+/// `totals`: whether the syscalls are counted in the kernel, and the capacity of their map.
+fn load(
+    options: &Options,
+    offsets: &Offsets,
+    (counting, totals_capacity): (bool, u32),
+    args_at: ArgsAt,
+) -> anyhow::Result<Ebpf> {
     let config = Config {
         self_tgid: std::process::id(),
         memcg_subsys_index: offsets.memcg_subsys_index,
         // Userspace is woken once a quarter of the ring is full; a timer drains the rest.
         wakeup_bytes: u64::from(options.ring_bytes / 4),
+        page_size: u32::try_from(procfs::page_size()).unwrap_or(4096),
+        pt_regs_offset: offsets.pt_regs_offset,
         filter_by_tgid: u8::from(options.pids.is_some()),
         follow_forks: u8::from(options.run.follow),
         stream_faults: u8::from(options.fault_events),
         empty_programs: u8::from(options.empty_programs),
+        count_syscalls: u8::from(counting),
+        args_at: args_at as u8,
+        cgroup_ids: offsets.cgroup_ids as u8,
         ..Config::DEFAULT
     };
     // Logging off unless asked for: the programs' log statements then are dead code the
@@ -403,6 +501,7 @@ fn load(options: &Options, offsets: &Offsets) -> anyhow::Result<Ebpf> {
             maps::TARGETS,
             maps::target_words(options.pids.is_some(), procfs::pid_max()),
         )
+        .map_max_entries(maps::TOTALS, totals_capacity)
         .load(PROGRAMS)
         .map_err(|e| anyhow!("loading the eBPF programs failed: {}", error_chain(&e)))
 }

@@ -1,6 +1,7 @@
 //! Attaching the syscall programs on BPF trampolines (`memtrace_common::hooks::Trampoline`)
-//! where the kernel allows it, one syscall at a time, entry and exit together; whatever does
-//! not attach stays on its tracepoints.
+//! where the kernel allows it, one syscall at a time, entry and exit together (or the exit
+//! alone where only totals are printed: it reads the arguments itself); whatever does not
+//! attach stays on its tracepoints.
 
 use anyhow::anyhow;
 use aya::{
@@ -46,18 +47,23 @@ pub fn attach(ebpf: &mut Ebpf, run: Run) -> OnTrampolines {
     for pair in Trampoline::ALL.chunks_exact(2) {
         let (entry, exit) = (pair[0], pair[1]);
         debug_assert!(entry.end() == End::Entry && exit.end() == End::Exit);
-        if !entry.replaces().hook().when.applies(run) {
+        if !exit.replaces().hook().when.applies(run) {
             continue;
         }
+        // The exit reads the arguments from the registers the entry point is given: the entry
+        // is needed only where the tracepoint entry would be (to time each call for its
+        // record).
+        let entry = entry.replaces().hook().when.applies(run).then_some(entry);
         match attach_pair(ebpf, &btf, entry, exit) {
             Ok(links) => {
                 attached.links.extend(links);
+                // Both tracepoint programs stand aside, the entry's too when not needed.
                 attached
                     .replaced
-                    .extend([entry.replaces(), exit.replaces()]);
+                    .extend([pair[0].replaces(), exit.replaces()]);
             }
             Err(e) if attached.links.is_empty() => {
-                attached.refused = Some(format!("{}: {}", entry.function(), refusal(&e)));
+                attached.refused = Some(format!("{}: {}", exit.function(), refusal(&e)));
                 break;
             }
             // This syscall's entry point is missing or not attachable here: its tracepoints
@@ -88,24 +94,28 @@ fn load_refusal(io_error: &std::io::Error, verifier_log: &str) -> String {
     }
 }
 
-/// Both ends of one syscall, or neither: a pair half on a trampoline and half on a tracepoint
-/// would work (records pair up by thread), but is harder to reason about for no gain.
+/// Both ends of one syscall (or its exit alone), or neither: a pair half on a trampoline and
+/// half on a tracepoint would work (records pair up by thread), but is harder to reason about
+/// for no gain.
 fn attach_pair(
     ebpf: &mut Ebpf,
     btf: &Btf,
-    entry: Trampoline,
+    entry: Option<Trampoline>,
     exit: Trampoline,
-) -> anyhow::Result<[Link; 2]> {
-    let function = entry.function();
-    let entry_program: &mut FEntry = program(ebpf, entry)?.try_into()?;
-    entry_program.load(function, btf)?;
-    let id = entry_program.attach()?;
-    let entry_link = entry_program.take_link(id)?;
+) -> anyhow::Result<Vec<Link>> {
+    let function = exit.function();
+    let mut links = Vec::with_capacity(2);
+    if let Some(entry) = entry {
+        let entry_program: &mut FEntry = program(ebpf, entry)?.try_into()?;
+        entry_program.load(function, btf)?;
+        let id = entry_program.attach()?;
+        links.push(Link::Entry(entry_program.take_link(id)?));
+    }
     let exit_program: &mut FExit = program(ebpf, exit)?.try_into()?;
     exit_program.load(function, btf)?;
     let id = exit_program.attach()?;
-    let exit_link = exit_program.take_link(id)?;
-    Ok([Link::Entry(entry_link), Link::Exit(exit_link)])
+    links.push(Link::Exit(exit_program.take_link(id)?));
+    Ok(links)
 }
 
 fn program(ebpf: &mut Ebpf, trampoline: Trampoline) -> anyhow::Result<&mut aya::programs::Program> {

@@ -8,14 +8,23 @@ use memtrace_common::{
     events::{
         fault::FaultCounts,
         rss::{RSS_MEMBERS, RssMember, RssState},
+        totals::{COUNTED_ADVICE, FlushReason, MapSyscall, MmapKind, SyscallTotals},
     },
 };
 
 use super::{
+    container::Whereabouts,
     event::{Event, Madvise, MapKind, MapOp, Mapping, comm_string},
+    kernel_totals::{self, Fit, KernelCounted},
     totals::{CgroupKey, Totals},
 };
-use crate::{cli::SortKey, kernel::procfs::SmapsRollup};
+use crate::{
+    cli::SortKey,
+    kernel::{
+        procfs::SmapsRollup,
+        status::{Resident, StatusMemory},
+    },
+};
 
 /// Children whose parent is remembered, at most (threads are forks too, and never claim
 /// theirs: the oldest go first).
@@ -104,6 +113,32 @@ impl MappingTotals {
                 old_len, new_len, ..
             } => self.mremap_shrink.add(old_len - new_len),
             MapOp::Brk { requested, result } => self.record_brk(requested, result),
+        }
+    }
+
+    /// Adds what the kernel counted (the growth of its totals since the last copy).
+    fn add_counted(&mut self, grown: &SyscallTotals) {
+        let add = |into: &mut CallBytes, count: &memtrace_common::events::totals::CallCount| {
+            into.calls += count.calls;
+            into.bytes += count.bytes;
+        };
+        for &kind in MmapKind::ALL {
+            let count = &grown.mmap[kind as usize];
+            if count.calls > 0 {
+                add(self.mmap.entry(MapKind::from(kind)).or_default(), count);
+            }
+        }
+        add(&mut self.munmap, &grown.munmap);
+        add(&mut self.mremap_grow, &grown.mremap_grow);
+        add(&mut self.mremap_shrink, &grown.mremap_shrink);
+        add(&mut self.brk_grow, &grown.brk_grow);
+        add(&mut self.brk_shrink, &grown.brk_shrink);
+        self.brk_unknown += grown.brk_unknown;
+        for &syscall in MapSyscall::ALL {
+            let failed = grown.failed[syscall as usize];
+            if failed > 0 {
+                *self.failed.entry(syscall.name()).or_default() += failed;
+            }
         }
     }
 
@@ -249,6 +284,8 @@ pub struct ProcessStats {
     /// /proc/PID/smaps_rollup when first seen and at the latest sample.
     pub smaps_first: Option<SmapsRollup>,
     pub smaps_last: Option<SmapsRollup>,
+    /// /proc/PID/status at the latest sample, where smaps_rollup was refused, and why it was.
+    pub status_last: Option<(StatusMemory, &'static str)>,
     /// The largest LazyFree sampled: a drop from it means reclaim took MADV_FREE'd pages (or
     /// the process wrote to them again).
     pub lazy_free_peak: Option<u64>,
@@ -260,6 +297,8 @@ pub struct ProcessStats {
     pub start_time: Option<u64>,
     /// It is known to have exited.
     pub exited: bool,
+    /// Its cgroup, container, pod and pid inside its namespace, read when first met.
+    pub whereabouts: Whereabouts,
     /// Bytes reclaim took per RSS member from its address spaces that are gone (torn down at
     /// exit or exec), which the kernel's per-mm state no longer holds.
     pub taken_from_gone: [u64; RSS_MEMBERS],
@@ -268,15 +307,20 @@ pub struct ProcessStats {
     pub serial: u64,
     /// The cgroup it is counted in; `None` until settled (see
     /// [`Attribution::settle_cgroup`]). Settled once: its counts never move to another
-    /// cgroup's totals.
+    /// cgroup's totals, and `whereabouts` names the same cgroup.
     pub cgroup: Option<CgroupKey>,
     /// The process that forked it, when that was seen while tracing.
     pub parent: Option<u32>,
     /// Where it was when tracing began (read at attach), or where it was born (its parent's
     /// cgroup when it forked it), as far as known: its cgroup when /proc no longer shows it.
     pub cgroup_at_start: Option<String>,
-    /// Its memory cgroup's id as a kernel program read it (the directory's inode number).
-    pub memcg_id: Option<u64>,
+    /// The last copy of its memory syscalls counted in the kernel taken into `madvise` and
+    /// `mappings` (runs that print only totals; see [`kernel_totals`]).
+    pub kernel: Option<KernelCounted>,
+    /// Its memory cgroup's id as the kernel programs read it (`memtrace_common::cgroup`; the
+    /// directory's inode number): at its first counted syscall, as a thread of it exits, or as
+    /// it triggered an OOM kill. Named when /proc no longer shows its cgroup.
+    pub memory_cgroup: Option<u64>,
 }
 
 impl ProcessStats {
@@ -286,6 +330,24 @@ impl ProcessStats {
         let old = std::mem::replace(&mut self.comm, comm.to_owned());
         self.exec_from.push(old);
         self.mappings.last_brk = None;
+    }
+
+    /// Takes in a copy of its syscall totals counted in the kernel: what grew since the last
+    /// one is added to its totals by advice and by mapping kind.
+    fn take_kernel_totals(&mut self, totals: &SyscallTotals, last: bool) {
+        let grown = kernel_totals::growth(&mut self.kernel, totals, last);
+        for (advice, count) in grown.madvise.iter().enumerate().take(COUNTED_ADVICE) {
+            if count.calls > 0 {
+                let into = self.madvise.entry(advice as u32).or_default();
+                into.calls += count.calls;
+                into.failed += count.failed;
+                into.bytes += count.bytes;
+            }
+        }
+        self.mappings.add_counted(&grown);
+        if totals.cgroup_id != 0 {
+            self.memory_cgroup = Some(totals.cgroup_id);
+        }
     }
 
     /// Bytes given back by successful releasing advice (DONTNEED, FREE, REMOVE, PAGEOUT).
@@ -319,7 +381,8 @@ impl ProcessStats {
         if self.exited {
             return None;
         }
-        self.smaps_last.map(|s| s.rss).or_else(|| {
+        let status = self.status_last.map(|(status, _)| status.rss);
+        self.smaps_last.map(|s| s.rss).or(status).or_else(|| {
             [RssMember::File, RssMember::Anon, RssMember::Shmem]
                 .iter()
                 .filter_map(|&m| self.rss.size[m as usize])
@@ -373,6 +436,8 @@ pub struct Identity {
     pub cgroup: Option<String>,
     /// When its own could not be read: its parent's (where it was born, unless it moved).
     pub parent_cgroup: Option<String>,
+    /// Its pid inside its own pid namespace (`NSpid` of /proc/PID/status).
+    pub nspid: Option<u32>,
 }
 
 /// What the session's periodic look at /proc found for a process.
@@ -384,7 +449,8 @@ pub struct Reading {
     pub alive: bool,
     /// Per thread `(tid, minflt, majflt)`, if its fault counters were read.
     pub threads: Option<Vec<(u32, u64, u64)>>,
-    pub smaps: Option<SmapsRollup>,
+    /// smaps_rollup, or status where smaps_rollup is refused.
+    pub resident: Option<Resident>,
 }
 
 /// Where exited processes' cgroups come from when /proc no longer shows them: per child pid,
@@ -438,12 +504,13 @@ pub struct Attribution {
     born_in: BornIn,
 }
 
-/// Per-thread `(tid, minflt, majflt)` of processes when tracing began.
+/// Per-thread `(tid, minflt, majflt)` of processes when tracing began, and where each runs.
 #[derive(Debug, Default)]
 pub struct AtAttach {
     pub threads: BTreeMap<u32, Vec<(u32, u64, u64)>>,
-    /// Each process's cgroup.
-    pub cgroups: BTreeMap<u32, String>,
+    /// Read while they ran: a process that exits before memtrace reads /proc for one of its
+    /// records still names its cgroup and container.
+    pub whereabouts: BTreeMap<u32, Whereabouts>,
     /// Whether every process on the machine was read (system-wide): one missing was then born
     /// while traced.
     pub every_process: bool,
@@ -461,7 +528,7 @@ impl Attribution {
     /// `bound.keep_top` of those `shows` selects: a counter only grows, so a process let go
     /// below the top can never rise into it, and the top N stays that of every process seen.
     /// A process whose cgroup is not settled yet waits for it (unless the bound is far
-    /// exceeded).
+    /// exceeded); one whose kernel-counted totals have not arrived complete waits for them.
     /// Each comes with whether it was the current holder of its pid (else an earlier holder of
     /// a reused pid).
     pub fn take_for_bound(
@@ -490,6 +557,9 @@ impl Attribution {
             .processes()
             .filter(|p| p.exited && !top.contains(&p.serial))
             .filter(|p| p.cgroup.is_some() || far_over)
+            // Not one whose syscall totals the kernel has yet to send complete: the final copy
+            // would come back as a new entry, its counts taken in twice.
+            .filter(|p| p.kernel.as_ref().is_none_or(|k| k.last))
             .map(|p| (rank(p), p.serial))
             .collect();
         candidates.sort_unstable();
@@ -586,10 +656,14 @@ impl Attribution {
         {
             process.comm = comm;
         }
+        if identity.nspid.is_some() {
+            process.whereabouts.nspid = identity.nspid;
+        }
         settle(process, identity.cgroup)
     }
 
     /// Settles the cgroup of entry `serial` of `pid` (see [`settle`]).
+    #[cfg(test)]
     pub fn settle_cgroup(
         &mut self,
         pid: u32,
@@ -607,13 +681,13 @@ impl Attribution {
             && process.cgroup.is_none()
         {
             let path = path.or_else(|| process.cgroup_at_start.clone());
-            process.cgroup = Some(path.map_or(CgroupKey::Unknown, CgroupKey::Path));
+            settle_in(process, path);
         }
     }
 
-    /// The memory cgroup id a kernel program read for a process (an exit record's).
-    pub fn set_memcg_id(&mut self, pid: u32, id: u64) {
-        self.process(pid, "").memcg_id = Some(id);
+    /// The memory cgroup id a kernel program read for a process.
+    pub fn set_memory_cgroup(&mut self, pid: u32, id: u64) {
+        self.process(pid, "").memory_cgroup = Some(id);
     }
 
     /// Applies the session's periodic reading of `pid`'s /proc entries, if its current holder
@@ -640,8 +714,8 @@ impl Attribution {
         if let Some(threads) = reading.threads.filter(|t| !t.is_empty()) {
             process.task_faults.sample(&threads);
         }
-        if let Some(smaps) = reading.smaps {
-            self.sample_smaps(pid, smaps);
+        if let Some(resident) = reading.resident {
+            self.sample_resident(pid, resident);
         }
     }
 
@@ -665,8 +739,21 @@ impl Attribution {
                 };
                 let process = self.process(t.tgid, &comm);
                 process.task_faults.exit(t.tid, t.min_flt, t.maj_flt);
+                if t.cgroup_id != 0 {
+                    process.memory_cgroup = Some(t.cgroup_id);
+                }
                 // The last thread (known from Linux 6.18 on): the process is gone.
                 if t.group_dead == 1 {
+                    process.exited = true;
+                }
+            }
+            Event::Totals(flush) => {
+                // Its final copy, sent as it exited (or as its pid passed on, which the spawn
+                // record says too).
+                if self.kernel_totals(flush.tgid, &flush.totals, true)
+                    && flush.reason == FlushReason::Exit as u32
+                    && let Some(process) = self.processes.get_mut(&flush.tgid)
+                {
                     process.exited = true;
                 }
             }
@@ -685,7 +772,7 @@ impl Attribution {
                 if let Some(id) = o.trigger_memcg_id
                     && self.processes.contains_key(&o.trigger_pid)
                 {
-                    self.set_memcg_id(o.trigger_pid, id);
+                    self.set_memory_cgroup(o.trigger_pid, id);
                 }
             }
             // The system's, not a process's (see `super::reclaim`).
@@ -701,7 +788,7 @@ impl Attribution {
             None => p.cgroup_at_start.as_deref(),
         });
         settled
-            .or_else(|| self.at_attach.cgroups.get(&pid).map(String::as_str))
+            .or_else(|| self.at_attach.whereabouts.get(&pid)?.cgroup.as_deref())
             .or_else(|| self.born_in.by_child.get(&pid)?.1.as_deref())
             .map(str::to_owned)
     }
@@ -715,15 +802,34 @@ impl Attribution {
     /// is another process's.
     fn pid_passed_on(&mut self, pid: u32) {
         self.at_attach.threads.remove(&pid);
-        self.at_attach.cgroups.remove(&pid);
+        self.at_attach.whereabouts.remove(&pid);
         if let Some(mut previous) = self.processes.remove(&pid) {
             previous.exited = true;
             self.ended.push(previous);
         }
     }
 
+    /// A copy of a process's memory syscalls counted in the kernel, read from the kernel's map
+    /// (`last`: its final copy, from the ring). It goes to the process it is of (see
+    /// [`kernel_totals::fit`]); says whether it was taken in (not a stale copy).
+    pub fn kernel_totals(&mut self, pid: u32, totals: &SyscallTotals, last: bool) -> bool {
+        let current = self.processes.get(&pid).and_then(|p| p.kernel.as_ref());
+        let ended = self
+            .ended
+            .iter()
+            .filter(|p| p.pid == pid)
+            .map(|p| p.kernel.as_ref());
+        match kernel_totals::fit(totals.start_ns, current, ended) {
+            Fit::Stale => return false,
+            Fit::NewProcess => self.pid_passed_on(pid),
+            Fit::Take => {}
+        }
+        self.process(pid, "").take_kernel_totals(totals, last);
+        true
+    }
+
     /// A process is known to have exited (for tests; the session learns it from /proc's
-    /// readings, see [`Attribution::read`]).
+    /// readings, see [`Attribution::read`], and from the kernel's records).
     #[cfg(test)]
     pub fn exited(&mut self, pid: u32) {
         if let Some(process) = self.processes.get_mut(&pid) {
@@ -773,6 +879,16 @@ impl Attribution {
         }
     }
 
+    /// Keeps a sample of a process's resident memory: smaps_rollup's, or status's in its place.
+    pub fn sample_resident(&mut self, pid: u32, sample: Resident) {
+        match sample {
+            Resident::Smaps(smaps) => self.sample_smaps(pid, smaps),
+            Resident::Status(status, why) => {
+                self.process(pid, "").status_last = Some((status, why));
+            }
+        }
+    }
+
     /// Keeps the first and the latest smaps_rollup sample of a process.
     pub fn sample_smaps(&mut self, pid: u32, sample: SmapsRollup) {
         let process = self.process(pid, "");
@@ -816,7 +932,9 @@ impl Attribution {
         let process = self.processes.entry(pid).or_insert_with(|| {
             *next_serial += 1;
             let (parent, born) = born_in.take(pid).unzip();
-            let cgroup_at_start = at_attach.cgroups.remove(&pid).or(born.flatten());
+            let at_start = at_attach.whereabouts.remove(&pid);
+            let nspid = at_start.as_ref().and_then(|w| w.nspid);
+            let cgroup_at_start = at_start.and_then(|w| w.cgroup).or(born.flatten());
             fresh.push(Fresh {
                 pid,
                 serial: *next_serial,
@@ -828,6 +946,9 @@ impl Attribution {
                 serial: *next_serial,
                 parent,
                 cgroup_at_start,
+                // Its cgroup is named once settled (see `settle`); its pid inside its namespace
+                // is its own for life.
+                whereabouts: Whereabouts::new(None, nspid),
                 ..ProcessStats::default()
             };
             match at_attach.threads.remove(&pid) {
@@ -872,15 +993,22 @@ fn settle(process: &mut ProcessStats, from_proc: Option<String>) -> Option<u64> 
     if process.cgroup.is_some() {
         return None;
     }
-    match (from_proc, process.memcg_id) {
-        (Some(path), _) => process.cgroup = Some(CgroupKey::Path(path)),
+    match (from_proc, process.memory_cgroup) {
+        (Some(path), _) => settle_in(process, Some(path)),
         (None, Some(id)) => return Some(id),
         (None, None) => {
             let born = process.cgroup_at_start.clone();
-            process.cgroup = Some(born.map_or(CgroupKey::Unknown, CgroupKey::Path));
+            settle_in(process, born);
         }
     }
     None
+}
+
+/// The one place a process's cgroup is set: the key its counts go to, and where it runs as
+/// reports show it (the container and pod that path names), so both always agree.
+fn settle_in(process: &mut ProcessStats, path: Option<String>) {
+    process.whereabouts = Whereabouts::new(path.clone(), process.whereabouts.nspid);
+    process.cgroup = Some(path.map_or(CgroupKey::Unknown, CgroupKey::Path));
 }
 
 fn add_call(totals: &mut AdviceTotals, m: &Madvise) {
@@ -995,8 +1123,8 @@ mod tests {
         let mut a = Attribution::default();
         a.set_at_attach(AtAttach {
             threads: BTreeMap::from([(5, vec![(5, 100, 1), (6, 50, 0)])]),
+            whereabouts: BTreeMap::from([(5, Whereabouts::new(Some("/jobs/a".into()), Some(1)))]),
             every_process: true,
-            ..AtAttach::default()
         });
         // Thread 6 exits before pid 5 is first sampled: only its faults since attach count.
         a.record(&Event::ThreadExit(ThreadExit {
@@ -1007,6 +1135,7 @@ mod tests {
             min_flt: 70,
             maj_flt: 0,
             process_start_ns: 0,
+            cgroup_id: 0,
             comm: *b"t6\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
         }));
         assert_eq!(
@@ -1018,6 +1147,13 @@ mod tests {
         let p = a.process_by_pid(5).unwrap();
         // 20 (tid 6) + 30 (tid 5) + 9 (tid 7, born while traced).
         assert_eq!((p.task_faults.minor(), p.task_faults.major()), (59, 1));
+        assert_eq!(p.whereabouts.nspid, Some(1));
+        // Where it ran, read at attach, is its cgroup once /proc no longer shows it.
+        let serial = p.serial;
+        a.identify(5, serial, Identity::default());
+        let p = a.process_by_pid(5).unwrap();
+        assert_eq!(p.cgroup, Some(CgroupKey::Path("/jobs/a".into())));
+        assert_eq!(p.whereabouts.cgroup.as_deref(), Some("/jobs/a"));
         // A process that was not there at attach was born while traced: all its faults count.
         a.sample_task_faults(8, &[(8, 40, 0)]);
         assert_eq!(a.process_by_pid(8).unwrap().task_faults.minor(), 40);
@@ -1025,12 +1161,16 @@ mod tests {
         let mut a = Attribution::default();
         a.set_at_attach(AtAttach {
             threads: BTreeMap::from([(5, vec![(5, 100, 0)])]),
+            whereabouts: BTreeMap::from([(5, Whereabouts::new(Some("/old".into()), None))]),
             every_process: true,
-            ..AtAttach::default()
         });
         a.record(&spawn(5));
         a.sample_task_faults(5, &[(5, 12, 0)]);
         assert_eq!(a.process_by_pid(5).unwrap().task_faults.minor(), 12);
+        assert_eq!(
+            a.process_by_pid(5).unwrap().whereabouts,
+            Whereabouts::default()
+        );
     }
 
     #[test]
@@ -1197,6 +1337,7 @@ mod tests {
                 min_flt,
                 maj_flt,
                 process_start_ns: 0,
+                cgroup_id: 0,
                 comm: [0; 16],
             })
         };
@@ -1339,6 +1480,7 @@ mod tests {
             start_ticks: Some(100),
             cgroup: Some("/jobs/a".into()),
             parent_cgroup: None,
+            nspid: None,
         };
         assert_eq!(a.identify(5, 1, identity.clone()), None);
         let p = a.process_by_pid(5).unwrap();
@@ -1367,7 +1509,7 @@ mod tests {
 
         // The kernel named its memory cgroup: that id is what to name.
         a.record(&madvise(7, 7, advice::DONTNEED, 4096, None));
-        a.set_memcg_id(7, 4242);
+        a.set_memory_cgroup(7, 4242);
         assert_eq!(a.identify(7, 3, Identity::default()), Some(4242));
         assert_eq!(
             a.process_by_pid(7).unwrap().cgroup,
@@ -1382,7 +1524,7 @@ mod tests {
 
         // Alive when tracing began, gone before /proc was read again: where it was then.
         a.set_at_attach(AtAttach {
-            cgroups: BTreeMap::from([(20, "/at/attach".to_owned())]),
+            whereabouts: BTreeMap::from([(20, Whereabouts::new(Some("/at/attach".into()), None))]),
             ..AtAttach::default()
         });
         // Its child, forked before memtrace met it, gone too: born there.
@@ -1434,6 +1576,7 @@ mod tests {
             start_ticks: Some(900),
             cgroup: Some("/other".into()),
             parent_cgroup: None,
+            nspid: None,
         };
         a.identify(5, 1, later);
         let p = a.process_by_pid(5).unwrap();
@@ -1460,7 +1603,7 @@ mod tests {
             start_ticks: Some(start),
             alive: true,
             threads: Some(vec![(5, 10, 0)]),
-            smaps: None,
+            resident: None,
         };
         a.read(5, serial, reading(200));
         assert!(!a.process_by_pid(5).unwrap().exited);
@@ -1483,6 +1626,7 @@ mod tests {
             start_ticks: Some(start),
             cgroup: Some("/later".into()),
             parent_cgroup: None,
+            nspid: None,
         };
         a.identify(5, 1, seen(70));
         a.identify(6, 2, seen(60));
@@ -1520,11 +1664,107 @@ mod tests {
             min_flt: 0,
             maj_flt: 0,
             process_start_ns: 0,
+            cgroup_id: 0,
             comm: [0; 16],
         }));
         let p = a.process_by_pid(5).unwrap();
         assert!(p.exited, "the last thread exited");
         assert_eq!((p.resident_bytes(), p.rank(SortKey::Rss)), (None, 0));
+    }
+
+    /// An exited process whose kernel-counted totals have not arrived complete is not let go:
+    /// its final copy would come back as a new entry, counted twice.
+    #[test]
+    fn the_bound_waits_for_kernel_totals_to_arrive_complete() {
+        use memtrace_common::events::totals::TotalsFlush;
+        let mut a = Attribution::default();
+        let t = SyscallTotals {
+            start_ns: 7,
+            ..SyscallTotals::default()
+        };
+        for pid in [7, 8] {
+            assert!(a.kernel_totals(pid, &t, false));
+            settled(&mut a, pid, "/jobs");
+            exit_now(&mut a, pid);
+        }
+        // 8's final copy arrives, as it exits.
+        a.record(&Event::Totals(Box::new(TotalsFlush {
+            kind: 0,
+            tgid: 8,
+            reason: FlushReason::Exit as u32,
+            _pad: 0,
+            totals: t,
+        })));
+        let bound = Bound {
+            max_processes: 0,
+            keep_top: 0,
+            sort: SortKey::Released,
+        };
+        let taken: Vec<u32> = a
+            .take_for_bound(&bound, |_| true)
+            .iter()
+            .map(|(p, _)| p.pid)
+            .collect();
+        assert_eq!(taken, vec![8]);
+        assert_eq!(a.pids(), vec![7], "7 kept, over the bound");
+    }
+
+    /// The same calls, as records and as the kernel's totals (taken in twice, as a sample and
+    /// then the final copy), give the same totals.
+    #[test]
+    fn kernel_totals_give_what_records_give() {
+        use memtrace_common::events::totals::{AdviceCount, CallCount};
+        let mut records = Attribution::default();
+        for _ in 0..3 {
+            records.record(&madvise(7, 7, advice::DONTNEED, 8192, None));
+        }
+        records.record(&madvise(7, 7, advice::FREE, 4096, Some(libc::EINVAL)));
+        let mmap = MapOp::Mmap {
+            addr: 0x1000,
+            len: 12288,
+            kind: MapKind::FileShared,
+            prot: 3,
+            fd: 3,
+        };
+        records.record(&mapping(mmap, None));
+        // A brk whose break did not move where asked (decoded as ENOMEM).
+        records.record(&mapping(
+            MapOp::Brk {
+                requested: 0x9000,
+                result: 0x8000,
+            },
+            Some(libc::ENOMEM),
+        ));
+        let mut t = SyscallTotals {
+            start_ns: 5,
+            cgroup_id: 9,
+            ..SyscallTotals::default()
+        };
+        t.madvise[advice::DONTNEED as usize] = AdviceCount {
+            calls: 3,
+            failed: 0,
+            bytes: 3 * 8192,
+        };
+        t.madvise[advice::FREE as usize] = AdviceCount {
+            calls: 1,
+            failed: 1,
+            bytes: 0,
+        };
+        t.mmap[MmapKind::FileShared as usize] = CallCount {
+            calls: 1,
+            bytes: 12288,
+        };
+        t.failed[MapSyscall::Brk as usize] = 1;
+        let mut counted = Attribution::default();
+        counted.kernel_totals(7, &t, false);
+        counted.kernel_totals(7, &t, true);
+        let (r, c) = (
+            records.process_by_pid(7).unwrap(),
+            counted.process_by_pid(7).unwrap(),
+        );
+        assert_eq!(r.madvise, c.madvise);
+        assert_eq!(r.mappings, c.mappings);
+        assert_eq!(c.memory_cgroup, Some(9));
     }
 
     #[test]

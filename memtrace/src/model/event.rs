@@ -1,5 +1,6 @@
 //! Decoding ring-buffer records into typed events.
 
+use memtrace_common::events::totals::{MmapKind, page_round_up};
 use memtrace_common::events::{
     EventKind, Record,
     exec::ExecEvent,
@@ -9,8 +10,11 @@ use memtrace_common::events::{
     stall::{ReclaimKind, ReclaimStall},
     syscall::SyscallEvent,
 };
-pub use memtrace_common::events::{exit::ThreadExit, rss::AddressSpaceGone, spawn::Spawn};
+pub use memtrace_common::events::{
+    exit::ThreadExit, rss::AddressSpaceGone, spawn::Spawn, totals::TotalsFlush,
+};
 
+use super::container::{Container, Placement, Pod};
 use crate::kernel::procfs::{CgroupOf, VictimFacts};
 
 /// A `madvise` or `process_madvise` call, completed.
@@ -48,12 +52,16 @@ pub enum Event {
     Fault(Fault),
     ThreadExit(ThreadExit),
     Stall(Stall),
-    OomKill(OomKill),
+    /// Boxed: rare, and much larger than the records that stream by the million.
+    OomKill(Box<OomKill>),
     OomReaper(OomReaper),
     Kswapd(Kswapd),
     Exec(Exec),
     AddressSpaceGone(AddressSpaceGone),
     Spawn(Spawn),
+    /// A process's memory syscalls counted in the kernel, sent as it exits or its pid passes
+    /// on.
+    Totals(Box<TotalsFlush>),
 }
 
 impl Event {
@@ -77,6 +85,7 @@ impl Event {
             Self::Exec(e) => Some(e.tgid),
             Self::Stall(s) => Some(s.tgid),
             Self::AddressSpaceGone(g) => Some(g.tgid),
+            Self::Totals(t) => Some(t.tgid),
             // About a pid's next holder, which nothing is known of yet.
             Self::Spawn(_) => None,
             Self::OomKill(_) | Self::OomReaper(_) | Self::Kswapd(_) => None,
@@ -141,6 +150,10 @@ pub struct OomKill {
     pub cgroup: Option<String>,
     /// Whose cgroup `cgroup` is.
     pub cgroup_of: Option<CgroupOf>,
+    /// The container `cgroup`'s path names (runtime and id); null for none.
+    pub container: Option<Container>,
+    /// The Kubernetes pod `cgroup`'s path names; null for none.
+    pub pod: Option<Pod>,
     /// Kernfs id (directory inode) of the triggering task's memory cgroup, from the kernel.
     pub trigger_memcg_id: Option<u64>,
     /// What the OOM reaper did with the victim, as far as seen (complete only in summaries).
@@ -154,6 +167,8 @@ impl OomKill {
             self.pid = tgid;
         }
         if let Some((path, of)) = facts.cgroup {
+            let placement = Placement::of_path(&path);
+            (self.container, self.pod) = (placement.container, placement.pod);
             self.cgroup = Some(path);
             self.cgroup_of = Some(of);
         }
@@ -260,16 +275,7 @@ impl MapKind {
     /// From mmap's flags: MAP_ANONYMOUS picks anonymous; MAP_SHARED or MAP_SHARED_VALIDATE
     /// picks shared.
     pub fn from_flags(flags: u64) -> Self {
-        let anonymous = flags & libc::MAP_ANONYMOUS as u64 != 0;
-        let sharing = flags & 0x3;
-        let shared =
-            sharing == libc::MAP_SHARED as u64 || sharing == libc::MAP_SHARED_VALIDATE as u64;
-        match (anonymous, shared) {
-            (true, false) => Self::AnonPrivate,
-            (true, true) => Self::AnonShared,
-            (false, false) => Self::FilePrivate,
-            (false, true) => Self::FileShared,
-        }
+        MmapKind::from_flags(flags).into()
     }
 
     pub fn name(self) -> &'static str {
@@ -278,6 +284,17 @@ impl MapKind {
             Self::AnonShared => "anon_shared",
             Self::FilePrivate => "file_private",
             Self::FileShared => "file_shared",
+        }
+    }
+}
+
+impl From<MmapKind> for MapKind {
+    fn from(kind: MmapKind) -> Self {
+        match kind {
+            MmapKind::AnonPrivate => Self::AnonPrivate,
+            MmapKind::AnonShared => Self::AnonShared,
+            MmapKind::FilePrivate => Self::FilePrivate,
+            MmapKind::FileShared => Self::FileShared,
         }
     }
 }
@@ -361,7 +378,7 @@ pub fn decode(bytes: &[u8], page_size: u64) -> Result<Event, DecodeError> {
                 let reclaim_kind = ReclaimKind::from_u32(raw.reclaim_kind).ok_or(unknown)?;
                 Event::Stall(stall(&raw, reclaim_kind))
             }
-            EventKind::OomKill => Event::OomKill(oom_kill(&record(bytes, kind)?)),
+            EventKind::OomKill => Event::OomKill(Box::new(oom_kill(&record(bytes, kind)?))),
             EventKind::OomReaper => {
                 let raw: OomReaperEvent = record(bytes, kind)?;
                 Event::OomReaper(OomReaper {
@@ -380,6 +397,7 @@ pub fn decode(bytes: &[u8], page_size: u64) -> Result<Event, DecodeError> {
             }
             EventKind::AddressSpaceGone => Event::AddressSpaceGone(record(bytes, kind)?),
             EventKind::Spawn => Event::Spawn(record(bytes, kind)?),
+            EventKind::Totals => Event::Totals(Box::new(record(bytes, kind)?)),
             EventKind::Kswapd => {
                 let raw: KswapdEvent = record(bytes, kind)?;
                 Event::Kswapd(Kswapd {
@@ -444,6 +462,8 @@ fn oom_kill(raw: &OomVictim) -> OomKill {
         ts_ns: raw.ts_ns,
         cgroup: None,
         cgroup_of: None,
+        container: None,
+        pod: None,
         trigger_memcg_id: (raw.trigger_memcg_id != 0).then_some(raw.trigger_memcg_id),
         reaper: ReaperOutcome::default(),
     }
@@ -539,7 +559,7 @@ fn fault(raw: &FaultEvent) -> Fault {
 }
 
 fn round_up(len: u64, page_size: u64) -> u64 {
-    len.div_ceil(page_size).saturating_mul(page_size)
+    page_round_up(len, page_size)
 }
 
 /// A NUL-padded kernel `comm` as text.
@@ -776,6 +796,18 @@ mod tests {
             (99, Some(900), None)
         );
         assert_eq!((o.uid, o.oom_score_adj), (Some(0), None));
+        // The victim's cgroup names its container.
+        let mut o = o;
+        let id = "4f797c539e6c745de61a93ca3ff892358ecbcaccd8414d5db545c38428142970";
+        o.learn(VictimFacts {
+            tgid: Some(99),
+            cgroup: Some((format!("/libpod_parent/libpod-{id}"), CgroupOf::Victim)),
+        });
+        assert_eq!(
+            o.container.as_ref().map(|c| c.to_string()),
+            Some("podman container 4f797c539e6c".to_owned())
+        );
+        assert_eq!(o.pod, None);
         let event = Event::OomKill(o);
         assert_eq!((event.process(), event.tgid()), (None, 99));
     }

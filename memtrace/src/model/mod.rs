@@ -3,7 +3,9 @@
 //! hands the values in), so every rule in it is unit-tested.
 
 pub mod attribution;
+pub mod container;
 pub mod event;
+pub mod kernel_totals;
 pub mod reclaim;
 pub mod totals;
 
@@ -11,7 +13,9 @@ use attribution::{Attribution, Bound, ProcessStats};
 use event::Event;
 use reclaim::Reclaim;
 
-use crate::kernel::LostCounts;
+use std::collections::BTreeMap;
+
+use crate::kernel::{LostCounts, memcg::MemcgUsage};
 
 /// What the window has shown so far.
 #[derive(Debug, Default)]
@@ -24,6 +28,9 @@ pub struct Model {
     pub lost: LostCounts,
     /// Records that could not be decoded (a kernel/userspace mismatch; never expected).
     pub undecodable: u64,
+    /// Memory cgroups' own accounting at the latest sample, by cgroup path (read for the
+    /// groups of `--by container|cgroup`).
+    pub memcg: BTreeMap<String, MemcgUsage>,
 }
 
 impl Model {

@@ -299,7 +299,7 @@ impl Reclaim {
     pub fn record(&mut self, event: &Event) {
         match event {
             Event::Stall(s) => self.record_stall(s),
-            Event::OomKill(o) => self.ooms.push(o.clone()),
+            Event::OomKill(o) => self.ooms.push(OomKill::clone(o)),
             Event::OomReaper(r) => {
                 // The latest kill of that task: the reaper follows it.
                 if let Some(kill) = self.ooms.recent.iter_mut().rev().find(|k| k.tid == r.pid) {
@@ -483,7 +483,7 @@ mod tests {
     }
 
     fn oom_kill(tid: u32) -> Event {
-        Event::OomKill(OomKill {
+        Event::OomKill(Box::new(OomKill {
             pid: tid,
             tid,
             comm: String::new(),
@@ -500,9 +500,11 @@ mod tests {
             ts_ns: u64::from(tid),
             cgroup: None,
             cgroup_of: None,
+            container: None,
+            pod: None,
             trigger_memcg_id: None,
             reaper: ReaperOutcome::default(),
-        })
+        }))
     }
 
     /// An OOM-looping container for weeks: a count, and the latest kills in full.
@@ -535,7 +537,7 @@ mod tests {
     fn reaper_steps_attach_to_their_kill() {
         use memtrace_common::events::oom::ReaperPhase;
         let kill = |tid: u32| {
-            Event::OomKill(OomKill {
+            Event::OomKill(Box::new(OomKill {
                 pid: tid,
                 tid,
                 comm: String::new(),
@@ -552,9 +554,11 @@ mod tests {
                 ts_ns: 0,
                 cgroup: None,
                 cgroup_of: None,
+                container: None,
+                pod: None,
                 trigger_memcg_id: None,
                 reaper: ReaperOutcome::default(),
-            })
+            }))
         };
         let step = |pid, phase, ts_ns| Event::OomReaper(OomReaper { pid, phase, ts_ns });
         let mut r = Reclaim::default();

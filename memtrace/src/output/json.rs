@@ -17,6 +17,7 @@ use crate::{
         advice::{AdviceView, advice_name},
         cgroups::{CgroupView, TotalsView},
         golang::verdict::Verdict,
+        groups::GroupView,
         snapshot::{KswapdView, ProcessView, Snapshot, StallView, StalledView},
     },
     kernel::{LostCounts, gfp::GfpNames},
@@ -233,6 +234,10 @@ pub struct ThreadExitLine {
     pub last_thread: Option<bool>,
     pub minflt: u64,
     pub majflt: u64,
+    /// The id of the thread's memory cgroup as it exited: the inode number of the cgroup's
+    /// directory in the hierarchy that holds the memory controller (cgroup v2: the thread's
+    /// own cgroup; v1: its cgroup in the memory hierarchy); null when unknown.
+    pub memory_cgroup_id: Option<u64>,
 }
 
 #[derive(Serialize, JsonSchema)]
@@ -390,6 +395,10 @@ pub struct Summary<'a> {
     pub oom_kills: Vec<OomKillEntry<'a>>,
     /// Every OOM kill of the window.
     pub oom_kills_total: u64,
+    /// With `--by container|cgroup`: the processes grouped, each group with its memory
+    /// cgroup's own accounting; absent otherwise.
+    #[serde(default, skip_serializing_if = "<[GroupView]>::is_empty")]
+    pub groups: &'a [GroupView],
 }
 
 impl<'a> Summary<'a> {
@@ -412,6 +421,7 @@ impl<'a> Summary<'a> {
                 .collect(),
             oom_kills: oom_entries(snapshot),
             oom_kills_total: snapshot.oom_kills_total,
+            groups: &snapshot.groups,
         })
     }
 }
@@ -477,7 +487,9 @@ pub fn event_line(event: &Event, gfp: &GfpNames) -> Option<String> {
         Event::Stall(s) => Line::ReclaimStall(stall_line(s, gfp)),
         Event::OomKill(o) => Line::OomKill(o),
         Event::OomReaper(r) => Line::OomReaper(reaper_line(r)),
-        Event::Kswapd(_) | Event::AddressSpaceGone(_) | Event::Spawn(_) => return None,
+        Event::Kswapd(_) | Event::AddressSpaceGone(_) | Event::Spawn(_) | Event::Totals(_) => {
+            return None;
+        }
     };
     Some(line.to_json())
 }
@@ -574,6 +586,7 @@ fn thread_exit_line(t: &ThreadExit) -> ThreadExitLine {
         last_thread: (t.group_dead != GROUP_DEAD_UNKNOWN).then_some(t.group_dead != 0),
         minflt: t.min_flt,
         majflt: t.maj_flt,
+        memory_cgroup_id: (t.cgroup_id != 0).then_some(t.cgroup_id),
     }
 }
 

@@ -9,7 +9,10 @@ use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 use memtrace_common::{advice, events::rss::RssMember};
 
 use crate::{
-    analysis::snapshot::{ProcessView, Snapshot},
+    analysis::{
+        golang::heap::Figures,
+        snapshot::{ProcessView, Snapshot},
+    },
     units::human_bytes,
 };
 
@@ -103,6 +106,58 @@ struct Row<'a> {
     p: &'a ProcessView,
     totals: Totals,
     rates: Rates,
+}
+
+/// The Go runtime's own figures of the named Go processes, under the screen's table: what
+/// the runtime says it holds, next to RSS above.
+pub fn go_runtime_screen(processes: &[(u32, String, &Figures)]) -> String {
+    let mut out = String::new();
+    if processes.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\nGo runtime's own figures\n{:>7} {:<15} {:>10} {:>10} {:>10} {:>10} {:>12} {:>10}",
+        "PID", "COMM", "HEAPINUSE", "HEAPIDLE", "RELEASED", "STACKS", "SYS−RELEASED", "NEXTGC"
+    );
+    for (pid, comm, f) in processes {
+        let _ = writeln!(
+            out,
+            "{pid:>7} {:<15} {:>10} {:>10} {:>10} {:>10} {:>12} {:>10}",
+            truncate(comm, 15),
+            human_bytes(f.heap_inuse.bytes),
+            human_bytes(f.heap_idle.bytes),
+            human_bytes(f.heap_released.bytes),
+            human_bytes(f.stack_inuse.bytes),
+            human_bytes(f.ready.bytes),
+            next_gc(f),
+        );
+    }
+    out
+}
+
+/// The same in a few words per process, for the plain line.
+pub fn go_runtime_line(processes: &[(u32, String, &Figures)]) -> String {
+    processes
+        .iter()
+        .map(|(pid, _, f)| {
+            format!(
+                "; go {pid}: heap inuse {} idle {} released {}",
+                human_bytes(f.heap_inuse.bytes),
+                human_bytes(f.heap_idle.bytes),
+                human_bytes(f.heap_released.bytes)
+            )
+        })
+        .collect()
+}
+
+/// NextGC, or `none` with GOGC off and no limit (the goal is out of reach).
+fn next_gc(f: &Figures) -> String {
+    if f.gogc.is_none() && f.gomemlimit.is_none() {
+        "none".to_owned()
+    } else {
+        human_bytes(f.next_gc.bytes)
+    }
 }
 
 impl Live {
@@ -381,7 +436,8 @@ impl Amount {
 const RESIDENT: [RssMember; 3] = [RssMember::File, RssMember::Anon, RssMember::Shmem];
 
 /// A process's resident memory: none once it is known to have exited; smaps_rollup's Rss where
-/// it is sampled (the named targets, read just before the frame); else the kernel's counters as
+/// it is sampled (the named targets, read just before the frame), or /proc/PID/status's VmRSS
+/// where smaps_rollup is refused; else the kernel's counters as
 /// rss_stat last reported them, which know a member only once it changed while traced
 /// (system-wide, nothing else is read).
 fn resident(p: &ProcessView) -> Amount {
@@ -391,6 +447,10 @@ fn resident(p: &ProcessView) -> Amount {
     }
     if let Some(smaps) = p.smaps_rollup.last {
         return Amount::Exactly(smaps.rss);
+    }
+    // Where smaps_rollup is refused, /proc/PID/status reads the same counters.
+    if let Some(status) = p.smaps_rollup.status {
+        return Amount::Exactly(status.rss);
     }
     let members = p
         .rss
@@ -420,7 +480,11 @@ mod tests {
     use super::*;
     use crate::{
         analysis::snapshot::{Selection, Window},
-        kernel::{LostCounts, procfs::SmapsRollup},
+        kernel::{
+            LostCounts,
+            procfs::SmapsRollup,
+            status::{Resident, StatusMemory},
+        },
         model::{
             Model,
             attribution::{Bound, Reading, Rss},
@@ -584,6 +648,22 @@ mod tests {
             live.line(&at(&model, 4))
                 .contains("; rss 12.0 MiB lazyfree 2.0 MiB;")
         );
+        // Where smaps_rollup is refused, /proc/PID/status's RSS: LazyFree stays unknown.
+        let mut refused = Model::default();
+        refused.attribution.name(9, "daemon");
+        let status = StatusMemory {
+            rss: 5 * MIB,
+            anon: 4 * MIB,
+            file: MIB,
+            ..StatusMemory::default()
+        };
+        refused
+            .attribution
+            .sample_resident(9, Resident::Status(status, "refused"));
+        assert!(
+            live.line(&at(&refused, 5))
+                .contains("; rss 5.0 MiB lazyfree ?;")
+        );
     }
 
     #[test]
@@ -703,5 +783,22 @@ mod tests {
             live.line(&at(&model, 3))
                 .starts_with("3.0s 2 processes: released FREE 0 B DONTNEED 3.0 MiB (0 B/s)")
         );
+    }
+
+    #[test]
+    fn go_runtime_figures_under_the_table_and_on_the_line() {
+        let figures = crate::analysis::golang::heap::example();
+        let go = [(42, "svc".to_owned(), &figures)];
+        let screen = go_runtime_screen(&go);
+        assert!(screen.contains("Go runtime's own figures"), "{screen}");
+        assert!(
+            screen.contains("     42 svc               10.0 MiB"),
+            "{screen}"
+        );
+        assert_eq!(
+            go_runtime_line(&go),
+            "; go 42: heap inuse 10.0 MiB idle 6.0 MiB released 4.0 MiB"
+        );
+        assert_eq!(go_runtime_screen(&[]), "");
     }
 }

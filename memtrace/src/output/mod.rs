@@ -2,6 +2,7 @@
 //! (reports, the live view, the metrics page) or from decoded events (JSON event lines).
 
 pub mod exporter;
+pub mod groups;
 pub mod json;
 pub mod live;
 pub mod lost;

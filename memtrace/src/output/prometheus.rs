@@ -25,6 +25,7 @@ use crate::{
         ByName,
         advice::AdviceView,
         cgroups::TotalsView,
+        golang::heap::Figures,
         snapshot::{ProcessView, Snapshot, StallView},
     },
     kernel::procfs::SmapsRollup,
@@ -255,6 +256,79 @@ fn families(page: &mut Page, prefix: &str, series: &[Series], counts_user_faults
             }
         }
     }
+}
+
+/// A `memtrace_go_*` gauge: its name, help, and the figure it shows.
+type GoFamily = (&'static str, &'static str, fn(&Figures) -> u64);
+
+/// The Go runtime's own figures of the named Go processes (`memtrace_go_*`), read from each
+/// process at the sample; appended to the page. Empty without Go processes.
+pub fn go_runtime(processes: &[(u32, String, &Figures)]) -> String {
+    let mut page = Page {
+        text: String::new(),
+    };
+    if processes.is_empty() {
+        return page.text;
+    }
+    let families: [GoFamily; 8] = [
+        (
+            "go_heap_inuse_bytes",
+            "HeapInuse: bytes in in-use spans, as the Go runtime counts them.",
+            |f| f.heap_inuse.bytes,
+        ),
+        (
+            "go_heap_idle_bytes",
+            "HeapIdle: bytes in idle spans, returned to the OS or not.",
+            |f| f.heap_idle.bytes,
+        ),
+        (
+            "go_heap_released_bytes",
+            "HeapReleased: idle bytes the runtime returned to the OS (with MADV_FREE they may still be resident).",
+            |f| f.heap_released.bytes,
+        ),
+        (
+            "go_stack_inuse_bytes",
+            "StackInuse: bytes of goroutine stacks.",
+            |f| f.stack_inuse.bytes,
+        ),
+        (
+            "go_sys_bytes",
+            "Sys: everything the Go runtime has mapped.",
+            |f| f.sys.bytes,
+        ),
+        (
+            "go_ready_bytes",
+            "Sys − HeapReleased: what the runtime holds and has not released (what GOMEMLIMIT limits).",
+            |f| f.ready.bytes,
+        ),
+        (
+            "go_heap_alloc_bytes",
+            "HeapAlloc, a lower bound (per-P caches are not flushed from outside).",
+            |f| f.heap_alloc.bytes,
+        ),
+        (
+            "go_next_gc_bytes",
+            "NextGC: the heap size the next GC aims at, computed as the runtime does.",
+            |f| f.next_gc.bytes,
+        ),
+    ];
+    for (name, help, value) in families {
+        page.family(name, "gauge", help);
+        for (pid, comm, figures) in processes {
+            let pid = pid.to_string();
+            page.sample(name, &[("pid", &pid), ("comm", comm)], value(figures));
+        }
+    }
+    page.family("go_gc_total", "counter", "NumGC: completed GC cycles.");
+    for (pid, comm, figures) in processes {
+        let pid = pid.to_string();
+        page.sample(
+            "go_gc_total",
+            &[("pid", &pid), ("comm", comm)],
+            figures.num_gc.into(),
+        );
+    }
+    page.text
 }
 
 fn madvise_families(page: &mut Page, prefix: &str, series: &[Series]) {
@@ -715,5 +789,25 @@ mod tests {
         // None asked for: no per-process family at all.
         let none = page_with(&model, &Selection::default(), 0);
         assert!(!none.contains("memtrace_process_"), "{none}");
+    }
+
+    #[test]
+    fn go_runtime_families_per_go_process() {
+        let figures = crate::analysis::golang::heap::example();
+        assert_eq!(go_runtime(&[]), "");
+        let page = go_runtime(&[(42, "svc".to_owned(), &figures)]);
+        assert!(
+            page.contains("# TYPE memtrace_go_heap_inuse_bytes gauge\n"),
+            "{page}"
+        );
+        assert!(
+            page.contains("memtrace_go_heap_inuse_bytes{pid=\"42\",comm=\"svc\"} 10485760\n"),
+            "{page}"
+        );
+        assert!(
+            page.contains("memtrace_go_heap_released_bytes{pid=\"42\",comm=\"svc\"} 4194304\n")
+        );
+        assert!(page.contains("memtrace_go_stack_inuse_bytes{pid=\"42\",comm=\"svc\"} 524288\n"));
+        assert!(page.contains("# TYPE memtrace_go_gc_total counter\n"));
     }
 }

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use memtrace_common::events::stall::{ReclaimKind, STALL_BUCKETS};
 
+use super::text;
 use crate::{
     analysis::{
         ByName,
@@ -49,10 +50,14 @@ pub fn oom_text(out: &mut String, snapshot: &Snapshot) {
             o.oom_score_adj
                 .map_or_else(|| "?".to_owned(), |a| a.to_string())
         );
-        let cgroup = match (&o.cgroup, o.cgroup_of) {
-            (Some(path), Some(CgroupOf::Trigger)) => format!("{path} (of the triggering task)"),
-            (Some(path), _) => path.clone(),
-            (None, _) => "unknown (gone before memtrace looked)".to_owned(),
+        let mut notes = text::placement_notes(o.container.as_ref(), o.pod.as_ref());
+        if o.cgroup_of == Some(CgroupOf::Trigger) {
+            notes.push("of the triggering task".to_owned());
+        }
+        let cgroup = match &o.cgroup {
+            Some(path) if notes.is_empty() => path.clone(),
+            Some(path) => format!("{path} ({})", notes.join(", ")),
+            None => "unknown (gone before memtrace looked)".to_owned(),
         };
         let _ = writeln!(
             out,
@@ -325,6 +330,8 @@ mod tests {
             ts_ns: 1,
             cgroup: Some("/small".into()),
             cgroup_of: Some(CgroupOf::Victim),
+            container: None,
+            pod: None,
             trigger_memcg_id: None,
             reaper: ReaperOutcome {
                 start_ns: Some(10),

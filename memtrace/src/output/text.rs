@@ -2,9 +2,10 @@
 
 use std::fmt::Write as _;
 
-use super::{lost::lost_text, reclaim, verdict};
+use super::{groups, lost::lost_text, reclaim, verdict};
 use crate::{
     analysis::snapshot::{MappingsView, ProcessView, Snapshot},
+    model::container::{Container, Pod},
     stop::StopReason,
     units::{human_bytes, secs, signed_bytes},
 };
@@ -21,14 +22,22 @@ pub fn report(snapshot: &Snapshot, stop_reason: StopReason, top: Option<usize>) 
     );
     reclaim::oom_text(&mut out, snapshot);
     let processes = &snapshot.processes;
-    let shown = top.unwrap_or(usize::MAX).min(processes.len());
+    // Grouped (--by): the groups take the processes' place.
+    let grouped = !snapshot.groups.is_empty();
+    if grouped {
+        groups::text(&mut out, &snapshot.groups, top);
+    }
+    let shown = match grouped {
+        true => 0,
+        false => top.unwrap_or(usize::MAX).min(processes.len()),
+    };
     for p in &processes[..shown] {
         out.push('\n');
         process_text(&mut out, p, snapshot.counts_user_faults);
         reclaim::process_stalls_text(&mut out, &p.reclaim);
         explanation_text(&mut out, &p.explanation);
     }
-    if shown < processes.len() {
+    if shown < processes.len() && !grouped {
         let more = processes.len() - shown;
         let _ = writeln!(
             out,
@@ -106,11 +115,43 @@ fn process_text(out: &mut String, p: &ProcessView, counts_user_faults: bool) {
         notes.push_str(", exited");
     }
     let _ = writeln!(out, "pid {} ({}{notes})", p.pid, p.comm);
+    whereabouts_text(out, p);
     madvise_text(out, p);
     mappings_text(out, &p.mappings);
     faults_text(out, p, counts_user_faults);
     rss_text(out, p);
     smaps_text(out, p);
+}
+
+/// `  cgroup /libpod_parent/libpod-4f79… (podman container 4f797c539e6c, pid 1 inside)`.
+fn whereabouts_text(out: &mut String, p: &ProcessView) {
+    let Some(cgroup) = &p.cgroup else {
+        return;
+    };
+    let mut notes = placement_notes(p.container.as_ref(), p.pod.as_ref());
+    if let Some(nspid) = p.nspid.filter(|&n| n != p.pid) {
+        notes.push(format!("pid {nspid} inside"));
+    }
+    match notes.is_empty() {
+        true => {
+            let _ = writeln!(out, "  cgroup {cgroup}");
+        }
+        false => {
+            let _ = writeln!(out, "  cgroup {cgroup} ({})", notes.join(", "));
+        }
+    }
+}
+
+/// `podman container 4f797c539e6c`, `pod <uid> (burstable)`: what a cgroup's path names.
+pub fn placement_notes(container: Option<&Container>, pod: Option<&Pod>) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(container) = container {
+        notes.push(container.to_string());
+    }
+    if let Some(pod) = pod {
+        notes.push(format!("pod {} ({})", pod.uid, pod.qos.name()));
+    }
+    notes
 }
 
 fn madvise_text(out: &mut String, p: &ProcessView) {
@@ -251,6 +292,18 @@ fn rss_text(out: &mut String, p: &ProcessView) {
 }
 
 fn smaps_text(out: &mut String, p: &ProcessView) {
+    if let (Some(status), Some(why)) = (p.smaps_rollup.status, p.smaps_rollup.refused) {
+        let _ = writeln!(
+            out,
+            "  /proc/{}/status: VmRSS {} (anon {}, file {}, shmem {}), VmSwap {}; LazyFree unknown: {why}",
+            p.pid,
+            human_bytes(status.rss),
+            human_bytes(status.anon),
+            human_bytes(status.file),
+            human_bytes(status.shmem),
+            human_bytes(status.swap),
+        );
+    }
     let (Some(first), Some(last)) = (p.smaps_rollup.first, p.smaps_rollup.last) else {
         return;
     };
@@ -298,7 +351,7 @@ mod tests {
         analysis::snapshot::{Selection, Window},
         cli::SortKey,
         kernel::LostCounts,
-        model::{Model, event::test_madvise},
+        model::{Model, attribution::Identity, event::test_madvise},
     };
 
     fn snapshot(model: &Model, selection: &Selection) -> Snapshot {
@@ -372,6 +425,42 @@ mod tests {
         };
         let pids: Vec<u32> = snapshot_pids(&model, &comm);
         assert_eq!(pids, vec![1]);
+    }
+
+    /// What /proc showed of a process: its cgroup and its pid inside its namespace.
+    fn place(model: &mut Model, pid: u32, cgroup: &str, nspid: u32) {
+        let serial = model.attribution.serial_of(pid).expect("met");
+        let identity = Identity {
+            cgroup: Some(cgroup.to_owned()),
+            nspid: Some(nspid),
+            ..Identity::default()
+        };
+        model.attribution.identify(pid, serial, identity);
+    }
+
+    #[test]
+    fn a_process_names_its_cgroup_container_and_pid_inside() {
+        let mut model = Model::default();
+        model.record(&test_madvise(42, advice::FREE, 4096, None));
+        let id = "4f797c539e6c745de61a93ca3ff892358ecbcaccd8414d5db545c38428142970";
+        place(&mut model, 42, &format!("/libpod_parent/libpod-{id}"), 1);
+        model.record(&test_madvise(43, advice::FREE, 4096, None));
+        place(&mut model, 43, "/user.slice", 43);
+        let report = report(
+            &snapshot(&model, &Selection::default()),
+            StopReason::Duration,
+            None,
+        );
+        assert!(
+            report.contains(&format!(
+                "pid 42 (test)\n  cgroup /libpod_parent/libpod-{id} (podman container 4f797c539e6c, pid 1 inside)\n"
+            )),
+            "{report}"
+        );
+        assert!(
+            report.contains("pid 43 (test)\n  cgroup /user.slice\n"),
+            "{report}"
+        );
     }
 
     fn snapshot_pids(model: &Model, selection: &Selection) -> Vec<u32> {

@@ -6,6 +6,7 @@ use crate::{
     analysis::golang::{
         buildinfo::version_number,
         godebug::{Compiled, FIRST_WITH_COMPILED_DEFAULT, Lookup, Source, Syntax, lookup},
+        reconcile::RuntimeView,
         verdict::{SETTING, Verdict},
     },
     units::human_bytes,
@@ -77,12 +78,87 @@ pub fn text(v: &Verdict) -> String {
         );
         let _ = writeln!(out, "                  {}", memory.meaning);
     }
+    if let Some(runtime) = &v.runtime {
+        out.push_str(&runtime_text(runtime));
+    }
     let _ = writeln!(out, "  verdict         {}", v.summary);
     for note in &v.notes {
         let _ = writeln!(out, "  note            {note}");
     }
     if let Some(fix) = &v.fix {
         let _ = writeln!(out, "  fix             {fix}");
+    }
+    out
+}
+
+/// The Go runtime's own figures and their reconciliation with RSS.
+pub fn runtime_text(runtime: &RuntimeView) -> String {
+    let mut out = String::new();
+    let Some(f) = &runtime.figures else {
+        if let Some(reason) = &runtime.reason {
+            let _ = writeln!(
+                out,
+                "  Go runtime      unknown ({}): {}",
+                reason.code.name(),
+                reason.text
+            );
+        }
+        return out;
+    };
+    let by = runtime.located_by.as_deref().unwrap_or("?");
+    let _ = writeln!(
+        out,
+        "  Go runtime      its own figures, read from the live process (located by {by})"
+    );
+    let figures = [
+        ("HeapInuse", f.heap_inuse),
+        ("HeapIdle", f.heap_idle),
+        ("HeapReleased", f.heap_released),
+        ("HeapSys", f.heap_sys),
+        ("StackInuse", f.stack_inuse),
+        ("StackSys", f.stack_sys),
+        ("MSpanSys", f.mspan_sys),
+        ("MCacheSys", f.mcache_sys),
+        ("BuckHashSys", f.buck_hash_sys),
+        ("GCSys", f.gc_sys),
+        ("OtherSys", f.other_sys),
+        ("Sys", f.sys),
+        ("Sys−Released", f.ready),
+        ("HeapAlloc", f.heap_alloc),
+        ("NextGC", f.next_gc),
+    ];
+    for (name, figure) in figures {
+        let amount = if name == "NextGC" && f.gogc.is_none() && f.gomemlimit.is_none() {
+            // GOGC=off without a limit: the goal is out of reach.
+            "none".to_owned()
+        } else {
+            human_bytes(figure.bytes)
+        };
+        let _ = writeln!(out, "    {name:<14} {amount:>11}  {}", figure.how.word());
+    }
+    let gogc = f.gogc.map_or_else(|| "off".to_owned(), |p| p.to_string());
+    let limit = f.gomemlimit.map_or_else(|| "none".to_owned(), human_bytes);
+    let _ = writeln!(
+        out,
+        "    GC             GOGC {gogc}, GOMEMLIMIT {limit}, {} GCs so far",
+        f.num_gc
+    );
+    if let Some(note) = &runtime.note {
+        let _ = writeln!(out, "    note           {note}");
+    }
+    if let Some(r) = &runtime.reconciliation {
+        let _ = writeln!(
+            out,
+            "  RSS             {} = anonymous {} + file-backed {}; LazyFree {}; MADV_FREE seen {}",
+            human_bytes(r.rss),
+            human_bytes(r.anonymous),
+            human_bytes(r.file),
+            human_bytes(r.lazy_free),
+            human_bytes(r.madv_free_seen),
+        );
+        let _ = writeln!(out, "                  {}", r.arithmetic);
+        let _ = writeln!(out, "                  {}", r.residual_meaning);
+        let _ = writeln!(out, "  why             {}", r.verdict);
     }
     out
 }

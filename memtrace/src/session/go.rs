@@ -39,6 +39,9 @@ impl Mode for Go {
             reclaim: false,
             follow: false,
             fault_events: false,
+            // Each release as it happens: the verdict waits for a burst of them to settle.
+            records: true,
+            args_at_exit: false,
         }
     }
 

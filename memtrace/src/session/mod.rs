@@ -10,7 +10,7 @@ pub mod signals;
 pub mod trace;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     io,
     net::SocketAddr,
     os::fd::{AsRawFd, FromRawFd as _, OwnedFd},
@@ -25,6 +25,7 @@ use memtrace_common::{
         fault::FaultCounts,
         kswapd::KswapdWakeups,
         stall::{ReclaimKind, ScanCounts, ScanSlot, StallHist, StallKey},
+        totals::SyscallTotals,
     },
     hooks::{Program, Run},
 };
@@ -38,20 +39,26 @@ use crate::{
     analysis::{
         golang::{
             self, Target,
+            heap::Figures,
             verdict::{self, Facts, Verdict},
         },
+        groups,
         snapshot::{Detail, Selection, Snapshot, Window},
     },
+    cli::GroupBy,
     kernel::{
         LostCounts, Options, Tracer,
         cgroup::Cgroups,
         check_privileges,
         log::KernelLog,
+        pidns,
         procfs::{self, PidKind, SmapsRollup},
+        status::Resident,
     },
     model::{
         Model,
         attribution::{AtAttach, Bound, Rss},
+        container::Whereabouts,
         event::{self, Event, OomKill},
         reclaim::Wakeups,
     },
@@ -116,6 +123,9 @@ pub struct Config {
     pub empty_programs: bool,
     /// Syscall programs on BPF trampolines where the kernel allows.
     pub trampolines: bool,
+    /// Entry programs park syscall arguments even where the exit could read them
+    /// (`--bench-entry-programs`).
+    pub entry_programs: bool,
     pub follow: bool,
     pub duration: Option<Duration>,
     pub prometheus: Option<SocketAddr>,
@@ -141,6 +151,7 @@ impl Config {
             fault_events: false,
             empty_programs: false,
             trampolines: true,
+            entry_programs: false,
             follow: false,
             duration: None,
             prometheus: None,
@@ -249,6 +260,8 @@ struct KernelSample {
     wakeups: Vec<(u32, KswapdWakeups)>,
     scans: [ScanCounts; ScanSlot::COUNT],
     lost: LostCounts,
+    /// Memory syscalls counted per process, when the kernel counts them.
+    totals: Vec<(u32, SyscallTotals)>,
 }
 
 /// The traced window: the tracer, the model it feeds, and where output goes.
@@ -312,6 +325,7 @@ impl Session {
             fault_events: config.fault_events,
             empty_programs: config.empty_programs,
             trampolines: config.trampolines,
+            entry_programs: config.entry_programs,
             verbose: config.verbose,
         })?;
         for warning in &tracer.warnings {
@@ -321,6 +335,12 @@ impl Session {
             && let Some(why) = &tracer.trampolines_refused
         {
             eprintln!("memtrace: memory syscalls traced on tracepoints, not trampolines: {why}");
+        }
+        if config.verbose && tracer.counts_syscalls() {
+            eprintln!(
+                "memtrace: memory syscalls counted in the kernel; arguments read at exit from {}",
+                tracer.args_at.name()
+            );
         }
         let events = tracer
             .take_events()
@@ -410,13 +430,20 @@ impl Session {
         }
         if let Some(brk) = first.program_break {
             attribution.set_initial_brk(pid, brk);
+            self.tracer.seed_program_break(pid, brk);
         }
-        if let Some(sample) = first.smaps {
-            attribution.sample_smaps(pid, sample);
+        if let Some(sample) = first.resident {
+            if let Resident::Status(_, why) = sample {
+                eprintln!("memtrace: warning: pid {pid}: {why}");
+            }
+            attribution.sample_resident(pid, sample);
         }
         attribution.sample_task_faults(pid, &first.threads);
-        if let (Some(path), Some(serial)) = (first.identity.cgroup, attribution.serial_of(pid)) {
-            attribution.settle_cgroup(pid, serial, Some(path));
+        // Its cgroup (and so its container and pod) and its pid inside its namespace.
+        if first.identity.cgroup.is_some()
+            && let Some(serial) = attribution.serial_of(pid)
+        {
+            attribution.identify(pid, serial, first.identity);
         }
     }
 
@@ -529,8 +556,11 @@ impl Session {
                             ts_ns: kill.ts_ns,
                             trigger_memcg_id: kill.trigger_memcg_id,
                         });
-                        self.pending_ooms.push(kill);
+                        self.pending_ooms.push(*kill);
                     } else {
+                        if let Event::Totals(flush) = &event {
+                            self.start_from_totals(flush.tgid, flush.totals.start_ns);
+                        }
                         mode.event(self, &event);
                     }
                 }
@@ -585,6 +615,48 @@ impl Session {
         }
     }
 
+    /// When a process started, from the kernel's copy of its syscall totals just taken in (the
+    /// model checked the copy is of the process it holds for the pid).
+    fn start_from_totals(&mut self, pid: u32, start_ns: u64) {
+        let attribution = &mut self.model.attribution;
+        let taken = attribution
+            .process_by_pid(pid)
+            .and_then(|p| p.kernel.as_ref())
+            .is_some_and(|k| k.start_ns() == start_ns);
+        if start_ns != 0
+            && taken
+            && let Some(ticks) = procfs::boot_ns_to_ticks(start_ns)
+        {
+            attribution.set_start_time_from_kernel(pid, ticks);
+        }
+    }
+
+    /// The memory cgroups of the report's groups (`--by container|cgroup`), whose own
+    /// accounting the worker reads; none by process.
+    fn memcg_paths(&self) -> Vec<String> {
+        /// A node has hundreds of cgroups; past this many, the rest wait for a later sample.
+        const MAX_CGROUPS: usize = 1024;
+        if self.selection.by == GroupBy::Process {
+            return Vec::new();
+        }
+        let paths: BTreeSet<String> = self
+            .model
+            .attribution
+            .processes()
+            .filter(|p| self.selection.shows(Some(p)))
+            .filter_map(|p| {
+                let w = &p.whereabouts;
+                groups::key_of(
+                    self.selection.by,
+                    w.cgroup.as_deref(),
+                    w.placement.container.as_ref(),
+                )?
+                .1
+            })
+            .collect();
+        paths.into_iter().take(MAX_CGROUPS).collect()
+    }
+
     /// The sampling tick: the kernel's counters now, then a look at /proc on the worker when
     /// one is due (one at a time: a tick that finds one under way leaves it be). The metrics
     /// page follows the look when one is asked, else the kernel's counters at once.
@@ -594,6 +666,11 @@ impl Session {
         // process meanwhile is the new one's by now, so the values below go to the right entry.
         self.drain_remaining(mode);
         self.apply_kernel(kernel);
+        // The Go runtime's own figures of the named Go targets: a few reads of each one's
+        // memory, on this thread (the targets' located runtimes live here).
+        for (&pid, target) in &mut self.targets {
+            target.sample_runtime(pid);
+        }
         if self.sampling {
             return;
         }
@@ -607,10 +684,24 @@ impl Session {
         if due {
             self.sampling = true;
             self.last_look = Some(Instant::now());
-            self.sampler.ask(Request::Sample(self.probes()));
+            self.sampler.ask(Request::Sample {
+                probes: self.probes(),
+                memcg: self.memcg_paths(),
+            });
         } else {
             self.publish_metrics();
         }
+    }
+
+    /// The Go runtime's figures of the named Go targets at the latest sample, with their names.
+    pub fn go_runtime(&self) -> Vec<(u32, String, &Figures)> {
+        self.targets
+            .iter()
+            .filter_map(|(&pid, target)| {
+                let comm = self.model.attribution.process_by_pid(pid)?.comm.clone();
+                Some((pid, comm, target.sampled.as_ref()?))
+            })
+            .collect()
     }
 
     /// What the periodic look reads: every process not known to have exited (system-wide) or
@@ -677,15 +768,21 @@ impl Session {
                 {
                     let mut kill = self.pending_ooms.swap_remove(at);
                     kill.learn(facts);
-                    mode.event(self, &Event::OomKill(kill));
+                    mode.event(self, &Event::OomKill(Box::new(kill)));
                     self.out.flush();
                 }
             }
-            Answer::Sampled { readings, vmstat } => {
+            Answer::Sampled {
+                readings,
+                vmstat,
+                memcg,
+            } => {
                 for (pid, serial, reading) in readings {
                     attribution.read(pid, serial, reading);
                 }
                 self.model.reclaim.sample_vmstat(vmstat);
+                // A cgroup removed since (its container ended) keeps its last reading.
+                self.model.memcg.extend(memcg);
                 self.sampling = false;
                 self.publish_metrics();
                 if std::mem::take(&mut self.frame_due) {
@@ -704,7 +801,9 @@ impl Session {
             let detail = Detail::Metrics {
                 processes: self.metrics_processes,
             };
-            metrics.send_replace(prometheus::render(&self.snapshot_with(Vec::new(), detail)));
+            let page = prometheus::render(&self.snapshot_with(Vec::new(), detail));
+            let go = prometheus::go_runtime(&self.go_runtime());
+            metrics.send_replace(Bytes::from([&page[..], go.as_bytes()].concat()));
         }
     }
 
@@ -722,7 +821,10 @@ impl Session {
         let kernel = self.read_kernel();
         self.drain_remaining(mode);
         self.apply_kernel(kernel);
-        self.sampler.ask(Request::Sample(self.probes()));
+        self.sampler.ask(Request::Sample {
+            probes: self.probes(),
+            memcg: self.memcg_paths(),
+        });
         self.sampling = true;
         let deadline = tokio::time::Instant::now() + LAST_ANSWERS;
         while self.sampler.outstanding() > 0 {
@@ -737,7 +839,7 @@ impl Session {
         }
         // Kills whose victim could not be read in time are shown as they are.
         for kill in std::mem::take(&mut self.pending_ooms) {
-            mode.event(self, &Event::OomKill(kill));
+            mode.event(self, &Event::OomKill(Box::new(kill)));
         }
     }
 
@@ -751,10 +853,19 @@ impl Session {
             wakeups: tracer.kswapd_wakeups(),
             scans: tracer.lru_scan(),
             lost: tracer.lost(),
+            totals: match tracer.counts_syscalls() {
+                true => tracer.syscall_totals(),
+                false => Vec::new(),
+            },
         }
     }
 
     fn apply_kernel(&mut self, kernel: KernelSample) {
+        // First: a copy of a process that exited must find it before it may be forgotten.
+        for (pid, totals) in &kernel.totals {
+            self.model.attribution.kernel_totals(*pid, totals, false);
+            self.start_from_totals(*pid, totals.start_ns);
+        }
         let model = &mut self.model;
         if self.system_wide {
             let selection = &self.selection;
@@ -868,6 +979,11 @@ impl Session {
             .filter(|(_, target)| !only_go || target.go.is_some())
             .map(|(&pid, target)| {
                 let process = self.model.attribution.process_by_pid(pid);
+                // Read now, not the last periodic sample: that may predate the release.
+                // None once the process has exited.
+                let smaps = SmapsRollup::read(pid);
+                let madv_free = process.and_then(|p| p.madvise.get(&memtrace_common::advice::FREE));
+                let runtime = target.runtime_view(pid, smaps, madv_free.map_or(0, |a| a.bytes));
                 verdict::judge(&Facts {
                     pid,
                     comm: process.map(|p| p.comm.clone()).unwrap_or_default(),
@@ -876,10 +992,9 @@ impl Session {
                     godebug: target.godebug.clone(),
                     kernel: kernel.clone(),
                     madvise: process.map(|p| p.madvise.clone()).unwrap_or_default(),
-                    // Read now, not the last periodic sample: that may predate the release.
-                    // None once the process has exited.
-                    smaps: SmapsRollup::read(pid),
+                    smaps,
                     watched_ns,
+                    runtime,
                 })
             })
             .collect()
@@ -936,16 +1051,24 @@ fn processes_now(pids: &[u32], cgroups: &mut Cgroups) -> AtAttach {
     } else {
         pids.to_vec()
     };
+    let threads: BTreeMap<u32, _> = pids
+        .into_iter()
+        .map(|pid| (pid, procfs::thread_faults(pid)))
+        .filter(|(_, threads)| !threads.is_empty())
+        .collect();
+    let whereabouts = threads
+        .keys()
+        .map(|&pid| {
+            let cgroup = cgroups.of_process(pid);
+            (
+                pid,
+                Whereabouts::new(cgroup, pidns::pid_in_own_namespace(pid)),
+            )
+        })
+        .collect();
     AtAttach {
-        cgroups: pids
-            .iter()
-            .filter_map(|&pid| Some((pid, cgroups.of_process(pid)?)))
-            .collect(),
-        threads: pids
-            .into_iter()
-            .map(|pid| (pid, procfs::thread_faults(pid)))
-            .filter(|(_, threads)| !threads.is_empty())
-            .collect(),
+        threads,
+        whereabouts,
         every_process,
     }
 }

@@ -27,6 +27,8 @@ impl Mode for Reclaim {
             reclaim: true,
             follow: false,
             fault_events: false,
+            records: false,
+            args_at_exit: false,
         }
     }
 

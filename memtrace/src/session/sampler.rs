@@ -18,7 +18,10 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use crate::{
     kernel::{
         cgroup::Cgroups,
-        procfs::{self, CgroupOf, SmapsRollup, VictimFacts},
+        memcg::MemcgUsage,
+        pidns,
+        procfs::{self, CgroupOf, VictimFacts},
+        status::Resident,
     },
     model::attribution::{Fresh, Identity, Reading},
 };
@@ -33,7 +36,7 @@ pub struct Probe {
     pub serial: u64,
     /// Its threads' fault counters.
     pub faults: bool,
-    /// Its smaps_rollup (named targets).
+    /// Its smaps_rollup, or status where that is refused (named targets).
     pub smaps: bool,
 }
 
@@ -45,8 +48,12 @@ pub enum Request {
     /// Children a traced process forked (`--follow`): which are processes (forks of threads
     /// are not), and what memtrace reads of a target when it first sees it.
     Adopt(Vec<u32>),
-    /// The periodic look at each process, and /proc/vmstat.
-    Sample(Vec<Probe>),
+    /// The periodic look at each process, /proc/vmstat, and the own accounting of the memory
+    /// cgroups at `memcg` (paths; `--by container|cgroup`).
+    Sample {
+        probes: Vec<Probe>,
+        memcg: Vec<String>,
+    },
     /// An OOM victim task, read before it is reaped (see `procfs::oom_victim`).
     OomVictim {
         tid: u32,
@@ -59,7 +66,7 @@ pub enum Request {
 
 impl Request {
     fn urgent(&self) -> bool {
-        !matches!(self, Self::Sample(_))
+        !matches!(self, Self::Sample { .. })
     }
 }
 
@@ -68,7 +75,7 @@ impl Request {
 pub struct FirstSight {
     pub identity: Identity,
     pub program_break: Option<u64>,
-    pub smaps: Option<SmapsRollup>,
+    pub resident: Option<Resident>,
     pub threads: Vec<(u32, u64, u64)>,
 }
 
@@ -81,6 +88,8 @@ pub enum Answer {
     Sampled {
         readings: Vec<(u32, u64, Reading)>,
         vmstat: BTreeMap<String, u64>,
+        /// Per memory cgroup path asked, its accounting (those still there).
+        memcg: Vec<(String, MemcgUsage)>,
     },
     OomVictim {
         tid: u32,
@@ -173,7 +182,7 @@ impl Worker {
                 },
             };
             let answer = match request {
-                Request::Sample(probes) => self.sample(&probes, &mut queued),
+                Request::Sample { probes, memcg } => self.sample(&probes, &memcg, &mut queued),
                 other => self.answer(other),
             };
             if self.outbox.send(answer).is_err() {
@@ -183,7 +192,12 @@ impl Worker {
     }
 
     /// The periodic look, answering urgent requests that arrive meanwhile.
-    fn sample(&mut self, probes: &[Probe], queued: &mut VecDeque<Request>) -> Answer {
+    fn sample(
+        &mut self,
+        probes: &[Probe],
+        memcg: &[String],
+        queued: &mut VecDeque<Request>,
+    ) -> Answer {
         let mut readings = Vec::with_capacity(probes.len());
         for (i, probe) in probes.iter().enumerate() {
             if i % URGENT_EVERY == 0 {
@@ -191,9 +205,19 @@ impl Worker {
             }
             readings.push((probe.pid, probe.serial, read(probe)));
         }
+        self.serve_urgent(queued);
+        let hierarchy = self.cgroups.hierarchy();
+        let memcg = memcg
+            .iter()
+            .filter_map(|path| {
+                let usage = MemcgUsage::read(&hierarchy?.dir(path))?;
+                Some((path.clone(), usage))
+            })
+            .collect();
         Answer::Sampled {
             readings,
             vmstat: procfs::vmstat(),
+            memcg,
         }
     }
 
@@ -228,9 +252,9 @@ impl Worker {
                     .map(|pid| (pid, first_sight(pid, &mut self.cgroups)))
                     .collect(),
             ),
-            Request::Sample(probes) => {
+            Request::Sample { probes, memcg } => {
                 let mut none = VecDeque::new();
-                self.sample(&probes, &mut none)
+                self.sample(&probes, &memcg, &mut none)
             }
             Request::OomVictim {
                 tid,
@@ -266,14 +290,16 @@ fn oom_victim(tid: u32, trigger_memcg_id: Option<u64>, cgroups: &mut Cgroups) ->
     }
 }
 
-/// Name, start time and cgroup of a process. The start time is read before and after: if the
-/// pid passed to another process in between, nothing but that later start time is kept.
+/// Name, start time, cgroup and pid in its own namespace of a process. The start time is read
+/// before and after: if the pid passed to another process in between, nothing but that later
+/// start time is kept.
 pub fn identify(pid: u32, cgroups: &mut Cgroups) -> Identity {
     let Some(start) = procfs::start_ticks(pid) else {
         return Identity::default();
     };
     let comm = procfs::comm(pid);
     let cgroup = cgroups.of_process(pid);
+    let nspid = pidns::pid_in_own_namespace(pid);
     if procfs::start_ticks(pid) != Some(start) {
         return Identity {
             start_ticks: procfs::start_ticks(pid),
@@ -285,6 +311,7 @@ pub fn identify(pid: u32, cgroups: &mut Cgroups) -> Identity {
         start_ticks: Some(start),
         cgroup,
         parent_cgroup: None,
+        nspid,
     }
 }
 
@@ -299,7 +326,7 @@ pub fn read_first_sight(pid: u32, cgroups: &mut Cgroups) -> FirstSight {
     FirstSight {
         identity: identify(pid, cgroups),
         program_break: procfs::program_break(pid),
-        smaps: SmapsRollup::read(pid),
+        resident: Resident::read(pid),
         threads: procfs::thread_faults(pid),
     }
 }
@@ -313,7 +340,7 @@ fn read(probe: &Probe) -> Reading {
         start_ticks: Some(start),
         alive: running,
         threads: probe.faults.then(|| procfs::thread_faults(probe.pid)),
-        smaps: probe.smaps.then(|| SmapsRollup::read(probe.pid)).flatten(),
+        resident: probe.smaps.then(|| Resident::read(probe.pid)).flatten(),
     }
 }
 
@@ -332,7 +359,10 @@ mod tests {
             faults: true,
             smaps: true,
         };
-        sampler.ask(Request::Sample(vec![probe; 200]));
+        sampler.ask(Request::Sample {
+            probes: vec![probe; 200],
+            memcg: Vec::new(),
+        });
         let fresh = |pid, serial| Fresh {
             pid,
             serial,
@@ -361,7 +391,7 @@ mod tests {
         let (pid, serial, reading) = &sampled.expect("sampled")[0];
         assert_eq!((*pid, *serial, reading.alive), (me, 7, true));
         assert!(reading.threads.as_ref().is_some_and(|t| !t.is_empty()));
-        assert!(reading.smaps.is_some());
+        assert!(reading.resident.is_some());
         assert!(first_sight(me, &mut Cgroups::new()).is_some());
     }
 }

@@ -10,7 +10,7 @@ use crate::{
     model::event::Event,
     output::{
         json::{self, Start, Summary},
-        live::Live,
+        live::{self, Live},
         text,
     },
     stop::StopReason,
@@ -20,6 +20,8 @@ pub struct Trace {
     pub pids: Vec<u32>,
     pub follow: bool,
     pub json: bool,
+    /// With --json, a line per event (not with --no-events).
+    pub events: bool,
     /// How many processes the text report and the screen show (system-wide only).
     pub top: Option<usize>,
     pub interval: Duration,
@@ -36,8 +38,16 @@ impl Trace {
             pids,
             follow,
             json,
+            events: json,
             interval,
         }
+    }
+
+    /// With --json, only the start and summary lines (`--no-events`): nothing needs a record
+    /// per call, so the memory syscalls are counted in the kernel.
+    pub fn without_events(mut self) -> Self {
+        self.events = false;
+        self
     }
 }
 
@@ -48,6 +58,10 @@ impl Mode for Trace {
             follow: self.follow,
             // Set by the session from --fault-events.
             fault_events: false,
+            // The text report, the live view and the JSON summary show totals only.
+            records: self.events,
+            // Set by the loader.
+            args_at_exit: false,
         }
     }
 
@@ -69,7 +83,7 @@ impl Mode for Trace {
     }
 
     fn event(&mut self, session: &mut Session, event: &Event) {
-        if !self.json || session.out.closed() {
+        if !self.events || session.out.closed() {
             return;
         }
         // An OOM kill is shown whoever it hit; other events pass the --comm filter.
@@ -88,10 +102,11 @@ impl Mode for Trace {
         // the only one): no view of each of thousands of processes is built for it.
         let rows = (!*terminal && session.system_wide).then_some(1);
         let snapshot = session.frame_snapshot(rows);
+        let go = session.go_runtime();
         let frame = if *terminal {
-            live.screen(&snapshot, self.top)
+            live.screen(&snapshot, self.top) + &live::go_runtime_screen(&go)
         } else {
-            live.line(&snapshot)
+            live.line(&snapshot) + &live::go_runtime_line(&go)
         };
         session.out.line(frame.trim_end());
         session.out.flush();

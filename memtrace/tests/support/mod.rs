@@ -12,11 +12,15 @@ use std::{
 
 use serde_json::Value;
 
+pub mod go;
+
 pub const MEMTRACE: &str = env!("CARGO_BIN_EXE_memtrace");
 pub const WORKLOAD: &str = env!("CARGO_BIN_EXE_memtrace-workload");
 
 /// How long memtrace may take to load and attach (the first load also JITs every program).
-const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
+/// In a TCG guest on a loaded host (several guests and builds sharing two cores) it has taken
+/// over a minute.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(180);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Whether the privileged tests can run. In CI (`CI` set) they must: not being root fails the
@@ -144,6 +148,24 @@ impl Workload {
         );
         let _ = std::fs::remove_dir_all(&dir);
         workload
+    }
+
+    /// Spawns the workload as pid 1 of a new pid namespace (`unshare -fp --mount-proc`), as a
+    /// container without the host's pid namespace runs it: `pid` is its pid on the host; the
+    /// pid it printed (its own namespace's) is returned beside it.
+    pub fn spawn_in_pid_namespace(args: &[&str]) -> (Self, u32) {
+        let mut workload = Self::spawn_command(
+            Command::new("unshare")
+                .args(["--fork", "--pid", "--mount-proc", WORKLOAD])
+                .args(args),
+        );
+        let ns_pid = workload.pid;
+        let unshare = workload.child.id();
+        workload.pid = children_of(unshare)
+            .first()
+            .copied()
+            .expect("the workload's pid on the host");
+        (workload, ns_pid)
     }
 
     /// The next JSON line the workload prints (for workloads with intermediate lines).
@@ -276,6 +298,15 @@ fn memory_hierarchy() -> Option<(PathBuf, CgroupVersion)> {
 impl MemCgroup {
     /// `None` when no hierarchy offers the memory controller (an error in CI).
     pub fn new(tag: &str, limit_bytes: u64) -> Option<Self> {
+        Self::named(
+            &format!("memtrace-test-{tag}-{}", std::process::id()),
+            limit_bytes,
+        )
+    }
+
+    /// A memory cgroup of this name directly below the root (e.g. named as a container
+    /// runtime names its cgroups).
+    pub fn named(name: &str, limit_bytes: u64) -> Option<Self> {
         let Some((root, version)) = memory_hierarchy() else {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -284,7 +315,7 @@ impl MemCgroup {
             eprintln!("*** SKIPPED: no memory cgroup controller ***");
             return None;
         };
-        let path = root.join(format!("memtrace-test-{tag}-{}", std::process::id()));
+        let path = root.join(name);
         let limit_file = match version {
             CgroupVersion::V1 => "memory.limit_in_bytes",
             CgroupVersion::V2 => {
@@ -373,6 +404,22 @@ pub fn memory_cgroup_of(pid: u32) -> String {
     line.splitn(3, ':').nth(2).unwrap_or_default().to_owned()
 }
 
+/// The processes whose parent is `ppid` (field 4 of /proc/PID/stat).
+pub fn children_of(ppid: u32) -> Vec<u32> {
+    let parent = ppid.to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| stat_field(&stat, 4) == Some(parent.as_str()))
+        })
+        .collect()
+}
+
 /// `(minflt, majflt)` of a live process from /proc/PID/stat.
 pub fn proc_faults(pid: u32) -> (u64, u64) {
     proc_faults_from(&std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat"))
@@ -420,7 +467,21 @@ pub struct Output {
     pub status: std::process::ExitStatus,
     pub lines: Vec<Value>,
     pub stderr: String,
+    /// What a second memtrace that counted the same processes' syscalls in the kernel
+    /// printed ([`Twins`]).
+    pub counted: Option<Box<Output>>,
 }
+
+/// What a process's summary entry says about its memory syscalls: the same whether the calls
+/// came as records or were counted in the kernel.
+const SYSCALL_TOTALS: [&str; 6] = [
+    "madvise",
+    "mappings",
+    "released_bytes",
+    "advised_by",
+    "start_time",
+    "exited",
+];
 
 impl Output {
     /// The final summary object.
@@ -436,12 +497,17 @@ impl Output {
         last
     }
 
-    /// The summary's entry for `pid`.
+    /// The summary's entry for `pid`; with a [`Twins`] run, checked to say the same of its
+    /// syscalls as the kernel-counted run's.
     pub fn process(&self, pid: u32) -> &Value {
-        self.summary()["processes"]
+        let process = self.summary()["processes"]
             .as_array()
             .and_then(|ps| ps.iter().find(|p| p["pid"] == pid))
-            .unwrap_or_else(|| panic!("pid {pid} missing from summary {}", self.summary()))
+            .unwrap_or_else(|| panic!("pid {pid} missing from summary {}", self.summary()));
+        if let Some(counted) = &self.counted {
+            assert_same_syscalls(process, counted.process(pid));
+        }
+        process
     }
 
     /// Pids in the summary, in increasing order.
@@ -468,7 +534,21 @@ impl Memtrace {
 
     /// Starts `memtrace ARGS` (e.g. a subcommand) and waits until it says it is attached.
     pub fn attach_with(args: &[&str]) -> Self {
-        let mut child = Command::new(MEMTRACE)
+        Self::attach_wrapped(&[], args)
+    }
+
+    /// Starts `WRAPPER… memtrace ARGS` (e.g. `setpriv` with fewer capabilities) and waits
+    /// until it says it is attached.
+    pub fn attach_wrapped(wrapper: &[&str], args: &[&str]) -> Self {
+        let mut command = match wrapper {
+            [program, rest @ ..] => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(MEMTRACE);
+                command
+            }
+            [] => Command::new(MEMTRACE),
+        };
+        let mut child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -559,6 +639,7 @@ impl Memtrace {
             status,
             lines,
             stderr: self.stderr_seen.join("\n"),
+            counted: None,
         }
     }
 }
@@ -567,6 +648,66 @@ impl Drop for Memtrace {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Two memtraces on the same processes: one with a record per call (`--json`), one counting
+/// the calls in the kernel (`--json --no-events`, as the text report and Prometheus do), so
+/// that a test's truths hold for both ways of counting. The second's output is the first's
+/// [`Output::counted`].
+pub struct Twins {
+    records: Memtrace,
+    counted: Memtrace,
+}
+
+impl Twins {
+    /// Starts both with `ARGS` and waits until both are attached.
+    pub fn attach(args: &[&str]) -> Self {
+        let records = Memtrace::attach(args);
+        let counted = Memtrace::attach(&[&["--no-events"], args].concat());
+        Self { records, counted }
+    }
+
+    /// The pids of the one with records and the one that counts in the kernel.
+    pub fn pids(&self) -> (u32, u32) {
+        (self.records.pid(), self.counted.pid())
+    }
+
+    pub fn interrupt(&self) {
+        self.records.interrupt();
+        self.counted.interrupt();
+    }
+
+    /// Waits for both to stop and collects what they printed; both must agree on every
+    /// process's syscalls.
+    pub fn finish(self) -> Output {
+        let counted = self.counted.finish();
+        let mut output = self.records.finish();
+        assert!(
+            counted.status.success(),
+            "memtrace --no-events failed: {}\n{}",
+            counted.status,
+            counted.stderr
+        );
+        assert!(
+            counted
+                .lines
+                .iter()
+                .all(|l| l["type"] == "start" || l["type"] == "summary"),
+            "--no-events printed event lines"
+        );
+        output.counted = Some(Box::new(counted));
+        output
+    }
+}
+
+/// A process's syscall totals as recorded per call and as counted in the kernel are the same.
+pub fn assert_same_syscalls(records: &Value, counted: &Value) {
+    for key in SYSCALL_TOTALS {
+        assert_eq!(
+            records[key], counted[key],
+            "{key} differs between per-call records and kernel counts\nrecords: {records}\ncounted: {counted}"
+        );
     }
 }
 

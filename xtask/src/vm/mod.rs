@@ -40,6 +40,7 @@ use self::{
 };
 use crate::{
     apt::{self, Tool},
+    image,
     tasks::{self, which, workspace_root},
 };
 
@@ -118,14 +119,14 @@ pub fn test(choice: KernelChoice, cgroup: Option<Cgroup>, args: &[String]) -> an
         KernelChoice::Host if cgroup.is_some() => {
             bail!("--cgroup is for guest kernels: the host's tests use the host's cgroups")
         }
-        KernelChoice::Host => return tasks::test(args),
+        KernelChoice::Host => return image::for_tests().and_then(|()| tasks::test(args)),
         KernelChoice::Guest(kernel) => vec![kernel],
         KernelChoice::All => GUESTS.iter().collect(),
     };
     let cgroup = cgroup.unwrap_or(Cgroup::V2);
     // The host first: it is quick and builds what the guests need too.
     let host = matches!(choice, KernelChoice::All).then(|| {
-        let result = tasks::test(args);
+        let result = image::for_tests().and_then(|()| tasks::test(args));
         if let Err(e) = &result {
             eprintln!("xtask: host: {e:#}");
         }
@@ -138,6 +139,7 @@ pub fn test(choice: KernelChoice, cgroup: Option<Cgroup>, args: &[String]) -> an
     if cases.is_empty() {
         bail!("no integration test matches {args:?}");
     }
+    suite::prepare_on_host(&build)?;
     let image = rootfs::create(&build, &[], &vm_dir())?;
     eprintln!(
         "xtask: guests prepared in {} ({} selected)",

@@ -24,6 +24,10 @@ pub struct Build {
 
 /// [`Build::go_programs`] below the target directory.
 const GO_PROGRAMS: &str = "tmp/go-toolchains/built";
+/// Tests that make on the host what the guests' tests need and cannot make there (a guest has
+/// neither pip nor the Go toolchains): test binary, test name. Run before the root image is
+/// made, so a fresh checkout's guest run works without a host run first.
+const HOST_PREPARATION: [(&str, &str); 1] = [("golang", "prepare_go_builds")];
 
 /// One integration test target (`memtrace/tests/madvise.rs` → `madvise`).
 pub struct TestBinary {
@@ -101,11 +105,40 @@ fn test_binary(message: &Value, executable: &str) -> anyhow::Result<TestBinary> 
     })
 }
 
+/// Runs the [`HOST_PREPARATION`] tests on the host, failing if one does.
+pub fn prepare_on_host(build: &Build) -> anyhow::Result<()> {
+    for (target, name) in HOST_PREPARATION {
+        let binary = build
+            .binaries
+            .iter()
+            .find(|b| b.target == target)
+            .with_context(|| format!("no test binary {target} to prepare the guests with"))?;
+        eprintln!("xtask: preparing the guests' Go builds on the host ({target}/{name})");
+        crate::tasks::status(
+            Command::new(&binary.path)
+                .args(["--exact", name, "--nocapture", "--test-threads=1"])
+                .current_dir(&binary.package_dir),
+        )?;
+    }
+    Ok(())
+}
+
+/// Test binaries that run on the host only, and why.
+const HOST_ONLY: [(&str, &str); 1] = [(
+    "podman",
+    "the guest has no container runtime (podman, conmon, runc, container storage; and Debian's \
+     cloud kernels build overlayfs as a module, which the guest does not load)",
+)];
+
 /// The tests of every binary that `filters` (libtest arguments, e.g. a name substring)
 /// select, in order, with whether each is `#[ignore]`d.
 pub fn list(build: &Build, filters: &[String]) -> anyhow::Result<Vec<TestCase>> {
     let mut cases = Vec::new();
     for (index, binary) in build.binaries.iter().enumerate() {
+        if let Some((_, why)) = HOST_ONLY.iter().find(|(name, _)| *name == binary.target) {
+            eprintln!("xtask: {} tests run on the host only: {why}", binary.target);
+            continue;
+        }
         let ignored: HashSet<String> = list_binary(binary, filters, true)?.into_iter().collect();
         for name in list_binary(binary, filters, false)? {
             cases.push(TestCase {

@@ -11,12 +11,14 @@
 //! capped before anything is allocated, and table walks are bounded. Bad input yields an
 //! [`Error`], never a panic.
 
-use std::{fs, io, mem, path::Path, str::CharIndices};
+use std::{mem, str::CharIndices};
 
 use object::{
-    Endianness, elf,
+    Endianness, ReadRef, elf,
     read::elf::{FileHeader, ProgramHeader, SectionHeader},
 };
+
+use super::binary::Binary;
 
 /// Starts the build-info blob. Go's linker aligns the blob to [`BLOB_ALIGN`].
 const MAGIC: &[u8] = b"\xff Go buildinf:";
@@ -39,6 +41,12 @@ const MAX_VARINT_LEN: usize = 10;
 const MAX_TABLE_ENTRIES: usize = 4096;
 /// Bounds how many magic matches one region may offer, so a file full of magics stays cheap.
 const MAX_CANDIDATES: usize = 64;
+/// Without section headers, the blob is searched for this far into the data segment: Go's
+/// linker puts it first there (Go's own `debug/buildinfo` of Go 1.19 reads only 64 KiB), and
+/// memtrace never reads a whole segment of a large binary.
+const MAX_DATA_SCAN: u64 = 1 << 20;
+/// A `.go.buildinfo` section holds the header and modinfo (tens of KiB); past this it is not one.
+const MAX_SECTION_LEN: u64 = 4 << 20;
 
 /// Sentinels `cmd/go` wraps modinfo in (`modload.infoStart` and `infoEnd`).
 const MODINFO_START: [u8; 16] = [
@@ -125,8 +133,15 @@ pub enum Error {
 }
 
 /// Reads the build information from the bytes of an ELF Go binary.
+#[cfg(test)]
 pub fn parse(bytes: &[u8]) -> Result<BuildInfo, Error> {
-    let (go_version, modinfo) = Image::parse(bytes)?.find_build_info()?;
+    parse_from(bytes)
+}
+
+/// Reads the build information from an ELF Go binary through a `ReadRef` that reads only the
+/// headers and ranges asked for.
+fn parse_from<'a, R: ReadRef<'a>>(data: R) -> Result<BuildInfo, Error> {
+    let (go_version, modinfo) = Image::parse(data)?.find_build_info()?;
     let modinfo = String::from_utf8_lossy(unframe(modinfo)).into_owned();
     let settings = parse_settings(&modinfo);
     Ok(BuildInfo {
@@ -136,11 +151,10 @@ pub fn parse(bytes: &[u8]) -> Result<BuildInfo, Error> {
     })
 }
 
-/// Reads the file at `path` (e.g. `/proc/PID/exe`) and parses it. The outer error is about
-/// reading the file, the inner one about its contents.
-pub fn read(path: &Path) -> io::Result<Result<BuildInfo, Error>> {
-    let bytes = fs::read(path)?;
-    Ok(parse(&bytes))
+/// Reads the build information of an opened binary: its headers, the `.go.buildinfo` section
+/// (or the start of its data segment) and what the blob points to, nothing else.
+pub fn read(binary: &Binary) -> Result<BuildInfo, Error> {
+    parse_from(binary.cache())
 }
 
 /// Parses a Go version string like "go1.14.15", "go1.21rc2", "go1.22.0 X:nocoverageredesign",
@@ -192,11 +206,9 @@ impl Pointers {
 }
 
 /// `len` bytes of `data` at `offset`, or `Truncated` if they are not all there.
-fn slice_at(data: &[u8], offset: u64, len: u64) -> Result<&[u8], Error> {
-    let start = usize::try_from(offset).map_err(|_| Error::Truncated)?;
-    let len = usize::try_from(len).map_err(|_| Error::Truncated)?;
-    let end = start.checked_add(len).ok_or(Error::Truncated)?;
-    data.get(start..end).ok_or(Error::Truncated)
+fn slice_at<'a, R: ReadRef<'a>>(data: R, offset: u64, len: u64) -> Result<&'a [u8], Error> {
+    data.read_bytes_at(offset, len)
+        .map_err(|()| Error::Truncated)
 }
 
 /// A `PT_LOAD` program header: what maps virtual addresses to file offsets.
@@ -229,15 +241,15 @@ impl Segment {
 }
 
 /// What the blob search needs from an ELF file: its segments and the build-info section.
-struct Image<'a> {
-    data: &'a [u8],
+struct Image<'a, R: ReadRef<'a>> {
+    data: R,
     segments: Vec<Segment>,
     /// The file bytes of `.go.buildinfo`, if section headers name it.
     section: Option<&'a [u8]>,
 }
 
-impl<'a> Image<'a> {
-    fn parse(data: &'a [u8]) -> Result<Self, Error> {
+impl<'a, R: ReadRef<'a>> Image<'a, R> {
+    fn parse(data: R) -> Result<Self, Error> {
         if is_64_bit(data)? {
             Self::parse_as::<elf::FileHeader64<Endianness>>(data)
         } else {
@@ -245,7 +257,7 @@ impl<'a> Image<'a> {
         }
     }
 
-    fn parse_as<Elf: FileHeader<Endian = Endianness>>(data: &'a [u8]) -> Result<Self, Error> {
+    fn parse_as<Elf: FileHeader<Endian = Endianness>>(data: R) -> Result<Self, Error> {
         // `is_64_bit` vetted the ident, so `object` can only reject a file too short for it.
         let header = Elf::parse(data).map_err(|_| Error::Truncated)?;
         let endian = header
@@ -259,16 +271,16 @@ impl<'a> Image<'a> {
     }
 
     /// The file bytes of the first writable, non-executable `PT_LOAD` segment, where Go's
-    /// linker puts the blob first; like Go's `DataStart`. Clipped to the file.
+    /// linker puts the blob first; like Go's `DataStart`. Clipped to the file and to
+    /// [`MAX_DATA_SCAN`].
     fn data_segment_bytes(&self) -> Option<&'a [u8]> {
         let segment = self
             .segments
             .iter()
             .find(|segment| segment.flags & (elf::PF_X | elf::PF_W) == elf::PF_W)?;
-        let start = usize::try_from(segment.offset).ok()?;
-        let rest = self.data.get(start..)?;
-        let len = usize::try_from(segment.file_size).map_or(rest.len(), |len| len.min(rest.len()));
-        rest.get(..len)
+        let in_file = self.data.len().ok()?.checked_sub(segment.offset)?;
+        let len = segment.file_size.min(in_file).min(MAX_DATA_SCAN);
+        self.data.read_bytes_at(segment.offset, len).ok()
     }
 
     /// `len` bytes at virtual address `addr`, all within one segment's file data.
@@ -358,7 +370,12 @@ impl<'a> Image<'a> {
 
 /// Checks `e_ident` and says whether the file is ELF64. Done here rather than left to
 /// `object`, whose one "unsupported ELF header" error would not tell these cases apart.
-fn is_64_bit(data: &[u8]) -> Result<bool, Error> {
+fn is_64_bit<'a, R: ReadRef<'a>>(data: R) -> Result<bool, Error> {
+    let len = data
+        .len()
+        .map_err(|()| Error::NotElf)?
+        .min(EI_VERSION as u64 + 1);
+    let data = data.read_bytes_at(0, len).map_err(|()| Error::NotElf)?;
     if !data.starts_with(&elf::ELFMAG) {
         return Err(Error::NotElf);
     }
@@ -379,10 +396,10 @@ fn is_64_bit(data: &[u8]) -> Result<bool, Error> {
 
 /// The `PT_LOAD` segments. Unlike section headers these are required to run the binary, so
 /// a damaged table is an error rather than something to work around.
-fn load_segments<Elf: FileHeader>(
+fn load_segments<'a, Elf: FileHeader, R: ReadRef<'a>>(
     header: &Elf,
     endian: Elf::Endian,
-    data: &[u8],
+    data: R,
 ) -> Result<Vec<Segment>, Error> {
     // Fails only for `PN_XNUM` when section 0, which then holds the real count, is unreadable.
     let count = header
@@ -408,22 +425,32 @@ fn load_segments<Elf: FileHeader>(
 
 /// The file bytes of the `.go.buildinfo` section. Section headers are optional and often
 /// mangled by strippers, so any problem here just means "not found".
-fn section_bytes<'a, Elf: FileHeader>(
+fn section_bytes<'a, Elf: FileHeader, R: ReadRef<'a>>(
     header: &Elf,
     endian: Elf::Endian,
-    data: &'a [u8],
+    data: R,
 ) -> Option<&'a [u8]> {
     let sections = header.section_headers(endian, data).ok()?;
     if sections.len() > MAX_TABLE_ENTRIES {
         return None;
     }
     let names_index = header.section_strings_index(endian, data).ok()?;
-    let names = sections.get(names_index.0)?.data(endian, data).ok()?;
+    let names = sections.get(names_index.0)?;
+    // Either table that large is not a real one, and is not read.
+    let small = |section: &Elf::SectionHeader| {
+        section
+            .file_range(endian)
+            .is_some_and(|(_, size)| size <= MAX_SECTION_LEN)
+    };
+    if !small(names) {
+        return None;
+    }
+    let names = names.data(endian, data).ok()?;
     // A bounded prefix compare rather than `object`'s `StringTable::get`, which scans for each
     // name's terminator: a hostile table without NULs would make that quadratic.
     sections.iter().find_map(|section| {
         let name = names.get(usize::try_from(section.sh_name(endian)).ok()?..)?;
-        if !name.starts_with(SECTION_NAME) || section.sh_type(endian) == elf::SHT_NOBITS {
+        if !name.starts_with(SECTION_NAME) || !small(section) {
             return None;
         }
         section.data(endian, data).ok()
@@ -602,13 +629,18 @@ fn push_char(out: &mut Vec<u8>, c: char) {
 mod tests {
     use super::*;
     use std::{
-        env,
-        path::PathBuf,
+        env, fs,
+        path::{Path, PathBuf},
         process::Command,
         sync::atomic::{AtomicUsize, Ordering},
     };
 
     // ---- helpers: temporary directories and Go builds ----
+
+    /// Opens a binary and reads its build information, as memtrace reads /proc/PID/exe.
+    fn read_path(path: &Path) -> Result<BuildInfo, Error> {
+        read(&Binary::open(path).expect("open the binary"))
+    }
 
     /// A directory removed when dropped.
     struct TempDir(PathBuf);
@@ -1000,7 +1032,7 @@ mod tests {
         }
         let dir = TempDir::new("plain");
         let path = build_hello(&dir, "hello", &[]);
-        let info = read(&path).unwrap().unwrap();
+        let info = read_path(&path).unwrap();
         assert_eq!(Some(info.go_version.clone()), go_version_of(&path));
         assert_eq!(info.setting("GOOS"), Some("linux"));
         assert_eq!(info.setting("CGO_ENABLED"), Some("0"));
@@ -1040,12 +1072,10 @@ mod tests {
         }
         let dir = TempDir::new("ldflags");
         let x = "-ldflags=-X=runtime.godebugDefault=madvdontneed=0";
-        let linked = read(&build_hello(&dir, "linked", &[x])).unwrap().unwrap();
+        let linked = read_path(&build_hello(&dir, "linked", &[x])).unwrap();
         assert_eq!(linked.setting("-ldflags"), x.strip_prefix("-ldflags="));
         assert_eq!(linked.setting("-trimpath"), None);
-        let trimmed = read(&build_hello(&dir, "trimmed", &["-trimpath", x]))
-            .unwrap()
-            .unwrap();
+        let trimmed = read_path(&build_hello(&dir, "trimmed", &["-trimpath", x])).unwrap();
         assert_eq!(trimmed.setting("-ldflags"), None);
         assert_eq!(trimmed.setting("-trimpath"), Some("true"));
         assert_eq!(trimmed.setting("-compiler"), Some("gc"));
@@ -1063,7 +1093,7 @@ mod tests {
             let expected = parse(&bytes).unwrap();
             let mut sectionless = bytes.clone();
             drop_section_headers(&mut sectionless);
-            assert!(Image::parse(&sectionless).unwrap().section.is_none());
+            assert!(Image::parse(&sectionless[..]).unwrap().section.is_none());
             assert_eq!(parse(&sectionless), Ok(expected));
         }
     }
@@ -1407,7 +1437,7 @@ mod tests {
         // A C program, if the system has one where expected.
         let c_program = Path::new("/bin/true");
         if c_program.exists() {
-            assert_eq!(read(c_program).unwrap(), Err(Error::NotGo));
+            assert_eq!(read_path(c_program), Err(Error::NotGo));
         }
     }
 
@@ -1541,6 +1571,6 @@ mod tests {
         assert_eq!(Error::NotGo.to_string(), "no Go build information found");
         assert_eq!(Error::Malformed("x").to_string(), "malformed Go binary: x");
         let missing = Path::new("/nonexistent/memtrace-buildinfo-test");
-        assert!(read(missing).is_err());
+        assert!(Binary::open(missing).is_err());
     }
 }

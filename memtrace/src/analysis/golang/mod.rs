@@ -1,15 +1,32 @@
 //! Go binaries: which Go built them and with which settings, and the verdict on how the
 //! runtime gives memory back (`memtrace go`, and the Go part of the default report).
 
+pub mod binary;
 pub mod buildinfo;
+mod debugfile;
+pub mod dwarf;
 pub mod godebug;
+pub mod heap;
+pub mod layout;
+mod layouts;
 pub mod ldflags;
+pub mod locate;
+mod pclntab;
+pub mod reconcile;
+mod symtab;
+pub mod table;
 pub mod verdict;
 
-use std::{fs, io, path::PathBuf};
+use std::{cell::OnceCell, fs, io, path::PathBuf};
 
+use binary::Binary;
+use buildinfo::BuildInfo;
 use godebug::Compiled;
+use heap::{Figures, Located, Reason, ReasonCode};
+use reconcile::RuntimeView;
 use verdict::GoBuild;
+
+use crate::kernel::procfs::SmapsRollup;
 
 /// What memtrace reads about a process before tracing it (the executable and the environment
 /// cannot be read once it has exited).
@@ -21,6 +38,14 @@ pub struct Target {
     pub not_go_reason: String,
     /// `GODEBUG` from the process's environment, if set.
     pub godebug: Option<String>,
+    /// For a Go binary, its build information, to locate the runtime's figures with.
+    build: Option<BuildInfo>,
+    /// Where the runtime keeps the heap figures, or why that is unknown: located on first use,
+    /// after attaching (reading DWARF must not delay tracing), while the process lives (its
+    /// figures can only be read then anyway).
+    runtime: OnceCell<Result<Located, Reason>>,
+    /// The runtime's figures at the latest sample, for the live view and /metrics.
+    pub sampled: Option<Figures>,
 }
 
 impl Target {
@@ -28,7 +53,7 @@ impl Target {
     /// executable cannot be read (no such process, a kernel thread, no permission).
     pub fn inspect(pid: u32) -> Result<Self, String> {
         let exe = PathBuf::from(format!("/proc/{pid}/exe"));
-        let build = buildinfo::read(&exe).map_err(|e| match e.kind() {
+        let binary = Binary::open(&exe).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => {
                 format!(
                     "cannot read {}: no such process, or a kernel thread",
@@ -37,22 +62,71 @@ impl Target {
             }
             _ => format!("cannot read {}: {e}", exe.display()),
         })?;
-        let (go, not_go_reason) = match build {
+        let (go, not_go_reason, build) = match buildinfo::read(&binary) {
             Ok(info) => (
                 Some(GoBuild {
                     default_godebug: info.default_godebug().map(str::to_owned),
                     compiled: Compiled::of(&info),
-                    version: info.go_version,
+                    version: info.go_version.clone(),
                 }),
                 String::new(),
+                Some(info),
             ),
-            Err(e) => (None, e.to_string()),
+            Err(e) => (None, e.to_string(), None),
         };
         Ok(Self {
             go,
             not_go_reason,
             godebug: godebug(pid),
+            build,
+            runtime: OnceCell::new(),
+            sampled: None,
         })
+    }
+
+    /// Where the runtime keeps the heap figures (located on the first call); `None` when not
+    /// a Go binary.
+    fn runtime(&self, pid: u32) -> Option<&Result<Located, Reason>> {
+        let build = self.build.as_ref()?;
+        Some(self.runtime.get_or_init(|| {
+            let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+            match Binary::open(&exe) {
+                Ok(binary) => locate::locate(pid, &binary, build),
+                Err(e) => Err(Reason::new(
+                    ReasonCode::Exited,
+                    format!("cannot read {}: {e}", exe.display()),
+                )),
+            }
+        }))
+    }
+
+    /// Reads the runtime's figures once (no retries: the loop must not wait), keeping them
+    /// for the live view and /metrics; a failed read leaves none rather than stale ones.
+    pub fn sample_runtime(&mut self, pid: u32) {
+        if let Some(Ok(located)) = self.runtime(pid) {
+            self.sampled = heap::read_once(pid, located).ok();
+        }
+    }
+
+    /// The runtime's figures read now, next to `smaps` (read at the same moment) and the
+    /// MADV_FREE bytes seen; `None` when not a Go binary.
+    pub fn runtime_view(
+        &self,
+        pid: u32,
+        smaps: Option<SmapsRollup>,
+        madv_free_seen: u64,
+    ) -> Option<RuntimeView> {
+        let view = match self.runtime(pid)? {
+            Ok(located) => reconcile::view(
+                Some(located.located_by.clone()),
+                located.note.clone(),
+                heap::read(pid, located),
+                smaps,
+                madv_free_seen,
+            ),
+            Err(reason) => reconcile::view(None, None, Err(reason.clone()), smaps, 0),
+        };
+        Some(view)
     }
 }
 

@@ -23,6 +23,7 @@ use serde::Serialize;
 use super::{
     buildinfo::version_number,
     godebug::{Compiled, Lookup, Source, Syntax, lookup},
+    reconcile::RuntimeView,
 };
 use crate::{
     analysis::advice::{AdviceView, advice_views},
@@ -84,6 +85,8 @@ pub struct Facts {
     pub smaps: Option<SmapsRollup>,
     /// How long memtrace watched.
     pub watched_ns: u64,
+    /// The Go runtime's own view, read when the verdict is made; `None` when not Go.
+    pub runtime: Option<RuntimeView>,
 }
 
 /// The mode the binary and its settings should produce, and why.
@@ -150,6 +153,9 @@ pub struct Verdict {
     /// Why the observation may differ from the expectation, or other caveats.
     pub notes: Vec<String>,
     pub fix: Option<String>,
+    /// What the Go runtime itself says about its memory, reconciled with RSS; `None` when not
+    /// a Go binary.
+    pub runtime: Option<RuntimeView>,
 }
 
 /// Judges the facts.
@@ -203,6 +209,7 @@ pub fn judge(facts: &Facts) -> Verdict {
         verdict,
         notes,
         fix,
+        runtime: facts.runtime.clone(),
     }
 }
 
@@ -684,6 +691,7 @@ mod tests {
             madvise: totals(seen),
             smaps: None,
             watched_ns: 2_500_000_000,
+            runtime: None,
         }
     }
 

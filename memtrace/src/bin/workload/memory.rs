@@ -591,6 +591,10 @@ pub struct SteadyArgs {
     /// Pause between rounds.
     #[arg(long, default_value_t = 5)]
     period_ms: u64,
+    /// Make the process non-dumpable first, as a daemon that drops privileges becomes: only
+    /// CAP_SYS_PTRACE then reads its smaps_rollup, maps and exe.
+    #[arg(long)]
+    undumpable: bool,
 }
 
 /// After go, faults in and releases the same pages round after round until a line arrives on
@@ -601,6 +605,10 @@ pub struct SteadyArgs {
 /// the record would not list): each round polls it.
 pub fn run_steady(args: &SteadyArgs, go: impl FnOnce() -> io::Result<()>) -> io::Result<Value> {
     use std::io::{BufRead as _, Write as _};
+    // SAFETY: plain prctl on ourselves.
+    if args.undumpable && unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) } != 0 {
+        return Err(last_error());
+    }
     let len = args.pages * page_size();
     let addr = map(
         len,

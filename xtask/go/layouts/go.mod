@@ -1,0 +1,3 @@
+module memtrace.dev/xtask/layouts
+
+go 1.19
