@@ -112,6 +112,30 @@ impl Workload {
         )
     }
 
+    /// Spawns the workload already inside a cgroup: it joins between fork and exec, so a
+    /// system-wide memtrace, which meets it at its exec, finds it there.
+    pub fn spawn_joined(cgroup: &std::path::Path, args: &[&str]) -> Self {
+        use std::os::{fd::AsRawFd, unix::process::CommandExt};
+        let procs = std::fs::OpenOptions::new()
+            .write(true)
+            .open(cgroup.join("cgroup.procs"))
+            .expect("open cgroup.procs");
+        let fd = procs.as_raw_fd();
+        let mut command = Command::new(WORKLOAD);
+        command.args(args);
+        // SAFETY: the closure only calls write(2), which is async-signal-safe, on an fd that
+        // stays open until the child has exec'd ("0": the writing process itself).
+        unsafe {
+            command.pre_exec(move || match libc::write(fd, b"0".as_ptr().cast(), 1) {
+                1 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            });
+        }
+        let workload = Self::spawn_command(&mut command);
+        drop(procs);
+        workload
+    }
+
     /// Spawns the workload under its own process name, so a system-wide run picks out this
     /// test's processes with `--comm` (other tests' workloads may run meanwhile). The kernel
     /// names a process after the file it executes: a link named `name` (of which the kernel
