@@ -289,8 +289,8 @@ pub struct ProcessView {
     /// Its memory cgroup's id as the kernel programs read it: the inode number of the cgroup's
     /// directory in the hierarchy that holds the memory controller (cgroup v2: the process's
     /// own cgroup; v1: its cgroup in the memory hierarchy). Read when it first made a syscall
-    /// counted in the kernel (runs without event lines) and as its threads exit; null when
-    /// neither happened while traced.
+    /// counted in the kernel (runs without event lines), as its threads exit, and as it
+    /// triggered an OOM kill; null when none of these happened while traced.
     pub memory_cgroup_id: Option<u64>,
     pub comm: String,
     /// Its names before each exec while traced, oldest first (`comm` is the current one); ""
