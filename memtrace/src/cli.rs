@@ -55,7 +55,8 @@ Examples, by the three jobs memtrace is for:
   sudo memtrace go --pid 1234               verdict from the binary, GODEBUG and what it does
   sudo memtrace go --pid 1234 --wait 120    wait up to 2 min for the scavenger to release
 
-Fleets: sudo memtrace --prometheus 0.0.0.0:9464 serves every process's totals at /metrics.")]
+Fleets: sudo memtrace --prometheus 0.0.0.0:9464 serves totals per cgroup at /metrics
+  (--prometheus-processes 20: and the top 20 processes by --sort).")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -158,6 +159,18 @@ pub struct Cli {
     /// DaemonSet).
     #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr)]
     pub prometheus: Option<SocketAddr>,
+
+    /// With --prometheus, also serve per-process series (labels pid, start_time, comm, cgroup)
+    /// for the top N processes by --sort; the rest are summed in one series with pid="other".
+    /// Default: none when tracing every process (the series are per cgroup), 20 with --pid.
+    #[arg(long, value_name = "N", requires = "prometheus", value_parser = parse_count)]
+    pub prometheus_processes: Option<usize>,
+
+    /// When tracing every process, how many processes memtrace keeps in memory: past this,
+    /// exited ones are folded into their cgroup's totals and forgotten, the lowest-ranked by
+    /// --sort first (never one the report's or the metrics' top N would show).
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = parse_max_processes)]
+    pub max_processes: usize,
 
     /// Show the kernel programs' diagnostics on stderr (a full map, an unexpected field).
     #[arg(long, short = 'v')]
@@ -305,6 +318,19 @@ fn parse_top(s: &str) -> Result<usize, String> {
         Ok(0) => Err("--top 0 would show no process: give at least 1".to_owned()),
         Ok(n) => Ok(n),
         Err(_) => Err(format!("'{s}' is not a number of processes")),
+    }
+}
+
+fn parse_count(s: &str) -> Result<usize, String> {
+    s.trim()
+        .parse::<usize>()
+        .map_err(|_| format!("'{s}' is not a number of processes"))
+}
+
+fn parse_max_processes(s: &str) -> Result<usize, String> {
+    match parse_count(s)? {
+        0 => Err("--max-processes 0 would keep no process: give at least 1".to_owned()),
+        n => Ok(n),
     }
 }
 

@@ -77,6 +77,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 need_targets: false,
                 stacks: cli.stacks,
+                max_processes: cli.max_processes,
+                keep_top: cli.top,
+                metrics_processes: cli.prometheus_processes.unwrap_or(if cli.pid.is_empty() {
+                    0
+                } else {
+                    20
+                }),
             };
             let mut mode = Trace::new(pids, cli.follow, cli.json, cli.top, cli.interval);
             if cli.no_events {

@@ -18,7 +18,7 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use support::{Memtrace, TraceInstance, Workload, privileged};
+use support::{MemCgroup, Memtrace, TraceInstance, Workload, privileged};
 
 /// What `cargo xtask image` tags (xtask/src/image.rs).
 const IMAGE: &str = "localhost/memtrace:latest";
@@ -219,15 +219,11 @@ fn scrape(port: u16) -> Option<String> {
     head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
 }
 
-/// The value of the series whose labels contain every `label="value"` pair.
-fn series(page: &str, family: &str, labels: &[(&str, &str)]) -> Option<u64> {
+/// The value of the series of `family` whose line contains every one of `parts`.
+fn series(page: &str, family: &str, parts: &[&str]) -> Option<u64> {
     page.lines()
         .filter(|l| l.starts_with(&format!("{family}{{")))
-        .find(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
+        .find(|l| parts.iter().all(|part| l.contains(part)))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
@@ -272,11 +268,19 @@ fn the_image_runs_with_exactly_the_daemonsets_privileges() {
         agent.logs()
     );
 
-    let mut workload = Workload::spawn_named(
-        "mt-daemonset",
+    // In a cgroup of its own: the DaemonSet's page has per-cgroup series (per-process ones are
+    // opt-in), and that cgroup's are the workload's alone. It joins before it execs, so memtrace
+    // meets it there (memtrace settles a process's cgroup when it first meets it, for good).
+    let Some(cgroup) = MemCgroup::new("daemonset", 1 << 30) else {
+        return;
+    };
+    let mut workload = Workload::spawn_joined(
+        &cgroup.path,
         &["madvise", "--op", "dontneed:41:1", "--op", "free:29:1"],
     );
-    let pid = workload.pid.to_string();
+    // As memtrace in the container names it: below the root, or from a cgroup namespace of
+    // its own, as `/..`-prefixed.
+    let label = format!("{}\"", cgroup.name());
     workload.go();
     let record = workload.record();
     let expected = |advice: u32| {
@@ -290,27 +294,27 @@ fn the_image_runs_with_exactly_the_daemonsets_privileges() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let page = scrape(port).expect("metrics page");
-        let calls = |advice| {
-            series(
-                &page,
-                "memtrace_madvise_calls_total",
-                &[("pid", &pid), ("advice", advice)],
-            )
+        let of_cgroup = |family: &str, advice: &str| {
+            series(&page, family, &[&label, &format!("advice=\"{advice}\"")])
         };
+        let calls = |advice| of_cgroup("memtrace_madvise_calls_total", advice);
         if (calls("DONTNEED"), calls("FREE")) == (Some(41), Some(29)) {
-            let bytes = series(
-                &page,
-                "memtrace_madvise_bytes_total",
-                &[("pid", &pid), ("advice", "FREE")],
+            assert_eq!(
+                of_cgroup("memtrace_madvise_bytes_total", "FREE"),
+                Some(29 * 4096)
             );
-            assert_eq!(bytes, Some(29 * 4096));
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "pid {pid}: DONTNEED {:?}, FREE {:?} on the page",
+            "cgroup {}: DONTNEED {:?}, FREE {:?} on the page:\n{}",
+            cgroup.name(),
             calls("DONTNEED"),
-            calls("FREE")
+            calls("FREE"),
+            page.lines()
+                .filter(|l| l.starts_with("memtrace_madvise_calls_total"))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         std::thread::sleep(Duration::from_millis(300));
     }

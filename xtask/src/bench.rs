@@ -5,7 +5,10 @@
 //!
 //! Every workload times its own measured loop (after the go signal), so a tracer's start-up and
 //! the process's start and exit never count; tracers are measured separately (time to attach,
-//! peak RSS and CPU time from wait4's rusage).
+//! peak RSS and CPU time from wait4's rusage). The node-scale case ([`node_scale`]) measures
+//! memtrace as the always-on agent of a busy node instead.
+
+mod node_scale;
 
 use std::{
     collections::BTreeMap,
@@ -37,9 +40,14 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(900);
 const BEGIN_MARK: &str = "<!-- bench:generated:begin -->";
 const END_MARK: &str = "<!-- bench:generated:end -->";
 
+/// The case that runs memtrace as a node's agent rather than against one workload.
+pub const NODE_SCALE: &str = "node-scale";
+
 pub struct Options {
     pub quick: bool,
     pub iterations: Option<usize>,
+    /// Only this case: a workload's name or [`NODE_SCALE`].
+    pub case: Option<String>,
     /// Only these workloads (by name); all when empty.
     pub only: Vec<String>,
     /// Only these configurations (by [`Config::key`]); all when empty. A partial run's report
@@ -179,6 +187,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         eprintln!("xtask bench: wrote {}", path.display());
         return Ok(());
     }
+    if options.case.as_deref() == Some(NODE_SCALE) {
+        return node_scale_section(&root, &release);
+    }
     let tools = Tools {
         bpftrace: ensure_tool("bpftrace", "bpftrace"),
         strace: ensure_tool("strace", "strace"),
@@ -186,6 +197,12 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     };
     let go_bench = build_go_bench(&root, &release);
     let mut workloads = workloads(options.quick, &release, &go_bench);
+    if let Some(case) = &options.case {
+        workloads.retain(|w| w.as_ref().is_ok_and(|w| w.name == case));
+        if workloads.is_empty() {
+            bail!("no case {case}: the cases are {NODE_SCALE} and the workloads of BENCHMARKS.md");
+        }
+    }
     if !options.only.is_empty() {
         let known: Vec<&str> = workloads.iter().flatten().map(|w| w.name).collect();
         if let Some(unknown) = options.only.iter().find(|n| !known.contains(&n.as_str())) {
@@ -279,7 +296,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         &machine, &workloads, &names, &results, &costs, &skipped, &tools,
     );
     println!("{report}");
-    let path = if partial {
+    let path = if partial || options.case.is_some() {
         root.join("target/BENCHMARKS-only.md")
     } else if options.quick {
         root.join("target/BENCHMARKS-quick.md")
@@ -287,6 +304,24 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         root.join("BENCHMARKS.md")
     };
     write_report(&path, &report)?;
+    eprintln!("xtask bench: wrote {}", path.display());
+    // The whole bench includes the node-scale case (a minute); a smoke run or one case not.
+    if !options.quick && options.case.is_none() && !partial {
+        node_scale_section(&root, &release)?;
+    }
+    Ok(())
+}
+
+/// Runs the node-scale case and writes its section of BENCHMARKS.md.
+fn node_scale_section(root: &Path, release: &Path) -> anyhow::Result<()> {
+    let section = node_scale::run(release)?;
+    println!("{section}");
+    let path = root.join("BENCHMARKS.md");
+    let marks = (
+        "<!-- bench:node-scale:begin -->",
+        "<!-- bench:node-scale:end -->",
+    );
+    write_section(&path, marks, &section)?;
     eprintln!("xtask bench: wrote {}", path.display());
     Ok(())
 }

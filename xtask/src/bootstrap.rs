@@ -110,17 +110,19 @@ fn linked_llvm_major(binary: &Path) -> Option<u32> {
 /// Programs the tests run: `go` builds the Go test programs (`gcc` their cgo builds),
 /// `bpftrace` is their independent madvise count, `objcopy` splits debug files off a Go binary
 /// as Debian's packaging does, prometheus-node-exporter is the real Debian Go daemon whose own
-/// gauges check memtrace's reading of its runtime, and `bpftool` reads the kernel's BTF
-/// independently of memtrace's own reader. Installed from Debian when missing; only `cargo
-/// xtask test` needs them. When they cannot be installed the tests that need them skip, except
-/// under CI, where they must run.
-const TEST_TOOLS: [(&str, &str); 6] = [
+/// gauges check memtrace's reading of its runtime, `bpftool` reads the kernel's BTF
+/// independently of memtrace's own reader, and `promtool` (Debian's `prometheus`) validates
+/// the metrics page. Installed from Debian when missing; only `cargo xtask test` needs them.
+/// When they cannot be installed the tests that need them skip, except under CI, where they
+/// must run.
+const TEST_TOOLS: [(&str, &str); 7] = [
     ("go", "golang-go"),
     ("gcc", "gcc"),
     ("bpftrace", "bpftrace"),
     ("objcopy", "binutils"),
     ("prometheus-node-exporter", "prometheus-node-exporter"),
     ("bpftool", "bpftool"),
+    ("promtool", "prometheus"),
 ];
 
 pub fn ensure_test_tools() -> anyhow::Result<()> {

@@ -113,6 +113,11 @@ enum Task {
         /// section of BENCHMARKS.md.
         #[arg(long, value_name = "KERNEL", value_parser = vm::parse_guest_kernel)]
         guest: Option<&'static vm::GuestKernel>,
+        /// Only this case: a workload (refault, fault-heavy, fault-heavy-2t, madvise-heavy,
+        /// mmap-churn, go-mixed) or node-scale (memtrace as a busy node's --prometheus agent:
+        /// 1,500 idle processes, 40 new ones a second, 60 s; its own section of BENCHMARKS.md).
+        #[arg(long, value_name = "NAME", conflicts_with = "guest")]
+        case: Option<String>,
         /// Only this workload (refault, fault-heavy, fault-heavy-2t, madvise-heavy, mmap-churn,
         /// go-mixed); repeatable. A partial run writes target/BENCHMARKS-only.md.
         #[arg(long, value_name = "WORKLOAD")]
@@ -156,6 +161,7 @@ fn main() -> ExitCode {
             quick,
             iterations,
             guest,
+            case,
             only,
             configs,
         } => bootstrap::run().and_then(|()| {
@@ -163,6 +169,7 @@ fn main() -> ExitCode {
                 quick,
                 iterations,
                 guest,
+                case,
                 only,
                 configs,
             })

@@ -52,11 +52,12 @@ pub struct GroupView {
 }
 
 /// The groups of `processes` by `by` (none for [`GroupBy::Process`]), biggest releasers first;
-/// `memcg` holds the accounting memtrace read per cgroup path.
-pub fn group(
+/// `ooms` are the OOM kills kept (the recent ones); `memcg` holds the accounting memtrace read
+/// per cgroup path.
+pub fn group<'a>(
     by: GroupBy,
     processes: &[ProcessView],
-    ooms: &[OomKill],
+    ooms: impl IntoIterator<Item = &'a OomKill>,
     memcg: &BTreeMap<String, MemcgUsage>,
 ) -> Vec<GroupView> {
     let mut groups: BTreeMap<String, GroupView> = BTreeMap::new();

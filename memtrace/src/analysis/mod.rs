@@ -3,6 +3,7 @@
 
 pub mod advice;
 mod by_name;
+pub mod cgroups;
 pub mod explain;
 pub mod golang;
 pub mod groups;

@@ -16,6 +16,7 @@ use serde::Serialize;
 use super::{
     advice::{AdviceView, advice_views},
     by_name::ByName,
+    cgroups::{self, CgroupView, Sum, TotalsView},
     explain,
     golang::verdict::Verdict,
     groups::{self, GroupView},
@@ -79,16 +80,31 @@ impl Selection {
         by_comm && by_container && by_cgroup
     }
 
-    /// The processes to report, best first by `--sort` (ties in pid order).
+    /// The processes to report, best first by `--sort` (ties in the order kept: earlier
+    /// holders of reused pids, then by pid).
     fn select<'a>(&self, model: &'a Model) -> Vec<&'a ProcessStats> {
         let mut processes: Vec<&ProcessStats> = model
             .attribution
             .processes()
             .filter(|p| self.shows(Some(p)))
             .collect();
-        processes.sort_by_key(|p| std::cmp::Reverse(sort_value(self.sort, p)));
+        processes.sort_by_key(|p| std::cmp::Reverse(p.rank(self.sort)));
         processes
     }
+}
+
+/// How much a snapshot holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Detail {
+    /// Every process selected, with its plain-English explanation: reports and summaries.
+    #[default]
+    Report,
+    /// A frame of the live view, without prose: the top `rows` processes by `--sort` (every
+    /// one when `None`); [`Snapshot::listed`] says how many there are.
+    Frame { rows: Option<usize> },
+    /// For the metrics page, built every second: the top `processes` by `--sort` (the rest
+    /// summed in [`Snapshot::others`]), no explanations, no per-process reclaim report.
+    Metrics { processes: usize },
 }
 
 /// Whether cgroup `path` is `ancestor` or below it.
@@ -100,41 +116,33 @@ fn within(path: &str, ancestor: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
-fn sort_value(sort: SortKey, p: &ProcessStats) -> u64 {
-    match sort {
-        SortKey::Released => p.released_bytes(),
-        SortKey::Faults => (p.task_faults.minor() + p.task_faults.major()).max(p.faults.user),
-        // Resident pages only: swap entries are not in RSS.
-        SortKey::Rss => p
-            .smaps_last
-            .map(|s| s.rss)
-            .or(p.status_last.map(|(s, _)| s.rss))
-            .unwrap_or_else(|| {
-                [RssMember::File, RssMember::Anon, RssMember::Shmem]
-                    .iter()
-                    .filter_map(|&m| p.rss.size[m as usize])
-                    .sum()
-            }),
-        SortKey::Mapped => {
-            let m = &p.mappings;
-            m.mapped_bytes() + m.brk_grow.bytes + m.mremap_grow.bytes
-        }
-    }
-}
-
 /// Everything a report shows, at one moment.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     /// Since tracing began.
     pub elapsed_ns: u64,
     pub system_wide: bool,
-    /// Selected by `--comm`, best first by `--sort`.
+    /// Selected by `--comm`, best first by `--sort` (with [`Detail::Frame`] or
+    /// [`Detail::Metrics`], the top ones only).
     pub processes: Vec<ProcessView>,
+    /// How many processes are selected and kept (`processes` may list fewer).
+    pub listed: usize,
     /// process_madvise calls whose target could not be resolved.
     pub unattributed: Vec<AdviceView>,
-    /// Exited processes dropped to keep memory bounded.
+    /// Exited processes dropped to keep memory bounded (their counts are in `cgroups` and
+    /// `totals`).
     pub forgotten: u64,
+    /// Per cgroup, the processes dropped included, cgroup order (unknown last).
+    pub cgroups: Vec<CgroupView>,
+    /// Every process selected, the dropped ones included.
+    pub totals: TotalsView,
+    /// With [`Detail::Metrics`], what the processes beyond the top N counted, dropped ones
+    /// included; `None` otherwise, or when no process is listed.
+    pub others: Option<TotalsView>,
+    /// The most recent OOM kills (a bounded number), oldest first.
     pub oom_kills: Vec<OomKill>,
+    /// Every OOM kill seen.
+    pub oom_kills_total: u64,
     /// Every stall of the traced processes, per kind.
     pub system_stalls: ByName<ReclaimKind, Option<StallView>>,
     /// Processes with stalls (most stall time first), then `--pid` targets without any.
@@ -157,25 +165,54 @@ impl Snapshot {
     /// open.
     pub fn new(model: &Model, selection: &Selection, window: Window) -> Self {
         let reclaim = &model.reclaim;
-        let selected = selection.select(model);
+        let mut selected = selection.select(model);
+        let listed = selected.len();
         let taken_withheld = taken_beyond_the_kernel(&selected, model);
+        let (cgroups, totals) = cgroups::totals(model, selection, taken_withheld.is_none());
+        let (explain, others) = match window.detail {
+            Detail::Report => (true, None),
+            Detail::Frame { rows } => {
+                selected.truncate(rows.unwrap_or(usize::MAX));
+                (false, None)
+            }
+            Detail::Metrics { processes } => {
+                let rest = selected.split_off(processes.min(selected.len()));
+                let others = (processes > 0).then(|| {
+                    let mut sum = Sum::default();
+                    rest.iter().for_each(|p| sum.add(model, p));
+                    model
+                        .attribution
+                        .folded
+                        .values()
+                        .for_each(|f| sum.add_folded(f));
+                    sum.view(selection.counts_user_faults, taken_withheld.is_none())
+                });
+                (false, others)
+            }
+        };
         let processes: Vec<ProcessView> = selected
             .into_iter()
             .map(|p| {
                 let taken = taken_withheld.is_none().then(|| p.taken());
-                let mut view = ProcessView::new(p, reclaim, selection.counts_user_faults, taken);
+                let mut view =
+                    ProcessView::new(p, reclaim, selection.counts_user_faults, taken, explain);
                 view.stacks = StacksView::of(&model.stacks, p.pid);
                 view
             })
             .collect();
-        let groups = groups::group(selection.by, &processes, &reclaim.ooms, &model.memcg);
+        let groups = groups::group(selection.by, &processes, &reclaim.ooms.recent, &model.memcg);
         Self {
             elapsed_ns: window.elapsed_ns,
             system_wide: window.system_wide,
             processes,
+            listed,
             unattributed: advice_views(&model.attribution.unattributed),
             forgotten: model.attribution.forgotten,
-            oom_kills: reclaim.ooms.clone(),
+            cgroups,
+            totals,
+            others,
+            oom_kills: reclaim.ooms.recent.iter().cloned().collect(),
+            oom_kills_total: reclaim.ooms.total,
             system_stalls: ByName::from_fn(|kind| {
                 reclaim
                     .system
@@ -183,7 +220,10 @@ impl Snapshot {
                     .filter(|s| s.count > 0)
                     .map(StallView::from)
             }),
-            stalled: stalled(model, &selection.targets),
+            stalled: match window.detail {
+                Detail::Report => stalled(model, &selection.targets),
+                Detail::Frame { .. } | Detail::Metrics { .. } => Vec::new(),
+            },
             kswapd: KswapdView::new(reclaim, window.now_ns),
             vmstat_delta: reclaim.vmstat_delta(),
             lost: model.lost.clone(),
@@ -225,12 +265,8 @@ fn kernel_taken_bound(model: &Model) -> Option<u64> {
     // Every page reclaim frees, memory-cgroup reclaim included, by type (5.8+);
     // `pgsteal_kswapd`/`_direct` leave out memory-cgroup reclaim.
     let stolen_pages = *delta.get("pgsteal_anon")? + *delta.get("pgsteal_file")?;
-    let mut bound = u64::try_from(stolen_pages).unwrap_or(0) * crate::kernel::procfs::page_size();
-    for kill in &reclaim.ooms {
-        let rss_kb = [kill.anon_rss_kb, kill.file_rss_kb, kill.shmem_rss_kb];
-        bound += rss_kb.into_iter().sum::<Option<u64>>()? * 1024;
-    }
-    Some(bound)
+    let bound = u64::try_from(stolen_pages).unwrap_or(0) * crate::kernel::procfs::page_size();
+    Some(bound + reclaim.ooms.victims_rss_kb()? * 1024)
 }
 
 /// When and how the snapshot is taken.
@@ -241,6 +277,7 @@ pub struct Window {
     pub now_ns: u64,
     pub system_wide: bool,
     pub go_verdicts: Vec<Verdict>,
+    pub detail: Detail,
 }
 
 /// One process, as every report shows it.
@@ -256,15 +293,16 @@ pub struct ProcessView {
     /// Its memory cgroup's id as the kernel programs read it: the inode number of the cgroup's
     /// directory in the hierarchy that holds the memory controller (cgroup v2: the process's
     /// own cgroup; v1: its cgroup in the memory hierarchy). Read when it first made a syscall
-    /// counted in the kernel (runs without event lines) and as its threads exit; null when
-    /// neither happened while traced.
+    /// counted in the kernel (runs without event lines), as its threads exit, and as it
+    /// triggered an OOM kill; null when none of these happened while traced.
     pub memory_cgroup_id: Option<u64>,
     pub comm: String,
     /// Its names before each exec while traced, oldest first (`comm` is the current one); ""
     /// where memtrace met the process first at its exec, when the old name was already gone.
     pub comm_before_exec: Vec<String>,
-    /// Its cgroup (in the v1 memory hierarchy, else v2), as /proc/PID/cgroup shows it; null
-    /// when it was gone before memtrace could read it.
+    /// The cgroup it is counted in (see the summary's `cgroups`), in the v1 memory hierarchy,
+    /// else v2: as /proc/PID/cgroup showed it, else the kernel's memory cgroup id named, else
+    /// its parent's at fork or where it was at attach; null when unknown, or not learnt yet.
     pub cgroup: Option<String>,
     /// The container the cgroup's path names (runtime and id); null for none.
     pub container: Option<Container>,
@@ -299,6 +337,7 @@ impl ProcessView {
         reclaim: &Reclaim,
         counts_user_faults: bool,
         taken: Option<[u64; RSS_MEMBERS]>,
+        explain: bool,
     ) -> Self {
         let known = p.task_faults.known();
         Self {
@@ -308,7 +347,7 @@ impl ProcessView {
             memory_cgroup_id: p.memory_cgroup,
             comm: p.comm.clone(),
             comm_before_exec: p.exec_from.clone(),
-            cgroup: p.whereabouts.cgroup.clone(),
+            cgroup: p.cgroup.as_ref().and_then(|c| c.path()).map(str::to_owned),
             container: p.whereabouts.placement.container.clone(),
             pod: p.whereabouts.placement.pod.clone(),
             nspid: p.whereabouts.nspid,
@@ -335,7 +374,12 @@ impl ProcessView {
                 refused: p.status_last.map(|(_, why)| why),
                 status: p.status_last.map(|(status, _)| status),
             },
-            explanation: explain::explain(p, reclaim, taken),
+            // Prose is for people: the metrics page, built every second, has none.
+            explanation: if explain {
+                explain::explain(p, reclaim, taken)
+            } else {
+                Vec::new()
+            },
             reclaim: stalls_of(reclaim, p.pid),
             stacks: None,
         }

@@ -25,6 +25,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::procfs;
+
 /// Walks of the hierarchy are at most this frequent: an id the kernel reports for a cgroup
 /// created since the last walk is named after the next one; a storm of unknown ids (a removed
 /// cgroup's) costs one walk per interval, not one per id.
@@ -94,11 +96,13 @@ impl Hierarchy {
     }
 
     /// The cgroup of a process (or task) in this hierarchy, from /proc/PID/cgroup. `None` once
-    /// it is reaped. A task that has begun to exit shows the root (`/`) on cgroup v1, whatever
-    /// its cgroup was.
+    /// it is reaped, or once it has begun to exit if /proc says `/`: an exiting task shows the
+    /// root on cgroup v1, whatever its cgroup was (read first, checked after: a path read
+    /// before the task began to exit is right).
     pub fn of_process(&self, pid: u32) -> Option<String> {
         let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
         self.path_in(&text)
+            .filter(|path| path != "/" || !procfs::exiting(pid))
     }
 
     /// This hierarchy's path in a /proc/PID/cgroup text.

@@ -2,8 +2,6 @@
 
 use std::fs;
 
-use super::cgroup::Cgroups;
-
 use memtrace_common::members::PF_KTHREAD;
 
 /// A process's name (`/proc/PID/comm`), if it still exists.
@@ -97,6 +95,14 @@ fn stat_value(stat: &str, field: usize) -> Option<u64> {
 /// memory.
 pub fn is_kernel_thread(pid: u32) -> bool {
     stat_field(pid, 9).is_some_and(|flags| flags & u64::from(PF_KTHREAD) != 0)
+}
+
+/// A process's start time (as [`start_ticks`]) and whether it still runs (neither a zombie nor
+/// dead), from one read of /proc/PID/stat; `None` once the pid is gone.
+pub fn start_and_running(pid: u32) -> Option<(u64, bool)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let state = stat[stat.rfind(')')? + 1..].split_whitespace().next()?;
+    Some((stat_value(&stat, 22)?, !matches!(state, "Z" | "X" | "x")))
 }
 
 /// When a process started, in clock ticks since boot (field 22 of /proc/PID/stat).
@@ -255,7 +261,7 @@ pub fn memory_controller_index() -> Option<u32> {
 
 /// Whether a task has begun to exit (PF_EXITING in /proc/PID/stat's flags) or is gone: cgroup
 /// v1 then shows it in the root cgroup whatever its real one.
-fn exiting(pid: u32) -> bool {
+pub fn exiting(pid: u32) -> bool {
     const PF_EXITING: u64 = 0x4;
     stat_field(pid, 9).is_none_or(|flags| flags & PF_EXITING != 0)
 }
@@ -286,25 +292,6 @@ pub struct VictimFacts {
     pub tgid: Option<u32>,
     /// Its memory cgroup, or the triggering task's once the victim is reaped.
     pub cgroup: Option<(String, CgroupOf)>,
-}
-
-/// Reads what /proc says about an OOM victim task while it is (at best) a zombie;
-/// `trigger_memcg_id` is the kernfs id of the triggering task's memory cgroup, the fallback.
-pub fn oom_victim(tid: u32, trigger_memcg_id: Option<u64>, cgroups: &mut Cgroups) -> VictimFacts {
-    // Read first, then check the task had not begun to exit: a path read before is right.
-    let victim = cgroups
-        .of_process(tid)
-        .filter(|path| path != "/" || !exiting(tid));
-    let cgroup = match victim {
-        Some(path) => Some((path, CgroupOf::Victim)),
-        None => trigger_memcg_id
-            .and_then(|id| cgroups.path_of(id).ok())
-            .map(|path| (path, CgroupOf::Trigger)),
-    };
-    VictimFacts {
-        tgid: tgid_of(tid),
-        cgroup,
-    }
 }
 
 /// The system page size.
@@ -372,6 +359,11 @@ Swap:                  0 kB
         assert!(stat_field(me, 10).is_some()); // minflt
         assert!(program_break(me).is_some());
         assert!(is_live_process(me));
+        assert_eq!(
+            start_and_running(me),
+            Some((start_ticks(me).unwrap(), true))
+        );
+        assert_eq!(start_and_running(0), None);
         assert!(!is_kernel_thread(me));
         assert!(is_kernel_thread(2), "pid 2 is kthreadd");
         let threads = thread_faults(me);

@@ -303,6 +303,18 @@ impl Tracer {
         let _ = self.faults.remove(&pid);
     }
 
+    /// Frees a process's stall histograms once it is forgotten (folded into its cgroup's
+    /// totals): the next holder of the pid must not inherit them.
+    pub fn forget_stalls(&mut self, pid: u32) {
+        for &kind in ReclaimKind::ALL {
+            let key = StallKey {
+                tgid: pid,
+                reclaim_kind: kind as u32,
+            };
+            let _ = self.stalls.remove(&key);
+        }
+    }
+
     /// User-mode fault counts per process, summed over CPUs.
     pub fn faults(&self) -> BTreeMap<u32, FaultCounts> {
         self.faults

@@ -1,13 +1,13 @@
 //! Per-process totals built from decoded events. Pure: fed events, never touches the kernel or
 //! /proc, so every rule here is unit-tested.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
 use memtrace_common::{
     advice,
     events::{
         fault::FaultCounts,
-        rss::{RSS_MEMBERS, RssState},
+        rss::{RSS_MEMBERS, RssMember, RssState},
         totals::{COUNTED_ADVICE, FlushReason, MapSyscall, MmapKind, SyscallTotals},
     },
 };
@@ -16,11 +16,22 @@ use super::{
     container::Whereabouts,
     event::{Event, Madvise, MapKind, MapOp, Mapping, comm_string},
     kernel_totals::{self, Fit, KernelCounted},
+    totals::{CgroupKey, Totals},
 };
-use crate::kernel::{
-    procfs::SmapsRollup,
-    status::{Resident, StatusMemory},
+use crate::{
+    cli::SortKey,
+    kernel::{
+        procfs::SmapsRollup,
+        status::{Resident, StatusMemory},
+    },
 };
+
+/// Children whose parent is remembered, at most (threads are forks too, and never claim
+/// theirs: the oldest go first).
+const MAX_BORN_IN: usize = 16_384;
+/// How far back among earlier holders of reused pids an answer about one is looked for (they
+/// end in order, and an answer comes within a second).
+const MAX_ENDED_SEARCH: usize = 4096;
 
 /// Calls with one advice value.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -291,11 +302,24 @@ pub struct ProcessStats {
     /// Bytes reclaim took per RSS member from its address spaces that are gone (torn down at
     /// exit or exec), which the kernel's per-mm state no longer holds.
     pub taken_from_gone: [u64; RSS_MEMBERS],
+    /// Tells this entry from every other, earlier or later, with the same pid: what the
+    /// session read about "pid N" a moment ago applies only if N's entry is still this one.
+    pub serial: u64,
+    /// The cgroup it is counted in; `None` until settled (see
+    /// [`Attribution::settle_cgroup`]). Settled once: its counts never move to another
+    /// cgroup's totals, and `whereabouts` names the same cgroup.
+    pub cgroup: Option<CgroupKey>,
+    /// The process that forked it, when that was seen while tracing.
+    pub parent: Option<u32>,
+    /// Where it was when tracing began (read at attach), or where it was born (its parent's
+    /// cgroup when it forked it), as far as known: its cgroup when /proc no longer shows it.
+    pub cgroup_at_start: Option<String>,
     /// The last copy of its memory syscalls counted in the kernel taken into `madvise` and
     /// `mappings` (runs that print only totals; see [`kernel_totals`]).
     pub kernel: Option<KernelCounted>,
-    /// Its memory cgroup's id as the kernel programs read it (`memtrace_common::cgroup`): at
-    /// its first counted syscall, and as a thread of it exits.
+    /// Its memory cgroup's id as the kernel programs read it (`memtrace_common::cgroup`; the
+    /// directory's inode number): at its first counted syscall, as a thread of it exits, or as
+    /// it triggered an OOM kill. Named when /proc no longer shows its cgroup.
     pub memory_cgroup: Option<u64>,
 }
 
@@ -349,6 +373,110 @@ impl ProcessStats {
             .map(|(_, totals)| totals.bytes)
             .sum()
     }
+
+    /// Resident memory in bytes, while it lives: smaps_rollup's Rss where sampled, else the
+    /// kernel's counters (file + anon + shmem, those seen). `None` once it has exited — RSS is
+    /// a current quantity, and an exited process holds none.
+    pub fn resident_bytes(&self) -> Option<u64> {
+        if self.exited {
+            return None;
+        }
+        let status = self.status_last.map(|(status, _)| status.rss);
+        self.smaps_last.map(|s| s.rss).or(status).or_else(|| {
+            [RssMember::File, RssMember::Anon, RssMember::Shmem]
+                .iter()
+                .filter_map(|&m| self.rss.size[m as usize])
+                .reduce(|a, b| a + b)
+        })
+    }
+
+    /// Its value for `--sort`: what the report's (and the metrics') top N is chosen by.
+    pub fn rank(&self, sort: SortKey) -> u64 {
+        match sort {
+            SortKey::Released => self.released_bytes(),
+            SortKey::Faults => {
+                (self.task_faults.minor() + self.task_faults.major()).max(self.faults.user)
+            }
+            SortKey::Rss => self.resident_bytes().unwrap_or(0),
+            SortKey::Mapped => {
+                let m = &self.mappings;
+                m.mapped_bytes() + m.brk_grow.bytes + m.mremap_grow.bytes
+            }
+        }
+    }
+}
+
+/// How a long system-wide run keeps its memory bounded (see [`Attribution::take_for_bound`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    /// Processes kept, at most; live ones are never let go, so there may be more.
+    pub max_processes: usize,
+    /// Exited processes ranking in the top this many by `sort` are kept whatever the bound, so
+    /// the report's top N is chosen from every process seen.
+    pub keep_top: usize,
+    pub sort: SortKey,
+}
+
+/// An entry to look up in /proc: the current holder of `pid`, if it still is entry `serial`;
+/// `parent` to read the cgroup of if its own is gone (where it was born).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fresh {
+    pub pid: u32,
+    pub serial: u64,
+    pub parent: Option<u32>,
+}
+
+/// What /proc said about a process when the session looked it up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub comm: Option<String>,
+    /// Clock ticks after boot (`starttime` of /proc/PID/stat).
+    pub start_ticks: Option<u64>,
+    /// Its cgroup path (see `kernel::cgroup`).
+    pub cgroup: Option<String>,
+    /// When its own could not be read: its parent's (where it was born, unless it moved).
+    pub parent_cgroup: Option<String>,
+    /// Its pid inside its own pid namespace (`NSpid` of /proc/PID/status).
+    pub nspid: Option<u32>,
+}
+
+/// What the session's periodic look at /proc found for a process.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reading {
+    /// None once the pid is gone.
+    pub start_ticks: Option<u64>,
+    /// Neither gone nor a zombie.
+    pub alive: bool,
+    /// Per thread `(tid, minflt, majflt)`, if its fault counters were read.
+    pub threads: Option<Vec<(u32, u64, u64)>>,
+    /// smaps_rollup, or status where smaps_rollup is refused.
+    pub resident: Option<Resident>,
+}
+
+/// Where exited processes' cgroups come from when /proc no longer shows them: per child pid,
+/// its parent and (if settled then) the parent's cgroup at fork, bounded.
+#[derive(Debug, Default)]
+struct BornIn {
+    by_child: BTreeMap<u32, (u32, Option<String>)>,
+    order: VecDeque<u32>,
+}
+
+impl BornIn {
+    fn insert(&mut self, child: u32, parent: u32, cgroup: Option<String>) {
+        if self.by_child.insert(child, (parent, cgroup)).is_none() {
+            self.order.push_back(child);
+        }
+        while self.order.len() > MAX_BORN_IN {
+            if let Some(oldest) = self.order.pop_front() {
+                self.by_child.remove(&oldest);
+            }
+        }
+    }
+
+    fn take(&mut self, child: u32) -> Option<(u32, Option<String>)> {
+        // Its slot in `order` goes when it reaches the front.
+        self.by_child.remove(&child)
+    }
 }
 
 /// Totals for every process seen.
@@ -364,9 +492,16 @@ pub struct Attribution {
     pub unattributed: BTreeMap<u32, AdviceTotals>,
     /// Exited processes dropped to keep a long system-wide run's memory bounded.
     pub forgotten: u64,
+    /// What the dropped processes had counted, per cgroup (those `--comm` shows).
+    pub folded: BTreeMap<CgroupKey, Totals>,
     /// The threads' fault counters of the processes alive when tracing began, until each is
     /// first met: its faults then count from there, over the same window as the kernel's.
     at_attach: AtAttach,
+    /// The next entry's [`ProcessStats::serial`].
+    next_serial: u64,
+    /// Entries created since the session last looked.
+    fresh: Vec<Fresh>,
+    born_in: BornIn,
 }
 
 /// Per-thread `(tid, minflt, majflt)` of processes when tracing began, and where each runs.
@@ -387,28 +522,206 @@ impl Attribution {
         self.processes.len() + self.ended.len()
     }
 
-    /// Drops exited processes (lowest pids first) until at most `keep` remain; returns the
-    /// pids dropped. `alive` says whether a pid still runs; live processes are never dropped.
-    pub fn forget_exited(&mut self, keep: usize, alive: impl Fn(u32) -> bool) -> Vec<u32> {
-        // Earlier holders of reused pids go first: they ended before any current one.
-        let ended = self.ended.len().min(self.len().saturating_sub(keep));
-        self.ended.drain(..ended);
-        self.forgotten += ended as u64;
-        let excess = self.len().saturating_sub(keep);
-        // Not one whose syscall totals the kernel has yet to send complete: the final copy
-        // would come back as a new entry, its counts taken in twice.
-        let dropped: Vec<u32> = self
-            .processes
-            .iter()
-            .filter(|(pid, p)| !alive(**pid) && p.kernel.as_ref().is_none_or(|k| k.last))
-            .map(|(pid, _)| *pid)
-            .take(excess)
-            .collect();
-        for pid in &dropped {
-            self.processes.remove(pid);
+    /// Lets go of exited processes until at most `bound.max_processes` are kept, lowest-ranked
+    /// by `bound.sort` first (oldest first among equals), and returns them for the caller to
+    /// fold ([`Attribution::fold`]). Never a live process, nor one of the top
+    /// `bound.keep_top` of those `shows` selects: a counter only grows, so a process let go
+    /// below the top can never rise into it, and the top N stays that of every process seen.
+    /// A process whose cgroup is not settled yet waits for it (unless the bound is far
+    /// exceeded); one whose kernel-counted totals have not arrived complete waits for them.
+    /// Each comes with whether it was the current holder of its pid (else an earlier holder of
+    /// a reused pid).
+    pub fn take_for_bound(
+        &mut self,
+        bound: &Bound,
+        shows: impl Fn(&ProcessStats) -> bool,
+    ) -> Vec<(ProcessStats, bool)> {
+        let excess = self.len().saturating_sub(bound.max_processes);
+        if excess == 0 {
+            return Vec::new();
         }
-        self.forgotten += dropped.len() as u64;
-        dropped
+        let rank = |p: &ProcessStats| if shows(p) { p.rank(bound.sort) } else { 0 };
+        let mut shown: Vec<(u64, u64)> = self
+            .processes()
+            .filter(|p| shows(p))
+            .map(|p| (rank(p), p.serial))
+            .collect();
+        shown.sort_unstable_by_key(|&(rank, serial)| (std::cmp::Reverse(rank), serial));
+        let top: HashSet<u64> = shown
+            .iter()
+            .take(bound.keep_top)
+            .map(|&(_, serial)| serial)
+            .collect();
+        let far_over = self.len() > 2 * bound.max_processes;
+        let mut candidates: Vec<(u64, u64)> = self
+            .processes()
+            .filter(|p| p.exited && !top.contains(&p.serial))
+            .filter(|p| p.cgroup.is_some() || far_over)
+            // Not one whose syscall totals the kernel has yet to send complete: the final copy
+            // would come back as a new entry, its counts taken in twice.
+            .filter(|p| p.kernel.as_ref().is_none_or(|k| k.last))
+            .map(|p| (rank(p), p.serial))
+            .collect();
+        candidates.sort_unstable();
+        let chosen: HashSet<u64> = candidates
+            .into_iter()
+            .take(excess)
+            .map(|(_, serial)| serial)
+            .collect();
+        let mut taken = Vec::with_capacity(chosen.len());
+        let ended = std::mem::take(&mut self.ended);
+        for p in ended {
+            if chosen.contains(&p.serial) {
+                taken.push((p, false));
+            } else {
+                self.ended.push(p);
+            }
+        }
+        let current: Vec<u32> = self
+            .processes
+            .values()
+            .filter(|p| chosen.contains(&p.serial))
+            .map(|p| p.pid)
+            .collect();
+        for pid in current {
+            taken.extend(self.processes.remove(&pid).map(|p| (p, true)));
+        }
+        self.forgotten += taken.len() as u64;
+        taken
+    }
+
+    /// Adds a process that was let go, with its stalls, to its cgroup's folded totals.
+    pub fn fold<'a>(
+        &mut self,
+        p: &ProcessStats,
+        stalls: impl IntoIterator<
+            Item = (
+                memtrace_common::events::stall::ReclaimKind,
+                &'a super::reclaim::StallStats,
+            ),
+        >,
+    ) {
+        let key = p.cgroup.clone().unwrap_or(CgroupKey::Unknown);
+        self.folded.entry(key).or_default().add_process(p, stalls);
+    }
+
+    /// Whether the current holder of `pid` is the entry with `serial`.
+    fn is_current(&self, pid: u32, serial: u64) -> bool {
+        self.processes.get(&pid).is_some_and(|p| p.serial == serial)
+    }
+
+    /// Entry `serial` of `pid`, and whether it is the pid's current holder: an earlier holder
+    /// (its pid passed on since) is looked for among the most recent ones.
+    fn entry_mut(&mut self, pid: u32, serial: u64) -> Option<(&mut ProcessStats, bool)> {
+        if self.is_current(pid, serial) {
+            return self.processes.get_mut(&pid).map(|p| (p, true));
+        }
+        self.ended
+            .iter_mut()
+            .rev()
+            .take(MAX_ENDED_SEARCH)
+            .find(|p| p.serial == serial)
+            .map(|p| (p, false))
+    }
+
+    /// Entries created since the last call, to look up.
+    pub fn take_fresh(&mut self) -> Vec<Fresh> {
+        std::mem::take(&mut self.fresh)
+    }
+
+    /// Applies what /proc said about entry `serial` of `pid`, if /proc showed that same process:
+    /// the start times agree — and are known, for an entry whose pid passed to another process
+    /// since (/proc then likely showed that one). Returns the kernel's memory-cgroup id to name
+    /// when /proc did not show its cgroup (see [`Attribution::settle_cgroup`]).
+    pub fn identify(&mut self, pid: u32, serial: u64, identity: Identity) -> Option<u64> {
+        let (process, current) = self.entry_mut(pid, serial)?;
+        let same = match (process.start_time, identity.start_ticks) {
+            (Some(known), Some(read)) => known == read,
+            _ => current,
+        };
+        if process.cgroup_at_start.is_none() {
+            // The parent's, read only when the process itself was gone.
+            process.cgroup_at_start = identity.parent_cgroup;
+        }
+        if !same {
+            // Another process has the pid by now: nothing read is about this one.
+            return settle(process, None);
+        }
+        if let Some(ticks) = identity.start_ticks {
+            process.start_time.get_or_insert(ticks);
+        }
+        // An exec seen since gave a better name than /proc's read, which may predate it.
+        if let Some(comm) = identity.comm
+            && process.exec_from.is_empty()
+        {
+            process.comm = comm;
+        }
+        if identity.nspid.is_some() {
+            process.whereabouts.nspid = identity.nspid;
+        }
+        settle(process, identity.cgroup)
+    }
+
+    /// Settles the cgroup of entry `serial` of `pid` (see [`settle`]).
+    #[cfg(test)]
+    pub fn settle_cgroup(
+        &mut self,
+        pid: u32,
+        serial: u64,
+        from_proc: Option<String>,
+    ) -> Option<u64> {
+        let (process, _) = self.entry_mut(pid, serial)?;
+        settle(process, from_proc)
+    }
+
+    /// The kernel's memory-cgroup id of entry `serial` named (or not: then its parent's cgroup
+    /// at fork, else unknown).
+    pub fn named_memcg(&mut self, pid: u32, serial: u64, path: Option<String>) {
+        if let Some((process, _)) = self.entry_mut(pid, serial)
+            && process.cgroup.is_none()
+        {
+            let path = path.or_else(|| process.cgroup_at_start.clone());
+            settle_in(process, path);
+        }
+    }
+
+    /// The memory cgroup id a kernel program read for a process.
+    pub fn set_memory_cgroup(&mut self, pid: u32, id: u64) {
+        self.process(pid, "").memory_cgroup = Some(id);
+    }
+
+    /// Applies the session's periodic reading of `pid`'s /proc entries, if its current holder
+    /// is still entry `serial`: a pid gone, a zombie, or now another process's (another start
+    /// time) means that process exited.
+    pub fn read(&mut self, pid: u32, serial: u64, reading: Reading) {
+        if !self.is_current(pid, serial) {
+            return;
+        }
+        let Some(process) = self.processes.get_mut(&pid) else {
+            return;
+        };
+        let same = match (process.start_time, reading.start_ticks) {
+            (_, None) => false,
+            (Some(known), Some(read)) => known == read,
+            (None, Some(_)) => true,
+        };
+        if !same || !reading.alive {
+            process.exited = true;
+        }
+        if !same {
+            return;
+        }
+        if let Some(threads) = reading.threads.filter(|t| !t.is_empty()) {
+            process.task_faults.sample(&threads);
+        }
+        if let Some(resident) = reading.resident {
+            self.sample_resident(pid, resident);
+        }
+    }
+
+    /// The entry's serial of the current holder of `pid`.
+    pub fn serial_of(&self, pid: u32) -> Option<u64> {
+        self.processes.get(&pid).map(|p| p.serial)
     }
 
     pub fn record(&mut self, event: &Event) {
@@ -429,23 +742,57 @@ impl Attribution {
                 if t.cgroup_id != 0 {
                     process.memory_cgroup = Some(t.cgroup_id);
                 }
+                // The last thread (known from Linux 6.18 on): the process is gone.
+                if t.group_dead == 1 {
+                    process.exited = true;
+                }
             }
             Event::Totals(flush) => {
-                self.kernel_totals(flush.tgid, &flush.totals, true);
-                if flush.reason == FlushReason::Exit as u32 {
-                    self.exited(flush.tgid);
+                // Its final copy, sent as it exited (or as its pid passed on, which the spawn
+                // record says too).
+                if self.kernel_totals(flush.tgid, &flush.totals, true)
+                    && flush.reason == FlushReason::Exit as u32
+                    && let Some(process) = self.processes.get_mut(&flush.tgid)
+                {
+                    process.exited = true;
                 }
             }
             Event::Stall(s) => {
                 self.process(s.tgid, &s.thread_comm);
             }
             Event::AddressSpaceGone(g) => self.process(g.tgid, "").address_space_gone(g.taken),
-            Event::Spawn(s) => self.pid_passed_on(s.child),
+            Event::Spawn(s) => {
+                self.pid_passed_on(s.child);
+                let cgroup = self.cgroup_known(s.parent);
+                self.born_in.insert(s.child, s.parent, cgroup);
+            }
+            // The kernel read the memory cgroup of the task that triggered it: its process's,
+            // when memtrace knows that process.
+            Event::OomKill(o) => {
+                if let Some(id) = o.trigger_memcg_id
+                    && self.processes.contains_key(&o.trigger_pid)
+                {
+                    self.set_memory_cgroup(o.trigger_pid, id);
+                }
+            }
             // The system's, not a process's (see `super::reclaim`).
-            Event::OomKill(_) | Event::OomReaper(_) | Event::Kswapd(_) => {}
+            Event::OomReaper(_) | Event::Kswapd(_) => {}
             // Named by the session and kept in `super::stacks`.
             Event::StackSeen(_) => {}
         }
+    }
+
+    /// Where a process is, as far as known without /proc: its settled cgroup, else where it was
+    /// at attach, else where it was born.
+    fn cgroup_known(&self, pid: u32) -> Option<String> {
+        let settled = self.processes.get(&pid).and_then(|p| match &p.cgroup {
+            Some(key) => key.path(),
+            None => p.cgroup_at_start.as_deref(),
+        });
+        settled
+            .or_else(|| self.at_attach.whereabouts.get(&pid)?.cgroup.as_deref())
+            .or_else(|| self.born_in.by_child.get(&pid)?.1.as_deref())
+            .map(str::to_owned)
     }
 
     /// The fault counters when tracing began (read just before the programs attached).
@@ -465,9 +812,9 @@ impl Attribution {
     }
 
     /// A copy of a process's memory syscalls counted in the kernel, read from the kernel's map
-    /// (`last`: its final copy, from the ring). It goes to the process it is of: see
-    /// [`kernel_totals::fit`].
-    pub fn kernel_totals(&mut self, pid: u32, totals: &SyscallTotals, last: bool) {
+    /// (`last`: its final copy, from the ring). It goes to the process it is of (see
+    /// [`kernel_totals::fit`]); says whether it was taken in (not a stale copy).
+    pub fn kernel_totals(&mut self, pid: u32, totals: &SyscallTotals, last: bool) -> bool {
         let current = self.processes.get(&pid).and_then(|p| p.kernel.as_ref());
         let ended = self
             .ended
@@ -475,14 +822,17 @@ impl Attribution {
             .filter(|p| p.pid == pid)
             .map(|p| p.kernel.as_ref());
         match kernel_totals::fit(totals.start_ns, current, ended) {
-            Fit::Stale => return,
+            Fit::Stale => return false,
             Fit::NewProcess => self.pid_passed_on(pid),
             Fit::Take => {}
         }
         self.process(pid, "").take_kernel_totals(totals, last);
+        true
     }
 
-    /// A process is known to have exited (its pidfd said so).
+    /// A process is known to have exited (for tests; the session learns it from /proc's
+    /// readings, see [`Attribution::read`], and from the kernel's records).
+    #[cfg(test)]
     pub fn exited(&mut self, pid: u32) {
         if let Some(process) = self.processes.get_mut(&pid) {
             process.exited = true;
@@ -553,6 +903,7 @@ impl Attribution {
         );
     }
 
+    #[cfg(test)]
     pub fn pids(&self) -> Vec<u32> {
         self.processes.keys().copied().collect()
     }
@@ -578,18 +929,34 @@ impl Attribution {
     /// The stats of `pid`, created on first sight with `fallback_comm` as its name.
     fn process(&mut self, pid: u32, fallback_comm: &str) -> &mut ProcessStats {
         let at_attach = &mut self.at_attach;
+        let (next_serial, fresh, born_in) =
+            (&mut self.next_serial, &mut self.fresh, &mut self.born_in);
         let process = self.processes.entry(pid).or_insert_with(|| {
+            *next_serial += 1;
+            let (parent, born) = born_in.take(pid).unzip();
+            let at_start = at_attach.whereabouts.remove(&pid);
+            let nspid = at_start.as_ref().and_then(|w| w.nspid);
+            let cgroup_at_start = at_start.and_then(|w| w.cgroup).or(born.flatten());
+            fresh.push(Fresh {
+                pid,
+                serial: *next_serial,
+                // The parent's cgroup is read only while it is not known already.
+                parent: parent.filter(|_| cgroup_at_start.is_none()),
+            });
             let mut process = ProcessStats {
                 pid,
+                serial: *next_serial,
+                parent,
+                cgroup_at_start,
+                // Its cgroup is named once settled (see `settle`); its pid inside its namespace
+                // is its own for life.
+                whereabouts: Whereabouts::new(None, nspid),
                 ..ProcessStats::default()
             };
             match at_attach.threads.remove(&pid) {
                 Some(threads) => process.task_faults.start_from(&threads),
                 None if at_attach.every_process => process.task_faults.born_while_traced(),
                 None => {}
-            }
-            if let Some(whereabouts) = at_attach.whereabouts.remove(&pid) {
-                process.whereabouts = whereabouts;
             }
             process
         });
@@ -611,16 +978,6 @@ impl Attribution {
         self.process(pid, comm).comm = comm.to_owned();
     }
 
-    /// Where a process runs (read from /proc when memtrace first meets it).
-    pub fn place(&mut self, pid: u32, whereabouts: Whereabouts) {
-        self.process(pid, "").whereabouts = whereabouts;
-    }
-
-    /// Whether a process still has no name.
-    pub fn unnamed(&self, pid: u32) -> bool {
-        self.processes.get(&pid).is_none_or(|p| p.comm.is_empty())
-    }
-
     pub fn process_by_pid(&self, pid: u32) -> Option<&ProcessStats> {
         self.processes.get(&pid)
     }
@@ -629,6 +986,31 @@ impl Attribution {
     pub fn processes(&self) -> impl Iterator<Item = &ProcessStats> {
         self.ended.iter().chain(self.processes.values())
     }
+}
+
+/// Settles a process's cgroup, once: the path /proc showed; else, when the kernel reported its
+/// memory cgroup's id, that id, returned for the caller to name (then
+/// [`Attribution::named_memcg`]); else its parent's at fork; else unknown.
+fn settle(process: &mut ProcessStats, from_proc: Option<String>) -> Option<u64> {
+    if process.cgroup.is_some() {
+        return None;
+    }
+    match (from_proc, process.memory_cgroup) {
+        (Some(path), _) => settle_in(process, Some(path)),
+        (None, Some(id)) => return Some(id),
+        (None, None) => {
+            let born = process.cgroup_at_start.clone();
+            settle_in(process, born);
+        }
+    }
+    None
+}
+
+/// The one place a process's cgroup is set: the key its counts go to, and where it runs as
+/// reports show it (the container and pod that path names), so both always agree.
+fn settle_in(process: &mut ProcessStats, path: Option<String>) {
+    process.whereabouts = Whereabouts::new(path.clone(), process.whereabouts.nspid);
+    process.cgroup = Some(path.map_or(CgroupKey::Unknown, CgroupKey::Path));
 }
 
 fn add_call(totals: &mut AdviceTotals, m: &Madvise) {
@@ -700,9 +1082,13 @@ mod tests {
     }
 
     fn spawn(child: u32) -> Event {
+        spawn_of(1, child)
+    }
+
+    fn spawn_of(parent: u32, child: u32) -> Event {
         Event::Spawn(Spawn {
             kind: 15,
-            parent: 1,
+            parent,
             child,
             followed: 0,
         })
@@ -763,9 +1149,13 @@ mod tests {
         let p = a.process_by_pid(5).unwrap();
         // 20 (tid 6) + 30 (tid 5) + 9 (tid 7, born while traced).
         assert_eq!((p.task_faults.minor(), p.task_faults.major()), (59, 1));
-        // Where it ran, read at attach, is kept even though it was never read again.
-        assert_eq!(p.whereabouts.cgroup.as_deref(), Some("/jobs/a"));
         assert_eq!(p.whereabouts.nspid, Some(1));
+        // Where it ran, read at attach, is its cgroup once /proc no longer shows it.
+        let serial = p.serial;
+        a.identify(5, serial, Identity::default());
+        let p = a.process_by_pid(5).unwrap();
+        assert_eq!(p.cgroup, Some(CgroupKey::Path("/jobs/a".into())));
+        assert_eq!(p.whereabouts.cgroup.as_deref(), Some("/jobs/a"));
         // A process that was not there at attach was born while traced: all its faults count.
         a.sample_task_faults(8, &[(8, 40, 0)]);
         assert_eq!(a.process_by_pid(8).unwrap().task_faults.minor(), 40);
@@ -997,28 +1387,328 @@ mod tests {
         assert_eq!((f.minor(), f.major()), (12, 1));
     }
 
+    fn settled(a: &mut Attribution, pid: u32, cgroup: &str) {
+        let serial = a.serial_of(pid).unwrap();
+        a.settle_cgroup(pid, serial, Some(cgroup.to_owned()));
+    }
+
+    fn exit_now(a: &mut Attribution, pid: u32) {
+        let serial = a.serial_of(pid).unwrap();
+        a.read(pid, serial, Reading::default());
+    }
+
     #[test]
-    fn only_exited_processes_are_forgotten() {
+    fn the_bound_lets_go_of_the_lowest_ranked_exited_processes() {
         let mut a = Attribution::default();
+        // pid N released N pages; 2 and 4 still run, the others exited. 5, the biggest
+        // exited releaser, is among the top 2 of everything seen.
         for pid in 1..=6 {
-            a.record(&madvise(pid, pid, advice::DONTNEED, 4096, None));
+            a.record(&madvise(
+                pid,
+                pid,
+                advice::DONTNEED,
+                u64::from(pid) * 4096,
+                None,
+            ));
+            settled(&mut a, pid, "/jobs");
         }
-        // 2 and 4 still run; the others exited. Keep at most 3.
-        let dropped = a.forget_exited(3, |pid| pid == 2 || pid == 4);
-        assert_eq!(dropped, vec![1, 3, 5]);
-        assert_eq!(a.pids(), vec![2, 4, 6]);
-        assert_eq!(a.forgotten, 3);
-        // Under the cap nothing goes, even when exited.
-        assert!(a.forget_exited(3, |_| false).is_empty());
-        // Nor one whose kernel-counted totals have not arrived complete.
-        let t = memtrace_common::events::totals::SyscallTotals {
-            start_ns: 7,
-            ..Default::default()
+        for pid in [1, 3, 5, 6] {
+            exit_now(&mut a, pid);
+        }
+        let bound = Bound {
+            max_processes: 3,
+            keep_top: 2,
+            sort: SortKey::Released,
         };
-        a.kernel_totals(7, &t, false);
-        a.kernel_totals(8, &t, true);
-        assert_eq!(a.forget_exited(2, |_| false), vec![2, 4, 6]);
-        assert_eq!(a.pids(), vec![7, 8], "7 kept, over the cap");
+        let taken = a.take_for_bound(&bound, |_| true);
+        let taken: Vec<(u32, bool)> = taken.iter().map(|(p, current)| (p.pid, *current)).collect();
+        // 6 and 5 are the top 2; live 2 and 4 stay; of 1 and 3, both must go (6 > 3).
+        assert_eq!(taken, vec![(1, true), (3, true)]);
+        assert_eq!(a.pids(), vec![2, 4, 5, 6]);
+        assert_eq!(a.forgotten, 2);
+        // Under the bound nothing goes, even when exited.
+        let loose = Bound {
+            max_processes: 4,
+            ..bound
+        };
+        assert!(a.take_for_bound(&loose, |_| true).is_empty());
+        // Not shown by --comm: ranked last, so let go first.
+        let tight = Bound {
+            max_processes: 3,
+            keep_top: 0,
+            ..bound
+        };
+        let taken = a.take_for_bound(&tight, |p| p.pid != 6);
+        assert_eq!(taken[0].0.pid, 6);
+    }
+
+    #[test]
+    fn exited_processes_wait_for_their_cgroup_before_they_are_let_go() {
+        let mut a = Attribution::default();
+        for pid in 1..=3 {
+            a.record(&madvise(pid, pid, advice::DONTNEED, 4096, None));
+            exit_now(&mut a, pid);
+        }
+        settled(&mut a, 3, "/a");
+        let bound = Bound {
+            max_processes: 2,
+            keep_top: 0,
+            sort: SortKey::Released,
+        };
+        let taken: Vec<u32> = a
+            .take_for_bound(&bound, |_| true)
+            .iter()
+            .map(|(p, _)| p.pid)
+            .collect();
+        assert_eq!(taken, vec![3]);
+    }
+
+    #[test]
+    fn the_cgroup_comes_from_proc_else_the_kernel_else_the_parent() {
+        let mut a = Attribution::default();
+        // /proc showed it.
+        a.record(&madvise(5, 5, advice::DONTNEED, 4096, None));
+        let fresh = a.take_fresh();
+        assert_eq!(
+            fresh,
+            vec![Fresh {
+                pid: 5,
+                serial: 1,
+                parent: None
+            }]
+        );
+        let identity = Identity {
+            comm: Some("app".into()),
+            start_ticks: Some(100),
+            cgroup: Some("/jobs/a".into()),
+            parent_cgroup: None,
+            nspid: None,
+        };
+        assert_eq!(a.identify(5, 1, identity.clone()), None);
+        let p = a.process_by_pid(5).unwrap();
+        assert_eq!((p.comm.as_str(), p.start_time), ("app", Some(100)));
+        assert_eq!(p.cgroup, Some(CgroupKey::Path("/jobs/a".into())));
+        // Settled once: a later reading does not move its counts.
+        a.settle_cgroup(5, 1, Some("/elsewhere".into()));
+        assert_eq!(
+            a.process_by_pid(5).unwrap().cgroup,
+            Some(CgroupKey::Path("/jobs/a".into()))
+        );
+
+        // Its child exits before /proc is read: born in the parent's cgroup.
+        a.record(&spawn_of(5, 6));
+        a.record(&madvise(6, 6, advice::DONTNEED, 4096, None));
+        assert_eq!(
+            a.take_fresh()[0].parent,
+            None,
+            "the parent's cgroup is known"
+        );
+        assert_eq!(a.identify(6, 2, Identity::default()), None);
+        assert_eq!(
+            a.process_by_pid(6).unwrap().cgroup,
+            Some(CgroupKey::Path("/jobs/a".into()))
+        );
+
+        // The kernel named its memory cgroup: that id is what to name.
+        a.record(&madvise(7, 7, advice::DONTNEED, 4096, None));
+        a.set_memory_cgroup(7, 4242);
+        assert_eq!(a.identify(7, 3, Identity::default()), Some(4242));
+        assert_eq!(
+            a.process_by_pid(7).unwrap().cgroup,
+            None,
+            "waits for the name"
+        );
+        a.named_memcg(7, 3, Some("/jobs/b".into()));
+        assert_eq!(
+            a.process_by_pid(7).unwrap().cgroup,
+            Some(CgroupKey::Path("/jobs/b".into()))
+        );
+
+        // Alive when tracing began, gone before /proc was read again: where it was then.
+        a.set_at_attach(AtAttach {
+            whereabouts: BTreeMap::from([(20, Whereabouts::new(Some("/at/attach".into()), None))]),
+            ..AtAttach::default()
+        });
+        // Its child, forked before memtrace met it, gone too: born there.
+        a.record(&spawn_of(20, 21));
+        for pid in [21, 20] {
+            a.record(&madvise(pid, pid, advice::DONTNEED, 4096, None));
+            let serial = a.serial_of(pid).unwrap();
+            a.identify(pid, serial, Identity::default());
+            assert_eq!(
+                a.process_by_pid(pid).unwrap().cgroup,
+                Some(CgroupKey::Path("/at/attach".into()))
+            );
+        }
+
+        // Nothing known: unknown, said as such.
+        a.record(&madvise(8, 8, advice::DONTNEED, 4096, None));
+        let serial = a.serial_of(8).unwrap();
+        a.identify(8, serial, Identity::default());
+        assert_eq!(
+            a.process_by_pid(8).unwrap().cgroup,
+            Some(CgroupKey::Unknown)
+        );
+
+        // Forked by a process memtrace had not met: /proc showed the parent's cgroup.
+        a.record(&spawn_of(30, 9));
+        a.record(&madvise(9, 9, advice::DONTNEED, 4096, None));
+        let fresh = a.take_fresh();
+        assert_eq!(fresh.last().and_then(|f| f.parent), Some(30));
+        let parents = Identity {
+            parent_cgroup: Some("/jobs/c".into()),
+            ..Identity::default()
+        };
+        let serial = a.serial_of(9).unwrap();
+        a.identify(9, serial, parents);
+        assert_eq!(
+            a.process_by_pid(9).unwrap().cgroup,
+            Some(CgroupKey::Path("/jobs/c".into()))
+        );
+    }
+
+    #[test]
+    fn what_proc_said_of_another_holder_of_the_pid_is_not_applied() {
+        let mut a = Attribution::default();
+        a.record(&madvise(5, 5, advice::DONTNEED, 4096, None));
+        a.set_start_time_from_kernel(5, 100);
+        // /proc shows a process that started later: another one has the pid now.
+        let later = Identity {
+            comm: Some("other".into()),
+            start_ticks: Some(900),
+            cgroup: Some("/other".into()),
+            parent_cgroup: None,
+            nspid: None,
+        };
+        a.identify(5, 1, later);
+        let p = a.process_by_pid(5).unwrap();
+        assert_eq!(
+            (p.comm.as_str(), p.cgroup.clone()),
+            ("t5", Some(CgroupKey::Unknown))
+        );
+        // A stale serial: the entry was replaced meanwhile.
+        a.record(&spawn(5));
+        a.record(&madvise(5, 5, advice::DONTNEED, 4096, None));
+        a.identify(
+            5,
+            1,
+            Identity {
+                comm: Some("x".into()),
+                ..Identity::default()
+            },
+        );
+        assert_eq!(a.process_by_pid(5).unwrap().comm, "t5");
+        // A reading of another start time: the holder memtrace knew exited.
+        a.set_start_time(5, 200);
+        let serial = a.serial_of(5).unwrap();
+        let reading = |start| Reading {
+            start_ticks: Some(start),
+            alive: true,
+            threads: Some(vec![(5, 10, 0)]),
+            resident: None,
+        };
+        a.read(5, serial, reading(200));
+        assert!(!a.process_by_pid(5).unwrap().exited);
+        a.read(5, serial, reading(300));
+        assert!(a.process_by_pid(5).unwrap().exited);
+    }
+
+    /// An answer about a process whose pid passed on meanwhile still settles its cgroup; /proc's
+    /// name and cgroup count only if its start time says /proc showed that very process.
+    #[test]
+    fn an_earlier_holder_of_a_pid_is_still_settled() {
+        let mut a = Attribution::default();
+        a.record(&madvise(5, 5, advice::DONTNEED, 4096, None));
+        a.record(&madvise(6, 6, advice::DONTNEED, 4096, None));
+        a.set_start_time_from_kernel(6, 60);
+        a.record(&spawn(5));
+        a.record(&spawn(6));
+        let seen = |start| Identity {
+            comm: Some("late".into()),
+            start_ticks: Some(start),
+            cgroup: Some("/later".into()),
+            parent_cgroup: None,
+            nspid: None,
+        };
+        a.identify(5, 1, seen(70));
+        a.identify(6, 2, seen(60));
+        let ended: Vec<_> = a
+            .processes()
+            .map(|p| (p.comm.clone(), p.cgroup.clone()))
+            .collect();
+        assert_eq!(
+            ended,
+            [
+                ("t5".to_owned(), Some(CgroupKey::Unknown)),
+                ("late".to_owned(), Some(CgroupKey::Path("/later".into()))),
+            ]
+        );
+    }
+
+    #[test]
+    fn resident_memory_is_a_live_process_s_only() {
+        let mut a = Attribution::default();
+        a.set_rss(BTreeMap::from([(
+            5,
+            Rss {
+                // File, anon, swap (not resident), shmem not seen yet.
+                size: [Some(4096), Some(8192), Some(4096), None],
+                external_drop: [0; RSS_MEMBERS],
+            },
+        )]));
+        assert_eq!(a.process_by_pid(5).unwrap().resident_bytes(), Some(12288));
+        assert_eq!(a.process_by_pid(5).unwrap().rank(SortKey::Rss), 12288);
+        a.record(&Event::ThreadExit(ThreadExit {
+            kind: 8,
+            tgid: 5,
+            tid: 5,
+            group_dead: 1,
+            min_flt: 0,
+            maj_flt: 0,
+            process_start_ns: 0,
+            cgroup_id: 0,
+            comm: [0; 16],
+        }));
+        let p = a.process_by_pid(5).unwrap();
+        assert!(p.exited, "the last thread exited");
+        assert_eq!((p.resident_bytes(), p.rank(SortKey::Rss)), (None, 0));
+    }
+
+    /// An exited process whose kernel-counted totals have not arrived complete is not let go:
+    /// its final copy would come back as a new entry, counted twice.
+    #[test]
+    fn the_bound_waits_for_kernel_totals_to_arrive_complete() {
+        use memtrace_common::events::totals::TotalsFlush;
+        let mut a = Attribution::default();
+        let t = SyscallTotals {
+            start_ns: 7,
+            ..SyscallTotals::default()
+        };
+        for pid in [7, 8] {
+            assert!(a.kernel_totals(pid, &t, false));
+            settled(&mut a, pid, "/jobs");
+            exit_now(&mut a, pid);
+        }
+        // 8's final copy arrives, as it exits.
+        a.record(&Event::Totals(Box::new(TotalsFlush {
+            kind: 0,
+            tgid: 8,
+            reason: FlushReason::Exit as u32,
+            _pad: 0,
+            totals: t,
+        })));
+        let bound = Bound {
+            max_processes: 0,
+            keep_top: 0,
+            sort: SortKey::Released,
+        };
+        let taken: Vec<u32> = a
+            .take_for_bound(&bound, |_| true)
+            .iter()
+            .map(|(p, _)| p.pid)
+            .collect();
+        assert_eq!(taken, vec![8]);
+        assert_eq!(a.pids(), vec![7], "7 kept, over the bound");
     }
 
     /// The same calls, as records and as the kernel's totals (taken in twice, as a sample and

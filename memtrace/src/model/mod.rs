@@ -8,8 +8,9 @@ pub mod event;
 pub mod kernel_totals;
 pub mod reclaim;
 pub mod stacks;
+pub mod totals;
 
-use attribution::Attribution;
+use attribution::{Attribution, Bound, ProcessStats};
 use event::Event;
 use reclaim::Reclaim;
 use stacks::Stacks;
@@ -41,5 +42,26 @@ impl Model {
     pub fn record(&mut self, event: &Event) {
         self.attribution.record(event);
         self.reclaim.record(event);
+    }
+
+    /// Lets go of exited processes past `bound` (see [`Attribution::take_for_bound`]), folding
+    /// each that `shows` selects, with its stalls, into its cgroup's totals. Returns the pids
+    /// whose kernel entries (fault counts, stall histograms: kept per pid) the caller frees.
+    pub fn bound(&mut self, bound: &Bound, shows: impl Fn(&ProcessStats) -> bool) -> Vec<u32> {
+        let mut freed = Vec::new();
+        for (process, current) in self.attribution.take_for_bound(bound, &shows) {
+            // The kernel keeps stalls per pid: they are the current holder's.
+            let stalls = if current {
+                freed.push(process.pid);
+                self.reclaim.take_stalls(process.pid)
+            } else {
+                Vec::new()
+            };
+            if shows(&process) {
+                self.attribution
+                    .fold(&process, stalls.iter().map(|(kind, s)| (*kind, s)));
+            }
+        }
+        freed
     }
 }

@@ -2,13 +2,17 @@
 //! periods, who woke kswapd, OOM kills and /proc/vmstat deltas. Pure: fed decoded events and
 //! kernel map values, never touches the kernel or /proc, so every rule here is unit-tested.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use memtrace_common::events::stall::{
     ReclaimKind, STALL_BUCKETS, ScanCounts, ScanSlot, StallHist, StallKey,
 };
 
 use super::event::{Event, Kswapd, OomKill, Stall};
+use crate::kernel::procfs::VictimFacts;
+
+/// OOM kills kept in full, the most recent ones; older ones are counted.
+pub const RECENT_OOM_KILLS: usize = 64;
 #[cfg(test)]
 use super::event::{OomReaper, ReaperOutcome};
 
@@ -56,6 +60,19 @@ impl StallStats {
         h.nr_reclaimed += nr_reclaimed;
         h.nr_scanned += nr_scanned;
         h.buckets[bucket_of(latency_ns / 1000)] += 1;
+    }
+
+    /// Adds another process's (or CPU's) stalls.
+    pub fn merge(&mut self, other: &Self) {
+        let (h, o) = (&mut self.0, &other.0);
+        h.count += o.count;
+        h.total_ns += o.total_ns;
+        h.max_ns = h.max_ns.max(o.max_ns);
+        h.nr_reclaimed += o.nr_reclaimed;
+        h.nr_scanned += o.nr_scanned;
+        for (sum, n) in h.buckets.iter_mut().zip(o.buckets) {
+            *sum += n;
+        }
     }
 
     /// The `p`-th percentile (0 < p <= 100) in microseconds, from the log2 buckets: the upper
@@ -156,6 +173,69 @@ pub struct Wakeups {
     pub comm: String,
 }
 
+/// OOM kills over the window: how many, and the most recent ones in full. A node with a
+/// container OOM-looping for weeks keeps a bounded record, and a snapshot copies at most
+/// [`RECENT_OOM_KILLS`] of them.
+#[derive(Clone, Debug)]
+pub struct OomKills {
+    pub total: u64,
+    /// Oldest first.
+    pub recent: VecDeque<OomKill>,
+    /// The RSS (anon + file + shmem, kB) the victims no longer in `recent` had at their kill;
+    /// `None` once one of them had a size this kernel does not report.
+    dropped_rss_kb: Option<u64>,
+}
+
+impl Default for OomKills {
+    fn default() -> Self {
+        Self {
+            total: 0,
+            recent: VecDeque::new(),
+            dropped_rss_kb: Some(0),
+        }
+    }
+}
+
+impl OomKills {
+    pub fn push(&mut self, kill: OomKill) {
+        self.total += 1;
+        self.recent.push_back(kill);
+        while self.recent.len() > RECENT_OOM_KILLS {
+            if let Some(old) = self.recent.pop_front() {
+                self.dropped_rss_kb = self.dropped_rss_kb.zip(rss_kb(&old)).map(|(a, b)| a + b);
+            }
+        }
+    }
+
+    /// The RSS every victim had at its kill, kB: the most the OOM reaper can have taken.
+    /// `None` when one of them had a size this kernel does not report.
+    pub fn victims_rss_kb(&self) -> Option<u64> {
+        self.recent
+            .iter()
+            .map(rss_kb)
+            .chain([self.dropped_rss_kb])
+            .sum()
+    }
+
+    /// Completes a kill with what /proc still said about its victim; returns the kill, if it
+    /// is still among the recent ones.
+    pub fn learn(&mut self, tid: u32, ts_ns: u64, facts: VictimFacts) -> Option<&OomKill> {
+        let kill = self
+            .recent
+            .iter_mut()
+            .rev()
+            .find(|k| k.tid == tid && k.ts_ns == ts_ns)?;
+        kill.learn(facts);
+        Some(kill)
+    }
+}
+
+fn rss_kb(kill: &OomKill) -> Option<u64> {
+    [kill.anon_rss_kb, kill.file_rss_kb, kill.shmem_rss_kb]
+        .into_iter()
+        .sum()
+}
+
 /// Stalls and kswapd wakes received as events since the last interval line.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Interval {
@@ -173,7 +253,7 @@ pub struct Reclaim {
     pub system: BTreeMap<ReclaimKind, StallStats>,
     /// Since the last interval line.
     interval: Interval,
-    pub ooms: Vec<OomKill>,
+    pub ooms: OomKills,
     pub kswapd: KswapdPeriods,
     pub wakeups: BTreeMap<u32, Wakeups>,
     /// Inactive-LRU scans per [`ScanSlot`]: inside traced stalls, and in the background.
@@ -203,6 +283,14 @@ impl Reclaim {
             .collect();
     }
 
+    /// Removes a process's stalls (it is let go: the caller frees the kernel's entries too).
+    pub fn take_stalls(&mut self, pid: u32) -> Vec<(ReclaimKind, StallStats)> {
+        ReclaimKind::ALL
+            .iter()
+            .filter_map(|&kind| Some((kind, self.stalls.remove(&(pid, kind))?)))
+            .collect()
+    }
+
     /// Processes with stalls in the kernel's histograms.
     pub fn stalled_pids(&self) -> impl Iterator<Item = u32> + '_ {
         self.stalls.keys().map(|&(pid, _)| pid)
@@ -214,7 +302,7 @@ impl Reclaim {
             Event::OomKill(o) => self.ooms.push(OomKill::clone(o)),
             Event::OomReaper(r) => {
                 // The latest kill of that task: the reaper follows it.
-                if let Some(kill) = self.ooms.iter_mut().rev().find(|k| k.tid == r.pid) {
+                if let Some(kill) = self.ooms.recent.iter_mut().rev().find(|k| k.tid == r.pid) {
                     kill.reaper.record(r.phase, r.ts_ns);
                 }
             }
@@ -394,6 +482,57 @@ mod tests {
         assert!(r.take_interval().stalls.is_empty());
     }
 
+    fn oom_kill(tid: u32) -> Event {
+        Event::OomKill(Box::new(OomKill {
+            pid: tid,
+            tid,
+            comm: String::new(),
+            trigger_pid: tid,
+            trigger_tid: tid,
+            trigger_comm: String::new(),
+            uid: None,
+            oom_score_adj: None,
+            total_vm_kb: None,
+            anon_rss_kb: Some(1000),
+            file_rss_kb: Some(10),
+            shmem_rss_kb: Some(0),
+            pgtables_kb: None,
+            ts_ns: u64::from(tid),
+            cgroup: None,
+            cgroup_of: None,
+            container: None,
+            pod: None,
+            trigger_memcg_id: None,
+            reaper: ReaperOutcome::default(),
+        }))
+    }
+
+    /// An OOM-looping container for weeks: a count, and the latest kills in full.
+    #[test]
+    fn oom_kills_are_counted_and_the_latest_kept() {
+        let mut r = Reclaim::default();
+        for tid in 1..=100 {
+            r.record(&oom_kill(tid));
+        }
+        assert_eq!(r.ooms.total, 100);
+        assert_eq!(r.ooms.recent.len(), RECENT_OOM_KILLS);
+        assert_eq!(r.ooms.recent[0].tid, 100 - RECENT_OOM_KILLS as u32 + 1);
+        // What the reaper can have taken still counts every victim.
+        assert_eq!(r.ooms.victims_rss_kb(), Some(100 * 1010));
+        let facts = VictimFacts {
+            tgid: Some(7),
+            cgroup: Some(("/jobs".into(), crate::kernel::procfs::CgroupOf::Victim)),
+        };
+        assert_eq!(r.ooms.learn(99, 99, facts.clone()).map(|k| k.pid), Some(7));
+        assert!(r.ooms.learn(1, 1, facts).is_none(), "no longer kept");
+        let Event::OomKill(mut unknown) = oom_kill(101) else {
+            unreachable!()
+        };
+        unknown.anon_rss_kb = None;
+        r.record(&Event::OomKill(unknown));
+        assert_eq!(r.ooms.victims_rss_kb(), None);
+    }
+
     #[test]
     fn reaper_steps_attach_to_their_kill() {
         use memtrace_common::events::oom::ReaperPhase;
@@ -432,10 +571,10 @@ mod tests {
         r.record(&step(11, ReaperPhase::Skip, 2_100));
         // A step for a task memtrace saw no kill of is ignored.
         r.record(&step(99, ReaperPhase::Skip, 1));
-        assert_eq!(r.ooms[0].reaper.reap_ns(), Some(500));
-        assert_eq!(r.ooms[0].reaper.woken_ns, Some(100));
-        assert_eq!(r.ooms[1].reaper.reap_ns(), None);
-        assert_eq!(r.ooms[1].reaper.skipped_ns, Some(2_100));
+        assert_eq!(r.ooms.recent[0].reaper.reap_ns(), Some(500));
+        assert_eq!(r.ooms.recent[0].reaper.woken_ns, Some(100));
+        assert_eq!(r.ooms.recent[1].reaper.reap_ns(), None);
+        assert_eq!(r.ooms.recent[1].reaper.skipped_ns, Some(2_100));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::{
     analysis::{
         ByName, Name,
         advice::{AdviceView, advice_name},
+        cgroups::{CgroupView, TotalsView},
         golang::verdict::Verdict,
         groups::GroupView,
         snapshot::{KswapdView, ProcessView, Snapshot, StallView, StalledView},
@@ -377,17 +378,23 @@ pub struct Summary<'a> {
     pub processes: &'a [ProcessView],
     /// process_madvise calls whose target could not be resolved.
     pub unattributed: &'a [AdviceView],
-    /// Exited processes dropped from the totals to keep memory bounded (system-wide runs past
-    /// 4096 processes).
+    /// Exited processes no longer listed in `processes`, to keep memory bounded (system-wide
+    /// runs past `--max-processes`): what they counted is in `totals` and `cgroups`.
     pub forgotten_processes: u64,
+    /// Every process `--comm` selects, the ones no longer listed included.
+    pub totals: &'a TotalsView,
+    /// The same per cgroup, in cgroup order (unknown last).
+    pub cgroups: &'a [CgroupView],
     /// Why every process's `rss.external_drop` is zero although memtrace counted pages taken:
     /// it counted more than the kernel reclaimed and reaped over the window. Null otherwise.
     pub rss_taken_withheld: Option<&'a str>,
     /// Present when a traced pid is a Go binary.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub go_verdicts: Vec<GoVerdictEntry<'a>>,
-    /// Every OOM kill of the window, traced process or not.
+    /// The most recent OOM kills of the window (up to 64), traced process or not.
     pub oom_kills: Vec<OomKillEntry<'a>>,
+    /// Every OOM kill of the window.
+    pub oom_kills_total: u64,
     /// With `--by container|cgroup`: the processes grouped, each group with its memory
     /// cgroup's own accounting; absent otherwise.
     #[serde(default, skip_serializing_if = "<[GroupView]>::is_empty")]
@@ -404,6 +411,8 @@ impl<'a> Summary<'a> {
             processes: &snapshot.processes,
             unattributed: &snapshot.unattributed,
             forgotten_processes: snapshot.forgotten,
+            totals: &snapshot.totals,
+            cgroups: &snapshot.cgroups,
             rss_taken_withheld: snapshot.taken_withheld.as_deref(),
             go_verdicts: snapshot
                 .go_verdicts
@@ -411,6 +420,7 @@ impl<'a> Summary<'a> {
                 .map(GoVerdictEntry::GoVerdict)
                 .collect(),
             oom_kills: oom_entries(snapshot),
+            oom_kills_total: snapshot.oom_kills_total,
             groups: &snapshot.groups,
         })
     }
@@ -425,7 +435,10 @@ pub struct ReclaimSummary<'a> {
     pub system_wide: bool,
     /// Records dropped in the kernel (streamed stalls undercount; histograms do not).
     pub lost: u64,
+    /// The most recent OOM kills (up to 64).
     pub oom_kills: Vec<OomKillEntry<'a>>,
+    /// Every OOM kill of the window.
+    pub oom_kills_total: u64,
     /// Every stall of the traced processes (all processes without --pid).
     pub stalls: &'a ByName<ReclaimKind, Option<StallView>>,
     /// Processes with stalls, most stall time first, then --pid targets without any.
@@ -444,6 +457,7 @@ impl<'a> ReclaimSummary<'a> {
             system_wide: snapshot.system_wide,
             lost: snapshot.lost.total(),
             oom_kills: oom_entries(snapshot),
+            oom_kills_total: snapshot.oom_kills_total,
             stalls: &snapshot.system_stalls,
             processes: &snapshot.stalled,
             kswapd: &snapshot.kswapd,

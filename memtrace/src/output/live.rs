@@ -54,14 +54,6 @@ impl Totals {
             dontneed: p.released_with(advice::DONTNEED),
         }
     }
-
-    fn add(&mut self, other: Self) {
-        self.minor += other.minor;
-        self.major += other.major;
-        self.released += other.released;
-        self.free += other.free;
-        self.dontneed += other.dontneed;
-    }
 }
 
 /// Per-second rates over the time between two frames.
@@ -110,15 +102,6 @@ impl Identity {
     }
 }
 
-/// Processes an earlier frame listed that the snapshot no longer has: exited ones the session
-/// dropped to bound its memory (or, with --comm, ones an exec renamed). What they had counted
-/// at their last frame stays in the plain line's totals, so the totals never go down.
-#[derive(Debug, Default)]
-struct Departed {
-    processes: u64,
-    totals: Totals,
-}
-
 /// Remembers what the previous frame counted, to turn counters into rates.
 #[derive(Debug, Default)]
 pub struct Live {
@@ -128,7 +111,8 @@ pub struct Live {
     /// When the previous frame's snapshot was taken, in ns since attach (0 before the first
     /// frame, whose rates so cover everything since attach).
     previous_ns: u64,
-    departed: Departed,
+    /// Every process's totals together at the previous plain line drawn from totals.
+    previous_sum: Totals,
 }
 
 /// One row of the screen.
@@ -265,15 +249,30 @@ impl Live {
         out
     }
 
-    /// The next plain line (not a terminal): totals over the listed processes.
+    /// The next plain line (not a terminal): totals over every process selected, those the
+    /// session let go to bound its memory included (so they never go down); rates and memory
+    /// over the listed ones.
     pub fn line(&mut self, snapshot: &Snapshot) -> String {
+        if snapshot.processes.len() < snapshot.listed {
+            return self.line_from_totals(snapshot);
+        }
         let rows = self.rows(snapshot);
         let lost = snapshot.lost.total();
         let elapsed = Duration::from_nanos(snapshot.elapsed_ns);
-        let mut totals = self.departed.totals;
+        let released_with = |advice: u32| {
+            let madvise = &snapshot.totals.madvise;
+            madvise
+                .iter()
+                .find(|a| a.advice == advice)
+                .map_or(0, |a| a.bytes)
+        };
+        let totals = Totals {
+            free: released_with(advice::FREE),
+            dontneed: released_with(advice::DONTNEED),
+            ..Totals::default()
+        };
         let mut rates = Rates::default();
         for row in &rows {
-            totals.add(row.totals);
             rates.minor += row.rates.minor;
             rates.major += row.rates.major;
             rates.released += row.rates.released;
@@ -284,11 +283,11 @@ impl Live {
         } else {
             let _ = write!(line, " {} processes", rows.len());
         }
-        if self.departed.processes > 0 {
+        if snapshot.forgotten > 0 {
             let _ = write!(
                 line,
                 " (+{} no longer listed, still counted)",
-                self.departed.processes
+                snapshot.forgotten
             );
         }
         let _ = write!(
@@ -301,6 +300,69 @@ impl Live {
             whole(rates.major),
             Amount::sum(rows.iter().map(|r| resident(r.p))).text(),
             Amount::sum(rows.iter().map(|r| lazy_free(r.p))).text(),
+        );
+        line
+    }
+
+    /// The plain line from every process's totals together, when the snapshot lists only the
+    /// top processes (system-wide): rates are the totals' change since the previous line, so
+    /// they include processes that exited in between; RSS is the kernel's counters of the live
+    /// processes (`≥` while some counter has not changed since attach), LazyFree unknown (not
+    /// read system-wide).
+    fn line_from_totals(&mut self, snapshot: &Snapshot) -> String {
+        let t = &snapshot.totals;
+        let released_with = |advice: u32| {
+            t.madvise
+                .iter()
+                .find(|a| a.advice == advice)
+                .map_or(0, |a| a.bytes)
+        };
+        let now = Totals {
+            minor: t.faults.minor,
+            major: t.faults.major,
+            released: t.released_bytes,
+            free: released_with(advice::FREE),
+            dontneed: released_with(advice::DONTNEED),
+        };
+        let seconds = Duration::from_nanos(snapshot.elapsed_ns.saturating_sub(self.previous_ns))
+            .as_secs_f64();
+        let rates = Rates::between(self.previous_sum, now, seconds);
+        self.previous_sum = now;
+        self.previous_ns = snapshot.elapsed_ns;
+        // Rows are not kept: a later frame that lists every process counts from zero again.
+        self.previous = BTreeMap::new();
+        let resident: u64 = RESIDENT
+            .iter()
+            .filter_map(|&m| t.rss.iter().find(|(member, _)| *member == m))
+            .map(|(_, bytes)| *bytes)
+            .sum();
+        let rss = if t.rss_partial {
+            Amount::AtLeast(resident)
+        } else {
+            Amount::Exactly(resident)
+        };
+        let mut line = format!(
+            "{:.1}s {} processes",
+            Duration::from_nanos(snapshot.elapsed_ns).as_secs_f64(),
+            snapshot.listed
+        );
+        if snapshot.forgotten > 0 {
+            let _ = write!(
+                line,
+                " (+{} no longer listed, still counted)",
+                snapshot.forgotten
+            );
+        }
+        let _ = write!(
+            line,
+            ": released FREE {} DONTNEED {} ({}/s); faults {}/s minor {}/s major; rss {} lazyfree ?; lost {}",
+            human_bytes(now.free),
+            human_bytes(now.dontneed),
+            human_bytes(whole(rates.released)),
+            whole(rates.minor),
+            whole(rates.major),
+            rss.text(),
+            snapshot.lost.total(),
         );
         line
     }
@@ -334,7 +396,7 @@ impl Live {
     }
 
     /// Each process's totals at the previous frame (zero if it was not listed), in the order
-    /// of `processes`; what the previous frame listed and these are not goes to [`Departed`].
+    /// of `processes`.
     fn take_previous(&mut self, processes: &[ProcessView]) -> Vec<Totals> {
         let mut previous = std::mem::take(&mut self.previous);
         let mut before: Vec<Option<Totals>> = vec![None; processes.len()];
@@ -353,10 +415,6 @@ impl Live {
                     *slot = Some(earlier.swap_remove(at).1);
                 }
             }
-        }
-        for (_, gone) in previous.into_values().flatten() {
-            self.departed.processes += 1;
-            self.departed.totals.add(gone);
         }
         before.into_iter().map(Option::unwrap_or_default).collect()
     }
@@ -481,7 +539,7 @@ mod tests {
         },
         model::{
             Model,
-            attribution::Rss,
+            attribution::{Bound, Reading, Rss},
             event::{Event, Spawn, test_madvise},
         },
     };
@@ -702,8 +760,21 @@ mod tests {
             live.line(&at(&model, 1))
                 .starts_with("1.0s 2 processes: released FREE 0 B DONTNEED 3.0 MiB (3.0 MiB/s)")
         );
-        // The session drops exited processes past its limit: 7 has exited.
-        assert_eq!(model.attribution.forget_exited(1, |pid| pid == 8), vec![7]);
+        // The session lets go of exited processes past its limit: 7 has exited.
+        for pid in [7, 8] {
+            let serial = model.attribution.serial_of(pid).unwrap();
+            model
+                .attribution
+                .settle_cgroup(pid, serial, Some("/jobs".to_owned()));
+        }
+        let serial = model.attribution.serial_of(7).unwrap();
+        model.attribution.read(7, serial, Reading::default());
+        let bound = Bound {
+            max_processes: 1,
+            keep_top: 0,
+            sort: crate::cli::SortKey::Released,
+        };
+        assert_eq!(model.bound(&bound, |_| true), vec![7]);
         assert_eq!(
             live.line(&at(&model, 2)),
             "2.0s pid 8 (stays) (+1 no longer listed, still counted): released FREE 0 B DONTNEED 3.0 MiB (0 B/s); faults 0/s minor 0/s major; rss ? lazyfree ?; lost 0"
@@ -712,6 +783,55 @@ mod tests {
         assert!(live.line(&at(&model, 3)).contains(
             "(+1 no longer listed, still counted): released FREE 0 B DONTNEED 4.0 MiB (1.0 MiB/s)"
         ));
+    }
+
+    /// System-wide, the line is drawn from the totals of every process, not from a view of
+    /// each: the same numbers, and rates that include processes exited in between.
+    #[test]
+    fn a_line_from_totals_says_what_a_line_from_rows_says() {
+        let mut model = Model::default();
+        for pid in [7, 8] {
+            model.attribution.name(pid, "p");
+            release(&mut model, pid, advice::DONTNEED, MIB);
+            faulted(&mut model, pid, 100, 1);
+            let serial = model.attribution.serial_of(pid).unwrap();
+            model
+                .attribution
+                .settle_cgroup(pid, serial, Some("/jobs".to_owned()));
+        }
+        model.attribution.set_rss(BTreeMap::from([(
+            7,
+            Rss {
+                size: [Some(MIB), Some(2 * MIB), None, None],
+                ..Rss::default()
+            },
+        )]));
+        let frame = |model: &Model, secs: u64| {
+            Snapshot::new(
+                model,
+                &Selection::default(),
+                Window {
+                    elapsed_ns: secs * 1_000_000_000,
+                    detail: crate::analysis::snapshot::Detail::Frame { rows: Some(1) },
+                    ..Window::default()
+                },
+            )
+        };
+        let (mut by_rows, mut by_totals) = (Live::default(), Live::default());
+        assert_eq!(
+            by_totals.line(&frame(&model, 2)),
+            by_rows.line(&at(&model, 2)),
+        );
+        assert!(
+            by_totals
+                .line(&frame(&model, 2))
+                .starts_with("2.0s 2 processes: released FREE 0 B DONTNEED 2.0 MiB"),
+        );
+        release(&mut model, 8, advice::DONTNEED, 2 * MIB);
+        let line = by_totals.line(&frame(&model, 4));
+        assert!(line.contains("DONTNEED 4.0 MiB (1.0 MiB/s)"), "{line}");
+        // Shmem of pid 7 and every counter of pid 8 never changed: at least.
+        assert!(line.contains("; rss ≥3.0 MiB lazyfree ?;"), "{line}");
     }
 
     #[test]

@@ -1,19 +1,99 @@
 //! The metrics page in the Prometheus text exposition format (0.0.4), rendered from a
 //! snapshot; [`super::exporter`] serves it.
+//!
+//! Bounded by design, for an agent left on every node for weeks:
+//! - the default families (`memtrace_*`) are per cgroup (label `cgroup`: its path in the
+//!   hierarchy that holds the memory controller, or `unknown`), so their number follows the
+//!   cgroups on the node, not the processes that come and go; exited processes' counts stay in
+//!   their cgroup's counters, which never go down;
+//! - per-process families (`memtrace_process_*`, labels `pid`, `start_time`, `comm`, `cgroup`)
+//!   are opt-in (`--prometheus-processes N`, or `--pid`) and capped: the top N processes by
+//!   `--sort`, the rest summed in one series labelled `pid="other"` (its other labels empty);
+//! - machine-wide families (system stalls, OOM kills, lost events) have no process or cgroup
+//!   label.
+//!
+//! Every family of a kind carries the same labels (the stall histograms too), so any two join.
+//! Nothing on the page is prose: no explanation is built for a scrape.
 
 use std::fmt::Write as _;
 
 use bytes::Bytes;
+use memtrace_common::events::{rss::RssMember, stall::ReclaimKind};
 
 use crate::{
     analysis::{
         ByName,
+        advice::AdviceView,
+        cgroups::TotalsView,
         golang::heap::Figures,
         snapshot::{ProcessView, Snapshot, StallView},
     },
-    model::reclaim::StallStats,
+    kernel::procfs::SmapsRollup,
+    model::{attribution::MappingTotals, reclaim::StallStats},
 };
-use memtrace_common::events::stall::ReclaimKind;
+
+/// What one series set (a cgroup, a process, the others) counted, as the page shows it.
+struct Counts<'a> {
+    madvise: &'a [AdviceView],
+    released: u64,
+    mappings: &'a MappingTotals,
+    minor: Option<u64>,
+    major: Option<u64>,
+    user: Option<u64>,
+    user_write: Option<u64>,
+    /// Resident bytes per member; empty for an exited process (it holds none).
+    rss: Vec<(RssMember, u64)>,
+    taken: Vec<(RssMember, u64)>,
+    smaps: Option<SmapsRollup>,
+    stalls: &'a ByName<ReclaimKind, Option<StallView>>,
+}
+
+impl<'a> Counts<'a> {
+    fn of_totals(t: &'a TotalsView) -> Self {
+        Self {
+            madvise: &t.madvise,
+            released: t.released_bytes,
+            mappings: &t.mappings,
+            minor: Some(t.faults.minor),
+            major: Some(t.faults.major),
+            user: t.faults.user,
+            user_write: t.faults.user_write,
+            rss: t.rss.iter().map(|(m, &b)| (m, b)).collect(),
+            taken: t.rss_taken.iter().map(|(m, &b)| (m, b)).collect(),
+            smaps: None,
+            stalls: &t.reclaim,
+        }
+    }
+
+    fn of_process(p: &'a ProcessView) -> Self {
+        let live = !p.exited;
+        Self {
+            madvise: &p.madvise,
+            released: p.released_bytes,
+            mappings: &p.mappings,
+            minor: p.faults.minor,
+            major: p.faults.major,
+            user: p.faults.user,
+            user_write: p.faults.user_write,
+            rss: p
+                .rss
+                .size
+                .iter()
+                .filter(|_| live)
+                .filter_map(|(m, b)| Some((m, (*b)?)))
+                .collect(),
+            taken: p.rss.external_drop.iter().map(|(m, &b)| (m, b)).collect(),
+            smaps: p.smaps_rollup.last.filter(|_| live),
+            stalls: &p.reclaim,
+        }
+    }
+}
+
+/// A series set: its labels, and what it counted.
+struct Series<'a> {
+    labels: Vec<(&'static str, String)>,
+    counts: Counts<'a>,
+}
 
 /// Builds one exposition page: `# HELP`/`# TYPE` once per family, then its samples.
 struct Page {
@@ -33,11 +113,14 @@ impl Page {
     fn sample_text(&mut self, name: &str, labels: &[(&str, &str)], value: &str) {
         let _ = write!(self.text, "memtrace_{name}");
         if !labels.is_empty() {
-            let pairs: Vec<String> = labels
-                .iter()
-                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-                .collect();
-            let _ = write!(self.text, "{{{}}}", pairs.join(","));
+            self.text.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.text.push(',');
+                }
+                let _ = write!(self.text, "{k}=\"{}\"", escape(v));
+            }
+            self.text.push('}');
         }
         let _ = writeln!(self.text, " {value}");
     }
@@ -63,28 +146,25 @@ impl Page {
         self.sample(&format!("{name}_count"), labels, stats.count);
     }
 
-    /// One family with a sample per process and per item `per_process` yields.
-    fn per_process<'a, I>(
+    /// One family: `# HELP`/`# TYPE`, then a sample per series and per item `each` yields,
+    /// the series' labels first.
+    fn each<'s, I>(
         &mut self,
         (name, kind, help): (&str, &str, &str),
-        processes: &'a [ProcessView],
-        per_process: impl Fn(&'a ProcessView) -> I,
+        series: &'s [Series<'s>],
+        each: impl Fn(&'s Counts<'s>) -> I,
     ) where
         I: IntoIterator<Item = (Vec<(&'static str, String)>, u64)>,
     {
         self.family(name, kind, help);
-        for p in processes {
-            let pid = p.pid.to_string();
-            // With the pid, the start time tells apart two processes that had the same pid
-            // (empty when it could not be known).
-            let start = p.start_time.map(|t| t.to_string()).unwrap_or_default();
-            for (extra, value) in per_process(p) {
-                let mut labels = vec![
-                    ("pid", pid.as_str()),
-                    ("start_time", start.as_str()),
-                    ("comm", p.comm.as_str()),
-                ];
-                labels.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
+        for s in series {
+            for (extra, value) in each(&s.counts) {
+                let labels: Vec<(&str, &str)> = s
+                    .labels
+                    .iter()
+                    .chain(&extra)
+                    .map(|(k, v)| (*k, v.as_str()))
+                    .collect();
                 self.sample(name, &labels, value);
             }
         }
@@ -103,33 +183,79 @@ fn label(key: &'static str, value: impl ToString) -> (&'static str, String) {
     (key, value.to_string())
 }
 
-/// The metrics page for the snapshot's processes (the `--comm` filter applies).
+/// The page: per-cgroup families, per-process ones when the snapshot lists processes for
+/// them ([`crate::analysis::snapshot::Detail::Metrics`]), then the machine's.
 pub fn render(snapshot: &Snapshot) -> Bytes {
     let mut page = Page {
-        text: String::new(),
+        text: String::with_capacity(64 << 10),
     };
-    let processes = &snapshot.processes;
-    madvise_families(&mut page, processes);
-    mapping_families(&mut page, processes);
-    reclaim_families(&mut page, snapshot);
-    fault_families(&mut page, processes, snapshot.counts_user_faults);
-    memory_families(&mut page, processes);
+    let cgroups: Vec<Series> = snapshot
+        .cgroups
+        .iter()
+        .map(|c| Series {
+            labels: vec![label("cgroup", c.label())],
+            counts: Counts::of_totals(&c.totals),
+        })
+        .collect();
+    families(&mut page, "", &cgroups, snapshot.counts_user_faults);
+    process_counts(&mut page, snapshot);
+    if let Some(others) = &snapshot.others {
+        let mut series: Vec<Series> = snapshot
+            .processes
+            .iter()
+            .map(|p| Series {
+                labels: vec![
+                    label("pid", p.pid),
+                    // With the pid, the start time tells apart two processes that had the
+                    // same pid (empty when it could not be known).
+                    label(
+                        "start_time",
+                        p.start_time.map(|t| t.to_string()).unwrap_or_default(),
+                    ),
+                    label("comm", &p.comm),
+                    label("cgroup", p.cgroup.as_deref().unwrap_or("unknown")),
+                ],
+                counts: Counts::of_process(p),
+            })
+            .collect();
+        series.push(Series {
+            labels: vec![
+                label("pid", "other"),
+                label("start_time", ""),
+                label("comm", ""),
+                label("cgroup", ""),
+            ],
+            counts: Counts::of_totals(others),
+        });
+        families(&mut page, "process_", &series, snapshot.counts_user_faults);
+        smaps_family(&mut page, &series);
+    }
+    system_families(&mut page, snapshot);
+    Bytes::from(page.text)
+}
+
+/// The families every series set has; `prefix` is "" for cgroups, "process_" for processes.
+fn families(page: &mut Page, prefix: &str, series: &[Series], counts_user_faults: bool) {
+    madvise_families(page, prefix, series);
+    mapping_families(page, prefix, series);
+    fault_families(page, prefix, series, counts_user_faults);
+    memory_families(page, prefix, series);
+    let name = format!("{prefix}reclaim_stall_seconds");
     page.family(
-        "lost_events_total",
-        "counter",
-        "Records the kernel side dropped, by reason and CPU; non-zero means the totals are undercounts.",
+        &name,
+        "histogram",
+        "Time allocations stalled in direct or memory-cgroup reclaim, per stall, by kind.",
     );
-    for (why, counts) in snapshot.lost.iter() {
-        for (cpu, &count) in counts.iter().enumerate() {
-            let cpu = cpu.to_string();
-            page.sample(
-                "lost_events_total",
-                &[("reason", why.name()), ("cpu", &cpu)],
-                count,
-            );
+    for s in series {
+        for (kind, stats) in s.counts.stalls.iter() {
+            if let Some(stats) = stats {
+                let mut labels: Vec<(&str, &str)> =
+                    s.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                labels.push(("kind", kind.name()));
+                page.histogram(&name, &labels, &stats.stats);
+            }
         }
     }
-    Bytes::from(page.text)
 }
 
 /// A `memtrace_go_*` gauge: its name, help, and the figure it shows.
@@ -205,82 +331,82 @@ pub fn go_runtime(processes: &[(u32, String, &Figures)]) -> String {
     page.text
 }
 
-fn madvise_families(page: &mut Page, processes: &[ProcessView]) {
-    page.per_process(
+fn madvise_families(page: &mut Page, prefix: &str, series: &[Series]) {
+    page.each(
         (
-            "madvise_calls_total",
+            &format!("{prefix}madvise_calls_total"),
             "counter",
             "madvise and process_madvise calls, failed ones included, by advice.",
         ),
-        processes,
-        |p| {
-            p.madvise
+        series,
+        |c| {
+            c.madvise
                 .iter()
                 .map(|a| (vec![label("advice", &a.name)], a.calls))
         },
     );
-    page.per_process(
+    page.each(
         (
-            "madvise_failed_total",
+            &format!("{prefix}madvise_failed_total"),
             "counter",
             "madvise calls that returned an error, by advice.",
         ),
-        processes,
-        |p| {
-            p.madvise
+        series,
+        |c| {
+            c.madvise
                 .iter()
                 .map(|a| (vec![label("advice", &a.name)], a.failed))
         },
     );
-    page.per_process(
+    page.each(
         (
-            "madvise_bytes_total",
+            &format!("{prefix}madvise_bytes_total"),
             "counter",
             "Bytes covered by successful madvise calls, by advice; release=\"true\" for advice that gives memory back.",
         ),
-        processes,
-        |p| {
-            p.madvise.iter().map(|a| {
+        series,
+        |c| {
+            c.madvise.iter().map(|a| {
                 let labels = vec![label("advice", &a.name), label("release", a.release)];
                 (labels, a.bytes)
             })
         },
     );
-    page.per_process(
+    page.each(
         (
-            "released_bytes_total",
+            &format!("{prefix}released_bytes_total"),
             "counter",
             "Bytes given back by DONTNEED, DONTNEED_LOCKED, FREE, REMOVE and PAGEOUT.",
         ),
-        processes,
-        |p| [(Vec::new(), p.released_bytes)],
+        series,
+        |c| [(Vec::new(), c.released)],
     );
 }
 
-fn mapping_families(page: &mut Page, processes: &[ProcessView]) {
-    page.per_process(
+fn mapping_families(page: &mut Page, prefix: &str, series: &[Series]) {
+    page.each(
         (
-            "mapped_bytes_total",
+            &format!("{prefix}mapped_bytes_total"),
             "counter",
             "Bytes mapped by successful mmap calls, by kind (anon/file, private/shared).",
         ),
-        processes,
-        |p| {
-            p.mappings
+        series,
+        |c| {
+            c.mappings
                 .mmap
                 .iter()
                 .map(|(kind, c)| (vec![label("kind", kind.name())], c.bytes))
         },
     );
-    page.per_process(
+    page.each(
         (
-            "address_space_bytes_total",
+            &format!("{prefix}address_space_bytes_total"),
             "counter",
             "Address-space changes by munmap, brk and mremap, by operation.",
         ),
-        processes,
-        |p| {
-            let m = &p.mappings;
+        series,
+        |c| {
+            let m = c.mappings;
             [
                 ("munmap", m.munmap),
                 ("brk_grow", m.brk_grow),
@@ -293,20 +419,125 @@ fn mapping_families(page: &mut Page, processes: &[ProcessView]) {
     );
 }
 
-fn reclaim_families(page: &mut Page, snapshot: &Snapshot) {
-    page.family(
-        "reclaim_stall_seconds",
-        "histogram",
-        "Time the process's allocations stalled in direct or memory-cgroup reclaim, per stall.",
+fn fault_families(page: &mut Page, prefix: &str, series: &[Series], counts_user_faults: bool) {
+    page.each(
+        (
+            &format!("{prefix}page_faults_total"),
+            "counter",
+            "Minor and major page faults while traced, from the kernel's per-task counters.",
+        ),
+        series,
+        |c| {
+            [("minor", c.minor), ("major", c.major)]
+                .into_iter()
+                .filter_map(|(kind, count)| Some((vec![label("type", kind)], count?)))
+        },
     );
-    for p in &snapshot.processes {
-        let pid = p.pid.to_string();
-        stall_histograms(page, &[("pid", &pid), ("comm", &p.comm)], &p.reclaim);
+    if !counts_user_faults {
+        return;
     }
+    page.each(
+        (
+            &format!("{prefix}user_page_faults_total"),
+            "counter",
+            "Page faults taken in user mode (exceptions/page_fault_user), by access.",
+        ),
+        series,
+        |c| {
+            let (user, write) = (c.user.unwrap_or(0), c.user_write.unwrap_or(0));
+            [("read", user - write.min(user)), ("write", write)]
+                .map(|(access, count)| (vec![label("access", access)], count))
+        },
+    );
+}
+
+fn memory_families(page: &mut Page, prefix: &str, series: &[Series]) {
+    page.each(
+        (
+            &format!("{prefix}rss_bytes"),
+            "gauge",
+            "Resident memory of live processes from the kernel's RSS counters (kmem/rss_stat), by member, as far as each counter changed while traced (one that did not is not counted); summed per process, so shared pages count once per process.",
+        ),
+        series,
+        |c| {
+            c.rss
+                .iter()
+                .map(|(member, bytes)| (vec![label("member", member.name())], *bytes))
+        },
+    );
+    page.each(
+        (
+            &format!("{prefix}rss_taken_bytes_total"),
+            "counter",
+            "Resident memory taken from processes by other tasks (reclaim, OOM reaper), by member.",
+        ),
+        series,
+        |c| {
+            c.taken
+                .iter()
+                .map(|(member, bytes)| (vec![label("member", member.name())], *bytes))
+        },
+    );
+}
+
+fn smaps_family(page: &mut Page, series: &[Series]) {
+    page.each(
+        (
+            "process_smaps_rollup_bytes",
+            "gauge",
+            "Latest /proc/PID/smaps_rollup sample of a live --pid target (Rss, Pss, Anonymous, LazyFree, AnonHugePages, Swap).",
+        ),
+        series,
+        |c| {
+            c.smaps.into_iter().flat_map(|s| {
+                [
+                    ("rss", s.rss),
+                    ("pss", s.pss),
+                    ("anonymous", s.anonymous),
+                    ("lazy_free", s.lazy_free),
+                    ("anon_huge_pages", s.anon_huge_pages),
+                    ("swap", s.swap),
+                ]
+                .map(|(field, bytes)| (vec![label("field", field)], bytes))
+            })
+        },
+    );
+}
+
+/// How many processes each cgroup counted, and how many of them live.
+fn process_counts(page: &mut Page, snapshot: &Snapshot) {
+    page.family(
+        "processes_total",
+        "counter",
+        "Processes counted in the cgroup since memtrace started (those that did something traced), exited ones included.",
+    );
+    for c in &snapshot.cgroups {
+        page.sample(
+            "processes_total",
+            &[("cgroup", c.label())],
+            c.totals.processes,
+        );
+    }
+    page.family(
+        "live_processes",
+        "gauge",
+        "Of the processes counted in the cgroup, those alive at the latest look.",
+    );
+    for c in &snapshot.cgroups {
+        page.sample(
+            "live_processes",
+            &[("cgroup", c.label())],
+            c.totals.live_processes,
+        );
+    }
+}
+
+/// The machine's families: no process or cgroup label.
+fn system_families(page: &mut Page, snapshot: &Snapshot) {
     page.family(
         "system_reclaim_stall_seconds",
         "histogram",
-        "Reclaim stalls of every traced process together, per stall.",
+        "Reclaim stalls of every traced process together, per stall, by kind.",
     );
     for (kind, stats) in snapshot.system_stalls.iter() {
         if let Some(s) = stats {
@@ -322,105 +553,28 @@ fn reclaim_families(page: &mut Page, snapshot: &Snapshot) {
         "counter",
         "Processes the OOM killer chose while memtrace ran, whoever they were.",
     );
-    page.sample("oom_kills_total", &[], snapshot.oom_kills.len() as u64);
-}
-
-fn stall_histograms(
-    page: &mut Page,
-    labels: &[(&str, &str)],
-    stalls: &ByName<ReclaimKind, Option<StallView>>,
-) {
-    for (kind, stats) in stalls.iter() {
-        if let Some(s) = stats {
-            let mut with_kind = labels.to_vec();
-            with_kind.push(("kind", kind.name()));
-            page.histogram("reclaim_stall_seconds", &with_kind, &s.stats);
+    page.sample("oom_kills_total", &[], snapshot.oom_kills_total);
+    page.family(
+        "forgotten_processes_total",
+        "counter",
+        "Exited processes memtrace folded into their cgroup's totals and let go, to keep its memory bounded.",
+    );
+    page.sample("forgotten_processes_total", &[], snapshot.forgotten);
+    page.family(
+        "lost_events_total",
+        "counter",
+        "Records the kernel side dropped, by reason and CPU; non-zero means the totals are undercounts.",
+    );
+    for (why, counts) in snapshot.lost.iter() {
+        for (cpu, &count) in counts.iter().enumerate() {
+            let cpu = cpu.to_string();
+            page.sample(
+                "lost_events_total",
+                &[("reason", why.name()), ("cpu", &cpu)],
+                count,
+            );
         }
     }
-}
-
-fn fault_families(page: &mut Page, processes: &[ProcessView], counts_user_faults: bool) {
-    page.per_process(
-        (
-            "page_faults_total",
-            "counter",
-            "Minor and major page faults while traced, from the kernel's per-task counters.",
-        ),
-        processes,
-        |p| {
-            [("minor", p.faults.minor), ("major", p.faults.major)]
-                .into_iter()
-                .filter_map(|(kind, count)| Some((vec![label("type", kind)], count?)))
-        },
-    );
-    if !counts_user_faults {
-        return;
-    }
-    page.per_process(
-        (
-            "user_page_faults_total",
-            "counter",
-            "Page faults taken in user mode (exceptions/page_fault_user), by access.",
-        ),
-        processes,
-        |p| {
-            let (user, write) = (p.faults.user.unwrap_or(0), p.faults.user_write.unwrap_or(0));
-            [("read", user - write.min(user)), ("write", write)]
-                .map(|(access, count)| (vec![label("access", access)], count))
-        },
-    );
-}
-
-fn memory_families(page: &mut Page, processes: &[ProcessView]) {
-    page.per_process(
-        (
-            "rss_bytes",
-            "gauge",
-            "Resident memory from the kernel's RSS counters (kmem/rss_stat), by member.",
-        ),
-        processes,
-        |p| {
-            p.rss
-                .size
-                .iter()
-                .filter_map(|(member, size)| Some((vec![label("member", member.name())], (*size)?)))
-        },
-    );
-    page.per_process(
-        (
-            "rss_taken_bytes_total",
-            "counter",
-            "Resident memory taken from the process by other tasks (reclaim, OOM reaper), by member.",
-        ),
-        processes,
-        |p| {
-            p.rss
-                .external_drop
-                .iter()
-                .map(|(member, bytes)| (vec![label("member", member.name())], *bytes))
-        },
-    );
-    page.per_process(
-        (
-            "smaps_rollup_bytes",
-            "gauge",
-            "Latest /proc/PID/smaps_rollup sample (Rss, Pss, Anonymous, LazyFree, AnonHugePages, Swap).",
-        ),
-        processes,
-        |p| {
-            p.smaps_rollup.last.into_iter().flat_map(|s| {
-                [
-                    ("rss", s.rss),
-                    ("pss", s.pss),
-                    ("anonymous", s.anonymous),
-                    ("lazy_free", s.lazy_free),
-                    ("anon_huge_pages", s.anon_huge_pages),
-                    ("swap", s.swap),
-                ]
-                .map(|(field, bytes)| (vec![label("field", field)], bytes))
-            })
-        },
-    );
 }
 
 #[cfg(test)]
@@ -429,14 +583,26 @@ mod tests {
 
     use super::*;
     use crate::{
-        analysis::snapshot::{Selection, Window},
+        analysis::snapshot::{Detail, Selection, Window},
         kernel::LostCounts,
-        model::{Model, event::test_madvise},
+        model::{
+            Model,
+            attribution::{Bound, Reading},
+            event::test_madvise,
+        },
     };
 
-    fn page(model: &Model, selection: &Selection) -> String {
-        let snapshot = Snapshot::new(model, selection, Window::default());
+    fn page_with(model: &Model, selection: &Selection, processes: usize) -> String {
+        let window = Window {
+            detail: Detail::Metrics { processes },
+            ..Window::default()
+        };
+        let snapshot = Snapshot::new(model, selection, window);
         String::from_utf8(render(&snapshot).to_vec()).unwrap()
+    }
+
+    fn page(model: &Model, selection: &Selection) -> String {
+        page_with(model, selection, 10)
     }
 
     fn sample_lines(page: &str, family: &str) -> Vec<String> {
@@ -444,6 +610,13 @@ mod tests {
             .filter(|l| l.starts_with(&format!("memtrace_{family}{{")))
             .map(str::to_owned)
             .collect()
+    }
+
+    fn settle(model: &mut Model, pid: u32, cgroup: &str) {
+        let serial = model.attribution.serial_of(pid).unwrap();
+        model
+            .attribution
+            .settle_cgroup(pid, serial, Some(cgroup.to_owned()));
     }
 
     #[test]
@@ -456,26 +629,32 @@ mod tests {
         model.record(&test_madvise(42, advice::NOHUGEPAGE, 2 << 20, None));
         model.attribution.name(42, "my \"app\"");
         model.attribution.set_start_time(42, 4242);
+        settle(&mut model, 42, "/jobs/a");
         model.lost = LostCounts::default().with(Lost::RingFull, vec![0, 2]);
         let page = page(&model, &Selection::default());
+        let process = r#"pid="42",start_time="4242",comm="my \"app\"",cgroup="/jobs/a""#;
+        let other = r#"pid="other",start_time="",comm="",cgroup="""#;
         assert_eq!(
-            sample_lines(&page, "madvise_calls_total"),
+            sample_lines(&page, "process_madvise_calls_total"),
             [
-                r#"memtrace_madvise_calls_total{pid="42",start_time="4242",comm="my \"app\"",advice="FREE"} 4"#,
-                r#"memtrace_madvise_calls_total{pid="42",start_time="4242",comm="my \"app\"",advice="NOHUGEPAGE"} 1"#,
+                format!(r#"memtrace_process_madvise_calls_total{{{process},advice="FREE"}} 4"#),
+                format!(
+                    r#"memtrace_process_madvise_calls_total{{{process},advice="NOHUGEPAGE"}} 1"#
+                ),
             ]
         );
         assert_eq!(
             sample_lines(&page, "madvise_bytes_total"),
             [
-                r#"memtrace_madvise_bytes_total{pid="42",start_time="4242",comm="my \"app\"",advice="FREE",release="true"} 24576"#,
-                r#"memtrace_madvise_bytes_total{pid="42",start_time="4242",comm="my \"app\"",advice="NOHUGEPAGE",release="false"} 2097152"#,
+                r#"memtrace_madvise_bytes_total{cgroup="/jobs/a",advice="FREE",release="true"} 24576"#,
+                r#"memtrace_madvise_bytes_total{cgroup="/jobs/a",advice="NOHUGEPAGE",release="false"} 2097152"#,
             ]
         );
         assert_eq!(
-            sample_lines(&page, "released_bytes_total"),
+            sample_lines(&page, "process_released_bytes_total"),
             [
-                r#"memtrace_released_bytes_total{pid="42",start_time="4242",comm="my \"app\""} 24576"#
+                format!("memtrace_process_released_bytes_total{{{process}}} 24576"),
+                format!("memtrace_process_released_bytes_total{{{other}}} 0"),
             ]
         );
         assert!(page.contains(r#"memtrace_lost_events_total{reason="ring_full",cpu="1"} 2"#));
@@ -485,6 +664,8 @@ mod tests {
                 .count(),
             1
         );
+        // No prose: explanations are for reports.
+        assert!(!page.contains("in short"), "{page}");
     }
 
     /// Every lost reason has its series, by construction (one was once counted in the total
@@ -506,35 +687,43 @@ mod tests {
     }
 
     #[test]
-    fn stall_histogram_is_cumulative_in_seconds() {
+    fn stall_histogram_is_cumulative_in_seconds_and_joins_on_the_same_labels() {
         let mut model = Model::default();
         model.attribution.name(42, "reader");
+        model.attribution.set_start_time(42, 7);
+        settle(&mut model, 42, "/r");
         let mut stats = StallStats::default();
         for latency_ns in [5_000, 6_000, 40_000] {
             stats.add(latency_ns, 1, 1);
         }
         model.reclaim.stalls.insert((42, ReclaimKind::Memcg), stats);
         let page = page(&model, &Selection::default());
-        let labels = r#"pid="42",comm="reader",kind="memcg""#;
-        let value = |suffix: &str, le: &str| {
+        let value = |family: &str, labels: &str, suffix: &str, le: &str| {
             let key = if le.is_empty() {
-                format!("memtrace_reclaim_stall_seconds_{suffix}{{{labels}}} ")
+                format!("memtrace_{family}_{suffix}{{{labels}}} ")
             } else {
-                format!("memtrace_reclaim_stall_seconds_{suffix}{{{labels},le=\"{le}\"}} ")
+                format!("memtrace_{family}_{suffix}{{{labels},le=\"{le}\"}} ")
             };
             page.lines()
                 .find_map(|l| l.strip_prefix(&key))
                 .unwrap_or_else(|| panic!("{key} missing:\n{page}"))
                 .to_owned()
         };
-        // 5 and 6 µs fall in the bucket below 8 µs; 40 µs below 64 µs.
-        assert_eq!(value("bucket", "4e-6"), "0");
-        assert_eq!(value("bucket", "8e-6"), "2");
-        assert_eq!(value("bucket", "3.2e-5"), "2");
-        assert_eq!(value("bucket", "6.4e-5"), "3");
-        assert_eq!(value("bucket", "+Inf"), "3");
-        assert_eq!(value("count", ""), "3");
-        assert_eq!(value("sum", ""), "5.1e-5");
+        let process = r#"pid="42",start_time="7",comm="reader",cgroup="/r",kind="memcg""#;
+        let cgroup = r#"cgroup="/r",kind="memcg""#;
+        for (family, labels) in [
+            ("process_reclaim_stall_seconds", process),
+            ("reclaim_stall_seconds", cgroup),
+        ] {
+            // 5 and 6 µs fall in the bucket below 8 µs; 40 µs below 64 µs.
+            assert_eq!(value(family, labels, "bucket", "4e-6"), "0");
+            assert_eq!(value(family, labels, "bucket", "8e-6"), "2");
+            assert_eq!(value(family, labels, "bucket", "3.2e-5"), "2");
+            assert_eq!(value(family, labels, "bucket", "6.4e-5"), "3");
+            assert_eq!(value(family, labels, "bucket", "+Inf"), "3");
+            assert_eq!(value(family, labels, "count", ""), "3");
+            assert_eq!(value(family, labels, "sum", ""), "5.1e-5");
+        }
         assert!(page.contains("# TYPE memtrace_reclaim_stall_seconds histogram"));
         assert!(page.contains("memtrace_oom_kills_total 0"));
     }
@@ -544,11 +733,62 @@ mod tests {
         let mut model = Model::default();
         model.record(&test_madvise(42, advice::DONTNEED, 4096, None));
         model.attribution.name(42, "other");
+        settle(&mut model, 42, "/x");
         let selection = Selection {
             comms: vec!["wanted".into()],
             ..Selection::default()
         };
-        assert!(sample_lines(&page(&model, &selection), "madvise_calls_total").is_empty());
+        let page = page(&model, &selection);
+        assert!(sample_lines(&page, "process_madvise_calls_total").is_empty());
+        assert!(sample_lines(&page, "madvise_calls_total").is_empty());
+    }
+
+    /// Per-process series are capped: the top N by --sort, the rest in `other`; the cgroup
+    /// series, and `other`, keep what exited processes let go had counted.
+    #[test]
+    fn processes_beyond_the_top_are_summed_in_other() {
+        let mut model = Model::default();
+        for pid in 1..=5 {
+            model.record(&test_madvise(
+                pid,
+                advice::DONTNEED,
+                u64::from(pid) * 4096,
+                None,
+            ));
+            model.attribution.name(pid, "p");
+            settle(&mut model, pid, "/c");
+        }
+        let page_of = |model: &Model| page_with(model, &Selection::default(), 2);
+        let released = |page: &str| sample_lines(page, "process_released_bytes_total");
+        let before = page_of(&model);
+        assert_eq!(released(&before).len(), 3, "{before}");
+        assert!(released(&before)[0].contains(r#"pid="5""#));
+        assert!(released(&before)[1].contains(r#"pid="4""#));
+        assert!(released(&before)[2].ends_with(&format!("}} {}", 6 * 4096)));
+        // pid 1 exits and is let go: still counted, in other and in its cgroup.
+        let serial = model.attribution.serial_of(1).unwrap();
+        model.attribution.read(1, serial, Reading::default());
+        let bound = Bound {
+            max_processes: 4,
+            keep_top: 2,
+            sort: crate::cli::SortKey::Released,
+        };
+        assert_eq!(model.bound(&bound, |_| true), vec![1]);
+        let after = page_of(&model);
+        assert_eq!(released(&after), released(&before));
+        assert_eq!(
+            sample_lines(&after, "released_bytes_total"),
+            [format!(
+                r#"memtrace_released_bytes_total{{cgroup="/c"}} {}"#,
+                15 * 4096
+            )]
+        );
+        assert!(after.contains("memtrace_forgotten_processes_total 1"));
+        assert!(after.contains("memtrace_processes_total{cgroup=\"/c\"} 5"));
+        assert!(after.contains("memtrace_live_processes{cgroup=\"/c\"} 4"));
+        // None asked for: no per-process family at all.
+        let none = page_with(&model, &Selection::default(), 0);
+        assert!(!none.contains("memtrace_process_"), "{none}");
     }
 
     #[test]

@@ -23,6 +23,17 @@ fn opt_kb(kb: Option<u64>) -> String {
 
 /// The OOM kills, loud: they matter whoever they hit.
 pub fn oom_text(out: &mut String, snapshot: &Snapshot) {
+    let earlier = snapshot
+        .oom_kills_total
+        .saturating_sub(snapshot.oom_kills.len() as u64);
+    if earlier > 0 {
+        let _ = writeln!(
+            out,
+            "\n!!! {} OOM kills in all; the {} most recent follow",
+            snapshot.oom_kills_total,
+            snapshot.oom_kills.len()
+        );
+    }
     for o in &snapshot.oom_kills {
         let _ = writeln!(
             out,

@@ -56,12 +56,8 @@ pub fn report(snapshot: &Snapshot, stop_reason: StopReason, top: Option<usize>) 
     if let Some(why) = &snapshot.taken_withheld {
         let _ = writeln!(out, "\n{why}");
     }
-    if snapshot.forgotten > 0 {
-        let _ = writeln!(
-            out,
-            "\n{} exited processes were dropped from these totals to keep memtrace's memory bounded",
-            snapshot.forgotten
-        );
+    if snapshot.system_wide {
+        totals_text(&mut out, snapshot);
     }
     for v in &snapshot.go_verdicts {
         let _ = write!(out, "\nGo release mode\n{}", verdict::text(v));
@@ -69,6 +65,47 @@ pub fn report(snapshot: &Snapshot, stop_reason: StopReason, top: Option<usize>) 
     out.push('\n');
     lost_text(&mut out, &snapshot.lost);
     out
+}
+
+/// How many cgroups the report lists, most released first.
+const CGROUPS_SHOWN: usize = 10;
+
+/// Every process together, those no longer listed included, and per cgroup.
+fn totals_text(out: &mut String, snapshot: &Snapshot) {
+    let t = &snapshot.totals;
+    let _ = writeln!(
+        out,
+        "\nall {} processes: released {}; mapped {}; faults {} minor, {} major",
+        t.processes,
+        human_bytes(t.released_bytes),
+        human_bytes(t.mappings.grown_bytes()),
+        t.faults.minor,
+        t.faults.major,
+    );
+    if snapshot.forgotten > 0 {
+        let _ = writeln!(
+            out,
+            "  ({} exited ones are no longer listed, to keep memtrace's memory bounded: what they counted is in these totals)",
+            snapshot.forgotten
+        );
+    }
+    let mut cgroups: Vec<_> = snapshot.cgroups.iter().collect();
+    cgroups.sort_by_key(|c| std::cmp::Reverse(c.totals.released_bytes));
+    let _ = writeln!(out, "by cgroup, most released first:");
+    for c in cgroups.iter().take(CGROUPS_SHOWN) {
+        let _ = writeln!(
+            out,
+            "  {:>10} released, {:>8} processes ({} live)  {}",
+            human_bytes(c.totals.released_bytes),
+            c.totals.processes,
+            c.totals.live_processes,
+            c.label()
+        );
+    }
+    if cgroups.len() > CGROUPS_SHOWN {
+        let more = cgroups.len() - CGROUPS_SHOWN;
+        let _ = writeln!(out, "  … and {more} more cgroups (see --json)");
+    }
 }
 
 fn process_text(out: &mut String, p: &ProcessView, counts_user_faults: bool) {
@@ -361,7 +398,7 @@ mod tests {
         analysis::snapshot::{Selection, Window},
         cli::SortKey,
         kernel::LostCounts,
-        model::{Model, container::Whereabouts, event::test_madvise},
+        model::{Model, attribution::Identity, event::test_madvise},
     };
 
     fn snapshot(model: &Model, selection: &Selection) -> Snapshot {
@@ -437,19 +474,25 @@ mod tests {
         assert_eq!(pids, vec![1]);
     }
 
+    /// What /proc showed of a process: its cgroup and its pid inside its namespace.
+    fn place(model: &mut Model, pid: u32, cgroup: &str, nspid: u32) {
+        let serial = model.attribution.serial_of(pid).expect("met");
+        let identity = Identity {
+            cgroup: Some(cgroup.to_owned()),
+            nspid: Some(nspid),
+            ..Identity::default()
+        };
+        model.attribution.identify(pid, serial, identity);
+    }
+
     #[test]
     fn a_process_names_its_cgroup_container_and_pid_inside() {
         let mut model = Model::default();
         model.record(&test_madvise(42, advice::FREE, 4096, None));
         let id = "4f797c539e6c745de61a93ca3ff892358ecbcaccd8414d5db545c38428142970";
-        model.attribution.place(
-            42,
-            Whereabouts::new(Some(format!("/libpod_parent/libpod-{id}")), Some(1)),
-        );
+        place(&mut model, 42, &format!("/libpod_parent/libpod-{id}"), 1);
         model.record(&test_madvise(43, advice::FREE, 4096, None));
-        model
-            .attribution
-            .place(43, Whereabouts::new(Some("/user.slice".into()), Some(43)));
+        place(&mut model, 43, "/user.slice", 43);
         let report = report(
             &snapshot(&model, &Selection::default()),
             StopReason::Duration,

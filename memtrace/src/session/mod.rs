@@ -5,6 +5,7 @@
 
 pub mod go;
 pub mod reclaim;
+mod sampler;
 pub mod signals;
 pub mod trace;
 
@@ -43,7 +44,7 @@ use crate::{
             verdict::{self, Facts, Verdict},
         },
         groups,
-        snapshot::{Selection, Snapshot, Window},
+        snapshot::{Detail, Selection, Snapshot, Window},
     },
     cli::GroupBy,
     kernel::{
@@ -51,7 +52,6 @@ use crate::{
         cgroup::Cgroups,
         check_privileges,
         log::KernelLog,
-        memcg::MemcgUsage,
         namer::Namer,
         pidns,
         procfs::{self, PidKind, SmapsRollup},
@@ -60,14 +60,15 @@ use crate::{
     },
     model::{
         Model,
-        attribution::{AtAttach, Rss},
+        attribution::{AtAttach, Bound, Rss},
         container::Whereabouts,
-        event::{self, Event},
+        event::{self, Event, OomKill},
         reclaim::Wakeups,
     },
     output::{exporter::Exporter, json::SyscallHooks, lost, prometheus, stdout::Stdout},
     stop::StopReason,
 };
+use sampler::{Answer, FirstSight, Probe, Request, Sampler};
 use signals::Signals;
 
 /// How often the ring buffer is drained when the kernel has not woken us (it wakes us only once
@@ -78,13 +79,20 @@ pub const MAX_DRAIN: usize = 16_384;
 /// The fewest bytes a record takes in the ring: the kernel's 8-byte header, and at least a
 /// kind and a pid, rounded up to the ring's 8-byte alignment.
 const MIN_RECORD_BYTES: usize = 16;
-/// Processes kept when tracing every process: past this, exited ones are forgotten, so a
-/// DaemonSet running for weeks keeps bounded memory (and the kernel's fault table has room).
-const MAX_PROCESSES: usize = 4096;
+/// Processes kept when tracing every process: past this, exited ones are folded into their
+/// cgroup's totals and let go, so a DaemonSet running for weeks keeps bounded memory (and the
+/// kernel's fault table has room). `--max-processes` changes it.
+pub const MAX_PROCESSES: usize = 4096;
 /// How long the end of a run waits for stacks still being named (`--stacks`).
 const NAMING_PATIENCE: Duration = Duration::from_secs(30);
 /// How often kernel counters (faults, RSS, stalls) and /proc are sampled, at most.
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+/// When tracing every process, how often it looks at each one's /proc entries (alive? fault
+/// counters) at most, unless the live view's frames come more often.
+const SYSTEM_LOOK_INTERVAL: Duration = Duration::from_secs(5);
+/// At the end, how long memtrace waits for the worker's last answers (a last look at /proc,
+/// the names of processes just met) before it reports without them.
+const LAST_ANSWERS: Duration = Duration::from_secs(5);
 
 /// What a mode does with the session: what it attaches, prints and waits for.
 pub trait Mode {
@@ -132,6 +140,13 @@ pub struct Config {
     pub need_targets: bool,
     /// Count caller stacks (`--stacks`).
     pub stacks: bool,
+    /// Processes kept system-wide before exited ones are folded and let go.
+    pub max_processes: usize,
+    /// How many processes the outputs list at most (the report's `--top`, the metrics'
+    /// per-process series): exited ones ranking there are never let go.
+    pub keep_top: usize,
+    /// Per-process series on the metrics page: the top this many by `--sort` (0: none).
+    pub metrics_processes: usize,
 }
 
 impl Config {
@@ -151,6 +166,9 @@ impl Config {
             selection: Selection::default(),
             need_targets: false,
             stacks: false,
+            max_processes: MAX_PROCESSES,
+            keep_top: 10,
+            metrics_processes: 0,
         }
     }
 }
@@ -179,14 +197,18 @@ pub async fn run(config: Config, mut mode: impl Mode) -> anyhow::Result<()> {
     };
     let mut session = Session::attach(&config, run, targets)?;
     session.metrics = exporter.map(Exporter::start);
-    for &pid in &config.pids {
-        session.first_sight(pid);
-    }
     eprintln!("memtrace: {}", mode.attached(&session.describe_targets()));
     mode.start(&mut session);
     let reason = session
         .run_until_stopped(&mut mode, signals, config.duration, &exits)
         .await?;
+    // A signal that stopped the run makes the next one fatal; one that arrives while a run
+    // that ended by itself reports is the first, and is held off like any other.
+    if reason == StopReason::Interrupted {
+        signals::second_one_kills();
+    }
+    session.end_window(&mut mode);
+    session.last_answers(&mut mode).await;
     session.finish(&mut mode, reason)
 }
 
@@ -271,6 +293,8 @@ pub struct Session {
     sampled: Vec<u32>,
     /// Pids the kernel added to its filter (`--follow`) since the last sample.
     followed: Vec<u32>,
+    /// Followed pids the worker is looking at.
+    adopting: usize,
     /// The most records the ring can hold: its size over the smallest record (an 8-byte
     /// header, and at least a kind and a pid, 8-byte aligned).
     ring_records: usize,
@@ -284,8 +308,22 @@ pub struct Session {
     namer: Option<Namer>,
     /// Stacks placed and sent to be named, not named yet.
     naming: std::collections::HashSet<StackRef>,
-    /// Names cgroups, and cgroup ids from the kernel.
-    cgroups: Cgroups,
+    /// Reads /proc and cgroupfs off the loop.
+    sampler: Sampler,
+    /// A periodic look at /proc is under way.
+    sampling: bool,
+    /// When the last one was asked.
+    last_look: Option<Instant>,
+    /// A frame of the mode (`Mode::interval`) waits for the look under way.
+    frame_due: bool,
+    /// OOM kills whose victim the worker is reading, shown to the mode once it answers.
+    pending_ooms: Vec<OomKill>,
+    /// Every named target has exited (their pidfds said so).
+    targets_gone: bool,
+    /// How many exited processes are kept (system-wide).
+    bound: Bound,
+    /// Per-process series on the metrics page.
+    metrics_processes: usize,
 }
 
 impl Session {
@@ -294,7 +332,7 @@ impl Session {
         // Read before the programs count anything, so a process's minor and major faults are
         // counted over the kernel's user-mode fault window or a moment more, never less.
         let mut cgroups = Cgroups::new();
-        let at_attach = (!run.reclaim).then(|| fault_counters_now(&config.pids, &mut cgroups));
+        let at_attach = (!run.reclaim).then(|| processes_now(&config.pids, &mut cgroups));
         let mut tracer = Tracer::attach(&Options {
             run,
             pids: (!system_wide).then(|| config.pids.clone()),
@@ -335,7 +373,14 @@ impl Session {
             model.attribution.set_at_attach(at_attach);
         }
         model.stacks.enabled = config.stacks;
-        Ok(Self {
+        // The named targets as memtrace first sees them, read before the "attached" line: one
+        // may exit right after it, before a look from the worker.
+        let first_sights: Vec<(u32, FirstSight)> = config
+            .pids
+            .iter()
+            .map(|&pid| (pid, sampler::read_first_sight(pid, &mut cgroups)))
+            .collect();
+        let mut session = Self {
             events: watch_fd(events).context("cannot watch the events ring buffer")?,
             kernel_log,
             tracer,
@@ -349,14 +394,30 @@ impl Session {
             memory: !run.reclaim,
             sampled: config.pids.clone(),
             followed: Vec::new(),
+            adopting: 0,
             ring_records: config.ring_kib as usize * 1024 / MIN_RECORD_BYTES,
             metrics: None,
             targets,
             symbols: config.stacks.then(Symbols::default),
             namer: config.stacks.then(Namer::start).flatten(),
             naming: std::collections::HashSet::new(),
-            cgroups,
-        })
+            sampler: Sampler::start(cgroups).context("cannot start the /proc reader")?,
+            sampling: false,
+            last_look: None,
+            frame_due: false,
+            pending_ooms: Vec::new(),
+            targets_gone: config.pids.is_empty(),
+            bound: Bound {
+                max_processes: config.max_processes,
+                keep_top: config.keep_top.max(config.metrics_processes),
+                sort: config.selection.sort,
+            },
+            metrics_processes: config.metrics_processes,
+        };
+        for (pid, first) in first_sights {
+            session.learn_first_sight(pid, first);
+        }
+        Ok(session)
     }
 
     /// "pid 7 (app), pid 9 (db)", or "every process".
@@ -378,27 +439,32 @@ impl Session {
             .join(", ")
     }
 
-    /// What /proc says about a process when memtrace first meets it.
-    fn first_sight(&mut self, pid: u32) {
+    /// Applies what memtrace read of a target when it first saw it.
+    fn learn_first_sight(&mut self, pid: u32, first: FirstSight) {
         let attribution = &mut self.model.attribution;
-        if let Some(comm) = procfs::comm(pid) {
-            attribution.name(pid, &comm);
+        if let Some(comm) = &first.identity.comm {
+            attribution.name(pid, comm);
         }
-        if let Some(ticks) = procfs::start_ticks(pid) {
+        if let Some(ticks) = first.identity.start_ticks {
             attribution.set_start_time(pid, ticks);
         }
-        if let Some(brk) = procfs::program_break(pid) {
+        if let Some(brk) = first.program_break {
             attribution.set_initial_brk(pid, brk);
             self.tracer.seed_program_break(pid, brk);
         }
-        if let Some(sample) = Resident::read(pid) {
+        if let Some(sample) = first.resident {
             if let Resident::Status(_, why) = sample {
                 eprintln!("memtrace: warning: pid {pid}: {why}");
             }
             attribution.sample_resident(pid, sample);
         }
-        attribution.sample_task_faults(pid, &procfs::thread_faults(pid));
-        self.place(pid);
+        attribution.sample_task_faults(pid, &first.threads);
+        // Its cgroup (and so its container and pod) and its pid inside its namespace.
+        if first.identity.cgroup.is_some()
+            && let Some(serial) = attribution.serial_of(pid)
+        {
+            attribution.identify(pid, serial, first.identity);
+        }
     }
 
     async fn run_until_stopped(
@@ -422,7 +488,6 @@ impl Session {
             }
         };
         tokio::pin!(targets_exited);
-        let mut targets_gone = exits.is_empty();
         let mut drain_timer = tokio::time::interval(DRAIN_INTERVAL);
         let mut backlog = false;
         let every = mode.every();
@@ -449,20 +514,24 @@ impl Session {
                 _ = terminate.recv() => Some(StopReason::Interrupted),
                 _ = hangup.recv() => Some(StopReason::Interrupted),
                 () = &mut deadline, if duration.is_some() => Some(StopReason::Duration),
-                () = &mut targets_exited, if !targets_gone => {
-                    targets_gone = true;
+                () = &mut targets_exited, if !self.targets_gone => {
+                    self.targets_gone = true;
                     (!self.follow || self.live_targets() == 0).then_some(StopReason::TargetExited)
                 }
                 _ = interval_timer.tick(), if every.is_some() => {
-                    // Sampled (which drains the ring too) before drawing: a frame drawn before
-                    // the next timed sample would show the counters of a period ago (faults at
+                    // The frame is drawn once the look at /proc this starts has answered: a
+                    // frame drawn before it would show the counters of a period ago (faults at
                     // 0/s under load).
-                    let stop = self.sample_and_check(mode, targets_gone);
+                    self.frame_due = true;
+                    self.sample(mode);
                     sample_timer.reset();
-                    mode.interval(self);
-                    stop
+                    None
                 }
-                _ = sample_timer.tick() => self.sample_and_check(mode, targets_gone),
+                _ = sample_timer.tick() => {
+                    self.sample(mode);
+                    None
+                }
+                answer = self.sampler.next() => self.answered(mode, answer),
                 _ = drain_timer.tick() => {
                     self.out.check_reader();
                     None
@@ -500,13 +569,27 @@ impl Session {
                 Ok(mut event) => {
                     self.enrich(&mut event);
                     self.model.record(&event);
-                    if let Event::Totals(flush) = &event {
-                        self.start_from_totals(flush.tgid, flush.totals.start_ns);
+                    if let Event::OomKill(kill) = event {
+                        // Shown once the worker has read what /proc still says of the victim.
+                        self.sampler.ask(Request::OomVictim {
+                            tid: kill.tid,
+                            ts_ns: kill.ts_ns,
+                            trigger_memcg_id: kill.trigger_memcg_id,
+                        });
+                        self.pending_ooms.push(*kill);
+                    } else {
+                        if let Event::Totals(flush) = &event {
+                            self.start_from_totals(flush.tgid, flush.totals.start_ns);
+                        }
+                        mode.event(self, &event);
                     }
-                    mode.event(self, &event);
                 }
                 Err(_) => self.model.undecodable += 1,
             }
+        }
+        let fresh = self.model.attribution.take_fresh();
+        if !fresh.is_empty() {
+            self.sampler.ask(Request::Identify(fresh));
         }
         self.out.flush();
         drained
@@ -526,7 +609,9 @@ impl Session {
         }
     }
 
-    /// Adds what the kernel record lacks, from /proc.
+    /// Adds what the kernel record lacks: the target of a process_madvise, read at once from
+    /// the caller's fdinfo (a rare call, whose pidfd the caller may close any moment); the
+    /// start time the kernel gave at exit.
     fn enrich(&mut self, event: &mut Event) {
         if let Event::Spawn(spawn) = event
             && spawn.followed != 0
@@ -540,13 +625,6 @@ impl Session {
             m.tgid = target;
             m.target_known = true;
         }
-        if let Event::OomKill(oom) = event {
-            oom.learn(procfs::oom_victim(
-                oom.tid,
-                oom.trigger_memcg_id,
-                &mut self.cgroups,
-            ));
-        }
         if let Event::ThreadExit(exit) = event
             && exit.process_start_ns != 0
             && let Some(ticks) = procfs::boot_ns_to_ticks(exit.process_start_ns)
@@ -557,9 +635,6 @@ impl Session {
         }
         if let Event::StackSeen(stack) = event {
             self.locate_stack(*stack);
-        }
-        if let Some(pid) = event.process() {
-            self.name_if_unnamed(pid);
         }
     }
 
@@ -617,38 +692,14 @@ impl Session {
         }
     }
 
-    /// Names a process met for the first time, and learns when it started: events arrive
-    /// within a drain interval, long before its pid can pass to another process.
-    fn name_if_unnamed(&mut self, pid: u32) {
-        if self.model.attribution.unnamed(pid)
-            && let Some(comm) = procfs::comm(pid)
-        {
-            self.model.attribution.name(pid, &comm);
-            if let Some(ticks) = procfs::start_ticks(pid) {
-                self.model.attribution.set_start_time(pid, ticks);
-            }
-            self.place(pid);
-        }
-    }
-
-    /// Reads where a process runs: its cgroup (and so its container and pod) and its pid
-    /// inside its own pid namespace.
-    fn place(&mut self, pid: u32) {
-        let whereabouts = Whereabouts::new(
-            self.cgroups.of_process(pid),
-            pidns::pid_in_own_namespace(pid),
-        );
-        self.model.attribution.place(pid, whereabouts);
-    }
-
-    /// The memory cgroups of the report's groups: their own accounting. A cgroup removed since
-    /// (its container ended) keeps its last reading.
-    fn sample_memcg(&mut self) {
+    /// The memory cgroups of the report's groups (`--by container|cgroup`), whose own
+    /// accounting the worker reads; none by process.
+    fn memcg_paths(&self) -> Vec<String> {
         /// A node has hundreds of cgroups; past this many, the rest wait for a later sample.
         const MAX_CGROUPS: usize = 1024;
-        let Some(hierarchy) = self.cgroups.hierarchy() else {
-            return;
-        };
+        if self.selection.by == GroupBy::Process {
+            return Vec::new();
+        }
         let paths: BTreeSet<String> = self
             .model
             .attribution
@@ -664,65 +715,42 @@ impl Session {
                 .1
             })
             .collect();
-        for path in paths.into_iter().take(MAX_CGROUPS) {
-            if let Some(usage) = MemcgUsage::read(&hierarchy.dir(&path)) {
-                self.model.memcg.insert(path, usage);
-            }
-        }
+        paths.into_iter().take(MAX_CGROUPS).collect()
     }
 
-    /// Marks the processes that are gone, or whose pid now belongs to a process that started
-    /// at another time.
-    fn mark_exited(&mut self) {
-        let attribution = &mut self.model.attribution;
-        for pid in attribution.pids() {
-            let known = attribution.process_by_pid(pid).and_then(|p| p.start_time);
-            let now = procfs::start_ticks(pid).filter(|_| procfs::is_live_process(pid));
-            if now.is_none() || (known.is_some() && now != known) {
-                attribution.exited(pid);
-            }
-        }
-    }
-
-    /// Samples, then says whether to stop: with --follow, tracing goes on while any followed
-    /// child lives.
-    fn sample_and_check(&mut self, mode: &mut impl Mode, targets_gone: bool) -> Option<StopReason> {
-        self.sample(mode);
-        (targets_gone && self.follow && self.live_targets() == 0)
-            .then_some(StopReason::TargetExited)
-    }
-
-    /// The one sampling tick: the kernel's counters, then /proc.
+    /// The sampling tick: the kernel's counters now, then a look at /proc on the worker when
+    /// one is due (one at a time: a tick that finds one under way leaves it be). The metrics
+    /// page follows the look when one is asked, else the kernel's counters at once.
     fn sample(&mut self, mode: &mut impl Mode) {
         let kernel = self.read_kernel();
         // Every record committed before those reads, in ring order: a pid that passed to a new
         // process meanwhile is the new one's by now, so the values below go to the right entry.
         self.drain_remaining(mode);
         self.apply_kernel(kernel);
-        for pid in self.model.attribution.pids() {
-            self.name_if_unnamed(pid);
-        }
-        for &pid in &self.sampled {
-            if let Some(sample) = Resident::read(pid)
-                && self.still_the_same(pid)
-            {
-                self.model.attribution.sample_resident(pid, sample);
-            }
-        }
-        if self.memory {
-            self.sample_task_faults();
-        }
-        self.model.reclaim.sample_vmstat(procfs::vmstat());
+        // The Go runtime's own figures of the named Go targets: a few reads of each one's
+        // memory, on this thread (the targets' located runtimes live here).
         for (&pid, target) in &mut self.targets {
             target.sample_runtime(pid);
         }
-        if self.selection.by != GroupBy::Process {
-            self.sample_memcg();
+        if self.sampling {
+            return;
         }
-        if let Some(metrics) = &self.metrics {
-            let page = prometheus::render(&self.snapshot(Vec::new()));
-            let go = prometheus::go_runtime(&self.go_runtime());
-            metrics.send_replace(Bytes::from([&page[..], go.as_bytes()].concat()));
+        // System-wide, reading every process's /proc entries is most of memtrace's own cost:
+        // at most every SYSTEM_LOOK_INTERVAL, unless a frame needs fresh counters.
+        let due = !self.system_wide
+            || self.frame_due
+            || self
+                .last_look
+                .is_none_or(|at| at.elapsed() >= SYSTEM_LOOK_INTERVAL);
+        if due {
+            self.sampling = true;
+            self.last_look = Some(Instant::now());
+            self.sampler.ask(Request::Sample {
+                probes: self.probes(),
+                memcg: self.memcg_paths(),
+            });
+        } else {
+            self.publish_metrics();
         }
     }
 
@@ -737,15 +765,143 @@ impl Session {
             .collect()
     }
 
-    /// Whether /proc's `pid` is still the process memtrace knows by that pid (as far as its
-    /// start time was learnt): a /proc read of a pid reused since must not go to the old entry.
-    fn still_the_same(&self, pid: u32) -> bool {
-        let known = self
-            .model
-            .attribution
-            .process_by_pid(pid)
-            .and_then(|p| p.start_time);
-        known.is_none() || known == procfs::start_ticks(pid)
+    /// What the periodic look reads: every process not known to have exited (system-wide) or
+    /// the named targets and followed children; their smaps_rollup for the latter.
+    fn probes(&self) -> Vec<Probe> {
+        let attribution = &self.model.attribution;
+        let probe = |pid: u32, serial: u64| Probe {
+            pid,
+            serial,
+            faults: self.memory,
+            smaps: !self.system_wide,
+        };
+        if self.system_wide {
+            attribution
+                .processes()
+                .filter(|p| !p.exited && attribution.serial_of(p.pid) == Some(p.serial))
+                .map(|p| probe(p.pid, p.serial))
+                .collect()
+        } else {
+            self.sampled
+                .iter()
+                .filter_map(|&pid| Some(probe(pid, attribution.serial_of(pid)?)))
+                .collect()
+        }
+    }
+
+    /// Applies what the worker found; says whether to stop (with --follow, tracing goes on
+    /// while any followed child lives).
+    fn answered(&mut self, mode: &mut impl Mode, answer: Answer) -> Option<StopReason> {
+        // Before a periodic look is applied, what was committed to the ring before it: a pid
+        // that passed to a new process is the new one's by then, and the entry serials tell.
+        // (Looks at processes just met come often, and check start times instead.)
+        if matches!(answer, Answer::Sampled { .. }) {
+            self.drain_remaining(mode);
+        }
+        let attribution = &mut self.model.attribution;
+        match answer {
+            Answer::Identified(found) => {
+                for (pid, serial, identity) in found {
+                    if let Some(id) = attribution.identify(pid, serial, identity) {
+                        self.sampler.ask(Request::NameMemcg { pid, serial, id });
+                    }
+                }
+            }
+            Answer::NamedMemcg { pid, serial, path } => {
+                attribution.named_memcg(pid, serial, path);
+            }
+            Answer::Adopted(children) => {
+                self.adopting = self.adopting.saturating_sub(children.len());
+                for (pid, first) in children {
+                    if let Some(first) = first.filter(|_| !self.sampled.contains(&pid)) {
+                        self.model.attribution.born_while_traced(pid);
+                        self.sampled.push(pid);
+                        self.learn_first_sight(pid, first);
+                    }
+                }
+            }
+            Answer::OomVictim { tid, ts_ns, facts } => {
+                self.model.reclaim.ooms.learn(tid, ts_ns, facts.clone());
+                if let Some(at) = self
+                    .pending_ooms
+                    .iter()
+                    .position(|k| k.tid == tid && k.ts_ns == ts_ns)
+                {
+                    let mut kill = self.pending_ooms.swap_remove(at);
+                    kill.learn(facts);
+                    mode.event(self, &Event::OomKill(Box::new(kill)));
+                    self.out.flush();
+                }
+            }
+            Answer::Sampled {
+                readings,
+                vmstat,
+                memcg,
+            } => {
+                for (pid, serial, reading) in readings {
+                    attribution.read(pid, serial, reading);
+                }
+                self.model.reclaim.sample_vmstat(vmstat);
+                // A cgroup removed since (its container ended) keeps its last reading.
+                self.model.memcg.extend(memcg);
+                self.sampling = false;
+                self.publish_metrics();
+                if std::mem::take(&mut self.frame_due) {
+                    mode.interval(self);
+                }
+                return (self.targets_gone && self.follow && self.live_targets() == 0)
+                    .then_some(StopReason::TargetExited);
+            }
+        }
+        None
+    }
+
+    /// A fresh metrics page for `--prometheus`.
+    fn publish_metrics(&self) {
+        if let Some(metrics) = &self.metrics {
+            let detail = Detail::Metrics {
+                processes: self.metrics_processes,
+            };
+            let page = prometheus::render(&self.snapshot_with(Vec::new(), detail));
+            let go = prometheus::go_runtime(&self.go_runtime());
+            metrics.send_replace(Bytes::from([&page[..], go.as_bytes()].concat()));
+        }
+    }
+
+    /// The window ends here: with the programs detached the ring stops filling, so draining it
+    /// whole ends, and a flood cannot hold the report back.
+    fn end_window(&mut self, mode: &mut impl Mode) {
+        self.tracer.detach();
+        while self.drain(mode) == MAX_DRAIN {}
+    }
+
+    /// At the end: the kernel's maps (which outlive the programs), a last look at /proc, and
+    /// the answers still due (processes just met, OOM victims), waiting at most
+    /// [`LAST_ANSWERS`].
+    async fn last_answers(&mut self, mode: &mut impl Mode) {
+        let kernel = self.read_kernel();
+        self.drain_remaining(mode);
+        self.apply_kernel(kernel);
+        self.sampler.ask(Request::Sample {
+            probes: self.probes(),
+            memcg: self.memcg_paths(),
+        });
+        self.sampling = true;
+        let deadline = tokio::time::Instant::now() + LAST_ANSWERS;
+        while self.sampler.outstanding() > 0 {
+            match tokio::time::timeout_at(deadline, self.sampler.next()).await {
+                Ok(answer) => {
+                    // A frame is not drawn now: the report follows.
+                    self.frame_due = false;
+                    self.answered(mode, answer);
+                }
+                Err(_) => break,
+            }
+        }
+        // Kills whose victim could not be read in time are shown as they are.
+        for kill in std::mem::take(&mut self.pending_ooms) {
+            mode.event(self, &Event::OomKill(Box::new(kill)));
+        }
     }
 
     /// The kernel's maps, read at one instant.
@@ -776,12 +932,11 @@ impl Session {
             self.start_from_totals(*pid, totals.start_ns);
         }
         let model = &mut self.model;
-        if self.system_wide && model.attribution.len() > MAX_PROCESSES {
-            let forgotten = model
-                .attribution
-                .forget_exited(MAX_PROCESSES, procfs::is_live_process);
-            for pid in forgotten {
+        if self.system_wide {
+            let selection = &self.selection;
+            for pid in model.bound(&self.bound, |p| selection.shows(Some(p))) {
                 self.tracer.forget_faults(pid);
+                self.tracer.forget_stalls(pid);
             }
         }
         for (pid, faults) in kernel.faults {
@@ -816,41 +971,25 @@ impl Session {
 
     /// With --follow: children forked after memtrace started, whose faults all count. The
     /// kernel put them in its filter and said so in their spawn records; threads are forks
-    /// too and are passed over here.
+    /// too, and the worker passes them over.
     fn adopt_children(&mut self) {
-        for pid in std::mem::take(&mut self.followed) {
-            if !self.sampled.contains(&pid) && procfs::is_live_process(pid) {
-                self.model.attribution.born_while_traced(pid);
-                self.sampled.push(pid);
-                self.first_sight(pid);
-            }
+        if !self.followed.is_empty() {
+            let children = std::mem::take(&mut self.followed);
+            self.adopting += children.len();
+            self.sampler.ask(Request::Adopt(children));
         }
     }
 
-    /// Task fault counters: the sampled targets, or every process seen when tracing all (those
-    /// count from memtrace's first sight of them).
-    fn sample_task_faults(&mut self) {
-        let pids = if self.system_wide {
-            self.model.attribution.pids()
-        } else {
-            self.sampled.clone()
-        };
-        for pid in pids {
-            let threads = procfs::thread_faults(pid);
-            if !threads.is_empty() && self.still_the_same(pid) {
-                self.model.attribution.sample_task_faults(pid, &threads);
-            }
-        }
-    }
-
-    /// Traced processes still alive: the targets, followed children, and children whose
-    /// spawn records arrived since the last sample.
+    /// Traced processes that may still live: the targets and followed children not known to
+    /// have exited, and children whose adoption is under way.
     fn live_targets(&self) -> usize {
-        self.sampled
+        let attribution = &self.model.attribution;
+        let alive = self
+            .sampled
             .iter()
-            .chain(&self.followed)
-            .filter(|&&pid| procfs::is_live_process(pid))
-            .count()
+            .filter(|&&pid| attribution.process_by_pid(pid).is_some_and(|p| !p.exited))
+            .count();
+        alive + self.followed.len() + self.adopting
     }
 
     /// How the memory syscalls are hooked in this run.
@@ -875,6 +1014,16 @@ impl Session {
 
     /// The model as reports show it now.
     pub fn snapshot(&self, go_verdicts: Vec<Verdict>) -> Snapshot {
+        self.snapshot_with(go_verdicts, Detail::Report)
+    }
+
+    /// The model as a frame of the live view shows it now (no prose): the top `rows`
+    /// processes, or every one.
+    pub fn frame_snapshot(&self, rows: Option<usize>) -> Snapshot {
+        self.snapshot_with(Vec::new(), Detail::Frame { rows })
+    }
+
+    fn snapshot_with(&self, go_verdicts: Vec<Verdict>, detail: Detail) -> Snapshot {
         Snapshot::new(
             &self.model,
             &self.selection,
@@ -883,6 +1032,7 @@ impl Session {
                 now_ns: monotonic_ns(),
                 system_wide: self.system_wide,
                 go_verdicts,
+                detail,
             },
         )
     }
@@ -928,21 +1078,10 @@ impl Session {
 
     /// Whatever arrived after the stop condition still counts; then the mode reports.
     fn finish(mut self, mode: &mut impl Mode, reason: StopReason) -> anyhow::Result<()> {
-        // A signal that stopped the run makes the next one fatal; one that arrives while a run
-        // that ended by itself reports is the first, and is held off like any other.
-        if reason == StopReason::Interrupted {
-            signals::second_one_kills();
-        }
-        // The window ends here: with the programs detached the ring stops filling, so draining
-        // it whole ends, and a flood cannot hold the report back.
-        self.tracer.detach();
-        while self.drain(mode) == MAX_DRAIN {}
-        self.mark_exited();
         // Records logged just before the stop may not have woken the loop yet.
         if let Some(log) = self.kernel_log.as_mut() {
             log.get_mut().flush();
         }
-        self.sample(mode);
         // The names still being read: the report shows them.
         let names = self
             .namer
@@ -977,9 +1116,9 @@ impl Session {
     }
 }
 
-/// The threads' fault counters of `pids`, or of every process when none is named, and where
-/// each runs.
-fn fault_counters_now(pids: &[u32], cgroups: &mut Cgroups) -> AtAttach {
+/// The threads' fault counters and the cgroup of `pids`, or of every process when none is
+/// named: a process that exits before memtrace looks again is counted in that cgroup.
+fn processes_now(pids: &[u32], cgroups: &mut Cgroups) -> AtAttach {
     let every_process = pids.is_empty();
     let pids = if every_process {
         procfs::all_pids()

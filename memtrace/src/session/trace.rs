@@ -105,7 +105,10 @@ impl Mode for Trace {
             session.out.raw(live::ENTER_ALTERNATE_SCREEN);
             self.alternate = true;
         }
-        let snapshot = session.snapshot(Vec::new());
+        // The plain line of a system-wide run shows totals (and one process only when it is
+        // the only one): no view of each of thousands of processes is built for it.
+        let rows = (!*terminal && session.system_wide).then_some(1);
+        let snapshot = session.frame_snapshot(rows);
         let go = session.go_runtime();
         let frame = if *terminal {
             // Read each frame: the terminal may have been resized.

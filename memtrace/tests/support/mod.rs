@@ -112,6 +112,30 @@ impl Workload {
         )
     }
 
+    /// Spawns the workload already inside a cgroup: it joins between fork and exec, so a
+    /// system-wide memtrace, which meets it at its exec, finds it there.
+    pub fn spawn_joined(cgroup: &std::path::Path, args: &[&str]) -> Self {
+        use std::os::{fd::AsRawFd, unix::process::CommandExt};
+        let procs = std::fs::OpenOptions::new()
+            .write(true)
+            .open(cgroup.join("cgroup.procs"))
+            .expect("open cgroup.procs");
+        let fd = procs.as_raw_fd();
+        let mut command = Command::new(WORKLOAD);
+        command.args(args);
+        // SAFETY: the closure only calls write(2), which is async-signal-safe, on an fd that
+        // stays open until the child has exec'd ("0": the writing process itself).
+        unsafe {
+            command.pre_exec(move || match libc::write(fd, b"0".as_ptr().cast(), 1) {
+                1 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            });
+        }
+        let workload = Self::spawn_command(&mut command);
+        drop(procs);
+        workload
+    }
+
     /// Spawns the workload under its own process name, so a system-wide run picks out this
     /// test's processes with `--comm` (other tests' workloads may run meanwhile). The kernel
     /// names a process after the file it executes: a link named `name` (of which the kernel
@@ -123,6 +147,29 @@ impl Workload {
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(WORKLOAD, &link).expect("link the workload");
         let workload = Self::spawn_command(Command::new(&link).args(args));
+        let _ = std::fs::remove_dir_all(&dir);
+        workload
+    }
+
+    /// Spawns the workload under its own process name (see [`Workload::spawn_named`]) inside a
+    /// cgroup (see [`Workload::spawn_in_cgroup`]).
+    pub fn spawn_named_in_cgroup(name: &str, cgroup: &std::path::Path, args: &[&str]) -> Self {
+        assert!(name.len() <= 15, "{name} is longer than a process name");
+        let dir = std::env::temp_dir().join(format!("memtrace-named-{name}-{}", args.len()));
+        std::fs::create_dir_all(&dir).expect("create the link's directory");
+        let link = dir.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(WORKLOAD, &link).expect("link the workload");
+        let script = format!(
+            "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
+            cgroup.display()
+        );
+        let workload = Self::spawn_command(
+            Command::new("sh")
+                .args(["-c", &script])
+                .arg(&link)
+                .args(args),
+        );
         let _ = std::fs::remove_dir_all(&dir);
         workload
     }
@@ -371,6 +418,25 @@ impl Drop for MemCgroup {
         }
         eprintln!("warning: could not remove {}", self.path.display());
     }
+}
+
+/// A process's cgroup as memtrace names it, read independently: its path in the hierarchy
+/// that holds the memory controller (the v1 `memory` line of /proc/PID/cgroup, else the v2
+/// `0::` line).
+pub fn memory_cgroup_of(pid: u32) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("/proc/PID/cgroup");
+    let v1 = matches!(memory_hierarchy(), Some((_, CgroupVersion::V1)));
+    let line = text
+        .lines()
+        .find(|line| match v1 {
+            true => line
+                .split(':')
+                .nth(1)
+                .is_some_and(|c| c.split(',').any(|c| c == "memory")),
+            false => line.starts_with("0::"),
+        })
+        .unwrap_or_else(|| panic!("no memory cgroup in {text}"));
+    line.splitn(3, ':').nth(2).unwrap_or_default().to_owned()
 }
 
 /// The processes whose parent is `ppid` (field 4 of /proc/PID/stat).
@@ -810,4 +876,51 @@ pub fn trace_number(fields: &str, key: &str) -> u64 {
         .split_whitespace()
         .find_map(|word| word.strip_prefix(key)?.parse().ok())
         .unwrap_or_else(|| panic!("no {key} in {fields}"))
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// `(status line, headers, body)` of one plain HTTP/1.1 request (`GET`, `HEAD`, …).
+pub fn request(port: u16, method: &str, path: &str) -> std::io::Result<(String, String, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAccept: text/plain\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    Ok((status.to_owned(), headers.to_owned(), body.to_owned()))
+}
+
+/// `(status line, headers, body)` of one plain HTTP/1.1 GET.
+pub fn get(port: u16, path: &str) -> std::io::Result<(String, String, String)> {
+    request(port, "GET", path)
+}
+
+/// The value of the sample `name{labels}` in an exposition page, labels matched as written
+/// (none: `name` alone).
+pub fn sample(page: &str, name: &str, labels: &str) -> Option<u64> {
+    let key = match labels {
+        "" => format!("{name} "),
+        labels => format!("{name}{{{labels}}} "),
+    };
+    page.lines()
+        .find_map(|line| line.strip_prefix(&key))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// How many series a page holds (its sample lines).
+pub fn series(page: &str) -> usize {
+    page.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count()
 }

@@ -43,9 +43,9 @@ const VM_DIR: &str = "/vm";
 /// Programs the integration tests start by name, copied from the host when it has them:
 /// `sh -c` scripts, `setpriv` and `unshare` (util-linux, as on the host), bpftrace (the
 /// independent oracle), go (the Go tests build a real Go program), binutils' objcopy, strip
-/// and readelf (debug files split off a Go binary) and prometheus-node-exporter (a real Go
-/// daemon).
-const PROGRAMS: [&str; 10] = [
+/// and readelf (debug files split off a Go binary), prometheus-node-exporter (a real Go
+/// daemon) and promtool (checks the metrics page).
+const PROGRAMS: [&str; 11] = [
     "sh",
     "true",
     "setpriv",
@@ -56,6 +56,7 @@ const PROGRAMS: [&str; 10] = [
     "strip",
     "readelf",
     "prometheus-node-exporter",
+    "promtool",
 ];
 /// The shell system(3), popen(3) and `#!/bin/sh` scripts run, whatever PATH says (clang,
 /// inside bpftrace, crashes without it).

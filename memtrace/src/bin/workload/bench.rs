@@ -279,3 +279,31 @@ pub fn run_syscalls(args: &SyscallsArgs, go: impl FnOnce() -> io::Result<()>) ->
         json!({}),
     ))
 }
+
+#[derive(Args)]
+pub struct IdleArgs {
+    /// How often it wakes to touch and release one page, in ms (the first wake at a random
+    /// point of the period, so many idle processes do not wake together).
+    #[arg(long, default_value_t = 10_000)]
+    wake_ms: u64,
+}
+
+/// Benchmark (node scale): a daemon that sleeps, waking every `--wake-ms` to write one page
+/// and give it back with MADV_DONTNEED, until killed.
+pub fn run_idle(args: &IdleArgs, go: impl FnOnce() -> io::Result<()>) -> io::Result<Value> {
+    let page = page_size();
+    let addr = map_anon(page)?;
+    go()?;
+    let period = std::time::Duration::from_millis(args.wake_ms.max(1));
+    // A phase from the pid: spread without a random number generator.
+    let phase = period.mul_f64(f64::from(std::process::id() % 1000) / 1000.0);
+    std::thread::sleep(phase);
+    loop {
+        // SAFETY: addr is a private anonymous page mapped above.
+        unsafe {
+            ptr::write_volatile(addr, 1);
+            libc::madvise(addr.cast(), page, libc::MADV_DONTNEED);
+        }
+        std::thread::sleep(period);
+    }
+}

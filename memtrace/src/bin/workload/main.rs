@@ -66,6 +66,8 @@ enum Command {
     BenchRefault(bench::RefaultArgs),
     /// Benchmark: a syscall memtrace does not trace (getppid), many times, timed.
     BenchSyscalls(bench::SyscallsArgs),
+    /// Benchmark (node scale): sleep, waking now and then to touch and release a page.
+    BenchIdle(bench::IdleArgs),
 }
 
 fn main() {
@@ -90,6 +92,7 @@ fn main() {
         Command::BenchMmap(args) => bench::run_mmap_churn(&args, go),
         Command::BenchRefault(args) => bench::run_refault(&args, go),
         Command::BenchSyscalls(args) => bench::run_syscalls(&args, go),
+        Command::BenchIdle(args) => bench::run_idle(&args, go),
     };
     match result {
         Ok(record) => {

@@ -1,0 +1,254 @@
+//! Totals per cgroup and for the machine: what the processes counted, the ones kept and the
+//! ones let go (folded), as reports, JSON and the metrics page show them. A cgroup's counts
+//! only grow: a process is counted in one cgroup for good, once memtrace has settled which.
+
+use std::collections::BTreeMap;
+
+use memtrace_common::events::{rss::RssMember, stall::ReclaimKind};
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use super::{
+    advice::{AdviceView, advice_views},
+    by_name::ByName,
+    snapshot::{MappingsView, Selection, StallView},
+};
+use crate::model::{
+    Model,
+    attribution::ProcessStats,
+    totals::{CgroupKey, Totals},
+};
+
+/// What a set of processes counted, summed.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TotalsView {
+    /// Processes counted, those let go to bound memory included.
+    pub processes: u64,
+    /// Of those, the ones alive at the latest look.
+    pub live_processes: u64,
+    /// Bytes given back by releasing advice.
+    pub released_bytes: u64,
+    pub madvise: Vec<AdviceView>,
+    pub mappings: MappingsView,
+    pub faults: TotalFaultsView,
+    /// Resident memory of the live processes, from the kernel's RSS counters, bytes: each
+    /// process's counters summed, so pages shared between processes count once per process.
+    pub rss: ByName<RssMember, u64>,
+    /// Whether some live process has a resident member (file, anon, shmem) whose counter did
+    /// not change while traced, so `rss` counts less than is resident.
+    #[serde(skip)]
+    pub rss_partial: bool,
+    /// Taken from the processes by other tasks (reclaim, OOM reaper), bytes.
+    pub rss_taken: ByName<RssMember, u64>,
+    pub reclaim: ByName<ReclaimKind, Option<StallView>>,
+}
+
+/// Page faults summed over processes.
+#[derive(Clone, Copy, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TotalFaultsView {
+    /// From the kernel's per-task counters, of the processes whose counters were read.
+    pub minor: u64,
+    pub major: u64,
+    /// Taken in user mode; null when not counted (without `--fault-events`).
+    pub user: Option<u64>,
+    pub user_write: Option<u64>,
+}
+
+/// One cgroup's totals.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CgroupView {
+    /// The path in the hierarchy that holds the memory controller (cgroup v1's `memory`, else
+    /// v2); null for processes whose cgroup memtrace could not learn.
+    pub cgroup: Option<String>,
+    #[serde(flatten)]
+    pub totals: TotalsView,
+}
+
+impl CgroupView {
+    /// As a metrics label: the path, or `unknown` (a path always starts with `/`).
+    pub fn label(&self) -> &str {
+        self.cgroup.as_deref().unwrap_or("unknown")
+    }
+}
+
+/// A sum under construction: counts, and the live processes' RSS.
+#[derive(Default)]
+pub(super) struct Sum {
+    totals: Totals,
+    live: u64,
+    rss: [u64; memtrace_common::events::rss::RSS_MEMBERS],
+    rss_partial: bool,
+}
+
+impl Sum {
+    /// Adds a kept process (its stalls are the kernel's per-pid ones if it is the current
+    /// holder of its pid).
+    pub(super) fn add(&mut self, model: &Model, p: &ProcessStats) {
+        let current = model.attribution.serial_of(p.pid) == Some(p.serial);
+        let stalls = ReclaimKind::ALL.iter().filter_map(|&kind| {
+            let stats = model.reclaim.stalls.get(&(p.pid, kind))?;
+            current.then_some((kind, stats))
+        });
+        self.totals.add_process(p, stalls);
+        if !p.exited {
+            self.live += 1;
+            for (sum, size) in self.rss.iter_mut().zip(p.rss.size) {
+                *sum += size.unwrap_or(0);
+            }
+            let resident = [RssMember::File, RssMember::Anon, RssMember::Shmem];
+            self.rss_partial |= resident.iter().any(|&m| p.rss.size[m as usize].is_none());
+        }
+    }
+
+    pub(super) fn add_folded(&mut self, folded: &Totals) {
+        self.totals.add(folded);
+    }
+
+    /// The view; `counts_user_faults` says whether user-mode faults were counted, `taken_known`
+    /// whether the bytes taken by reclaim are shown (else withheld, as zero).
+    pub(super) fn view(&self, counts_user_faults: bool, taken_known: bool) -> TotalsView {
+        let t = &self.totals;
+        TotalsView {
+            processes: t.processes,
+            live_processes: self.live,
+            released_bytes: t.released_bytes(),
+            madvise: advice_views(&t.madvise),
+            mappings: MappingsView::from(&t.mappings),
+            faults: TotalFaultsView {
+                minor: t.minor_faults,
+                major: t.major_faults,
+                user: counts_user_faults.then_some(t.user_faults.user),
+                user_write: counts_user_faults.then_some(t.user_faults.write),
+            },
+            rss: ByName::from_fn(|m: RssMember| self.rss[m as usize]),
+            rss_partial: self.rss_partial,
+            rss_taken: ByName::from_fn(
+                |m: RssMember| {
+                    if taken_known { t.taken[m as usize] } else { 0 }
+                },
+            ),
+            reclaim: ByName::from_fn(|kind| {
+                t.stalls
+                    .get(&kind)
+                    .filter(|s| s.count > 0)
+                    .map(StallView::from)
+            }),
+        }
+    }
+}
+
+/// Every cgroup's totals (cgroup order, unknown last) and the machine's, over the processes
+/// `selection` shows. A process whose cgroup is not settled yet counts in the machine's
+/// totals and joins its cgroup's once settled (within a sample).
+pub fn totals(
+    model: &Model,
+    selection: &Selection,
+    taken_known: bool,
+) -> (Vec<CgroupView>, TotalsView) {
+    let mut by_cgroup: BTreeMap<&CgroupKey, Sum> = BTreeMap::new();
+    let mut machine = Sum::default();
+    for (key, folded) in &model.attribution.folded {
+        by_cgroup.entry(key).or_default().add_folded(folded);
+        machine.add_folded(folded);
+    }
+    for p in model.attribution.processes() {
+        if !selection.shows(Some(p)) {
+            continue;
+        }
+        machine.add(model, p);
+        if let Some(key) = &p.cgroup {
+            by_cgroup.entry(key).or_default().add(model, p);
+        }
+    }
+    let counts = selection.counts_user_faults;
+    let cgroups = by_cgroup
+        .into_iter()
+        .map(|(key, sum)| CgroupView {
+            cgroup: key.path().map(str::to_owned),
+            totals: sum.view(counts, taken_known),
+        })
+        .collect();
+    (cgroups, machine.view(counts, taken_known))
+}
+
+#[cfg(test)]
+mod tests {
+    use memtrace_common::advice;
+
+    use super::*;
+    use crate::{
+        cli::SortKey,
+        model::{
+            attribution::{Bound, Reading},
+            event::test_madvise,
+        },
+    };
+
+    fn settle(model: &mut Model, pid: u32, cgroup: &str) {
+        let serial = model.attribution.serial_of(pid).unwrap();
+        model
+            .attribution
+            .settle_cgroup(pid, serial, Some(cgroup.to_owned()));
+    }
+
+    fn exit(model: &mut Model, pid: u32) {
+        let serial = model.attribution.serial_of(pid).unwrap();
+        model.attribution.read(pid, serial, Reading::default());
+    }
+
+    /// Processes let go keep counting in their cgroup and in the machine's totals: the sums
+    /// are the same before and after.
+    #[test]
+    fn totals_keep_what_processes_let_go_counted() {
+        let mut model = Model::default();
+        for pid in 1..=4 {
+            model.record(&test_madvise(pid, advice::DONTNEED, 4096, None));
+            settle(&mut model, pid, if pid % 2 == 0 { "/even" } else { "/odd" });
+        }
+        let mut stall = crate::model::reclaim::StallStats::default();
+        stall.add(10_000, 1, 1);
+        model.reclaim.stalls.insert((3, ReclaimKind::Memcg), stall);
+        model.record(&test_madvise(5, advice::FREE, 4096, None));
+        let selection = Selection::default();
+        let before = totals(&model, &selection, true);
+        assert_eq!(
+            before
+                .0
+                .iter()
+                .map(|c| (c.label().to_owned(), c.totals.released_bytes))
+                .collect::<Vec<_>>(),
+            [("/even".to_owned(), 8192), ("/odd".to_owned(), 8192)]
+        );
+        // pid 5's cgroup is not settled yet: in the machine's totals only.
+        assert_eq!(before.1.released_bytes, 5 * 4096);
+        for pid in 1..=3 {
+            exit(&mut model, pid);
+        }
+        let bound = Bound {
+            max_processes: 2,
+            keep_top: 0,
+            sort: SortKey::Released,
+        };
+        assert_eq!(model.bound(&bound, |_| true), vec![1, 2, 3]);
+        let after = totals(&model, &selection, true);
+        assert_eq!(after.1.released_bytes, before.1.released_bytes);
+        assert_eq!(after.1.processes, 5);
+        assert_eq!(after.1.live_processes, 2);
+        let odd = &after.0[1];
+        assert_eq!((odd.label(), odd.totals.processes), ("/odd", 2));
+        assert_eq!(odd.totals.released_bytes, 8192);
+        let memcg = odd
+            .totals
+            .reclaim
+            .iter()
+            .find(|(k, _)| *k == ReclaimKind::Memcg);
+        assert_eq!(
+            memcg.and_then(|(_, s)| s.as_ref()).map(|s| s.count),
+            Some(1)
+        );
+        assert!(model.reclaim.stalls.is_empty(), "moved with the process");
+    }
+}
