@@ -4,6 +4,7 @@
 
 pub mod btf;
 pub mod cgroup;
+pub mod clock;
 pub mod gfp;
 pub mod log;
 pub mod memcg;

@@ -289,8 +289,12 @@ pub struct ProcessStats {
     /// The largest LazyFree sampled: a drop from it means reclaim took MADV_FREE'd pages (or
     /// the process wrote to them again).
     pub lazy_free_peak: Option<u64>,
-    /// Its names before each exec while traced, oldest first (`comm` is the latest).
+    /// Its names before each exec while traced, oldest first (`comm` is the latest); empty
+    /// where memtrace did not see the name before an exec.
     pub exec_from: Vec<String>,
+    /// When /proc showed `comm`, until the next exec: a name read after that exec is the new
+    /// program's, not the one before it.
+    pub comm_read_ns: Option<u64>,
     /// When it started, in clock ticks after boot (`starttime` of /proc/PID/stat): with the pid,
     /// what tells it from another process that had or has the same pid. None when memtrace
     /// could not read it (the process was gone before it looked).
@@ -326,9 +330,14 @@ pub struct ProcessStats {
 impl ProcessStats {
     /// The process replaced its program: a new name, and a new address space whose program
     /// break memtrace has not seen yet.
-    fn exec(&mut self, comm: &str) {
+    ///
+    /// A name /proc showed after the exec (`ts_ns`) is already the new program's: the one
+    /// before it was not seen.
+    fn exec(&mut self, comm: &str, ts_ns: u64) {
         let old = std::mem::replace(&mut self.comm, comm.to_owned());
-        self.exec_from.push(old);
+        let read_after = self.comm_read_ns.take().is_some_and(|read| read >= ts_ns);
+        self.exec_from
+            .push(if read_after { String::new() } else { old });
         self.mappings.last_brk = None;
     }
 
@@ -430,6 +439,8 @@ pub struct Fresh {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Identity {
     pub comm: Option<String>,
+    /// When `comm` was read (CLOCK_MONOTONIC ns, as the records' times).
+    pub comm_read_ns: u64,
     /// Clock ticks after boot (`starttime` of /proc/PID/stat).
     pub start_ticks: Option<u64>,
     /// Its cgroup path (see `kernel::cgroup`).
@@ -655,6 +666,7 @@ impl Attribution {
             && process.exec_from.is_empty()
         {
             process.comm = comm;
+            process.comm_read_ns = Some(identity.comm_read_ns);
         }
         if identity.nspid.is_some() {
             process.whereabouts.nspid = identity.nspid;
@@ -729,7 +741,7 @@ impl Attribution {
             Event::Madvise(m) => self.record_madvise(m),
             Event::Mapping(m) => self.process(m.tgid, &m.thread_comm).mappings.record(m),
             Event::Fault(f) => self.process(f.tgid, "").fault_events += 1,
-            Event::Exec(e) => self.process(e.tgid, "").exec(&e.comm),
+            Event::Exec(e) => self.process(e.tgid, "").exec(&e.comm, e.ts_ns),
             Event::ThreadExit(t) => {
                 // The leader's name is the process's; other threads may have their own.
                 let comm = if t.tid == t.tgid {
@@ -1378,6 +1390,38 @@ mod tests {
         assert_eq!((p.mappings.brk_unknown, p.mappings.brk_grow.calls), (1, 0));
     }
 
+    /// /proc read before an exec names the program before it; read after, it already shows
+    /// the new one, and the name before is not known (not "churn became churn").
+    #[test]
+    fn a_name_read_after_an_exec_is_not_the_name_before_it() {
+        let exec = |a: &mut Attribution, ts_ns| {
+            a.record(&Event::Exec(crate::model::event::Exec {
+                tgid: 7,
+                comm: "churn".into(),
+                ts_ns,
+            }));
+        };
+        for (read_ns, before) in [(50, "timeout"), (200, "")] {
+            let mut a = Attribution::default();
+            a.record(&madvise(7, 7, advice::DONTNEED, 4096, None));
+            let serial = a.serial_of(7).unwrap();
+            let comm = if read_ns < 100 { "timeout" } else { "churn" };
+            a.identify(
+                7,
+                serial,
+                Identity {
+                    comm: Some(comm.into()),
+                    comm_read_ns: read_ns,
+                    ..Identity::default()
+                },
+            );
+            exec(&mut a, 100);
+            let p = a.process_by_pid(7).unwrap();
+            assert_eq!(p.exec_from, [before], "read at {read_ns}");
+            assert_eq!(p.comm, "churn");
+        }
+    }
+
     #[test]
     fn child_born_while_traced_counts_from_zero() {
         let mut a = Attribution::default();
@@ -1479,6 +1523,7 @@ mod tests {
         );
         let identity = Identity {
             comm: Some("app".into()),
+            comm_read_ns: 0,
             start_ticks: Some(100),
             cgroup: Some("/jobs/a".into()),
             parent_cgroup: None,
@@ -1575,6 +1620,7 @@ mod tests {
         // /proc shows a process that started later: another one has the pid now.
         let later = Identity {
             comm: Some("other".into()),
+            comm_read_ns: 0,
             start_ticks: Some(900),
             cgroup: Some("/other".into()),
             parent_cgroup: None,
@@ -1625,6 +1671,7 @@ mod tests {
         a.record(&spawn(6));
         let seen = |start| Identity {
             comm: Some("late".into()),
+            comm_read_ns: 0,
             start_ticks: Some(start),
             cgroup: Some("/later".into()),
             parent_cgroup: None,

@@ -51,6 +51,7 @@ use crate::{
         LostCounts, Options, Tracer,
         cgroup::Cgroups,
         check_privileges,
+        clock::monotonic_ns,
         log::KernelLog,
         namer::Namer,
         pidns,
@@ -1191,17 +1192,6 @@ fn watch_fd<T: AsRawFd>(owner: T) -> io::Result<AsyncFd<T>> {
     // SAFETY: `owner` owns its fd (a map fd or an OwnedFd) and keeps it open, unchanged, for as
     // long as the AsyncFd that takes it lives.
     unsafe { AsyncFd::register_with_interest(owner, Interest::READABLE) }.map_err(io::Error::from)
-}
-
-/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`, so kernel timestamps compare.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
 #[cfg(test)]

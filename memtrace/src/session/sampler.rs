@@ -18,6 +18,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use crate::{
     kernel::{
         cgroup::Cgroups,
+        clock::monotonic_ns,
         memcg::MemcgUsage,
         pidns,
         procfs::{self, CgroupOf, VictimFacts},
@@ -297,6 +298,8 @@ pub fn identify(pid: u32, cgroups: &mut Cgroups) -> Identity {
     let Some(start) = procfs::start_ticks(pid) else {
         return Identity::default();
     };
+    // Taken before the name is read: an exec later than this is later than the name.
+    let comm_read_ns = monotonic_ns();
     let comm = procfs::comm(pid);
     let cgroup = cgroups.of_process(pid);
     let nspid = pidns::pid_in_own_namespace(pid);
@@ -308,6 +311,7 @@ pub fn identify(pid: u32, cgroups: &mut Cgroups) -> Identity {
     }
     Identity {
         comm,
+        comm_read_ns,
         start_ticks: Some(start),
         cgroup,
         parent_cgroup: None,
