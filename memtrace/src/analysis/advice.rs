@@ -6,7 +6,7 @@ use memtrace_common::advice;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::model::attribution::AdviceTotals;
+use crate::model::counts::AdviceTotals;
 
 /// One advice value's totals.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]

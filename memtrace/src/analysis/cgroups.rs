@@ -92,7 +92,7 @@ impl Sum {
             let stats = model.reclaim.stalls.get(&(p.pid, kind))?;
             current.then_some((kind, stats))
         });
-        self.totals.add_process(p, stalls);
+        p.sum_into(&mut self.totals, stalls);
         if !p.exited {
             self.live += 1;
             for (sum, size) in self.rss.iter_mut().zip(p.rss.size) {

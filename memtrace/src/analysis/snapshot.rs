@@ -27,8 +27,9 @@ use crate::{
     kernel::{LostCounts, procfs::SmapsRollup, status::StatusMemory},
     model::{
         Model,
-        attribution::{MappingTotals, ProcessStats},
+        attribution::ProcessStats,
         container::{Container, Pod},
+        counts::MappingTotals,
         event::OomKill,
         reclaim::{KswapdNode, Reclaim, StallStats, bucket_bounds},
     },

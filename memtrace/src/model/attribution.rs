@@ -8,15 +8,18 @@ use memtrace_common::{
     events::{
         fault::FaultCounts,
         rss::{RSS_MEMBERS, RssMember, RssState},
-        totals::{COUNTED_ADVICE, FlushReason, MapSyscall, MmapKind, SyscallTotals},
+        stall::ReclaimKind,
+        totals::{COUNTED_ADVICE, FlushReason, SyscallTotals},
     },
 };
 
 use super::{
     container::Whereabouts,
-    event::{Event, Madvise, MapKind, MapOp, Mapping, comm_string},
+    counts::{AdviceTotals, MappingTotals},
+    event::{Event, Madvise, comm_string},
     kernel_totals::{self, Fit, KernelCounted},
-    totals::{CgroupKey, Totals},
+    reclaim::StallStats,
+    totals::{CgroupKey, Totals, add_mappings},
 };
 use crate::{
     cli::SortKey,
@@ -32,126 +35,6 @@ const MAX_BORN_IN: usize = 16_384;
 /// How far back among earlier holders of reused pids an answer about one is looked for (they
 /// end in order, and an answer comes within a second).
 const MAX_ENDED_SEARCH: usize = 4096;
-
-/// Calls with one advice value.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AdviceTotals {
-    /// Every call, failed ones included.
-    pub calls: u64,
-    /// Calls that returned an error (and so advised nothing).
-    pub failed: u64,
-    /// Bytes covered by the calls that succeeded.
-    pub bytes: u64,
-}
-
-/// A count of calls and the bytes they covered.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CallBytes {
-    pub calls: u64,
-    pub bytes: u64,
-}
-
-impl CallBytes {
-    fn add(&mut self, bytes: u64) {
-        self.calls += 1;
-        self.bytes += bytes;
-    }
-}
-
-/// Address-space changes by mmap, munmap, mremap and brk.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
-pub struct MappingTotals {
-    /// Successful mmap calls by kind of memory.
-    pub mmap: BTreeMap<MapKind, CallBytes>,
-    pub munmap: CallBytes,
-    pub mremap_grow: CallBytes,
-    pub mremap_shrink: CallBytes,
-    pub brk_grow: CallBytes,
-    pub brk_shrink: CallBytes,
-    /// brk calls whose growth could not be known (the break before them was unknown).
-    pub brk_unknown: u64,
-    /// Failed calls per syscall (`mmap`, `munmap`, `mremap`, `brk`).
-    pub failed: BTreeMap<&'static str, u64>,
-    /// The break after the last brk call seen (or read from /proc at start).
-    #[serde(skip)]
-    pub last_brk: Option<u64>,
-}
-
-impl MappingTotals {
-    pub fn mapped_bytes(&self) -> u64 {
-        self.mmap.values().map(|c| c.bytes).sum()
-    }
-
-    /// Net change of the address space: mapped + grown − unmapped − shrunk, in bytes.
-    pub fn net_bytes(&self) -> i128 {
-        let added = self.mapped_bytes() + self.mremap_grow.bytes + self.brk_grow.bytes;
-        let removed = self.munmap.bytes + self.mremap_shrink.bytes + self.brk_shrink.bytes;
-        i128::from(added) - i128::from(removed)
-    }
-
-    fn record(&mut self, m: &Mapping) {
-        if m.errno.is_some() {
-            let name = match m.op {
-                MapOp::Mmap { .. } => "mmap",
-                MapOp::Munmap { .. } => "munmap",
-                MapOp::Mremap { .. } => "mremap",
-                MapOp::Brk { .. } => "brk",
-            };
-            *self.failed.entry(name).or_default() += 1;
-            return;
-        }
-        match m.op {
-            MapOp::Mmap { len, kind, .. } => self.mmap.entry(kind).or_default().add(len),
-            MapOp::Munmap { len, .. } => self.munmap.add(len),
-            MapOp::Mremap {
-                old_len, new_len, ..
-            } if new_len >= old_len => {
-                self.mremap_grow.add(new_len - old_len);
-            }
-            MapOp::Mremap {
-                old_len, new_len, ..
-            } => self.mremap_shrink.add(old_len - new_len),
-            MapOp::Brk { requested, result } => self.record_brk(requested, result),
-        }
-    }
-
-    /// Adds what the kernel counted (the growth of its totals since the last copy).
-    fn add_counted(&mut self, grown: &SyscallTotals) {
-        let add = |into: &mut CallBytes, count: &memtrace_common::events::totals::CallCount| {
-            into.calls += count.calls;
-            into.bytes += count.bytes;
-        };
-        for &kind in MmapKind::ALL {
-            let count = &grown.mmap[kind as usize];
-            if count.calls > 0 {
-                add(self.mmap.entry(MapKind::from(kind)).or_default(), count);
-            }
-        }
-        add(&mut self.munmap, &grown.munmap);
-        add(&mut self.mremap_grow, &grown.mremap_grow);
-        add(&mut self.mremap_shrink, &grown.mremap_shrink);
-        add(&mut self.brk_grow, &grown.brk_grow);
-        add(&mut self.brk_shrink, &grown.brk_shrink);
-        self.brk_unknown += grown.brk_unknown;
-        for &syscall in MapSyscall::ALL {
-            let failed = grown.failed[syscall as usize];
-            if failed > 0 {
-                *self.failed.entry(syscall.name()).or_default() += failed;
-            }
-        }
-    }
-
-    fn record_brk(&mut self, requested: u64, result: u64) {
-        match self.last_brk {
-            _ if requested == 0 => {}
-            Some(previous) if result >= previous => self.brk_grow.add(result - previous),
-            Some(previous) => self.brk_shrink.add(previous - result),
-            None => self.brk_unknown += 1,
-        }
-        self.last_brk = Some(result);
-    }
-}
 
 /// Minor and major faults over the trace window, from the kernel's per-task counters (the
 /// numbers behind /proc/PID/stat): sampled from /proc for live threads, and reported by the
@@ -328,6 +211,35 @@ pub struct ProcessStats {
 }
 
 impl ProcessStats {
+    /// Adds this process, with its stalls, to a sum of processes.
+    pub fn sum_into<'a>(
+        &self,
+        sum: &mut Totals,
+        stalls: impl IntoIterator<Item = (ReclaimKind, &'a StallStats)>,
+    ) {
+        sum.processes += 1;
+        for (&advice, totals) in &self.madvise {
+            let into = sum.madvise.entry(advice).or_default();
+            into.calls += totals.calls;
+            into.failed += totals.failed;
+            into.bytes += totals.bytes;
+        }
+        add_mappings(&mut sum.mappings, &self.mappings);
+        if self.task_faults.known() {
+            sum.minor_faults += self.task_faults.minor();
+            sum.major_faults += self.task_faults.major();
+        }
+        sum.user_faults.user += self.faults.user;
+        sum.user_faults.write += self.faults.write;
+        sum.fault_events += self.fault_events;
+        for (into, taken) in sum.taken.iter_mut().zip(self.taken()) {
+            *into += taken;
+        }
+        for (kind, stats) in stalls {
+            sum.stalls.entry(kind).or_default().merge(stats);
+        }
+    }
+
     /// The process replaced its program: a new name, and a new address space whose program
     /// break memtrace has not seen yet.
     ///
@@ -613,7 +525,7 @@ impl Attribution {
         >,
     ) {
         let key = p.cgroup.clone().unwrap_or(CgroupKey::Unknown);
-        self.folded.entry(key).or_default().add_process(p, stalls);
+        p.sum_into(self.folded.entry(key).or_default(), stalls);
     }
 
     /// Whether the current holder of `pid` is the entry with `serial`.
@@ -1036,7 +948,10 @@ fn add_call(totals: &mut AdviceTotals, m: &Madvise) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::event::{AddressSpaceGone, Spawn, ThreadExit};
+    use crate::model::{
+        counts::CallBytes,
+        event::{AddressSpaceGone, MapKind, MapOp, Mapping, Spawn, ThreadExit},
+    };
 
     fn madvise(tgid: u32, tid: u32, advice: u32, len: u64, errno: Option<i32>) -> Event {
         Event::Madvise(Madvise {
@@ -1762,7 +1677,7 @@ mod tests {
     /// then the final copy), give the same totals.
     #[test]
     fn kernel_totals_give_what_records_give() {
-        use memtrace_common::events::totals::{AdviceCount, CallCount};
+        use memtrace_common::events::totals::{AdviceCount, CallCount, MapSyscall, MmapKind};
         let mut records = Attribution::default();
         for _ in 0..3 {
             records.record(&madvise(7, 7, advice::DONTNEED, 8192, None));

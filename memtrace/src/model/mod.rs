@@ -4,6 +4,7 @@
 
 pub mod attribution;
 pub mod container;
+pub mod counts;
 pub mod event;
 pub mod kernel_totals;
 pub mod reclaim;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use memtrace_common::events::{fault::FaultCounts, rss::RSS_MEMBERS, stall::ReclaimKind};
 
 use super::{
-    attribution::{AdviceTotals, CallBytes, MappingTotals, ProcessStats},
+    counts::{AdviceTotals, CallBytes, MappingTotals},
     reclaim::StallStats,
 };
 
@@ -54,35 +54,6 @@ pub struct Totals {
 }
 
 impl Totals {
-    /// Adds one process, with its stalls.
-    pub fn add_process<'a>(
-        &mut self,
-        p: &ProcessStats,
-        stalls: impl IntoIterator<Item = (ReclaimKind, &'a StallStats)>,
-    ) {
-        self.processes += 1;
-        for (&advice, totals) in &p.madvise {
-            let sum = self.madvise.entry(advice).or_default();
-            sum.calls += totals.calls;
-            sum.failed += totals.failed;
-            sum.bytes += totals.bytes;
-        }
-        add_mappings(&mut self.mappings, &p.mappings);
-        if p.task_faults.known() {
-            self.minor_faults += p.task_faults.minor();
-            self.major_faults += p.task_faults.major();
-        }
-        self.user_faults.user += p.faults.user;
-        self.user_faults.write += p.faults.write;
-        self.fault_events += p.fault_events;
-        for (sum, taken) in self.taken.iter_mut().zip(p.taken()) {
-            *sum += taken;
-        }
-        for (kind, stats) in stalls {
-            self.stalls.entry(kind).or_default().merge(stats);
-        }
-    }
-
     /// Adds another sum (a cgroup's folded processes to its live ones).
     pub fn add(&mut self, other: &Self) {
         self.processes += other.processes;
@@ -116,7 +87,7 @@ impl Totals {
     }
 }
 
-fn add_mappings(sum: &mut MappingTotals, m: &MappingTotals) {
+pub(super) fn add_mappings(sum: &mut MappingTotals, m: &MappingTotals) {
     let add = |sum: &mut CallBytes, c: CallBytes| {
         sum.calls += c.calls;
         sum.bytes += c.bytes;
@@ -172,7 +143,7 @@ mod tests {
         let mut totals = Totals::default();
         for p in a.processes() {
             let stalls = (p.pid == 6).then_some((ReclaimKind::Memcg, &stall));
-            totals.add_process(p, stalls);
+            p.sum_into(&mut totals, stalls);
         }
         assert_eq!(totals.processes, 2);
         assert_eq!(

@@ -29,7 +29,7 @@ use crate::{
         snapshot::{ProcessView, Snapshot, StallView},
     },
     kernel::procfs::SmapsRollup,
-    model::{attribution::MappingTotals, reclaim::StallStats},
+    model::{counts::MappingTotals, reclaim::StallStats},
 };
 
 /// What one series set (a cgroup, a process, the others) counted, as the page shows it.

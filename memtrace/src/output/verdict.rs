@@ -204,7 +204,7 @@ mod tests {
     use crate::{
         analysis::golang::verdict::{Facts, GoBuild, judge},
         kernel::procfs::SmapsRollup,
-        model::attribution::AdviceTotals,
+        model::counts::AdviceTotals,
     };
 
     const MIB: u64 = 1 << 20;

@@ -28,7 +28,7 @@ use super::{
 use crate::{
     analysis::advice::{AdviceView, advice_views},
     kernel::procfs::SmapsRollup,
-    model::attribution::AdviceTotals,
+    model::counts::AdviceTotals,
     units::human_bytes,
 };
 
