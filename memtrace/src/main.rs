@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 use crate::{
-    analysis::snapshot::Selection,
+    analysis::selection::Selection,
     cli::{Cli, Command},
     session::{Config, go::Go, reclaim::Reclaim, trace::Trace},
 };

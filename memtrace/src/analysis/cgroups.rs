@@ -11,7 +11,8 @@ use serde::Serialize;
 use super::{
     advice::{AdviceView, advice_views},
     by_name::ByName,
-    snapshot::{MappingsView, Selection, StallView},
+    process::{MappingsView, StallView},
+    selection::Selection,
 };
 use crate::model::{
     Model,

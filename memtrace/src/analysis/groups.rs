@@ -8,7 +8,7 @@ use memtrace_common::events::{rss::RssMember, stall::ReclaimKind};
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use super::snapshot::ProcessView;
+use super::process::ProcessView;
 use crate::{
     cli::GroupBy,
     kernel::memcg::MemcgUsage,

@@ -7,6 +7,8 @@ pub mod cgroups;
 pub mod explain;
 pub mod golang;
 pub mod groups;
+pub mod process;
+pub mod selection;
 pub mod snapshot;
 pub mod stacks;
 

@@ -18,7 +18,8 @@ use crate::{
         cgroups::{CgroupView, TotalsView},
         golang::verdict::Verdict,
         groups::GroupView,
-        snapshot::{KswapdView, ProcessView, Snapshot, StallView, StalledView},
+        process::{ProcessView, StallView},
+        snapshot::{KswapdView, Snapshot, StalledView},
     },
     kernel::{LostCounts, gfp::GfpNames},
     model::{

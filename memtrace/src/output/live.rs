@@ -9,10 +9,7 @@ use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 use memtrace_common::{advice, events::rss::RssMember};
 
 use crate::{
-    analysis::{
-        golang::heap::Figures,
-        snapshot::{ProcessView, Snapshot},
-    },
+    analysis::{golang::heap::Figures, process::ProcessView, snapshot::Snapshot},
     units::human_bytes,
 };
 
@@ -531,7 +528,7 @@ pub fn fit(screen: &str, size: Option<Size>) -> String {
 mod tests {
     use super::*;
     use crate::{
-        analysis::snapshot::{Selection, Window},
+        analysis::{selection::Selection, snapshot::Window},
         kernel::{
             LostCounts,
             procfs::SmapsRollup,

@@ -26,7 +26,8 @@ use crate::{
         advice::AdviceView,
         cgroups::TotalsView,
         golang::heap::Figures,
-        snapshot::{ProcessView, Snapshot, StallView},
+        process::{ProcessView, StallView},
+        snapshot::Snapshot,
     },
     kernel::procfs::SmapsRollup,
     model::{counts::MappingTotals, reclaim::StallStats},
@@ -583,7 +584,10 @@ mod tests {
 
     use super::*;
     use crate::{
-        analysis::snapshot::{Detail, Selection, Window},
+        analysis::{
+            selection::Selection,
+            snapshot::{Detail, Window},
+        },
         kernel::LostCounts,
         model::{
             Model,

@@ -9,7 +9,8 @@ use super::placement;
 use crate::{
     analysis::{
         ByName,
-        snapshot::{KswapdView, ScanView, Snapshot, StallView},
+        process::StallView,
+        snapshot::{KswapdView, ScanView, Snapshot},
     },
     kernel::procfs::CgroupOf,
     model::reclaim::{Interval, StallStats, bucket_bounds},
@@ -279,7 +280,7 @@ fn vmstat_text(out: &mut String, snapshot: &Snapshot) {
 mod tests {
     use super::*;
     use crate::{
-        analysis::snapshot::{Selection, Window},
+        analysis::{selection::Selection, snapshot::Window},
         model::{
             Model,
             event::{OomKill, ReaperOutcome},

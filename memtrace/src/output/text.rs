@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 use super::{groups, lost::lost_text, placement::placement_notes, reclaim, verdict};
 use crate::{
     analysis::{
-        snapshot::{MappingsView, ProcessView, Snapshot},
+        process::{MappingsView, ProcessView},
+        snapshot::Snapshot,
         stacks::{FramesView, StacksView},
     },
     stop::StopReason,
@@ -395,7 +396,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        analysis::snapshot::{Selection, Window},
+        analysis::{selection::Selection, snapshot::Window},
         cli::SortKey,
         kernel::LostCounts,
         model::{Model, attribution::Identity, event::test_madvise},

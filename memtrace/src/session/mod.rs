@@ -44,7 +44,8 @@ use crate::{
             verdict::{self, Facts, Verdict},
         },
         groups,
-        snapshot::{Detail, Selection, Snapshot, Window},
+        selection::Selection,
+        snapshot::{Detail, Snapshot, Window},
     },
     cli::GroupBy,
     kernel::{
