@@ -29,7 +29,10 @@ use anyhow::{Context as _, anyhow, bail};
 use memtrace_common::hooks::{Program, Run};
 use serde_json::Value;
 
-use crate::tasks::{capture, cargo, is_root, status, which, workspace_root};
+use crate::{
+    stats::median,
+    tasks::{capture, cargo, is_root, status, which, workspace_root},
+};
 
 /// How long a tracer may take to attach, and any single run to finish.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -1111,19 +1114,6 @@ fn timeval(tv: libc::timeval) -> Duration {
     Duration::from_secs(tv.tv_sec as u64) + Duration::from_micros(tv.tv_usec as u64)
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
-
 struct Machine {
     date: String,
     load_before: String,
@@ -1595,13 +1585,6 @@ fn write_section(path: &Path, marks: (&str, &str), generated: &str) -> anyhow::R
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn medians() {
-        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!(median(&mut []).is_nan());
-    }
 
     #[test]
     fn lost_from_text_and_json() {

@@ -9,7 +9,10 @@ use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
-use crate::vm::{self, GuestKernel};
+use crate::{
+    stats::median,
+    vm::{self, GuestKernel},
+};
 
 /// The configurations, in the order each iteration runs them.
 const CONFIGS: [(&str, &str); 3] = [
@@ -170,11 +173,6 @@ fn parse(output: &str) -> anyhow::Result<BTreeMap<(String, String), Vec<GuestRun
     Ok(runs)
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 fn render(
     kernel: &GuestKernel,
     iterations: usize,
@@ -195,7 +193,7 @@ fn render(
     for (name, _, counted) in WORKLOADS {
         let wall = |config: &str| {
             runs.get(&(name.to_owned(), config.to_owned()))
-                .map(|r| median(r.iter().map(|s| s.wall_ns as f64).collect()))
+                .map(|r| median(&mut r.iter().map(|s| s.wall_ns as f64).collect::<Vec<_>>()))
         };
         let (Some(untraced), Some(tracepoints)) = (wall("untraced"), wall("tracepoints")) else {
             continue;
@@ -204,7 +202,7 @@ fn render(
             let Some(samples) = runs.get(&(name.to_owned(), (*config).to_owned())) else {
                 continue;
             };
-            let time = median(samples.iter().map(|s| s.wall_ns as f64).collect());
+            let time = median(&mut samples.iter().map(|s| s.wall_ns as f64).collect::<Vec<_>>());
             let hooks: Vec<&str> = samples
                 .iter()
                 .filter_map(|s| s.traced.as_ref().map(|(h, _)| h.as_str()))

@@ -13,6 +13,7 @@ mod go_layouts;
 mod guest_bench;
 mod image;
 mod layers;
+mod stats;
 mod tasks;
 mod vm;
 
