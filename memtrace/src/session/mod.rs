@@ -67,7 +67,12 @@ use crate::{
         event::{self, Event, OomKill},
         reclaim::Wakeups,
     },
-    output::{exporter::Exporter, json::SyscallHooks, lost, prometheus, stdout::Stdout},
+    output::{
+        exporter::Exporter,
+        json::{Start, SyscallHooks},
+        lost, prometheus,
+        stdout::Stdout,
+    },
     stop::StopReason,
 };
 use sampler::{Answer, FirstSight, Probe, Request, Sampler};
@@ -992,6 +997,13 @@ impl Session {
             .filter(|&&pid| attribution.process_by_pid(pid).is_some_and(|p| !p.exited))
             .count();
         alive + self.followed.len() + self.adopting
+    }
+
+    /// The JSON start line, written at once (before the first event line).
+    pub fn json_start(&mut self, pids: &[u32]) {
+        let line = Start::line(pids, self.syscall_hooks()).to_json();
+        self.out.line(&line);
+        self.out.flush();
     }
 
     /// How the memory syscalls are hooked in this run.

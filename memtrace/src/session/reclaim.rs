@@ -9,7 +9,7 @@ use super::{Mode, Session};
 use crate::{
     model::event::Event,
     output::{
-        json::{self, IntervalLine, Line, ReclaimSummary, Start},
+        json::{self, IntervalLine, Line, ReclaimSummary},
         reclaim,
     },
     stop::StopReason,
@@ -42,10 +42,7 @@ impl Mode for Reclaim {
 
     fn start(&mut self, session: &mut Session) {
         if self.json {
-            session
-                .out
-                .line(&Start::line(&self.pids, session.syscall_hooks()).to_json());
-            session.out.flush();
+            session.json_start(&self.pids);
         }
     }
 

@@ -9,7 +9,7 @@ use super::{Mode, Session};
 use crate::{
     model::event::Event,
     output::{
-        json::{self, Start, Summary},
+        json::{self, Summary},
         live::{self, Live},
         stdout, text,
     },
@@ -78,10 +78,7 @@ impl Mode for Trace {
 
     fn start(&mut self, session: &mut Session) {
         if self.json {
-            session
-                .out
-                .line(&Start::line(&self.pids, session.syscall_hooks()).to_json());
-            session.out.flush();
+            session.json_start(&self.pids);
         }
     }
 
