@@ -22,7 +22,17 @@ pub type MemberOffsets = [u32; Member::COUNT];
 
 /// How the kernel programs behave in this run.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 pub struct Config {
     /// memtrace's own tgid, never traced (its own mmaps and /proc reads would pollute a
     /// system-wide view).

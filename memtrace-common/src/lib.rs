@@ -37,12 +37,18 @@ pub mod members;
 pub mod regs;
 pub mod stacks;
 
-/// Lets userspace copy these types in and out of maps and ring-buffer records.
+/// Lets userspace copy these types in and out of maps and ring-buffer records. Only for types
+/// whose zerocopy derives (`FromBytes`, `IntoBytes`) proved them plain data without padding:
+/// the bound below fails to compile otherwise.
 macro_rules! pod {
     ($($ty:ty),+ $(,)?) => {
         $(
+            const _: () = {
+                const fn plain<T: zerocopy::FromBytes + zerocopy::IntoBytes>() {}
+                plain::<$ty>()
+            };
             #[cfg(feature = "user")]
-            // SAFETY: `#[repr(C)]` plain data of integers, without padding holes.
+            // SAFETY: zerocopy's derives proved every bit pattern valid and no byte padding.
             unsafe impl aya::Pod for $ty {}
         )+
     };

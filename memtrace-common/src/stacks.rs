@@ -61,7 +61,21 @@ named_enum! {
 /// What the counts are kept per: a process, what it called (with the advice, or how the
 /// mapping changed) and from where.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 pub struct StackKey {
     pub tgid: u32,
     /// A [`StackSite`] as `u32`.
@@ -78,7 +92,18 @@ pub struct StackKey {
 
 /// What was counted for one [`StackKey`]. Updated with atomic adds from every CPU.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 pub struct StackCounts {
     /// Calls (or stalls).
     pub calls: u64,
@@ -94,7 +119,21 @@ pub struct StackCounts {
 
 /// A stored stack: whose, which, and whether kernel or user.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 pub struct StackRef {
     pub tgid: u32,
     /// 1 for a kernel stack.
@@ -111,7 +150,17 @@ pub const NO_REGISTERS: u32 = 2;
 
 /// The frames of one stack, innermost first.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 pub struct Frames {
     /// Frames the walk returned: up to [`WALK_FRAMES`]; more than [`MAX_FRAMES`] means the
     /// stack was deeper than what is kept.
@@ -151,7 +200,17 @@ impl Frames {
 
 /// A new stack was stored: userspace symbolizes it now, while the process lives.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 pub struct StackSeen {
     /// [`EventKind::StackSeen`] as `u32`.
     pub kind: u32,

@@ -5,7 +5,17 @@ use crate::pod;
 
 /// A process called exec: its new name. Its address space is new too.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 pub struct ExecEvent {
     /// [`EventKind::Exec`] as `u32`.
     pub kind: u32,

@@ -7,7 +7,17 @@ use crate::pod;
 /// A traced thread's final fault counters (`task_struct.min_flt`/`maj_flt`, the numbers
 /// /proc/PID/task/TID/stat shows), read as it exits.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 pub struct ThreadExit {
     /// [`EventKind::ThreadExit`] as `u32`.
     pub kind: u32,

@@ -5,7 +5,17 @@ use crate::pod;
 
 /// One user-mode page fault, streamed only on request (`--fault-events`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 pub struct FaultEvent {
     /// [`EventKind::Fault`] as `u32`.
     pub kind: u32,
@@ -34,7 +44,18 @@ pub const X86_PF_FETCH: u64 = 1 << 4;
 /// known at that point (the tracepoint fires before the fault is handled); they come from the
 /// task counters (see [`super::exit::ThreadExit`]).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 pub struct FaultCounts {
     /// All user-mode faults.
     pub user: u64,

@@ -6,7 +6,17 @@ use crate::pod;
 
 /// kswapd of a node woke to balance it, or went back to sleep.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 pub struct KswapdEvent {
     /// [`EventKind::Kswapd`] as `u32`.
     pub kind: u32,
@@ -24,7 +34,18 @@ impl Record for KswapdEvent {
 
 /// Wakeups of kswapd one process requested, per CPU, keyed by tgid.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 pub struct KswapdWakeups {
     pub count: u64,
     /// `comm` of the latest requesting thread.

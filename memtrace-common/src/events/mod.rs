@@ -56,8 +56,9 @@ named_enum! {
     }
 }
 
-/// A record type of the events ring buffer, and the [`EventKind`]s it carries.
-pub trait Record: Copy {
+/// A record type of the events ring buffer, and the [`EventKind`]s it carries: plain data any
+/// bytes of the right length are a valid value of (zerocopy's `FromBytes`).
+pub trait Record: Copy + zerocopy::FromBytes {
     /// The kinds whose records have this layout (several syscalls share one).
     const KINDS: &'static [EventKind];
 }

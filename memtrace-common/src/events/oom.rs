@@ -7,7 +7,17 @@ use crate::pod;
 /// The OOM killer chose a victim. Sizes in kB, as the tracepoint gives them; fields this
 /// kernel's tracepoint lacks read as `u64::MAX` (or `u32::MAX`/`i16::MIN`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 pub struct OomVictim {
     /// [`EventKind::OomKill`] as `u32`.
     pub kind: u32,
@@ -52,7 +62,17 @@ named_enum! {
 
 /// One OOM reaper step for a victim task.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 pub struct OomReaperEvent {
     /// [`EventKind::OomReaper`] as `u32`.
     pub kind: u32,

@@ -19,7 +19,18 @@ const _: () = assert!(RSS_MEMBERS.is_power_of_two());
 
 /// RSS of one address space (mm), keyed by the tracepoint's `mm_id`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 pub struct RssState {
     /// The process owning the mm: learnt from its own updates (`curr` = 1).
     pub tgid: u32,
@@ -38,7 +49,17 @@ pod!(RssState);
 /// at the same address, which gets the same `mm_id`, is never taken for it; what reclaim had
 /// taken from it travels here.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 pub struct AddressSpaceGone {
     /// [`super::EventKind::AddressSpaceGone`] as `u32`.
     pub kind: u32,

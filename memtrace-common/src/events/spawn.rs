@@ -9,7 +9,17 @@ use crate::pod;
 /// ring every record of an earlier process with that pid comes before this one: userspace
 /// closes that process here, and records after it belong to the new one.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 pub struct Spawn {
     /// [`EventKind::Spawn`] as `u32`.
     pub kind: u32,

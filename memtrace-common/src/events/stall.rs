@@ -35,7 +35,17 @@ pub struct PendingReclaim {
 
 /// One completed reclaim stall of a thread.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 pub struct ReclaimStall {
     /// [`EventKind::ReclaimStall`] as `u32`.
     pub kind: u32,
@@ -62,7 +72,21 @@ impl Record for ReclaimStall {
 
 /// Key of the per-process stall histograms.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 pub struct StallKey {
     pub tgid: u32,
     /// A [`ReclaimKind`] as `u32`.
@@ -71,7 +95,18 @@ pub struct StallKey {
 
 /// Stalls of one process (or the whole system) in one kind of reclaim, per CPU.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 pub struct StallHist {
     pub count: u64,
     pub total_ns: u64,
@@ -94,7 +129,18 @@ named_enum! {
 
 /// Pages the inactive LRU scan looked at and freed, per CPU, per [`ScanSlot`].
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 pub struct ScanCounts {
     pub nr_scanned: u64,
     pub nr_reclaimed: u64,

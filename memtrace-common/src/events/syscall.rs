@@ -9,7 +9,17 @@ pub const SYSCALL_ARGS: usize = 6;
 
 /// One completed system call: its arguments as seen at entry and its result as seen at exit.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 pub struct SyscallEvent {
     /// An [`EventKind`] as `u32`.
     pub kind: u32,

@@ -21,7 +21,18 @@ pub const COUNTED_ADVICE: usize = 32;
 /// Calls with one advice value: every call, the failed ones, and the bytes the successful ones
 /// covered (the length rounded up to whole pages, as the kernel does).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 pub struct AdviceCount {
     pub calls: u64,
     pub failed: u64,
@@ -30,7 +41,18 @@ pub struct AdviceCount {
 
 /// Successful calls and the bytes they covered.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 pub struct CallCount {
     pub calls: u64,
     pub bytes: u64,
@@ -99,7 +121,18 @@ pub const fn page_round_up(len: u64, page_size: u64) -> u64 {
 
 /// One process's memory syscalls, counted in the kernel since its entry was made.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 pub struct SyscallTotals {
     /// When the process started: its leader's `start_boottime` (ns of CLOCK_BOOTTIME; /proc's
     /// `starttime` in clock ticks). With the tgid, which process these totals belong to; 0 when
@@ -143,7 +176,17 @@ named_enum! {
 /// In the ring it comes before the [`super::spawn::Spawn`] that gives the pid to the next
 /// process.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 pub struct TotalsFlush {
     /// [`EventKind::Totals`] as `u32`.
     pub kind: u32,

@@ -422,14 +422,12 @@ pub fn decode(bytes: &[u8], page_size: u64) -> Result<Event, DecodeError> {
 /// The record of type `T` at the start of `bytes`, which must be long enough.
 fn record<T: Record>(bytes: &[u8], kind: u32) -> Result<T, DecodeError> {
     debug_assert!(T::KINDS.iter().any(|&k| k as u32 == kind));
-    if bytes.len() < size_of::<T>() {
-        return Err(DecodeError::Truncated {
+    T::read_from_prefix(bytes)
+        .map(|(record, _rest)| record)
+        .map_err(|_| DecodeError::Truncated {
             kind,
             len: bytes.len(),
-        });
-    }
-    // SAFETY: the length is checked and T is plain old data written by the kernel side.
-    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+        })
 }
 
 fn stall(raw: &ReclaimStall, kind: ReclaimKind) -> Stall {
@@ -615,14 +613,7 @@ mod tests {
             ret,
             comm,
         };
-        // SAFETY: SyscallEvent is repr(C) plain data without padding holes.
-        unsafe {
-            std::slice::from_raw_parts(
-                (&event as *const SyscallEvent).cast::<u8>(),
-                size_of::<SyscallEvent>(),
-            )
-        }
-        .to_vec()
+        zerocopy::IntoBytes::as_bytes(&event).to_vec()
     }
 
     #[test]
@@ -738,10 +729,8 @@ mod tests {
         assert_eq!(m.errno, None);
     }
 
-    fn bytes_of<T>(value: &T) -> Vec<u8> {
-        // SAFETY: repr(C) plain data without padding holes.
-        unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }
-            .to_vec()
+    fn bytes_of<T: zerocopy::IntoBytes + zerocopy::Immutable>(value: &T) -> Vec<u8> {
+        value.as_bytes().to_vec()
     }
 
     #[test]
