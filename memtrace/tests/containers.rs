@@ -14,6 +14,7 @@ const DONTNEED: u32 = 4;
 /// in one line, instead of counting nothing for the process it was given: the issue's
 /// reproduction, where a workload releasing memory got "madvise: no calls".
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn memtrace_in_its_own_pid_namespace_refuses() {
     if !privileged() {
         return;
@@ -60,6 +61,7 @@ fn memtrace_in_its_own_pid_namespace_refuses() {
 /// The normal case: memtrace on the host, the workload as pid 1 of its own pid namespace.
 /// Its calls are counted exactly under its host pid.
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn a_process_in_its_own_pid_namespace_is_counted_by_its_host_pid() {
     if !privileged() {
         return;
@@ -104,6 +106,7 @@ const DAEMONSET_CAPABILITIES: [&str; 3] = [
 /// to what status says, with LazyFree unknown and why. The workload is non-dumpable, as a
 /// daemon that dropped privileges is.
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn without_ptrace_access_rss_comes_from_status() {
     if !privileged() {
         return;
@@ -215,6 +218,7 @@ fn status_memory(pid: u32) -> (u64, u64, u64) {
 /// names the container, its runtime and the cgroup, and the process's pid inside its own
 /// namespace. No container runtime needed, so this runs in every guest kernel too.
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn a_cgroup_named_as_a_runtime_names_its_container() {
     if !privileged() {
         return;

@@ -77,6 +77,7 @@ fn no_such_pid() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn not_root() {
     if !privileged() {
         return;
@@ -87,6 +88,7 @@ fn not_root() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn tracefs_not_mounted() {
     if !privileged() {
         return;
@@ -110,6 +112,7 @@ fn tracefs_not_mounted() {
 /// but root's alone (as the kernel mounts it by default): memtrace says it cannot read it, and
 /// what grants access, instead of calling it unmounted.
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn tracefs_not_readable_by_a_user_with_bpf_and_perfmon() {
     if !privileged() {
         return;
@@ -141,6 +144,7 @@ fn tracefs_not_readable_by_a_user_with_bpf_and_perfmon() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn duration_longer_than_the_workload_still_stops_at_exit() {
     if !privileged() {
         return;
@@ -160,6 +164,7 @@ fn duration_longer_than_the_workload_still_stops_at_exit() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn duration_stops_tracing_a_live_process() {
     if !privileged() {
         return;
@@ -177,6 +182,7 @@ fn duration_stops_tracing_a_live_process() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn interrupt_prints_the_final_report() {
     if !privileged() {
         return;
@@ -190,6 +196,7 @@ fn interrupt_prints_the_final_report() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn closed_stdout_moves_the_report_to_stderr() {
     if !privileged() {
         return;
@@ -245,6 +252,7 @@ fn closed_stdout_moves_the_report_to_stderr() {
 /// A pid given twice is one target: listed once in the start line and the summary, its calls
 /// counted once.
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn a_pid_given_twice_is_traced_once() {
     if !privileged() {
         return;
@@ -270,6 +278,7 @@ fn a_pid_given_twice_is_traced_once() {
 
 /// `--comm` longer than the 15 bytes the kernel keeps matches by those 15, and says so.
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn a_long_comm_is_cut_where_the_kernel_cuts_it() {
     if !privileged() {
         return;
@@ -303,6 +312,7 @@ fn workload_pid(record: &serde_json::Value) -> u32 {
 /// `memtrace --json | head -1` on a process that does nothing: the reader's leaving is noticed
 /// without a write, and memtrace stops with its report on stderr.
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn a_closed_pipe_is_noticed_while_nothing_happens() {
     if !privileged() {
         return;
@@ -328,6 +338,7 @@ fn a_closed_pipe_is_noticed_while_nothing_happens() {
 /// Started with stdout closed (`>&-`): everything goes to stderr, with a warning, instead of
 /// to the /dev/null the runtime put in its place.
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn stdout_closed_at_start_writes_to_stderr() {
     if !privileged() {
         return;

@@ -23,6 +23,7 @@ fn trace(args: &[&str], options: &[&str]) -> (serde_json::Value, serde_json::Val
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn minor_faults_equal_the_kernel_count() {
     if !privileged() {
         return;
@@ -38,6 +39,7 @@ fn minor_faults_equal_the_kernel_count() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn fault_events_tell_user_mode_faults_and_writes() {
     if !privileged() {
         return;
@@ -55,6 +57,7 @@ fn fault_events_tell_user_mode_faults_and_writes() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn major_faults_from_an_evicted_file() {
     if !privileged() {
         return;
@@ -69,6 +72,7 @@ fn major_faults_from_an_evicted_file() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn threads_faults_sum_to_the_process() {
     if !privileged() {
         return;
@@ -105,6 +109,7 @@ fn settled_faults(pid: u32) -> (u64, u64) {
 /// it: its minor faults count from attach, the window of the kernel's user-mode fault count,
 /// so they equal the kernel's delta and are never below the user-mode count.
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn system_wide_faults_of_a_process_alive_at_attach_count_from_attach() {
     if !privileged() {
         return;

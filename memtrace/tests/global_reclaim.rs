@@ -185,6 +185,7 @@ fn scan(v: &Value) -> (u64, u64) {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn kswapd_and_direct_reclaim_match_an_independent_tracefs_count() {
     if !privileged() {
         return;

@@ -268,6 +268,7 @@ macro_rules! toolchain_matrix {
     ($($test:ident => $toolchain:expr,)*) => {
         $(
             #[test]
+            #[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
             fn $test() {
                 check_toolchain($toolchain);
             }
@@ -343,6 +344,7 @@ fn build_id(path: &Path) -> Option<String> {
 /// Debian ships Go daemons stripped, their DWARF in `-dbgsym` packages: memtrace finds it by
 /// build id under /usr/lib/debug/.build-id, or by .gnu_debuglink next to the executable.
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn separate_debug_files_as_gdb_finds_them() {
     if !privileged() || !available("go") || !available("objcopy") {
         return;
@@ -403,6 +405,7 @@ fn pid_of(reading: &Reading) -> u64 {
 /// A real Go daemon as Debian ships it: prometheus-node-exporter (stripped, cgo, Go 1.19),
 /// whose own go_memstats_* gauges, scraped just before and after memtrace reads, are the truth.
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn prometheus_node_exporter_agrees_with_its_own_gauges() {
     const EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
     if !privileged() {

@@ -374,6 +374,7 @@ fn assert_common(run: &Run, godebug: Option<&str>) {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn go_default_is_confirmed_dontneed() {
     if !privileged() || !tools_available() {
         return;
@@ -405,6 +406,7 @@ fn go_default_is_confirmed_dontneed() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn madvdontneed_0_is_confirmed_free_and_stays_in_rss() {
     if !privileged() || !tools_available() {
         return;
@@ -446,6 +448,7 @@ fn madvdontneed_0_is_confirmed_free_and_stays_in_rss() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn non_go_process_gets_its_observed_mode() {
     if !privileged() {
         return;
@@ -486,6 +489,7 @@ fn non_go_process_gets_its_observed_mode() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn go_errors_are_one_line() {
     if !privileged() || !tools_available() {
         return;
@@ -524,6 +528,7 @@ fn go_errors_are_one_line() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn nothing_released_within_wait_is_expected_not_confirmed() {
     if !privileged() || !tools_available() {
         return;

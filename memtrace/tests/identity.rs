@@ -95,6 +95,7 @@ fn reuse_a_pid(args: &[&str]) -> (Output, u64, u64, u32) {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn a_target_that_exits_is_not_followed_into_the_next_process_with_its_pid() {
     if !privileged() {
         return;
@@ -111,6 +112,7 @@ fn a_target_that_exits_is_not_followed_into_the_next_process_with_its_pid() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn system_wide_a_reused_pid_is_a_new_process() {
     if !privileged() {
         return;
@@ -144,6 +146,7 @@ fn reclaimed() -> Vec<(String, u64)> {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn nothing_is_taken_when_nothing_was_reclaimed_while_processes_come_and_go() {
     if !privileged() {
         return;

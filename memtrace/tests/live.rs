@@ -80,6 +80,7 @@ fn wait_for(screen: &Mutex<String>, what: impl Fn(&str) -> bool) -> String {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn terminal_screen_shows_the_traced_process() {
     if !privileged() {
         return;
@@ -131,6 +132,7 @@ fn terminal_screen_shows_the_traced_process() {
 /// (no line wider than 60 columns, at most 14 lines, so nothing scrolls), and the final report
 /// printed after leaving it.
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn a_small_terminal_gets_frames_that_fit_on_the_alternate_screen() {
     if !privileged() {
         return;
@@ -170,6 +172,7 @@ fn a_small_terminal_gets_frames_that_fit_on_the_alternate_screen() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn pipe_gets_one_plain_line_per_interval() {
     if !privileged() {
         return;
@@ -428,6 +431,7 @@ fn number(value: &serde_json::Value) -> u64 {
 /// The first frame's rates cover the time since attach, when every count was zero: a release
 /// and the faults before it, inside the first interval, show there (they once read 0 B/s and 0/s).
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn the_first_frame_shows_rates_since_attach() {
     if !privileged() {
         return;
@@ -502,6 +506,7 @@ fn slack() -> f64 {
 /// sample taken just before it (drawn before the sample, frames under load read faults 0/s).
 /// Once the work stopped, the totals equal the workload's own count and the rate drops to 0.
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn every_frame_under_steady_load_counts_its_interval() {
     if !privileged() {
         return;
@@ -630,6 +635,7 @@ fn field<'a>(line: &'a str, key: &str, until: &str) -> &'a str {
 /// System-wide, RSS comes from the kernel's counters, never 0 as a fact; and no rate reads -0
 /// (a sum of no rows once printed "faults -0/s").
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn system_wide_lines_show_rss_from_the_kernel_and_no_minus_zero() {
     if !privileged() {
         return;
@@ -703,6 +709,7 @@ fn system_wide_lines_show_rss_from_the_kernel_and_no_minus_zero() {
 /// Past 4096 processes, exited ones are dropped from memtrace's model; what they released stays
 /// in the plain line's totals, which never go down, and the line says how many left the list.
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn totals_never_go_down_when_exited_processes_are_dropped() {
     if !privileged() {
         return;
@@ -749,6 +756,7 @@ fn totals_never_go_down_when_exited_processes_are_dropped() {
 /// no burst of catch-up frames stamped with the same instant (whose rates would cover next to
 /// no time and read as rates that never happened).
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn a_stopped_and_continued_run_draws_no_catch_up_frames() {
     if !privileged() {
         return;

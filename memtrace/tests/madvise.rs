@@ -54,6 +54,7 @@ fn assert_matches_record(record: &Value, process: &Value) {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn free_and_dontneed_counted_exactly_and_hints_are_not_releases() {
     if !privileged() {
         return;
@@ -94,6 +95,7 @@ fn free_and_dontneed_counted_exactly_and_hints_are_not_releases() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn free_on_a_shared_mapping_is_a_failed_call() {
     if !privileged() {
         return;
@@ -123,6 +125,7 @@ fn free_on_a_shared_mapping_is_a_failed_call() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn threads_count_toward_their_process() {
     if !privileged() {
         return;
@@ -160,6 +163,7 @@ fn threads_count_toward_their_process() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn another_process_madvising_at_the_same_time_is_not_reported() {
     if !privileged() {
         return;
@@ -182,6 +186,7 @@ fn another_process_madvising_at_the_same_time_is_not_reported() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn process_madvise_is_charged_to_the_target() {
     if !privileged() {
         return;

@@ -18,6 +18,7 @@ fn trace(args: &[&str]) -> (Value, Value) {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn mmap_and_munmap_by_kind() {
     if !privileged() {
         return;
@@ -52,6 +53,7 @@ fn mmap_and_munmap_by_kind() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn brk_growth_and_shrink() {
     if !privileged() {
         return;
@@ -70,6 +72,7 @@ fn brk_growth_and_shrink() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn mremap_growth() {
     if !privileged() {
         return;

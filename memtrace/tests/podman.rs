@@ -231,6 +231,7 @@ fn series(page: &str, family: &str, parts: &[&str]) -> Option<u64> {
 /// port), counts a host process's madvise calls exactly, and serves them at /metrics to a
 /// scrape from the host over loopback.
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn the_image_runs_with_exactly_the_daemonsets_privileges() {
     if !privileged() {
         return;
@@ -463,6 +464,7 @@ fn memcg_stalls(oracle: &TraceInstance) -> (u64, u64) {
 /// the one the OOM killer kills (podman inspect: OOMKilled) is named with its container's
 /// cgroup.
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn containers_are_traced_exactly() {
     if !privileged() {
         return;

@@ -29,6 +29,7 @@ fn trace_fork(extra: &[&str]) -> (serde_json::Value, support::Output) {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn follow_adds_children_forked_while_traced() {
     if !privileged() {
         return;
@@ -52,6 +53,7 @@ fn follow_adds_children_forked_while_traced() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn children_are_not_traced_without_follow() {
     if !privileged() {
         return;
@@ -66,6 +68,7 @@ fn children_are_not_traced_without_follow() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn system_wide_sees_every_process() {
     if !privileged() {
         return;
@@ -108,6 +111,7 @@ fn system_wide_sees_every_process() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn system_wide_counts_every_fault_of_a_process_born_while_traced() {
     if !privileged() {
         return;
@@ -138,6 +142,7 @@ fn system_wide_counts_every_fault_of_a_process_born_while_traced() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn exec_names_the_new_program_and_keeps_counting() {
     if !privileged() {
         return;
@@ -192,6 +197,7 @@ fn exec_names_the_new_program_and_keeps_counting() {
 /// filter now covers every pid below pid_max, so each child is followed and its one
 /// MADV_DONTNEED counted, as the workload's own record says, with nothing lost.
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn every_child_is_followed_however_many() {
     if !privileged() {
         return;

@@ -13,6 +13,7 @@ use std::{
 use support::{MEMTRACE, Memtrace, Workload, free_port, get, privileged, sample};
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn scraped_counters_equal_the_workload_record() {
     if !privileged() {
         return;
@@ -110,6 +111,7 @@ fn scraped_counters_equal_the_workload_record() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn a_port_in_use_is_one_clear_line() {
     if !privileged() {
         return;
@@ -145,6 +147,7 @@ fn content_length(headers: &str) -> Option<usize> {
 /// a query string is ignored, and past the cap of connections served at once a new one is
 /// turned away at once (503) while the others hold theirs — and served again once they go.
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn the_exporter_answers_head_query_strings_and_caps_connections() {
     if !privileged() {
         return;
@@ -216,6 +219,7 @@ fn the_exporter_answers_head_query_strings_and_caps_connections() {
 /// per cgroup and per process, stall histograms (a page-cache read in a small memory cgroup),
 /// user-mode faults (`--fault-events`), smaps_rollup of a `--pid` target.
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn promtool_accepts_the_page() {
     if !privileged() {
         return;

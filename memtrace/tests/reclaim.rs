@@ -63,6 +63,7 @@ fn summary_process(summary: &Value, pid: u32) -> &Value {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn memcg_reclaim_stalls_match_an_independent_tracefs_count() {
     if !privileged() {
         return;
@@ -150,6 +151,7 @@ fn memcg_reclaim_stalls_match_an_independent_tracefs_count() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn lazily_freed_pages_reclaimed_under_pressure_are_reported() {
     if !privileged() {
         return;
@@ -209,6 +211,7 @@ fn lazily_freed_pages_reclaimed_under_pressure_are_reported() {
 /// Runs a workload allocating past a 100 MiB limit and checks that both a `--pid` memtrace
 /// tracing another process and a system-wide `memtrace reclaim` name exactly the victim.
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn oom_victim_is_reported_whoever_is_traced() {
     if !privileged() {
         return;
@@ -304,6 +307,7 @@ fn oom_victim_is_reported_whoever_is_traced() {
 /// Every reclaim, kswapd and OOM program loads and attaches on this kernel (a hook that cannot
 /// would be a warning), and the system-wide report has every section.
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn every_reclaim_hook_attaches_here() {
     if !privileged() {
         return;
@@ -327,6 +331,7 @@ fn every_reclaim_hook_attaches_here() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn reclaim_of_a_dead_pid_is_one_clear_error() {
     if !privileged() {
         return;

@@ -49,6 +49,7 @@ fn help_states_the_ring_size_bounds() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn a_kernel_thread_is_refused() {
     if !privileged() {
         return;
@@ -66,6 +67,7 @@ fn a_kernel_thread_is_refused() {
 /// A thread id names its process in the refusal (pidfd_open says only ENOENT); the test's own
 /// thread is a thread of the test process.
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn a_thread_id_names_its_process() {
     if !privileged() {
         return;
@@ -88,6 +90,7 @@ fn a_thread_id_names_its_process() {
 
 /// A zombie has no memory: said as such, not as a missing process or a kernel thread.
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn a_zombie_is_refused_as_exited() {
     if !privileged() {
         return;
@@ -129,6 +132,7 @@ fn a_zombie_is_refused_as_exited() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn memtrace_itself_is_refused() {
     if !privileged() {
         return;
@@ -142,6 +146,7 @@ fn memtrace_itself_is_refused() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn go_without_privileges_says_what_it_needs() {
     if !privileged() {
         return;

@@ -8,6 +8,7 @@ use std::io::Write as _;
 use support::{MemCgroup, Memtrace, Workload, privileged};
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn lazyfree_pages_reclaimed_under_cgroup_pressure_are_an_external_drop() {
     if !privileged() {
         return;

@@ -44,6 +44,7 @@ fn signalled(
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn a_signal_while_starting_ends_with_the_report() {
     if !privileged() {
         return;
@@ -76,6 +77,7 @@ fn a_signal_while_starting_ends_with_the_report() {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn a_report_that_cannot_be_written_fails_the_run() {
     if !privileged() {
         return;
@@ -103,6 +105,7 @@ fn a_report_that_cannot_be_written_fails_the_run() {
 /// still hand the runtime its turn, or it never sees the signal (a Ctrl-C once went unanswered
 /// for minutes under a flood).
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn a_signal_during_a_flood_ends_with_the_report() {
     if !privileged() {
         return;

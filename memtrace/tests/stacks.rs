@@ -160,6 +160,7 @@ fn source_line(text: &str) -> u64 {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn stacks_each_function_counted_exactly_with_its_frame_named() {
     if !privileged() {
         return;
@@ -170,6 +171,7 @@ fn stacks_each_function_counted_exactly_with_its_frame_named() {
 /// The same where only totals are printed: the kernel then counts each call itself, from
 /// arguments read at its exit, and sends no record per call; the stacks must be the same.
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn stacks_counted_exactly_where_the_kernel_counts_the_calls() {
     if !privileged() {
         return;
@@ -266,6 +268,7 @@ fn each_function_counted_exactly(extra: &[&str]) {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn stacks_of_a_stripped_binary_say_so() {
     if !privileged() {
         return;
@@ -438,6 +441,7 @@ impl Drop for Oracle {
 }
 
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn stacks_go_release_through_free_os_memory_from_a_named_function() {
     if !privileged() {
         return;
@@ -508,6 +512,7 @@ fn stacks_go_release_through_free_os_memory_from_a_named_function() {
 /// tracepoint for the stalled process: every stall, and every page reclaimed, under a kernel
 /// stack that runs through memory-cgroup reclaim.
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn stacks_of_memcg_reclaim_stalls() {
     if !privileged() {
         return;

@@ -68,6 +68,7 @@ fn advice_of(record: &Value) -> Vec<(u32, (u64, u64, u64))> {
 /// takes its pid. Both memtraces trace every process; the one that counts in the kernel must
 /// give each process exactly its own calls.
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn kernel_totals_are_each_process_own_across_pid_reuse_and_exits() {
     if !privileged() {
         return;
@@ -177,6 +178,7 @@ fn kernel_totals_are_each_process_own_across_pid_reuse_and_exits() {
 /// The memory cgroup the kernel programs read for a process is the cgroup it ran in: the
 /// inode of the cgroup's directory, in the thread's exit record and in the process's totals.
 #[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
 fn memory_cgroup_ids_are_the_cgroup_directory_inode() {
     if !privileged() {
         return;
