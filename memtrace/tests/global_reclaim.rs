@@ -87,16 +87,22 @@ fn ram_mib() -> u64 {
 }
 
 /// Drops the page cache and waits until no kswapd is running and free memory stays above the
-/// high watermark (`/proc/zoneinfo`), so nothing is in reclaim when the oracle's window opens.
+/// high watermark (`/proc/zoneinfo`), so nothing is in reclaim when the oracle's window opens
+/// or closes.
 fn quiet_reclaim() {
     let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
-    for _ in 0..100 {
-        if !kswapd_running() && above_high_watermarks() {
+    let quiet = || !kswapd_running() && above_high_watermarks();
+    // Twice in a row, 100 ms apart: kswapd between two passes of its loop is not asleep.
+    let mut quiet_before = false;
+    for _ in 0..300 {
+        let quiet_now = quiet();
+        if quiet_now && quiet_before {
             return;
         }
+        quiet_before = quiet_now;
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("reclaim did not go quiet within 10 s after dropping caches");
+    panic!("reclaim did not go quiet within 30 s after dropping caches");
 }
 
 fn kswapd_running() -> bool {
@@ -234,8 +240,10 @@ fn kswapd_and_direct_reclaim_match_an_independent_tracefs_count() {
         assert_eq!(reader.record()["bytes_read"], mib << 20);
     }
     drop(slow_kswapd);
-    // Let kswapd finish balancing, then close the oracle's window before memtrace's.
-    std::thread::sleep(Duration::from_secs(2));
+    // End with nothing in reclaim, then close the oracle's window before memtrace's: memory
+    // left full of page cache kept kswapd balancing, and any allocation could stall, across the
+    // window's end (a stall begun and not ended, a scan one side counts and the other not).
+    quiet_reclaim();
     oracle.stop();
     memtrace.interrupt();
     let output = memtrace.finish();
