@@ -99,6 +99,41 @@ const DAEMONSET_CAPABILITIES: [&str; 3] = [
     "--inh-caps=-all",
 ];
 
+const PARANOID: &str = "/proc/sys/kernel/perf_event_paranoid";
+
+/// Where `kernel.perf_event_paranoid` is above 2 (Debian 11's kernel: only CAP_SYS_ADMIN may
+/// then open perf events, whatever CAP_PERFMON says), checks that memtrace with the
+/// DaemonSet's capabilities says so in one line, then sets 2 (as the DaemonSet's README asks
+/// on such kernels) until the guard drops.
+fn perf_events_for_perfmon() -> Option<RestoreParanoid> {
+    let level: i32 = std::fs::read_to_string(PARANOID).ok()?.trim().parse().ok()?;
+    if level <= 2 {
+        return None;
+    }
+    let output = Command::new(DAEMONSET_CAPABILITIES[0])
+        .args(&DAEMONSET_CAPABILITIES[1..])
+        .args([support::MEMTRACE, "--duration", "1"])
+        .output()
+        .expect("run memtrace with the DaemonSet's capabilities");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("kernel.perf_event_paranoid is {level} here"))
+            && stderr.contains("sysctl kernel.perf_event_paranoid=2"),
+        "{stderr}"
+    );
+    std::fs::write(PARANOID, "2").expect("set perf_event_paranoid");
+    Some(RestoreParanoid(level))
+}
+
+struct RestoreParanoid(i32);
+
+impl Drop for RestoreParanoid {
+    fn drop(&mut self) {
+        let _ = std::fs::write(PARANOID, self.0.to_string());
+    }
+}
+
 /// With the DaemonSet's capabilities (no CAP_SYS_PTRACE), another process's smaps_rollup is
 /// refused on Debian's 6.1 and 6.12 (this machine's 6.18 lets CAP_PERFMON read it). Whatever
 /// the kernel decides (the oracle: `cat` with the same capabilities), memtrace reports exactly
@@ -111,6 +146,7 @@ fn without_ptrace_access_rss_comes_from_status() {
     if !privileged() {
         return;
     }
+    let _paranoid = perf_events_for_perfmon();
     let mut workload = Workload::spawn(&["steady", "--pages", "256", "--undumpable"]);
     let pid = workload.pid;
     let memtrace = Memtrace::attach_wrapped(

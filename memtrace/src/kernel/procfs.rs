@@ -301,6 +301,16 @@ pub fn page_size() -> u64 {
     u64::try_from(size).ok().filter(|&s| s > 0).unwrap_or(4096)
 }
 
+/// `kernel.perf_event_paranoid`: above 2, Debian's kernels (and Android's) let only
+/// CAP_SYS_ADMIN open perf events, in older releases whatever CAP_PERFMON says.
+pub fn perf_event_paranoid() -> Option<i32> {
+    fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

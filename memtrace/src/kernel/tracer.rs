@@ -10,7 +10,8 @@ use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
-    programs::{TracePoint, trace_point::TracePointLink},
+    programs::{ProgramError, TracePoint, trace_point::TracePointLink},
+    sys::SyscallError,
     util::KernelVersion,
 };
 use memtrace_common::{
@@ -558,9 +559,23 @@ fn attach_one(ebpf: &mut Ebpf, program: Program, events: &Path) -> anyhow::Resul
         )
     };
     tracepoint_program.load().map_err(|e| failed(&e))?;
-    let link = tracepoint_program
-        .attach(group, name)
-        .map_err(|e| failed(&e))?;
+    let link = tracepoint_program.attach(group, name).map_err(|e| {
+        let refused = matches!(
+            &e,
+            ProgramError::SyscallError(SyscallError { io_error, .. })
+                if matches!(io_error.raw_os_error(), Some(libc::EACCES | libc::EPERM))
+        );
+        match procfs::perf_event_paranoid() {
+            Some(level) if refused && level > 2 => anyhow!(
+                "{}: kernel.perf_event_paranoid is {level} here, at which this kernel opens perf \
+                 events (how tracepoints attach) for CAP_SYS_ADMIN only: run memtrace with \
+                 CAP_SYS_ADMIN, or set `sysctl kernel.perf_event_paranoid=2` (CAP_PERFMON then \
+                 suffices)",
+                failed(&e)
+            ),
+            _ => failed(&e),
+        }
+    })?;
     // Owned here so that detaching can be done in parallel (see Tracer's Drop).
     tracepoint_program.take_link(link).map_err(|e| failed(&e))
 }
