@@ -106,7 +106,11 @@ const PARANOID: &str = "/proc/sys/kernel/perf_event_paranoid";
 /// with the DaemonSet's capabilities names the reason and the remedy, then sets 2 (as the
 /// README asks on such kernels) until the guard drops.
 fn perf_events_for_perfmon() -> Option<RestoreParanoid> {
-    let level: i32 = std::fs::read_to_string(PARANOID).ok()?.trim().parse().ok()?;
+    let level: i32 = std::fs::read_to_string(PARANOID)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     if level <= 2 {
         return None;
     }
