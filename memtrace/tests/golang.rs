@@ -8,7 +8,7 @@ mod support;
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead as _, BufReader, Write as _},
+    io::{BufReader, Write as _},
     path::Path,
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
     time::Duration,
@@ -17,6 +17,7 @@ use std::{
 use serde_json::{Value, json};
 use support::{
     Memtrace, Workload,
+    bpftrace::Bpftrace,
     go::{Flags, Program, Source, TOOLCHAINS, Toolchain, available, program, skip_unless_ci},
     privileged,
 };
@@ -142,16 +143,10 @@ fn smaps(pid: u32) -> Smaps {
 
 /// An independent count of the successful madvise calls of one process, by advice: calls and
 /// page-rounded bytes, as bpftrace sees them on the same tracepoints.
-struct Oracle {
-    child: Child,
-    /// bpftrace's stdout, line by line, read by a thread so that no wait can hang.
-    lines: std::sync::mpsc::Receiver<String>,
-}
+struct Oracle(Bpftrace);
 
 /// How long bpftrace may take to attach, or to print its maps once interrupted.
 const BPFTRACE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long to wait after a SIGINT before sending another.
-const RESIGNAL: Duration = Duration::from_secs(5);
 
 /// `pid → advice → (calls, bytes)` of successful calls.
 type Counts = BTreeMap<u32, BTreeMap<u64, (u64, u64)>>;
@@ -174,59 +169,12 @@ impl Oracle {
                      @calls[pid, @adv[tid]] = count(); @bytes[pid, @adv[tid]] = sum(@len[tid]); }}
                  delete(@pending[tid]); delete(@len[tid]); delete(@adv[tid]); }}"
         );
-        let mut child = Command::new("bpftrace")
-            .args(["-B", "line", "-e", &script])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn bpftrace");
-        let stdout = BufReader::new(child.stdout.take().expect("bpftrace stdout"));
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let oracle = Self { child, lines };
-        loop {
-            match oracle.lines.recv_timeout(BPFTRACE_TIMEOUT) {
-                Ok(line) if line.trim() == "ready" => return oracle,
-                Ok(_) => {}
-                Err(e) => panic!("bpftrace did not attach within {BPFTRACE_TIMEOUT:?}: {e}"),
-            }
-        }
+        Self(Bpftrace::attach(&script, BPFTRACE_TIMEOUT, false))
     }
 
     /// Stops bpftrace and returns its counts.
-    fn finish(mut self) -> Counts {
-        // Once in a while (on a loaded machine) bpftrace 0.17 has not exited a minute after
-        // SIGINT; another SIGINT every few seconds gets its maps printed.
-        let deadline = std::time::Instant::now() + BPFTRACE_TIMEOUT;
-        let mut text = Vec::new();
-        loop {
-            // SAFETY: plain kill(2) on our own child.
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left.min(RESIGNAL)) {
-                Ok(line) => {
-                    text.push(line);
-                    // Printing: read the rest without signalling again.
-                    while let Ok(line) = self.lines.recv_timeout(left) {
-                        text.push(line);
-                    }
-                    break;
-                }
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if left > RESIGNAL => {}
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    let _ = self.child.kill();
-                    panic!("bpftrace did not print its maps within {BPFTRACE_TIMEOUT:?} of SIGINT");
-                }
-            }
-        }
-        let _ = self.child.wait();
+    fn finish(self) -> Counts {
+        let text = self.0.finish();
         let mut counts = Counts::new();
         // Lines like `@calls[1234, 4]: 71`.
         for line in &text {
@@ -250,13 +198,6 @@ impl Oracle {
             }
         }
         counts
-    }
-}
-
-impl Drop for Oracle {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -45,6 +45,20 @@ fn pty_of(size: Option<(u16, u16)>) -> (File, OwnedFd) {
     unsafe { (File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
 }
 
+/// Collects what memtrace prints on a pipe, line by line, from a thread.
+fn collect_lines(stdout: std::process::ChildStdout) -> Arc<Mutex<String>> {
+    let screen = Arc::new(Mutex::new(String::new()));
+    let sink = Arc::clone(&screen);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let mut text = sink.lock().expect("lock");
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+    screen
+}
+
 /// Collects everything written to the terminal, from a thread (the master blocks on read).
 fn collect(mut master: File) -> Arc<Mutex<String>> {
     let screen = Arc::new(Mutex::new(String::new()));
@@ -186,16 +200,7 @@ fn pipe_gets_one_plain_line_per_interval() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn memtrace");
-    let stdout = BufReader::new(memtrace.stdout.take().expect("stdout"));
-    let screen = Arc::new(Mutex::new(String::new()));
-    let sink = Arc::clone(&screen);
-    std::thread::spawn(move || {
-        for line in stdout.lines().map_while(Result::ok) {
-            let mut text = sink.lock().expect("lock");
-            text.push_str(&line);
-            text.push('\n');
-        }
-    });
+    let screen = collect_lines(memtrace.stdout.take().expect("stdout"));
     // Go only once memtrace says it is attached.
     // (stderr stays drained afterwards: a closed stderr would fail memtrace's later writes.)
     let mut stderr = BufReader::new(memtrace.stderr.take().expect("stderr")).lines();
@@ -769,16 +774,7 @@ fn a_stopped_and_continued_run_draws_no_catch_up_frames() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn memtrace");
-    let stdout = BufReader::new(memtrace.stdout.take().expect("stdout"));
-    let screen = Arc::new(Mutex::new(String::new()));
-    let sink = Arc::clone(&screen);
-    std::thread::spawn(move || {
-        for line in stdout.lines().map_while(Result::ok) {
-            let mut text = sink.lock().expect("lock");
-            text.push_str(&line);
-            text.push('\n');
-        }
-    });
+    let screen = collect_lines(memtrace.stdout.take().expect("stdout"));
     let frames = |text: &str| text.lines().filter(|l| l.contains(" pid ")).count();
     wait_for(&screen, |text| frames(text) >= 2);
     let pid = memtrace.id() as i32;

@@ -9,7 +9,7 @@
 mod support;
 
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
+    io::{BufReader, Write as _},
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
@@ -17,7 +17,9 @@ use std::{
 };
 
 use serde_json::Value;
-use support::{MemCgroup, Memtrace, Output, TraceInstance, Workload, privileged};
+use support::{
+    MemCgroup, Memtrace, Output, TraceInstance, Workload, bpftrace::Bpftrace, privileged,
+};
 
 const WORKLOAD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/stacks-workload"));
 const STRIPPED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/stacks-workload-stripped"));
@@ -359,10 +361,7 @@ fn go_program() -> Option<PathBuf> {
 /// An independent count of the successful madvise calls a Go function makes, by advice:
 /// bpftrace counts them on the calling thread between uprobes on the function's entry and on a
 /// marker it calls last (the function keeps its goroutine on one thread).
-struct Oracle {
-    child: Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
+struct Oracle(Bpftrace);
 
 /// (bpftrace attaches its uprobes slowly in a TCG guest: over a minute on 5.10.)
 const BPFTRACE_TIMEOUT: Duration = Duration::from_secs(180);
@@ -382,38 +381,14 @@ impl Oracle {
                      @calls[@adv[tid]] = count(); @bytes[@adv[tid]] = sum(@len[tid]); }}
                  delete(@pending[tid]); delete(@len[tid]); delete(@adv[tid]); }}"
         );
-        let mut child = Command::new("bpftrace")
-            .args(["-B", "line", "-e", &script])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn bpftrace");
-        let stdout = BufReader::new(child.stdout.take().expect("bpftrace stdout"));
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let oracle = Self { child, lines };
-        loop {
-            match oracle.lines.recv_timeout(BPFTRACE_TIMEOUT) {
-                Ok(line) if line.trim() == "ready" => return oracle,
-                Ok(_) => {}
-                Err(e) => panic!("bpftrace did not attach within {BPFTRACE_TIMEOUT:?}: {e}"),
-            }
-        }
+        Self(Bpftrace::attach(&script, BPFTRACE_TIMEOUT, true))
     }
 
     /// Stops bpftrace: `advice → (calls, bytes)`.
-    fn finish(mut self) -> std::collections::BTreeMap<u64, (u64, u64)> {
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+    fn finish(self) -> std::collections::BTreeMap<u64, (u64, u64)> {
         let mut counts = std::collections::BTreeMap::<u64, (u64, u64)>::new();
         // Lines like `@calls[4]: 24`.
-        while let Ok(line) = self.lines.recv_timeout(BPFTRACE_TIMEOUT) {
+        for line in self.0.finish() {
             let Some((key, value)) = line.split_once("]: ") else {
                 continue;
             };
@@ -428,15 +403,7 @@ impl Oracle {
                 _ => {}
             }
         }
-        let _ = self.child.wait();
         counts
-    }
-}
-
-impl Drop for Oracle {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -12,6 +12,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod bpftrace;
 pub mod go;
 
 pub const MEMTRACE: &str = env!("CARGO_BIN_EXE_memtrace");

@@ -30,7 +30,6 @@ pub enum Verdict {
     Failed(i32),
     TimedOut,
     Skipped,
-    Ignored,
     NotRun,
 }
 
@@ -56,7 +55,6 @@ impl fmt::Display for Verdict {
             Self::Failed(status) => write!(f, "FAILED (exit {status})"),
             Self::TimedOut => f.write_str("TIMED OUT"),
             Self::Skipped => f.write_str("SKIPPED"),
-            Self::Ignored => f.write_str("IGNORED"),
             Self::NotRun => f.write_str("NOT RUN"),
         }
     }
@@ -74,16 +72,6 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    pub fn ignored(name: String) -> Self {
-        Self {
-            name,
-            verdict: Verdict::Ignored,
-            duration: Duration::ZERO,
-            log: None,
-            excerpt: Vec::new(),
-        }
-    }
-
     /// The outcome of a test step; its output is kept in `logs`.
     pub fn of_step(
         name: String,
@@ -163,7 +151,6 @@ impl KernelReport {
             ("failed", count(|v| matches!(v, Verdict::Failed(_)))),
             ("timed out", count(|v| *v == Verdict::TimedOut)),
             ("skipped", count(|v| *v == Verdict::Skipped)),
-            ("ignored", count(|v| *v == Verdict::Ignored)),
             ("not run", count(|v| *v == Verdict::NotRun)),
         ] {
             if n > 0 {
