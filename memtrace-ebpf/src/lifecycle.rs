@@ -114,10 +114,11 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         u8::MAX => GROUP_DEAD_UNKNOWN,
         dead => u32::from(dead),
     };
-    thread_exit(tgid, tid, task, group_dead);
+    let exiting = task::process_exiting(task);
+    thread_exit(tgid, tid, task, group_dead, exiting);
     if totals::counting() {
         let last = match group_dead {
-            GROUP_DEAD_UNKNOWN => task::process_exiting(task),
+            GROUP_DEAD_UNKNOWN => exiting,
             dead => Some(dead != 0),
         };
         if last == Some(true) {
@@ -129,7 +130,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 
 /// Sends a thread's final fault counters, its process's start time and memory cgroup.
 #[inline(always)]
-fn thread_exit(tgid: u32, tid: u32, task: u64, group_dead: u32) {
+fn thread_exit(tgid: u32, tid: u32, task: u64, group_dead: u32, exiting: Option<bool>) {
     let (min_offset, maj_offset) = (member(Member::TaskMinFlt), member(Member::TaskMajFlt));
     if min_offset == 0 || maj_offset == 0 {
         return;
@@ -151,6 +152,8 @@ fn thread_exit(tgid: u32, tid: u32, task: u64, group_dead: u32) {
         tgid,
         tid,
         group_dead,
+        process_exiting: exiting.map_or(GROUP_DEAD_UNKNOWN, u32::from),
+        _reserved: 0,
         min_flt,
         maj_flt,
         process_start_ns,

@@ -27,6 +27,13 @@ pub struct ThreadExit {
     /// kernels whose tracepoint lacks `group_dead` (before 6.18): `do_exit` computes it in a
     /// local variable, and reading `signal->live` instead would race with sibling threads.
     pub group_dead: u32,
+    /// 1 when every thread of the process has begun to exit (`signal->live` is 0: `do_exit`
+    /// decrements it before the tracepoint), 0 when not, [`GROUP_DEAD_UNKNOWN`] when this
+    /// kernel's BTF does not give the fields. Unlike `group_dead`, two threads exiting at once
+    /// may both say 1; it is what tells, before 6.18, that the process is gone.
+    pub process_exiting: u32,
+    /// Keeps the `u64`s aligned without implicit padding.
+    pub _reserved: u32,
     pub min_flt: u64,
     pub maj_flt: u64,
     /// When its process started (`group_leader->start_boottime`, ns); 0 when unknown.

@@ -149,7 +149,7 @@ impl Offsets {
             && !group_dead
         {
             self.warnings.push(format!(
-                "{e}; the syscall totals of a process that exits reach memtrace at its next sample or when its pid is reused"
+                "{e}; a process that exits is known to be gone, and its syscall totals reach memtrace, only at its next /proc sample or when its pid is reused"
             ));
         }
         // The hierarchy memtrace names cgroups in (`cgroup.rs`): its ids are what the programs

@@ -666,8 +666,9 @@ impl Attribution {
                 if t.cgroup_id != 0 {
                     process.memory_cgroup = Some(t.cgroup_id);
                 }
-                // The last thread (known from Linux 6.18 on): the process is gone.
-                if t.group_dead == 1 {
+                // The last thread (the tracepoint says so from Linux 6.18 on; before, every
+                // thread having begun to exit says it): the process is gone.
+                if t.group_dead == 1 || t.process_exiting == 1 {
                     process.exited = true;
                 }
             }
@@ -952,6 +953,7 @@ mod tests {
         counts::CallBytes,
         event::{AddressSpaceGone, MapKind, MapOp, Mapping, Spawn, ThreadExit},
     };
+    use memtrace_common::events::exit::GROUP_DEAD_UNKNOWN;
 
     fn madvise(tgid: u32, tid: u32, advice: u32, len: u64, errno: Option<i32>) -> Event {
         Event::Madvise(Madvise {
@@ -1061,6 +1063,8 @@ mod tests {
             tgid: 5,
             tid: 6,
             group_dead: 0,
+            process_exiting: 0,
+            _reserved: 0,
             min_flt: 70,
             maj_flt: 0,
             process_start_ns: 0,
@@ -1263,6 +1267,8 @@ mod tests {
                 tgid: 7,
                 tid,
                 group_dead: 0,
+                process_exiting: 0,
+                _reserved: 0,
                 min_flt,
                 maj_flt,
                 process_start_ns: 0,
@@ -1625,6 +1631,8 @@ mod tests {
             tgid: 5,
             tid: 5,
             group_dead: 1,
+            process_exiting: 1,
+            _reserved: 0,
             min_flt: 0,
             maj_flt: 0,
             process_start_ns: 0,
@@ -1634,6 +1642,34 @@ mod tests {
         let p = a.process_by_pid(5).unwrap();
         assert!(p.exited, "the last thread exited");
         assert_eq!((p.resident_bytes(), p.rank(SortKey::Rss)), (None, 0));
+    }
+
+    /// Before Linux 6.18 the tracepoint does not say which thread is the last; every thread
+    /// having begun to exit does, and a sibling's exit while others live does not.
+    #[test]
+    fn a_process_is_gone_when_all_its_threads_exit_without_group_dead() {
+        let exit = |tid, process_exiting| {
+            Event::ThreadExit(ThreadExit {
+                kind: 8,
+                tgid: 5,
+                tid,
+                group_dead: GROUP_DEAD_UNKNOWN,
+                process_exiting,
+                _reserved: 0,
+                min_flt: 0,
+                maj_flt: 0,
+                process_start_ns: 0,
+                cgroup_id: 0,
+                comm: [0; 16],
+            })
+        };
+        let mut a = Attribution::default();
+        a.record(&exit(6, 0));
+        assert!(!a.process_by_pid(5).unwrap().exited, "a sibling left");
+        a.record(&exit(7, GROUP_DEAD_UNKNOWN));
+        assert!(!a.process_by_pid(5).unwrap().exited, "nothing known");
+        a.record(&exit(5, 1));
+        assert!(a.process_by_pid(5).unwrap().exited, "every thread exiting");
     }
 
     /// An exited process whose kernel-counted totals have not arrived complete is not let go:

@@ -233,6 +233,10 @@ pub struct ThreadExitLine {
     /// Whether it was the last thread of its process; null before Linux 6.18, whose
     /// tracepoint does not say.
     pub last_thread: Option<bool>,
+    /// Whether every thread of its process had begun to exit (the process is gone; before
+    /// Linux 6.18 this is what tells it, and two threads exiting at once may both say so);
+    /// null when this kernel's BTF does not say where to read it.
+    pub process_exiting: Option<bool>,
     pub minflt: u64,
     pub majflt: u64,
     /// The id of the thread's memory cgroup as it exited: the inode number of the cgroup's
@@ -589,6 +593,8 @@ fn thread_exit_line(t: &ThreadExit) -> ThreadExitLine {
         pid: t.tgid,
         tid: t.tid,
         last_thread: (t.group_dead != GROUP_DEAD_UNKNOWN).then_some(t.group_dead != 0),
+        process_exiting: (t.process_exiting != GROUP_DEAD_UNKNOWN)
+            .then_some(t.process_exiting != 0),
         minflt: t.min_flt,
         majflt: t.maj_flt,
         memory_cgroup_id: (t.cgroup_id != 0).then_some(t.cgroup_id),
