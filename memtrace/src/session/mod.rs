@@ -305,6 +305,8 @@ pub struct Session {
     /// The most records the ring can hold: its size over the smallest record (an 8-byte
     /// header, and at least a kind and a pid, 8-byte aligned).
     ring_records: usize,
+    /// The programs are detached: what the ring holds is all there will be.
+    window_over: bool,
     /// Publishes each sample's metrics page to the `--prometheus` server.
     metrics: Option<watch::Sender<Bytes>>,
     /// What was read about each named target at start (Go build info, GODEBUG).
@@ -403,6 +405,7 @@ impl Session {
             followed: Vec::new(),
             adopting: 0,
             ring_records: config.ring_kib as usize * 1024 / MIN_RECORD_BYTES,
+            window_over: false,
             metrics: None,
             targets,
             symbols: config.stacks.then(Symbols::default),
@@ -558,7 +561,8 @@ impl Session {
             if self.out.closed() {
                 return Ok(StopReason::OutputClosed);
             }
-            if let Some(reason) = reason.or_else(|| mode.stop(self)) {
+            let signalled = || signals::requested().then_some(StopReason::Interrupted);
+            if let Some(reason) = reason.or_else(signalled).or_else(|| mode.stop(self)) {
                 return Ok(reason);
             }
         }
@@ -569,7 +573,15 @@ impl Session {
     fn drain(&mut self, mode: &mut impl Mode) -> usize {
         let page_size = self.page_size;
         let ring = self.events.get_mut();
-        let batch = drain_bounded(|| ring.next().map(|record| event::decode(&record, page_size)));
+        // Until the window ends, a stopping signal cuts the drain short: the loop then stops
+        // at once, and what is left is drained after the programs are detached.
+        let cut = !self.window_over;
+        let batch = drain_bounded(|| {
+            if cut && signals::requested() {
+                return None;
+            }
+            ring.next().map(|record| event::decode(&record, page_size))
+        });
         let drained = batch.len();
         for decoded in batch {
             match decoded {
@@ -879,6 +891,7 @@ impl Session {
     /// whole ends, and a flood cannot hold the report back.
     fn end_window(&mut self, mode: &mut impl Mode) {
         self.tracer.detach();
+        self.window_over = true;
         while self.drain(mode) == MAX_DRAIN {}
     }
 

@@ -5,10 +5,22 @@
 //! for them ([`Signals::listen`]): one that arrives while memtrace starts or attaches waits, and
 //! then ends the run with its report instead of killing it or being lost.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::Context as _;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 const STOPPING: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+/// Set by the signal handler itself, not by the runtime.
+static REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a stopping signal has arrived. The runtime learns of a signal only when it polls
+/// its driver, which a loop busy draining a flood may not let it do for a long while: this is
+/// read between records instead (a Ctrl-C under a flood once waited for minutes).
+pub fn requested() -> bool {
+    REQUESTED.load(Ordering::Relaxed)
+}
 
 /// Holds SIGINT, SIGTERM and SIGHUP pending until [`Signals::listen`]. Call first in `main`,
 /// before any thread exists (threads inherit the mask).
@@ -39,6 +51,14 @@ impl Signals {
     /// Installs the handlers, then lets the held signals in: one already pending is delivered
     /// now and stops the session at its first turn.
     pub fn listen() -> anyhow::Result<Self> {
+        for signal in STOPPING {
+            // SAFETY: the action only stores to an atomic, which is async-signal-safe; the
+            // registry chains it with the runtime's handler for the same signal.
+            unsafe {
+                signal_hook_registry::register(signal, || REQUESTED.store(true, Ordering::Relaxed))
+            }
+            .with_context(|| format!("cannot handle signal {signal}"))?;
+        }
         let signals = Self {
             interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
             terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
