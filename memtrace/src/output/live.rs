@@ -9,7 +9,11 @@ use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 use memtrace_common::{advice, events::rss::RssMember};
 
 use crate::{
-    analysis::{golang::heap::Figures, process::ProcessView, snapshot::Snapshot},
+    analysis::{
+        golang::{GoProcess, heap::Figures},
+        process::ProcessView,
+        snapshot::Snapshot,
+    },
     units::human_bytes,
 };
 
@@ -121,7 +125,7 @@ struct Row<'a> {
 
 /// The Go runtime's own figures of the named Go processes, under the screen's table: what
 /// the runtime says it holds, next to RSS above.
-pub fn go_runtime_screen(processes: &[(u32, String, &Figures)]) -> String {
+pub fn go_runtime_screen(processes: &[GoProcess]) -> String {
     let mut out = String::new();
     if processes.is_empty() {
         return out;
@@ -131,7 +135,13 @@ pub fn go_runtime_screen(processes: &[(u32, String, &Figures)]) -> String {
         "\nGo runtime's own figures\n{:>7} {:<15} {:>10} {:>10} {:>10} {:>10} {:>12} {:>10}",
         "PID", "COMM", "HEAPINUSE", "HEAPIDLE", "RELEASED", "STACKS", "SYS−RELEASED", "NEXTGC"
     );
-    for (pid, comm, f) in processes {
+    for GoProcess {
+        pid,
+        comm,
+        figures: f,
+        ..
+    } in processes
+    {
         let _ = writeln!(
             out,
             "{pid:>7} {:<15} {:>10} {:>10} {:>10} {:>10} {:>12} {:>10}",
@@ -148,17 +158,21 @@ pub fn go_runtime_screen(processes: &[(u32, String, &Figures)]) -> String {
 }
 
 /// The same in a few words per process, for the plain line.
-pub fn go_runtime_line(processes: &[(u32, String, &Figures)]) -> String {
+pub fn go_runtime_line(processes: &[GoProcess]) -> String {
     processes
         .iter()
-        .map(|(pid, _, f)| {
-            format!(
-                "; go {pid}: heap inuse {} idle {} released {}",
-                human_bytes(f.heap_inuse.bytes),
-                human_bytes(f.heap_idle.bytes),
-                human_bytes(f.heap_released.bytes)
-            )
-        })
+        .map(
+            |GoProcess {
+                 pid, figures: f, ..
+             }| {
+                format!(
+                    "; go {pid}: heap inuse {} idle {} released {}",
+                    human_bytes(f.heap_inuse.bytes),
+                    human_bytes(f.heap_idle.bytes),
+                    human_bytes(f.heap_released.bytes)
+                )
+            },
+        )
         .collect()
 }
 
@@ -867,7 +881,13 @@ mod tests {
     #[test]
     fn go_runtime_figures_under_the_table_and_on_the_line() {
         let figures = crate::analysis::golang::heap::example();
-        let go = [(42, "svc".to_owned(), &figures)];
+        let go = [GoProcess {
+            pid: 42,
+            start_time: Some(7),
+            comm: "svc".to_owned(),
+            cgroup: None,
+            figures: &figures,
+        }];
         let screen = go_runtime_screen(&go);
         assert!(screen.contains("Go runtime's own figures"), "{screen}");
         assert!(

@@ -39,8 +39,7 @@ use tokio::{
 use crate::{
     analysis::{
         golang::{
-            self, Target,
-            heap::Figures,
+            self, GoProcess, Target,
             verdict::{self, Facts, Verdict},
         },
         groups,
@@ -774,12 +773,22 @@ impl Session {
     }
 
     /// The Go runtime's figures of the named Go targets at the latest sample, with their names.
-    pub fn go_runtime(&self) -> Vec<(u32, String, &Figures)> {
+    pub fn go_runtime(&self) -> Vec<GoProcess<'_>> {
         self.targets
             .iter()
             .filter_map(|(&pid, target)| {
-                let comm = self.model.attribution.process_by_pid(pid)?.comm.clone();
-                Some((pid, comm, target.sampled.as_ref()?))
+                let process = self.model.attribution.process_by_pid(pid)?;
+                Some(GoProcess {
+                    pid,
+                    start_time: process.start_time,
+                    comm: process.comm.clone(),
+                    cgroup: process
+                        .cgroup
+                        .as_ref()
+                        .and_then(|c| c.path())
+                        .map(str::to_owned),
+                    figures: target.sampled.as_ref()?,
+                })
             })
             .collect()
     }

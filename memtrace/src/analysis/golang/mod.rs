@@ -29,6 +29,16 @@ use verdict::GoBuild;
 
 use crate::kernel::procfs::SmapsRollup;
 
+/// A Go target's runtime figures at the latest sample, with what names its process on every
+/// other view (the start time and the cgroup too, so that Prometheus series join).
+pub struct GoProcess<'a> {
+    pub pid: u32,
+    pub start_time: Option<u64>,
+    pub comm: String,
+    pub cgroup: Option<String>,
+    pub figures: &'a Figures,
+}
+
 /// What memtrace reads about a process before tracing it (the executable and the environment
 /// cannot be read once it has exited).
 #[derive(Clone, Debug, Default)]
