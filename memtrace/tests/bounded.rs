@@ -81,7 +81,7 @@ fn churn_past_the_process_bound_keeps_every_count_and_the_biggest_releaser() {
         let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
         text
     });
-    let label = format!(r#"cgroup="{}""#, cgroup.name());
+    let label = support::cgroup_labels(&cgroup.name());
     let page_size = 4096;
     big.go();
     let big_pid = big.pid;

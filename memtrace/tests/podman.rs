@@ -495,6 +495,10 @@ fn containers_are_traced_exactly() {
         "65536",
     ]);
     let summary = keep_summary(memtrace.take_stdout());
+    // And as the DaemonSet runs it: the page's per-cgroup series (its stdout, with no line per
+    // event, only the start and the summary).
+    let port = free_port();
+    let exporter = Memtrace::attach(&["--no-events", "--prometheus", &port.to_string()]);
     let (releaser_pid, reader_pid, hog_pid) = (releaser.pid, reader.pid, hog.pid);
     let hog_id = hog.container.id();
     let ids = [
@@ -526,6 +530,54 @@ fn containers_are_traced_exactly() {
     memtrace.interrupt();
     let output = memtrace.finish();
     assert!(output.status.success(), "{}", output.stderr);
+    let (stalls, reclaimed) = memcg_stalls(&oracle);
+    // A container's series: its cgroup, and the id and runtime `podman inspect` gives.
+    let labels = |id: &str| {
+        format!(
+            r#"cgroup="/libpod_parent/libpod-{id}",container_id="{id}",container_runtime="podman",pod_uid="",pod_qos="""#
+        )
+    };
+    let releaser_labels = labels(&ids[0].1);
+    let expected = [
+        (
+            "memtrace_madvise_calls_total",
+            releaser_labels.clone(),
+            r#"advice="DONTNEED""#,
+            41,
+        ),
+        (
+            "memtrace_madvise_calls_total",
+            releaser_labels,
+            r#"advice="FREE""#,
+            29,
+        ),
+        (
+            "memtrace_reclaim_stall_seconds_count",
+            labels(&ids[1].1),
+            r#"kind="memcg""#,
+            stalls,
+        ),
+        ("memtrace_cgroup_oom_kills_total", labels(&hog_id), "", 1),
+    ];
+    let found = |page: &str| {
+        expected
+            .iter()
+            .map(|(family, labels, more, _)| series(page, family, &[&format!("{{{labels}"), more]))
+            .collect::<Vec<_>>()
+    };
+    let want: Vec<Option<u64>> = expected.iter().map(|e| Some(e.3)).collect();
+    // Refreshed once a second: until it shows what the containers did.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let page = loop {
+        let page = scrape(port).unwrap_or_default();
+        if found(&page) == want || Instant::now() > deadline {
+            break page;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    exporter.interrupt();
+    assert!(exporter.finish().status.success());
+    assert_eq!(found(&page), want, "{page}");
     let summary = summary
         .join()
         .expect("the reader thread")
@@ -552,7 +604,6 @@ fn containers_are_traced_exactly() {
     );
     assert_eq!(record["advice"].as_array().map(Vec::len), Some(2));
 
-    let (stalls, reclaimed) = memcg_stalls(&oracle);
     assert!(
         stalls > 50,
         "the 128 MiB limit should force reclaim: {stalls}"

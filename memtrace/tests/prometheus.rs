@@ -93,7 +93,7 @@ fn scraped_counters_equal_the_workload_record() {
         sample(
             &page,
             "memtrace_released_bytes_total",
-            &format!(r#"cgroup="{cgroup}""#)
+            &support::cgroup_labels(&cgroup)
         ),
         Some((51 + 7 * 3) * 4096)
     );

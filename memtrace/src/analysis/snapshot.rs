@@ -71,6 +71,8 @@ pub struct Snapshot {
     pub oom_kills: Vec<OomKill>,
     /// Every OOM kill seen.
     pub oom_kills_total: u64,
+    /// Of those, the kills by the cgroup each names, where /proc told it.
+    pub oom_kills_by_cgroup: BTreeMap<String, u64>,
     /// Every stall of the traced processes, per kind.
     pub system_stalls: ByName<ReclaimKind, Option<StallView>>,
     /// Processes with stalls (most stall time first), then `--pid` targets without any.
@@ -141,6 +143,7 @@ impl Snapshot {
             others,
             oom_kills: reclaim.ooms.recent.iter().cloned().collect(),
             oom_kills_total: reclaim.ooms.total,
+            oom_kills_by_cgroup: reclaim.ooms.by_cgroup.clone(),
             system_stalls: ByName::from_fn(|kind| {
                 reclaim
                     .system

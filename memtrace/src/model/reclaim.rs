@@ -179,6 +179,10 @@ pub struct Wakeups {
 #[derive(Clone, Debug)]
 pub struct OomKills {
     pub total: u64,
+    /// Kills by the cgroup each names once /proc answered ([`OomKill::cgroup`]): bounded by
+    /// the cgroups, where `recent` keeps only the last kills. Those whose cgroup was never
+    /// learnt make up the rest of `total`.
+    pub by_cgroup: BTreeMap<String, u64>,
     /// Oldest first.
     pub recent: VecDeque<OomKill>,
     /// The RSS (anon + file + shmem, kB) the victims no longer in `recent` had at their kill;
@@ -190,6 +194,7 @@ impl Default for OomKills {
     fn default() -> Self {
         Self {
             total: 0,
+            by_cgroup: BTreeMap::new(),
             recent: VecDeque::new(),
             dropped_rss_kb: Some(0),
         }
@@ -225,7 +230,11 @@ impl OomKills {
             .iter_mut()
             .rev()
             .find(|k| k.tid == tid && k.ts_ns == ts_ns)?;
+        let known = kill.cgroup.is_some();
         kill.learn(facts);
+        if let Some(cgroup) = kill.cgroup.as_ref().filter(|_| !known) {
+            *self.by_cgroup.entry(cgroup.clone()).or_default() += 1;
+        }
         Some(kill)
     }
 }
@@ -524,7 +533,14 @@ mod tests {
             cgroup: Some(("/jobs".into(), crate::kernel::procfs::CgroupOf::Victim)),
         };
         assert_eq!(r.ooms.learn(99, 99, facts.clone()).map(|k| k.pid), Some(7));
-        assert!(r.ooms.learn(1, 1, facts).is_none(), "no longer kept");
+        assert!(
+            r.ooms.learn(1, 1, facts.clone()).is_none(),
+            "no longer kept"
+        );
+        // Told twice, counted once.
+        r.ooms.learn(99, 99, facts.clone());
+        r.ooms.learn(98, 98, facts);
+        assert_eq!(r.ooms.by_cgroup, BTreeMap::from([("/jobs".to_owned(), 2)]));
         let Event::OomKill(mut unknown) = oom_kill(101) else {
             unreachable!()
         };

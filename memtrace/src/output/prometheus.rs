@@ -3,7 +3,9 @@
 //!
 //! Bounded by design, for an agent left on every node for weeks:
 //! - the default families (`memtrace_*`) are per cgroup (label `cgroup`: its path in the
-//!   hierarchy that holds the memory controller, or `unknown`), so their number follows the
+//!   hierarchy that holds the memory controller, or `unknown`; and `container_id`,
+//!   `container_runtime`, `pod_uid`, `pod_qos` where the path names a container or a pod,
+//!   empty elsewhere), so their number follows the
 //!   cgroups on the node, not the processes that come and go; exited processes' counts stay in
 //!   their cgroup's counters, which never go down;
 //! - per-process families (`memtrace_process_*`, labels `pid`, `start_time`, `comm`, `cgroup`)
@@ -25,12 +27,12 @@ use crate::{
         ByName,
         advice::AdviceView,
         cgroups::TotalsView,
-        golang::heap::Figures,
+        golang::{GoProcess, heap::Figures},
         process::{ProcessView, StallView},
         snapshot::Snapshot,
     },
     kernel::procfs::SmapsRollup,
-    model::{counts::MappingTotals, reclaim::StallStats},
+    model::{container::Placement, counts::MappingTotals, reclaim::StallStats},
 };
 
 /// What one series set (a cgroup, a process, the others) counted, as the page shows it.
@@ -184,6 +186,25 @@ fn label(key: &'static str, value: impl ToString) -> (&'static str, String) {
     (key, value.to_string())
 }
 
+/// A cgroup's labels: its path (`unknown` when memtrace could not learn it), and the container
+/// and pod the path names (empty when it names none). Functions of the path: they add no
+/// series.
+fn cgroup_labels(path: Option<&str>) -> Vec<(&'static str, String)> {
+    let placement = path.map(Placement::of_path).unwrap_or_default();
+    let container = placement.container.as_ref();
+    let pod = placement.pod.as_ref();
+    vec![
+        label("cgroup", path.unwrap_or("unknown")),
+        label("container_id", container.map_or("", |c| c.id.as_str())),
+        label(
+            "container_runtime",
+            container.and_then(|c| c.runtime).map_or("", |r| r.name()),
+        ),
+        label("pod_uid", pod.map_or("", |p| p.uid.as_str())),
+        label("pod_qos", pod.map_or("", |p| p.qos.name())),
+    ]
+}
+
 /// The page: per-cgroup families, per-process ones when the snapshot lists processes for
 /// them ([`crate::analysis::snapshot::Detail::Metrics`]), then the machine's.
 pub fn render(snapshot: &Snapshot) -> Bytes {
@@ -194,12 +215,13 @@ pub fn render(snapshot: &Snapshot) -> Bytes {
         .cgroups
         .iter()
         .map(|c| Series {
-            labels: vec![label("cgroup", c.label())],
+            labels: cgroup_labels(c.cgroup.as_deref()),
             counts: Counts::of_totals(&c.totals),
         })
         .collect();
     families(&mut page, "", &cgroups, snapshot.counts_user_faults);
     process_counts(&mut page, snapshot);
+    cgroup_oom_kills(&mut page, snapshot);
     if let Some(others) = &snapshot.others {
         let mut series: Vec<Series> = snapshot
             .processes
@@ -264,7 +286,7 @@ type GoFamily = (&'static str, &'static str, fn(&Figures) -> u64);
 
 /// The Go runtime's own figures of the named Go processes (`memtrace_go_*`), read from each
 /// process at the sample; appended to the page. Empty without Go processes.
-pub fn go_runtime(processes: &[(u32, String, &Figures)]) -> String {
+pub fn go_runtime(processes: &[GoProcess]) -> String {
     let mut page = Page {
         text: String::new(),
     };
@@ -313,21 +335,34 @@ pub fn go_runtime(processes: &[(u32, String, &Figures)]) -> String {
             |f| f.next_gc.bytes,
         ),
     ];
+    // The labels of the per-process families, so that the series join.
+    let labels: Vec<[(&str, String); 4]> = processes
+        .iter()
+        .map(|p| {
+            [
+                label("pid", p.pid),
+                label(
+                    "start_time",
+                    p.start_time.map(|t| t.to_string()).unwrap_or_default(),
+                ),
+                label("comm", &p.comm),
+                label("cgroup", p.cgroup.as_deref().unwrap_or("unknown")),
+            ]
+        })
+        .collect();
+    let sample = |page: &mut Page, name: &str, labels: &[(&str, String); 4], value: u64| {
+        let labels = labels.each_ref().map(|(k, v)| (*k, v.as_str()));
+        page.sample(name, &labels, value);
+    };
     for (name, help, value) in families {
         page.family(name, "gauge", help);
-        for (pid, comm, figures) in processes {
-            let pid = pid.to_string();
-            page.sample(name, &[("pid", &pid), ("comm", comm)], value(figures));
+        for (p, labels) in processes.iter().zip(&labels) {
+            sample(&mut page, name, labels, value(p.figures));
         }
     }
     page.family("go_gc_total", "counter", "NumGC: completed GC cycles.");
-    for (pid, comm, figures) in processes {
-        let pid = pid.to_string();
-        page.sample(
-            "go_gc_total",
-            &[("pid", &pid), ("comm", comm)],
-            figures.num_gc.into(),
-        );
+    for (p, labels) in processes.iter().zip(&labels) {
+        sample(&mut page, "go_gc_total", labels, p.figures.num_gc.into());
     }
     page.text
 }
@@ -513,9 +548,13 @@ fn process_counts(page: &mut Page, snapshot: &Snapshot) {
         "Processes counted in the cgroup since memtrace started (those that did something traced), exited ones included.",
     );
     for c in &snapshot.cgroups {
+        let labels = cgroup_labels(c.cgroup.as_deref());
         page.sample(
             "processes_total",
-            &[("cgroup", c.label())],
+            &labels
+                .iter()
+                .map(|(k, v)| (*k, v.as_str()))
+                .collect::<Vec<_>>(),
             c.totals.processes,
         );
     }
@@ -525,11 +564,31 @@ fn process_counts(page: &mut Page, snapshot: &Snapshot) {
         "Of the processes counted in the cgroup, those alive at the latest look.",
     );
     for c in &snapshot.cgroups {
+        let labels = cgroup_labels(c.cgroup.as_deref());
         page.sample(
             "live_processes",
-            &[("cgroup", c.label())],
+            &labels
+                .iter()
+                .map(|(k, v)| (*k, v.as_str()))
+                .collect::<Vec<_>>(),
             c.totals.live_processes,
         );
+    }
+}
+
+/// OOM kills by cgroup: bounded by the cgroups. A kill is counted once /proc told its cgroup
+/// (moments after it); one whose cgroup could not be read is in `oom_kills_total` only, so
+/// that no counter here ever goes down.
+fn cgroup_oom_kills(page: &mut Page, snapshot: &Snapshot) {
+    page.family(
+        "cgroup_oom_kills_total",
+        "counter",
+        "OOM kills by the memory cgroup of the victim as /proc showed it after the kill (the trigger's once the victim was gone); kills whose cgroup could not be read are in memtrace_oom_kills_total only.",
+    );
+    for (path, &kills) in &snapshot.oom_kills_by_cgroup {
+        let labels = cgroup_labels(Some(path));
+        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        page.sample("cgroup_oom_kills_total", &labels, kills);
     }
 }
 
@@ -650,8 +709,8 @@ mod tests {
         assert_eq!(
             sample_lines(&page, "madvise_bytes_total"),
             [
-                r#"memtrace_madvise_bytes_total{cgroup="/jobs/a",advice="FREE",release="true"} 24576"#,
-                r#"memtrace_madvise_bytes_total{cgroup="/jobs/a",advice="NOHUGEPAGE",release="false"} 2097152"#,
+                r#"memtrace_madvise_bytes_total{cgroup="/jobs/a",container_id="",container_runtime="",pod_uid="",pod_qos="",advice="FREE",release="true"} 24576"#,
+                r#"memtrace_madvise_bytes_total{cgroup="/jobs/a",container_id="",container_runtime="",pod_uid="",pod_qos="",advice="NOHUGEPAGE",release="false"} 2097152"#,
             ]
         );
         assert_eq!(
@@ -670,6 +729,40 @@ mod tests {
         );
         // No prose: explanations are for reports.
         assert!(!page.contains("in short"), "{page}");
+    }
+
+    /// A cgroup whose path names a container or a pod says so in its labels; OOM kills count
+    /// by the cgroup /proc told, once.
+    #[test]
+    fn container_and_pod_labels_and_oom_kills_by_cgroup() {
+        let id = "0123456789abcdef".repeat(4);
+        let container = format!("/libpod_parent/libpod-{id}");
+        let pod = "/kubepods/burstable/pod0a1b2c3d-0000-4000-8000-000000000001";
+        let mut model = Model::default();
+        for (pid, path) in [(1, container.as_str()), (2, pod)] {
+            model.record(&test_madvise(pid, advice::DONTNEED, 4096, None));
+            settle(&mut model, pid, path);
+        }
+        model.reclaim.ooms.total = 3;
+        model.reclaim.ooms.by_cgroup.insert(container.clone(), 2);
+        let page = page(&model, &Selection::default());
+        let container_labels = format!(
+            r#"cgroup="{container}",container_id="{id}",container_runtime="podman",pod_uid="",pod_qos="""#
+        );
+        let pod_labels = format!(
+            r#"cgroup="{pod}",container_id="",container_runtime="",pod_uid="0a1b2c3d-0000-4000-8000-000000000001",pod_qos="burstable""#
+        );
+        for labels in [&container_labels, &pod_labels] {
+            let line = format!("memtrace_released_bytes_total{{{labels}}} 4096");
+            assert!(page.contains(&line), "{line} missing:\n{page}");
+        }
+        assert_eq!(
+            sample_lines(&page, "cgroup_oom_kills_total"),
+            [format!(
+                "memtrace_cgroup_oom_kills_total{{{container_labels}}} 2"
+            )]
+        );
+        assert!(page.contains("memtrace_oom_kills_total 3\n"));
     }
 
     /// Every lost reason has its series, by construction (one was once counted in the total
@@ -714,7 +807,7 @@ mod tests {
                 .to_owned()
         };
         let process = r#"pid="42",start_time="7",comm="reader",cgroup="/r",kind="memcg""#;
-        let cgroup = r#"cgroup="/r",kind="memcg""#;
+        let cgroup = r#"cgroup="/r",container_id="",container_runtime="",pod_uid="",pod_qos="",kind="memcg""#;
         for (family, labels) in [
             ("process_reclaim_stall_seconds", process),
             ("reclaim_stall_seconds", cgroup),
@@ -783,13 +876,14 @@ mod tests {
         assert_eq!(
             sample_lines(&after, "released_bytes_total"),
             [format!(
-                r#"memtrace_released_bytes_total{{cgroup="/c"}} {}"#,
+                r#"memtrace_released_bytes_total{{cgroup="/c",container_id="",container_runtime="",pod_uid="",pod_qos=""}} {}"#,
                 15 * 4096
             )]
         );
         assert!(after.contains("memtrace_forgotten_processes_total 1"));
-        assert!(after.contains("memtrace_processes_total{cgroup=\"/c\"} 5"));
-        assert!(after.contains("memtrace_live_processes{cgroup=\"/c\"} 4"));
+        let c = r#"cgroup="/c",container_id="",container_runtime="",pod_uid="",pod_qos="""#;
+        assert!(after.contains(&format!("memtrace_processes_total{{{c}}} 5")));
+        assert!(after.contains(&format!("memtrace_live_processes{{{c}}} 4")));
         // None asked for: no per-process family at all.
         let none = page_with(&model, &Selection::default(), 0);
         assert!(!none.contains("memtrace_process_"), "{none}");
@@ -799,19 +893,27 @@ mod tests {
     fn go_runtime_families_per_go_process() {
         let figures = crate::analysis::golang::heap::example();
         assert_eq!(go_runtime(&[]), "");
-        let page = go_runtime(&[(42, "svc".to_owned(), &figures)]);
+        let page = go_runtime(&[GoProcess {
+            pid: 42,
+            start_time: Some(4242),
+            comm: "svc".to_owned(),
+            cgroup: Some("/jobs/svc".to_owned()),
+            figures: &figures,
+        }]);
+        // The per-process families' labels: the series join on them.
+        let labels = r#"pid="42",start_time="4242",comm="svc",cgroup="/jobs/svc""#;
         assert!(
             page.contains("# TYPE memtrace_go_heap_inuse_bytes gauge\n"),
             "{page}"
         );
-        assert!(
-            page.contains("memtrace_go_heap_inuse_bytes{pid=\"42\",comm=\"svc\"} 10485760\n"),
-            "{page}"
-        );
-        assert!(
-            page.contains("memtrace_go_heap_released_bytes{pid=\"42\",comm=\"svc\"} 4194304\n")
-        );
-        assert!(page.contains("memtrace_go_stack_inuse_bytes{pid=\"42\",comm=\"svc\"} 524288\n"));
+        for (family, value) in [
+            ("go_heap_inuse_bytes", 10485760),
+            ("go_heap_released_bytes", 4194304),
+            ("go_stack_inuse_bytes", 524288),
+        ] {
+            let line = format!("memtrace_{family}{{{labels}}} {value}\n");
+            assert!(page.contains(&line), "{line} in {page}");
+        }
         assert!(page.contains("# TYPE memtrace_go_gc_total counter\n"));
     }
 }

@@ -919,6 +919,12 @@ pub fn sample(page: &str, name: &str, labels: &str) -> Option<u64> {
         .and_then(|value| value.trim().parse().ok())
 }
 
+/// The labels of a per-cgroup series for `path`, a cgroup whose path names no container or
+/// pod (the tests' own, or the host's): those labels are empty.
+pub fn cgroup_labels(path: &str) -> String {
+    format!(r#"cgroup="{path}",container_id="",container_runtime="",pod_uid="",pod_qos="""#)
+}
+
 /// How many series a page holds (its sample lines).
 pub fn series(page: &str) -> usize {
     page.lines()
