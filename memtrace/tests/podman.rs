@@ -29,6 +29,9 @@ const WORKLOAD_IMAGE: &str = "localhost/memtrace-workload:test";
 fn podman() -> Command {
     let mut command = Command::new("podman");
     command.args(["--runtime", "runc", "--cgroup-manager", "cgroupfs"]);
+    // conmon leaves a file named `oom` in its working directory when a container is
+    // OOM-killed: not in the source tree.
+    command.current_dir(env!("CARGO_TARGET_TMPDIR"));
     command
 }
 
