@@ -187,6 +187,7 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
         // SAFETY: helper without preconditions.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         comm: bpf_get_current_comm().unwrap_or_default(),
+        cgroup_id: current_cgroup_id(),
     });
     entry.submit(submit_flags(false));
     0

@@ -185,13 +185,15 @@ fn brk(totals: *mut SyscallTotals, requested: u64, ret: i64) {
     }
 }
 
-/// The process exec'd: its new program has a break of its own, not yet seen.
+/// The process exec'd: its new program has a break of its own, not yet seen; userspace gets
+/// its counts so far, ahead of the exec's record.
 #[inline(always)]
 pub fn exec(tgid: u32) {
     if let Some(totals) = TOTALS.get_ptr_mut(tgid) {
         // SAFETY: a map value.
         unsafe { (*totals).last_brk = 0 };
     }
+    flush(tgid, FlushReason::Exec);
 }
 
 /// The entry of the current process `tgid`, made on its first call; `None` when the table is
@@ -263,8 +265,9 @@ pub fn flush(tgid: u32, reason: FlushReason) {
         }
     }
     // Two threads exiting together may both flush: only the one that deletes the entry sends
-    // it, so it arrives once, from a copy no later call can have changed.
-    if TOTALS.remove(tgid).is_ok() {
+    // it, so it arrives once, from a copy no later call can have changed. At exec the entry
+    // stays (exec has ended every other thread).
+    if reason == FlushReason::Exec || TOTALS.remove(tgid).is_ok() {
         record.submit(submit_flags(false));
     } else {
         record.discard(0);

@@ -181,3 +181,82 @@ fn churn_past_the_process_bound_keeps_every_count_and_the_biggest_releaser() {
         "every workload exited: {ours}"
     );
 }
+
+/// A process that moves to another cgroup and execs, as a container runtime starts a
+/// container's first process: what it counted before stays in the cgroup it left, what its new
+/// program counts goes to the new one — each exactly the workload's calls — and the process
+/// itself keeps all of them.
+#[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
+fn a_process_that_moves_cgroup_and_execs_counts_in_each() {
+    if !privileged() {
+        return;
+    }
+    let (Some(from), Some(to)) = (
+        MemCgroup::new("from", 1 << 30),
+        MemCgroup::new("to", 1 << 30),
+    ) else {
+        return;
+    };
+    let signal = std::env::temp_dir().join(format!("memtrace-move-{}", std::process::id()));
+    let _ = std::fs::remove_file(&signal);
+    let (signal_arg, to_arg) = (signal.display().to_string(), to.path.display().to_string());
+    let mut workload = Workload::spawn_in_cgroup(
+        &from.path,
+        &[
+            "exec",
+            "--before",
+            "5",
+            "--exec-when",
+            &signal_arg,
+            "--move-to",
+            &to_arg,
+            "--as",
+            "memtrace-moved",
+            "--",
+            "madvise",
+            "--op",
+            "dontneed:7:1",
+        ],
+    );
+    let pid = workload.pid;
+    let port = free_port();
+    let memtrace = Memtrace::attach(&["--no-events", "--prometheus", &port.to_string()]);
+    workload.go();
+    let (from_labels, to_labels) = (
+        support::cgroup_labels(&from.name()),
+        support::cgroup_labels(&to.name()),
+    );
+    let released = |page: &str, labels: &str| sample(page, "memtrace_released_bytes_total", labels);
+    let page_size = 4096;
+    page_when(port, "the calls before the move", |page| {
+        released(page, &from_labels) == Some(5 * page_size)
+    });
+    std::fs::write(&signal, "").expect("signal the workload");
+    // The new program announces itself under the same pid, then does its work.
+    assert_eq!(workload.next_line()["pid"], pid);
+    let record = workload.record();
+    assert_eq!(record["advice"][0]["calls"], 7);
+    let page = page_when(port, "the calls after the move", |page| {
+        released(page, &to_labels) == Some(7 * page_size)
+    });
+    assert_eq!(released(&page, &from_labels), Some(5 * page_size), "{page}");
+    for labels in [&from_labels, &to_labels] {
+        assert_eq!(
+            sample(&page, "memtrace_processes_total", labels),
+            Some(1),
+            "{page}"
+        );
+    }
+    memtrace.interrupt();
+    let output = memtrace.finish();
+    let _ = std::fs::remove_file(&signal);
+    let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("memtrace-exec-{pid}")));
+    assert!(output.status.success(), "{}", output.stderr);
+    let process = output.process(pid);
+    assert_eq!(process["cgroup"], to.name(), "{process}");
+    assert_eq!(
+        support::advice_totals(process, 4),
+        Some((5 + 7, 0, 12 * page_size))
+    );
+}

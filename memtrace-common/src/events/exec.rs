@@ -23,6 +23,8 @@ pub struct ExecEvent {
     pub ts_ns: u64,
     /// `comm` after the exec (the new program's name), NUL padded.
     pub comm: [u8; 16],
+    /// Its memory cgroup as its new program starts ([`crate::cgroup`]); 0 when unknown.
+    pub cgroup_id: u64,
 }
 
 impl Record for ExecEvent {

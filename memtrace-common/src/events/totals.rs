@@ -169,6 +169,9 @@ named_enum! {
         Exit = 0 => "exit",
         /// Its pid was given to a new task (its exit was not seen: before any exit detection).
         PidReused = 1 => "pid_reused",
+        /// It exec'd: a copy of its counts so far, its entry kept (where a process's counts
+        /// end when its cgroup changes with its program, as a container's first one does).
+        Exec = 2 => "exec",
     }
 }
 

@@ -93,7 +93,7 @@ impl Sum {
             let stats = model.reclaim.stalls.get(&(p.pid, kind))?;
             current.then_some((kind, stats))
         });
-        p.sum_into(&mut self.totals, stalls);
+        p.sum_here_into(&mut self.totals, stalls);
         if !p.exited {
             self.live += 1;
             for (sum, size) in self.rss.iter_mut().zip(p.rss.size) {
@@ -164,6 +164,11 @@ pub fn totals(
             by_cgroup.entry(key).or_default().add(model, p);
         }
     }
+    // A process that moved is counted in each cgroup it was in, once on the machine.
+    machine.totals.processes = machine
+        .totals
+        .processes
+        .saturating_sub(model.attribution.moves);
     let counts = selection.counts_user_faults;
     let cgroups = by_cgroup
         .into_iter()
@@ -183,8 +188,8 @@ mod tests {
     use crate::{
         cli::SortKey,
         model::{
-            attribution::{Bound, Reading},
-            event::test_madvise,
+            attribution::{Bound, Identity, Reading},
+            event::{Event, Exec, test_madvise},
         },
     };
 
@@ -251,5 +256,86 @@ mod tests {
             Some(1)
         );
         assert!(model.reclaim.stalls.is_empty(), "moved with the process");
+    }
+
+    /// A container's runtime moves its first process into the container's cgroup, then execs:
+    /// what it counted before stays in the cgroup it left, what comes after counts in the
+    /// container's, the machine counts it once, and letting it go changes no sum.
+    #[test]
+    fn a_process_that_moves_counts_in_each_cgroup_it_was_in() {
+        let mut model = Model::default();
+        model.record(&test_madvise(7, advice::DONTNEED, 4096, None));
+        settle(&mut model, 7, "/runtime");
+        let mut stall = crate::model::reclaim::StallStats::default();
+        stall.add(10_000, 1, 1);
+        model.reclaim.stalls.insert((7, ReclaimKind::Memcg), stall);
+        model.record(&Event::Exec(Exec {
+            tgid: 7,
+            comm: "app".into(),
+            ts_ns: 5,
+            memory_cgroup_id: None,
+        }));
+        let fresh = model.attribution.take_fresh();
+        assert_eq!(fresh.len(), 1, "looked up again at exec");
+        // The new program's first call, before /proc has answered: counted where it runs.
+        model.record(&test_madvise(7, advice::DONTNEED, 8192, None));
+        let seen = Identity {
+            cgroup: Some("/ctr".into()),
+            ..Identity::default()
+        };
+        model.identify((7, fresh[0].serial, seen.clone()), |_| true);
+        // One more stall, after the move.
+        model.reclaim.stalls.insert((7, ReclaimKind::Memcg), {
+            stall.add(30_000, 1, 1);
+            stall
+        });
+        let selection = Selection::default();
+        let sums = |model: &Model| {
+            let (cgroups, machine) = totals(model, &selection, true);
+            let cgroups: Vec<_> = cgroups
+                .iter()
+                .map(|c| {
+                    let stalls = c
+                        .totals
+                        .reclaim
+                        .iter()
+                        .find(|(k, _)| *k == ReclaimKind::Memcg);
+                    let stalls = stalls.and_then(|(_, s)| s.as_ref()).map_or(0, |s| s.count);
+                    (
+                        c.label().to_owned(),
+                        c.totals.processes,
+                        c.totals.released_bytes,
+                        stalls,
+                    )
+                })
+                .collect();
+            (cgroups, machine.processes, machine.released_bytes)
+        };
+        let expected = (
+            vec![
+                ("/ctr".to_owned(), 1, 8192, 1),
+                ("/runtime".to_owned(), 1, 4096, 1),
+            ],
+            1,
+            12288,
+        );
+        assert_eq!(sums(&model), expected);
+        let p = model.attribution.process_by_pid(7).unwrap();
+        assert_eq!(
+            (p.released_bytes(), p.whereabouts.cgroup.as_deref()),
+            (12288, Some("/ctr")),
+            "the process's own counts are whole"
+        );
+        // Seen there again: no second move.
+        model.identify((7, fresh[0].serial, seen), |_| true);
+        assert_eq!(sums(&model), expected);
+        exit(&mut model, 7);
+        let bound = Bound {
+            max_processes: 0,
+            keep_top: 0,
+            sort: SortKey::Released,
+        };
+        assert_eq!(model.bound(&bound, |_| true), vec![7]);
+        assert_eq!(sums(&model), expected);
     }
 }

@@ -321,6 +321,7 @@ mod tests {
                     tgid: 1,
                     comm: comm.into(),
                     ts_ns: 0,
+                    memory_cgroup_id: None,
                 },
             ));
         }

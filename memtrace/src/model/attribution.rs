@@ -193,9 +193,16 @@ pub struct ProcessStats {
     /// session read about "pid N" a moment ago applies only if N's entry is still this one.
     pub serial: u64,
     /// The cgroup it is counted in; `None` until settled (see
-    /// [`Attribution::settle_cgroup`]). Settled once: its counts never move to another
-    /// cgroup's totals, and `whereabouts` names the same cgroup.
+    /// [`Attribution::settle_cgroup`]); `whereabouts` names the same cgroup. Settled again
+    /// only when it is seen in another cgroup after an exec (see [`Attribution::moved`]):
+    /// what it counted until then stays in the cgroup it left.
     pub cgroup: Option<CgroupKey>,
+    /// What it had counted when it last moved to another cgroup (its process count left
+    /// out); its current cgroup counts what came since.
+    pub moved_from: Option<Totals>,
+    /// What it had counted (stalls aside) when it last exec'd, until /proc shows where its
+    /// new program runs: the point where its counts change cgroup, if they do.
+    pub at_exec: Option<Totals>,
     /// The process that forked it, when that was seen while tracing.
     pub parent: Option<u32>,
     /// Where it was when tracing began (read at attach), or where it was born (its parent's
@@ -238,6 +245,22 @@ impl ProcessStats {
         for (kind, stats) in stalls {
             sum.stalls.entry(kind).or_default().merge(stats);
         }
+    }
+
+    /// Adds what this process counted in its current cgroup, to that cgroup's sum: since it
+    /// moved there, if it did (the rest is in the cgroups it left).
+    pub fn sum_here_into<'a>(
+        &self,
+        sum: &mut Totals,
+        stalls: impl IntoIterator<Item = (ReclaimKind, &'a StallStats)>,
+    ) {
+        let Some(before) = &self.moved_from else {
+            return self.sum_into(sum, stalls);
+        };
+        let mut here = Totals::default();
+        self.sum_into(&mut here, stalls);
+        here.remove(before);
+        sum.add(&here);
     }
 
     /// The process replaced its program: a new name, and a new address space whose program
@@ -345,6 +368,9 @@ pub struct Fresh {
     pub pid: u32,
     pub serial: u64,
     pub parent: Option<u32>,
+    /// The memory cgroup id the kernel read as it exec'd: its cgroup once /proc no longer
+    /// shows it (a short program may be gone before memtrace looks).
+    pub memcg_at_exec: Option<u64>,
 }
 
 /// What /proc said about a process when the session looked it up.
@@ -415,8 +441,15 @@ pub struct Attribution {
     pub unattributed: BTreeMap<u32, AdviceTotals>,
     /// Exited processes dropped to keep a long system-wide run's memory bounded.
     pub forgotten: u64,
-    /// What the dropped processes had counted, per cgroup (those `--comm` shows).
+    /// What the dropped processes had counted, per cgroup (those `--comm` shows), and what
+    /// processes counted in a cgroup they left (see [`Attribution::moved`]).
     pub folded: BTreeMap<CgroupKey, Totals>,
+    /// Processes counted in `folded` for a cgroup they left: counted there, and again where
+    /// they went (the machine's process count takes them out).
+    pub moves: u64,
+    /// Processes /proc showed in another cgroup than theirs, to be moved (`(pid, serial,
+    /// path)`; see [`Attribution::moved`]).
+    seen_elsewhere: Vec<(u32, u64, String)>,
     /// The threads' fault counters of the processes alive when tracing began, until each is
     /// first met: its faults then count from there, over the same window as the kernel's.
     at_attach: AtAttach,
@@ -525,7 +558,7 @@ impl Attribution {
         >,
     ) {
         let key = p.cgroup.clone().unwrap_or(CgroupKey::Unknown);
-        p.sum_into(self.folded.entry(key).or_default(), stalls);
+        p.sum_here_into(self.folded.entry(key).or_default(), stalls);
     }
 
     /// Whether the current holder of `pid` is the entry with `serial`.
@@ -583,7 +616,58 @@ impl Attribution {
         if identity.nspid.is_some() {
             process.whereabouts.nspid = identity.nspid;
         }
+        if let (Some(key), Some(path)) = (&process.cgroup, &identity.cgroup)
+            && key.path() != Some(path.as_str())
+        {
+            self.seen_elsewhere.push((pid, serial, path.clone()));
+            return None;
+        }
+        process.at_exec = None;
         settle(process, identity.cgroup)
+    }
+
+    /// The processes /proc showed in another cgroup than the one they are counted in, since
+    /// the last call: each to be [`Attribution::moved`].
+    pub fn take_seen_elsewhere(&mut self) -> Vec<(u32, u64, String)> {
+        std::mem::take(&mut self.seen_elsewhere)
+    }
+
+    /// Entry `serial` of `pid` moved to cgroup `path` (a container's runtime moves its first
+    /// process into the container's cgroup before it execs the container's program; so do
+    /// `cgexec` and `systemd-run`): what it counted until now, with `stalls`, stays in the
+    /// cgroup it left — folded there as if it had exited, when `shows` selects it — and its
+    /// new cgroup counts from here on. So no cgroup's counters go down.
+    pub fn moved<'a>(
+        &mut self,
+        (pid, serial, path): (u32, u64, String),
+        stalls: impl IntoIterator<Item = (ReclaimKind, &'a StallStats)>,
+        shows: impl Fn(&ProcessStats) -> bool,
+    ) {
+        let Some((process, _)) = self.entry_mut(pid, serial) else {
+            return;
+        };
+        // Split where it exec'd (the stalls as known now: the kernel keeps them apart).
+        let mut now = Totals::default();
+        process.sum_into(&mut now, stalls);
+        if let Some(at_exec) = process.at_exec.take() {
+            now = Totals {
+                stalls: std::mem::take(&mut now.stalls),
+                ..at_exec
+            };
+        }
+        let mut there = now.clone();
+        if let Some(before) = &process.moved_from {
+            there.remove(before);
+        }
+        now.processes = 0;
+        process.moved_from = Some(now);
+        let left = process.cgroup.clone().unwrap_or(CgroupKey::Unknown);
+        let counted = shows(process);
+        settle_in(process, Some(path));
+        if counted {
+            self.folded.entry(left).or_default().add(&there);
+            self.moves += 1;
+        }
     }
 
     /// Settles the cgroup of entry `serial` of `pid` (see [`settle`]).
@@ -653,7 +737,27 @@ impl Attribution {
             Event::Madvise(m) => self.record_madvise(m),
             Event::Mapping(m) => self.process(m.tgid, &m.thread_comm).mappings.record(m),
             Event::Fault(f) => self.process(f.tgid, "").fault_events += 1,
-            Event::Exec(e) => self.process(e.tgid, "").exec(&e.comm, e.ts_ns),
+            Event::Exec(e) => {
+                let process = self.process(e.tgid, "");
+                process.exec(&e.comm, e.ts_ns);
+                // Its counts before the new program, for a cgroup it may turn out to leave.
+                let mut at_exec = Totals::default();
+                process.sum_into(&mut at_exec, []);
+                process.at_exec = Some(at_exec);
+                // Where it runs is read again: a runtime moves a container's first process
+                // into the container's cgroup just before this exec.
+                let (pid, serial) = (process.pid, process.serial);
+                // Looked up once, for where it is after the exec.
+                let parent = self.fresh.iter().find(|f| f.serial == serial);
+                let parent = parent.and_then(|f| f.parent);
+                self.fresh.retain(|f| f.serial != serial);
+                self.fresh.push(Fresh {
+                    pid,
+                    serial,
+                    parent,
+                    memcg_at_exec: e.memory_cgroup_id,
+                });
+            }
             Event::ThreadExit(t) => {
                 // The leader's name is the process's; other threads may have their own.
                 let comm = if t.tid == t.tgid {
@@ -674,8 +778,9 @@ impl Attribution {
             }
             Event::Totals(flush) => {
                 // Its final copy, sent as it exited (or as its pid passed on, which the spawn
-                // record says too).
-                if self.kernel_totals(flush.tgid, &flush.totals, true)
+                // record says too); at exec, a copy along the way.
+                let last = flush.reason != FlushReason::Exec as u32;
+                if self.kernel_totals(flush.tgid, &flush.totals, last)
                     && flush.reason == FlushReason::Exit as u32
                     && let Some(process) = self.processes.get_mut(&flush.tgid)
                 {
@@ -867,6 +972,7 @@ impl Attribution {
                 serial: *next_serial,
                 // The parent's cgroup is read only while it is not known already.
                 parent: parent.filter(|_| cgroup_at_start.is_none()),
+                memcg_at_exec: None,
             });
             let mut process = ProcessStats {
                 pid,
@@ -1294,6 +1400,7 @@ mod tests {
             tgid: 7,
             comm: "worker".into(),
             ts_ns: 1,
+            memory_cgroup_id: None,
         }));
         // The old program's break says nothing about the new one's first brk call.
         a.record(&mapping(
@@ -1320,6 +1427,7 @@ mod tests {
                 tgid: 7,
                 comm: "churn".into(),
                 ts_ns,
+                memory_cgroup_id: None,
             }));
         };
         for (read_ns, before) in [(50, "timeout"), (200, "")] {
@@ -1439,7 +1547,8 @@ mod tests {
             vec![Fresh {
                 pid: 5,
                 serial: 1,
-                parent: None
+                parent: None,
+                memcg_at_exec: None,
             }]
         );
         let identity = Identity {

@@ -106,6 +106,9 @@ pub struct Exec {
     /// The new program's name.
     pub comm: String,
     pub ts_ns: u64,
+    /// Its memory cgroup as its new program starts: the inode number of the cgroup's
+    /// directory in the hierarchy that holds the memory controller; null when unknown.
+    pub memory_cgroup_id: Option<u64>,
 }
 
 /// One direct or memcg reclaim stall of a thread.
@@ -397,6 +400,7 @@ pub fn decode(bytes: &[u8], page_size: u64) -> Result<Event, DecodeError> {
                     tgid: raw.tgid,
                     comm: comm_string(&raw.comm),
                     ts_ns: raw.ts_ns,
+                    memory_cgroup_id: (raw.cgroup_id != 0).then_some(raw.cgroup_id),
                 })
             }
             EventKind::AddressSpaceGone => Event::AddressSpaceGone(record(bytes, kind)?),

@@ -11,8 +11,9 @@ pub mod reclaim;
 pub mod stacks;
 pub mod totals;
 
-use attribution::{Attribution, Bound, ProcessStats};
+use attribution::{Attribution, Bound, Identity, ProcessStats};
 use event::Event;
+use memtrace_common::events::stall::ReclaimKind;
 use reclaim::Reclaim;
 use stacks::Stacks;
 
@@ -43,6 +44,30 @@ impl Model {
     pub fn record(&mut self, event: &Event) {
         self.attribution.record(event);
         self.reclaim.record(event);
+    }
+
+    /// Applies what /proc said about entry `serial` of `pid` (see [`Attribution::identify`]);
+    /// a process it showed in another cgroup moves there, with its stalls so far staying
+    /// where they were counted, if `shows` selects it. Returns the kernel's memory-cgroup id
+    /// to name, if any.
+    pub fn identify(
+        &mut self,
+        (pid, serial, identity): (u32, u64, Identity),
+        shows: impl Fn(&ProcessStats) -> bool,
+    ) -> Option<u64> {
+        let id = self.attribution.identify(pid, serial, identity);
+        for seen in self.attribution.take_seen_elsewhere() {
+            let pid = seen.0;
+            // The kernel keeps stalls per pid: they are the current holder's.
+            let current = self.attribution.serial_of(pid) == Some(seen.1);
+            let held = &self.reclaim.stalls;
+            let stalls = ReclaimKind::ALL.iter().filter_map(move |&kind| {
+                let stats = held.get(&(pid, kind))?;
+                current.then_some((kind, stats))
+            });
+            self.attribution.moved(seen, stalls, &shows);
+        }
+        id
     }
 
     /// Lets go of exited processes past `bound` (see [`Attribution::take_for_bound`]), folding

@@ -75,6 +75,20 @@ impl StallStats {
         }
     }
 
+    /// Takes out stalls `other` counted earlier, which `self` includes (a process's stalls
+    /// before it moved to another cgroup). The maximum stays: the largest of all, an upper
+    /// bound for what is left.
+    pub fn remove(&mut self, other: &Self) {
+        let (h, o) = (&mut self.0, &other.0);
+        h.count = h.count.saturating_sub(o.count);
+        h.total_ns = h.total_ns.saturating_sub(o.total_ns);
+        h.nr_reclaimed = h.nr_reclaimed.saturating_sub(o.nr_reclaimed);
+        h.nr_scanned = h.nr_scanned.saturating_sub(o.nr_scanned);
+        for (sum, n) in h.buckets.iter_mut().zip(o.buckets) {
+            *sum = sum.saturating_sub(n);
+        }
+    }
+
     /// The `p`-th percentile (0 < p <= 100) in microseconds, from the log2 buckets: the upper
     /// bound of the bucket holding the rank-`ceil(p% × count)` stall, capped at the maximum
     /// seen. An upper bound, exact to within a factor of two; `None` without stalls.

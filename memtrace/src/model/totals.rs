@@ -77,6 +77,33 @@ impl Totals {
         }
     }
 
+    /// Takes out what `earlier` counted, which `self` includes (a process's counts from
+    /// before it moved to another cgroup), leaving the process count as it is.
+    pub fn remove(&mut self, earlier: &Self) {
+        for (advice, totals) in &earlier.madvise {
+            if let Some(sum) = self.madvise.get_mut(advice) {
+                sum.calls = sum.calls.saturating_sub(totals.calls);
+                sum.failed = sum.failed.saturating_sub(totals.failed);
+                sum.bytes = sum.bytes.saturating_sub(totals.bytes);
+            }
+        }
+        remove_mappings(&mut self.mappings, &earlier.mappings);
+        self.minor_faults = self.minor_faults.saturating_sub(earlier.minor_faults);
+        self.major_faults = self.major_faults.saturating_sub(earlier.major_faults);
+        let user = &mut self.user_faults;
+        user.user = user.user.saturating_sub(earlier.user_faults.user);
+        user.write = user.write.saturating_sub(earlier.user_faults.write);
+        self.fault_events = self.fault_events.saturating_sub(earlier.fault_events);
+        for (sum, taken) in self.taken.iter_mut().zip(earlier.taken) {
+            *sum = sum.saturating_sub(taken);
+        }
+        for (kind, stats) in &earlier.stalls {
+            if let Some(sum) = self.stalls.get_mut(kind) {
+                sum.remove(stats);
+            }
+        }
+    }
+
     /// Bytes given back by releasing advice.
     pub fn released_bytes(&self) -> u64 {
         self.madvise
@@ -103,6 +130,29 @@ pub(super) fn add_mappings(sum: &mut MappingTotals, m: &MappingTotals) {
     sum.brk_unknown += m.brk_unknown;
     for (&syscall, &failed) in &m.failed {
         *sum.failed.entry(syscall).or_default() += failed;
+    }
+}
+
+fn remove_mappings(sum: &mut MappingTotals, m: &MappingTotals) {
+    let remove = |sum: &mut CallBytes, c: CallBytes| {
+        sum.calls = sum.calls.saturating_sub(c.calls);
+        sum.bytes = sum.bytes.saturating_sub(c.bytes);
+    };
+    for (kind, &c) in &m.mmap {
+        if let Some(sum) = sum.mmap.get_mut(kind) {
+            remove(sum, c);
+        }
+    }
+    remove(&mut sum.munmap, m.munmap);
+    remove(&mut sum.mremap_grow, m.mremap_grow);
+    remove(&mut sum.mremap_shrink, m.mremap_shrink);
+    remove(&mut sum.brk_grow, m.brk_grow);
+    remove(&mut sum.brk_shrink, m.brk_shrink);
+    sum.brk_unknown = sum.brk_unknown.saturating_sub(m.brk_unknown);
+    for (syscall, &failed) in &m.failed {
+        if let Some(sum) = sum.failed.get_mut(syscall) {
+            *sum = sum.saturating_sub(failed);
+        }
     }
 }
 

@@ -829,8 +829,11 @@ impl Session {
         let attribution = &mut self.model.attribution;
         match answer {
             Answer::Identified(found) => {
+                let selection = &self.selection;
                 for (pid, serial, identity) in found {
-                    if let Some(id) = attribution.identify(pid, serial, identity) {
+                    let shows =
+                        |p: &crate::model::attribution::ProcessStats| selection.shows(Some(p));
+                    if let Some(id) = self.model.identify((pid, serial, identity), shows) {
                         self.sampler.ask(Request::NameMemcg { pid, serial, id });
                     }
                 }

@@ -241,6 +241,11 @@ impl Worker {
                     .map(|f| {
                         let mut identity = identify(f.pid, &mut self.cgroups);
                         if identity.cgroup.is_none() {
+                            // Gone already: where the kernel saw it exec, if it did.
+                            identity.cgroup =
+                                f.memcg_at_exec.and_then(|id| self.cgroups.path_of(id).ok());
+                        }
+                        if identity.cgroup.is_none() {
                             identity.parent_cgroup =
                                 f.parent.and_then(|parent| self.cgroups.of_process(parent));
                         }
@@ -371,6 +376,7 @@ mod tests {
             pid,
             serial,
             parent: Some(me),
+            memcg_at_exec: None,
         };
         sampler.ask(Request::Identify(vec![fresh(me, 3), fresh(0, 4)]));
         let mut identified = None;

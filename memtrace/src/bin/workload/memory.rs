@@ -470,6 +470,13 @@ pub struct ExecArgs {
     /// process name.
     #[arg(long = "as", value_name = "NAME")]
     name: String,
+    /// Before the exec, wait until this file exists (the driver says when).
+    #[arg(long, value_name = "FILE")]
+    exec_when: Option<std::path::PathBuf>,
+    /// Just before the exec, move into this cgroup directory (its pid to `cgroup.procs`), as
+    /// a container runtime moves a container's first process.
+    #[arg(long, value_name = "DIR")]
+    move_to: Option<std::path::PathBuf>,
     /// The workload the new program runs (started at once, without a go signal).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     then: Vec<String>,
@@ -506,6 +513,14 @@ pub fn run_exec(args: &ExecArgs, go: impl FnOnce() -> io::Result<()>) -> io::Res
     pointers.push(ptr::null());
     go()?;
     dontneed(addr, args.before);
+    if let Some(file) = &args.exec_when {
+        while !file.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    if let Some(cgroup) = &args.move_to {
+        std::fs::write(cgroup.join("cgroup.procs"), std::process::id().to_string())?;
+    }
     // The kernel resolves the link at exec; the new program's comm is the link's name.
     // SAFETY: NUL-terminated strings and a NULL-terminated vector that outlive the call.
     unsafe { libc::execv(path.as_ptr(), pointers.as_ptr()) };
