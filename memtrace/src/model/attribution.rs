@@ -1563,7 +1563,8 @@ mod tests {
         let p = a.process_by_pid(5).unwrap();
         assert_eq!((p.comm.as_str(), p.start_time), ("app", Some(100)));
         assert_eq!(p.cgroup, Some(CgroupKey::Path("/jobs/a".into())));
-        // Settled once: a later reading does not move its counts.
+        // Settled once: settling again does not move its counts (a reading after an exec
+        // does, see `moved`).
         a.settle_cgroup(5, 1, Some("/elsewhere".into()));
         assert_eq!(
             a.process_by_pid(5).unwrap().cgroup,
