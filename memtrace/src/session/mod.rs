@@ -2,15 +2,25 @@
 //! the ring buffer into the model in bounded batches, samples kernel counters and /proc on one
 //! tick, stops on one set of reasons, and hands the mode its snapshot to print. Modes
 //! ([`trace`], [`reclaim`], [`go`]) differ in which hooks they attach and what they print.
+//!
+//! Here: the session, the loop and its stop; in the modules beside it, what the loop does in
+//! its turns — [`ring`] drains records, [`maps`] reads the kernel's maps, [`looks`] asks the
+//! /proc worker ([`sampler`]) and applies its answers, [`stacks`] places and names stacks,
+//! [`views`] builds what modes print and the metrics page.
 
 pub mod go;
+mod looks;
+mod maps;
 pub mod reclaim;
+mod ring;
 mod sampler;
 pub mod signals;
+mod stacks;
 pub mod trace;
+mod views;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     io,
     net::SocketAddr,
     os::fd::{AsRawFd, FromRawFd as _, OwnedFd},
@@ -21,14 +31,8 @@ use anyhow::{Context as _, bail};
 use aya::maps::{MapData, RingBuf};
 use bytes::Bytes;
 use memtrace_common::{
-    events::{
-        fault::FaultCounts,
-        kswapd::KswapdWakeups,
-        stall::{ReclaimKind, ScanCounts, ScanSlot, StallHist, StallKey},
-        totals::SyscallTotals,
-    },
     hooks::{Program, Run},
-    stacks::{StackCounts, StackKey, StackRef},
+    stacks::StackRef,
 };
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -37,44 +41,28 @@ use tokio::{
 };
 
 use crate::{
-    analysis::{
-        golang::{
-            self, GoProcess, Target,
-            verdict::{self, Facts, Verdict},
-        },
-        groups,
-        selection::Selection,
-        snapshot::{Detail, Snapshot, Window},
-    },
-    cli::GroupBy,
+    analysis::{golang::Target, selection::Selection},
     kernel::{
-        LostCounts, Options, Tracer,
+        Options, Tracer,
         cgroup::Cgroups,
         check_privileges,
         clock::monotonic_ns,
         log::KernelLog,
         namer::Namer,
         pidns,
-        procfs::{self, PidKind, SmapsRollup},
-        status::Resident,
+        procfs::{self, PidKind},
         symbols::Symbols,
     },
     model::{
         Model,
-        attribution::{AtAttach, Bound, Rss},
+        attribution::{AtAttach, Bound},
         container::Whereabouts,
-        event::{self, Event, OomKill},
-        reclaim::Wakeups,
+        event::{Event, OomKill},
     },
-    output::{
-        exporter::Exporter,
-        json::{Start, SyscallHooks},
-        lost, prometheus,
-        stdout::Stdout,
-    },
+    output::{exporter::Exporter, lost, stdout::Stdout},
     stop::StopReason,
 };
-use sampler::{Answer, FirstSight, Probe, Request, Sampler};
+use sampler::{FirstSight, Sampler};
 use signals::Signals;
 
 /// How often the ring buffer is drained when the kernel has not woken us (it wakes us only once
@@ -263,22 +251,6 @@ fn inspect_targets(config: &Config) -> anyhow::Result<BTreeMap<u32, Target>> {
     Ok(targets)
 }
 
-type StallMaps = (Vec<(StallKey, StallHist)>, Vec<(ReclaimKind, StallHist)>);
-
-/// The kernel's maps at one sampling instant, read before the ring is drained and applied after.
-struct KernelSample {
-    faults: BTreeMap<u32, FaultCounts>,
-    rss: BTreeMap<u32, Rss>,
-    /// Per process and kind, and for every process per kind.
-    stalls: StallMaps,
-    wakeups: Vec<(u32, KswapdWakeups)>,
-    scans: [ScanCounts; ScanSlot::COUNT],
-    lost: LostCounts,
-    /// Memory syscalls counted per process, when the kernel counts them.
-    totals: Vec<(u32, SyscallTotals)>,
-    stacks: Vec<(StackKey, StackCounts)>,
-}
-
 /// The traced window: the tracer, the model it feeds, and where output goes.
 pub struct Session {
     tracer: Tracer,
@@ -429,53 +401,6 @@ impl Session {
         Ok(session)
     }
 
-    /// "pid 7 (app), pid 9 (db)", or "every process".
-    fn describe_targets(&self) -> String {
-        if self.system_wide {
-            return "every process".to_owned();
-        }
-        self.sampled
-            .iter()
-            .map(|&pid| {
-                let comm = self
-                    .model
-                    .attribution
-                    .process_by_pid(pid)
-                    .map_or("?", |p| p.comm.as_str());
-                format!("pid {pid} ({comm})")
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
-    /// Applies what memtrace read of a target when it first saw it.
-    fn learn_first_sight(&mut self, pid: u32, first: FirstSight) {
-        let attribution = &mut self.model.attribution;
-        if let Some(comm) = &first.identity.comm {
-            attribution.name(pid, comm);
-        }
-        if let Some(ticks) = first.identity.start_ticks {
-            attribution.set_start_time(pid, ticks);
-        }
-        if let Some(brk) = first.program_break {
-            attribution.set_initial_brk(pid, brk);
-            self.tracer.seed_program_break(pid, brk);
-        }
-        if let Some(sample) = first.resident {
-            if let Resident::Status(_, why) = sample {
-                eprintln!("memtrace: warning: pid {pid}: {why}");
-            }
-            attribution.sample_resident(pid, sample);
-        }
-        attribution.sample_task_faults(pid, &first.threads);
-        // Its cgroup (and so its container and pod) and its pid inside its namespace.
-        if first.identity.cgroup.is_some()
-            && let Some(serial) = attribution.serial_of(pid)
-        {
-            attribution.identify(pid, serial, first.identity);
-        }
-    }
-
     async fn run_until_stopped(
         &mut self,
         mode: &mut impl Mode,
@@ -567,554 +492,6 @@ impl Session {
         }
     }
 
-    /// Decodes what waits in the ring buffer into the model, and shows each event to the mode.
-    /// At most [`MAX_DRAIN`] records a call (see [`drain_bounded`]).
-    fn drain(&mut self, mode: &mut impl Mode) -> usize {
-        let page_size = self.page_size;
-        let ring = self.events.get_mut();
-        // Until the window ends, a stopping signal cuts the drain short: the loop then stops
-        // at once, and what is left is drained after the programs are detached.
-        let cut = !self.window_over;
-        let batch = drain_bounded(|| {
-            if cut && signals::requested() {
-                return None;
-            }
-            ring.next().map(|record| event::decode(&record, page_size))
-        });
-        let drained = batch.len();
-        for decoded in batch {
-            match decoded {
-                Ok(mut event) => {
-                    self.enrich(&mut event);
-                    self.model.record(&event);
-                    if let Event::OomKill(kill) = event {
-                        // Shown once the worker has read what /proc still says of the victim.
-                        self.sampler.ask(Request::OomVictim {
-                            tid: kill.tid,
-                            ts_ns: kill.ts_ns,
-                            trigger_memcg_id: kill.trigger_memcg_id,
-                        });
-                        self.pending_ooms.push(*kill);
-                    } else {
-                        if let Event::Totals(flush) = &event {
-                            self.start_from_totals(flush.tgid, flush.totals.start_ns);
-                        }
-                        mode.event(self, &event);
-                    }
-                }
-                Err(_) => self.model.undecodable += 1,
-            }
-        }
-        let fresh = self.model.attribution.take_fresh();
-        if !fresh.is_empty() {
-            self.sampler.ask(Request::Identify(fresh));
-        }
-        self.out.flush();
-        drained
-    }
-
-    /// Drains what was committed before a sample: at most what the ring can hold, so a flood
-    /// that refills it meanwhile cannot keep memtrace from sampling (64 batches once took tens
-    /// of seconds under a flood, with signals and scrapes waiting).
-    fn drain_remaining(&mut self, mode: &mut impl Mode) {
-        let mut left = self.ring_records;
-        while left > 0 {
-            let drained = self.drain(mode);
-            if drained < MAX_DRAIN {
-                return;
-            }
-            left = left.saturating_sub(drained);
-        }
-    }
-
-    /// Adds what the kernel record lacks: the target of a process_madvise, read at once from
-    /// the caller's fdinfo (a rare call, whose pidfd the caller may close any moment); the
-    /// start time the kernel gave at exit.
-    fn enrich(&mut self, event: &mut Event) {
-        if let Event::Spawn(spawn) = event
-            && spawn.followed != 0
-        {
-            self.followed.push(spawn.child);
-        }
-        // process_madvise advises another process's memory: charge the target.
-        if let Event::Madvise(m) = event
-            && let Some(target) = m.pidfd.and_then(|fd| procfs::pidfd_target(m.caller, fd))
-        {
-            m.tgid = target;
-            m.target_known = true;
-        }
-        if let Event::ThreadExit(exit) = event
-            && exit.process_start_ns != 0
-            && let Some(ticks) = procfs::boot_ns_to_ticks(exit.process_start_ns)
-        {
-            self.model
-                .attribution
-                .set_start_time_from_kernel(exit.tgid, ticks);
-        }
-        if let Event::StackSeen(stack) = event {
-            self.locate_stack(*stack);
-        }
-    }
-
-    /// Places a new user stack in the process's files now: its addresses mean something only
-    /// with the process's memory map, gone once the process exits. Naming its frames (reading
-    /// symbols and DWARF) is left to the naming thread, so the loop is never held up by it.
-    fn locate_stack(&mut self, stack: StackRef) {
-        let (Some(symbols), Some(namer)) = (self.symbols.as_mut(), self.namer.as_mut()) else {
-            return;
-        };
-        if self.model.stacks.is_named(&stack) || self.naming.contains(&stack) {
-            return;
-        }
-        let Some(frames) = self.tracer.frames(&stack) else {
-            return;
-        };
-        if stack.kernel != 0 {
-            namer.kernel(stack, frames);
-        } else {
-            namer.user(stack, symbols.locate(stack.tgid, &frames));
-        }
-        self.naming.insert(stack);
-    }
-
-    /// Takes the names the naming thread has ready, after sending it any stack the counts
-    /// refer to that was never announced (a full ring buffer).
-    fn name_stacks(&mut self) {
-        for stack in self.model.stacks.unnamed() {
-            self.locate_stack(stack);
-        }
-        let names = self.namer.as_mut().map(Namer::ready).unwrap_or_default();
-        self.learn_names(names);
-    }
-
-    fn learn_names(&mut self, names: Vec<(StackRef, crate::kernel::symbols::Stack)>) {
-        for (stack, named) in names {
-            self.naming.remove(&stack);
-            self.model.stacks.name(stack, named);
-        }
-    }
-
-    /// When a process started, from the kernel's copy of its syscall totals just taken in (the
-    /// model checked the copy is of the process it holds for the pid).
-    fn start_from_totals(&mut self, pid: u32, start_ns: u64) {
-        let attribution = &mut self.model.attribution;
-        let taken = attribution
-            .process_by_pid(pid)
-            .and_then(|p| p.kernel.as_ref())
-            .is_some_and(|k| k.start_ns() == start_ns);
-        if start_ns != 0
-            && taken
-            && let Some(ticks) = procfs::boot_ns_to_ticks(start_ns)
-        {
-            attribution.set_start_time_from_kernel(pid, ticks);
-        }
-    }
-
-    /// The memory cgroups of the report's groups (`--by container|cgroup`), whose own
-    /// accounting the worker reads; none by process.
-    fn memcg_paths(&self) -> Vec<String> {
-        /// A node has hundreds of cgroups; past this many, the rest wait for a later sample.
-        const MAX_CGROUPS: usize = 1024;
-        if self.selection.by == GroupBy::Process {
-            return Vec::new();
-        }
-        let paths: BTreeSet<String> = self
-            .model
-            .attribution
-            .processes()
-            .filter(|p| self.selection.shows(Some(p)))
-            .filter_map(|p| {
-                let w = &p.whereabouts;
-                groups::key_of(
-                    self.selection.by,
-                    w.cgroup.as_deref(),
-                    w.placement.container.as_ref(),
-                )?
-                .1
-            })
-            .collect();
-        paths.into_iter().take(MAX_CGROUPS).collect()
-    }
-
-    /// The sampling tick: the kernel's counters now, then a look at /proc on the worker when
-    /// one is due (one at a time: a tick that finds one under way leaves it be). The metrics
-    /// page follows the look when one is asked, else the kernel's counters at once.
-    fn sample(&mut self, mode: &mut impl Mode) {
-        let kernel = self.read_kernel();
-        // Every record committed before those reads, in ring order: a pid that passed to a new
-        // process meanwhile is the new one's by now, so the values below go to the right entry.
-        self.drain_remaining(mode);
-        self.apply_kernel(kernel);
-        // The Go runtime's own figures of the named Go targets: a few reads of each one's
-        // memory, on this thread (the targets' located runtimes live here).
-        for (&pid, target) in &mut self.targets {
-            target.sample_runtime(pid);
-        }
-        if self.sampling {
-            return;
-        }
-        // System-wide, reading every process's /proc entries is most of memtrace's own cost:
-        // at most every SYSTEM_LOOK_INTERVAL, unless a frame needs fresh counters.
-        let due = !self.system_wide
-            || self.frame_due
-            || self
-                .last_look
-                .is_none_or(|at| at.elapsed() >= SYSTEM_LOOK_INTERVAL);
-        if due {
-            self.sampling = true;
-            self.last_look = Some(Instant::now());
-            self.sampler.ask(Request::Sample {
-                probes: self.probes(),
-                memcg: self.memcg_paths(),
-            });
-        } else {
-            self.publish_metrics();
-        }
-    }
-
-    /// The Go runtime's figures of the named Go targets at the latest sample, with their names.
-    pub fn go_runtime(&self) -> Vec<GoProcess<'_>> {
-        self.targets
-            .iter()
-            .filter_map(|(&pid, target)| {
-                let process = self.model.attribution.process_by_pid(pid)?;
-                Some(GoProcess {
-                    pid,
-                    start_time: process.start_time,
-                    comm: process.comm.clone(),
-                    cgroup: process
-                        .cgroup
-                        .as_ref()
-                        .and_then(|c| c.path())
-                        .map(str::to_owned),
-                    figures: target.sampled.as_ref()?,
-                })
-            })
-            .collect()
-    }
-
-    /// What the periodic look reads: every process not known to have exited (system-wide) or
-    /// the named targets and followed children; their smaps_rollup for the latter.
-    fn probes(&self) -> Vec<Probe> {
-        let attribution = &self.model.attribution;
-        let probe = |pid: u32, serial: u64| Probe {
-            pid,
-            serial,
-            faults: self.memory,
-            smaps: !self.system_wide,
-        };
-        if self.system_wide {
-            attribution
-                .processes()
-                .filter(|p| !p.exited && attribution.serial_of(p.pid) == Some(p.serial))
-                .map(|p| probe(p.pid, p.serial))
-                .collect()
-        } else {
-            self.sampled
-                .iter()
-                .filter_map(|&pid| Some(probe(pid, attribution.serial_of(pid)?)))
-                .collect()
-        }
-    }
-
-    /// Applies what the worker found; says whether to stop (with --follow, tracing goes on
-    /// while any followed child lives).
-    fn answered(&mut self, mode: &mut impl Mode, answer: Answer) -> Option<StopReason> {
-        // Before a periodic look is applied, what was committed to the ring before it: a pid
-        // that passed to a new process is the new one's by then, and the entry serials tell.
-        // (Looks at processes just met come often, and check start times instead.)
-        if matches!(answer, Answer::Sampled { .. }) {
-            self.drain_remaining(mode);
-        }
-        let attribution = &mut self.model.attribution;
-        match answer {
-            Answer::Identified(found) => {
-                let selection = &self.selection;
-                for (pid, serial, identity) in found {
-                    let shows =
-                        |p: &crate::model::attribution::ProcessStats| selection.shows(Some(p));
-                    if let Some(id) = self.model.identify((pid, serial, identity), shows) {
-                        self.sampler.ask(Request::NameMemcg { pid, serial, id });
-                    }
-                }
-            }
-            Answer::NamedMemcg { pid, serial, path } => {
-                attribution.named_memcg(pid, serial, path);
-            }
-            Answer::Adopted(children) => {
-                self.adopting = self.adopting.saturating_sub(children.len());
-                for (pid, first) in children {
-                    if let Some(first) = first.filter(|_| !self.sampled.contains(&pid)) {
-                        self.model.attribution.born_while_traced(pid);
-                        self.sampled.push(pid);
-                        self.learn_first_sight(pid, first);
-                    }
-                }
-            }
-            Answer::OomVictim { tid, ts_ns, facts } => {
-                self.model.reclaim.ooms.learn(tid, ts_ns, facts.clone());
-                if let Some(at) = self
-                    .pending_ooms
-                    .iter()
-                    .position(|k| k.tid == tid && k.ts_ns == ts_ns)
-                {
-                    let mut kill = self.pending_ooms.swap_remove(at);
-                    kill.learn(facts);
-                    mode.event(self, &Event::OomKill(Box::new(kill)));
-                    self.out.flush();
-                }
-            }
-            Answer::Sampled {
-                readings,
-                vmstat,
-                memcg,
-            } => {
-                for (pid, serial, reading) in readings {
-                    attribution.read(pid, serial, reading);
-                }
-                self.model.reclaim.sample_vmstat(vmstat);
-                // A cgroup removed since (its container ended) keeps its last reading.
-                self.model.memcg.extend(memcg);
-                self.sampling = false;
-                self.publish_metrics();
-                if std::mem::take(&mut self.frame_due) {
-                    mode.interval(self);
-                }
-                return (self.targets_gone && self.follow && self.live_targets() == 0)
-                    .then_some(StopReason::TargetExited);
-            }
-        }
-        None
-    }
-
-    /// A fresh metrics page for `--prometheus`.
-    fn publish_metrics(&self) {
-        if let Some(metrics) = &self.metrics {
-            let detail = Detail::Metrics {
-                processes: self.metrics_processes,
-            };
-            let page = prometheus::render(&self.snapshot_with(Vec::new(), detail));
-            let go = prometheus::go_runtime(&self.go_runtime());
-            metrics.send_replace(Bytes::from([&page[..], go.as_bytes()].concat()));
-        }
-    }
-
-    /// The window ends here: with the programs detached the ring stops filling, so draining it
-    /// whole ends, and a flood cannot hold the report back.
-    fn end_window(&mut self, mode: &mut impl Mode) {
-        self.tracer.detach();
-        self.window_over = true;
-        while self.drain(mode) == MAX_DRAIN {}
-    }
-
-    /// At the end: the kernel's maps (which outlive the programs), a last look at /proc, and
-    /// the answers still due (processes just met, OOM victims), waiting at most
-    /// [`LAST_ANSWERS`].
-    async fn last_answers(&mut self, mode: &mut impl Mode) {
-        let kernel = self.read_kernel();
-        self.drain_remaining(mode);
-        self.apply_kernel(kernel);
-        self.sampler.ask(Request::Sample {
-            probes: self.probes(),
-            memcg: self.memcg_paths(),
-        });
-        self.sampling = true;
-        let deadline = tokio::time::Instant::now() + LAST_ANSWERS;
-        while self.sampler.outstanding() > 0 {
-            match tokio::time::timeout_at(deadline, self.sampler.next()).await {
-                Ok(answer) => {
-                    // A frame is not drawn now: the report follows.
-                    self.frame_due = false;
-                    self.answered(mode, answer);
-                }
-                Err(_) => break,
-            }
-        }
-        // Kills whose victim could not be read in time are shown as they are.
-        for kill in std::mem::take(&mut self.pending_ooms) {
-            mode.event(self, &Event::OomKill(Box::new(kill)));
-        }
-    }
-
-    /// The kernel's maps, read at one instant.
-    fn read_kernel(&mut self) -> KernelSample {
-        let tracer = &mut self.tracer;
-        KernelSample {
-            faults: tracer.faults(),
-            rss: Rss::by_process(&tracer.rss()),
-            stalls: (tracer.stalls(), tracer.stalls_all()),
-            wakeups: tracer.kswapd_wakeups(),
-            scans: tracer.lru_scan(),
-            lost: tracer.lost(),
-            stacks: match self.symbols {
-                Some(_) => tracer.stack_counts(),
-                None => Vec::new(),
-            },
-            totals: match tracer.counts_syscalls() {
-                true => tracer.syscall_totals(),
-                false => Vec::new(),
-            },
-        }
-    }
-
-    fn apply_kernel(&mut self, kernel: KernelSample) {
-        // First: a copy of a process that exited must find it before it may be forgotten.
-        for (pid, totals) in &kernel.totals {
-            self.model.attribution.kernel_totals(*pid, totals, false);
-            self.start_from_totals(*pid, totals.start_ns);
-        }
-        let model = &mut self.model;
-        if self.system_wide {
-            let selection = &self.selection;
-            for pid in model.bound(&self.bound, |p| selection.shows(Some(p))) {
-                self.tracer.forget_faults(pid);
-                self.tracer.forget_stalls(pid);
-            }
-        }
-        for (pid, faults) in kernel.faults {
-            model.attribution.set_faults(pid, faults);
-        }
-        model.attribution.set_rss(kernel.rss);
-        model.reclaim.set_stalls(&kernel.stalls.0, &kernel.stalls.1);
-        let stalled: Vec<u32> = model.reclaim.stalled_pids().collect();
-        for pid in stalled {
-            model.attribution.register(pid);
-        }
-        model.reclaim.wakeups = kernel
-            .wakeups
-            .into_iter()
-            .map(|(pid, w)| {
-                let comm = event::comm_string(&w.comm);
-                (
-                    pid,
-                    Wakeups {
-                        count: w.count,
-                        comm,
-                    },
-                )
-            })
-            .collect();
-        model.reclaim.scans = kernel.scans;
-        model.lost = kernel.lost;
-        model.stacks.set_counts(kernel.stacks);
-        self.name_stacks();
-        self.adopt_children();
-    }
-
-    /// With --follow: children forked after memtrace started, whose faults all count. The
-    /// kernel put them in its filter and said so in their spawn records; threads are forks
-    /// too, and the worker passes them over.
-    fn adopt_children(&mut self) {
-        if !self.followed.is_empty() {
-            let children = std::mem::take(&mut self.followed);
-            self.adopting += children.len();
-            self.sampler.ask(Request::Adopt(children));
-        }
-    }
-
-    /// Traced processes that may still live: the targets and followed children not known to
-    /// have exited, and children whose adoption is under way.
-    fn live_targets(&self) -> usize {
-        let attribution = &self.model.attribution;
-        let alive = self
-            .sampled
-            .iter()
-            .filter(|&&pid| attribution.process_by_pid(pid).is_some_and(|p| !p.exited))
-            .count();
-        alive + self.followed.len() + self.adopting
-    }
-
-    /// The JSON start line, written at once (before the first event line).
-    pub fn json_start(&mut self, pids: &[u32]) {
-        let line = Start::line(pids, self.syscall_hooks()).to_json();
-        self.out.line(&line);
-        self.out.flush();
-    }
-
-    /// How the memory syscalls are hooked in this run.
-    pub fn syscall_hooks(&self) -> SyscallHooks {
-        match self.tracer.syscall_hooks() {
-            (0, 0) => SyscallHooks::None,
-            (_, 0) => SyscallHooks::Trampolines,
-            (0, _) => SyscallHooks::Tracepoints,
-            _ => SyscallHooks::Mixed,
-        }
-    }
-
-    /// Names of this kernel's GFP flags.
-    pub fn gfp(&self) -> &crate::kernel::gfp::GfpNames {
-        &self.tracer.gfp
-    }
-
-    /// Nanoseconds since tracing began.
-    pub fn elapsed_ns(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    /// The model as reports show it now.
-    pub fn snapshot(&self, go_verdicts: Vec<Verdict>) -> Snapshot {
-        self.snapshot_with(go_verdicts, Detail::Report)
-    }
-
-    /// The model as a frame of the live view shows it now (no prose): the top `rows`
-    /// processes, or every one.
-    pub fn frame_snapshot(&self, rows: Option<usize>) -> Snapshot {
-        self.snapshot_with(Vec::new(), Detail::Frame { rows })
-    }
-
-    fn snapshot_with(&self, go_verdicts: Vec<Verdict>, detail: Detail) -> Snapshot {
-        Snapshot::new(
-            &self.model,
-            &self.selection,
-            Window {
-                elapsed_ns: self.elapsed_ns(),
-                now_ns: monotonic_ns(),
-                system_wide: self.system_wide,
-                go_verdicts,
-                detail,
-            },
-        )
-    }
-
-    /// Release-mode verdicts for the named targets; with `only_go`, for Go binaries only.
-    pub fn verdicts(&self, only_go: bool) -> Vec<Verdict> {
-        let kernel = golang::kernel_release();
-        let watched_ns = self.elapsed_ns();
-        self.targets
-            .iter()
-            .filter(|(_, target)| !only_go || target.go.is_some())
-            .map(|(&pid, target)| {
-                let process = self.model.attribution.process_by_pid(pid);
-                // Read now, not the last periodic sample: that may predate the release.
-                // None once the process has exited.
-                let smaps = SmapsRollup::read(pid);
-                let madv_free = process.and_then(|p| p.madvise.get(&memtrace_common::advice::FREE));
-                let runtime = target.runtime_view(pid, smaps, madv_free.map_or(0, |a| a.bytes));
-                verdict::judge(&Facts {
-                    pid,
-                    comm: process.map(|p| p.comm.clone()).unwrap_or_default(),
-                    go: target.go.clone(),
-                    not_go_reason: target.not_go_reason.clone(),
-                    godebug: target.godebug.clone(),
-                    kernel: kernel.clone(),
-                    madvise: process.map(|p| p.madvise.clone()).unwrap_or_default(),
-                    smaps,
-                    watched_ns,
-                    runtime,
-                })
-            })
-            .collect()
-    }
-
-    /// Bytes the named targets have released so far.
-    pub fn targets_released(&self) -> u64 {
-        self.sampled
-            .iter()
-            .filter_map(|&pid| self.model.attribution.process_by_pid(pid))
-            .map(|p| p.released_bytes())
-            .sum()
-    }
-
     /// Whatever arrived after the stop condition still counts; then the mode reports.
     fn finish(mut self, mode: &mut impl Mode, reason: StopReason) -> anyhow::Result<()> {
         // Records logged just before the stop may not have woken the loop yet.
@@ -1186,19 +563,6 @@ fn processes_now(pids: &[u32], cgroups: &mut Cgroups) -> AtAttach {
     }
 }
 
-/// Takes decoded records until `MAX_DRAIN` were taken or none is left: under a flood the
-/// producers can outpace us, and an unbounded loop would starve the timers (samples, live
-/// view, stop conditions) and signals, and grow the batch without limit.
-fn drain_bounded<T>(mut next: impl FnMut() -> Option<T>) -> Vec<T> {
-    let mut batch = Vec::new();
-    while batch.len() < MAX_DRAIN
-        && let Some(item) = next()
-    {
-        batch.push(item);
-    }
-    batch
-}
-
 /// Resolves when the kernel log has records, after printing them; never without `--verbose`.
 async fn kernel_log_ready(log: &mut Option<AsyncFd<KernelLog>>) {
     let Some(log) = log else {
@@ -1230,24 +594,4 @@ fn watch_fd<T: AsRawFd>(owner: T) -> io::Result<AsyncFd<T>> {
     // SAFETY: `owner` owns its fd (a map fd or an OwnedFd) and keeps it open, unchanged, for as
     // long as the AsyncFd that takes it lives.
     unsafe { AsyncFd::register_with_interest(owner, Interest::READABLE) }.map_err(io::Error::from)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The drain stops at its bound whatever waits (the `memtrace reclaim` loop once drained
-    /// without one, so a flood could starve its timers and signals); it is the only drain.
-    #[test]
-    fn a_drain_is_bounded() {
-        let mut flood = 0..3 * MAX_DRAIN;
-        assert_eq!(drain_bounded(|| flood.next()).len(), MAX_DRAIN);
-        assert_eq!(
-            flood.len(),
-            2 * MAX_DRAIN,
-            "records beyond the bound stay in the ring"
-        );
-        let mut few = 0..3;
-        assert_eq!(drain_bounded(|| few.next()).len(), 3);
-    }
 }
