@@ -19,7 +19,7 @@ use memtrace_common::{
 use crate::{
     config::{config, record_field, setting},
     filter::current_traced,
-    ring::{EVENTS, count_lost, submit_flags},
+    ring::{count_lost, emit},
 };
 
 #[map]
@@ -44,22 +44,20 @@ pub fn page_fault_user(ctx: TracePointContext) -> u32 {
     if setting(&config().stream_faults) == 0 {
         return 0;
     }
-    let Some(mut entry) = EVENTS.reserve::<FaultEvent>(0) else {
-        count_lost(Lost::RingFull);
-        return 0;
-    };
-    entry.write(FaultEvent {
-        kind: EventKind::Fault as u32,
-        tgid,
-        tid,
-        _pad: 0,
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        // SAFETY: as above.
-        address: unsafe { record_field::<u64, { Field::FaultAddress.fixed() }>(&ctx) },
-        ip: unsafe { record_field::<u64, { Field::FaultIp.fixed() }>(&ctx) },
-        error_code,
-    });
-    entry.submit(submit_flags(false));
+    emit(
+        FaultEvent {
+            kind: EventKind::Fault as u32,
+            tgid,
+            tid,
+            _pad: 0,
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            // SAFETY: as above.
+            address: unsafe { record_field::<u64, { Field::FaultAddress.fixed() }>(&ctx) },
+            ip: unsafe { record_field::<u64, { Field::FaultIp.fixed() }>(&ctx) },
+            error_code,
+        },
+        false,
+    );
     0
 }
 

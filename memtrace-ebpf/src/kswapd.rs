@@ -12,14 +12,10 @@ use memtrace_common::{
         kswapd::{KswapdEvent, KswapdWakeups},
     },
     fields::Field,
-    lost::Lost,
     maps::MAX_WAKEUP_PROCESSES,
 };
 
-use crate::{
-    config::field,
-    ring::{EVENTS, count_lost, submit_flags},
-};
+use crate::{config::field, ring::emit};
 
 #[map]
 static KSWAPD_WAKEUPS: LruPerCpuHashMap<u32, KswapdWakeups> =
@@ -68,18 +64,16 @@ pub fn kswapd_sleep(ctx: TracePointContext) -> u32 {
 /// streamed, and paired into active periods in userspace.
 #[inline(always)]
 fn kswapd_event(nid: i32, order: i32, awake: u32) -> u32 {
-    let Some(mut entry) = EVENTS.reserve::<KswapdEvent>(0) else {
-        count_lost(Lost::RingFull);
-        return 0;
-    };
-    entry.write(KswapdEvent {
-        kind: EventKind::Kswapd as u32,
-        nid: nid as u32,
-        awake,
-        order,
-        // SAFETY: helper without preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-    });
-    entry.submit(submit_flags(false));
+    emit(
+        KswapdEvent {
+            kind: EventKind::Kswapd as u32,
+            nid: nid as u32,
+            awake,
+            order,
+            // SAFETY: helper without preconditions.
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+        },
+        false,
+    );
     0
 }

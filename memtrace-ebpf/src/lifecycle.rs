@@ -28,7 +28,7 @@ use crate::{
     config::{config, field, member, setting},
     faults,
     filter::{self, current_traced, filtering, is_self},
-    ring::{EVENTS, count_lost, submit_flags},
+    ring::{count_lost, emit},
     task, totals,
 };
 
@@ -65,17 +65,15 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
         // come before the record that hands the pid to the new process.
         totals::flush(child, FlushReason::PidReused);
     }
-    let Some(mut entry) = EVENTS.reserve::<Spawn>(0) else {
-        count_lost(Lost::RingFull);
-        return 0;
-    };
-    entry.write(Spawn {
-        kind: EventKind::Spawn as u32,
-        parent,
-        child,
-        followed: u32::from(followed),
-    });
-    entry.submit(submit_flags(false));
+    emit(
+        Spawn {
+            kind: EventKind::Spawn as u32,
+            parent,
+            child,
+            followed: u32::from(followed),
+        },
+        false,
+    );
     0
 }
 
@@ -143,24 +141,22 @@ fn thread_exit(tgid: u32, tid: u32, task: u64, group_dead: u32, exiting: Option<
     };
     let process_start_ns = task::process_start_ns(task);
     let cgroup_id = current_cgroup_id();
-    let Some(mut entry) = EVENTS.reserve::<ThreadExit>(0) else {
-        count_lost(Lost::RingFull);
-        return;
-    };
-    entry.write(ThreadExit {
-        kind: EventKind::ThreadExit as u32,
-        tgid,
-        tid,
-        group_dead,
-        process_exiting: exiting.map_or(GROUP_DEAD_UNKNOWN, u32::from),
-        _reserved: 0,
-        min_flt,
-        maj_flt,
-        process_start_ns,
-        cgroup_id,
-        comm: bpf_get_current_comm().unwrap_or_default(),
-    });
-    entry.submit(submit_flags(false));
+    emit(
+        ThreadExit {
+            kind: EventKind::ThreadExit as u32,
+            tgid,
+            tid,
+            group_dead,
+            process_exiting: exiting.map_or(GROUP_DEAD_UNKNOWN, u32::from),
+            _reserved: 0,
+            min_flt,
+            maj_flt,
+            process_start_ns,
+            cgroup_id,
+            comm: bpf_get_current_comm().unwrap_or_default(),
+        },
+        false,
+    );
 }
 
 /// `sched/sched_process_exec` runs in the process once its new program is in place: `comm` is
@@ -177,18 +173,16 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     if totals::counting() {
         totals::exec(tgid);
     }
-    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
-        count_lost(Lost::RingFull);
-        return 0;
-    };
-    entry.write(ExecEvent {
-        kind: EventKind::Exec as u32,
-        tgid,
-        // SAFETY: helper without preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        comm: bpf_get_current_comm().unwrap_or_default(),
-        cgroup_id: current_cgroup_id(),
-    });
-    entry.submit(submit_flags(false));
+    emit(
+        ExecEvent {
+            kind: EventKind::Exec as u32,
+            tgid,
+            // SAFETY: helper without preconditions.
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            comm: bpf_get_current_comm().unwrap_or_default(),
+            cgroup_id: current_cgroup_id(),
+        },
+        false,
+    );
     0
 }

@@ -12,13 +12,12 @@ use memtrace_common::{
         oom::{OomReaperEvent, OomVictim, ReaperPhase},
     },
     fields::Field,
-    lost::Lost,
 };
 
 use crate::{
     cgroup::memory_controller_cgroup_id,
     config::{field, offset},
-    ring::{EVENTS, count_lost, submit_flags},
+    ring::emit,
 };
 
 /// The victim's name from `mark_victim`'s `comm`, a `__data_loc char[]`: the low 16 bits of
@@ -58,29 +57,27 @@ pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(mut entry) = EVENTS.reserve::<OomVictim>(0) else {
-        count_lost(Lost::RingFull);
-        return 0;
-    };
-    entry.write(OomVictim {
-        kind: EventKind::OomKill as u32,
-        pid: field(&ctx, Field::OomPid, 0i32) as u32,
-        trigger_tgid: (pid_tgid >> 32) as u32,
-        trigger_tid: pid_tgid as u32,
-        uid: field(&ctx, Field::OomUid, u32::MAX),
-        oom_score_adj: i32::from(field(&ctx, Field::OomScoreAdj, i16::MIN)),
-        // SAFETY: helper without preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        total_vm_kb: field(&ctx, Field::OomTotalVm, u64::MAX),
-        anon_rss_kb: field(&ctx, Field::OomAnonRss, u64::MAX),
-        file_rss_kb: field(&ctx, Field::OomFileRss, u64::MAX),
-        shmem_rss_kb: field(&ctx, Field::OomShmemRss, u64::MAX),
-        pgtables_kb: field(&ctx, Field::OomPgtables, u64::MAX),
-        trigger_memcg_id: memory_controller_cgroup_id(),
-        comm: victim_comm(&ctx),
-        trigger_comm: bpf_get_current_comm().unwrap_or_default(),
-    });
-    entry.submit(submit_flags(true));
+    emit(
+        OomVictim {
+            kind: EventKind::OomKill as u32,
+            pid: field(&ctx, Field::OomPid, 0i32) as u32,
+            trigger_tgid: (pid_tgid >> 32) as u32,
+            trigger_tid: pid_tgid as u32,
+            uid: field(&ctx, Field::OomUid, u32::MAX),
+            oom_score_adj: i32::from(field(&ctx, Field::OomScoreAdj, i16::MIN)),
+            // SAFETY: helper without preconditions.
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            total_vm_kb: field(&ctx, Field::OomTotalVm, u64::MAX),
+            anon_rss_kb: field(&ctx, Field::OomAnonRss, u64::MAX),
+            file_rss_kb: field(&ctx, Field::OomFileRss, u64::MAX),
+            shmem_rss_kb: field(&ctx, Field::OomShmemRss, u64::MAX),
+            pgtables_kb: field(&ctx, Field::OomPgtables, u64::MAX),
+            trigger_memcg_id: memory_controller_cgroup_id(),
+            comm: victim_comm(&ctx),
+            trigger_comm: bpf_get_current_comm().unwrap_or_default(),
+        },
+        true,
+    );
     0
 }
 
@@ -112,18 +109,16 @@ fn reaper_event(ctx: &TracePointContext, pid: Field, phase: ReaperPhase) -> u32 
     if crate::config::empty_programs() {
         return 0;
     }
-    let Some(mut entry) = EVENTS.reserve::<OomReaperEvent>(0) else {
-        count_lost(Lost::RingFull);
-        return 0;
-    };
-    entry.write(OomReaperEvent {
-        kind: EventKind::OomReaper as u32,
-        pid: field(ctx, pid, 0i32) as u32,
-        phase: phase as u32,
-        _pad: 0,
-        // SAFETY: helper without preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-    });
-    entry.submit(submit_flags(false));
+    emit(
+        OomReaperEvent {
+            kind: EventKind::OomReaper as u32,
+            pid: field(ctx, pid, 0i32) as u32,
+            phase: phase as u32,
+            _pad: 0,
+            // SAFETY: helper without preconditions.
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+        },
+        false,
+    );
     0
 }

@@ -31,6 +31,19 @@ pub fn count_lost(why: Lost) {
     }
 }
 
+/// Sends `record` to userspace, or counts it lost when the ring is full. `urgent`: see
+/// [`submit_flags`].
+#[inline(always)]
+pub fn emit<T: 'static>(record: T, urgent: bool) {
+    match EVENTS.reserve::<T>(0) {
+        Some(mut entry) => {
+            entry.write(record);
+            entry.submit(submit_flags(urgent));
+        }
+        None => count_lost(Lost::RingFull),
+    }
+}
+
 /// Flags for committing a record: wake userspace only once a batch has accumulated. A wakeup
 /// per record costs a cross-CPU interrupt each; userspace also drains on a timer, so records
 /// below the threshold are delayed, never stranded. `urgent` records (rare ones userspace must

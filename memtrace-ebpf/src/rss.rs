@@ -21,7 +21,7 @@ use memtrace_common::{
 use crate::{
     config::{member, record_field},
     filter::current_traced,
-    ring::{EVENTS, count_lost, submit_flags},
+    ring::{count_lost, emit},
 };
 
 /// Per mm, dropped when the mm is torn down (see [`forget`]): a plain hash, as an LRU map
@@ -135,16 +135,14 @@ fn forget(mm_id: u32, state: *const RssState) {
     if taken.iter().all(|&bytes| bytes == 0) {
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<AddressSpaceGone>(0) else {
-        count_lost(Lost::RingFull);
-        return;
-    };
-    entry.write(AddressSpaceGone {
-        kind: EventKind::AddressSpaceGone as u32,
-        tgid,
-        taken,
-    });
-    entry.submit(submit_flags(false));
+    emit(
+        AddressSpaceGone {
+            kind: EventKind::AddressSpaceGone as u32,
+            tgid,
+            taken,
+        },
+        false,
+    );
 }
 
 /// Whether the current task is reclaiming memory: `PF_MEMALLOC` (direct or memcg reclaim,

@@ -27,7 +27,7 @@ use memtrace_common::{
 
 use crate::{
     config::{config, member, setting},
-    ring::{EVENTS, count_lost, submit_flags},
+    ring::{count_lost, emit},
 };
 
 /// Sized by the loader with `--stacks` (one entry each without).
@@ -413,16 +413,14 @@ fn store(tgid: u32, id: u64, which: u32) {
 
 #[inline(always)]
 fn announce(stack: StackRef) {
-    let Some(mut entry) = EVENTS.reserve::<StackSeen>(0) else {
-        count_lost(Lost::RingFull);
-        return;
-    };
-    entry.write(StackSeen {
-        kind: EventKind::StackSeen as u32,
-        _pad: 0,
-        stack,
-    });
-    entry.submit(submit_flags(true));
+    emit(
+        StackSeen {
+            kind: EventKind::StackSeen as u32,
+            _pad: 0,
+            stack,
+        },
+        true,
+    );
 }
 
 const _: () =

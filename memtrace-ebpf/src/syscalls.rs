@@ -29,7 +29,7 @@ use crate::{
     config::{config, record_field, setting},
     filter::current_traced,
     regs,
-    ring::{EVENTS, count_lost, submit_flags},
+    ring::{count_lost, emit},
     totals,
 };
 
@@ -261,13 +261,9 @@ pub fn finish<C: EbpfContext>(
     if totals::counting() && totals::count(tgid, kind, &call.args, ret) {
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<SyscallEvent>(0) else {
-        count_lost(Lost::RingFull);
-        return;
-    };
     // SAFETY: helper without preconditions.
     let exit_ns = unsafe { bpf_ktime_get_ns() };
-    entry.write(SyscallEvent {
+    let record = SyscallEvent {
         kind: call.kind,
         tgid,
         tid,
@@ -281,8 +277,8 @@ pub fn finish<C: EbpfContext>(
         args: call.args,
         ret,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
-    });
+    };
     // process_madvise names its target by pidfd: userspace resolves it through
     // /proc/CALLER/fdinfo, which only works while the caller still holds the fd.
-    entry.submit(submit_flags(kind == EventKind::ProcessMadvise));
+    emit(record, kind == EventKind::ProcessMadvise);
 }
