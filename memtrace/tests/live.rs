@@ -142,6 +142,61 @@ fn terminal_screen_shows_the_traced_process() {
     });
 }
 
+/// With `--by cgroup`, the screen lists the groups under the processes: the workload's cgroup
+/// with what its one process released (the workload's own count) and the limit the test set.
+#[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
+fn terminal_screen_lists_the_groups_with_by() {
+    if !privileged() {
+        return;
+    }
+    let Some(cgroup) = support::MemCgroup::new("liveby", 256 << 20) else {
+        return;
+    };
+    let mut workload = Workload::spawn_in_cgroup(&cgroup.path, &["lazyfree", "--mib", "8"]);
+    let pid = workload.pid;
+    let (master, slave) = pty();
+    let mut memtrace = Command::new(MEMTRACE)
+        .args([
+            "--pid",
+            &pid.to_string(),
+            "--interval",
+            "0.2",
+            "--by",
+            "cgroup",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(slave))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn memtrace");
+    let screen = collect(master);
+    wait_for(&screen, |s| s.contains("LAZYFREE"));
+    let mut stdin = workload.go_keeping_stdin();
+    let freed = workload.next_line()["freed"].as_u64().expect("freed bytes");
+    assert_eq!(freed, 8 << 20);
+    let title = format!("cgroup {}", cgroup.name());
+    let row = |s: &str| {
+        s.split("\x1b[2J")
+            .filter(|frame| frame.contains("GROUP "))
+            .flat_map(str::lines)
+            .filter(|l| l.starts_with(&title))
+            .map(str::to_owned)
+            .find(|l| l.contains("8.0 MiB"))
+    };
+    let text = wait_for(&screen, |s| row(s).is_some());
+    let row = row(&text).unwrap_or_default();
+    let columns: Vec<&str> = row[title.len()..].split_whitespace().collect();
+    // PROCS, RELEASED, and the limit the test set.
+    assert_eq!(columns.first(), Some(&"1"), "{row}");
+    assert_eq!(columns[1..3].join(" "), "8.0 MiB", "{row}");
+    assert!(row.contains("256.0 MiB"), "{row}");
+    stdin.write_all(b"count\n").expect("signal workload");
+    workload.record();
+    let status = memtrace.wait().expect("wait memtrace");
+    assert!(status.success(), "{status}");
+}
+
 /// System-wide in a 60×15 terminal: frames on the alternate screen, each fitting the terminal
 /// (no line wider than 60 columns, at most 14 lines, so nothing scrolls), and the final report
 /// printed after leaving it.

@@ -26,15 +26,58 @@ pub fn text(out: &mut String, groups: &[GroupView], top: Option<usize>) {
     }
 }
 
-fn group_text(out: &mut String, g: &GroupView) {
-    let mut title = placement_notes(g.container.as_ref(), g.pod.as_ref()).join(", ");
-    if title.is_empty() {
-        title = match g.key.as_str() {
-            "host" => "no container".to_owned(),
-            "?" => "cgroup unknown (gone before memtrace looked)".to_owned(),
-            path => format!("cgroup {path}"),
-        };
+/// The live view's table of the groups, under its processes: what each did, its processes'
+/// RSS, and its memory cgroup's own use and limit. Empty without `--by`.
+pub fn screen(groups: &[GroupView], rows: usize) -> String {
+    let mut out = String::new();
+    if groups.is_empty() {
+        return out;
     }
+    let _ = writeln!(
+        out,
+        "\n{:<40} {:>5} {:>10} {:>10} {:>10} {:>10} {:>10} {:>7} {:>4}",
+        "GROUP", "PROCS", "RELEASED", "MAPPED", "RSS", "MEMCG", "LIMIT", "STALLS", "OOM"
+    );
+    for g in groups.iter().take(rows) {
+        let memcg = g.memcg.as_ref();
+        let _ = writeln!(
+            out,
+            "{:<40} {:>5} {:>10} {:>10} {:>10} {:>10} {:>10} {:>7} {:>4}",
+            title(g),
+            g.pids.len(),
+            human_bytes(g.released_bytes),
+            human_bytes(g.mapped_bytes),
+            g.rss_bytes.map_or_else(|| "?".to_owned(), human_bytes),
+            memcg.map_or_else(|| "?".to_owned(), |m| human_bytes(m.usage)),
+            memcg.map_or_else(
+                || "?".to_owned(),
+                |m| m.limit.map_or_else(|| "none".to_owned(), human_bytes)
+            ),
+            g.memcg_stalls,
+            g.oom_kills,
+        );
+    }
+    if groups.len() > rows {
+        let _ = writeln!(out, "… {} more groups", groups.len() - rows);
+    }
+    out
+}
+
+/// What names a group: its container or pod, else its cgroup.
+fn title(g: &GroupView) -> String {
+    let title = placement_notes(g.container.as_ref(), g.pod.as_ref()).join(", ");
+    if !title.is_empty() {
+        return title;
+    }
+    match g.key.as_str() {
+        "host" => "no container".to_owned(),
+        "?" => "cgroup unknown (gone before memtrace looked)".to_owned(),
+        path => format!("cgroup {path}"),
+    }
+}
+
+fn group_text(out: &mut String, g: &GroupView) {
+    let title = title(g);
     let pids: Vec<String> = g.pids.iter().map(u32::to_string).collect();
     let _ = writeln!(
         out,
@@ -195,5 +238,54 @@ mod tests {
             ..usage()
         };
         assert_eq!(page_cache_reading(&unlimited, None), None);
+    }
+
+    /// The live screen's table: a row per group, its cgroup's use and limit beside its
+    /// processes' RSS, and how many more groups there are.
+    #[test]
+    fn the_live_table_lists_the_groups() {
+        use crate::model::container::{Container, Runtime};
+        assert_eq!(screen(&[], 8), "");
+        let group = |key: &str, container: Option<Container>| GroupView {
+            key: key.to_owned(),
+            cgroup: Some(key.to_owned()),
+            container,
+            pod: None,
+            pids: vec![7, 8],
+            released_bytes: 8 << 20,
+            madvise_calls: 3,
+            mapped_bytes: 16 << 20,
+            minor_faults: 0,
+            major_faults: 0,
+            rss_bytes: Some(5 << 20),
+            memcg_stalls: 319,
+            memcg_stall_ns: 1,
+            memcg_reclaimed_pages: 1,
+            oom_kills: 1,
+            memcg: Some(usage()),
+        };
+        let podman = Container {
+            runtime: Some(Runtime::Podman),
+            id: "4f797c539e6c".repeat(5) + "abcd",
+        };
+        let table = screen(&[group("/a", Some(podman)), group("/b", None)], 1);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(lines[1].starts_with("GROUP "), "{table}");
+        assert!(
+            lines[2].starts_with("podman container 4f797c539e6c"),
+            "{table}"
+        );
+        for column in [
+            "8.0 MiB",
+            "16.0 MiB",
+            "5.0 MiB",
+            "127.0 MiB",
+            "128.0 MiB",
+            "319",
+        ] {
+            assert!(lines[2].contains(column), "{column} in {table}");
+        }
+        assert_eq!(lines[3], "… 1 more groups");
     }
 }

@@ -9,12 +9,16 @@ use super::{Mode, Session};
 use crate::{
     model::event::Event,
     output::{
+        groups,
         json::{self, Summary},
         live::{self, Live},
         stdout, text,
     },
     stop::StopReason,
 };
+
+/// Groups the live screen lists under its processes (`--by`).
+const GROUP_ROWS: usize = 8;
 
 pub struct Trace {
     pub pids: Vec<u32>,
@@ -110,7 +114,14 @@ impl Mode for Trace {
         let frame = if *terminal {
             // Read each frame: the terminal may have been resized.
             let size = stdout::terminal_size().map(|(rows, cols)| live::Size { rows, cols });
-            let screen = live.screen(&snapshot, self.top, size) + &live::go_runtime_screen(&go);
+            // With --by, the groups' table under the processes': room kept for it.
+            let groups = groups::screen(&snapshot.groups, GROUP_ROWS);
+            let room = size.map(|s| live::Size {
+                rows: s.rows.saturating_sub(groups.lines().count()),
+                ..s
+            });
+            let screen =
+                live.screen(&snapshot, self.top, room) + &groups + &live::go_runtime_screen(&go);
             live::fit(&screen, size)
         } else {
             live.line(&snapshot) + &live::go_runtime_line(&go)
