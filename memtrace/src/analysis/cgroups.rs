@@ -258,6 +258,45 @@ mod tests {
         assert!(model.reclaim.stalls.is_empty(), "moved with the process");
     }
 
+    /// Far over the bound, exited processes are let go before /proc was read for them (a
+    /// burst of short children, /proc lagging behind): each counts where it was born, not in
+    /// `unknown`.
+    #[test]
+    fn a_process_let_go_before_its_cgroup_was_read_counts_where_it_was_born() {
+        let mut model = Model::default();
+        model.record(&test_madvise(1, advice::DONTNEED, 4096, None));
+        settle(&mut model, 1, "/jobs");
+        for child in 2..=5 {
+            model.record(&Event::Spawn(memtrace_common::events::spawn::Spawn {
+                kind: 15,
+                parent: 1,
+                child,
+                followed: 0,
+            }));
+            model.record(&test_madvise(child, advice::DONTNEED, 4096, None));
+            exit(&mut model, child);
+        }
+        let bound = Bound {
+            max_processes: 1,
+            keep_top: 0,
+            sort: SortKey::Released,
+        };
+        assert_eq!(model.bound(&bound, |_| true), vec![2, 3, 4, 5]);
+        let (cgroups, machine) = totals(&model, &Selection::default(), true);
+        let by_cgroup: Vec<_> = cgroups
+            .iter()
+            .map(|c| {
+                (
+                    c.label().to_owned(),
+                    c.totals.processes,
+                    c.totals.released_bytes,
+                )
+            })
+            .collect();
+        assert_eq!(by_cgroup, [("/jobs".to_owned(), 5, 5 * 4096)]);
+        assert_eq!(machine.released_bytes, 5 * 4096);
+    }
+
     /// A container's runtime moves its first process into the container's cgroup, then execs:
     /// what it counted before stays in the cgroup it left, what comes after counts in the
     /// container's, the machine counts it once, and letting it go changes no sum.

@@ -557,7 +557,13 @@ impl Attribution {
             ),
         >,
     ) {
-        let key = p.cgroup.clone().unwrap_or(CgroupKey::Unknown);
+        // One let go before its cgroup was read (far over the bound, /proc lagging behind a
+        // burst of exits) counts where it was born, as one gone before memtrace looked does.
+        let key = p.cgroup.clone().unwrap_or_else(|| {
+            p.cgroup_at_start
+                .clone()
+                .map_or(CgroupKey::Unknown, CgroupKey::Path)
+        });
         p.sum_here_into(self.folded.entry(key).or_default(), stalls);
     }
 
