@@ -40,7 +40,9 @@ impl Session {
         if first.identity.cgroup.is_some()
             && let Some(serial) = attribution.serial_of(pid)
         {
-            attribution.identify(pid, serial, first.identity);
+            let selection = &self.selection;
+            self.model
+                .identify((pid, serial, first.identity), |p| selection.shows(Some(p)));
         }
     }
 
