@@ -113,6 +113,12 @@ impl Page {
         self.sample_text(name, labels, &value.to_string());
     }
 
+    /// [`Page::sample`] with labels whose values are owned (a cgroup's, a process's).
+    fn sample_owned(&mut self, name: &str, labels: &[(&str, String)], value: u64) {
+        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.sample(name, &labels, value);
+    }
+
     fn sample_text(&mut self, name: &str, labels: &[(&str, &str)], value: &str) {
         let _ = write!(self.text, "memtrace_{name}");
         if !labels.is_empty() {
@@ -186,6 +192,26 @@ fn label(key: &'static str, value: impl ToString) -> (&'static str, String) {
     (key, value.to_string())
 }
 
+/// A process's labels, the same on every per-process family (the `memtrace_go_*` ones too):
+/// with the pid, the start time tells apart two processes that had the same pid (empty when
+/// it could not be known).
+fn process_labels(
+    pid: u32,
+    start_time: Option<u64>,
+    comm: &str,
+    cgroup: Option<&str>,
+) -> [(&'static str, String); 4] {
+    [
+        label("pid", pid),
+        label(
+            "start_time",
+            start_time.map(|t| t.to_string()).unwrap_or_default(),
+        ),
+        label("comm", comm),
+        label("cgroup", cgroup.unwrap_or("unknown")),
+    ]
+}
+
 /// A cgroup's labels: its path (`unknown` when memtrace could not learn it), and the container
 /// and pod the path names (empty when it names none). Functions of the path: they add no
 /// series.
@@ -227,17 +253,7 @@ pub fn render(snapshot: &Snapshot) -> Bytes {
             .processes
             .iter()
             .map(|p| Series {
-                labels: vec![
-                    label("pid", p.pid),
-                    // With the pid, the start time tells apart two processes that had the
-                    // same pid (empty when it could not be known).
-                    label(
-                        "start_time",
-                        p.start_time.map(|t| t.to_string()).unwrap_or_default(),
-                    ),
-                    label("comm", &p.comm),
-                    label("cgroup", p.cgroup.as_deref().unwrap_or("unknown")),
-                ],
+                labels: process_labels(p.pid, p.start_time, &p.comm, p.cgroup.as_deref()).into(),
                 counts: Counts::of_process(p),
             })
             .collect();
@@ -338,31 +354,17 @@ pub fn go_runtime(processes: &[GoProcess]) -> String {
     // The labels of the per-process families, so that the series join.
     let labels: Vec<[(&str, String); 4]> = processes
         .iter()
-        .map(|p| {
-            [
-                label("pid", p.pid),
-                label(
-                    "start_time",
-                    p.start_time.map(|t| t.to_string()).unwrap_or_default(),
-                ),
-                label("comm", &p.comm),
-                label("cgroup", p.cgroup.as_deref().unwrap_or("unknown")),
-            ]
-        })
+        .map(|p| process_labels(p.pid, p.start_time, &p.comm, p.cgroup.as_deref()))
         .collect();
-    let sample = |page: &mut Page, name: &str, labels: &[(&str, String); 4], value: u64| {
-        let labels = labels.each_ref().map(|(k, v)| (*k, v.as_str()));
-        page.sample(name, &labels, value);
-    };
     for (name, help, value) in families {
         page.family(name, "gauge", help);
         for (p, labels) in processes.iter().zip(&labels) {
-            sample(&mut page, name, labels, value(p.figures));
+            page.sample_owned(name, labels, value(p.figures));
         }
     }
     page.family("go_gc_total", "counter", "NumGC: completed GC cycles.");
     for (p, labels) in processes.iter().zip(&labels) {
-        sample(&mut page, "go_gc_total", labels, p.figures.num_gc.into());
+        page.sample_owned("go_gc_total", labels, p.figures.num_gc.into());
     }
     page.text
 }
@@ -549,14 +551,7 @@ fn process_counts(page: &mut Page, snapshot: &Snapshot) {
     );
     for c in &snapshot.cgroups {
         let labels = cgroup_labels(c.cgroup.as_deref());
-        page.sample(
-            "processes_total",
-            &labels
-                .iter()
-                .map(|(k, v)| (*k, v.as_str()))
-                .collect::<Vec<_>>(),
-            c.totals.processes,
-        );
+        page.sample_owned("processes_total", &labels, c.totals.processes);
     }
     page.family(
         "live_processes",
@@ -565,14 +560,7 @@ fn process_counts(page: &mut Page, snapshot: &Snapshot) {
     );
     for c in &snapshot.cgroups {
         let labels = cgroup_labels(c.cgroup.as_deref());
-        page.sample(
-            "live_processes",
-            &labels
-                .iter()
-                .map(|(k, v)| (*k, v.as_str()))
-                .collect::<Vec<_>>(),
-            c.totals.live_processes,
-        );
+        page.sample_owned("live_processes", &labels, c.totals.live_processes);
     }
 }
 
@@ -586,9 +574,7 @@ fn cgroup_oom_kills(page: &mut Page, snapshot: &Snapshot) {
         "OOM kills by the memory cgroup of the victim as /proc showed it after the kill (the trigger's once the victim was gone); kills whose cgroup could not be read are in memtrace_oom_kills_total only.",
     );
     for (path, &kills) in &snapshot.oom_kills_by_cgroup {
-        let labels = cgroup_labels(Some(path));
-        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        page.sample("cgroup_oom_kills_total", &labels, kills);
+        page.sample_owned("cgroup_oom_kills_total", &cgroup_labels(Some(path)), kills);
     }
 }
 
