@@ -59,7 +59,8 @@ named_enum! {
 }
 
 /// What the counts are kept per: a process, what it called (with the advice, or how the
-/// mapping changed) and from where.
+/// mapping changed) and from where. The process is its tgid and start time, so a pid that
+/// passes to another process starts new counts rather than adding to the old one's.
 #[repr(C)]
 #[derive(
     Clone,
@@ -83,6 +84,9 @@ pub struct StackKey {
     /// madvise's advice; a [`Change`] for mremap and brk; 0 otherwise.
     pub detail: u32,
     pub _pad: u32,
+    /// When the process started: its leader's `start_boottime` (ns); 0 when unknown here
+    /// (no BTF).
+    pub start_ns: u64,
     /// [`StackRef::id`] of the user stack; 0 when there is none (a kernel thread) or it could
     /// not be read.
     pub user: u64,
@@ -117,7 +121,9 @@ pub struct StackCounts {
     pub reclaimed_pages: u64,
 }
 
-/// A stored stack: whose, which, and whether kernel or user.
+/// A stored stack: whose (a process: tgid and start time), which, and whether kernel or user.
+/// The same frames in another process are another stack: the addresses mean something only
+/// with its memory map.
 #[repr(C)]
 #[derive(
     Clone,
@@ -138,6 +144,8 @@ pub struct StackRef {
     pub tgid: u32,
     /// 1 for a kernel stack.
     pub kernel: u32,
+    /// As [`StackKey::start_ns`].
+    pub start_ns: u64,
     /// A hash of the frames, never 0.
     pub id: u64,
 }

@@ -28,6 +28,7 @@ use memtrace_common::{
 use crate::{
     config::{config, member, setting},
     ring::{count_lost, emit},
+    task,
 };
 
 /// Sized by the loader with `--stacks` (one entry each without).
@@ -85,6 +86,7 @@ pub fn syscall<C: EbpfContext>(
         site: site as u32,
         detail,
         _pad: 0,
+        start_ns: task::process_start_ns(task::current()),
         user: walk(ctx, USER),
         kernel: 0,
     };
@@ -115,6 +117,7 @@ pub fn stall<C: EbpfContext>(ctx: &C, tgid: u32, kind: u32, latency_ns: u64, rec
         site: site as u32,
         detail: 0,
         _pad: 0,
+        start_ns: task::process_start_ns(task::current()),
         user: walk(ctx, USER),
         kernel: walk(ctx, KERNEL),
     };
@@ -344,9 +347,9 @@ fn count(key: &StackKey, add: &StackCounts) {
         add_to(counts, add);
         return;
     }
-    store(key.tgid, key.user, USER);
+    store(key, key.user, USER);
     if key.kernel != 0 {
-        store(key.tgid, key.kernel, KERNEL);
+        store(key, key.kernel, KERNEL);
     }
     match STACK_COUNTS.insert(key, add, u64::from(BPF_NOEXIST)) {
         Ok(()) => {}
@@ -388,9 +391,10 @@ unsafe fn add_atomic(to: *mut u64, value: u64) {
 
 /// Stores the stack walked into slot `which` unless it is stored already, and tells
 /// userspace about a new one at once, so it can read the process's memory map while the
-/// process lives.
+/// process lives. Userspace deletes the frames once it has read them: the table holds only
+/// stacks not yet read, and a stack stored again (for another key) is announced again.
 #[inline(always)]
-fn store(tgid: u32, id: u64, which: u32) {
+fn store(key: &StackKey, id: u64, which: u32) {
     if id == 0 {
         return;
     }
@@ -398,8 +402,9 @@ fn store(tgid: u32, id: u64, which: u32) {
         return;
     };
     let stack = StackRef {
-        tgid,
+        tgid: key.tgid,
         kernel: which,
+        start_ns: key.start_ns,
         id,
     };
     // SAFETY: `Walk` starts with a `Frames`; the map copies that many bytes.

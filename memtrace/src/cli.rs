@@ -61,11 +61,8 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Process to trace (its threads included). Repeat for several processes. Without it,
-    /// every process is traced.
-    #[arg(long, short = 'p', value_name = "PID",
-          value_parser = parse_pid, allow_negative_numbers = true)]
-    pub pid: Vec<u32>,
+    #[command(flatten)]
+    pub scope: Scope,
 
     /// Only report processes with this name (as in /proc/PID/comm: the kernel keeps the first 15
     /// bytes, so a longer name is cut there, with a warning). Repeatable.
@@ -128,11 +125,6 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = parse_top)]
     pub top: usize,
 
-    /// Stop after this many seconds (fractions allowed).
-    #[arg(long, short = 'd', value_name = "SECS", value_parser = parse_duration,
-          allow_negative_numbers = true)]
-    pub duration: Option<Duration>,
-
     /// How often the live view refreshes: a top-style screen when stdout is a terminal, one
     /// plain line per interval otherwise (not with --json).
     #[arg(long, short = 'i', value_name = "SECS", default_value = "1",
@@ -148,11 +140,6 @@ pub struct Cli {
     /// report and --prometheus: the same totals, at a lower cost to the traced processes.
     #[arg(long, requires = "json")]
     pub no_events: bool,
-
-    /// Size of the kernel-to-userspace events ring buffer, in KiB (a power of two from 4 to
-    /// 1048576, i.e. 1 GiB).
-    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ring_kib)]
-    pub ring_size: u32,
 
     /// Serve the totals in the Prometheus text format at http://ADDR/metrics. ADDR is PORT
     /// (bound to 127.0.0.1), or HOST:PORT to listen elsewhere (e.g. 0.0.0.0:9464 in a
@@ -172,6 +159,33 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 4096, value_parser = parse_max_processes)]
     pub max_processes: usize,
 
+    #[command(flatten)]
+    pub kernel: KernelArgs,
+}
+
+/// Which processes and for how long: `memtrace` and `memtrace reclaim`.
+#[derive(Debug, Args)]
+pub struct Scope {
+    /// Process to trace (its threads included). Repeat for several processes. Without it,
+    /// every process is traced.
+    #[arg(long, short = 'p', value_name = "PID",
+          value_parser = parse_pid, allow_negative_numbers = true)]
+    pub pid: Vec<u32>,
+
+    /// Stop after this many seconds (fractions allowed).
+    #[arg(long, short = 'd', value_name = "SECS", value_parser = parse_duration,
+          allow_negative_numbers = true)]
+    pub duration: Option<Duration>,
+}
+
+/// How memtrace works with the kernel: every command.
+#[derive(Debug, Args)]
+pub struct KernelArgs {
+    /// Size of the kernel-to-userspace events ring buffer, in KiB (a power of two from 4 to
+    /// 1048576, i.e. 1 GiB).
+    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ring_kib)]
+    pub ring_size: u32,
+
     /// Show the kernel programs' diagnostics on stderr (a full map, an unexpected field).
     #[arg(long, short = 'v')]
     pub verbose: bool,
@@ -180,8 +194,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Reclaim latency: direct and memory-cgroup reclaim stalls per process (histograms,
-    /// p50/p99), kswapd activity, pages scanned and reclaimed, OOM kills. System-wide unless
-    /// --pid is given.
+    /// p50/p99), kswapd activity, pages scanned and reclaimed, OOM kills. Stalls of every
+    /// process unless --pid is given; OOM kills and kswapd whoever they concern.
     Reclaim(ReclaimArgs),
     /// How a (Go) process gives memory back: the madvise mode its Go version and GODEBUG select,
     /// the mode it is seen using, its LazyFree memory, and one verdict.
@@ -195,11 +209,8 @@ Examples:
   sudo memtrace reclaim --pid 1234 -d 30      one process's stalls for 30 s
   sudo memtrace reclaim --interval 10 --json  JSON Lines: stalls, 10 s intervals, a summary")]
 pub struct ReclaimArgs {
-    /// Only stalls of this process (its threads included). Repeatable. OOM kills and kswapd
-    /// are always reported, whoever they concern.
-    #[arg(long, short = 'p', value_name = "PID",
-          value_parser = parse_pid, allow_negative_numbers = true)]
-    pub pid: Vec<u32>,
+    #[command(flatten)]
+    pub scope: Scope,
 
     /// Print a summary of the stalls of each process every this many seconds.
     #[arg(long, short = 'i', value_name = "SECS", value_parser = parse_interval,
@@ -207,23 +218,18 @@ pub struct ReclaimArgs {
           default_value = "1")]
     pub interval: Duration,
 
-    /// Stop after this many seconds (fractions allowed).
-    #[arg(long, short = 'd', value_name = "SECS", value_parser = parse_duration,
-          allow_negative_numbers = true)]
-    pub duration: Option<Duration>,
-
     /// Print JSON Lines on stdout: each stall, OOM kill and interval, then a summary.
     #[arg(long)]
     pub json: bool,
 
-    /// Size of the kernel-to-userspace events ring buffer, in KiB (a power of two from 4 to
-    /// 1048576, i.e. 1 GiB).
-    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ring_kib)]
-    pub ring_size: u32,
+    /// Count where stalls come from: the kernel and user stacks of every direct and memcg
+    /// reclaim stall, counted per process and stack in the kernel. The report shows each
+    /// process's top stacks by time stalled and by stalls.
+    #[arg(long)]
+    pub stacks: bool,
 
-    /// Show the kernel programs' diagnostics on stderr (a full map, an unexpected field).
-    #[arg(long, short = 'v')]
-    pub verbose: bool,
+    #[command(flatten)]
+    pub kernel: KernelArgs,
 }
 
 #[derive(Debug, Args)]
@@ -243,9 +249,8 @@ pub struct GoArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Show the kernel programs' diagnostics on stderr (a full map, an unexpected field).
-    #[arg(long, short = 'v')]
-    pub verbose: bool,
+    #[command(flatten)]
+    pub kernel: KernelArgs,
 }
 
 fn parse_pid(s: &str) -> Result<u32, String> {
@@ -535,7 +540,10 @@ mod tests {
         let Some(Command::Reclaim(args)) = cli.command else {
             panic!("no subcommand")
         };
-        assert_eq!((args.pid, args.interval), (vec![7], Duration::from_secs(2)));
+        assert_eq!(
+            (args.scope.pid, args.interval),
+            (vec![7], Duration::from_secs(2))
+        );
         let cli = Cli::try_parse_from(["memtrace", "--pid", "7"]).unwrap();
         assert!(cli.command.is_none());
         assert!(Cli::try_parse_from(["memtrace", "--json", "reclaim"]).is_err());

@@ -15,13 +15,13 @@ mod session;
 mod stop;
 mod units;
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 
 use clap::Parser as _;
 
 use crate::{
     analysis::selection::Selection,
-    cli::{Cli, Command},
+    cli::{Cli, Command, KernelArgs},
     session::{Config, go::Go, reclaim::Reclaim, trace::Trace},
 };
 
@@ -54,36 +54,29 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None => {
-            let pids = cli::unique(&cli.pid);
-            let config = Config {
-                pids: pids.clone(),
-                ring_kib: cli.ring_size,
-                fault_events: cli.fault_events,
-                empty_programs: cli.bench_empty_programs,
-                trampolines: !cli.bench_tracepoints_only,
-                entry_programs: cli.bench_entry_programs,
-                follow: cli.follow,
-                duration: cli.duration,
-                prometheus: cli.prometheus,
-                verbose: cli.verbose,
-                selection: Selection {
-                    comms: kernel_comms(&cli.comm),
-                    containers: cli.container.clone(),
-                    cgroups: cli.cgroup.clone(),
-                    by: cli.by,
-                    sort: cli.sort,
-                    targets: pids.clone(),
-                    ..Selection::default()
-                },
-                need_targets: false,
-                stacks: cli.stacks,
-                max_processes: cli.max_processes,
-                keep_top: cli.top,
-                metrics_processes: cli.prometheus_processes.unwrap_or(if cli.pid.is_empty() {
-                    0
-                } else {
-                    20
-                }),
+            let pids = cli::unique(&cli.scope.pid);
+            let mut config = base_config(&pids, cli.scope.duration, &cli.kernel);
+            config.fault_events = cli.fault_events;
+            config.empty_programs = cli.bench_empty_programs;
+            config.trampolines = !cli.bench_tracepoints_only;
+            config.entry_programs = cli.bench_entry_programs;
+            config.follow = cli.follow;
+            config.prometheus = cli.prometheus;
+            config.stacks = cli.stacks;
+            config.max_processes = cli.max_processes;
+            config.keep_top = cli.top;
+            // Per-process series by default only for named targets: system-wide they would
+            // grow with every process on the node.
+            config.metrics_processes =
+                cli.prometheus_processes
+                    .unwrap_or(if pids.is_empty() { 0 } else { 20 });
+            config.selection = Selection {
+                comms: kernel_comms(&cli.comm),
+                containers: cli.container.clone(),
+                cgroups: cli.cgroup.clone(),
+                by: cli.by,
+                sort: cli.sort,
+                ..config.selection
             };
             let mut mode = Trace::new(pids, cli.follow, cli.json, cli.top, cli.interval);
             if cli.no_events {
@@ -92,18 +85,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             session::run(config, mode).await
         }
         Some(Command::Reclaim(args)) => {
-            let pids = cli::unique(&args.pid);
-            let config = Config {
-                pids: pids.clone(),
-                ring_kib: args.ring_size,
-                duration: args.duration,
-                verbose: args.verbose,
-                selection: Selection {
-                    targets: pids.clone(),
-                    ..Selection::default()
-                },
-                ..Config::quiet()
-            };
+            let pids = cli::unique(&args.scope.pid);
+            let mut config = base_config(&pids, args.scope.duration, &args.kernel);
+            config.stacks = args.stacks;
             let mode = Reclaim {
                 pids,
                 json: args.json,
@@ -112,19 +96,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             session::run(config, mode).await
         }
         Some(Command::Go(args)) => {
-            let config = Config {
-                pids: vec![args.pid],
-                duration: Some(args.wait),
-                verbose: args.verbose,
-                selection: Selection {
-                    targets: vec![args.pid],
-                    ..Selection::default()
-                },
-                need_targets: true,
-                ..Config::quiet()
-            };
+            let mut config = base_config(&[args.pid], Some(args.wait), &args.kernel);
+            config.need_targets = true;
             session::run(config, Go::new(args.json, args.wait)).await
         }
+    }
+}
+
+/// What every command's session starts from: its targets (none: every process), how long it
+/// runs, and how it works with the kernel.
+fn base_config(pids: &[u32], duration: Option<Duration>, kernel: &KernelArgs) -> Config {
+    Config {
+        pids: pids.to_vec(),
+        ring_kib: kernel.ring_size,
+        duration,
+        verbose: kernel.verbose,
+        selection: Selection {
+            targets: pids.to_vec(),
+            ..Selection::default()
+        },
+        ..Config::quiet()
     }
 }
 

@@ -9,7 +9,10 @@
 
 mod support;
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use serde_json::Value;
 use support::{Memtrace, TraceInstance, Workload, privileged, trace_number};
@@ -27,6 +30,8 @@ struct Counts {
     kswapd_wakes: u64,
     direct: (u64, u64),
     direct_reclaimed: u64,
+    /// Direct stalls `(count, pages reclaimed)` per task.
+    direct_by_task: BTreeMap<u32, (u64, u64)>,
     memcg: u64,
     /// Inactive-LRU pages `(scanned, reclaimed)` inside a stall and outside (kswapd, others).
     in_stalls: (u64, u64),
@@ -52,7 +57,11 @@ fn count(lines: &[String]) -> Counts {
             stalled.insert(pid);
         } else if let Some(f) = fields("mm_vmscan_direct_reclaim_end") {
             counts.direct.1 += 1;
-            counts.direct_reclaimed += trace_number(f, "nr_reclaimed=");
+            let reclaimed = trace_number(f, "nr_reclaimed=");
+            counts.direct_reclaimed += reclaimed;
+            let task = counts.direct_by_task.entry(pid).or_default();
+            task.0 += 1;
+            task.1 += reclaimed;
             stalled.remove(&pid);
         } else if fields("mm_vmscan_memcg_reclaim_begin").is_some() {
             counts.memcg += 1;
@@ -220,7 +229,8 @@ fn kswapd_and_direct_reclaim_match_an_independent_tracefs_count() {
     let mut workloads: Vec<Workload> = (0..readers)
         .map(|_| Workload::spawn(&["page-cache", "--mib", &mib.to_string()]))
         .collect();
-    let memtrace = Memtrace::attach_with(&["reclaim", "--json", "--interval", "600"]);
+    let memtrace = Memtrace::attach_with(&["reclaim", "--json", "--interval", "600", "--stacks"]);
+    let reader_pids: Vec<u32> = workloads.iter().map(|w| w.pid).collect();
     // memtrace does not trace itself; the oracle leaves out every thread of it too (its /proc
     // worker's reads allocate, and under this pressure stall).
     let not_memtrace = threads_of(memtrace.pid())
@@ -290,4 +300,51 @@ fn kswapd_and_direct_reclaim_match_an_independent_tracefs_count() {
     assert_eq!(wakes, seen.kswapd_wakes, "{kswapd}");
     assert_eq!(scan(&kswapd["lru_inactive_in_stalls"]), seen.in_stalls);
     assert_eq!(scan(&kswapd["lru_inactive_background"]), seen.background);
+    direct_stacks_match(summary, &reader_pids, &seen);
+}
+
+/// `--stacks`: each reader's direct stalls, counted per stack, add up to the oracle's count of
+/// that reader's stalls and pages reclaimed, each under a kernel stack that runs through
+/// direct reclaim and a user stack (the reader's read()).
+fn direct_stacks_match(summary: &Value, readers: &[u32], seen: &Counts) {
+    let mut stalled_readers = 0;
+    for &pid in readers {
+        let oracle = seen.direct_by_task.get(&pid).copied().unwrap_or_default();
+        let process = summary["processes"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["pid"] == pid));
+        let Some(process) = process else {
+            assert_eq!(oracle, (0, 0), "reader {pid} stalled but is not listed");
+            continue;
+        };
+        let stacks = &process["stacks"];
+        assert_eq!(stacks["others"], 0, "every stack shown: {stacks:#}");
+        let direct: Vec<&Value> = stacks["top"]
+            .as_array()
+            .expect("stacks")
+            .iter()
+            .filter(|s| s["call"] == "direct_reclaim")
+            .collect();
+        let sum =
+            |field: &str| -> u64 { direct.iter().map(|s| s[field].as_u64().unwrap_or(0)).sum() };
+        assert_eq!(
+            (sum("calls"), sum("reclaimed_pages")),
+            oracle,
+            "reader {pid}: {stacks:#}"
+        );
+        for stack in &direct {
+            let kernel = stack["kernel"]["frames"].as_array().expect("kernel frames");
+            assert!(
+                kernel.iter().any(|f| f["function"] == "try_to_free_pages"),
+                "{kernel:#?}"
+            );
+            let user = stack["user"]["frames"].as_array().expect("user frames");
+            assert!(!user.is_empty(), "{stack}");
+        }
+        stalled_readers += u64::from(oracle.0 > 0);
+    }
+    assert!(
+        stalled_readers > 0,
+        "no reader stalled in direct reclaim: {seen:?}"
+    );
 }

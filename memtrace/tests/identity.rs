@@ -134,6 +134,43 @@ fn system_wide_a_reused_pid_is_a_new_process() {
     assert_eq!(advice_totals(b, DONTNEED), Some((5, 0, 5 * 4096)), "{b}");
 }
 
+/// `--stacks` keeps each process's stacks apart too: A's three DONTNEED calls and B's five are
+/// counted under each one's own stacks, not added together under the pid.
+#[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
+fn system_wide_a_reused_pid_has_stacks_of_its_own() {
+    if !privileged() {
+        return;
+    }
+    let _pids = PIDS.lock().unwrap_or_else(|e| e.into_inner());
+    let (output, a_start, b_start, pid) = reuse_a_pid(&[
+        "--comm",
+        "memtrace-worklo",
+        "--ring-size",
+        "65536",
+        "--stacks",
+    ]);
+    let entries = entries(&output, pid);
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let (a, b) = (&entries[0], &entries[1]);
+    assert_eq!(
+        (&a["start_time"], &b["start_time"]),
+        (&a_start.into(), &b_start.into())
+    );
+    // The workload's madvise calls come from one loop: among the top stacks by calls, whatever
+    // the dynamic loader's mmap calls leave out.
+    let dontneed = |p: &Value| -> (u64, u64) {
+        let stacks = p["stacks"]["top"].as_array().expect("stacks");
+        stacks
+            .iter()
+            .filter(|s| s["call"] == "madvise" && s["detail"] == "DONTNEED")
+            .map(|s| (s["calls"].as_u64().unwrap(), s["bytes"].as_u64().unwrap()))
+            .fold((0, 0), |(c, b), (calls, bytes)| (c + calls, b + bytes))
+    };
+    assert_eq!(dontneed(a), (3, 3 * 4096), "{a}");
+    assert_eq!(dontneed(b), (5, 5 * 4096), "{b}");
+}
+
 /// The reclaim counters of /proc/vmstat that say whether anything was reclaimed or reaped.
 fn reclaimed() -> Vec<(String, u64)> {
     std::fs::read_to_string("/proc/vmstat")

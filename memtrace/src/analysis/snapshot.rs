@@ -18,7 +18,7 @@ use super::{
     groups::{self, GroupView},
     process::{ProcessView, StallView, stalls_of},
     selection::Selection,
-    stacks::StacksView,
+    stacks::{Sites, StacksView},
 };
 use crate::{
     kernel::LostCounts,
@@ -126,7 +126,7 @@ impl Snapshot {
                 let taken = taken_withheld.is_none().then(|| p.taken());
                 let mut view =
                     ProcessView::new(p, reclaim, selection.counts_user_faults, taken, explain);
-                view.stacks = StacksView::of(&model.stacks, p.pid);
+                view.stacks = StacksView::of(&model.stacks, p.pid, p.start_time, Sites::All);
                 view
             })
             .collect();
@@ -196,7 +196,7 @@ fn kernel_taken_bound(model: &Model) -> Option<u64> {
     // Every page reclaim frees, memory-cgroup reclaim included, by type (5.8+);
     // `pgsteal_kswapd`/`_direct` leave out memory-cgroup reclaim.
     let stolen_pages = *delta.get("pgsteal_anon")? + *delta.get("pgsteal_file")?;
-    let bound = u64::try_from(stolen_pages).unwrap_or(0) * crate::kernel::procfs::page_size();
+    let bound = u64::try_from(stolen_pages).unwrap_or(0) * crate::kernel::system::page_size();
     Some(bound + reclaim.ooms.victims_rss_kb()? * 1024)
 }
 
@@ -220,6 +220,9 @@ pub struct StalledView {
     pub stalls: ByName<ReclaimKind, Option<StallView>>,
     /// LazyFree (MADV_FREE'd pages still resident) of a `--pid` target; null for others.
     pub lazy_free: Option<LazyFreeView>,
+    /// With `--stacks`: where it stalled, the top stacks by time stalled, then by stalls, each
+    /// with its kernel and user frames; null without.
+    pub stacks: Option<StacksView>,
 }
 
 /// LazyFree of a target at the start, its peak, and at the end: a drop means reclaim took
@@ -252,11 +255,13 @@ fn stalled(model: &Model, targets: &[u32]) -> Vec<StalledView> {
         .chain(quiet_targets)
         .map(|pid| {
             let process = model.attribution.process_by_pid(pid);
+            let start = process.and_then(|p| p.start_time);
             StalledView {
                 pid,
                 comm: process.map(|p| p.comm.clone()).filter(|c| !c.is_empty()),
                 stalls: stalls_of(reclaim, pid),
                 lazy_free: targets.contains(&pid).then(|| lazy_free(process)).flatten(),
+                stacks: StacksView::of(&model.stacks, pid, start, Sites::Stalls),
             }
         })
         .collect()
@@ -405,7 +410,7 @@ mod tests {
 
     #[test]
     fn taken_within_what_the_kernel_reclaimed_is_shown() {
-        let page = crate::kernel::procfs::page_size();
+        let page = crate::kernel::system::page_size();
         let snapshot = Snapshot::new(
             &model(10 * page, 10),
             &Selection::default(),
@@ -417,7 +422,7 @@ mod tests {
 
     #[test]
     fn taken_beyond_what_the_kernel_reclaimed_is_withheld_and_said() {
-        let page = crate::kernel::procfs::page_size();
+        let page = crate::kernel::system::page_size();
         let snapshot = Snapshot::new(
             &model(11 * page, 10),
             &Selection::default(),

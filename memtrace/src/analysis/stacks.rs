@@ -124,14 +124,40 @@ impl From<&Stack> for FramesView {
     }
 }
 
+/// Which of a process's stacks a view shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sites {
+    /// Memory calls and reclaim stalls: the top by bytes, then by calls.
+    All,
+    /// Reclaim stalls only (`memtrace reclaim`): the top by time stalled, then by stalls.
+    Stalls,
+}
+
 impl StacksView {
-    /// The stacks of `pid`; None when stacks are not counted in this run.
-    pub fn of(stacks: &Stacks, pid: u32) -> Option<Self> {
+    /// The stacks of process `pid` started at `start_ticks` (see [`Stacks::of`]); None when
+    /// stacks are not counted in this run.
+    pub fn of(stacks: &Stacks, pid: u32, start_ticks: Option<u64>, sites: Sites) -> Option<Self> {
         if !stacks.enabled {
             return None;
         }
-        let mut all: Vec<(&StackKey, &StackCounts)> = stacks.of(pid).collect();
-        all.sort_by_key(|(k, c)| (std::cmp::Reverse(c.bytes), std::cmp::Reverse(c.calls), **k));
+        let counted = stacks.of(pid, start_ticks);
+        let mut all: Vec<(&StackKey, &StackCounts)> = counted
+            .iter()
+            .filter(|(k, _)| sites == Sites::All || is_stall(k))
+            .collect();
+        // Bytes for calls, time for stalls: a stall covers no bytes, a call takes no time here.
+        let amount = |c: &StackCounts| match sites {
+            Sites::All => c.bytes,
+            Sites::Stalls => c.stall_ns,
+        };
+        let rank = |(k, c): &(&StackKey, &StackCounts)| {
+            (
+                std::cmp::Reverse(amount(c)),
+                std::cmp::Reverse(c.calls),
+                **k,
+            )
+        };
+        all.sort_by_key(rank);
         let mut shown: Vec<(&StackKey, &StackCounts)> =
             all.iter().take(TOP_STACKS).copied().collect();
         let mut by_calls = all.clone();
@@ -141,7 +167,7 @@ impl StacksView {
                 shown.push(entry);
             }
         }
-        shown.sort_by_key(|(k, c)| (std::cmp::Reverse(c.bytes), std::cmp::Reverse(c.calls), **k));
+        shown.sort_by_key(rank);
         Some(Self {
             others: (all.len() - shown.len()) as u64,
             top: shown
@@ -152,13 +178,17 @@ impl StacksView {
     }
 }
 
+fn is_stall(key: &StackKey) -> bool {
+    matches!(
+        StackSite::from_u32(key.site),
+        Some(StackSite::DirectReclaim | StackSite::MemcgReclaim)
+    )
+}
+
 impl StackView {
     fn new(stacks: &Stacks, key: &StackKey, counts: &StackCounts) -> Self {
         let site = StackSite::from_u32(key.site);
-        let stall = matches!(
-            site,
-            Some(StackSite::DirectReclaim | StackSite::MemcgReclaim)
-        );
+        let stall = is_stall(key);
         let detail = match site {
             Some(StackSite::Madvise | StackSite::ProcessMadvise) => Some(advice_name(key.detail)),
             Some(StackSite::Mremap | StackSite::Brk) => {
@@ -171,6 +201,7 @@ impl StackView {
                 let stack = StackRef {
                     tgid: key.tgid,
                     kernel,
+                    start_ns: key.start_ns,
                     id,
                 };
                 stacks.frames(&stack).map_or_else(
@@ -284,7 +315,7 @@ mod tests {
             )
         });
         stacks.set_counts(entries);
-        let view = StacksView::of(&stacks, 5).expect("enabled");
+        let view = StacksView::of(&stacks, 5, None, Sites::All).expect("enabled");
         // Ten by bytes; ten by calls: the five many-call ones and five of the rest (ties go
         // in key order), none of them among the ten by bytes.
         assert_eq!(view.top.len(), 20);
@@ -294,6 +325,6 @@ mod tests {
         assert_eq!(view.top.iter().filter(|s| s.calls >= 1000).count(), 5);
         let user = view.top[0].user.as_ref().expect("a user stack id");
         assert!(user.frames.is_empty() && !user.doubts.is_empty());
-        assert!(StacksView::of(&Stacks::default(), 5).is_none());
+        assert!(StacksView::of(&Stacks::default(), 5, None, Sites::All).is_none());
     }
 }

@@ -1227,7 +1227,7 @@ mod tests {
         let index = btf
             .enum_value("cgroup_subsys_id", "memory_cgrp_id")
             .expect("memory_cgrp_id");
-        if let Some(row) = crate::kernel::procfs::memory_controller_index() {
+        if let Some(row) = crate::kernel::system::memory_controller_index() {
             assert_eq!(index, i64::from(row));
         }
         assert_eq!(

@@ -16,6 +16,7 @@ pub mod procfs;
 pub mod procmem;
 pub mod status;
 pub mod symbols;
+pub mod system;
 pub mod tracefs;
 mod tracer;
 mod trampoline;

@@ -14,10 +14,47 @@ use memtrace_common::{
 };
 
 use super::{
-    btf::Btf,
+    btf::{self, Btf},
     cgroup::{Hierarchy, Version},
-    procfs, tracefs,
+    system, tracefs,
 };
+
+/// Why a struct member the programs read cannot be used on this kernel.
+#[derive(Debug, thiserror::Error)]
+enum MemberError {
+    /// The kernel's BTF could not be read (the loader's words).
+    #[error("{0}")]
+    NoBtf(String),
+    #[error("kernel BTF: {ty}.{name}: {source}")]
+    Lookup {
+        ty: &'static str,
+        name: &'static str,
+        source: btf::Error,
+    },
+    #[error("kernel BTF: {ty}.{name} is {size} bytes where memtrace reads {read}")]
+    Width {
+        ty: &'static str,
+        name: &'static str,
+        size: u32,
+        read: u32,
+    },
+    #[error("the memory controller's index {index} is past {ty}.{name}'s {entries} entries")]
+    PastSubsys {
+        ty: &'static str,
+        name: &'static str,
+        index: u32,
+        entries: u32,
+    },
+    #[error("no memory controller in the kernel's BTF or /proc/cgroups")]
+    NoMemoryController,
+}
+
+impl MemberError {
+    fn lookup(member: Member) -> impl FnOnce(btf::Error) -> Self {
+        let (ty, name) = member.path();
+        move |source| Self::Lookup { ty, name, source }
+    }
+}
 
 /// The offsets to pass to the programs, and what is missing.
 pub struct Offsets {
@@ -93,12 +130,12 @@ impl Offsets {
     }
 
     fn resolve_members(&mut self, btf: Result<&Btf, &str>) {
-        let mut found = |member: Member| -> Result<(), String> {
+        let mut found = |member: Member| -> Result<(), MemberError> {
             let (ty, name) = member.path();
-            let btf = btf.map_err(str::to_owned)?;
+            let btf = btf.map_err(|e| MemberError::NoBtf(e.to_owned()))?;
             let at = btf
                 .member_offset(ty, name)
-                .map_err(|e| format!("kernel BTF: {ty}.{name}: {e}"))?;
+                .map_err(MemberError::lookup(member))?;
             check_width(btf, member)?;
             self.members[member as usize] = at;
             Ok(())
@@ -192,11 +229,11 @@ impl Offsets {
 }
 
 /// Whether the member is as wide as the programs read it (see `Member::read_bytes`).
-fn check_width(btf: &Btf, member: Member) -> Result<(), String> {
+fn check_width(btf: &Btf, member: Member) -> Result<(), MemberError> {
     let (ty, name) = member.path();
     let size = btf
         .member_size(ty, name)
-        .map_err(|e| format!("kernel BTF: {ty}.{name}: {e}"))?;
+        .map_err(MemberError::lookup(member))?;
     let read = member.read_bytes();
     let fits = match member {
         Member::CssSetSubsys => size % read == 0,
@@ -204,39 +241,46 @@ fn check_width(btf: &Btf, member: Member) -> Result<(), String> {
     };
     match fits {
         true => Ok(()),
-        false => Err(format!(
-            "kernel BTF: {ty}.{name} is {size} bytes where memtrace reads {read}"
-        )),
+        false => Err(MemberError::Width {
+            ty,
+            name,
+            size,
+            read,
+        }),
     }
 }
 
 /// `index`, if `css_set.subsys` has that many entries and more: the programs read the entry
 /// at the memory controller's index.
-fn subsys_has(btf: Result<&Btf, &str>, index: u32) -> Result<u32, String> {
-    let (ty, name) = Member::CssSetSubsys.path();
+fn subsys_has(btf: Result<&Btf, &str>, index: u32) -> Result<u32, MemberError> {
+    let member = Member::CssSetSubsys;
+    let (ty, name) = member.path();
     let entries = btf
-        .map_err(str::to_owned)?
+        .map_err(|e| MemberError::NoBtf(e.to_owned()))?
         .member_size(ty, name)
-        .map_err(|e| format!("kernel BTF: {ty}.{name}: {e}"))?
-        / Member::CssSetSubsys.read_bytes();
+        .map_err(MemberError::lookup(member))?
+        / member.read_bytes();
     match index < entries {
         true => Ok(index),
-        false => Err(format!(
-            "the memory controller's index {index} is past {ty}.{name}'s {entries} entries"
-        )),
+        false => Err(MemberError::PastSubsys {
+            ty,
+            name,
+            index,
+            entries,
+        }),
     }
 }
 
 /// The memory controller's index among the kernel's cgroup subsystems: `memory_cgrp_id` from
 /// BTF, else its row in /proc/cgroups (which lists them in id order).
-fn memory_controller_id(btf: Result<&Btf, &str>) -> Result<u32, String> {
+fn memory_controller_id(btf: Result<&Btf, &str>) -> Result<u32, MemberError> {
     let from_btf = btf
         .ok()
         .and_then(|btf| btf.enum_value("cgroup_subsys_id", "memory_cgrp_id").ok())
         .and_then(|id| u32::try_from(id).ok());
     from_btf
-        .or_else(procfs::memory_controller_index)
-        .ok_or_else(|| "no memory controller in the kernel's BTF or /proc/cgroups".to_owned())
+        .or_else(system::memory_controller_index)
+        .ok_or(MemberError::NoMemoryController)
 }
 
 #[cfg(test)]

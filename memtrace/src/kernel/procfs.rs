@@ -1,8 +1,11 @@
-//! What /proc says about processes, the system and memtrace itself.
+//! What /proc says about processes: names, start times, fault counters, memory, pids and
+//! what they name. The machine's own facts are in `system.rs`.
 
 use std::fs;
 
 use memtrace_common::members::PF_KTHREAD;
+
+use super::system;
 
 /// A process's name (`/proc/PID/comm`), if it still exists.
 pub fn comm(pid: u32) -> Option<String> {
@@ -113,9 +116,7 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
 /// A CLOCK_BOOTTIME instant in ns (a task's `start_boottime`) in the clock ticks of
 /// [`start_ticks`], rounded down as the kernel's `nsec_to_clock_t` does.
 pub fn boot_ns_to_ticks(ns: u64) -> Option<u64> {
-    // SAFETY: sysconf has no preconditions.
-    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()?;
-    Some(ns / (1_000_000_000 / hz.max(1)))
+    Some(ns / (1_000_000_000 / system::clock_hz()?.max(1)))
 }
 
 /// Per-thread fault counters of a process: `(tid, minflt, majflt)` from
@@ -142,16 +143,6 @@ pub fn all_pids() -> Vec<u32> {
     entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
         .collect()
-}
-
-/// The largest pid plus one (`kernel.pid_max`); the kernel's limit on 64-bit machines
-/// (`PID_MAX_LIMIT`) when it cannot be read, so every pid is covered either way.
-pub fn pid_max() -> u32 {
-    const PID_MAX_LIMIT: u32 = 4 * 1024 * 1024;
-    fs::read_to_string("/proc/sys/kernel/pid_max")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(PID_MAX_LIMIT)
 }
 
 /// What a pid names, as /proc/PID/status says.
@@ -200,65 +191,6 @@ pub fn pidfd_target(caller: u32, fd: i32) -> Option<u32> {
         .filter(|&pid| pid > 0)
 }
 
-/// The effective capability set of this process (`CapEff` in /proc/self/status).
-pub fn effective_capabilities() -> Option<u64> {
-    let status = fs::read_to_string("/proc/self/status").ok()?;
-    let hex = status
-        .lines()
-        .find_map(|line| line.strip_prefix("CapEff:"))?;
-    u64::from_str_radix(hex.trim(), 16).ok()
-}
-
-pub const CAP_SYS_ADMIN: u32 = 21;
-pub const CAP_PERFMON: u32 = 38;
-pub const CAP_BPF: u32 = 39;
-
-/// Whether this process may load tracing programs: CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON.
-pub fn can_trace() -> bool {
-    let Some(caps) = effective_capabilities() else {
-        // No /proc/self/status: let the kernel decide.
-        return true;
-    };
-    let has = |cap: u32| caps & (1 << cap) != 0;
-    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
-}
-
-/// Whether a /proc/vmstat counter is about reclaim (what reclaim reports show).
-pub fn is_reclaim_counter(name: &str) -> bool {
-    ["pgscan", "pgsteal", "allocstall", "pglazyfree", "oom_kill"]
-        .iter()
-        .any(|prefix| name.starts_with(prefix))
-        || name == "pgrefill"
-        || name.starts_with("kswapd_")
-}
-
-/// The reclaim counters of /proc/vmstat (see [`is_reclaim_counter`]).
-pub fn vmstat() -> std::collections::BTreeMap<String, u64> {
-    fs::read_to_string("/proc/vmstat")
-        .map(|text| parse_vmstat(&text))
-        .unwrap_or_default()
-}
-
-fn parse_vmstat(text: &str) -> std::collections::BTreeMap<String, u64> {
-    text.lines()
-        .filter_map(|line| {
-            let (name, value) = line.split_once(' ')?;
-            is_reclaim_counter(name).then(|| Some((name.to_owned(), value.trim().parse().ok()?)))?
-        })
-        .collect()
-}
-
-/// The memory controller's index among the kernel's cgroup subsystems: /proc/cgroups lists
-/// them in id order.
-pub fn memory_controller_index() -> Option<u32> {
-    let text = fs::read_to_string("/proc/cgroups").ok()?;
-    let index = text
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .position(|line| line.split_whitespace().next() == Some("memory"))?;
-    u32::try_from(index).ok()
-}
-
 /// Whether a task has begun to exit (PF_EXITING in /proc/PID/stat's flags) or is gone: cgroup
 /// v1 then shows it in the root cgroup whatever its real one.
 pub fn exiting(pid: u32) -> bool {
@@ -275,54 +207,12 @@ pub fn tgid_of(tid: u32) -> Option<u32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// Whose memory cgroup an OOM kill names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum CgroupOf {
-    /// The victim's own, read while it was (at best) a zombie.
-    Victim,
-    /// The victim was already reaped: the triggering task's, as the kernel side read it.
-    Trigger,
-}
-
-/// What /proc still says about an OOM victim task.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct VictimFacts {
-    /// The victim's process (its thread group), while /proc shows it.
-    pub tgid: Option<u32>,
-    /// Its memory cgroup, or the triggering task's once the victim is reaped.
-    pub cgroup: Option<(String, CgroupOf)>,
-}
-
-/// The system page size.
-pub fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(size).ok().filter(|&s| s > 0).unwrap_or(4096)
-}
-
-/// `kernel.perf_event_paranoid`: above 2, Debian's kernels (and Android's) let only
-/// CAP_SYS_ADMIN open perf events, in older releases whatever CAP_PERFMON says.
-pub fn perf_event_paranoid() -> Option<i32> {
-    fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn parses_vmstat() {
-        let vmstat = parse_vmstat("nr_free_pages 5\npglazyfreed 7\npgscan_direct 9\n");
-        assert_eq!(vmstat.len(), 2);
-        assert_eq!(vmstat["pglazyfreed"], 7);
-        assert!(is_reclaim_counter("pgsteal_kswapd"));
-        assert!(is_reclaim_counter("allocstall_normal"));
-        assert!(!is_reclaim_counter("nr_free_pages"));
+    fn reads_own_tgid() {
         assert_eq!(tgid_of(std::process::id()), Some(std::process::id()));
         assert!(!exiting(std::process::id()));
     }

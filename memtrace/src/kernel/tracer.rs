@@ -35,7 +35,7 @@ use super::{
     gfp::GfpNames,
     object::PROGRAMS,
     offsets::Offsets,
-    pidns, procfs, tracefs,
+    pidns, system, tracefs,
     trampoline::{self, Link},
 };
 
@@ -382,9 +382,19 @@ impl Tracer {
         self.stack_counts.iter().filter_map(Result::ok).collect()
     }
 
-    /// A stored stack's frames.
-    pub fn frames(&self, stack: &StackRef) -> Option<Frames> {
-        self.stacks.get(stack, 0).ok()
+    /// A stored stack's frames, taken out of the kernel's table: once read they are not needed
+    /// there (a stack stored again is announced again).
+    pub fn take_frames(&mut self, stack: &StackRef) -> Option<Frames> {
+        let frames = self.stacks.get(stack, 0).ok()?;
+        let _ = self.stacks.remove(stack);
+        Some(frames)
+    }
+
+    /// Deletes the stack counts of exited processes, once read for the last time.
+    pub fn forget_stack_counts(&mut self, keys: &[StackKey]) {
+        for key in keys {
+            let _ = self.stack_counts.remove(key);
+        }
     }
 
     /// Records dropped in the kernel so far, per reason, per CPU.
@@ -406,7 +416,7 @@ impl Tracer {
 /// Whether this process may load and attach the programs, and sees the pids they report; one
 /// clear line if not.
 pub fn check_privileges() -> anyhow::Result<()> {
-    if !procfs::can_trace() {
+    if !system::can_trace() {
         bail!(
             "memtrace needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs: run it with sudo"
         );
@@ -496,7 +506,7 @@ fn load(
         memcg_subsys_index: offsets.memcg_subsys_index,
         // Userspace is woken once a quarter of the ring is full; a timer drains the rest.
         wakeup_bytes: u64::from(options.ring_bytes / 4),
-        page_size: u32::try_from(procfs::page_size()).unwrap_or(4096),
+        page_size: u32::try_from(system::page_size()).unwrap_or(4096),
         pt_regs_offset: offsets.pt_regs_offset,
         filter_by_tgid: u8::from(options.pids.is_some()),
         follow_forks: u8::from(options.run.follow),
@@ -535,7 +545,7 @@ fn load(
         .map_max_entries(maps::EVENTS, options.ring_bytes)
         .map_max_entries(
             maps::TARGETS,
-            maps::target_words(options.pids.is_some(), procfs::pid_max()),
+            maps::target_words(options.pids.is_some(), system::pid_max()),
         )
         .map_max_entries(maps::TOTALS, totals_capacity)
         .load(PROGRAMS)
@@ -566,7 +576,7 @@ fn attach_one(ebpf: &mut Ebpf, program: Program, events: &Path) -> anyhow::Resul
             ProgramError::SyscallError(SyscallError { io_error, .. })
                 if matches!(io_error.raw_os_error(), Some(libc::EACCES | libc::EPERM))
         );
-        match procfs::perf_event_paranoid() {
+        match system::perf_event_paranoid() {
             Some(level) if refused && level > 2 => anyhow!(
                 "{}: kernel.perf_event_paranoid is {level} here, at which this kernel opens perf \
                  events (how tracepoints attach) for CAP_SYS_ADMIN only: run memtrace with \

@@ -1063,7 +1063,7 @@ mod tests {
     use super::*;
     use crate::model::{
         counts::CallBytes,
-        event::{AddressSpaceGone, MapKind, MapOp, Mapping, Spawn, ThreadExit},
+        event::{self, AddressSpaceGone, MapKind, MapOp, Mapping, Spawn, ThreadExit},
     };
     use memtrace_common::events::exit::GROUP_DEAD_UNKNOWN;
 
@@ -1171,17 +1171,9 @@ mod tests {
         });
         // Thread 6 exits before pid 5 is first sampled: only its faults since attach count.
         a.record(&Event::ThreadExit(ThreadExit {
-            kind: 8,
-            tgid: 5,
-            tid: 6,
-            group_dead: 0,
-            process_exiting: 0,
-            _reserved: 0,
             min_flt: 70,
-            maj_flt: 0,
-            process_start_ns: 0,
-            cgroup_id: 0,
             comm: *b"t6\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            ..event::thread_exit(5, 6)
         }));
         assert_eq!(
             a.process_by_pid(5).unwrap().comm,
@@ -1375,17 +1367,9 @@ mod tests {
         // Thread 8 exits having faulted 10 more times; 9 exits too.
         let exit = |tid, min_flt, maj_flt| {
             Event::ThreadExit(ThreadExit {
-                kind: 8,
-                tgid: 7,
-                tid,
-                group_dead: 0,
-                process_exiting: 0,
-                _reserved: 0,
                 min_flt,
                 maj_flt,
-                process_start_ns: 0,
-                cgroup_id: 0,
-                comm: [0; 16],
+                ..event::thread_exit(7, tid)
             })
         };
         a.record(&exit(8, 60, 0));
@@ -1743,17 +1727,9 @@ mod tests {
         assert_eq!(a.process_by_pid(5).unwrap().resident_bytes(), Some(12288));
         assert_eq!(a.process_by_pid(5).unwrap().rank(SortKey::Rss), 12288);
         a.record(&Event::ThreadExit(ThreadExit {
-            kind: 8,
-            tgid: 5,
-            tid: 5,
             group_dead: 1,
             process_exiting: 1,
-            _reserved: 0,
-            min_flt: 0,
-            maj_flt: 0,
-            process_start_ns: 0,
-            cgroup_id: 0,
-            comm: [0; 16],
+            ..event::thread_exit(5, 5)
         }));
         let p = a.process_by_pid(5).unwrap();
         assert!(p.exited, "the last thread exited");
@@ -1766,17 +1742,9 @@ mod tests {
     fn a_process_is_gone_when_all_its_threads_exit_without_group_dead() {
         let exit = |tid, process_exiting| {
             Event::ThreadExit(ThreadExit {
-                kind: 8,
-                tgid: 5,
-                tid,
                 group_dead: GROUP_DEAD_UNKNOWN,
                 process_exiting,
-                _reserved: 0,
-                min_flt: 0,
-                maj_flt: 0,
-                process_start_ns: 0,
-                cgroup_id: 0,
-                comm: [0; 16],
+                ..event::thread_exit(5, tid)
             })
         };
         let mut a = Attribution::default();

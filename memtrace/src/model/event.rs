@@ -16,7 +16,25 @@ pub use memtrace_common::events::{
 use memtrace_common::stacks::{StackRef, StackSeen};
 
 use super::container::{Container, Placement, Pod};
-use crate::kernel::procfs::{CgroupOf, VictimFacts};
+
+/// Whose memory cgroup an OOM kill names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CgroupOf {
+    /// The victim's own, read while it was (at best) a zombie.
+    Victim,
+    /// The victim was already reaped: the triggering task's, as the kernel side read it.
+    Trigger,
+}
+
+/// What /proc still says about an OOM victim task (the session reads it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VictimFacts {
+    /// The victim's process (its thread group), while /proc shows it.
+    pub tgid: Option<u32>,
+    /// Its memory cgroup, or the triggering task's once the victim is reaped.
+    pub cgroup: Option<(String, CgroupOf)>,
+}
 
 /// A `madvise` or `process_madvise` call, completed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -595,6 +613,24 @@ pub fn test_madvise(pid: u32, advice: u32, len: u64, errno: Option<i32>) -> Even
         pidfd: None,
         target_known: true,
     })
+}
+
+/// A thread's exit record as tests need it: `tid` of `tgid`, not the last, nothing read.
+#[cfg(test)]
+pub fn thread_exit(tgid: u32, tid: u32) -> ThreadExit {
+    ThreadExit {
+        kind: EventKind::ThreadExit as u32,
+        tgid,
+        tid,
+        group_dead: 0,
+        process_exiting: 0,
+        _reserved: 0,
+        min_flt: 0,
+        maj_flt: 0,
+        process_start_ns: 0,
+        cgroup_id: 0,
+        comm: [0; 16],
+    }
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@ impl Model {
     pub fn record(&mut self, event: &Event) {
         self.attribution.record(event);
         self.reclaim.record(event);
+        self.stacks.record(event);
     }
 
     /// Applies what /proc said about entry `serial` of `pid` (see [`Attribution::identify`]);
@@ -87,6 +88,7 @@ impl Model {
                 self.attribution
                     .fold(&process, stalls.iter().map(|(kind, s)| (*kind, s)));
             }
+            self.stacks.forget(process.pid, process.start_time);
         }
         freed
     }

@@ -9,7 +9,7 @@ use memtrace_common::events::stall::{
 };
 
 use super::event::{Event, Kswapd, OomKill, Stall};
-use crate::kernel::procfs::VictimFacts;
+use crate::model::event::VictimFacts;
 
 /// OOM kills kept in full, the most recent ones; older ones are counted.
 pub const RECENT_OOM_KILLS: usize = 64;
@@ -544,7 +544,7 @@ mod tests {
         assert_eq!(r.ooms.victims_rss_kb(), Some(100 * 1010));
         let facts = VictimFacts {
             tgid: Some(7),
-            cgroup: Some(("/jobs".into(), crate::kernel::procfs::CgroupOf::Victim)),
+            cgroup: Some(("/jobs".into(), crate::model::event::CgroupOf::Victim)),
         };
         assert_eq!(r.ooms.learn(99, 99, facts.clone()).map(|k| k.pid), Some(7));
         assert!(

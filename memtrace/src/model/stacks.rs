@@ -1,28 +1,101 @@
 //! Caller stacks counted with `--stacks`: the kernel's counts per process, call and stack, and
 //! each stack's frames as named while its process lived. Pure: the session reads the kernel's
 //! maps and symbolizes; this keeps what they gave.
+//!
+//! A process is its tgid and start time (`StackKey::start_ns`), so a reused pid's stacks never
+//! add to an earlier holder's. Once a process has exited its counts are final: they move here
+//! and their kernel entries are deleted ([`Stacks::retire`]), so a long run's kernel table holds
+//! only live processes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use memtrace_common::stacks::{StackCounts, StackKey, StackRef};
 
-use crate::kernel::symbols::Stack;
+use crate::{kernel::symbols::Stack, model::event::Event};
+
+/// A process as the kernel's stack keys name it: tgid and start time (ns).
+type Process = (u32, u64);
 
 /// Everything `--stacks` gathered.
 #[derive(Debug, Default)]
 pub struct Stacks {
     /// Whether stacks are counted in this run.
     pub enabled: bool,
-    /// The kernel's counts, as of the latest sample (they only grow).
-    counts: BTreeMap<StackKey, StackCounts>,
+    /// Clock ticks per second of /proc's start times (`_SC_CLK_TCK`); 0 when unknown.
+    pub clock_hz: u64,
+    /// The kernel's counts of entries it still holds, as of the latest sample (they only grow).
+    live: BTreeMap<StackKey, StackCounts>,
+    /// Counts of entries deleted from the kernel (their process exited).
+    retired: BTreeMap<StackKey, StackCounts>,
+    /// Processes whose exit was recorded since the last sample: the next sample's counts,
+    /// read after it, are their last.
+    exiting: BTreeSet<Process>,
+    /// Exited processes whose counts the latest sample holds complete.
+    exited: BTreeSet<Process>,
+    /// Exited processes let go of ([`Stacks::forget`]) whose kernel entries are still to go.
+    forgotten: BTreeSet<Process>,
     /// Frames of each stack, named when the kernel announced it.
     named: BTreeMap<StackRef, Stack>,
 }
 
 impl Stacks {
-    /// Takes the kernel's latest counts.
+    /// Notes a process's exit from its last thread's exit record.
+    pub fn record(&mut self, event: &Event) {
+        if let Event::ThreadExit(t) = event
+            && (t.group_dead == 1 || t.process_exiting == 1)
+            && t.process_start_ns != 0
+        {
+            self.exiting.insert((t.tgid, t.process_start_ns));
+        }
+    }
+
+    /// Takes the kernel's latest counts (read before the records since the last sample were
+    /// drained).
     pub fn set_counts(&mut self, counts: impl IntoIterator<Item = (StackKey, StackCounts)>) {
-        self.counts.extend(counts);
+        self.live.extend(counts);
+    }
+
+    /// The counts of processes known exited before the latest sample was read are complete:
+    /// they move out of `live`, and their keys are returned for the caller to delete from the
+    /// kernel. Processes whose exit came with the latest records wait for the next sample.
+    pub fn retire(&mut self) -> Vec<StackKey> {
+        let done = std::mem::take(&mut self.exited);
+        let keys: Vec<StackKey> = self
+            .live
+            .keys()
+            .filter(|k| done.contains(&(k.tgid, k.start_ns)))
+            .copied()
+            .collect();
+        for key in &keys {
+            let Some(counts) = self.live.remove(key) else {
+                continue;
+            };
+            if self.forgotten.contains(&(key.tgid, key.start_ns)) {
+                continue;
+            }
+            add(self.retired.entry(*key).or_default(), &counts);
+        }
+        for process in &done {
+            self.forgotten.remove(process);
+        }
+        self.exited = std::mem::take(&mut self.exiting);
+        keys
+    }
+
+    /// Drops what is kept of a process let go of (folded into its cgroup): `pid` and its start
+    /// in clock ticks, or every start of `pid` if unknown.
+    pub fn forget(&mut self, pid: u32, start_ticks: Option<u64>) {
+        let hz = self.clock_hz;
+        let of = |tgid: u32, start_ns: u64| tgid == pid && same_start(start_ns, start_ticks, hz);
+        self.retired.retain(|k, _| !of(k.tgid, k.start_ns));
+        self.named.retain(|r, _| !of(r.tgid, r.start_ns));
+        let pending: BTreeSet<Process> = self
+            .live
+            .keys()
+            .filter(|k| of(k.tgid, k.start_ns))
+            .map(|k| (k.tgid, k.start_ns))
+            .collect();
+        self.forgotten.extend(pending);
     }
 
     /// Keeps a stack's named frames; the first naming stands (the process may be gone when
@@ -35,22 +108,13 @@ impl Stacks {
         self.named.contains_key(stack)
     }
 
-    /// Stacks the counts refer to that have no names yet (their announcement was lost, or
-    /// arrived before the counts).
+    /// Stacks the kernel's counts refer to that have no names yet (their announcement was
+    /// lost, or arrived before the counts).
     pub fn unnamed(&self) -> Vec<StackRef> {
         let mut missing: Vec<StackRef> = self
-            .counts
+            .live
             .keys()
-            .flat_map(|k| {
-                [(k.user, 0), (k.kernel, 1)]
-                    .into_iter()
-                    .filter(|&(id, _)| id != 0)
-                    .map(|(id, kernel)| StackRef {
-                        tgid: k.tgid,
-                        kernel,
-                        id,
-                    })
-            })
+            .flat_map(stack_refs)
             .filter(|r| !self.named.contains_key(r))
             .collect();
         missing.sort_unstable();
@@ -58,15 +122,23 @@ impl Stacks {
         missing
     }
 
-    /// One process's counts, per key.
-    pub fn of(&self, pid: u32) -> impl Iterator<Item = (&StackKey, &StackCounts)> {
+    /// The counts of process `pid` started at `start_ticks` (clock ticks after boot, as
+    /// /proc/PID/stat says), per key. A key without a start (no BTF), or a process whose start
+    /// was not read, matches by pid alone.
+    pub fn of(&self, pid: u32, start_ticks: Option<u64>) -> BTreeMap<StackKey, StackCounts> {
+        let mut of = BTreeMap::new();
         let first = StackKey {
             tgid: pid,
             ..StackKey::default()
         };
-        self.counts
-            .range(first..)
-            .take_while(move |(k, _)| k.tgid == pid)
+        for held in [&self.retired, &self.live] {
+            for (key, counts) in held.range(first..).take_while(|(k, _)| k.tgid == pid) {
+                if same_start(key.start_ns, start_ticks, self.clock_hz) {
+                    add(of.entry(*key).or_default(), counts);
+                }
+            }
+        }
+        of
     }
 
     /// A stack's frames, if named.
@@ -75,49 +147,137 @@ impl Stacks {
     }
 }
 
+/// The stacks a key refers to: its user stack and its kernel stack, where it has them.
+fn stack_refs(key: &StackKey) -> impl Iterator<Item = StackRef> + '_ {
+    [(key.user, 0), (key.kernel, 1)]
+        .into_iter()
+        .filter(|&(id, _)| id != 0)
+        .map(|(id, kernel)| StackRef {
+            tgid: key.tgid,
+            kernel,
+            start_ns: key.start_ns,
+            id,
+        })
+}
+
+/// Whether a key's start (`start_boottime` ns, 0 when unknown) is that of a process started
+/// at `start_ticks`: the kernel's `nsec_to_clock_t` rounds down to clock ticks.
+fn same_start(start_ns: u64, start_ticks: Option<u64>, clock_hz: u64) -> bool {
+    match (start_ns, start_ticks) {
+        (0, _) | (_, None) => true,
+        _ if clock_hz == 0 => true,
+        (ns, Some(start)) => ns / (1_000_000_000 / clock_hz) == start,
+    }
+}
+
+fn add(to: &mut StackCounts, counts: &StackCounts) {
+    to.calls += counts.calls;
+    to.failed += counts.failed;
+    to.bytes += counts.bytes;
+    to.stall_ns += counts.stall_ns;
+    to.reclaimed_pages += counts.reclaimed_pages;
+}
+
 #[cfg(test)]
 mod tests {
-    use memtrace_common::stacks::StackSite;
+    use memtrace_common::{events::exit::ThreadExit, stacks::StackSite};
 
     use super::*;
+    use crate::model::event;
 
-    fn key(tgid: u32, user: u64) -> StackKey {
+    /// A hundred ticks a second: a process started at tick 7 started at 70 ms.
+    const TICK_NS: u64 = 10_000_000;
+
+    fn stacks() -> Stacks {
+        Stacks {
+            clock_hz: 100,
+            ..Stacks::default()
+        }
+    }
+
+    fn key(tgid: u32, start_tick: u64, user: u64) -> StackKey {
         StackKey {
             tgid,
             site: StackSite::Madvise as u32,
             detail: 4,
+            start_ns: start_tick * TICK_NS + 1,
             user,
             ..StackKey::default()
         }
     }
 
-    #[test]
-    fn counts_per_process_and_unnamed_stacks() {
-        let mut stacks = Stacks::default();
-        let counts = |calls| StackCounts {
+    fn counts(calls: u64) -> StackCounts {
+        StackCounts {
             calls,
             ..StackCounts::default()
-        };
-        stacks.set_counts([(key(7, 11), counts(1)), (key(8, 12), counts(2))]);
+        }
+    }
+
+    fn calls_of(stacks: &Stacks, pid: u32, start: Option<u64>) -> Vec<u64> {
+        stacks.of(pid, start).values().map(|c| c.calls).collect()
+    }
+
+    fn exit(tgid: u32, start_tick: u64) -> Event {
+        Event::ThreadExit(ThreadExit {
+            group_dead: 1,
+            process_exiting: 1,
+            process_start_ns: start_tick * TICK_NS + 1,
+            ..event::thread_exit(tgid, tgid)
+        })
+    }
+
+    #[test]
+    fn counts_per_process_and_unnamed_stacks() {
+        let mut stacks = stacks();
+        stacks.set_counts([(key(7, 7, 11), counts(1)), (key(8, 8, 12), counts(2))]);
         // A later sample replaces a key's counts and keeps keys no longer listed.
-        stacks.set_counts([(key(7, 11), counts(3))]);
-        let of_7: Vec<u64> = stacks.of(7).map(|(_, c)| c.calls).collect();
-        assert_eq!(of_7, [3]);
-        assert_eq!(stacks.of(8).count(), 1);
+        stacks.set_counts([(key(7, 7, 11), counts(3))]);
+        assert_eq!(calls_of(&stacks, 7, Some(7)), [3]);
+        assert_eq!(calls_of(&stacks, 8, None), [2]);
         assert_eq!(stacks.unnamed().len(), 2);
-        let named = StackRef {
-            tgid: 7,
-            kernel: 0,
-            id: 11,
-        };
+        let named = stack_refs(&key(7, 7, 11)).next().expect("a user stack");
         stacks.name(named, Stack::default());
         assert_eq!(
             stacks.unnamed(),
-            [StackRef {
-                tgid: 8,
-                kernel: 0,
-                id: 12
-            }]
+            stack_refs(&key(8, 8, 12)).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn a_reused_pid_counts_apart_from_the_process_before() {
+        let mut stacks = stacks();
+        stacks.set_counts([(key(7, 7, 11), counts(4)), (key(7, 9, 11), counts(1))]);
+        assert_eq!(calls_of(&stacks, 7, Some(7)), [4]);
+        assert_eq!(calls_of(&stacks, 7, Some(9)), [1]);
+    }
+
+    #[test]
+    fn an_exited_process_is_retired_after_the_sample_read_past_its_exit() {
+        let mut stacks = stacks();
+        stacks.set_counts([(key(7, 7, 11), counts(4)), (key(8, 8, 12), counts(1))]);
+        stacks.record(&exit(7, 7));
+        // The sample read before the exit record was drained may miss its last calls.
+        assert!(stacks.retire().is_empty());
+        stacks.set_counts([(key(7, 7, 11), counts(5)), (key(8, 8, 12), counts(1))]);
+        assert_eq!(stacks.retire(), [key(7, 7, 11)]);
+        assert_eq!(calls_of(&stacks, 7, Some(7)), [5]);
+        // A count made after its entry was deleted (a stall during the exit) adds to it.
+        stacks.set_counts([(key(7, 7, 11), counts(1))]);
+        assert_eq!(calls_of(&stacks, 7, Some(7)), [6]);
+        assert_eq!(calls_of(&stacks, 8, Some(8)), [1]);
+    }
+
+    #[test]
+    fn a_forgotten_process_leaves_nothing_behind() {
+        let mut stacks = stacks();
+        stacks.set_counts([(key(7, 7, 11), counts(4))]);
+        stacks.record(&exit(7, 7));
+        stacks.retire();
+        // Let go of before its entries were retired: they still go from the kernel.
+        stacks.forget(7, Some(7));
+        stacks.set_counts([(key(7, 7, 11), counts(4))]);
+        assert_eq!(stacks.retire(), [key(7, 7, 11)]);
+        assert!(stacks.of(7, Some(7)).is_empty());
+        assert!(stacks.forgotten.is_empty() && stacks.retired.is_empty());
     }
 }

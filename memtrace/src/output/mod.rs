@@ -9,6 +9,7 @@ pub mod lost;
 pub mod placement;
 pub mod prometheus;
 pub mod reclaim;
+pub mod stacks;
 pub mod stdout;
 pub mod text;
 pub mod verdict;

@@ -12,8 +12,10 @@ use crate::{
         process::StallView,
         snapshot::{KswapdView, ScanView, Snapshot},
     },
-    kernel::procfs::CgroupOf,
-    model::reclaim::{Interval, StallStats, bucket_bounds},
+    model::{
+        event::CgroupOf,
+        reclaim::{Interval, StallStats, bucket_bounds},
+    },
     stop::StopReason,
     units::{human_bytes, ms, secs},
 };
@@ -197,6 +199,9 @@ pub fn report(snapshot: &Snapshot, stop_reason: StopReason) -> String {
                 p.comm.as_deref().unwrap_or("?")
             );
             process_stalls_text(&mut out, &p.stalls);
+            if let Some(stacks) = &p.stacks {
+                super::stacks::stacks_text(&mut out, stacks, "by time stalled, then by stalls");
+            }
         }
     }
     for p in &snapshot.stalled {

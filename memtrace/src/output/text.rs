@@ -2,12 +2,11 @@
 
 use std::fmt::Write as _;
 
-use super::{groups, lost::lost_text, placement::placement_notes, reclaim, verdict};
+use super::{groups, lost::lost_text, placement::placement_notes, reclaim, stacks, verdict};
 use crate::{
     analysis::{
         process::{MappingsView, ProcessView},
         snapshot::Snapshot,
-        stacks::{FramesView, StacksView},
     },
     stop::StopReason,
     units::{human_bytes, secs, signed_bytes},
@@ -125,61 +124,7 @@ fn process_text(out: &mut String, p: &ProcessView, counts_user_faults: bool) {
     rss_text(out, p);
     smaps_text(out, p);
     if let Some(stacks) = &p.stacks {
-        stacks_text(out, stacks);
-    }
-}
-
-/// The top stacks, each with what was counted on it and its frames, innermost first.
-fn stacks_text(out: &mut String, stacks: &StacksView) {
-    if stacks.top.is_empty() {
-        out.push_str("  stacks: none counted\n");
-        return;
-    }
-    let _ = writeln!(
-        out,
-        "  stacks (top by bytes, then by calls; {} more not shown):",
-        stacks.others
-    );
-    for stack in &stacks.top {
-        let mut counted = format!("{} calls", stack.calls);
-        if stack.failed > 0 {
-            let _ = write!(counted, " ({} failed)", stack.failed);
-        }
-        match (stack.stall_ns, stack.reclaimed_pages) {
-            (Some(ns), Some(pages)) => {
-                let _ = write!(
-                    counted,
-                    ", {:.3} ms stalled, {pages} pages reclaimed",
-                    ns as f64 / 1e6
-                );
-            }
-            _ => {
-                let _ = write!(counted, ", {}", human_bytes(stack.bytes));
-            }
-        }
-        let _ = writeln!(out, "    {}: {counted}", stack.what());
-        for (label, frames) in [("kernel", &stack.kernel), ("user", &stack.user)] {
-            match frames {
-                Some(frames) => frames_text(out, label, frames, stack.kernel.is_some()),
-                None if label == "user" => out.push_str("      (no user stack)\n"),
-                None => {}
-            }
-        }
-    }
-}
-
-fn frames_text(out: &mut String, label: &str, frames: &FramesView, labelled: bool) {
-    if labelled {
-        let _ = writeln!(out, "      {label}:");
-    }
-    for frame in &frames.frames {
-        let _ = writeln!(out, "      {}", frame.describe());
-    }
-    if frames.truncated {
-        out.push_str("      … truncated: deeper callers were not recorded\n");
-    }
-    for doubt in &frames.doubts {
-        let _ = writeln!(out, "      ? {doubt}");
+        stacks::stacks_text(out, stacks, "by bytes, then by calls");
     }
 }
 

@@ -98,6 +98,8 @@ impl Session {
         model.reclaim.scans = kernel.scans;
         model.lost = kernel.lost;
         model.stacks.set_counts(kernel.stacks);
+        let retired = model.stacks.retire();
+        self.tracer.forget_stack_counts(&retired);
         self.name_stacks();
         self.adopt_children();
     }

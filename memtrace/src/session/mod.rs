@@ -52,6 +52,7 @@ use crate::{
         pidns,
         procfs::{self, PidKind},
         symbols::Symbols,
+        system,
     },
     model::{
         Model,
@@ -353,6 +354,7 @@ impl Session {
             model.attribution.set_at_attach(at_attach);
         }
         model.stacks.enabled = config.stacks;
+        model.stacks.clock_hz = system::clock_hz().unwrap_or(0);
         // The named targets as memtrace first sees them, read before the "attached" line: one
         // may exit right after it, before a look from the worker.
         let first_sights: Vec<(u32, FirstSight)> = config
@@ -367,7 +369,7 @@ impl Session {
             model,
             selection,
             out: Stdout::new(),
-            page_size: procfs::page_size(),
+            page_size: system::page_size(),
             started: Instant::now(),
             system_wide,
             follow: config.follow,

@@ -17,14 +17,13 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::{
     kernel::{
-        cgroup::Cgroups,
-        clock::monotonic_ns,
-        memcg::MemcgUsage,
-        pidns,
-        procfs::{self, CgroupOf, VictimFacts},
-        status::Resident,
+        cgroup::Cgroups, clock::monotonic_ns, memcg::MemcgUsage, pidns, procfs, status::Resident,
+        system,
     },
-    model::attribution::{Fresh, Identity, Reading},
+    model::{
+        attribution::{Fresh, Identity, Reading},
+        event::{CgroupOf, VictimFacts},
+    },
 };
 
 /// Urgent requests are looked at after every this many processes of a periodic look.
@@ -217,7 +216,7 @@ impl Worker {
             .collect();
         Answer::Sampled {
             readings,
-            vmstat: procfs::vmstat(),
+            vmstat: system::vmstat(),
             memcg,
         }
     }

@@ -14,12 +14,14 @@ impl Session {
         let (Some(symbols), Some(namer)) = (self.symbols.as_mut(), self.namer.as_mut()) else {
             return;
         };
+        // Taken from the kernel even when known: a stack stored again for another key of the
+        // same process would wait there for ever.
+        let Some(frames) = self.tracer.take_frames(&stack) else {
+            return;
+        };
         if self.model.stacks.is_named(&stack) || self.naming.contains(&stack) {
             return;
         }
-        let Some(frames) = self.tracer.frames(&stack) else {
-            return;
-        };
         if stack.kernel != 0 {
             namer.kernel(stack, frames);
         } else {
