@@ -19,6 +19,20 @@ fn pty() -> (File, OwnedFd) {
     pty_of(None)
 }
 
+/// memtrace with `args`, drawing on a new pseudo-terminal of `size` (rows, columns; none:
+/// 0×0): the child, and what it has drawn so far.
+fn on_pty(args: &[&str], size: Option<(u16, u16)>) -> (std::process::Child, Arc<Mutex<String>>) {
+    let (master, slave) = pty_of(size);
+    let child = Command::new(MEMTRACE)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(slave))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn memtrace");
+    (child, collect(master))
+}
+
 /// A pseudo-terminal pair whose terminal has `(rows, columns)`, or no size (0×0).
 fn pty_of(size: Option<(u16, u16)>) -> (File, OwnedFd) {
     let (mut master, mut slave) = (-1, -1);
@@ -101,15 +115,7 @@ fn terminal_screen_shows_the_traced_process() {
     }
     let mut workload = Workload::spawn(&["lazyfree", "--mib", "8"]);
     let pid = workload.pid;
-    let (master, slave) = pty();
-    let mut memtrace = Command::new(MEMTRACE)
-        .args(["--pid", &pid.to_string(), "--interval", "0.2"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(slave))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn memtrace");
-    let screen = collect(master);
+    let (mut memtrace, screen) = on_pty(&["--pid", &pid.to_string(), "--interval", "0.2"], None);
     // The first frame (cursor home + clear, then the header) means memtrace is attached.
     wait_for(&screen, |s| {
         s.contains("\x1b[H\x1b[2J") && s.contains("LAZYFREE")
@@ -155,22 +161,9 @@ fn terminal_screen_lists_the_groups_with_by() {
     };
     let mut workload = Workload::spawn_in_cgroup(&cgroup.path, &["lazyfree", "--mib", "8"]);
     let pid = workload.pid;
-    let (master, slave) = pty();
-    let mut memtrace = Command::new(MEMTRACE)
-        .args([
-            "--pid",
-            &pid.to_string(),
-            "--interval",
-            "0.2",
-            "--by",
-            "cgroup",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(slave))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn memtrace");
-    let screen = collect(master);
+    let pid_arg = pid.to_string();
+    let args = ["--pid", &pid_arg, "--interval", "0.2", "--by", "cgroup"];
+    let (mut memtrace, screen) = on_pty(&args, None);
     wait_for(&screen, |s| s.contains("LAZYFREE"));
     let mut stdin = workload.go_keeping_stdin();
     let freed = workload.next_line()["freed"].as_u64().expect("freed bytes");
@@ -208,15 +201,7 @@ fn a_small_terminal_gets_frames_that_fit_on_the_alternate_screen() {
     }
     const ENTER: &str = "\x1b[?1049h";
     const LEAVE: &str = "\x1b[?1049l";
-    let (master, slave) = pty_of(Some((15, 60)));
-    let mut memtrace = Command::new(MEMTRACE)
-        .args(["--interval", "0.2"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(slave))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn memtrace");
-    let screen = collect(master);
+    let (mut memtrace, screen) = on_pty(&["--interval", "0.2"], Some((15, 60)));
     let frames = |text: &str| text.matches(CLEAR).count();
     wait_for(&screen, |text| frames(text) >= 3);
     // SAFETY: plain kill(2) on our child.
