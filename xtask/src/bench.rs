@@ -30,7 +30,7 @@ use memtrace_common::hooks::{Program, Run};
 use serde_json::Value;
 
 use crate::{
-    stats::median,
+    stats::{median, verdict},
     tasks::{capture, cargo, is_root, status, which, workspace_root},
 };
 
@@ -1194,6 +1194,25 @@ fn render(
     skipped: &[String],
     tools: &Tools,
 ) -> String {
+    let mut out = header(machine);
+    out.push_str(&results_table(names, results));
+    out.push_str(TABLE_NOTES);
+    for note in skipped {
+        let _ = writeln!(out, "- Not run: {note}");
+    }
+    if !costs.is_empty() {
+        out.push_str(&program_cost_table(costs));
+    }
+    let _ = writeln!(out, "\n### Budgets\n");
+    for line in budgets(names, results) {
+        let _ = writeln!(out, "- {line}");
+    }
+    out.push_str(&commands(workloads, tools));
+    out
+}
+
+/// When, how, and on what the bench ran.
+fn header(machine: &Machine) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "## Results ({})\n", machine.date);
     let _ = writeln!(
@@ -1210,6 +1229,12 @@ fn render(
         "- Load average (1/5/15 min) before: {}, after: {}\n",
         machine.load_before, machine.load_after
     );
+    out
+}
+
+/// One row per workload and configuration, ratios against that workload's untraced run.
+fn results_table(names: &[&str], results: &BTreeMap<(usize, Config), Vec<Sample>>) -> String {
+    let mut out = String::new();
     let _ = writeln!(
         out,
         "| workload | configuration | ops | median wall | ns/op | × untraced | × untraced (CPU) | attach | tracer peak RSS | tracer CPU | lost | events/s |"
@@ -1219,74 +1244,68 @@ fn render(
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for (index, name) in names.iter().enumerate() {
-        let baseline = results
-            .get(&(index, Config::Untraced))
-            .and_then(|s| med(s, |s| Some(ns_per_op(s))));
-        let cpu_baseline = results
-            .get(&(index, Config::Untraced))
-            .and_then(|s| med(s, |s| Some(cpu_per_op(s))));
-        for ((i, config), samples) in
+        let untraced = results.get(&(index, Config::Untraced));
+        let baseline = untraced.and_then(|s| med(s, |s| Some(ns_per_op(s))));
+        let cpu_baseline = untraced.and_then(|s| med(s, |s| Some(cpu_per_op(s))));
+        for ((_, config), samples) in
             results.range((index, Config::Untraced)..=(index, Config::Strace))
         {
-            debug_assert_eq!(*i, index);
-            let per_op = med(samples, |s| Some(ns_per_op(s))).unwrap_or(f64::NAN);
-            let wall = med(samples, |s| Some(s.wall_ns as f64 / 1e9)).unwrap_or(f64::NAN);
-            let ops = samples.first().map_or(0, |s| s.ops);
-            let ratio = baseline.map_or("—".to_owned(), |b| format!("{:.2}×", per_op / b));
-            let cpu_ratio = cpu_baseline.map_or("—".to_owned(), |b| {
-                format!(
-                    "{:.2}×",
-                    med(samples, |s| Some(cpu_per_op(s))).unwrap_or(f64::NAN) / b
-                )
-            });
-            let tracer = |f: &dyn Fn(&TracerCost) -> Option<f64>| {
-                med(samples, |s| s.tracer.as_ref().and_then(f))
-            };
-            let attach = tracer(&|t| Some(t.attach.as_secs_f64() * 1e3));
-            let rss = tracer(&|t| Some(t.peak_rss_kib as f64 / 1024.0));
-            let cpu = tracer(&|t| Some(t.cpu.as_secs_f64()));
-            let lost = samples.iter().filter_map(|s| s.tracer.as_ref()?.lost).max();
-            let rate = med(samples, |s| {
-                Some(s.tracer.as_ref()?.events? as f64 / (s.wall_ns as f64 / 1e9))
-            });
-            let _ = writeln!(
-                out,
-                "| {name} | {} | {} | {:.3} s | {:.0} | {ratio} | {cpu_ratio} | {} | {} | {} | {} | {} |",
-                config.label(),
-                thousands(ops),
-                wall,
-                per_op,
-                attach.map_or("—".into(), |v| format!("{v:.0} ms")),
-                rss.map_or("—".into(), |v| format!("{v:.1} MiB")),
-                cpu.map_or("—".into(), |v| format!("{v:.2} s")),
-                lost.map_or("—".into(), |v| v.to_string()),
-                rate.map_or("—".into(), |v| format!("{:.2} M", v / 1e6)),
-            );
+            let row = result_row(samples, baseline, cpu_baseline);
+            let _ = writeln!(out, "| {name} | {} | {row} |", config.label());
         }
     }
-    let _ = writeln!(
-        out,
-        "\n- **ns/op** and **× untraced** are wall time per operation (a page touched, a madvise + retouch, an \
-         mmap/touch/munmap round, a Go allocate/drop/GC round), so the strace rows, which run fewer \
-         operations where noted in **ops**, compare fairly. **× untraced (CPU)** compares the \
-         workload's own CPU time (getrusage around the loop): tracepoint programs run in its \
-         context, so their cost shows there, while waiting for a CPU on a busy machine does not.\n\
-         - **attach**: from starting the tracer to memtrace printing `attached` (bpftrace: until \
-         probes placed first and last in its script both fire). **tracer peak RSS / CPU**: the \
-         tracer's own `ru_maxrss` and user+system time from wait4.\n\
-         - **events/s**: per-fault records received on memtrace's stdout divided by the workload's \
-         wall time; **lost**: the largest `lost` total memtrace reported over the iterations."
-    );
-    for note in skipped {
-        let _ = writeln!(out, "- Not run: {note}");
-    }
-    if !costs.is_empty() {
-        out.push_str(&program_cost_table(costs));
-    }
-    let _ = writeln!(out, "\n### Budgets\n");
-    for line in budgets(names, results) {
-        let _ = writeln!(out, "- {line}");
-    }
+    out
+}
+
+/// A row's cells after the workload and configuration.
+fn result_row(samples: &[Sample], baseline: Option<f64>, cpu_baseline: Option<f64>) -> String {
+    let per_op = med(samples, |s| Some(ns_per_op(s))).unwrap_or(f64::NAN);
+    let wall = med(samples, |s| Some(s.wall_ns as f64 / 1e9)).unwrap_or(f64::NAN);
+    let ops = samples.first().map_or(0, |s| s.ops);
+    let ratio = baseline.map_or("—".to_owned(), |b| format!("{:.2}×", per_op / b));
+    let cpu_ratio = cpu_baseline.map_or("—".to_owned(), |b| {
+        format!(
+            "{:.2}×",
+            med(samples, |s| Some(cpu_per_op(s))).unwrap_or(f64::NAN) / b
+        )
+    });
+    let tracer =
+        |f: &dyn Fn(&TracerCost) -> Option<f64>| med(samples, |s| s.tracer.as_ref().and_then(f));
+    let attach = tracer(&|t| Some(t.attach.as_secs_f64() * 1e3));
+    let rss = tracer(&|t| Some(t.peak_rss_kib as f64 / 1024.0));
+    let cpu = tracer(&|t| Some(t.cpu.as_secs_f64()));
+    let lost = samples.iter().filter_map(|s| s.tracer.as_ref()?.lost).max();
+    let rate = med(samples, |s| {
+        Some(s.tracer.as_ref()?.events? as f64 / (s.wall_ns as f64 / 1e9))
+    });
+    format!(
+        "{} | {:.3} s | {:.0} | {ratio} | {cpu_ratio} | {} | {} | {} | {} | {}",
+        thousands(ops),
+        wall,
+        per_op,
+        attach.map_or("—".into(), |v| format!("{v:.0} ms")),
+        rss.map_or("—".into(), |v| format!("{v:.1} MiB")),
+        cpu.map_or("—".into(), |v| format!("{v:.2} s")),
+        lost.map_or("—".into(), |v| v.to_string()),
+        rate.map_or("—".into(), |v| format!("{:.2} M", v / 1e6)),
+    )
+}
+
+/// What the table's columns mean.
+const TABLE_NOTES: &str = "\n- **ns/op** and **× untraced** are wall time per operation (a page touched, a madvise + retouch, an \
+     mmap/touch/munmap round, a Go allocate/drop/GC round), so the strace rows, which run fewer \
+     operations where noted in **ops**, compare fairly. **× untraced (CPU)** compares the \
+     workload's own CPU time (getrusage around the loop): tracepoint programs run in its \
+     context, so their cost shows there, while waiting for a CPU on a busy machine does not.\n\
+     - **attach**: from starting the tracer to memtrace printing `attached` (bpftrace: until \
+     probes placed first and last in its script both fire). **tracer peak RSS / CPU**: the \
+     tracer's own `ru_maxrss` and user+system time from wait4.\n\
+     - **events/s**: per-fault records received on memtrace's stdout divided by the workload's \
+     wall time; **lost**: the largest `lost` total memtrace reported over the iterations.\n";
+
+/// The commands each configuration ran, to reproduce a row by hand.
+fn commands(workloads: &[Result<Workload, String>], tools: &Tools) -> String {
+    let mut out = String::new();
     let _ = writeln!(out, "\n### Commands\n");
     let _ = writeln!(out, "```");
     let root = format!(
@@ -1409,78 +1428,125 @@ fn program_cost_table(costs: &[(&str, Config, Vec<ProgramStats>)]) -> String {
 
 /// The issue's budgets, each with the measured value and PASS/MISS.
 fn budgets(names: &[&str], results: &BTreeMap<(usize, Config), Vec<Sample>>) -> Vec<String> {
-    let index = |name: &str| names.iter().position(|n| *n == name);
-    let ratio_by = |name: &str, config: Config, per_op: fn(&Sample) -> f64| -> Option<f64> {
-        let i = index(name)?;
-        let base = med(results.get(&(i, Config::Untraced))?, |s| Some(per_op(s)))?;
-        Some(med(results.get(&(i, config))?, |s| Some(per_op(s)))? / base)
-    };
-    let ratio = |name: &str, config: Config| ratio_by(name, config, ns_per_op);
-    let cpu = |name: &str, config: Config| {
-        ratio_by(name, config, cpu_per_op).map_or("—".to_owned(), |r| format!("{r:.2}×"))
-    };
-    let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
-    let mut lines = Vec::new();
-    for config in [Config::MemtracePid, Config::MemtraceSystem] {
-        if let (Some(r), Some(floor)) = (ratio("refault", config), ratio("refault", Config::Floor))
-        {
-            lines.push(format!(
+    let table = Measured { names, results };
+    [
+        refault_budgets(&table),
+        floor_budgets(&table),
+        below(
+            &table,
+            (Config::MemtracePid, Config::Bpftrace),
+            "default mode below bpftrace",
+        ),
+        below(
+            &table,
+            (Config::MemtraceStacks, Config::BpftraceUstack),
+            "--stacks below bpftrace's ustack count",
+        ),
+        streaming_budgets(&table),
+        tracer_budgets(&table),
+    ]
+    .concat()
+}
+
+/// The medians the budgets are judged on.
+struct Measured<'a> {
+    names: &'a [&'a str],
+    results: &'a BTreeMap<(usize, Config), Vec<Sample>>,
+}
+
+impl Measured<'_> {
+    fn samples(&self, name: &str, config: Config) -> Option<&[Sample]> {
+        let i = self.names.iter().position(|n| *n == name)?;
+        self.results.get(&(i, config)).map(Vec::as_slice)
+    }
+
+    /// A configuration's median per operation over the untraced run's.
+    fn ratio_by(&self, name: &str, config: Config, per_op: fn(&Sample) -> f64) -> Option<f64> {
+        let base = med(self.samples(name, Config::Untraced)?, |s| Some(per_op(s)))?;
+        Some(med(self.samples(name, config)?, |s| Some(per_op(s)))? / base)
+    }
+
+    /// Wall time per operation over untraced.
+    fn ratio(&self, name: &str, config: Config) -> Option<f64> {
+        self.ratio_by(name, config, ns_per_op)
+    }
+
+    /// The workload's CPU time per operation over untraced, as a table cell.
+    fn cpu(&self, name: &str, config: Config) -> String {
+        self.ratio_by(name, config, cpu_per_op)
+            .map_or("—".to_owned(), |r| format!("{r:.2}×"))
+    }
+
+    /// The workloads measured here (not the empty ones left out of a quick run).
+    fn workloads(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().copied().filter(|n| !n.is_empty())
+    }
+}
+
+/// Refault, the fault path's cost, within 10 % of untraced.
+fn refault_budgets(t: &Measured) -> Vec<String> {
+    [Config::MemtracePid, Config::MemtraceSystem]
+        .into_iter()
+        .filter_map(|config| {
+            let (r, floor) = (
+                t.ratio("refault", config)?,
+                t.ratio("refault", Config::Floor)?,
+            );
+            Some(format!(
                 "{}: {} on refault ≤ 1.10× untraced: {r:.2}× (CPU time {}; floor {floor:.2}×)",
                 verdict(r <= 1.10),
                 config.label(),
-                cpu("refault", config)
-            ));
-        }
-    }
-    for (name, margin) in [
+                t.cpu("refault", config)
+            ))
+        })
+        .collect()
+}
+
+/// memtrace's own work over the hooks' cost by themselves (the floor), within a margin.
+fn floor_budgets(t: &Measured) -> Vec<String> {
+    let margins = [
         ("refault", 0.03),
         ("madvise-heavy", 0.10),
         ("fault-heavy", 0.03),
-    ] {
+    ];
+    let mut lines = Vec::new();
+    for (name, margin) in margins {
         for config in [Config::MemtracePid, Config::MemtraceSystem] {
-            if let (Some(r), Some(floor)) = (ratio(name, config), ratio(name, Config::Floor)) {
+            if let (Some(r), Some(floor)) = (t.ratio(name, config), t.ratio(name, Config::Floor)) {
                 lines.push(format!(
                     "{}: {} on {name} within {margin:.2} of the floor: {r:.2}× vs {floor:.2}× \
                      (CPU time {} vs {})",
                     verdict(r <= floor + margin),
                     config.label(),
-                    cpu(name, config),
-                    cpu(name, Config::Floor)
+                    t.cpu(name, config),
+                    t.cpu(name, Config::Floor)
                 ));
             }
         }
     }
-    for name in names.iter().filter(|n| !n.is_empty()) {
-        if let (Some(m), Some(b)) = (
-            ratio(name, Config::MemtracePid),
-            ratio(name, Config::Bpftrace),
-        ) {
-            lines.push(format!(
-                "{}: default mode below bpftrace on {name}: {m:.2}× vs {b:.2}× (CPU time {} vs {})",
+    lines
+}
+
+/// `ours` costs less than `theirs` on every workload both ran.
+fn below(t: &Measured, (ours, theirs): (Config, Config), what: &str) -> Vec<String> {
+    t.workloads()
+        .filter_map(|name| {
+            let (m, b) = (t.ratio(name, ours)?, t.ratio(name, theirs)?);
+            Some(format!(
+                "{}: {what} on {name}: {m:.2}× vs {b:.2}× (CPU time {} vs {})",
                 verdict(m < b),
-                cpu(name, Config::MemtracePid),
-                cpu(name, Config::Bpftrace)
-            ));
-        }
-    }
-    for name in names.iter().filter(|n| !n.is_empty()) {
-        if let (Some(m), Some(b)) = (
-            ratio(name, Config::MemtraceStacks),
-            ratio(name, Config::BpftraceUstack),
-        ) {
-            lines.push(format!(
-                "{}: --stacks below bpftrace's ustack count on {name}: {m:.2}× vs {b:.2}× (CPU time {} vs {})",
-                verdict(m < b),
-                cpu(name, Config::MemtraceStacks),
-                cpu(name, Config::BpftraceUstack)
-            ));
-        }
-    }
+                t.cpu(name, ours),
+                t.cpu(name, theirs)
+            ))
+        })
+        .collect()
+}
+
+/// Streaming every fault: nothing lost at a million events a second; nothing lost by default.
+fn streaming_budgets(t: &Measured) -> Vec<String> {
+    let mut lines = Vec::new();
     for name in ["fault-heavy", "fault-heavy-2t"] {
-        let Some(i) = index(name) else {
-            continue;
-        };
-        let Some(samples) = results.get(&(i, Config::MemtraceFaultEvents)) else {
+        let Some(samples) = t.samples(name, Config::MemtraceFaultEvents) else {
             continue;
         };
         let lost = samples.iter().filter_map(|s| s.tracer.as_ref()?.lost).max();
@@ -1488,8 +1554,8 @@ fn budgets(names: &[&str], results: &BTreeMap<(usize, Config), Vec<Sample>>) -> 
             Some(s.tracer.as_ref()?.events? as f64 / (s.wall_ns as f64 / 1e9))
         });
         // How fast the workload faults with nothing attached: the most it could ask for.
-        let untraced = results
-            .get(&(i, Config::Untraced))
+        let untraced = t
+            .samples(name, Config::Untraced)
             .and_then(|u| med(u, |s| Some(s.ops as f64 / (s.wall_ns as f64 / 1e9))));
         if let (Some(lost), Some(rate)) = (lost, rate) {
             lines.push(format!(
@@ -1501,7 +1567,8 @@ fn budgets(names: &[&str], results: &BTreeMap<(usize, Config), Vec<Sample>>) -> 
             ));
         }
     }
-    let default_lost = results
+    let default_lost = t
+        .results
         .iter()
         .filter(|((_, c), _)| matches!(c, Config::MemtracePid | Config::MemtraceSystem))
         .flat_map(|(_, samples)| samples.iter().filter_map(|s| s.tracer.as_ref()?.lost))
@@ -1513,35 +1580,35 @@ fn budgets(names: &[&str], results: &BTreeMap<(usize, Config), Vec<Sample>>) -> 
             verdict(lost == 0)
         ));
     }
-    let memtrace_costs: Vec<&TracerCost> = results
+    lines
+}
+
+/// memtrace's own start and footprint, over every run of it.
+fn tracer_budgets(t: &Measured) -> Vec<String> {
+    let costs: Vec<&TracerCost> = t
+        .results
         .iter()
         .filter(|((_, c), _)| c.is_memtrace())
         .flat_map(|(_, samples)| samples.iter().filter_map(|s| s.tracer.as_ref()))
         .collect();
-    if !memtrace_costs.is_empty() {
-        let mut attach: Vec<f64> = memtrace_costs
-            .iter()
-            .map(|t| t.attach.as_secs_f64() * 1e3)
-            .collect();
-        let worst = attach.iter().copied().fold(0.0, f64::max);
-        let typical = median(&mut attach);
-        lines.push(format!(
+    if costs.is_empty() {
+        return Vec::new();
+    }
+    let mut attach: Vec<f64> = costs.iter().map(|t| t.attach.as_secs_f64() * 1e3).collect();
+    let worst = attach.iter().copied().fold(0.0, f64::max);
+    let typical = median(&mut attach);
+    let rss = costs.iter().map(|t| t.peak_rss_kib).max().unwrap_or(0) as f64 / 1024.0;
+    vec![
+        format!(
             "{}: attached ≤ 150 ms: median {typical:.0} ms, worst {worst:.0} ms over {} starts",
             verdict(worst <= 150.0),
             attach.len()
-        ));
-        let rss = memtrace_costs
-            .iter()
-            .map(|t| t.peak_rss_kib)
-            .max()
-            .unwrap_or(0) as f64
-            / 1024.0;
-        lines.push(format!(
+        ),
+        format!(
             "{}: memtrace peak RSS ≤ 32 MiB: worst {rss:.1} MiB",
             verdict(rss <= 32.0)
-        ));
-    }
-    lines
+        ),
+    ]
 }
 
 fn thousands(n: u64) -> String {

@@ -1,4 +1,4 @@
-//! The one summary statistic the benches report.
+//! The one summary statistic the benches report, and how they judge a budget.
 
 /// The middle value (the mean of the two middle ones for an even count), NaN for none.
 pub fn median(values: &mut [f64]) -> f64 {
@@ -12,6 +12,11 @@ pub fn median(values: &mut [f64]) -> f64 {
     } else {
         (values[n / 2 - 1] + values[n / 2]) / 2.0
     }
+}
+
+/// A budget's verdict as the bench tables print it.
+pub fn verdict(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "MISS" }
 }
 
 #[cfg(test)]

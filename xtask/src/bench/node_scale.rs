@@ -24,6 +24,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use super::{ATTACH_TIMEOUT, chrono_like_utc, loadavg, machine_lines, timeval, wait4};
+use crate::stats::verdict;
 
 const IDLE_PROCESSES: usize = 1_500;
 /// The idle processes wake this often (each at its own phase).
@@ -289,10 +290,6 @@ fn series_at(scrapes: &[Scrape], at: Duration) -> Option<usize> {
         .filter(|s| s.at <= at)
         .filter_map(|s| s.page.map(|(series, _)| series))
         .next_back()
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "PASS" } else { "MISS" }
 }
 
 fn ms(d: Duration) -> String {
