@@ -78,7 +78,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 sort: cli.sort,
                 ..config.selection
             };
-            let mut mode = Trace::new(pids, cli.follow, cli.json, cli.top, cli.interval);
+            let mut mode = Trace::new(&pids, cli.follow, cli.json, cli.top, cli.interval);
             if cli.no_events {
                 mode = mode.without_events();
             }
@@ -89,7 +89,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut config = base_config(&pids, args.scope.duration, &args.kernel);
             config.stacks = args.stacks;
             let mode = Reclaim {
-                pids,
                 json: args.json,
                 interval: args.interval,
             };
@@ -137,7 +136,7 @@ fn kernel_comms(names: &[String]) -> Vec<String> {
 
 /// Loading reads the kernel's BTF (megabytes) into buffers freed right after. glibc then raises
 /// its mmap threshold to that size, so later large buffers land on the heap and the freed space
-/// is never returned: 36 MiB peak RSS instead of 26 MiB (measured by `cargo xtask bench`).
+/// is never returned (peak RSS a third higher, measured by `cargo xtask bench`).
 /// A fixed threshold (glibc's own initial 128 KiB) keeps large buffers in their own mappings,
 /// given back to the kernel when freed.
 fn keep_heap_small() {

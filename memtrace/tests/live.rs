@@ -148,6 +148,49 @@ fn terminal_screen_shows_the_traced_process() {
     });
 }
 
+/// With `--follow`, whose children may be thousands, the screen shows at most `--top` rows even
+/// on a terminal that reports no size: 20 children of the workload (its own count), 3 rows.
+#[test]
+#[ignore = "loads eBPF: needs root (`sudo -E cargo xtask test` runs it)"]
+fn terminal_screen_caps_followed_children_at_top() {
+    if !privileged() {
+        return;
+    }
+    let mut workload = Workload::spawn(&[
+        "fork-many",
+        "--children",
+        "20",
+        "--hold-ms",
+        "3000",
+        "--child-dontneed-pages",
+        "1",
+    ]);
+    let pid = workload.pid.to_string();
+    let args = ["--pid", &pid, "--follow", "--top", "3", "--interval", "0.2"];
+    let (mut memtrace, screen) = on_pty(&args, None);
+    wait_for(&screen, |s| s.contains("PID"));
+    workload.go();
+    // A frame taken while the parent and all its children live.
+    let full = |s: &str| {
+        s.split(CLEAR)
+            .find(|frame| frame.contains(" 21 processes"))
+            .map(str::to_owned)
+    };
+    let text = wait_for(&screen, |s| full(s).is_some());
+    let frame = full(&text).unwrap_or_default();
+    let rows = frame
+        .lines()
+        .filter(|l| {
+            l.get(..7)
+                .is_some_and(|pid| pid.trim().parse::<u32>().is_ok())
+        })
+        .count();
+    assert_eq!(rows, 3, "{frame}");
+    assert_eq!(workload.record()["children"], 20);
+    let status = memtrace.wait().expect("wait memtrace");
+    assert!(status.success(), "{status}");
+}
+
 /// With `--by cgroup`, the screen lists the groups under the processes: the workload's cgroup
 /// with what its one process released (the workload's own count) and the limit the test set.
 #[test]

@@ -99,8 +99,11 @@ pub trait Mode {
     fn every(&self) -> Option<Duration> {
         None
     }
-    /// Before the first event (the JSON start line).
-    fn start(&mut self, _session: &mut Session) {}
+    /// Whether the mode prints JSON Lines: the session then writes the start line (what is
+    /// traced, and how) before the first event.
+    fn json(&self) -> bool {
+        false
+    }
     /// One event, after the model took it into account.
     fn event(&mut self, _session: &mut Session, _event: &Event) {}
     /// Every [`Mode::every`].
@@ -193,7 +196,9 @@ pub async fn run(config: Config, mut mode: impl Mode) -> anyhow::Result<()> {
     let mut session = Session::attach(&config, run, targets)?;
     session.metrics = exporter.map(Exporter::start);
     eprintln!("memtrace: {}", mode.attached(&session.describe_targets()));
-    mode.start(&mut session);
+    if mode.json() {
+        session.json_start(&config.pids);
+    }
     let reason = session
         .run_until_stopped(&mut mode, signals, config.duration, &exits)
         .await?;

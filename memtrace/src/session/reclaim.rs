@@ -16,7 +16,6 @@ use crate::{
 };
 
 pub struct Reclaim {
-    pub pids: Vec<u32>,
     pub json: bool,
     pub interval: Duration,
 }
@@ -40,10 +39,8 @@ impl Mode for Reclaim {
         Some(self.interval)
     }
 
-    fn start(&mut self, session: &mut Session) {
-        if self.json {
-            session.json_start(&self.pids);
-        }
+    fn json(&self) -> bool {
+        self.json
     }
 
     fn event(&mut self, session: &mut Session, event: &Event) {

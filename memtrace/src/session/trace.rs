@@ -21,13 +21,15 @@ use crate::{
 const GROUP_ROWS: usize = 8;
 
 pub struct Trace {
-    pub pids: Vec<u32>,
     pub follow: bool,
     pub json: bool,
     /// With --json, a line per event (not with --no-events).
     pub events: bool,
-    /// How many processes the text report and the screen show (system-wide only).
+    /// How many processes the text report shows (system-wide only: with --pid, every target
+    /// and followed child).
     pub top: Option<usize>,
+    /// How many the screen shows: with --follow too, whose children may be thousands.
+    screen_top: Option<usize>,
     pub interval: Duration,
     /// The live view, unless --json: `true` draws a screen (stdout is a terminal), `false`
     /// prints one line per interval.
@@ -37,11 +39,11 @@ pub struct Trace {
 }
 
 impl Trace {
-    pub fn new(pids: Vec<u32>, follow: bool, json: bool, top: usize, interval: Duration) -> Self {
+    pub fn new(pids: &[u32], follow: bool, json: bool, top: usize, interval: Duration) -> Self {
         Self {
             top: pids.is_empty().then_some(top),
+            screen_top: (pids.is_empty() || follow).then_some(top),
             live: (!json).then(|| (Live::default(), std::io::stdout().is_terminal())),
-            pids,
             follow,
             json,
             events: json,
@@ -80,10 +82,8 @@ impl Mode for Trace {
         self.live.as_ref().map(|_| self.interval)
     }
 
-    fn start(&mut self, session: &mut Session) {
-        if self.json {
-            session.json_start(&self.pids);
-        }
+    fn json(&self) -> bool {
+        self.json
     }
 
     fn event(&mut self, session: &mut Session, event: &Event) {
@@ -120,8 +120,9 @@ impl Mode for Trace {
                 rows: s.rows.saturating_sub(groups.lines().count()),
                 ..s
             });
-            let screen =
-                live.screen(&snapshot, self.top, room) + &groups + &live::go_runtime_screen(&go);
+            let screen = live.screen(&snapshot, self.screen_top, room)
+                + &groups
+                + &live::go_runtime_screen(&go);
             live::fit(&screen, size)
         } else {
             live.line(&snapshot) + &live::go_runtime_line(&go)
