@@ -70,7 +70,7 @@ impl Hierarchy {
     /// The choice [`Hierarchy::find`] makes, from /proc/self/mountinfo's text;
     /// `offers_memory` says whether a v2 root offers the memory controller.
     fn from_mountinfo(text: &str, offers_memory: impl Fn(&Path) -> bool) -> Option<Self> {
-        let mounts: Vec<(&str, &str, &str)> = text.lines().filter_map(parse_mountinfo).collect();
+        let mounts: Vec<(String, &str, &str)> = text.lines().filter_map(parse_mountinfo).collect();
         let v1 = mounts.iter().find(|(_, fs_type, options)| {
             *fs_type == "cgroup" && options.split(',').any(|o| o == "memory")
         });
@@ -160,14 +160,41 @@ impl Hierarchy {
     }
 }
 
-/// `(mount point, filesystem type, super options)` of a /proc/PID/mountinfo line.
-fn parse_mountinfo(line: &str) -> Option<(&str, &str, &str)> {
+/// `(mount point, filesystem type, super options)` of a /proc/PID/mountinfo line, the mount
+/// point unescaped.
+fn parse_mountinfo(line: &str) -> Option<(String, &str, &str)> {
     let (before, after) = line.split_once(" - ")?;
     let point = before.split(' ').nth(4)?;
     let mut after = after.split(' ');
     let fs_type = after.next()?;
     let _source = after.next()?;
-    Some((point, fs_type, after.next().unwrap_or_default()))
+    Some((unescape(point), fs_type, after.next().unwrap_or_default()))
+}
+
+/// The kernel writes a space, tab, newline and backslash in a mountinfo path as `\040`,
+/// `\011`, `\012` and `\134` (`seq_path`'s escapes): three octal digits after a backslash.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|_| bytes[i] == b'\\')
+            .and_then(|digits| std::str::from_utf8(digits).ok())
+            .and_then(|digits| u8::from_str_radix(digits, 8).ok());
+        match octal {
+            Some(byte) => {
+                out.push(byte);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Why a cgroup id has no name.
@@ -326,9 +353,15 @@ mod tests {
         let v1 = "35 25 0:30 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory";
         assert_eq!(
             parse_mountinfo(v1),
-            Some(("/sys/fs/cgroup/memory", "cgroup", "rw,memory"))
+            Some(("/sys/fs/cgroup/memory".to_owned(), "cgroup", "rw,memory"))
         );
         assert_eq!(parse_mountinfo("garbage"), None);
+        let spaced = r"36 25 0:31 / /mnt/my\040cgroups\134v2 rw - cgroup2 cgroup2 rw";
+        assert_eq!(
+            parse_mountinfo(spaced),
+            Some(("/mnt/my cgroups\\v2".to_owned(), "cgroup2", "rw"))
+        );
+        assert_eq!(unescape(r"a\04"), r"a\04");
     }
 
     /// A fake hierarchy in a temporary directory: ids are the directories' inode numbers, as in
