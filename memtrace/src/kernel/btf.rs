@@ -28,7 +28,7 @@ const MAX_VISITS: usize = 1 << 20;
 const POINTER_SIZE: u32 = 8;
 
 /// Why the BTF could not be read or a member not found.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// The BTF file could not be read.
     #[error("cannot read BTF: {0}")]

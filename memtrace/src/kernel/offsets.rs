@@ -22,9 +22,9 @@ use super::{
 /// Why a struct member the programs read cannot be used on this kernel.
 #[derive(Debug, thiserror::Error)]
 enum MemberError {
-    /// The kernel's BTF could not be read (the loader's words).
+    /// The kernel's BTF could not be read.
     #[error("{0}")]
-    NoBtf(String),
+    NoBtf(btf::Error),
     #[error("kernel BTF: {ty}.{name}: {source}")]
     Lookup {
         ty: &'static str,
@@ -80,7 +80,7 @@ impl Offsets {
     /// Resolves every [`Field`] from the tracefs `events` directory and every [`Member`] from
     /// the kernel's BTF (or the error reading it). `task_pt_regs`: whether this kernel has the
     /// `bpf_task_pt_regs` helper (5.15+).
-    pub fn resolve(events: &Path, btf: Result<&Btf, &str>, task_pt_regs: bool) -> Self {
+    pub fn resolve(events: &Path, btf: Result<&Btf, &btf::Error>, task_pt_regs: bool) -> Self {
         let mut offsets = Self {
             fields: [0; Field::COUNT],
             members: [0; Member::COUNT],
@@ -129,10 +129,10 @@ impl Offsets {
         self.unusable.push((spec.tracepoint, why));
     }
 
-    fn resolve_members(&mut self, btf: Result<&Btf, &str>) {
+    fn resolve_members(&mut self, btf: Result<&Btf, &btf::Error>) {
         let mut found = |member: Member| -> Result<(), MemberError> {
             let (ty, name) = member.path();
-            let btf = btf.map_err(|e| MemberError::NoBtf(e.to_owned()))?;
+            let btf = btf.map_err(|e| MemberError::NoBtf(e.clone()))?;
             let at = btf
                 .member_offset(ty, name)
                 .map_err(MemberError::lookup(member))?;
@@ -202,7 +202,7 @@ impl Offsets {
     /// (`pt_regs`, whose layout BTF must confirm), through `bpf_task_pt_regs` where the kernel
     /// has it, else at the top of the task's kernel stack. Without either, an entry program
     /// parks them.
-    fn resolve_registers(&mut self, btf: Result<&Btf, &str>, task_pt_regs: bool) {
+    fn resolve_registers(&mut self, btf: Result<&Btf, &btf::Error>, task_pt_regs: bool) {
         let Ok(btf) = btf else {
             return;
         };
@@ -252,11 +252,11 @@ fn check_width(btf: &Btf, member: Member) -> Result<(), MemberError> {
 
 /// `index`, if `css_set.subsys` has that many entries and more: the programs read the entry
 /// at the memory controller's index.
-fn subsys_has(btf: Result<&Btf, &str>, index: u32) -> Result<u32, MemberError> {
+fn subsys_has(btf: Result<&Btf, &btf::Error>, index: u32) -> Result<u32, MemberError> {
     let member = Member::CssSetSubsys;
     let (ty, name) = member.path();
     let entries = btf
-        .map_err(|e| MemberError::NoBtf(e.to_owned()))?
+        .map_err(|e| MemberError::NoBtf(e.clone()))?
         .member_size(ty, name)
         .map_err(MemberError::lookup(member))?
         / member.read_bytes();
@@ -273,7 +273,7 @@ fn subsys_has(btf: Result<&Btf, &str>, index: u32) -> Result<u32, MemberError> {
 
 /// The memory controller's index among the kernel's cgroup subsystems: `memory_cgrp_id` from
 /// BTF, else its row in /proc/cgroups (which lists them in id order).
-fn memory_controller_id(btf: Result<&Btf, &str>) -> Result<u32, MemberError> {
+fn memory_controller_id(btf: Result<&Btf, &btf::Error>) -> Result<u32, MemberError> {
     let from_btf = btf
         .ok()
         .and_then(|btf| btf.enum_value("cgroup_subsys_id", "memory_cgrp_id").ok())
@@ -319,7 +319,7 @@ mod tests {
     #[test]
     fn optional_fields_read_as_absent_and_required_ones_disable_their_hook() {
         let dir = old_kernel_events();
-        let offsets = Offsets::resolve(&dir, Err("no BTF here"), true);
+        let offsets = Offsets::resolve(&dir, Err(&btf::Error::Io("no BTF here".into())), true);
         let at = |field: Field| offsets.fields[field as usize];
         assert_eq!(at(Field::OomPid), 8);
         // Absent optional fields are passed as 0: the program reports them unknown.

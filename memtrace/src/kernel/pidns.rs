@@ -49,22 +49,29 @@ pub fn check_host_pid_namespace() -> anyhow::Result<()> {
     }
 }
 
+/// Why memtrace cannot trust the pids it sees.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum ForeignPids {
+    #[error("not in the host's pid namespace (in pid:[{0}])")]
+    OtherNamespace(u64),
+    #[error("cannot tell which pid namespace this is")]
+    UnknownNamespace,
+    /// In the host's namespace yet missing from /proc: a container's /proc mounted here.
+    #[error("/proc is not the host's (/proc/self is not memtrace)")]
+    ForeignProc,
+}
+
 /// Why memtrace cannot trust its pids, if it cannot: its own namespace's inode (from
 /// `/proc/self/ns/pid`), the pid `/proc/self` names, and its own pid.
-fn verdict(own: Option<u64>, proc_self: Option<u32>, pid: u32) -> Result<(), String> {
+fn verdict(own: Option<u64>, proc_self: Option<u32>, pid: u32) -> Result<(), ForeignPids> {
     match own {
         Some(HOST_PID_NAMESPACE) => {}
-        Some(inode) => {
-            return Err(format!(
-                "not in the host's pid namespace (in pid:[{inode}])"
-            ));
-        }
-        None => return Err("cannot tell which pid namespace this is".to_owned()),
+        Some(inode) => return Err(ForeignPids::OtherNamespace(inode)),
+        None => return Err(ForeignPids::UnknownNamespace),
     }
     match proc_self {
         Some(p) if p == pid => Ok(()),
-        // In the host's namespace yet missing from /proc: a container's /proc mounted here.
-        _ => Err("/proc is not the host's (/proc/self is not memtrace)".to_owned()),
+        _ => Err(ForeignPids::ForeignProc),
     }
 }
 
@@ -98,10 +105,19 @@ mod tests {
         assert_eq!(namespace_inode("net:[4026531836]"), None);
         assert_eq!(verdict(Some(HOST_PID_NAMESPACE), Some(10), 10), Ok(()));
         let child = verdict(Some(4_026_532_001), Some(3), 3).unwrap_err();
-        assert!(child.contains("pid:[4026532001]"), "{child}");
+        assert!(child.to_string().contains("pid:[4026532001]"), "{child}");
         // `unshare -p` without --mount-proc: the namespace alone refuses it.
-        assert!(verdict(Some(4_026_532_001), Some(900), 3).is_err());
-        assert!(verdict(Some(HOST_PID_NAMESPACE), None, 10).is_err());
-        assert!(verdict(None, Some(10), 10).is_err());
+        assert_eq!(
+            verdict(Some(4_026_532_001), Some(900), 3),
+            Err(ForeignPids::OtherNamespace(4_026_532_001))
+        );
+        assert_eq!(
+            verdict(Some(HOST_PID_NAMESPACE), None, 10),
+            Err(ForeignPids::ForeignProc)
+        );
+        assert_eq!(
+            verdict(None, Some(10), 10),
+            Err(ForeignPids::UnknownNamespace)
+        );
     }
 }

@@ -116,16 +116,12 @@ impl Tracer {
         let events_dir = tracefs::events_dir().map_err(|why| anyhow!("{why}"))?;
         raise_memlock_limit();
         let offsets = {
-            // Parsed once (a few MiB) and freed before aya loads its own copy: both at once
-            // raised peak RSS by 6 MiB.
-            let btf = Btf::from_sys_fs().map_err(|e| format!("cannot read kernel BTF: {e}"));
+            // Parsed once and freed before aya loads its own copy: both at once raised peak
+            // RSS (BENCHMARKS.md, "Reading these numbers").
+            let btf = Btf::from_sys_fs();
             let task_pt_regs = KernelVersion::current()
                 .is_ok_and(|version| version >= KernelVersion::new(5, 15, 0));
-            Offsets::resolve(
-                &events_dir,
-                btf.as_ref().map_err(String::as_str),
-                task_pt_regs,
-            )
+            Offsets::resolve(&events_dir, btf.as_ref(), task_pt_regs)
         };
         // Counted in the kernel unless each call is a record; then the entry programs park
         // the arguments, as they must where the exit cannot read them.
@@ -528,8 +524,8 @@ fn load(
     // 528 bytes per entry, preallocated).
     let stack_room = |capacity: u32| if options.stacks { capacity } else { 1 };
     // aya's loader reads the kernel's BTF as it is made: that copy is dropped before the one
-    // kept for the trampolines is parsed, so that one is held at a time (two at once were
-    // 13 MiB of peak RSS).
+    // kept for the trampolines is parsed, so that one is held at a time (two at once raised
+    // peak RSS by half: BENCHMARKS.md, "Reading these numbers").
     let mut loader = EbpfLoader::new();
     loader.btf(None);
     let kernel_btf = aya::Btf::from_sys_fs();
@@ -569,7 +565,18 @@ fn attach_one(ebpf: &mut Ebpf, program: Program, events: &Path) -> anyhow::Resul
             first_line(&error_chain(e))
         )
     };
-    tracepoint_program.load().map_err(|e| failed(&e))?;
+    tracepoint_program.load().map_err(|e| match &e {
+        // The verifier's verdict, not its log (many lines): errors stay one line.
+        // `MEMTRACE_VERIFIER_LOG=1` keeps the whole log, for debugging.
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } if std::env::var_os("MEMTRACE_VERIFIER_LOG").is_none() => anyhow!(
+            "attaching to tracepoint {group}/{name}: {}",
+            trampoline::load_refusal(io_error, &verifier_log.to_string())
+        ),
+        _ => failed(&e),
+    })?;
     let link = tracepoint_program.attach(group, name).map_err(|e| {
         let refused = matches!(
             &e,
@@ -624,14 +631,13 @@ fn raise_memlock_limit() {
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
 }
 
-/// A message up to its first line break, without the verifier's log (many lines): errors and
-/// warnings stay one line. `MEMTRACE_VERIFIER_LOG=1` keeps the log, for debugging.
+/// A message up to its first line break: errors and warnings stay one line.
+/// `MEMTRACE_VERIFIER_LOG=1` keeps every line, for debugging.
 fn first_line(message: &str) -> &str {
     if std::env::var_os("MEMTRACE_VERIFIER_LOG").is_some() {
         return message;
     }
-    let line = message.lines().next().unwrap_or_default();
-    line.split(". Verifier output").next().unwrap_or(line)
+    message.lines().next().unwrap_or_default()
 }
 
 /// An error and its causes on one line.

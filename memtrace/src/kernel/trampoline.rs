@@ -87,7 +87,7 @@ fn refusal(error: &anyhow::Error) -> String {
 }
 
 /// The verifier log's last non-empty line is its verdict.
-fn load_refusal(io_error: &std::io::Error, verifier_log: &str) -> String {
+pub(super) fn load_refusal(io_error: &std::io::Error, verifier_log: &str) -> String {
     match verifier_log.lines().rev().find(|l| !l.trim().is_empty()) {
         Some(verdict) => format!("loading failed: {io_error} ({})", verdict.trim()),
         None => format!("loading failed: {io_error}"),
