@@ -1,6 +1,6 @@
 //! Which processes are traced. Checked first by every program, so an untraced task costs one
-//! array load: a hash lookup here cost ~50 ns per hit of every program (bpf_stats on the
-//! refault loop), paid by every process on the machine.
+//! array load: a hash lookup here cost more per hit of every program (bpf_stats on the refault
+//! loop, BENCHMARKS.md), paid by every process on the machine.
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 

@@ -20,7 +20,11 @@ pub fn stacks_text(out: &mut String, stacks: &StacksView, ranked: &str) {
         stacks.others
     );
     for stack in &stacks.top {
-        let unit = if stack.stall_ns.is_some() { "stalls" } else { "calls" };
+        let unit = if stack.stall_ns.is_some() {
+            "stalls"
+        } else {
+            "calls"
+        };
         let mut counted = format!("{} {unit}", stack.calls);
         if stack.failed > 0 {
             let _ = write!(counted, " ({} failed)", stack.failed);

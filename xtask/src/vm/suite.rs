@@ -53,7 +53,7 @@ pub fn build() -> anyhow::Result<Build> {
         "--test",
         "*",
         "--no-run",
-        // Quiet: memtrace's build script replays the nested eBPF build as dozens of warnings.
+        // Quiet: only the JSON messages this reads, no progress lines among them.
         "--quiet",
         "--message-format=json-render-diagnostics",
     ]))?;
