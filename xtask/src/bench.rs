@@ -179,16 +179,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         .context("cannot resolve the workspace root")?;
     let release = root.join("target/release");
     if let Some(kernel) = options.guest {
-        let section = crate::guest_bench::run(kernel, &release, iterations.min(3))?;
-        println!("{section}");
-        let path = root.join("BENCHMARKS.md");
-        let marks = (
-            format!("<!-- bench:guest:{}:begin -->", kernel.name),
-            format!("<!-- bench:guest:{}:end -->", kernel.name),
-        );
-        write_section(&path, (&marks.0, &marks.1), &section)?;
-        eprintln!("xtask bench: wrote {}", path.display());
-        return Ok(());
+        return guest_section(&root, &release, kernel, iterations);
     }
     if options.case.as_deref() == Some(NODE_SCALE) {
         return node_scale_section(&root, &release);
@@ -199,75 +190,12 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         taskset: which("taskset"),
     };
     let go_bench = build_go_bench(&root, &release);
-    let mut workloads = workloads(options.quick, &release, &go_bench);
-    if let Some(case) = &options.case {
-        workloads.retain(|w| w.as_ref().is_ok_and(|w| w.name == case));
-        if workloads.is_empty() {
-            bail!("no case {case}: the cases are {NODE_SCALE} and the workloads of BENCHMARKS.md");
-        }
-    }
-    if !options.only.is_empty() {
-        let known: Vec<&str> = workloads.iter().flatten().map(|w| w.name).collect();
-        if let Some(unknown) = options.only.iter().find(|n| !known.contains(&n.as_str())) {
-            bail!(
-                "no workload {unknown}: the workloads are {}",
-                known.join(", ")
-            );
-        }
-    }
+    let workloads = selected(options, workloads(options.quick, &release, &go_bench))?;
     let partial = !options.only.is_empty() || !options.configs.is_empty();
-    if partial {
-        workloads.retain(|w| {
-            w.as_ref()
-                .is_ok_and(|w| options.only.is_empty() || options.only.iter().any(|o| o == w.name))
-        });
-        for workload in workloads.iter_mut().flatten() {
-            workload.configs.retain(|c| {
-                options.configs.is_empty() || options.configs.iter().any(|k| k == c.key())
-            });
-        }
-    }
 
     let load_before = loadavg();
     let started = chrono_like_utc();
-    let mut results: BTreeMap<(usize, Config), Vec<Sample>> = BTreeMap::new();
-    let mut skipped: Vec<String> = Vec::new();
-    for (index, workload) in workloads.iter().enumerate() {
-        let Ok(workload) = workload else {
-            continue;
-        };
-        for iteration in 0..iterations {
-            for &config in &workload.configs {
-                if let Some(reason) = unavailable(config, &tools) {
-                    let note = format!(
-                        "{}: {} not available: {reason}",
-                        workload.name,
-                        config.label()
-                    );
-                    if !skipped.contains(&note) {
-                        skipped.push(note);
-                    }
-                    continue;
-                }
-                eprint!(
-                    "xtask bench: {} / {} ({}/{iterations}) … ",
-                    workload.name,
-                    config.label(),
-                    iteration + 1
-                );
-                let _ = std::io::stderr().flush();
-                let sample = run_once(workload, config, &release, &tools)
-                    .with_context(|| format!("{} under {}", workload.name, config.label()))?;
-                eprintln!("{:.3} s", sample.wall_ns as f64 / 1e9);
-                results.entry((index, config)).or_default().push(sample);
-            }
-        }
-    }
-    for workload in &workloads {
-        if let Err(reason) = workload {
-            skipped.push(reason.clone());
-        }
-    }
+    let (results, mut skipped) = measure(&workloads, iterations, &release, &tools)?;
     let costs = match ensure_tool("bpftool", "bpftool") {
         Ok(bpftool) => program_costs(
             &workloads,
@@ -283,7 +211,6 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             Vec::new()
         }
     };
-
     let machine = Machine {
         date: started,
         load_before,
@@ -313,6 +240,110 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         node_scale_section(&root, &release)?;
     }
     Ok(())
+}
+
+/// `--guest KERNEL`: trampolines against tracepoints inside a guest, in that guest's section.
+fn guest_section(
+    root: &Path,
+    release: &Path,
+    kernel: &'static crate::vm::GuestKernel,
+    iterations: usize,
+) -> anyhow::Result<()> {
+    let section = crate::guest_bench::run(kernel, release, iterations.min(3))?;
+    println!("{section}");
+    let path = root.join("BENCHMARKS.md");
+    let marks = (
+        format!("<!-- bench:guest:{}:begin -->", kernel.name),
+        format!("<!-- bench:guest:{}:end -->", kernel.name),
+    );
+    write_section(&path, (&marks.0, &marks.1), &section)?;
+    eprintln!("xtask bench: wrote {}", path.display());
+    Ok(())
+}
+
+/// The workloads and configurations `--case`, `--only` and `--config` select.
+fn selected(
+    options: &Options,
+    mut workloads: Vec<Result<Workload, String>>,
+) -> anyhow::Result<Vec<Result<Workload, String>>> {
+    if let Some(case) = &options.case {
+        workloads.retain(|w| w.as_ref().is_ok_and(|w| w.name == case));
+        if workloads.is_empty() {
+            bail!("no case {case}: the cases are {NODE_SCALE} and the workloads of BENCHMARKS.md");
+        }
+    }
+    if !options.only.is_empty() {
+        let known: Vec<&str> = workloads.iter().flatten().map(|w| w.name).collect();
+        if let Some(unknown) = options.only.iter().find(|n| !known.contains(&n.as_str())) {
+            bail!(
+                "no workload {unknown}: the workloads are {}",
+                known.join(", ")
+            );
+        }
+    }
+    if !options.only.is_empty() || !options.configs.is_empty() {
+        workloads.retain(|w| {
+            w.as_ref()
+                .is_ok_and(|w| options.only.is_empty() || options.only.iter().any(|o| o == w.name))
+        });
+        for workload in workloads.iter_mut().flatten() {
+            workload.configs.retain(|c| {
+                options.configs.is_empty() || options.configs.iter().any(|k| k == c.key())
+            });
+        }
+    }
+    Ok(workloads)
+}
+
+type Results = BTreeMap<(usize, Config), Vec<Sample>>;
+
+/// Every configuration of every workload, `iterations` times, interleaved (A B C … A B C …);
+/// and what could not run, and why.
+fn measure(
+    workloads: &[Result<Workload, String>],
+    iterations: usize,
+    release: &Path,
+    tools: &Tools,
+) -> anyhow::Result<(Results, Vec<String>)> {
+    let mut results = Results::new();
+    let mut skipped: Vec<String> = Vec::new();
+    for (index, workload) in workloads.iter().enumerate() {
+        let Ok(workload) = workload else {
+            continue;
+        };
+        for iteration in 0..iterations {
+            for &config in &workload.configs {
+                if let Some(reason) = unavailable(config, tools) {
+                    let note = format!(
+                        "{}: {} not available: {reason}",
+                        workload.name,
+                        config.label()
+                    );
+                    if !skipped.contains(&note) {
+                        skipped.push(note);
+                    }
+                    continue;
+                }
+                eprint!(
+                    "xtask bench: {} / {} ({}/{iterations}) … ",
+                    workload.name,
+                    config.label(),
+                    iteration + 1
+                );
+                let _ = std::io::stderr().flush();
+                let sample = run_once(workload, config, release, tools)
+                    .with_context(|| format!("{} under {}", workload.name, config.label()))?;
+                eprintln!("{:.3} s", sample.wall_ns as f64 / 1e9);
+                results.entry((index, config)).or_default().push(sample);
+            }
+        }
+    }
+    for workload in workloads {
+        if let Err(reason) = workload {
+            skipped.push(reason.clone());
+        }
+    }
+    Ok((results, skipped))
 }
 
 /// Runs the node-scale case and writes its section of BENCHMARKS.md.
@@ -1189,7 +1220,7 @@ fn render(
     machine: &Machine,
     workloads: &[Result<Workload, String>],
     names: &[&str],
-    results: &BTreeMap<(usize, Config), Vec<Sample>>,
+    results: &Results,
     costs: &[(&str, Config, Vec<ProgramStats>)],
     skipped: &[String],
     tools: &Tools,
@@ -1233,7 +1264,7 @@ fn header(machine: &Machine) -> String {
 }
 
 /// One row per workload and configuration, ratios against that workload's untraced run.
-fn results_table(names: &[&str], results: &BTreeMap<(usize, Config), Vec<Sample>>) -> String {
+fn results_table(names: &[&str], results: &Results) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -1427,7 +1458,7 @@ fn program_cost_table(costs: &[(&str, Config, Vec<ProgramStats>)]) -> String {
 }
 
 /// The budgets, each with the measured value and PASS/MISS.
-fn budgets(names: &[&str], results: &BTreeMap<(usize, Config), Vec<Sample>>) -> Vec<String> {
+fn budgets(names: &[&str], results: &Results) -> Vec<String> {
     let table = Measured { names, results };
     [
         refault_budgets(&table),
@@ -1451,7 +1482,7 @@ fn budgets(names: &[&str], results: &BTreeMap<(usize, Config), Vec<Sample>>) -> 
 /// The medians the budgets are judged on.
 struct Measured<'a> {
     names: &'a [&'a str],
-    results: &'a BTreeMap<(usize, Config), Vec<Sample>>,
+    results: &'a Results,
 }
 
 impl Measured<'_> {
