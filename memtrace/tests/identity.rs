@@ -84,7 +84,6 @@ fn reuse_a_pid(args: &[&str]) -> (Output, u64, u64, u32) {
     let _ = still.record();
     // With --pid, memtrace stops by itself once both targets exited; system-wide, as a user.
     if !args.is_empty() {
-        std::thread::sleep(std::time::Duration::from_millis(300));
         memtrace.interrupt();
     }
     let output = memtrace.finish();
@@ -222,7 +221,6 @@ fn nothing_is_taken_when_nothing_was_reclaimed_while_processes_come_and_go() {
         let _ = workload.record();
         let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("memtrace-exec-{pid}")));
     }
-    std::thread::sleep(std::time::Duration::from_millis(300));
     memtrace.interrupt();
     let output = memtrace.finish();
     let after = reclaimed();

@@ -650,6 +650,8 @@ fn every_frame_under_steady_load_counts_its_interval() {
 struct OnPipe {
     child: std::process::Child,
     lines: Arc<Mutex<Vec<(Instant, String)>>>,
+    /// Reads the pipe until memtrace closes it.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl OnPipe {
@@ -664,7 +666,7 @@ impl OnPipe {
         let stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in stdout.lines().map_while(Result::ok) {
                 sink.lock()
                     .expect("lines lock")
@@ -672,7 +674,11 @@ impl OnPipe {
             }
         });
         attached(&mut child);
-        Self { child, lines }
+        Self {
+            child,
+            lines,
+            reader: Some(reader),
+        }
     }
 
     /// The interval lines printed so far (the report that ends the run is not one of them).
@@ -705,8 +711,10 @@ impl OnPipe {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let status = self.child.wait().expect("wait memtrace");
         assert!(status.success(), "{status}");
-        // The reader thread sees end of file right after the exit.
-        std::thread::sleep(Duration::from_millis(200));
+        // Every line is in once the reader has seen the end of the pipe.
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("the pipe's reader");
+        }
         self.interval_lines()
     }
 }

@@ -74,7 +74,6 @@ fn reclaim_lines() -> Vec<Value> {
     let reclaim = Memtrace::attach_with(&["reclaim", "--json", "-i", "60"]);
     hog.go();
     hog.wait();
-    std::thread::sleep(std::time::Duration::from_millis(300));
     reclaim.interrupt();
     for output in [default.finish(), reclaim.finish()] {
         assert!(output.status.success(), "{}", output.stderr);
