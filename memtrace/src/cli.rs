@@ -121,7 +121,8 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = SortKey::Released)]
     pub sort: SortKey,
 
-    /// How many processes the text report shows when tracing every process (at least 1).
+    /// How many processes the text report shows when tracing every process (at least 1); with
+    /// --follow, how many the live screen shows on a terminal that does not report its size.
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = parse_top)]
     pub top: usize,
 
@@ -207,7 +208,8 @@ pub enum Command {
 Examples:
   sudo memtrace reclaim                       every process, a summary line per second
   sudo memtrace reclaim --pid 1234 -d 30      one process's stalls for 30 s
-  sudo memtrace reclaim --interval 10 --json  JSON Lines: stalls, 10 s intervals, a summary")]
+  sudo memtrace reclaim --interval 10 --json  JSON Lines: stalls, 10 s intervals, a summary
+  sudo memtrace reclaim --stacks -d 30        and where they stall: kernel and user stacks")]
 pub struct ReclaimArgs {
     #[command(flatten)]
     pub scope: Scope,

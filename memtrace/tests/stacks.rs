@@ -59,11 +59,20 @@ struct Program {
 
 impl Program {
     fn spawn(command: &mut Command) -> Self {
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn the workload");
+        command.stdin(Stdio::piped()).stdout(Stdio::piped());
+        // A test thread that forks while another writes a workload file leaves its child
+        // holding the file open for writing until that child execs: exec fails with ETXTBSY
+        // meanwhile (the tests here run in parallel threads). It is over within moments.
+        let mut tries = 0;
+        let mut child = loop {
+            match command.spawn() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                spawned => break spawned.expect("spawn the workload"),
+            }
+        };
         let stdin = child.stdin.take();
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let ready = read_json(&mut stdout);

@@ -86,9 +86,16 @@ fn refusal(error: &anyhow::Error) -> String {
     }
 }
 
-/// The verifier log's last non-empty line is its verdict.
+/// The verifier's verdict: the last line of its log that is not the statistics it appends
+/// after it (`processed N insns …`, `verification time …`, `stack depth …`).
 pub(super) fn load_refusal(io_error: &std::io::Error, verifier_log: &str) -> String {
-    match verifier_log.lines().rev().find(|l| !l.trim().is_empty()) {
+    const STATISTICS: [&str; 3] = ["processed ", "verification time", "stack depth"];
+    let verdict = verifier_log
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !STATISTICS.iter().any(|s| l.starts_with(s)));
+    match verdict {
         Some(verdict) => format!("loading failed: {io_error} ({})", verdict.trim()),
         None => format!("loading failed: {io_error}"),
     }
@@ -133,6 +140,15 @@ mod tests {
         assert_eq!(
             load_refusal(&einval, "func#0 @0\ninvalid bpf_context access off=8\n\n"),
             "loading failed: Invalid argument (os error 22) (invalid bpf_context access off=8)"
+        );
+        // As 6.x kernels end a refusal: the reason, then the statistics.
+        let log = "0: R1=ctx() R10=fp0\n0: (79) r2 = *(u64 *)(r1 +8)\n\
+                   invalid bpf_context access off=8 size=8\n\
+                   processed 1 insns (limit 1000000) max_states_per_insn 0 total_states 0 peak_states 0 mark_read 0\n\
+                   verification time 12 usec\nstack depth 0\n";
+        assert_eq!(
+            load_refusal(&einval, log),
+            "loading failed: Invalid argument (os error 22) (invalid bpf_context access off=8 size=8)"
         );
         assert_eq!(
             load_refusal(&einval, ""),

@@ -5,7 +5,7 @@
 //! A process is its tgid and start time (`StackKey::start_ns`), so a reused pid's stacks never
 //! add to an earlier holder's. Once a process has exited its counts are final: they move here
 //! and their kernel entries are deleted ([`Stacks::retire`]), so a long run's kernel table holds
-//! only live processes.
+//! only live processes (where exits are seen: not in `memtrace reclaim`, not without BTF).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,6 +15,23 @@ use crate::{kernel::symbols::Stack, model::event::Event};
 
 /// A process as the kernel's stack keys name it: tgid and start time (ns).
 type Process = (u32, u64);
+
+/// Samples an ended process is kept after its last key was retired: a count the kernel makes
+/// after the last read (a stall while the process exits) makes its key again, to retire too.
+const QUIET_SAMPLES: u8 = 2;
+
+/// A process whose counts are final.
+#[derive(Clone, Copy, Debug)]
+struct Ended {
+    /// Whether its counts are kept (false once it was let go of: [`Stacks::forget`]).
+    keep: bool,
+    /// Samples since one last held a key of it.
+    quiet: u8,
+}
+
+/// A process let go of before any of its keys was seen: `(pid, start in clock ticks)`, and
+/// samples since.
+type Pending = (u32, u64, u8);
 
 /// Everything `--stacks` gathered.
 #[derive(Debug, Default)]
@@ -30,10 +47,10 @@ pub struct Stacks {
     /// Processes whose exit was recorded since the last sample: the next sample's counts,
     /// read after it, are their last.
     exiting: BTreeSet<Process>,
-    /// Exited processes whose counts the latest sample holds complete.
-    exited: BTreeSet<Process>,
-    /// Exited processes let go of ([`Stacks::forget`]) whose kernel entries are still to go.
-    forgotten: BTreeSet<Process>,
+    /// Processes whose counts the latest sample holds complete.
+    ended: BTreeMap<Process, Ended>,
+    /// Processes let go of whose keys were not seen yet.
+    pending: Vec<Pending>,
     /// Frames of each stack, named when the kernel announced it.
     named: BTreeMap<StackRef, Stack>,
 }
@@ -55,53 +72,105 @@ impl Stacks {
         self.live.extend(counts);
     }
 
-    /// The counts of processes known exited before the latest sample was read are complete:
-    /// they move out of `live`, and their keys are returned for the caller to delete from the
-    /// kernel. Processes whose exit came with the latest records wait for the next sample.
+    /// The counts of processes known ended before the latest sample was read are complete:
+    /// they move out of `live` (into `retired`, unless let go of), and their keys are returned
+    /// for the caller to delete from the kernel. Processes whose exit came with the latest
+    /// records wait for the next sample.
     pub fn retire(&mut self) -> Vec<StackKey> {
-        let done = std::mem::take(&mut self.exited);
+        self.claim_pending();
         let keys: Vec<StackKey> = self
             .live
             .keys()
-            .filter(|k| done.contains(&(k.tgid, k.start_ns)))
+            .filter(|k| self.ended.contains_key(&(k.tgid, k.start_ns)))
             .copied()
             .collect();
+        for ended in self.ended.values_mut() {
+            ended.quiet = ended.quiet.saturating_add(1);
+        }
         for key in &keys {
-            let Some(counts) = self.live.remove(key) else {
+            let process = (key.tgid, key.start_ns);
+            let (Some(counts), Some(ended)) = (self.live.remove(key), self.ended.get_mut(&process))
+            else {
                 continue;
             };
-            if self.forgotten.contains(&(key.tgid, key.start_ns)) {
-                continue;
+            ended.quiet = 0;
+            if ended.keep {
+                add(self.retired.entry(*key).or_default(), &counts);
             }
-            add(self.retired.entry(*key).or_default(), &counts);
         }
-        for process in &done {
-            self.forgotten.remove(process);
+        self.ended.retain(|_, e| e.quiet <= QUIET_SAMPLES);
+        for process in std::mem::take(&mut self.exiting) {
+            let keep = !self.is_pending(process);
+            self.ended
+                .entry(process)
+                .or_insert(Ended { keep, quiet: 0 });
         }
-        self.exited = std::mem::take(&mut self.exiting);
         keys
     }
 
-    /// Drops what is kept of a process let go of (folded into its cgroup): `pid` and its start
-    /// in clock ticks, or every start of `pid` if unknown.
+    /// Drops what is kept of a process let go of (folded into its cgroup): `pid` started at
+    /// `start_ticks`. Its kernel entries go too, now or once seen. Unknown start: nothing is
+    /// dropped (it could be another process's with the same pid).
     pub fn forget(&mut self, pid: u32, start_ticks: Option<u64>) {
+        let Some(ticks) = start_ticks else {
+            return;
+        };
         let hz = self.clock_hz;
-        let of = |tgid: u32, start_ns: u64| tgid == pid && same_start(start_ns, start_ticks, hz);
+        let of = |tgid: u32, start_ns: u64| {
+            tgid == pid && start_ns != 0 && same_start(start_ns, Some(ticks), hz)
+        };
         self.retired.retain(|k, _| !of(k.tgid, k.start_ns));
         self.named.retain(|r, _| !of(r.tgid, r.start_ns));
-        let pending: BTreeSet<Process> = self
-            .live
-            .keys()
-            .filter(|k| of(k.tgid, k.start_ns))
-            .map(|k| (k.tgid, k.start_ns))
-            .collect();
-        self.forgotten.extend(pending);
+        for (process, ended) in self.ended.iter_mut() {
+            if of(process.0, process.1) {
+                ended.keep = false;
+            }
+        }
+        self.pending.push((pid, ticks, 0));
+    }
+
+    /// Live keys of processes let go of become ended, not kept; a marker lives a few samples.
+    fn claim_pending(&mut self) {
+        let hz = self.clock_hz;
+        for &(pid, ticks, _) in &self.pending {
+            for (key, _) in of_pid(&self.live, pid) {
+                if key.start_ns != 0 && same_start(key.start_ns, Some(ticks), hz) {
+                    self.ended.insert(
+                        (key.tgid, key.start_ns),
+                        Ended {
+                            keep: false,
+                            quiet: 0,
+                        },
+                    );
+                }
+            }
+        }
+        for pending in &mut self.pending {
+            pending.2 += 1;
+        }
+        self.pending.retain(|p| p.2 <= QUIET_SAMPLES + 1);
+    }
+
+    /// Whether `process` was let go of.
+    fn is_pending(&self, (tgid, start_ns): Process) -> bool {
+        start_ns != 0
+            && self.pending.iter().any(|&(pid, ticks, _)| {
+                pid == tgid && same_start(start_ns, Some(ticks), self.clock_hz)
+            })
+    }
+
+    /// Whether a stack's process was let go of: its names are not wanted any more.
+    fn dropped(&self, stack: &StackRef) -> bool {
+        let process = (stack.tgid, stack.start_ns);
+        self.ended.get(&process).is_some_and(|e| !e.keep) || self.is_pending(process)
     }
 
     /// Keeps a stack's named frames; the first naming stands (the process may be gone when
     /// asked again).
     pub fn name(&mut self, stack: StackRef, frames: Stack) {
-        self.named.entry(stack).or_insert(frames);
+        if !self.dropped(&stack) {
+            self.named.entry(stack).or_insert(frames);
+        }
     }
 
     pub fn is_named(&self, stack: &StackRef) -> bool {
@@ -127,12 +196,8 @@ impl Stacks {
     /// was not read, matches by pid alone.
     pub fn of(&self, pid: u32, start_ticks: Option<u64>) -> BTreeMap<StackKey, StackCounts> {
         let mut of = BTreeMap::new();
-        let first = StackKey {
-            tgid: pid,
-            ..StackKey::default()
-        };
         for held in [&self.retired, &self.live] {
-            for (key, counts) in held.range(first..).take_while(|(k, _)| k.tgid == pid) {
+            for (key, counts) in of_pid(held, pid) {
                 if same_start(key.start_ns, start_ticks, self.clock_hz) {
                     add(of.entry(*key).or_default(), counts);
                 }
@@ -145,6 +210,18 @@ impl Stacks {
     pub fn frames(&self, stack: &StackRef) -> Option<&Stack> {
         self.named.get(stack)
     }
+}
+
+/// The entries of one pid's keys (keys sort by pid first).
+fn of_pid(
+    held: &BTreeMap<StackKey, StackCounts>,
+    pid: u32,
+) -> impl Iterator<Item = (&StackKey, &StackCounts)> {
+    let first = StackKey {
+        tgid: pid,
+        ..StackKey::default()
+    };
+    held.range(first..).take_while(move |(k, _)| k.tgid == pid)
 }
 
 /// The stacks a key refers to: its user stack and its kernel stack, where it has them.
@@ -261,10 +338,19 @@ mod tests {
         stacks.set_counts([(key(7, 7, 11), counts(5)), (key(8, 8, 12), counts(1))]);
         assert_eq!(stacks.retire(), [key(7, 7, 11)]);
         assert_eq!(calls_of(&stacks, 7, Some(7)), [5]);
-        // A count made after its entry was deleted (a stall during the exit) adds to it.
+        // A count made after its entry was deleted (a stall during the exit) adds to it, and
+        // its new entry is deleted in turn.
         stacks.set_counts([(key(7, 7, 11), counts(1))]);
         assert_eq!(calls_of(&stacks, 7, Some(7)), [6]);
+        assert_eq!(stacks.retire(), [key(7, 7, 11)]);
+        assert_eq!(calls_of(&stacks, 7, Some(7)), [6]);
         assert_eq!(calls_of(&stacks, 8, Some(8)), [1]);
+        // Quiet for a few samples: nothing more is kept of it but its counts.
+        for _ in 0..=QUIET_SAMPLES {
+            assert!(stacks.retire().is_empty());
+        }
+        assert!(stacks.ended.is_empty());
+        assert_eq!(calls_of(&stacks, 7, Some(7)), [6]);
     }
 
     #[test]
@@ -278,6 +364,43 @@ mod tests {
         stacks.set_counts([(key(7, 7, 11), counts(4))]);
         assert_eq!(stacks.retire(), [key(7, 7, 11)]);
         assert!(stacks.of(7, Some(7)).is_empty());
-        assert!(stacks.forgotten.is_empty() && stacks.retired.is_empty());
+        leaves_nothing(&mut stacks);
+    }
+
+    /// A short-lived process let go of in the sample its keys first arrive: they are deleted
+    /// from the kernel and not kept, nor are names that come back for it later.
+    #[test]
+    fn a_process_forgotten_before_its_keys_arrive_leaves_nothing_behind() {
+        let mut stacks = stacks();
+        stacks.forget(7, Some(7));
+        stacks.set_counts([(key(7, 7, 11), counts(2)), (key(8, 8, 12), counts(1))]);
+        stacks.record(&exit(7, 7));
+        assert_eq!(stacks.retire(), [key(7, 7, 11)]);
+        let late = stack_refs(&key(7, 7, 11)).next().expect("a user stack");
+        stacks.name(late, Stack::default());
+        assert!(!stacks.is_named(&late));
+        assert!(stacks.of(7, Some(7)).is_empty());
+        // Another process with the same pid, started later, is not touched.
+        stacks.set_counts([(key(7, 9, 13), counts(3))]);
+        leaves_nothing(&mut stacks);
+        assert_eq!(calls_of(&stacks, 7, Some(9)), [3]);
+        assert_eq!(calls_of(&stacks, 8, Some(8)), [1]);
+    }
+
+    /// After a few quiet samples no marker is left of a forgotten process.
+    fn leaves_nothing(stacks: &mut Stacks) {
+        for _ in 0..=QUIET_SAMPLES + 1 {
+            stacks.retire();
+        }
+        assert!(
+            stacks.ended.is_empty() && stacks.pending.is_empty(),
+            "{stacks:?}"
+        );
+        assert!(
+            stacks
+                .retired
+                .keys()
+                .all(|k| k.tgid != 7 || k.start_ns != key(7, 7, 0).start_ns)
+        );
     }
 }

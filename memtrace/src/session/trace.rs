@@ -28,8 +28,9 @@ pub struct Trace {
     /// How many processes the text report shows (system-wide only: with --pid, every target
     /// and followed child).
     pub top: Option<usize>,
-    /// How many the screen shows: with --follow too, whose children may be thousands.
-    screen_top: Option<usize>,
+    /// With --follow, whose children may be thousands: how many the screen shows on a
+    /// terminal that does not say its size (one that does gets as many as fit).
+    follow_top: Option<usize>,
     pub interval: Duration,
     /// The live view, unless --json: `true` draws a screen (stdout is a terminal), `false`
     /// prints one line per interval.
@@ -42,7 +43,7 @@ impl Trace {
     pub fn new(pids: &[u32], follow: bool, json: bool, top: usize, interval: Duration) -> Self {
         Self {
             top: pids.is_empty().then_some(top),
-            screen_top: (pids.is_empty() || follow).then_some(top),
+            follow_top: follow.then_some(top),
             live: (!json).then(|| (Live::default(), std::io::stdout().is_terminal())),
             follow,
             json,
@@ -120,9 +121,9 @@ impl Mode for Trace {
                 rows: s.rows.saturating_sub(groups.lines().count()),
                 ..s
             });
-            let screen = live.screen(&snapshot, self.screen_top, room)
-                + &groups
-                + &live::go_runtime_screen(&go);
+            let top = self.top.or(self.follow_top.filter(|_| size.is_none()));
+            let screen =
+                live.screen(&snapshot, top, room) + &groups + &live::go_runtime_screen(&go);
             live::fit(&screen, size)
         } else {
             live.line(&snapshot) + &live::go_runtime_line(&go)
