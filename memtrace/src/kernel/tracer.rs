@@ -91,7 +91,7 @@ pub struct Tracer {
     /// What could not be attached or resolved, and what the user loses.
     pub warnings: Vec<String>,
     /// Why the syscall programs are on tracepoints rather than trampolines, if they are.
-    pub trampolines_refused: Option<String>,
+    pub trampolines_refused: Option<trampoline::Refusal>,
     /// The tracepoint programs that trampolines stand in for.
     replaced: Vec<Program>,
 }
@@ -148,7 +148,7 @@ impl Tracer {
         let mut on_trampolines = match options.trampolines {
             true => trampoline::attach(&mut ebpf, kernel_btf.as_ref(), run),
             false => trampoline::OnTrampolines {
-                refused: Some("not tried (--bench-tracepoints-only)".to_owned()),
+                refused: Some(trampoline::Refusal::NotTried),
                 ..Default::default()
             },
         };

@@ -29,7 +29,21 @@ pub struct OnTrampolines {
     /// The tracepoint programs they stand in for, not to be attached.
     pub replaced: Vec<Program>,
     /// Why none could attach, when none did.
-    pub refused: Option<String>,
+    pub refused: Option<Refusal>,
+}
+
+/// Why the syscall programs are on their tracepoints rather than on trampolines.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("no kernel BTF: {0}")]
+    NoBtf(String),
+    /// `--bench-tracepoints-only`.
+    #[error("not tried (--bench-tracepoints-only)")]
+    NotTried,
+    /// The kernel refused the first syscall asked for (no trampolines, a policy, the
+    /// verifier): the others are not asked.
+    #[error("{function}: {why}")]
+    Refused { function: &'static str, why: String },
 }
 
 /// Attaches every syscall pair this run needs on trampolines, as far as the kernel allows. A
@@ -40,7 +54,7 @@ pub fn attach(ebpf: &mut Ebpf, btf: Result<&Btf, &BtfError>, run: Run) -> OnTram
     let btf = match btf {
         Ok(btf) => btf,
         Err(e) => {
-            attached.refused = Some(format!("no kernel BTF: {e}"));
+            attached.refused = Some(Refusal::NoBtf(e.to_string()));
             return attached;
         }
     };
@@ -63,7 +77,10 @@ pub fn attach(ebpf: &mut Ebpf, btf: Result<&Btf, &BtfError>, run: Run) -> OnTram
                     .extend([pair[0].replaces(), exit.replaces()]);
             }
             Err(e) if attached.links.is_empty() => {
-                attached.refused = Some(format!("{}: {}", exit.function(), refusal(&e)));
+                attached.refused = Some(Refusal::Refused {
+                    function: exit.function(),
+                    why: refusal(&e),
+                });
                 break;
             }
             // This syscall's entry point is missing or not attachable here: its tracepoints
