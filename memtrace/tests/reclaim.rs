@@ -160,7 +160,7 @@ fn lazily_freed_pages_reclaimed_under_pressure_are_reported() {
         return;
     };
     let mut lazy = Workload::spawn_in_cgroup(&cgroup.path, &["lazyfree", "--mib", "150"]);
-    let memtrace = Memtrace::attach_with(&[
+    let mut memtrace = Memtrace::attach_with(&[
         "reclaim",
         "--pid",
         &lazy.pid.to_string(),
@@ -168,15 +168,19 @@ fn lazily_freed_pages_reclaimed_under_pressure_are_reported() {
         "0.2",
         "--json",
     ]);
+    memtrace.watch_stdout();
     let mut stdin = lazy.go_keeping_stdin();
     let freed = lazy.next_line();
     assert_eq!(freed["freed"], 150 << 20);
-    // Let memtrace sample the lazily freed memory before the pressure.
-    std::thread::sleep(Duration::from_millis(600));
+    // memtrace has sampled the lazily freed memory before the pressure: each interval line is
+    // drawn once a look at /proc answered, one at a time, so the second one after this point
+    // comes from a look that began after it.
+    memtrace.wait_for_lines("reclaim_interval", 2);
     let pressure =
         Workload::spawn_in_cgroup(&cgroup.path, &["--no-wait", "faults", "--pages", "38400"]);
     pressure.record();
-    std::thread::sleep(Duration::from_millis(600));
+    // And has sampled what the pressure left.
+    memtrace.wait_for_lines("reclaim_interval", 2);
     stdin.write_all(b"count\n").expect("signal workload");
     let record = lazy.record();
     let output = memtrace.finish();

@@ -496,6 +496,14 @@ pub struct Memtrace {
     child: Child,
     stderr: mpsc::Receiver<String>,
     stderr_seen: Vec<String>,
+    /// Its stdout's lines as they come, once [`Memtrace::watch_stdout`] was called.
+    watched: Option<Watched>,
+}
+
+/// Stdout read line by line on a thread, so that a test can wait for what memtrace prints.
+struct Watched {
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
 }
 
 /// What a finished memtrace printed.
@@ -604,6 +612,7 @@ impl Memtrace {
             child,
             stderr: rx,
             stderr_seen: Vec::new(),
+            watched: None,
         };
         memtrace.wait_attached();
         memtrace
@@ -635,6 +644,48 @@ impl Memtrace {
         self.child.stdout.take().expect("stdout already taken")
     }
 
+    /// Reads stdout as it comes from now on, for [`Memtrace::wait_for_lines`]; what
+    /// [`Memtrace::finish`] returns still holds every line.
+    pub fn watch_stdout(&mut self) {
+        let stdout = self.take_stdout();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        self.watched = Some(Watched {
+            lines: rx,
+            seen: Vec::new(),
+        });
+    }
+
+    /// Waits until memtrace printed `count` more JSON lines of type `line_type` (e.g. two
+    /// `reclaim_interval` lines: the second one is drawn from a look at /proc that began after
+    /// this call). Needs [`Memtrace::watch_stdout`].
+    pub fn wait_for_lines(&mut self, line_type: &str, count: usize) {
+        let watched = self.watched.as_mut().expect("watch_stdout first");
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        let mut found = 0;
+        while found < count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = watched.lines.recv_timeout(left) else {
+                let _ = self.child.kill();
+                self.stderr_seen.extend(self.stderr.try_iter());
+                panic!(
+                    "memtrace printed {found} of {count} {line_type} lines within {EXIT_TIMEOUT:?}; stderr:\n{}",
+                    self.stderr_seen.join("\n")
+                );
+            };
+            let parsed: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
+            found += usize::from(parsed["type"] == line_type);
+            watched.seen.push(line);
+        }
+    }
+
     /// memtrace's pid (its only thread while tracing).
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -647,8 +698,25 @@ impl Memtrace {
 
     /// Waits for memtrace to stop by itself and collects what it printed.
     pub fn finish(mut self) -> Output {
-        let stdout = match self.child.stdout.take() {
-            Some(out) => match read_all_within(out, EXIT_TIMEOUT) {
+        let stdout = match (self.child.stdout.take(), self.watched.take()) {
+            (_, Some(watched)) => {
+                let mut seen = watched.seen;
+                let deadline = Instant::now() + EXIT_TIMEOUT;
+                // Until the reader thread ends at EOF.
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match watched.lines.recv_timeout(left) {
+                        Ok(line) => seen.push(line),
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            let _ = self.child.kill();
+                            panic!("memtrace did not finish its output within {EXIT_TIMEOUT:?}");
+                        }
+                    }
+                }
+                seen.join("\n")
+            }
+            (Some(out), None) => match read_all_within(out, EXIT_TIMEOUT) {
                 Some(text) => text,
                 None => {
                     let _ = self.child.kill();
@@ -659,7 +727,7 @@ impl Memtrace {
                     );
                 }
             },
-            None => String::new(),
+            (None, None) => String::new(),
         };
         let status = wait_with_timeout(&mut self.child, EXIT_TIMEOUT);
         self.stderr_seen.extend(self.stderr.try_iter());
