@@ -140,20 +140,15 @@ impl Tracer {
             .as_ref()
             .map(|pids| u32::try_from(pids.len()).unwrap_or(u32::MAX));
         let totals_capacity = maps::totals_capacity(counting, targets, options.run.follow);
-        // aya's reading of the kernel's BTF, for the loader (CO-RE relocations) and the
-        // trampolines (their functions' types). memtrace's own reader
-        // above resolves only the members it names; its copy is gone by now.
-        let (mut ebpf, kernel_btf) = load(options, &offsets, (counting, totals_capacity), args_at)?;
+        let mut ebpf = load(options, &offsets, (counting, totals_capacity), args_at)?;
         let mut warnings = offsets.warnings.clone();
         let mut on_trampolines = match options.trampolines {
-            true => trampoline::attach(&mut ebpf, kernel_btf.as_ref(), run),
+            true => trampoline::attach(&mut ebpf, run),
             false => trampoline::OnTrampolines {
                 refused: Some(trampoline::Refusal::NotTried),
                 ..Default::default()
             },
         };
-        // Freed before the ring buffer is mapped (its pages count in RSS twice over).
-        drop(kernel_btf);
         let mut attached = on_trampolines.replaced.clone();
         let mut links = std::mem::take(&mut on_trampolines.links);
         for &program in Program::ALL {
@@ -496,7 +491,7 @@ fn load(
     offsets: &Offsets,
     (counting, totals_capacity): (bool, u32),
     args_at: ArgsAt,
-) -> anyhow::Result<(Ebpf, Result<aya::Btf, aya::BtfError>)> {
+) -> anyhow::Result<Ebpf> {
     let config = Config {
         self_tgid: std::process::id(),
         memcg_subsys_index: offsets.memcg_subsys_index,
@@ -523,14 +518,14 @@ fn load(
     // The stack maps exist either way; they get room only when used (STACKS alone holds
     // 528 bytes per entry, preallocated).
     let stack_room = |capacity: u32| if options.stacks { capacity } else { 1 };
-    // aya's loader reads the kernel's BTF as it is made: that copy is dropped before the one
-    // kept for the trampolines is parsed, so that one is held at a time (two at once raised
-    // peak RSS by half: BENCHMARKS.md, "Reading these numbers").
-    let mut loader = EbpfLoader::new();
-    loader.btf(None);
-    let kernel_btf = aya::Btf::from_sys_fs();
-    let ebpf = loader
-        .btf(kernel_btf.as_ref().ok())
+    // The loader needs no kernel BTF: it would use it only for CO-RE relocations, which Rust
+    // eBPF programs cannot carry (the kernel's offsets come in as globals instead). aya 0.14's
+    // `EbpfLoader::new` reads it all the same (aya#1172; fixed upstream in releases that need a
+    // newer rustc than this project's): that copy is dropped at once, before the program
+    // loads and before the trampolines read their own, so one is held at a time (two at once
+    // raised peak RSS by half: BENCHMARKS.md, "Reading these numbers").
+    let ebpf = EbpfLoader::new()
+        .btf(None)
         .map_max_entries(maps::STACK_COUNTS, stack_room(maps::MAX_STACK_COUNTS))
         .map_max_entries(maps::STACKS, stack_room(maps::MAX_STACKS))
         .map_max_entries(maps::LAST_BREAK, stack_room(maps::MAX_BREAKS))
@@ -546,7 +541,7 @@ fn load(
         .map_max_entries(maps::TOTALS, totals_capacity)
         .load(PROGRAMS)
         .map_err(|e| anyhow!("loading the eBPF programs failed: {}", error_chain(&e)))?;
-    Ok((ebpf, kernel_btf))
+    Ok(ebpf)
 }
 
 fn attach_one(ebpf: &mut Ebpf, program: Program, events: &Path) -> anyhow::Result<TracePointLink> {

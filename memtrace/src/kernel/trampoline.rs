@@ -5,7 +5,7 @@
 
 use anyhow::anyhow;
 use aya::{
-    Btf, BtfError, Ebpf,
+    Btf, Ebpf,
     programs::{
         FEntry, FExit, ProgramError, fentry::FEntryLink, fexit::FExitLink,
         trace_point::TracePointLink,
@@ -49,21 +49,29 @@ pub enum Refusal {
 /// Attaches every syscall pair this run needs on trampolines, as far as the kernel allows. A
 /// kernel that refuses the first pair (no BTF, no trampolines, or refused by policy: EPERM on
 /// some hosted VMs) is not asked again for the others.
-pub fn attach(ebpf: &mut Ebpf, btf: Result<&Btf, &BtfError>, run: Run) -> OnTrampolines {
+///
+/// aya's reading of the kernel's BTF (each trampoline program is loaded against its function's
+/// type) is made here, only when a pair applies (`memtrace reclaim` has none), and freed on
+/// return, before the ring buffer is mapped.
+pub fn attach(ebpf: &mut Ebpf, run: Run) -> OnTrampolines {
     let mut attached = OnTrampolines::default();
-    let btf = match btf {
-        Ok(btf) => btf,
-        Err(e) => {
-            attached.refused = Some(Refusal::NoBtf(e.to_string()));
-            return attached;
-        }
-    };
+    let mut btf: Option<Btf> = None;
     for pair in Trampoline::ALL.chunks_exact(2) {
         let (entry, exit) = (pair[0], pair[1]);
         debug_assert!(entry.end() == End::Entry && exit.end() == End::Exit);
         if !exit.replaces().hook().when.applies(run) {
             continue;
         }
+        let btf = match btf {
+            Some(ref btf) => btf,
+            None => match Btf::from_sys_fs() {
+                Ok(parsed) => btf.insert(parsed),
+                Err(e) => {
+                    attached.refused = Some(Refusal::NoBtf(e.to_string()));
+                    return attached;
+                }
+            },
+        };
         // The exit reads the arguments from the registers the entry point is given: the entry
         // is needed only where the tracepoint entry would be (to time each call for its
         // record).
