@@ -8,6 +8,11 @@
 //! peak RSS and CPU time from wait4's rusage). The node-scale case ([`node_scale`]) measures
 //! memtrace as the always-on agent of a busy node instead.
 
+/// How the bench reads its children's output: the integration tests' own harness file (of
+/// which the bench uses less).
+#[allow(dead_code)]
+#[path = "../../memtrace/tests/support/lines.rs"]
+mod lines;
 mod node_scale;
 
 use std::{
@@ -19,7 +24,6 @@ use std::{
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
-        mpsc,
     },
     thread,
     time::{Duration, Instant},
@@ -29,6 +33,7 @@ use anyhow::{Context as _, anyhow, bail};
 use memtrace_common::hooks::{Program, Run};
 use serde_json::Value;
 
+use self::lines::Lines;
 use crate::{
     stats::{median, verdict},
     tasks::{capture, cargo, is_root, status, which, workspace_root},
@@ -767,13 +772,14 @@ fn sample(record: &Value, tracer: Option<TracerCost>) -> anyhow::Result<Sample> 
     })
 }
 
-/// A child process whose stdout lines arrive on a channel.
+/// A child process whose output lines arrive on channels (see `lines.rs`).
 struct Running {
     child: Child,
     stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
+    /// None for memtrace, whose stdout `keep_stdout` reads.
+    stdout: Option<Lines>,
     /// stderr, when collected instead of shown (bpftrace warns about RLIMIT_MEMLOCK each run).
-    stderr: Arc<std::sync::Mutex<Vec<String>>>,
+    stderr: Option<Lines>,
     reaped: bool,
 }
 
@@ -801,42 +807,32 @@ impl Running {
             })
             .spawn()
             .with_context(|| format!("cannot start {command:?}"))?;
-        let stdin = child.stdin.take();
-        let stderr_lines = Arc::new(std::sync::Mutex::new(Vec::new()));
-        if let Some(stderr) = child.stderr.take() {
-            let sink = Arc::clone(&stderr_lines);
-            thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Ok(mut lines) = sink.lock() {
-                        lines.push(line);
-                    }
-                }
-            });
-        }
-        let stdout = child.stdout.take().context("no stdout")?;
-        let (sender, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         Ok(Self {
+            stdin: child.stdin.take(),
+            stdout: child.stdout.take().map(Lines::of),
+            stderr: child.stderr.take().map(Lines::of),
             child,
-            stdin,
-            lines,
-            stderr: stderr_lines,
             reaped: false,
         })
     }
 
     fn json_line(&mut self) -> anyhow::Result<Value> {
         let line = self
-            .lines
-            .recv_timeout(RUN_TIMEOUT)
+            .stdout
+            .as_mut()
+            .context("stdout not read here")?
+            .next(RUN_TIMEOUT)
+            .ok()
             .context("workload printed nothing (exited or hung)")?;
-        serde_json::from_str(&line).with_context(|| format!("workload printed {line:?}"))
+        serde_json::from_str(line).with_context(|| format!("workload printed {line:?}"))
+    }
+
+    /// What it wrote on stderr so far, on one line (when collected).
+    fn errors(&mut self) -> String {
+        self.stderr
+            .as_mut()
+            .map(|lines| lines.arrived().join(" | "))
+            .unwrap_or_default()
     }
 
     fn go(&mut self) -> anyhow::Result<()> {
@@ -892,11 +888,9 @@ fn wait4(pid: u32, timeout: Duration) -> anyhow::Result<(i32, libc::rusage)> {
 /// A tracer process (memtrace or bpftrace) attached to the benchmark.
 struct Tracer {
     process: Running,
-    started: Instant,
     attached: Duration,
     /// memtrace stops by itself when its --pid target exits; the others are interrupted.
     stops_itself: bool,
-    stderr: Arc<std::sync::Mutex<Vec<String>>>,
     fault_lines: Arc<AtomicU64>,
     kept: Option<thread::JoinHandle<Vec<String>>>,
 }
@@ -911,52 +905,32 @@ impl Tracer {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
-        let stderr = child.stderr.take().context("no stderr")?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let (attached_tx, attached_rx) = mpsc::channel();
-        let stderr_lines = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = Arc::clone(&stderr_lines);
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.starts_with("memtrace: attached") {
-                    let _ = attached_tx.send(Instant::now());
-                }
-                if let Ok(mut lines) = sink.lock() {
-                    lines.push(line);
-                }
-            }
-        });
         let fault_lines = Arc::new(AtomicU64::new(0));
-        let kept = keep_stdout(stdout, Arc::clone(&fault_lines));
-        let (dummy_tx, dummy_rx) = mpsc::channel();
-        drop(dummy_tx);
-        let mut tracer = Self {
-            process: Running {
-                child,
-                stdin: None,
-                lines: dummy_rx,
-                stderr: Arc::default(),
-                reaped: false,
-            },
-            started,
-            attached: Duration::ZERO,
+        let kept = keep_stdout(
+            child.stdout.take().context("no stdout")?,
+            Arc::clone(&fault_lines),
+        );
+        let mut stderr = Lines::of(child.stderr.take().context("no stderr")?);
+        let attached = stderr.wait_for(ATTACH_TIMEOUT, |line| {
+            line.starts_with("memtrace: attached")
+        });
+        let mut process = Running {
+            child,
+            stdin: None,
+            stdout: None,
+            stderr: Some(stderr),
+            reaped: false,
+        };
+        let Some(at) = attached else {
+            bail!("memtrace did not attach: {}", process.errors());
+        };
+        Ok(Self {
+            process,
+            attached: at - started,
             stops_itself: args.contains(&"--pid"),
-            stderr: stderr_lines,
             fault_lines,
             kept: Some(kept),
-        };
-        match attached_rx.recv_timeout(ATTACH_TIMEOUT) {
-            Ok(at) => tracer.attached = at - started,
-            Err(_) => bail!(
-                "memtrace did not attach: {}",
-                tracer
-                    .stderr
-                    .lock()
-                    .map(|l| l.join(" | "))
-                    .unwrap_or_default()
-            ),
-        }
-        Ok(tracer)
+        })
     }
 
     /// bpftrace counting, per probe, every tracepoint memtrace attaches by default, for the
@@ -969,40 +943,30 @@ impl Tracer {
         let started = Instant::now();
         let mut process =
             Running::spawn_with(Command::new(binary).args(["-e", &script]), false, true)?;
-        let errors = |process: &Running| {
-            process
-                .stderr
-                .lock()
-                .map(|lines| lines.join(" | "))
-                .unwrap_or_default()
-        };
-        let mut seen = (false, false);
         let deadline = started + ATTACH_TIMEOUT;
-        while !(seen.0 && seen.1) {
+        loop {
+            // SAFETY: no preconditions; a syscall the readiness probes watch.
+            unsafe { libc::getppid() };
+            let printed = process.stdout.as_mut().map_or(&[][..], Lines::arrived);
+            let seen = |wanted: &str| printed.iter().any(|line| line == wanted);
+            if seen("memtrace-bench-ready-first") && seen("memtrace-bench-ready-last") {
+                break;
+            }
             if Instant::now() > deadline {
                 bail!(
                     "bpftrace did not attach within {ATTACH_TIMEOUT:?}: {}",
-                    errors(&process)
+                    process.errors()
                 );
             }
-            // SAFETY: no preconditions; a syscall the readiness probes watch.
-            unsafe { libc::getppid() };
-            while let Ok(line) = process.lines.try_recv() {
-                seen.0 |= line == "memtrace-bench-ready-first";
-                seen.1 |= line == "memtrace-bench-ready-last";
-            }
             if process.child.try_wait().ok().flatten().is_some() {
-                bail!("bpftrace exited before attaching: {}", errors(&process));
+                bail!("bpftrace exited before attaching: {}", process.errors());
             }
             thread::sleep(Duration::from_millis(2));
         }
-        let attached = started.elapsed();
         Ok(Self {
             process,
-            started,
-            attached,
+            attached: started.elapsed(),
             stops_itself: false,
-            stderr: Arc::default(),
             fault_lines: Arc::default(),
             kept: None,
         })
@@ -1015,10 +979,10 @@ impl Tracer {
             unsafe { libc::kill(self.process.child.id() as i32, libc::SIGINT) };
         }
         let usage = self.process.wait(RUN_TIMEOUT)?;
-        let _ = self.started;
-        let output = match self.kept.take() {
-            Some(handle) => handle.join().unwrap_or_default(),
-            None => self.process.lines.try_iter().collect(),
+        let output = match (self.kept.take(), self.process.stdout.as_mut()) {
+            (Some(handle), _) => handle.join().unwrap_or_default(),
+            (None, Some(lines)) => lines.arrived().to_vec(),
+            (None, None) => Vec::new(),
         };
         let cpu = timeval(usage.ru_utime) + timeval(usage.ru_stime);
         let mut cost = TracerCost {

@@ -2,11 +2,12 @@
 //! SIGINT, after which it prints its maps.
 
 use std::{
-    io::{BufRead as _, BufReader},
     process::{Child, Command, Stdio},
-    sync::mpsc::{Receiver, RecvTimeoutError},
+    sync::mpsc::RecvTimeoutError,
     time::{Duration, Instant},
 };
+
+use super::lines::Lines;
 
 /// How long to wait after a SIGINT before sending another.
 const RESIGNAL: Duration = Duration::from_secs(5);
@@ -14,7 +15,7 @@ const RESIGNAL: Duration = Duration::from_secs(5);
 pub struct Bpftrace {
     child: Child,
     /// Its stdout, line by line, read by a thread so that no wait can hang.
-    lines: Receiver<String>,
+    lines: Lines,
     /// How long it may take to attach, or to print its maps once interrupted.
     timeout: Duration,
 }
@@ -33,27 +34,21 @@ impl Bpftrace {
             })
             .spawn()
             .expect("spawn bpftrace");
-        let stdout = BufReader::new(child.stdout.take().expect("bpftrace stdout"));
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let bpftrace = Self {
+        let lines = Lines::of(child.stdout.take().expect("bpftrace stdout"));
+        let mut bpftrace = Self {
             child,
             lines,
             timeout,
         };
-        loop {
-            match bpftrace.lines.recv_timeout(timeout) {
-                Ok(line) if line.trim() == "ready" => return bpftrace,
-                Ok(_) => {}
-                Err(e) => panic!("bpftrace did not attach within {timeout:?}: {e}"),
-            }
+        if bpftrace
+            .lines
+            .wait_for(timeout, |line| line.trim() == "ready")
+            .is_none()
+        {
+            panic!("bpftrace did not attach within {timeout:?}");
         }
+        bpftrace.lines.seen.clear();
+        bpftrace
     }
 
     /// Stops it and returns what it printed then (its maps).
@@ -61,18 +56,16 @@ impl Bpftrace {
         // Once in a while (on a loaded machine) bpftrace 0.17 has not exited a minute after
         // SIGINT; another SIGINT every few seconds gets its maps printed.
         let deadline = Instant::now() + self.timeout;
-        let mut text = Vec::new();
         loop {
             // SAFETY: plain kill(2) on our own child.
             unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left.min(RESIGNAL)) {
-                Ok(line) => {
-                    text.push(line);
+            match self.lines.next(left.min(RESIGNAL)) {
+                Ok(_) => {
                     // Printing: read the rest without signalling again.
-                    while let Ok(line) = self.lines.recv_timeout(left) {
-                        text.push(line);
-                    }
+                    // Lines that came before a timeout are kept too.
+                    let (Ok(all) | Err(all)) = self.lines.until_eof(left);
+                    self.lines.seen = all;
                     break;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -87,7 +80,7 @@ impl Bpftrace {
             }
         }
         let _ = self.child.wait();
-        text
+        std::mem::take(&mut self.lines.seen)
     }
 }
 

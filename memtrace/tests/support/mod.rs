@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::{
-    io::{BufRead as _, BufReader, Read, Write as _},
+    io::{BufReader, Read, Write as _},
     path::{Path, PathBuf},
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
     sync::mpsc,
@@ -14,6 +14,9 @@ use serde_json::Value;
 
 pub mod bpftrace;
 pub mod go;
+mod lines;
+
+use lines::Lines;
 
 pub const MEMTRACE: &str = env!("CARGO_BIN_EXE_memtrace");
 pub const WORKLOAD: &str = env!("CARGO_BIN_EXE_memtrace-workload");
@@ -494,16 +497,9 @@ fn read_json_line(reader: &mut impl std::io::BufRead) -> Option<Value> {
 /// A running memtrace, attached.
 pub struct Memtrace {
     child: Child,
-    stderr: mpsc::Receiver<String>,
-    stderr_seen: Vec<String>,
+    stderr: Lines,
     /// Its stdout's lines as they come, once [`Memtrace::watch_stdout`] was called.
-    watched: Option<Watched>,
-}
-
-/// Stdout read line by line on a thread, so that a test can wait for what memtrace prints.
-struct Watched {
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
+    watched: Option<Lines>,
 }
 
 /// What a finished memtrace printed.
@@ -599,19 +595,10 @@ impl Memtrace {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn memtrace");
-        let stderr = child.stderr.take().expect("memtrace stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let stderr = Lines::of(child.stderr.take().expect("memtrace stderr"));
         let mut memtrace = Self {
             child,
-            stderr: rx,
-            stderr_seen: Vec::new(),
+            stderr,
             watched: None,
         };
         memtrace.wait_attached();
@@ -619,24 +606,19 @@ impl Memtrace {
     }
 
     fn wait_attached(&mut self) {
-        let deadline = Instant::now() + ATTACH_TIMEOUT;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.stderr.recv_timeout(left) {
-                Ok(line) => {
-                    let attached = line.starts_with("memtrace: attached");
-                    self.stderr_seen.push(line);
-                    if attached {
-                        return;
-                    }
-                }
-                Err(_) => break,
-            }
+        let attached = |line: &str| line.starts_with("memtrace: attached");
+        if self.stderr.wait_for(ATTACH_TIMEOUT, attached).is_none() {
+            let _ = self.child.kill();
+            panic!(
+                "memtrace did not attach (eBPF must load here); stderr:\n{}",
+                self.stderr_text()
+            );
         }
-        let _ = self.child.kill();
-        panic!(
-            "memtrace did not attach (eBPF must load here); stderr:\n{}",
-            self.stderr_seen.join("\n")
-        );
+    }
+
+    /// What memtrace wrote on stderr so far.
+    fn stderr_text(&mut self) -> String {
+        self.stderr.arrived().join("\n")
     }
 
     /// Takes stdout to read live (for tests of output handling).
@@ -647,19 +629,7 @@ impl Memtrace {
     /// Reads stdout as it comes from now on, for [`Memtrace::wait_for_lines`]; what
     /// [`Memtrace::finish`] returns still holds every line.
     pub fn watch_stdout(&mut self) {
-        let stdout = self.take_stdout();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        self.watched = Some(Watched {
-            lines: rx,
-            seen: Vec::new(),
-        });
+        self.watched = Some(Lines::of(self.take_stdout()));
     }
 
     /// Waits until memtrace printed `count` more JSON lines of type `line_type` (e.g. two
@@ -667,22 +637,19 @@ impl Memtrace {
     /// this call). Needs [`Memtrace::watch_stdout`].
     pub fn wait_for_lines(&mut self, line_type: &str, count: usize) {
         let watched = self.watched.as_mut().expect("watch_stdout first");
-        let deadline = Instant::now() + EXIT_TIMEOUT;
-        let mut found = 0;
-        while found < count {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = watched.lines.recv_timeout(left) else {
+        let of_type = |line: &str| {
+            let parsed: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
+            parsed["type"] == line_type
+        };
+        for found in 0..count {
+            if watched.wait_for(EXIT_TIMEOUT, of_type).is_none() {
                 let _ = self.child.kill();
-                self.stderr_seen.extend(self.stderr.try_iter());
                 panic!(
                     "memtrace printed {found} of {count} {line_type} lines within {EXIT_TIMEOUT:?}; stderr:\n{}",
-                    self.stderr_seen.join("\n")
+                    self.stderr_text()
                 );
-            };
-            let parsed: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
-            found += usize::from(parsed["type"] == line_type);
-            watched.seen.push(line);
+            }
         }
     }
 
@@ -698,51 +665,36 @@ impl Memtrace {
 
     /// Waits for memtrace to stop by itself and collects what it printed.
     pub fn finish(mut self) -> Output {
-        let stdout = match (self.child.stdout.take(), self.watched.take()) {
-            (_, Some(watched)) => {
-                let mut seen = watched.seen;
-                let deadline = Instant::now() + EXIT_TIMEOUT;
-                // Until the reader thread ends at EOF.
-                loop {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match watched.lines.recv_timeout(left) {
-                        Ok(line) => seen.push(line),
-                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                        Err(mpsc::RecvTimeoutError::Timeout) => {
-                            let _ = self.child.kill();
-                            panic!("memtrace did not finish its output within {EXIT_TIMEOUT:?}");
-                        }
-                    }
-                }
-                seen.join("\n")
+        let stdout = match self.watched.take() {
+            Some(lines) => Some(lines),
+            None => self.child.stdout.take().map(Lines::of),
+        };
+        let lines = match stdout.map(|mut lines| lines.until_eof(EXIT_TIMEOUT)) {
+            None => Vec::new(),
+            Some(Ok(lines)) => lines,
+            Some(Err(_)) => {
+                let _ = self.child.kill();
+                panic!(
+                    "memtrace did not finish its output within {EXIT_TIMEOUT:?}; stderr:\n{}",
+                    self.stderr_text()
+                );
             }
-            (Some(out), None) => match read_all_within(out, EXIT_TIMEOUT) {
-                Some(text) => text,
-                None => {
-                    let _ = self.child.kill();
-                    self.stderr_seen.extend(self.stderr.try_iter());
-                    panic!(
-                        "memtrace did not finish its output within {EXIT_TIMEOUT:?}; stderr:\n{}",
-                        self.stderr_seen.join("\n")
-                    );
-                }
-            },
-            (None, None) => String::new(),
         };
         let status = wait_with_timeout(&mut self.child, EXIT_TIMEOUT);
-        self.stderr_seen.extend(self.stderr.try_iter());
-        // The reader thread may still be draining the last lines.
-        while let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(200)) {
-            self.stderr_seen.push(line);
-        }
-        let lines = stdout
-            .lines()
+        // Exited: its stderr closes as soon as the reader has drained it.
+        let stderr = self
+            .stderr
+            .until_eof(EXIT_TIMEOUT)
+            .unwrap_or_else(|seen| seen)
+            .join("\n");
+        let lines = lines
+            .iter()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
             .collect();
         Output {
             status,
             lines,
-            stderr: self.stderr_seen.join("\n"),
+            stderr,
             counted: None,
         }
     }
