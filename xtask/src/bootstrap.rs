@@ -112,10 +112,12 @@ fn linked_llvm_major(binary: &Path) -> Option<u32> {
 /// as Debian's packaging does, prometheus-node-exporter is the real Debian Go daemon whose own
 /// gauges check memtrace's reading of its runtime, `bpftool` reads the kernel's BTF
 /// independently of memtrace's own reader, and `promtool` (Debian's `prometheus`) validates
-/// the metrics page. Installed from Debian when missing; only `cargo xtask test` needs them.
+/// the metrics page; `runc` is the runtime the container tests give podman (Debian's
+/// default, crun, refuses a hybrid cgroup layout such as this project's CI machine's).
+/// Installed from Debian when missing; only `cargo xtask test` needs them.
 /// When they cannot be installed the tests that need them skip, except under CI, where they
 /// must run.
-const TEST_TOOLS: [(&str, &str); 7] = [
+const TEST_TOOLS: [(&str, &str); 8] = [
     ("go", "golang-go"),
     ("gcc", "gcc"),
     ("bpftrace", "bpftrace"),
@@ -123,6 +125,7 @@ const TEST_TOOLS: [(&str, &str); 7] = [
     ("prometheus-node-exporter", "prometheus-node-exporter"),
     ("bpftool", "bpftool"),
     ("promtool", "prometheus"),
+    ("runc", "runc"),
 ];
 
 pub fn ensure_test_tools() -> anyhow::Result<()> {
