@@ -8,14 +8,13 @@
 
 use std::{
     fmt::Write as _,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{BufReader, Read as _, Write as _},
     net::{TcpListener, TcpStream},
     path::Path,
     process::{Child, Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
-        mpsc,
     },
     thread,
     time::{Duration, Instant},
@@ -23,7 +22,9 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{ATTACH_TIMEOUT, chrono_like_utc, loadavg, machine_lines, timeval, wait4};
+use super::{
+    ATTACH_TIMEOUT, chrono_like_utc, lines::Lines, loadavg, machine_lines, timeval, wait4,
+};
 use crate::stats::verdict;
 
 const IDLE_PROCESSES: usize = 1_500;
@@ -132,7 +133,12 @@ fn measure(memtrace: &Path, workload: &Path) -> anyhow::Result<Measured> {
         .spawn()
         .with_context(|| format!("cannot start {}", memtrace.display()))?;
     let pid = agent.id();
-    let attach = wait_attached(&mut agent)?;
+    let attached = |line: &str| line.starts_with("memtrace: attached");
+    let mut stderr = Lines::of(agent.stderr.take().context("no stderr")?);
+    let Some(at) = stderr.wait_for(ATTACH_TIMEOUT, attached) else {
+        bail!("memtrace did not attach: {}", stderr.arrived().join(" | "));
+    };
+    let attach = at - started;
     // Its live lines, one per 5 s: read and dropped, so it never blocks on a pipe.
     if let Some(stdout) = agent.stdout.take() {
         thread::spawn(move || {
@@ -166,6 +172,10 @@ fn measure(memtrace: &Path, workload: &Path) -> anyhow::Result<Measured> {
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(pid as i32, libc::SIGINT) };
     let (status, usage) = wait4(pid, ATTACH_TIMEOUT)?;
+    // Its warnings, if any.
+    for line in stderr.arrived().iter().filter(|line| !attached(line)) {
+        eprintln!("{line}");
+    }
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
         bail!("memtrace failed (wait status {status})");
     }
@@ -178,25 +188,6 @@ fn measure(memtrace: &Path, workload: &Path) -> anyhow::Result<Measured> {
         attach,
         lost,
     })
-}
-
-/// Waits for memtrace's "attached" line; how long it took.
-fn wait_attached(agent: &mut Child) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    let stderr = agent.stderr.take().context("no stderr")?;
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.starts_with("memtrace: attached") {
-                let _ = tx.send(());
-            } else {
-                eprintln!("{line}");
-            }
-        }
-    });
-    rx.recv_timeout(ATTACH_TIMEOUT)
-        .context("memtrace did not attach")?;
-    Ok(started.elapsed())
 }
 
 /// Starts about [`CHURN_PER_SECOND`] short processes a second until told to stop; counts them.
