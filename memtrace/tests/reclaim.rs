@@ -172,15 +172,17 @@ fn lazily_freed_pages_reclaimed_under_pressure_are_reported() {
     let mut stdin = lazy.go_keeping_stdin();
     let freed = lazy.next_line();
     assert_eq!(freed["freed"], 150 << 20);
-    // memtrace has sampled the lazily freed memory before the pressure: each interval line is
-    // drawn once a look at /proc answered, one at a time, so the second one after this point
-    // comes from a look that began after it.
-    memtrace.wait_for_lines("reclaim_interval", 2);
+    // memtrace has sampled the lazily freed memory before the pressure. Each interval line is
+    // drawn once a look at /proc answered, and looks go one at a time, so a line's look began
+    // after the line before it was printed. Lines already received are passed over, but one
+    // may still have been in the pipe: of the next three, the third comes from a look that
+    // began after this point.
+    memtrace.wait_for_lines("reclaim_interval", 3);
     let pressure =
         Workload::spawn_in_cgroup(&cgroup.path, &["--no-wait", "faults", "--pages", "38400"]);
     pressure.record();
-    // And has sampled what the pressure left.
-    memtrace.wait_for_lines("reclaim_interval", 2);
+    // And has sampled what the pressure left (the lines printed while it ran are passed over).
+    memtrace.wait_for_lines("reclaim_interval", 3);
     stdin.write_all(b"count\n").expect("signal workload");
     let record = lazy.record();
     let output = memtrace.finish();

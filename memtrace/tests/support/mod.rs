@@ -632,11 +632,12 @@ impl Memtrace {
         self.watched = Some(Lines::of(self.take_stdout()));
     }
 
-    /// Waits until memtrace printed `count` more JSON lines of type `line_type` (e.g. two
-    /// `reclaim_interval` lines: the second one is drawn from a look at /proc that began after
-    /// this call). Needs [`Memtrace::watch_stdout`].
+    /// Waits until memtrace printed `count` JSON lines of type `line_type` that were not read
+    /// yet when called (the lines already received are passed over; one may still have been
+    /// in the pipe). Needs [`Memtrace::watch_stdout`].
     pub fn wait_for_lines(&mut self, line_type: &str, count: usize) {
         let watched = self.watched.as_mut().expect("watch_stdout first");
+        watched.arrived();
         let of_type = |line: &str| {
             let parsed: Value = serde_json::from_str(line)
                 .unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
