@@ -119,8 +119,7 @@ fn system_wide_a_reused_pid_is_a_new_process() {
     let _pids = PIDS.lock().unwrap_or_else(|e| e.into_inner());
     let (output, a_start, b_start, pid) =
         reuse_a_pid(&["--comm", "memtrace-worklo", "--ring-size", "65536"]);
-    let mut entries = entries(&output, pid);
-    entries.sort_by_key(|p| p["start_time"].as_u64());
+    let entries = entries(&output, pid);
     assert_eq!(entries.len(), 2, "{entries:?}");
     let (a, b) = (&entries[0], &entries[1]);
     assert_eq!(

@@ -911,9 +911,7 @@ impl Tracer {
             Arc::clone(&fault_lines),
         );
         let mut stderr = Lines::of(child.stderr.take().context("no stderr")?);
-        let attached = stderr.wait_for(ATTACH_TIMEOUT, |line| {
-            line.starts_with("memtrace: attached")
-        });
+        let attached = stderr.wait_attached(ATTACH_TIMEOUT);
         let mut process = Running {
             child,
             stdin: None,

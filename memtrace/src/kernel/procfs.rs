@@ -116,7 +116,13 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
 /// A CLOCK_BOOTTIME instant in ns (a task's `start_boottime`) in the clock ticks of
 /// [`start_ticks`], rounded down as the kernel's `nsec_to_clock_t` does.
 pub fn boot_ns_to_ticks(ns: u64) -> Option<u64> {
-    Some(ns / (1_000_000_000 / system::clock_hz()?.max(1)))
+    Some(ns_to_ticks(ns, system::clock_hz()?))
+}
+
+/// Nanoseconds in clock ticks of `clock_hz`, rounded down as the kernel's `nsec_to_clock_t`
+/// does.
+pub fn ns_to_ticks(ns: u64, clock_hz: u64) -> u64 {
+    ns / (1_000_000_000 / clock_hz.max(1))
 }
 
 /// Per-thread fault counters of a process: `(tid, minflt, majflt)` from

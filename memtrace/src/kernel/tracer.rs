@@ -381,6 +381,11 @@ impl Tracer {
         Some(frames)
     }
 
+    /// Deletes a stored stack's frames unread (its names are known already).
+    pub fn drop_frames(&mut self, stack: &StackRef) {
+        let _ = self.stacks.remove(stack);
+    }
+
     /// Deletes the stack counts of exited processes, once read for the last time.
     pub fn forget_stack_counts(&mut self, keys: &[StackKey]) {
         for key in keys {

@@ -11,7 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use memtrace_common::stacks::{StackCounts, StackKey, StackRef};
 
-use crate::{kernel::symbols::Stack, model::event::Event};
+use crate::{
+    kernel::{procfs, symbols::Stack},
+    model::event::Event,
+};
 
 /// A process as the kernel's stack keys name it: tgid and start time (ns).
 type Process = (u32, u64);
@@ -116,13 +119,11 @@ impl Stacks {
             return;
         };
         let hz = self.clock_hz;
-        let of = |tgid: u32, start_ns: u64| {
-            tgid == pid && start_ns != 0 && same_start(start_ns, Some(ticks), hz)
-        };
-        self.retired.retain(|k, _| !of(k.tgid, k.start_ns));
-        self.named.retain(|r, _| !of(r.tgid, r.start_ns));
-        for (process, ended) in self.ended.iter_mut() {
-            if of(process.0, process.1) {
+        let of = |process: Process| started_as(process, (pid, ticks), hz);
+        self.retired.retain(|k, _| !of((k.tgid, k.start_ns)));
+        self.named.retain(|r, _| !of((r.tgid, r.start_ns)));
+        for (&process, ended) in self.ended.iter_mut() {
+            if of(process) {
                 ended.keep = false;
             }
         }
@@ -134,7 +135,7 @@ impl Stacks {
         let hz = self.clock_hz;
         for &(pid, ticks, _) in &self.pending {
             for (key, _) in of_pid(&self.live, pid) {
-                if key.start_ns != 0 && same_start(key.start_ns, Some(ticks), hz) {
+                if started_as((key.tgid, key.start_ns), (pid, ticks), hz) {
                     self.ended.insert(
                         (key.tgid, key.start_ns),
                         Ended {
@@ -152,11 +153,10 @@ impl Stacks {
     }
 
     /// Whether `process` was let go of.
-    fn is_pending(&self, (tgid, start_ns): Process) -> bool {
-        start_ns != 0
-            && self.pending.iter().any(|&(pid, ticks, _)| {
-                pid == tgid && same_start(start_ns, Some(ticks), self.clock_hz)
-            })
+    fn is_pending(&self, process: Process) -> bool {
+        self.pending
+            .iter()
+            .any(|&(pid, ticks, _)| started_as(process, (pid, ticks), self.clock_hz))
     }
 
     /// Whether a stack's process was let go of: its names are not wanted any more.
@@ -237,13 +237,18 @@ fn stack_refs(key: &StackKey) -> impl Iterator<Item = StackRef> + '_ {
         })
 }
 
+/// Whether `process` (its start known) is `pid` started at clock tick `ticks`.
+fn started_as((tgid, start_ns): Process, (pid, ticks): (u32, u64), clock_hz: u64) -> bool {
+    tgid == pid && start_ns != 0 && same_start(start_ns, Some(ticks), clock_hz)
+}
+
 /// Whether a key's start (`start_boottime` ns, 0 when unknown) is that of a process started
 /// at `start_ticks`: the kernel's `nsec_to_clock_t` rounds down to clock ticks.
 fn same_start(start_ns: u64, start_ticks: Option<u64>, clock_hz: u64) -> bool {
     match (start_ns, start_ticks) {
         (0, _) | (_, None) => true,
         _ if clock_hz == 0 => true,
-        (ns, Some(start)) => ns / (1_000_000_000 / clock_hz) == start,
+        (ns, Some(start)) => procfs::ns_to_ticks(ns, clock_hz) == start,
     }
 }
 

@@ -14,14 +14,15 @@ impl Session {
         let (Some(symbols), Some(namer)) = (self.symbols.as_mut(), self.namer.as_mut()) else {
             return;
         };
-        // Taken from the kernel even when known: a stack stored again for another key of the
-        // same process would wait there for ever.
+        // Deleted from the kernel even when known (a stack stored again for another key of the
+        // same process would wait there for ever), but read only when new.
+        if self.model.stacks.is_named(&stack) || self.naming.contains(&stack) {
+            self.tracer.drop_frames(&stack);
+            return;
+        }
         let Some(frames) = self.tracer.take_frames(&stack) else {
             return;
         };
-        if self.model.stacks.is_named(&stack) || self.naming.contains(&stack) {
-            return;
-        }
         if stack.kernel != 0 {
             namer.kernel(stack, frames);
         } else {

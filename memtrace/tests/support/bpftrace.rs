@@ -56,19 +56,18 @@ impl Bpftrace {
         // Once in a while (on a loaded machine) bpftrace 0.17 has not exited a minute after
         // SIGINT; another SIGINT every few seconds gets its maps printed.
         let deadline = Instant::now() + self.timeout;
-        loop {
+        let text = loop {
             // SAFETY: plain kill(2) on our own child.
             unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.next(left.min(RESIGNAL)) {
                 Ok(_) => {
-                    // Printing: read the rest without signalling again.
-                    // Lines that came before a timeout are kept too.
+                    // Printing: read the rest without signalling again (lines that came
+                    // before a timeout are kept too).
                     let (Ok(all) | Err(all)) = self.lines.until_eof(left);
-                    self.lines.seen = all;
-                    break;
+                    break all;
                 }
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Disconnected) => break std::mem::take(&mut self.lines.seen),
                 Err(RecvTimeoutError::Timeout) if left > RESIGNAL => {}
                 Err(RecvTimeoutError::Timeout) => {
                     let _ = self.child.kill();
@@ -78,9 +77,9 @@ impl Bpftrace {
                     );
                 }
             }
-        }
+        };
         let _ = self.child.wait();
-        std::mem::take(&mut self.lines.seen)
+        text
     }
 }
 

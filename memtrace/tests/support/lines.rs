@@ -11,6 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// The line memtrace writes on stderr once its programs are attached.
+pub const ATTACHED: &str = "memtrace: attached";
+
 /// The lines read so far from one pipe, and those still to come.
 pub struct Lines {
     incoming: mpsc::Receiver<String>,
@@ -57,6 +60,11 @@ impl Lines {
                 return Some(Instant::now());
             }
         }
+    }
+
+    /// Waits for memtrace's [`ATTACHED`] line (on its stderr), as [`Lines::wait_for`].
+    pub fn wait_attached(&mut self, timeout: Duration) -> Option<Instant> {
+        self.wait_for(timeout, |line| line.starts_with(ATTACHED))
     }
 
     /// Every line that has arrived by now, without waiting.

@@ -606,8 +606,7 @@ impl Memtrace {
     }
 
     fn wait_attached(&mut self) {
-        let attached = |line: &str| line.starts_with("memtrace: attached");
-        if self.stderr.wait_for(ATTACH_TIMEOUT, attached).is_none() {
+        if self.stderr.wait_attached(ATTACH_TIMEOUT).is_none() {
             let _ = self.child.kill();
             panic!(
                 "memtrace did not attach (eBPF must load here); stderr:\n{}",
@@ -666,10 +665,7 @@ impl Memtrace {
 
     /// Waits for memtrace to stop by itself and collects what it printed.
     pub fn finish(mut self) -> Output {
-        let stdout = match self.watched.take() {
-            Some(lines) => Some(lines),
-            None => self.child.stdout.take().map(Lines::of),
-        };
+        let stdout = (self.watched.take()).or_else(|| self.child.stdout.take().map(Lines::of));
         let lines = match stdout.map(|mut lines| lines.until_eof(EXIT_TIMEOUT)) {
             None => Vec::new(),
             Some(Ok(lines)) => lines,

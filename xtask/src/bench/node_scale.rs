@@ -23,7 +23,9 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use super::{
-    ATTACH_TIMEOUT, chrono_like_utc, lines::Lines, loadavg, machine_lines, timeval, wait4,
+    ATTACH_TIMEOUT, chrono_like_utc,
+    lines::{ATTACHED, Lines},
+    loadavg, machine_lines, timeval, wait4,
 };
 use crate::stats::verdict;
 
@@ -133,9 +135,8 @@ fn measure(memtrace: &Path, workload: &Path) -> anyhow::Result<Measured> {
         .spawn()
         .with_context(|| format!("cannot start {}", memtrace.display()))?;
     let pid = agent.id();
-    let attached = |line: &str| line.starts_with("memtrace: attached");
     let mut stderr = Lines::of(agent.stderr.take().context("no stderr")?);
-    let Some(at) = stderr.wait_for(ATTACH_TIMEOUT, attached) else {
+    let Some(at) = stderr.wait_attached(ATTACH_TIMEOUT) else {
         bail!("memtrace did not attach: {}", stderr.arrived().join(" | "));
     };
     let attach = at - started;
@@ -173,7 +174,11 @@ fn measure(memtrace: &Path, workload: &Path) -> anyhow::Result<Measured> {
     unsafe { libc::kill(pid as i32, libc::SIGINT) };
     let (status, usage) = wait4(pid, ATTACH_TIMEOUT)?;
     // Its warnings, if any.
-    for line in stderr.arrived().iter().filter(|line| !attached(line)) {
+    for line in stderr
+        .arrived()
+        .iter()
+        .filter(|line| !line.starts_with(ATTACHED))
+    {
         eprintln!("{line}");
     }
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
